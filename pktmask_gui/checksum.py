@@ -1,0 +1,118 @@
+"""Internet checksums: ones'-complement sums and RFC 1624 incremental updates.
+
+API (all offsets are absolute offsets into the frame buffer):
+
+- ``ones_sum(buf, start=0, end=None) -> int``: the folded 16-bit ones'-complement sum of ``buf[start:end]``,
+  words taken big-endian from ``start`` (an odd length is padded with a zero byte).
+- ``internet_checksum(buf, start=0, end=None, initial=0) -> int``: ``~sum & 0xFFFF`` (the value a sender
+  stores); ``initial`` adds a pseudo-header sum.
+- ``field_delta(old, new, odd=False) -> int``: the ones'-complement difference ``sum(new) - sum(old)`` of one
+  changed field; ``odd`` when the field starts at an odd distance from the start of the checksum's coverage
+  (its bytes then sit in the other half of each 16-bit word).
+- ``update(buf, cs_off, delta, kind) -> None``: RFC 1624 eqn. 3, ``HC' = ~(~HC + delta)``, written in place.
+  Kind ``"udp"``: a stored 0 means "no checksum" and stays 0, and a computed 0 is stored as 0xFFFF.
+- ``fix_checksums(buf, csums, ips, changed) -> int``: the one call a stage needs after rewriting bytes.
+  ``csums`` and ``ips`` come from ``frames.walk()``; ``changed`` is a dict ``{offset: old_bytes}`` of every
+  field the stage rewrote (the new bytes are in ``buf``). Every checksum whose coverage or pseudo-header
+  includes a changed byte is updated incrementally; updated checksum fields are added to ``changed`` so
+  that an enclosing checksum (ICMP over a quoted header, a tunnel's outer UDP, GRE) sees them too. Returns
+  the number of checksum fields written.
+
+Incremental updates keep a bad checksum bad (the delta is added to whatever was stored) and stay right for
+frames cut by the snap length (only bytes that differ enter the delta).
+"""
+from __future__ import annotations
+
+import sys
+
+_BIG = sys.byteorder == "big"
+
+
+def ones_sum(buf, start: int = 0, end: int | None = None) -> int:
+    """Folded 16-bit ones'-complement sum of ``buf[start:end]`` (big-endian words from ``start``)."""
+    if end is None:
+        end = len(buf)
+    chunk = bytes(buf[start:end])
+    if len(chunk) & 1:
+        chunk += b"\x00"
+    # One big integer per call: summing the bytes at even / odd positions is C-speed slicing.
+    total = (sum(chunk[0::2]) << 8) + sum(chunk[1::2])
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def internet_checksum(buf, start: int = 0, end: int | None = None, initial: int = 0) -> int:
+    total = ones_sum(buf, start, end) + initial
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _swap(x: int) -> int:
+    return ((x & 0xFF) << 8) | (x >> 8)
+
+
+def field_delta(old, new, odd: bool = False) -> int:
+    """Ones'-complement ``sum(new) + ~sum(old)`` (folded) for one changed field."""
+    d = ones_sum(new) + (~ones_sum(old) & 0xFFFF)
+    d = (d & 0xFFFF) + (d >> 16)
+    d = (d & 0xFFFF) + (d >> 16)
+    return _swap(d) if odd else d
+
+
+def update(buf, cs_off: int, delta: int, kind: str = "") -> None:
+    """Apply a ones'-complement delta to the checksum stored at ``cs_off`` (RFC 1624 eqn. 3)."""
+    hc = (buf[cs_off] << 8) | buf[cs_off + 1]
+    if kind == "udp" and hc == 0:
+        return                      # "no checksum": stays none
+    s = (~hc & 0xFFFF) + delta
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    new = ~s & 0xFFFF
+    if kind == "udp" and new == 0:
+        new = 0xFFFF
+    buf[cs_off] = new >> 8
+    buf[cs_off + 1] = new & 0xFF
+
+
+def fix_checksums(buf, csums, ips, changed: dict) -> int:
+    """Update every checksum in ``csums`` (innermost first, as walk() lists them) for the ``changed`` fields.
+
+    ``changed``: ``{offset: old_bytes}``; new bytes are read from ``buf``. Mutates ``changed``: rewritten
+    checksum fields are added so enclosing checksums include them.
+    """
+    n = len(buf)
+    written = 0
+    for cs_off, start, end, kind, ip_index in csums:
+        if cs_off + 2 > n:
+            continue
+        delta = 0
+        for off, old in changed.items():
+            if off == cs_off:
+                continue            # this checksum's own field: it is what we are computing
+            hi = off + len(old)
+            if hi <= start or off >= end:
+                continue
+            lo = start if off < start else off
+            if hi > end:
+                hi = end
+            if lo >= hi:
+                continue
+            delta += field_delta(old[lo - off:hi - off], buf[lo:hi], (lo - start) & 1)
+        if ip_index is not None:
+            ip = ips[ip_index]
+            alen = 4 if ip[1] == 4 else 16
+            for a in (ip[6], ip[11]):
+                old = changed.get(a)
+                if old is not None and not (start <= a < end):
+                    # pseudo-header addresses: even alignment by construction
+                    delta += field_delta(old, buf[a:a + min(alen, len(old))], False)
+        if not delta % 0xFFFF:
+            continue
+        old_cs = bytes(buf[cs_off:cs_off + 2])
+        update(buf, cs_off, delta, kind)
+        if buf[cs_off:cs_off + 2] != old_cs:
+            changed.setdefault(cs_off, old_cs)
+            written += 1
+    return written

@@ -1,0 +1,373 @@
+"""Command line: ``pktmask-gui`` (the window) and ``pktmask-gui process`` (headless, for scripts).
+
+``process`` is a public interface: keep its flags and exit codes stable.
+Exit status: 0 every file succeeded, 1 any file failed, 2 usage error, 130 interrupted (Ctrl-C / SIGTERM).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# Operation flags, in pipeline order: flag -> stage name.
+OPERATION_FLAGS = {"--dedup": "dedup", "--anonymize": "anonymize", "--mask": "mask"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would exit 2 itself; keep one path for every usage error
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pktmask-gui process",
+        description="Sanitize packet captures: remove duplicate frames, anonymize IP addresses, mask payloads. "
+                    "Each input gets a sanitized copy in the output folder; inputs are never modified.",
+        epilog="Exit status: 0 all files succeeded, 1 a file failed, 2 usage error, 130 interrupted.")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="capture files (.pcap, .pcapng, .cap) or folders (searched recursively)")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR",
+                        help="output folder (created if missing); folder inputs keep their layout under it")
+    ops = parser.add_argument_group("operations (at least one; never taken from saved settings)")
+    ops.add_argument("--dedup", action="store_true", help="Remove Dupes: drop frames identical to an earlier one")
+    ops.add_argument("--anonymize", action="store_true", help="Anonymize IPs: keyed prefix-preserving Crypto-PAn")
+    ops.add_argument("--mask", action="store_true", help="Mask Payloads: keep TLS handshakes, zero everything else")
+    anon = parser.add_argument_group("Anonymize IPs options")
+    anon.add_argument("--key-file", metavar="PATH", help="32-byte key, raw or as 64 hex digits "
+                      "(default: your key in the config folder, created at first use)")
+    anon.add_argument("--keep", action="append", default=None, metavar="CIDR",
+                      help="keep addresses in this network unchanged (repeatable)")
+    anon.add_argument("--anonymize-macs", action="store_true", default=None,
+                      help="also map MAC addresses (group/local bits kept)")
+    anon.add_argument("--export-mapping", metavar="PATH", help="write the address mapping table to PATH")
+    anon.add_argument("--allow-uninspected", action="store_true", default=None,
+                      help="let frames the engine cannot parse through unchanged (counted) instead of failing")
+    mask = parser.add_argument_group("Mask Payloads options")
+    mask.add_argument("--mask-handshake", action="store_true", default=None,
+                      help="mask TLS handshake records too (kept by default)")
+    mask.add_argument("--mask-mode", choices=("zero", "trim"), default=None,
+                      help="zero masked bytes (default) or trim them from the captured frame")
+    mask.add_argument("--keep-port", action="append", type=int, default=None, metavar="N",
+                      help="keep the payload of this TCP/UDP port as is (repeatable)")
+    general = parser.add_argument_group("general")
+    general.add_argument("--keep-metadata", action="store_true",
+                         help="do not scrub pcapng metadata (comments, name resolution, keys, custom blocks)")
+    general.add_argument("-j", "--jobs", type=int, metavar="N", help="files processed in parallel "
+                         "(default: the setting, itself defaulting to the number of cores)")
+    general.add_argument("--temp-dir", metavar="DIR", help="temp root (default: the setting or the system's)")
+    general.add_argument("--large-file-threshold", type=int, metavar="MB",
+                         help="hard-link inputs of at least this size into the temp folder (default 200)")
+    general.add_argument("--memory-limit", type=int, metavar="MB",
+                         help="memory pressure above this job memory (default 1024; 0 = off)")
+    general.add_argument("--json", action="store_true", help="print one JSON object with every result on stdout")
+    general.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no result lines")
+    general.add_argument("-v", "--verbose", action="store_true", help="also show informational log lines")
+    general.add_argument("--debug", action="store_true", help="show tracebacks and debug log lines")
+    return parser
+
+
+def _apply_flags(args, settings) -> list[str]:
+    """Fold flags into the settings (flags win); return the operations in pipeline order."""
+    from .stages import operations
+
+    available = {cls.name: cls for cls in operations()}
+    chosen = [name for flag, name in OPERATION_FLAGS.items() if getattr(args, flag[2:])]
+    if not chosen:
+        raise UsageError("no operation chosen: give at least one of --dedup, --anonymize, --mask "
+                         "(a sanitized file is never a plain copy)")
+    for name in chosen:
+        if name not in available:
+            raise UsageError(f"--{ {'dedup': 'dedup', 'anonymize': 'anonymize', 'mask': 'mask'}[name] } "
+                             f"is not available in this version of pktmask-gui")
+    if args.jobs is not None:
+        if not 1 <= args.jobs <= 64:
+            raise UsageError("--jobs must be between 1 and 64")
+        settings.parallel_jobs = args.jobs
+    if args.temp_dir is not None:
+        settings.temp_root = args.temp_dir
+    if args.large_file_threshold is not None:
+        settings.large_file_threshold_mb = args.large_file_threshold
+    if args.memory_limit is not None:
+        settings.memory_rss_mb = args.memory_limit
+    if args.keep_metadata:
+        settings.keep_metadata = True
+    anon = settings.stage_options.setdefault("anonymize", {})
+    if args.keep is not None:
+        anon["keep_cidrs"] = list(args.keep)
+    if args.anonymize_macs:
+        anon["anonymize_macs"] = True
+    if args.allow_uninspected:
+        anon["allow_uninspected"] = True
+        settings.stage_options.setdefault("mask", {})["allow_uninspected"] = True
+    if args.export_mapping:
+        anon["export_mapping"] = str(Path(args.export_mapping).resolve())
+    mask = settings.stage_options.setdefault("mask", {})
+    if args.mask_handshake:
+        mask["keep_handshake"] = False
+    if args.mask_mode is not None:
+        mask["mode"] = args.mask_mode
+    if args.keep_port is not None:
+        mask["keep_ports"] = list(args.keep_port)
+    problems = settings.validate()
+    if problems:
+        raise UsageError(" ".join(problems))
+    return chosen
+
+
+class _Console:
+    """Progress bar and result lines on stderr (the bar only on a terminal)."""
+
+    def __init__(self, total_files: int, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() and not quiet
+        self.total_files = total_files
+        self.lock = threading.Lock()
+        self.progress: dict[int, tuple[int, int, int]] = {}
+        self.finished = 0
+        self.bar_shown = False
+        self.next_draw = 0.0
+
+    def update(self, idx: int, done: int, total: int, packets: int) -> None:
+        if not self.tty:
+            return
+        with self.lock:
+            self.progress[idx] = (done, total, packets)
+            now = time.monotonic()
+            if now >= self.next_draw:
+                self.next_draw = now + 0.1
+                self._draw()
+
+    def _draw(self) -> None:
+        done = sum(d for d, t, p in self.progress.values())
+        total = sum(t for d, t, p in self.progress.values()) or 1
+        packets = sum(p for d, t, p in self.progress.values())
+        frac = min(1.0, done / total)
+        width = 30
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        line = (f"\r[{bar}] {frac * 100:5.1f}%  file {min(self.finished + 1, self.total_files)}/"
+                f"{self.total_files}  {packets:,} packets")
+        sys.stderr.write(line[:120])
+        sys.stderr.flush()
+        self.bar_shown = True
+
+    def clear(self) -> None:
+        if self.bar_shown:
+            sys.stderr.write("\r" + " " * 120 + "\r")
+            self.bar_shown = False
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            self.clear()
+            if not self.quiet:
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
+
+    def result(self, idx: int, result) -> None:
+        with self.lock:
+            self.progress.pop(idx, None)
+            self.finished += 1
+        self.line(describe_result(result))
+
+
+def describe_result(result) -> str:
+    name = result.input
+    if result.status == "ok":
+        extras = []
+        dedup = result.stages.get("dedup")
+        if dedup:
+            extras.append(f"{dedup.get('duplicates_removed', 0):,} duplicates removed")
+        if result.warnings:
+            extras.append(f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}: "
+                          + "; ".join(result.warnings))
+        extra = (", " + ", ".join(extras)) if extras else ""
+        return (f"ok: {name} -> {result.output} ({result.packets_in:,} packets in, {result.packets_out:,} out"
+                f"{extra}, {result.elapsed_s:.2f} s)")
+    if result.status == "cancelled":
+        return f"cancelled: {name} (no output written)"
+    return f"FAILED: {name}: {result.error}"
+
+
+class _ConsoleLogHandler(logging.Handler):
+    def __init__(self, console: _Console):
+        super().__init__()
+        self.console = console
+
+    def emit(self, record):
+        try:
+            job = getattr(record, "job", None)
+            text = record.getMessage()
+            prefix = record.levelname.lower()
+            self.console.line(f"{prefix}: {job + ': ' if job and job not in text else ''}{text}")
+        except Exception:
+            pass
+
+
+def process_main(argv: list[str]) -> int:
+    from .settings import load_settings
+    from .pipeline import Job, JobResult, find_captures
+    from .jobs import run_job_process
+    from .workspace import sweep_stale
+
+    try:
+        args = build_parser().parse_args(argv)
+        settings = load_settings()
+        operations = _apply_flags(args, settings)
+    except UsageError as exc:
+        sys.stderr.write(f"pktmask-gui process: error: {exc}\n"
+                         "usage: pktmask-gui process PATH... -o DIR [--dedup] [--anonymize] [--mask] "
+                         "[--jobs N] [--json]  (see --help)\n")
+        return EXIT_USAGE
+
+    console = _Console(0, args.quiet or False)
+    handler = _ConsoleLogHandler(console)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    handler.setLevel(level)
+    engine_log = logging.getLogger("pktmask_gui")
+    engine_log.addHandler(handler)
+    engine_log.setLevel(min(level, logging.INFO))
+
+    out_dir = Path(args.output)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        sys.stderr.write(f"pktmask-gui process: error: cannot create the output folder {out_dir}: "
+                         f"{exc.strerror or exc}\n")
+        return EXIT_USAGE
+    key_file = Path(args.key_file) if args.key_file else None
+    if key_file is not None and "anonymize" in operations:
+        from . import keys
+        try:
+            keys.load_key_file(key_file)
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"pktmask-gui process: error: cannot use the key file {key_file}: {exc}\n")
+            return EXIT_USAGE
+
+    sweep_stale(settings.temp_root_path(), extra_dirs=[out_dir])
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    found = find_captures([p for p in args.paths if os.path.lexists(p)])
+    jobs = [Job(input=path, output_dir=out_dir, stages=operations, rel_dir=rel, key_file=key_file)
+            for path, rel in found]
+    console.total_files = len(jobs) + len(missing)
+    results: list = [None] * len(jobs)
+    cancel = threading.Event()
+
+    def work(idx: int):
+        if cancel.is_set():
+            results[idx] = JobResult(input=str(jobs[idx].input), status="cancelled", error="cancelled")
+            return
+        result = run_job_process(jobs[idx], settings, cancel=cancel,
+                                 progress=lambda phase, done, total, pk: console.update(idx, done, total, pk))
+        results[idx] = result
+        console.result(idx, result)
+
+    previous_term = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    interrupted = False
+    pool = ThreadPoolExecutor(max_workers=max(1, settings.parallel_jobs), thread_name_prefix="pktmask-job")
+    try:
+        futures = [pool.submit(work, i) for i in range(len(jobs))]
+        try:
+            while not all(f.done() for f in futures):
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            interrupted = True
+            cancel.set()
+            console.line("Interrupted: cancelling; temp files and partial outputs are being removed …")
+            deadline = time.monotonic() + 10
+            while not all(f.done() for f in futures) and time.monotonic() < deadline:
+                try:
+                    time.sleep(0.05)
+                except KeyboardInterrupt:
+                    pass
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        signal.signal(signal.SIGTERM, previous_term)
+        console.clear()
+        engine_log.removeHandler(handler)
+
+    all_results = [JobResult(input=str(p), status="failed", error="the file does not exist") for p in missing]
+    for r in all_results:
+        console.line(describe_result(r))
+    all_results += [r if r is not None else JobResult(input=str(j.input), status="cancelled", error="cancelled")
+                    for r, j in zip(results, jobs)]
+    if not all_results:
+        console.line("No capture files (.pcap, .pcapng, .cap) found in the given paths.")
+    if args.json:
+        files = []
+        for r in all_results:
+            d = r.to_dict()
+            files.append({k: d[k] for k in ("input", "output", "status", "error", "warnings", "packets_in",
+                                            "packets_out", "elapsed_s", "stages")})
+        ok = bool(all_results) and all(r.status == "ok" for r in all_results)
+        print(json.dumps({"ok": ok, "files": files}, indent=2))
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if not all_results or any(r.status != "ok" for r in all_results):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _no_display() -> bool:
+    if sys.platform.startswith("linux") or "bsd" in sys.platform:
+        return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                    or os.environ.get("QT_QPA_PLATFORM"))
+    return False
+
+
+def gui_main(paths: list[str] | None = None) -> int:
+    if _no_display():
+        sys.stderr.write("pktmask-gui: no display found (DISPLAY/WAYLAND_DISPLAY unset), so the window cannot "
+                         "open. Use the command line: 'pktmask-gui process PATH -o DIR --dedup --anonymize "
+                         "--mask' (see 'pktmask-gui process --help'), or run the window off-screen with "
+                         "QT_QPA_PLATFORM=offscreen.\n")
+        return EXIT_FAILED
+    try:
+        from .ui.app import run_gui
+    except ImportError as exc:
+        sys.stderr.write(f"pktmask-gui: the desktop window is not available: {exc}. "
+                         "Use 'pktmask-gui process --help' for the command line.\n")
+        return EXIT_FAILED
+    return run_gui(list(paths or []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "process":
+        return process_main(argv[1:])
+    if argv and argv[0] in ("-h", "--help"):
+        sys.stdout.write("usage: pktmask-gui [FILE_OR_FOLDER ...]      open the window (with these queued)\n"
+                         "       pktmask-gui process PATH... -o DIR [--dedup] [--anonymize] [--mask] "
+                         "[--jobs N] [--json]\n"
+                         "       pktmask-gui --version\n\n"
+                         "Run 'pktmask-gui process --help' for every option of the command line.\n")
+        return EXIT_OK
+    if argv and argv[0] == "--version":
+        sys.stdout.write(f"pktmask-gui {__version__}\n")
+        return EXIT_OK
+    unknown = [a for a in argv if a.startswith("-")]
+    if unknown:
+        sys.stderr.write(f"pktmask-gui: unknown option {unknown[0]} (see 'pktmask-gui --help')\n")
+        return EXIT_USAGE
+    return gui_main(argv)
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,1083 @@
+"""The frame walker: one pass over a frame's headers, shared by every stage.
+
+``walk(data, linktype)`` reads the link layer, every encapsulation and every IP header of one frame and
+returns offsets only (plain tuples and lists, no per-layer objects). It never copies or changes ``data``
+(``bytes``, ``bytearray`` or ``memoryview``). Frames cut by the snap length are normal: every end is
+clipped to ``len(data)`` and a header that stops early simply ends the walk.
+
+Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names ``W_STATUS`` ... ``W_MACS``.
+
+``status``
+    ``OK`` (an IP or ARP frame, walked to its end), ``NON_IP`` (a known protocol that carries no IP
+    header: ``label`` names it, e.g. ``"LLDP"``), or ``UNINSPECTABLE`` (``label`` is a one-sentence reason
+    naming the link type or encapsulation, e.g. ``"link type 147 (USER0) is not supported"``). An
+    uninspectable frame may still list the outer layers it got through; stages fail closed on it
+    (``raise Uninspectable(label)``) unless their ``allow_uninspected`` option is set.
+``label``
+    For ``OK``: the outermost network protocol (``"IPv4"``, ``"IPv6"``, ``"ARP"``, ``"RARP"``); use it to
+    count frames by type.
+``ips``
+    One tuple per IP header, outermost first (tunnelled inner headers and headers quoted inside ICMP /
+    ICMPv6 errors included), indexed by ``IP_*``::
+
+        (off, version, hdr_len, proto, pay_off, pay_end, src_off, dst_off, flags, frag_id, frag_off, pdst_off)
+
+    ``hdr_len`` includes IPv4 options / IPv6 extension headers (up to the upper-layer header);
+    ``proto`` is the upper-layer protocol (IPv6: the last next-header value); ``pay_end`` is
+    ``min(end by total / payload length, len(data))``; ``src_off``/``dst_off`` the address offsets
+    (4 or 16 bytes by ``version``); ``pdst_off`` the destination used in the upper-layer pseudo-header
+    (differs from ``dst_off`` with an IPv4 source route or an IPv6 routing header with segments left).
+    ``flags``: ``F_QUOTED`` (inside an ICMP/ICMPv6 error), ``F_TUNNELLED`` (not the outermost IP header),
+    ``F_FRAGMENT`` (any fragment), ``F_LATER_FRAGMENT`` (fragment offset > 0: no upper-layer header),
+    ``F_MORE_FRAGMENTS``, ``F_TRUNCATED`` (the header itself is cut short). ``frag_id``/``frag_off``
+    (bytes) are 0 for unfragmented packets.
+``addrs``
+    Every IP address field in the frame, as ``(offset, size, prefix_bits)``: size 4 or 16; prefix_bits is
+    ``size * 8`` for addresses, smaller for prefixes (ICMPv6 prefix information: bits past it are zero).
+    Covers IP source/destination of every header above, IPv4 source/record route and timestamp options,
+    IPv6 routing headers, ARP/RARP sender and target protocol addresses, ICMP redirect gateways and
+    router advertisements, ICMPv6 neighbour discovery targets / prefixes / RDNSS, MLD and IGMP group and
+    source addresses, PPP IPCP address options. A field cut by the snap length is listed when its first
+    byte is present (a prefix-preserving mapping can rewrite the part present).
+``l4``
+    The innermost transport layer that carries application data, or ``None``, indexed by ``L4_*``::
+
+        (proto, l4_off, pay_off, pay_end, ip_index, flags)
+
+    ``proto`` is the IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, anything else opaque);
+    ``ip_index`` indexes ``ips`` (flow keys: addresses there, ports / TCP seq / flags at ``l4_off``).
+    ``flags``: ``L4F_ECHO`` (ICMP/ICMPv6 echo: payload is the echo data), ``L4F_ICMP_ERROR`` (the payload is a
+    quoted packet, see ``ips`` with ``F_QUOTED``), ``L4F_FRAGMENT`` (part of a fragmented datagram; the
+    checksum of a fragmented datagram sits in its first fragment and covers all of them),
+    ``L4F_NO_HEADER`` (a later fragment: ``l4_off`` is -1, the payload is the fragment data).
+    A tunnel's carrier (outer UDP of VXLAN, GRE, ...) is never ``l4``; the tunnelled transport is.
+``csums``
+    Every checksum field present in the frame, innermost first (apply updates in list order), as
+    ``(cs_off, cover_start, cover_end, kind, ip_index)``: ``kind`` in ``CS_IPV4``, ``CS_TCP``, ``CS_UDP``,
+    ``CS_ICMP``, ``CS_ICMPV6``, ``CS_IGMP``, ``CS_GRE``; ``ip_index`` is the IP header whose addresses enter
+    the pseudo-header (TCP, UDP, ICMPv6) or ``None``. Byte parity of a changed byte is relative to
+    ``cover_start``; ``cover_end`` is clipped to ``len(data)``. Includes checksums inside quoted headers, the
+    outer UDP checksum of tunnels (VXLAN, Geneve, GTP-U, Teredo, MPLS-over-UDP, L2TP) and the GRE checksum:
+    all cover the inner packet. ``checksum.fix_checksums`` applies them.
+``macs``
+    Offsets of 6-byte MAC address fields: Ethernet destination/source at any depth, ARP hardware
+    addresses of length 6, Linux cooked capture addresses of length 6, ICMPv6 link-layer address options.
+
+Link types: Ethernet (1), NULL (0), LOOP (108), raw IP (101, 12, 14, 228 IPv4, 229 IPv6), PPP (9, 50 PPP
+in HDLC framing, 204 with direction), Cisco HDLC (104), Linux SLL (113) and SLL2 (276), NFLOG (239), IP over
+InfiniBand (242). Encapsulations: 802.1Q/802.1ad/QinQ at any depth, MPLS stacks (with pseudo-wire Ethernet),
+PPPoE sessions, Arista timestamp header, LLC/SNAP, IP-in-IP (4, 41), GRE (versions 0 and 1, keyed, with
+checksum, carrying IP, Ethernet (TEB), ERSPAN I/II/III, PPP, MPLS), MPLS in IP (137), VXLAN (4789),
+VXLAN-GPE (4790), Geneve (6081), GTP-U (2152), Teredo (3544 and, like Wireshark's heuristic, any UDP port),
+MPLS over UDP (6635), L2TPv2 (1701), PIM Register, IPv4 AH, IPv6 extension headers and fragments, ICMP and
+ICMPv6 errors (quoted headers, walked like any other).
+
+A walk of an Ethernet/IPv4/TCP frame costs a few microseconds: everything is in one loop with
+``struct.unpack_from`` and direct indexing; nothing is cached per packet.
+"""
+from __future__ import annotations
+
+import struct
+
+from pktmask_gui.stages import StageError
+
+
+class Uninspectable(StageError):
+    """A frame uses a link type or an encapsulation the walker cannot parse (fail closed)."""
+
+
+# ---- result layout ---------------------------------------------------------------------------------
+OK, NON_IP, UNINSPECTABLE = 0, 1, 2
+W_STATUS, W_LABEL, W_IPS, W_ADDRS, W_L4, W_CSUMS, W_MACS = range(7)
+
+(IP_OFF, IP_VER, IP_HLEN, IP_PROTO, IP_PAY, IP_END, IP_SRC, IP_DST, IP_FLAGS, IP_FRAG_ID, IP_FRAG_OFF,
+ IP_PDST) = range(12)
+F_QUOTED, F_TUNNELLED, F_FRAGMENT, F_LATER_FRAGMENT, F_MORE_FRAGMENTS, F_TRUNCATED = 1, 2, 4, 8, 16, 32
+
+L4_PROTO, L4_OFF, L4_PAY, L4_END, L4_IP, L4_FLAGS = range(6)
+L4F_ECHO, L4F_ICMP_ERROR, L4F_FRAGMENT, L4F_NO_HEADER = 1, 2, 4, 8
+
+CS_OFF, CS_START, CS_END, CS_KIND, CS_IP = range(5)
+CS_IPV4, CS_TCP, CS_UDP, CS_ICMP, CS_ICMPV6, CS_IGMP, CS_GRE = ("ipv4", "tcp", "udp", "icmp", "icmpv6",
+                                                                 "igmp", "gre")
+
+LINKTYPE_NAMES = {
+    0: "NULL", 1: "ETHERNET", 6: "IEEE802_5", 8: "SLIP", 9: "PPP", 10: "FDDI", 12: "RAW", 14: "RAW",
+    50: "PPP_HDLC", 101: "RAW", 104: "C_HDLC", 105: "IEEE802_11", 107: "FRELAY", 108: "LOOP",
+    113: "LINUX_SLL", 119: "PRISM_HEADER", 122: "IP_OVER_FC", 127: "IEEE802_11_RADIOTAP",
+    138: "APPLE_IP_OVER_IEEE1394", 139: "MTP2_WITH_PHDR", 140: "MTP2", 141: "MTP3", 143: "DOCSIS",
+    163: "IEEE802_11_AVS", 187: "BLUETOOTH_HCI_H4", 189: "USB_LINUX", 192: "PPI", 195: "IEEE802_15_4",
+    201: "BLUETOOTH_HCI_H4_WITH_PHDR", 204: "PPP_WITH_DIR", 215: "IEEE802_15_4_NONASK_PHY",
+    220: "USB_LINUX_MMAPPED", 228: "IPV4", 229: "IPV6", 239: "NFLOG", 242: "IPOIB", 249: "USBPCAP",
+    252: "WIRESHARK_UPPER_PDU", 263: "BLUETOOTH_LE_LL", 264: "SCTP", 274: "NETANALYZER_TRANSPARENT",
+    276: "LINUX_SLL2", 281: "DSA_TAG_BRCM",
+}
+for _i in range(16):
+    LINKTYPE_NAMES[147 + _i] = "USER%d" % _i
+
+# Ethertypes of protocols that carry no IP header (frames pass unchanged, counted by this name).
+NON_IP_ETHERTYPES = {
+    0x88CC: "LLDP", 0x8809: "Slow Protocols (LACP/OAM)", 0x888E: "EAPOL", 0x88F7: "PTP",
+    0x8808: "MAC Control", 0x9000: "Ethernet Loopback", 0x8902: "CFM", 0x88E5: "MACsec",
+    0x8863: "PPPoE Discovery", 0x8137: "IPX", 0x8138: "IPX", 0x809B: "AppleTalk", 0x80F3: "AARP",
+    0x6002: "DEC MOP", 0x6003: "DECnet", 0x6004: "DEC LAT", 0x8906: "FCoE", 0x8914: "FIP",
+    0x88E1: "HomePlug AV", 0x893A: "IEEE 1905.1", 0x88E3: "MRP", 0x88F5: "MVRP", 0x88F6: "MMRP",
+    0x8892: "PROFINET", 0x88A4: "EtherCAT", 0x88BA: "IEC 61850 SV", 0x88B8: "GOOSE", 0x892F: "HSR",
+    0x88FB: "PRP", 0x88DC: "WSMP", 0x8899: "Realtek RRCP", 0x88D9: "LLTD", 0x88C7: "802.11 pre-auth",
+    0x890D: "802.11 TDLS", 0x0842: "Wake-on-LAN", 0x88A2: "ATA over Ethernet", 0x8819: "CobraNet",
+    0x88B5: "Local Experimental", 0x88B6: "Local Experimental", 0x88B7: "OUI Extended",
+    0x88AB: "Ethernet Powerlink", 0x8204: "QNX Qnet", 0x88CD: "SERCOS III", 0x88E7: None,
+}
+_SNAP_CISCO = {0x2000: "CDP", 0x2003: "VTP", 0x2004: "DTP", 0x010B: "PVST+", 0x0111: "UDLD", 0x0104: "PAgP"}
+_LLC_SAPS = {0x42: "STP", 0xE0: "IPX", 0xF0: "NetBIOS", 0xFE: "OSI (IS-IS/ES-IS/CLNP)", 0x04: "SNA",
+             0x05: "SNA", 0x08: "SNA", 0x0C: "SNA", 0x10: "NetWare", 0x80: "XNS", 0xBC: "Banyan VINES",
+             0xF4: "LAN Management", 0xF8: "RPL", 0xFC: "RPL", 0x00: "LLC null SAP"}
+_PPP_NON_IP = {0xC021: "PPP LCP", 0xC023: "PPP PAP", 0xC223: "PPP CHAP", 0x8057: "PPP IPV6CP",
+               0x80FD: "PPP CCP", 0x80FB: "PPP CCP", 0x00FD: "PPP compressed data",
+               0x00FB: "PPP compressed data", 0xC025: "PPP LQR", 0x8281: "PPP MPLSCP", 0xC227: "PPP EAP",
+               0x8207: "PPP CDPCP", 0x002D: "PPP VJ compressed TCP", 0x8029: "PPP ATCP", 0x802B: "PPP IPXCP",
+               0x80FF: "PPP BACP", 0xC02B: "PPP BAP", 0x8031: "PPP BCP"}
+
+_VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200, 0x9300))
+_UDP_TUNNEL_PORTS = frozenset((4789, 4790, 6081, 2152, 3544, 6635, 1701))
+_ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+_IP6_EXT = frozenset((0, 43, 44, 51, 60, 139, 140, 253, 254))
+
+# walker states
+_ETH, _ETYPE, _IP, _IP4, _IP6, _MPLS, _PPP, _PPPPROTO, _ARP, _LLC, _DONE = range(11)
+
+_H = struct.Struct("!H").unpack_from
+_I = struct.Struct("!I").unpack_from
+_HH = struct.Struct("!HH").unpack_from
+_ILE = struct.Struct("<I").unpack_from
+_HHLE = struct.Struct("<HH").unpack_from
+
+
+def linktype_name(linktype: int) -> str:
+    return LINKTYPE_NAMES.get(linktype, "unknown")
+
+
+def _unsupported_link(linktype: int) -> str:
+    return "link type %d (%s) is not supported" % (linktype, linktype_name(linktype))
+
+
+def walk(data, linktype: int):
+    """Walk one frame; see the module docstring for the result layout."""
+    n = len(data)
+    ips = []
+    addrs = []
+    csums = []
+    macs = []
+    l4 = None
+    label = None
+    flags0 = 0          # F_QUOTED / F_TUNNELLED for the next IP header
+    off = 0
+    t = 0               # pending ethertype / protocol value for _ETYPE / _PPPPROTO
+    lenient = False     # inside a quoted packet: stop quietly at what we cannot parse
+
+    # ---- link layer -------------------------------------------------------------------------------
+    if linktype == 1:
+        state = _ETH
+    elif linktype in (101, 12, 14):
+        state = _IP
+    elif linktype == 113:                                    # Linux cooked capture v1, 16-byte header
+        if n < 16:
+            return (OK, "truncated", ips, addrs, l4, csums, macs)
+        hatype, halen = _HH(data, 2)
+        if halen == 6:
+            macs.append(6)
+        t = _H(data, 14)[0]
+        off = 16
+        state, why = _sll_state(hatype, t)
+        if state is None:
+            return (why[0], why[1], ips, addrs, l4, csums, macs)
+    elif linktype == 276:                                    # Linux cooked capture v2, 20-byte header
+        if n < 20:
+            return (OK, "truncated", ips, addrs, l4, csums, macs)
+        t = _H(data, 0)[0]
+        hatype = _H(data, 8)[0]
+        if data[11] == 6:
+            macs.append(12)
+        off = 20
+        state, why = _sll_state(hatype, t)
+        if state is None:
+            return (why[0], why[1], ips, addrs, l4, csums, macs)
+    elif linktype == 228:
+        state = _IP4
+    elif linktype == 229:
+        state = _IP6
+    elif linktype in (0, 108):                               # BSD loopback: 4-byte address family
+        if n < 4:
+            return (OK, "truncated", ips, addrs, l4, csums, macs)
+        fam = _I(data, 0)[0] if linktype == 108 else _ILE(data, 0)[0]
+        if fam > 0xFFFF:
+            fam = _I(data, 0)[0]                             # NULL written on a big-endian host
+        off = 4
+        if fam == 2:
+            state = _IP4
+        elif fam in (10, 23, 24, 26, 28, 30):
+            state = _IP6
+        else:
+            return (UNINSPECTABLE, "loopback address family %d is not supported" % fam,
+                    ips, addrs, l4, csums, macs)
+    elif linktype in (9, 50):
+        state = _PPP
+    elif linktype == 204:                                    # PPP with a direction byte
+        off = 1
+        state = _PPP
+    elif linktype == 104:                                    # Cisco HDLC: address, control, ethertype
+        if n < 4:
+            return (OK, "truncated", ips, addrs, l4, csums, macs)
+        t = _H(data, 2)[0]
+        off = 4
+        state = _ETYPE
+    elif linktype == 239:                                    # NFLOG: TLVs, the packet is TLV type 9
+        if n < 4:
+            return (OK, "truncated", ips, addrs, l4, csums, macs)
+        fam = data[0]
+        off = _nflog_payload(data, n)
+        if off < 0:
+            return (NON_IP, "NFLOG without packet", ips, addrs, l4, csums, macs)
+        if fam == 2:
+            state = _IP4
+        elif fam == 10:
+            state = _IP6
+        else:
+            state = _IP
+    elif linktype == 242:                                    # IP over InfiniBand: 44-byte header
+        if n < 44:
+            return (OK, "truncated", ips, addrs, l4, csums, macs)
+        t = _H(data, 40)[0]
+        off = 44
+        state = _ETYPE
+    else:
+        return (UNINSPECTABLE, _unsupported_link(linktype), ips, addrs, l4, csums, macs)
+
+    # ---- everything else, one layer per iteration --------------------------------------------------
+    depth = 0
+    while True:
+        depth += 1
+        if depth > 48:
+            return (UNINSPECTABLE, "more than 48 nested headers", ips, addrs, l4, csums, macs)
+
+        if state == _ETH:
+            if off + 14 > n:
+                if off + 12 <= n:
+                    macs.append(off)
+                    macs.append(off + 6)
+                break
+            macs.append(off)
+            macs.append(off + 6)
+            t = (data[off + 12] << 8) | data[off + 13]
+            off += 14
+            state = _ETYPE
+            continue
+
+        if state == _ETYPE:
+            if t == 0x0800:
+                state = _IP4
+            elif t == 0x86DD:
+                state = _IP6
+            elif t in _VLAN_TYPES:
+                if off + 4 > n:
+                    break
+                t = (data[off + 2] << 8) | data[off + 3]
+                off += 4
+            elif t == 0x0806 or t == 0x8035:
+                if label is None:
+                    label = "ARP" if t == 0x0806 else "RARP"
+                state = _ARP
+            elif t == 0x8847 or t == 0x8848:
+                state = _MPLS
+            elif t == 0x8864:                                # PPPoE session: 6-byte header, then PPP
+                if off + 8 > n:
+                    break
+                t = _H(data, off + 6)[0]
+                off += 8
+                state = _PPPPROTO
+            elif t == 0x6558:                                # transparent Ethernet bridging
+                state = _ETH
+            elif t == 0x880B:
+                state = _PPP
+            elif t == 0x88BE:                                # ERSPAN type II: 8-byte header
+                off += 8
+                state = _ETH
+            elif t == 0x22EB:                                # ERSPAN type III: 12 bytes (+8 subheader)
+                if off + 12 > n:
+                    break
+                off += 20 if data[off + 11] & 1 else 12
+                state = _ETH
+            elif t == 0xD28B:                                # Arista vendor header (timestamp)
+                if off + 4 > n:
+                    break
+                sub, ver = _HH(data, off)
+                if sub != 1:
+                    if label is None and not ips:
+                        return (NON_IP, "Arista AVSP", ips, addrs, l4, csums, macs)
+                    break
+                vk = ver & 0xF0
+                if vk == 0x10:
+                    off += 12
+                elif vk == 0x20:
+                    off += 10
+                else:
+                    return (UNINSPECTABLE, "Arista header version 0x%04x is not supported" % ver,
+                            ips, addrs, l4, csums, macs)
+                if off + 2 > n:
+                    break
+                t = _H(data, off)[0]
+                off += 2
+            elif t == 0x88E7:                                # PBB I-tag: 4 bytes, then customer Ethernet
+                off += 4
+                state = _ETH
+            elif t < 0x0600:                                 # 802.3 length field: LLC follows
+                state = _LLC
+            else:
+                name = NON_IP_ETHERTYPES.get(t)
+                if name:
+                    if ips or addrs:
+                        break
+                    return (NON_IP, name, ips, addrs, l4, csums, macs)
+                if lenient:
+                    break
+                return (UNINSPECTABLE, "EtherType 0x%04x is not supported" % t, ips, addrs, l4, csums, macs)
+            continue
+
+        if state == _IP:
+            if off >= n:
+                break
+            v = data[off] >> 4
+            if v == 4:
+                state = _IP4
+            elif v == 6:
+                state = _IP6
+            else:
+                if lenient:
+                    break
+                return (UNINSPECTABLE, "IP version %d is not supported" % v, ips, addrs, l4, csums, macs)
+            continue
+
+        if state == _IP4:
+            if label is None:
+                label = "IPv4"
+            if off >= n:
+                break
+            ihl = (data[off] & 15) * 4
+            fl = flags0
+            if off + 20 > n:
+                # header cut by the snap length: list whatever address bytes are present
+                fl |= F_TRUNCATED
+                if off + 12 < n:
+                    addrs.append((off + 12, 4, 32))
+                if off + 16 < n:
+                    addrs.append((off + 16, 4, 32))
+                ips.append((off, 4, ihl, data[off + 9] if off + 9 < n else -1, n, n, off + 12, off + 16, fl,
+                            0, 0, off + 16))
+                break
+            tot, ident, frag = struct.unpack_from("!HHH", data, off + 2)
+            proto = data[off + 9]
+            if ihl < 20:
+                ihl = 20
+            hend = off + ihl
+            end = off + tot
+            if end > n or tot == 0:
+                end = n
+            if hend > n:
+                fl |= F_TRUNCATED
+                hend_c = n
+            else:
+                hend_c = hend
+            idx = len(ips)
+            addrs.append((off + 12, 4, 32))
+            addrs.append((off + 16, 4, 32))
+            pdst = off + 16
+            if ihl > 20 and hend_c > off + 20:
+                pdst = _ip4_options(data, off + 20, hend_c, addrs, pdst)
+            frag_off = (frag & 0x1FFF) * 8
+            if frag & 0x3FFF:
+                fl |= F_FRAGMENT
+                if frag_off:
+                    fl |= F_LATER_FRAGMENT
+                if frag & 0x2000:
+                    fl |= F_MORE_FRAGMENTS
+            if hend <= n:
+                csums.append((off + 10, off, hend, CS_IPV4, None))
+            ips.append((off, 4, ihl, proto, hend_c, end, off + 12, off + 16, fl, ident, frag_off, pdst))
+            flags0 |= F_TUNNELLED
+            if fl & F_TRUNCATED:
+                break
+            off = hend
+            # AH: skip to the protected protocol
+            while proto == 51 and off + 8 <= end:
+                proto2 = data[off]
+                off += (data[off + 1] + 2) * 4
+                proto = proto2
+            if fl & F_LATER_FRAGMENT:
+                if not (flags0 & F_QUOTED) and l4 is None:
+                    l4 = (proto, -1, off, end, idx, L4F_FRAGMENT | L4F_NO_HEADER)
+                break
+            state = _upper(proto, 4)
+            if state is None:
+                state, off, l4, lab = _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums,
+                                                 macs, l4, 4)
+                if state == _DONE:
+                    break
+                if lab is not None:
+                    if lenient or flags0 & F_QUOTED:
+                        break
+                    return (UNINSPECTABLE, lab, ips, addrs, l4, csums, macs)
+                if state >= 100:                              # into a quoted packet
+                    state -= 100
+                    flags0 |= F_QUOTED
+                    lenient = True
+                elif state == _PPPPROTO:
+                    t = off >> 32
+                    off &= 0xFFFFFFFF
+                elif state == _ETYPE:
+                    t = off >> 32
+                    off &= 0xFFFFFFFF
+            continue
+
+        if state == _IP6:
+            if label is None:
+                label = "IPv6"
+            if off >= n:
+                break
+            fl = flags0
+            idx = len(ips)
+            if off + 40 > n:
+                fl |= F_TRUNCATED
+                if off + 8 < n:
+                    addrs.append((off + 8, 16, 128))
+                if off + 24 < n:
+                    addrs.append((off + 24, 16, 128))
+                ips.append((off, 6, 40, data[off + 6] if off + 6 < n else -1, n, n, off + 8, off + 24, fl,
+                            0, 0, off + 24))
+                break
+            plen = _H(data, off + 4)[0]
+            nh = data[off + 6]
+            end = off + 40 + plen
+            if end > n or plen == 0:
+                end = n
+            addrs.append((off + 8, 16, 128))
+            addrs.append((off + 24, 16, 128))
+            pdst = off + 24
+            p = off + 40
+            ident = frag_off = 0
+            while nh in _IP6_EXT:
+                if p + 8 > n:
+                    fl |= F_TRUNCATED
+                    break
+                if nh == 44:
+                    fw, ident = struct.unpack_from("!HI", data, p + 2)
+                    frag_off = fw & 0xFFF8
+                    fl |= F_FRAGMENT
+                    if frag_off:
+                        fl |= F_LATER_FRAGMENT
+                    if fw & 1:
+                        fl |= F_MORE_FRAGMENTS
+                    nh = data[p]
+                    p += 8
+                    if frag_off:
+                        break
+                    continue
+                if nh == 51:
+                    hl = (data[p + 1] + 2) * 4
+                else:
+                    hl = (data[p + 1] + 1) * 8
+                if nh == 43:
+                    pdst = _ip6_routing(data, p, min(p + hl, n), addrs, pdst)
+                nh = data[p]
+                p += hl
+            if p > n:
+                p = n
+                fl |= F_TRUNCATED
+            ips.append((off, 6, p - off, nh, p, end, off + 8, off + 24, fl, ident, frag_off, pdst))
+            flags0 |= F_TUNNELLED
+            if fl & F_TRUNCATED:
+                break
+            off = p
+            if fl & F_LATER_FRAGMENT:
+                if not (flags0 & F_QUOTED) and l4 is None:
+                    l4 = (nh, -1, off, end, idx, L4F_FRAGMENT | L4F_NO_HEADER)
+                break
+            if nh == 59:                                     # no next header
+                break
+            state = _upper(nh, 6)
+            if state is None:
+                state, off, l4, lab = _transport(data, n, nh, off, end, idx, flags0, fl, addrs, csums,
+                                                 macs, l4, 6)
+                if state == _DONE:
+                    break
+                if lab is not None:
+                    if lenient or flags0 & F_QUOTED:
+                        break
+                    return (UNINSPECTABLE, lab, ips, addrs, l4, csums, macs)
+                if state >= 100:
+                    state -= 100
+                    flags0 |= F_QUOTED
+                    lenient = True
+                elif state == _PPPPROTO or state == _ETYPE:
+                    t = off >> 32
+                    off &= 0xFFFFFFFF
+            continue
+
+        if state == _MPLS:
+            while off + 4 <= n:
+                bos = data[off + 2] & 1
+                off += 4
+                if bos:
+                    break
+            else:
+                break
+            if off >= n:
+                break
+            v = data[off] >> 4
+            if v == 4:
+                state = _IP4
+            elif v == 6:
+                state = _IP6
+            elif v == 0:                                     # pseudo-wire control word, then Ethernet
+                off += 4
+                state = _ETH
+            else:
+                state = _ETH
+            continue
+
+        if state == _PPP:
+            if off + 2 <= n and data[off] == 0xFF and data[off + 1] == 0x03:
+                off += 2
+            if off >= n:
+                break
+            if data[off] & 1:                                # protocol field compressed to one byte
+                t = data[off]
+                off += 1
+            else:
+                if off + 2 > n:
+                    break
+                t = _H(data, off)[0]
+                off += 2
+            state = _PPPPROTO
+            continue
+
+        if state == _PPPPROTO:
+            if t == 0x0021:
+                state = _IP4
+            elif t == 0x0057:
+                state = _IP6
+            elif t == 0x0281 or t == 0x0283:
+                state = _MPLS
+            elif t == 0x002F:                                # VJ uncompressed: an IPv4 header
+                state = _IP4
+            elif t == 0x8021:                                # IPCP: address options
+                if label is None and not ips:
+                    label = "PPP IPCP"
+                _ipcp(data, off, n, addrs)
+                break
+            elif t == 0x0031:                                # bridged Ethernet (BCP): 2-byte header
+                off += 2
+                state = _ETH
+            else:
+                name = _PPP_NON_IP.get(t)
+                if name:
+                    if ips or addrs:
+                        break
+                    return (NON_IP, name, ips, addrs, l4, csums, macs)
+                if lenient:
+                    break
+                return (UNINSPECTABLE, "PPP protocol 0x%04x is not supported" % t, ips, addrs, l4, csums, macs)
+            continue
+
+        if state == _ARP:
+            if off + 8 > n:
+                break
+            ptype = _H(data, off + 2)[0]
+            hlen = data[off + 4]
+            plen = data[off + 5]
+            sha = off + 8
+            spa = sha + hlen
+            tha = spa + plen
+            tpa = tha + hlen
+            if hlen == 6:
+                if sha + 6 <= n:
+                    macs.append(sha)
+                if tha + 6 <= n:
+                    macs.append(tha)
+            if plen == 4 and ptype == 0x0800:
+                if spa < n:
+                    addrs.append((spa, 4, 32))
+                if tpa < n:
+                    addrs.append((tpa, 4, 32))
+            elif plen == 16 and ptype == 0x86DD:
+                if spa < n:
+                    addrs.append((spa, 16, 128))
+                if tpa < n:
+                    addrs.append((tpa, 16, 128))
+            break
+
+        if state == _LLC:
+            if off + 3 > n:
+                break
+            dsap = data[off]
+            if dsap == 0xFF and data[off + 1] == 0xFF:
+                name = "IPX"
+            elif dsap == 0xAA and data[off + 1] == 0xAA:
+                if off + 8 > n:
+                    break
+                oui = (data[off + 3] << 16) | (data[off + 4] << 8) | data[off + 5]
+                pid = _H(data, off + 6)[0]
+                if oui == 0 or oui == 0xF8:
+                    t = pid
+                    off += 8
+                    state = _ETYPE
+                    continue
+                name = _SNAP_CISCO.get(pid) if oui == 0x00000C else None
+                if name is None:
+                    if lenient:
+                        break
+                    return (UNINSPECTABLE, "LLC/SNAP OUI %06x protocol 0x%04x is not supported" % (oui, pid),
+                            ips, addrs, l4, csums, macs)
+            elif dsap == 0x06:                               # the IP SAP
+                off += 3
+                state = _IP4
+                continue
+            else:
+                name = _LLC_SAPS.get(dsap & 0xFE, "LLC SAP 0x%02x" % dsap)
+            if ips or addrs:
+                break
+            return (NON_IP, name, ips, addrs, l4, csums, macs)
+
+        break   # _DONE or unknown state
+
+    csums.reverse()
+    if label is None:
+        label = "truncated"
+    return (OK, label, ips, addrs, l4, csums, macs)
+
+
+def _sll_state(hatype, proto):
+    """Linux cooked capture: the protocol field is an ethertype except for a few pseudo-values.
+
+    Returns ``(state, None)`` or ``(None, (status, label))``.
+    """
+    if hatype in (778, 823):                                 # ARPHRD_IPGRE / IP6GRE: GRE protocol type
+        return _ETYPE, None
+    if hatype == 824:
+        return None, (NON_IP, "Netlink")
+    if hatype == 280:
+        return None, (NON_IP, "CAN")
+    if hatype in (801, 802, 803, 804):
+        return None, (UNINSPECTABLE, "Linux cooked capture of 802.11 (ARPHRD type %d) is not supported"
+                      % hatype)
+    if proto == 0x0004:                                      # 802.2 LLC frame
+        return _LLC, None
+    if proto == 0x0001:
+        return None, (NON_IP, "IPX")
+    if proto < 0x0600:
+        return None, (UNINSPECTABLE, "Linux cooked capture protocol 0x%04x is not supported" % proto)
+    return _ETYPE, None
+
+
+def _nflog_payload(data, n):
+    """Offset of the NFULA_PAYLOAD (type 9) value in an NFLOG frame, or -1."""
+    p = 4
+    while p + 4 <= n:
+        ln, typ = _HHLE(data, p)
+        if ln < 4:
+            ln, typ = _HH(data, p)                           # written by a big-endian host
+            if ln < 4:
+                return -1
+        if (typ & 0x7FFF) == 9:
+            return p + 4
+        p += (ln + 3) & ~3
+    return -1
+
+
+def _upper(proto, ver):
+    """States for IP protocols that carry another IP/link layer directly; None for transports."""
+    if proto == 4:
+        return _IP4
+    if proto == 41:
+        return _IP6
+    if proto == 137:
+        return _MPLS
+    return None
+
+
+def _ip4_options(data, p, hend, addrs, pdst):
+    """List addresses in IPv4 options (record route, source routes, timestamps); return pseudo dst."""
+    while p < hend:
+        typ = data[p]
+        if typ == 0:
+            break
+        if typ == 1:
+            p += 1
+            continue
+        if p + 1 >= hend:
+            break
+        ln = data[p + 1]
+        if ln < 2 or p + ln > hend:
+            break
+        if typ in (7, 131, 137):                             # RR, LSRR, SSRR
+            q = p + 3
+            last = -1
+            while q + 4 <= p + ln:
+                addrs.append((q, 4, 32))
+                last = q
+                q += 4
+            if typ != 7 and last >= 0 and data[p + 2] <= ln:
+                pdst = last                                  # final destination of a source route
+        elif typ == 68 and ln >= 4:                          # timestamp with addresses
+            fl = data[p + 3] & 15
+            if fl in (1, 3):
+                q = p + 4
+                while q + 8 <= p + ln:
+                    addrs.append((q, 4, 32))
+                    q += 8
+        p += ln
+    return pdst
+
+
+def _ip6_routing(data, p, hend, addrs, pdst):
+    """List addresses in an IPv6 routing header; return the pseudo-header destination offset."""
+    if p + 8 > hend:
+        return pdst
+    rtype = data[p + 2]
+    left = data[p + 3]
+    if rtype in (0, 2, 4):
+        q = p + 8
+        first = last = -1
+        while q + 16 <= hend:
+            addrs.append((q, 16, 128))
+            if first < 0:
+                first = q
+            last = q
+            q += 16
+        if left and last >= 0:
+            pdst = first if rtype == 4 else last
+    return pdst
+
+
+def _ipcp(data, off, n, addrs):
+    if off + 4 > n:
+        return
+    end = min(off + _H(data, off + 2)[0], n)
+    if data[off] not in (1, 2, 3, 4):                        # Configure-Request/Ack/Nak/Reject
+        return
+    p = off + 4
+    while p + 2 <= end:
+        typ, ln = data[p], data[p + 1]
+        if ln < 2:
+            break
+        if typ in (3, 129, 130, 131, 132) and ln == 6:
+            addrs.append((p + 2, 4, 32))
+        p += ln
+
+
+def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4, ver):
+    """Parse a transport / tunnel protocol at ``off``.
+
+    Returns ``(state, off, l4, reason)``: ``_DONE`` when the walk ends here, another state to continue
+    (``+100`` for a quoted packet inside an ICMP error; for ``_ETYPE``/``_PPPPROTO`` the pending protocol
+    value is packed into ``off >> 32``), or a reason for an unsupported encapsulation.
+    """
+    quoted = flags0 & F_QUOTED
+    frag = L4F_FRAGMENT if fl & F_FRAGMENT else 0
+    if proto == 6:
+        if off + 18 <= n:
+            csums.append((off + 16, off, end, CS_TCP, idx))
+        if not quoted and l4 is None:
+            pay = off + (data[off + 12] >> 4) * 4 if off + 13 <= n else end
+            if pay > end:
+                pay = end
+            l4 = (6, off, pay, end, idx, frag)
+        return _DONE, off, l4, None
+
+    if proto == 17:
+        if off + 8 > n:
+            if not quoted and l4 is None:
+                l4 = (17, off, end, end, idx, frag)
+            return _DONE, off, l4, None
+        sport, dport, ulen = struct.unpack_from("!HHH", data, off)
+        uend = off + ulen
+        if ulen < 8 or uend > end:
+            uend = end
+        csums.append((off + 6, off, uend, CS_UDP, idx))
+        p = off + 8
+        if not frag:
+            st = _udp_tunnel(data, n, sport, dport, p, uend)
+            if st is not None:
+                return st[0], st[1], l4, None
+        if not quoted and l4 is None:
+            l4 = (17, off, p if p < uend else uend, uend, idx, frag)
+        return _DONE, off, l4, None
+
+    if proto == 1:
+        if off + 4 <= n:
+            csums.append((off + 2, off, end, CS_ICMP, None))
+        if off >= n:
+            return _DONE, off, l4, None
+        typ = data[off]
+        if typ in _ICMP_ERRORS:
+            if typ == 5 and off + 4 < n:
+                addrs.append((off + 4, 4, 32))               # redirect: gateway address
+            if not quoted and l4 is None:
+                l4 = (1, off, min(off + 8, end), end, idx, L4F_ICMP_ERROR | frag)
+            if frag or off + 8 >= end:
+                return _DONE, off, l4, None
+            return _IP + 100, off + 8, l4, None
+        if typ == 9 and off + 8 <= n:                        # router advertisement
+            cnt, size = data[off + 4], data[off + 5] * 4
+            q = off + 8
+            for _ in range(cnt):
+                if q >= end or size < 4:
+                    break
+                addrs.append((q, 4, 32))
+                q += size
+        if not quoted and l4 is None:
+            l4 = (1, off, min(off + 8, end), end, idx, (L4F_ECHO if typ in (0, 8) else 0) | frag)
+        return _DONE, off, l4, None
+
+    if proto == 58:
+        if off + 4 <= n:
+            csums.append((off + 2, off, end, CS_ICMPV6, idx))
+        if off >= n:
+            return _DONE, off, l4, None
+        typ = data[off]
+        if typ < 128:
+            if not quoted and l4 is None:
+                l4 = (58, off, min(off + 8, end), end, idx, L4F_ICMP_ERROR | frag)
+            if frag or off + 8 >= end:
+                return _DONE, off, l4, None
+            return _IP6 + 100, off + 8, l4, None
+        if not frag:
+            q = _icmp6_body(data, n, typ, off, end, addrs, macs)
+            if q is not None:
+                if not quoted and l4 is None:
+                    l4 = (58, off, min(off + 8, end), end, idx, 0)
+                return _IP6 + 100, q, l4, None               # redirected header: a quoted packet
+        if not quoted and l4 is None:
+            l4 = (58, off, min(off + 8, end), end, idx, (L4F_ECHO if typ in (128, 129) else 0) | frag)
+        return _DONE, off, l4, None
+
+    if proto == 47:                                          # GRE
+        if off + 4 > n:
+            return _DONE, off, l4, None
+        gfl, ptype = _HH(data, off)
+        gver = gfl & 7
+        p = off + 4
+        if gfl & 0xC000:                                     # checksum (and offset) present
+            if gfl & 0x8000 and p + 2 <= n:
+                csums.append((p, off, end, CS_GRE, None))
+            p += 4
+        if gfl & 0x2000:
+            p += 4
+        if gfl & 0x1000:
+            p += 4
+        if gver == 1 and gfl & 0x0080:                       # PPTP acknowledgment number
+            p += 4
+        if gfl & 0x4000 and gver == 0:                       # RFC 1701 source routing entries
+            while p + 4 <= n:
+                sre_len = data[p + 3]
+                p += 4 + sre_len
+                if sre_len == 0:
+                    break
+        if gver not in (0, 1):
+            return _DONE, off, l4, "GRE version %d is not supported" % gver
+        if p >= end:
+            return _DONE, off, l4, None
+        if ptype == 0x88BE and not gfl & 0x1000:             # ERSPAN type I: no ERSPAN header
+            return _ETH, p, l4, None
+        if ptype == 0x880B:
+            return _PPP, p, l4, None
+        return _ETYPE, p | (ptype << 32), l4, None
+
+    if proto == 103:                                         # PIM: only Register carries a packet
+        if off + 8 <= n and data[off] & 0x0F == 1 and data[off] >> 4 == 2:
+            if not quoted and l4 is None:
+                l4 = (103, off, min(off + 8, end), end, idx, frag)
+            return _IP, off + 8, l4, None
+        if not quoted and l4 is None:
+            l4 = (103, off, min(off + 4, end), end, idx, frag)
+        return _DONE, off, l4, None
+
+    if proto == 2:                                           # IGMP
+        if off + 4 <= n:
+            csums.append((off + 2, off, end, CS_IGMP, None))
+        if not frag and off + 8 <= n:
+            _igmp(data, n, off, end, addrs)
+        if not quoted and l4 is None:
+            l4 = (2, off, min(off + 8, end), end, idx, frag)
+        return _DONE, off, l4, None
+
+    # anything else: opaque payload (ESP, OSPF, SCTP, ...)
+    if not quoted and l4 is None:
+        l4 = (proto, off, off, end, idx, frag)
+    return _DONE, off, l4, None
+
+
+def _udp_tunnel(data, n, sport, dport, p, uend):
+    """If this UDP datagram carries a tunnel, return ``(state, off)`` (packed as in _transport)."""
+    if p >= uend:
+        return None
+    if dport in _UDP_TUNNEL_PORTS or sport in _UDP_TUNNEL_PORTS:
+        port = dport if dport in _UDP_TUNNEL_PORTS else sport
+        if port == 4789:                                     # VXLAN
+            if p + 8 <= n:
+                return _ETH, p + 8
+            return None
+        if port == 6081:                                     # Geneve
+            if p + 8 > n:
+                return None
+            hl = 8 + (data[p] & 0x3F) * 4
+            return _ETYPE, (p + hl) | (_H(data, p + 2)[0] << 32)
+        if port == 2152:                                     # GTP-U
+            return _gtpu(data, n, p, uend)
+        if port == 6635:                                     # MPLS over UDP
+            return _MPLS, p
+        if port == 4790:                                     # VXLAN-GPE
+            if p + 8 > n:
+                return None
+            nxt = data[p + 3]
+            st = {1: _IP4, 2: _IP6, 3: _ETH}.get(nxt)
+            if st is None:
+                return None
+            return st, p + 8
+        if port == 1701:                                     # L2TPv2 data messages carry PPP
+            if p + 6 > n:
+                return None
+            lf = _H(data, p)[0]
+            if lf & 0x8000 or lf & 0xF != 2:
+                return None
+            q = p + 2 + (2 if lf & 0x4000 else 0) + 4 + (4 if lf & 0x0800 else 0)
+            if lf & 0x0200:
+                if q + 2 > n:
+                    return None
+                q += 2 + _H(data, q)[0]
+            return _PPP, q
+    # Teredo, recognised by content on any UDP port (Wireshark's heuristic)
+    q = p
+    if q + 2 <= n and data[q] == 0 and data[q + 1] == 1 and q + 4 <= n:  # authentication indicator
+        q += 4 + data[q + 2] + data[q + 3] + 8 + 1
+    if q + 2 <= n and data[q] == 0 and data[q + 1] == 0:     # origin indication
+        q += 8
+    if q + 40 <= n and data[q] >> 4 == 6 and _H(data, q + 4)[0] + 40 == uend - q:
+        return _IP6, q
+    return None
+
+
+def _gtpu(data, n, p, uend):
+    if p + 8 > n:
+        return None
+    f = data[p]
+    if f >> 5 != 1 or not f & 0x10:
+        return None
+    mtype = data[p + 1]
+    q = p + 8
+    if f & 0x07:
+        if q + 4 > n:
+            return None
+        nxt = data[q + 3]
+        q += 4
+        while nxt:
+            if q >= n:
+                return None
+            ln = data[q] * 4
+            if ln == 0 or q + ln > n:
+                return None
+            nxt = data[q + ln - 1]
+            q += ln
+    if mtype != 0xFF or q >= uend:
+        return None
+    return _IP, q
+
+
+def _icmp6_body(data, n, typ, off, end, addrs, macs):
+    """Addresses in ICMPv6 informational messages; returns a redirected-header offset or None."""
+    opts = -1
+    if typ in (135, 136):                                    # neighbour solicitation / advertisement
+        if off + 8 < n:
+            addrs.append((off + 8, 16, 128))
+        opts = off + 24
+    elif typ == 137:                                         # redirect
+        if off + 8 < n:
+            addrs.append((off + 8, 16, 128))
+        if off + 24 < n:
+            addrs.append((off + 24, 16, 128))
+        opts = off + 40
+    elif typ == 133:
+        opts = off + 8
+    elif typ == 134:
+        opts = off + 16
+    elif typ in (130, 131, 132):                             # MLD (v2 query: source list)
+        if off + 8 < n:
+            addrs.append((off + 8, 16, 128))
+        if typ == 130 and end - off >= 28 and off + 28 <= n:
+            q = off + 28
+            for _ in range(_H(data, off + 26)[0]):
+                if q >= end:
+                    break
+                addrs.append((q, 16, 128))
+                q += 16
+    elif typ == 143 and off + 8 <= n:                        # MLDv2 report
+        q = off + 8
+        for _ in range(_H(data, off + 6)[0]):
+            if q + 4 > n:
+                break
+            aux, nsrc = data[q + 1], _H(data, q + 2)[0]
+            addrs.append((q + 4, 16, 128))
+            q += 20
+            for _ in range(nsrc):
+                if q >= end:
+                    break
+                addrs.append((q, 16, 128))
+                q += 16
+            q += aux * 4
+    redirected = None
+    if opts > 0:
+        q = opts
+        while q + 2 <= n and q < end:
+            otype, olen = data[q], data[q + 1] * 8
+            if olen == 0:
+                break
+            if otype in (1, 2) and olen == 8:
+                macs.append(q + 2)
+            elif otype == 3 and olen == 32 and q + 16 < n:
+                addrs.append((q + 16, 16, min(data[q + 2], 128)))
+            elif otype == 25 and olen >= 24:
+                r = q + 8
+                while r + 16 <= q + olen:
+                    if r < n:
+                        addrs.append((r, 16, 128))
+                    r += 16
+            elif otype == 4 and olen > 8 and q + 8 < end:
+                redirected = q + 8
+            q += olen
+    return redirected
+
+
+def _igmp(data, n, off, end, addrs):
+    typ = data[off]
+    if typ == 0x22:                                          # IGMPv3 report: group records
+        q = off + 8
+        for _ in range(_H(data, off + 6)[0]):
+            if q + 8 > n:
+                break
+            aux, nsrc = data[q + 1], _H(data, q + 2)[0]
+            addrs.append((q + 4, 4, 32))
+            q += 8
+            for _ in range(nsrc):
+                if q >= end:
+                    break
+                addrs.append((q, 4, 32))
+                q += 4
+            q += aux * 4
+        return
+    addrs.append((off + 4, 4, 32))                           # group address
+    if typ == 0x11 and end - off >= 12 and off + 12 <= n:    # IGMPv3 query: sources
+        q = off + 12
+        for _ in range(_H(data, off + 10)[0]):
+            if q >= end:
+                break
+            addrs.append((q, 4, 32))
+            q += 4

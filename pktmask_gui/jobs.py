@@ -1,0 +1,164 @@
+"""Run a job's packet work in a child process, so that parallel jobs use every core despite the GIL.
+
+The calling thread (a CLI worker thread or the GUI's QThread worker) stays the job's owner: it holds the
+workspace context, so whatever happens to the child — success, error, cancel, a kill — the temp dir and the
+partial output are removed by the owner. The child sends progress, log records and its outcome through a
+pipe; it ignores Ctrl-C (the owner cancels it), stops at the cancel event within one batch, and is killed if
+it does not stop at once. It exits by itself if its parent dies.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+
+from .pipeline import Cancelled, ExecSpec, Job, JobError, JobResult, execute, run_job
+from .settings import Settings
+
+CANCEL_GRACE_S = 0.25       # then the child is killed: cancel must take effect within 0.5 s
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+def run_job_process(job: Job, settings: Settings, progress=None, cancel=None, on_log=None) -> JobResult:
+    """Like pipeline.run_job, with the streaming passes in a child process. Blocking.
+
+    Log records from the child are re-emitted through this process's ``logging`` (loggers under
+    ``pktmask_gui``), with ``record.job`` set to the input's file name; ``on_log``, when given, also gets them.
+    """
+    def executor(spec, progress_cb, cancel_evt, workspace):
+        return _run_child(spec, progress_cb, cancel_evt, workspace, on_log)
+
+    return run_job(job, settings, progress=progress, cancel=cancel, executor=executor)
+
+
+def _run_child(spec: ExecSpec, progress, cancel, workspace, on_log) -> dict:
+    receiver, sender = _CONTEXT.Pipe(duplex=False)
+    stop = _CONTEXT.Event()
+    proc = _CONTEXT.Process(target=_child_main, args=(spec, sender, stop, os.getpid()),
+                            name=f"pktmask-job {spec.display_name}", daemon=True)
+    proc.start()
+    sender.close()
+    outcome = None
+    failure = None
+    try:
+        workspace.add_owner(proc.pid)
+        while True:
+            if cancel is not None and cancel.is_set():
+                stop.set()
+                proc.join(CANCEL_GRACE_S)
+                raise Cancelled()
+            if receiver.poll(0.02):
+                try:
+                    message = receiver.recv()
+                except (EOFError, OSError):
+                    break
+                kind = message[0]
+                if kind == "progress":
+                    if progress is not None:
+                        progress(*message[1:])
+                elif kind == "log":
+                    record = logging.makeLogRecord(message[1])
+                    record.job = spec.display_name
+                    logger = logging.getLogger(record.name)
+                    if logger.isEnabledFor(record.levelno):
+                        logger.handle(record)
+                    if on_log is not None:
+                        on_log(record)
+                elif kind == "done":
+                    outcome = message[1]
+                elif kind == "error":
+                    failure = message[1:]
+            elif not proc.is_alive():
+                # Drain what the child sent just before it exited.
+                if not receiver.poll(0):
+                    break
+        proc.join(5)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        receiver.close()
+    if failure is not None:
+        kind, text = failure
+        if kind == "cancelled":
+            raise Cancelled()
+        raise JobError(text)
+    if outcome is None:
+        raise JobError(f"the worker process ended unexpectedly (exit code {proc.exitcode})")
+    return outcome
+
+
+class _PipeLogHandler(logging.Handler):
+    def __init__(self, conn):
+        super().__init__(logging.DEBUG)
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = {"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                    "msg": record.getMessage(), "args": None, "created": record.created,
+                    "msecs": record.msecs, "relativeCreated": record.relativeCreated,
+                    "process": record.process, "thread": record.thread, "threadName": record.threadName,
+                    "pathname": record.pathname, "lineno": record.lineno, "funcName": record.funcName,
+                    "module": record.module, "filename": record.filename}
+            if record.exc_info:
+                data["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            self.conn.send(("log", data))
+        except Exception:
+            pass
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:  # the kernel kills us if the parent dies (PR_SET_PDEATHSIG = 1)
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+        except Exception:
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(3)
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _child_main(spec: ExecSpec, conn, stop, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # the owner decides; Ctrl-C reaches it, not us
+    _die_with_parent(parent_pid)
+    root = logging.getLogger("pktmask_gui")
+    root.handlers[:] = [_PipeLogHandler(conn)]
+    root.setLevel(logging.DEBUG)
+    root.propagate = False
+
+    def progress(*args):
+        conn.send(("progress",) + args)
+
+    try:
+        outcome = execute(spec, progress, stop)
+        conn.send(("done", outcome))
+    except Cancelled:
+        conn.send(("error", "cancelled", "cancelled"))
+    except Exception as exc:
+        from .capture import CaptureError
+        from .stages import StageError
+
+        if isinstance(exc, (CaptureError, StageError, JobError)):
+            text = str(exc)
+        elif isinstance(exc, OSError):
+            from .pipeline import _os_message
+
+            text = _os_message(exc)
+        else:
+            root.debug("Unexpected error", exc_info=True)
+            text = f"internal error ({type(exc).__name__}: {exc})"
+        conn.send(("error", "failed", text))
+    finally:
+        conn.close()

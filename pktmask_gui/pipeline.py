@@ -1,0 +1,441 @@
+"""The pipeline executor: one input capture -> one sanitized output, streaming, atomic, cancellable, clean.
+
+``run_job`` = prepare (workspace, input checks, hard link, output staging) + ``execute`` (the streaming
+passes; in-process here, or in a child process through jobs.py) + publish (the finished file moves into
+place under a name that never overwrites anything). The workspace context removes every temp entry on
+success, error and cancel.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .capture import CaptureError, CaptureReader, CaptureWriter
+from .settings import Settings
+from .stages import Stage, StageContext, StageError, all_stages, stage_by_name
+from .workspace import JobWorkspace, MemoryMonitor
+
+log = logging.getLogger("pktmask_gui.pipeline")
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
+PROGRESS_INTERVAL = 0.05        # seconds between progress callbacks
+BATCH = 2048                    # records per batch: ~2-20 ms of work, so cancel is seen within 50 ms
+
+
+class Cancelled(Exception):
+    """The user asked to stop."""
+
+
+class JobError(Exception):
+    """The file cannot be processed; the message is one sentence for the user."""
+
+
+@dataclass
+class Job:
+    input: Path
+    output_dir: Path | None = None          # None: beside the input
+    stages: list = field(default_factory=list)
+    rel_dir: Path = Path("")                 # layout kept under output_dir for folder inputs
+    key_file: Path | None = None             # anonymization key (None: the user's key in the config dir)
+
+
+@dataclass
+class JobResult:
+    input: str
+    output: str | None = None
+    status: str = "failed"                  # "ok" | "failed" | "cancelled"
+    error: str | None = None
+    warnings: list = field(default_factory=list)
+    packets_in: int = 0
+    packets_out: int = 0
+    elapsed_s: float = 0.0
+    stages: dict = field(default_factory=dict)
+    renamed: bool = False                   # True: the planned name existed, the output took the next free one
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["elapsed_s"] = round(self.elapsed_s, 3)
+        return out
+
+
+def is_capture_name(path: Path | str) -> bool:
+    return Path(path).suffix.lower() in CAPTURE_SUFFIXES
+
+
+def find_captures(paths) -> list[tuple[Path, Path]]:
+    """(file, relative dir) for every capture named or found (recursively, sorted) under the given paths."""
+    found: list[tuple[Path, Path]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("pktmask_"))
+                for name in sorted(filenames):
+                    if is_capture_name(name):
+                        file = Path(dirpath) / name
+                        found.append((file, file.parent.relative_to(path)))
+        else:
+            found.append((path, Path("")))
+    return found
+
+
+def output_name(input_path: Path, suffix: str = "-sanitized") -> str:
+    """``<stem><suffix><ext>``, from the input's base name only (no directory part can come through)."""
+    name = Path(input_path).name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}{suffix}{ext}"
+
+
+def planned_output(job: Job, settings: Settings) -> Path:
+    base = Path(job.input).parent if job.output_dir is None else Path(job.output_dir) / job.rel_dir
+    return base / output_name(job.input, settings.output_suffix)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _publish(staged: Path, target: Path, input_path: Path) -> tuple[Path, bool]:
+    """Move the finished file to ``target`` or the next free ``-1``, ``-2`` … name; never overwrite.
+
+    os.link fails if the name exists, so choosing the name and claiming it is one atomic step; filesystems
+    without hard links get a check-then-replace instead.
+    """
+    stem, ext = os.path.splitext(target.name)
+    for n in range(0, 10000):
+        candidate = target if n == 0 else target.with_name(f"{stem}-{n}{ext}")
+        if candidate.exists() or candidate.is_symlink():
+            continue
+        try:
+            os.link(staged, candidate)
+        except FileExistsError:
+            continue
+        except OSError:
+            if candidate.exists():
+                continue
+            os.replace(staged, candidate)
+            return candidate, n > 0
+        if _same_file(candidate, input_path):   # paranoia: cannot happen, but never leave it
+            raise JobError("refusing to write the output over the input")
+        os.unlink(staged)
+        return candidate, n > 0
+    raise JobError(f"no free output name beside {target}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The streaming passes (run in-process or in a child process)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class ExecSpec:
+    """Everything the streaming passes need; plain data, so it can cross to a child process."""
+
+    read_path: str
+    staged_path: str
+    stages: list
+    stage_options: dict
+    key: bytes | None
+    memory_rss_mb: int
+    memory_available_pct: int
+    config_dir: str | None = None
+    display_name: str = ""
+
+
+def _make_stages(spec: ExecSpec, context: StageContext) -> list[Stage]:
+    return [stage_by_name(name)(spec.stage_options.get(name, {}), context) for name in spec.stages]
+
+
+def _run_order(names: list[str]) -> list[str]:
+    """Execution order: a pre-scan stage keys its state on flows, so it runs before any stage that rewrites
+    addresses (the anonymizer), and so sees the same frames in both passes; the others keep their order."""
+    classes = [stage_by_name(n) for n in names]
+    return [cls.name for cls in sorted(classes, key=lambda c: c.order if c.run_order is None else c.run_order)]
+
+
+def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> dict:
+    """Run the passes; write the output to ``spec.staged_path`` (flushed and fsynced).
+
+    Returns {"packets_in", "packets_out", "warnings", "stages"}. Raises Cancelled, CaptureError, StageError.
+    """
+    context = StageContext(log=logging.getLogger("pktmask_gui.stage"), key=spec.key,
+                           config_dir=spec.config_dir)
+    names = _run_order(spec.stages)
+    stages = _make_stages(ExecSpec(**{**asdict(spec), "stages": names}), context)
+    monitor = MemoryMonitor(spec.memory_rss_mb, spec.memory_available_pct)
+    passes = 1 + sum(1 for s in stages if s.needs_prescan) + (1 if any(s.self_check for s in stages) else 0)
+    clock = _Progress(progress, passes, cancel)
+    warnings: list[str] = []
+
+    # Pass 1 (when asked): pre-scan. The stages before a pre-scan stage run on fresh instances, so that it
+    # sees exactly the frames it will see in the main pass.
+    for idx, stage in enumerate(stages):
+        if not stage.needs_prescan:
+            continue
+        before = _make_stages(ExecSpec(**{**asdict(spec), "stages": names[:idx]}), StageContext(log=context.log,
+                              key=spec.key, config_dir=spec.config_dir))
+        with CaptureReader(spec.read_path) as reader:
+            for batch in reader.batches(BATCH):
+                for earlier in before:
+                    batch = earlier.process(batch)
+                stage.prescan(batch)
+                clock.tick("prescan", reader.offset, reader.size, len(batch))
+        clock.next_pass()
+
+    # Pass 2: the fused streaming pass.
+    packets_in = packets_out = 0
+    with CaptureReader(spec.read_path) as reader, open(spec.staged_path, "xb") as fh:
+        writer = CaptureWriter(fh, reader.format, reader.pcap_header)
+        for batch in reader.batches(BATCH):
+            packets_in += _count_packets(batch)
+            for stage in stages:
+                batch = stage.process(batch)
+            writer.write_batch(batch)
+            packets_out += _count_packets(batch)
+            clock.tick("process", reader.offset, reader.size, packets_in)
+            reason = monitor.pressure()
+            if reason:
+                _relieve(reason, stages, context)
+        writer.close()
+        fh.flush()
+        os.fsync(fh.fileno())
+        for message in reader.warnings:
+            if message not in warnings:
+                warnings.append(message)
+    clock.next_pass()
+
+    # Pass 3 (when asked): self-check of the written output against the input.
+    checkers = [s for s in stages if s.self_check]
+    if checkers:
+        _self_check(spec, names, stages, checkers, clock)
+
+    for message in context.warnings:
+        if message not in warnings:
+            warnings.append(message)
+    report = {s.name: s.report() for s in stages if not getattr(s, "hidden", False) or s.report()}
+    if monitor.events:
+        report.setdefault("memory", {})["pressure_events"] = monitor.events
+    return {"packets_in": packets_in, "packets_out": packets_out, "warnings": warnings, "stages": report}
+
+
+def _count_packets(batch: list) -> int:
+    n = 0
+    for rec in batch:
+        if rec[1] >= 0:
+            n += 1
+    return n
+
+
+def _relieve(reason: str, stages: list[Stage], context: StageContext) -> None:
+    actions = [msg for msg in (s.release_memory() for s in stages) if msg]
+    if actions:
+        logging.getLogger("pktmask_gui.workspace").warning(
+            "Memory pressure (%s): %s", reason, " ".join(actions))
+    else:
+        logging.getLogger("pktmask_gui.workspace").info(
+            "Memory pressure (%s): nothing left to release; the job goes on, no packet is dropped.", reason)
+
+
+def _packets(reader: CaptureReader, stages: list[Stage], clock, phase: str):
+    """Packet records (metadata blocks left out) after the given stages, flattened."""
+    for batch in reader.batches(BATCH):
+        for stage in stages:
+            batch = stage.process(batch)
+        clock.tick(phase, reader.offset, reader.size, 0)
+        for rec in batch:
+            if rec[1] >= 0:
+                yield rec
+
+
+def _self_check(spec: ExecSpec, names: list[str], stages: list[Stage], checkers: list[Stage], clock) -> None:
+    """Re-read the output and, in lockstep, the input as it entered each checking stage.
+
+    Stages that drop frames (dedup) are replayed on fresh instances; stages that only rewrite payload bytes
+    are not, since a checker compares only the fields it owns.
+    """
+    quiet = StageContext(log=logging.getLogger("pktmask_gui.stage.check"), key=spec.key, config_dir=spec.config_dir)
+    droppers = [stage_by_name(n)({**spec.stage_options.get(n, {})}, quiet)
+                for n in names if getattr(stage_by_name(n), "drops_frames", False)]
+    with CaptureReader(spec.read_path) as src, CaptureReader(spec.staged_path) as out:
+        before_iter = _packets(src, droppers, clock, "check")
+        after_iter = _packets(out, [], _NullClock(), "check")
+        while True:
+            before = _take(before_iter, BATCH)
+            after = _take(after_iter, BATCH)
+            if len(before) != len(after):
+                raise StageError("self-check failed: the output does not hold the same number of frames "
+                                 "as the input after duplicate removal")
+            if not before:
+                break
+            for checker in checkers:
+                checker.check(before, after)
+    clock.next_pass()
+
+
+def _take(iterator, n: int) -> list:
+    out = []
+    for rec in iterator:
+        out.append(rec)
+        if len(out) >= n:
+            break
+    return out
+
+
+class _NullClock:
+    def tick(self, *args):
+        pass
+
+
+class _Progress:
+    """Throttled progress reports and the cancel check, over all passes of a job."""
+
+    def __init__(self, callback, passes: int, cancel):
+        self.callback = callback
+        self.passes = max(1, passes)
+        self.done_passes = 0
+        self.cancel = cancel
+        self.next_report = 0.0
+
+    def tick(self, phase: str, offset: int, size: int, packets: int) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled()
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if now < self.next_report:
+            return
+        self.next_report = now + PROGRESS_INTERVAL
+        size = max(size, 1)
+        overall = int((self.done_passes * size + min(offset, size)) / self.passes)
+        self.callback(phase, overall, size, packets)
+
+    def next_pass(self) -> None:
+        self.done_passes += 1
+
+
+# --------------------------------------------------------------------------------------------------
+# One job, start to end
+# --------------------------------------------------------------------------------------------------
+
+def _check_input(path: Path) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise JobError("the file does not exist") from None
+    except OSError as exc:
+        raise JobError(f"cannot read the file: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise JobError("this is a folder, not a capture file")
+    if not stat.S_ISREG(st.st_mode):
+        raise JobError("not a regular file (a pipe, device or socket cannot be processed)")
+    if st.st_size == 0:
+        raise JobError("the file is empty (0 bytes)")
+
+
+def _load_key(job: Job) -> bytes:
+    from . import keys
+
+    if job.key_file is not None:
+        return keys.load_key_file(Path(job.key_file))
+    return keys.load_or_create_key()
+
+
+def validate_stages(names: list[str]) -> None:
+    known = {cls.name for cls in all_stages()}
+    for name in names:
+        if name not in known:
+            raise JobError(f"the operation '{name}' is not available in this version")
+
+
+def run_job(job: Job, settings: Settings, progress=None, cancel=None, executor=None) -> JobResult:
+    """Process one file; never raises for a problem with the file (the result says what happened).
+
+    ``executor(spec, progress, cancel, workspace)`` runs the streaming passes; default: in this process.
+    """
+    started = time.monotonic()
+    input_path = Path(job.input)
+    result = JobResult(input=str(input_path))
+    name = input_path.name
+    try:
+        validate_stages(job.stages)
+        if not job.stages:
+            raise JobError("no operation selected")
+        _check_input(input_path)
+        target = planned_output(job, settings)
+        output_dir = target.parent
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if _same_file(target, input_path):
+            raise JobError("the output would overwrite the input")
+        stage_names = list(job.stages)
+        if any(not cls.hidden for cls in map(stage_by_name, stage_names)) and not settings.keep_metadata:
+            if "scrub" in {cls.name for cls in all_stages()} and "scrub" not in stage_names:
+                stage_names.append("scrub")
+        stage_options = {n: settings.options_for(n) for n in stage_names}
+        if "scrub" in stage_options:
+            stage_options["scrub"] = {**settings.scrub, **stage_options["scrub"]}
+        key = _load_key(job) if "anonymize" in stage_names else None
+        with JobWorkspace(settings.temp_root_path()) as ws:
+            read_path = ws.link_input(input_path, settings.large_file_threshold_mb * 1024 * 1024)
+            staging = ws.output_staging(output_dir)
+            staged = staging / target.name
+            spec = ExecSpec(read_path=str(read_path), staged_path=str(staged), stages=stage_names,
+                            stage_options=stage_options, key=key, memory_rss_mb=settings.memory_rss_mb,
+                            memory_available_pct=settings.memory_available_pct,
+                            config_dir=str(settings_config_dir()), display_name=name)
+            if executor is None:
+                outcome = execute(spec, progress, cancel)
+            else:
+                outcome = executor(spec, progress, cancel, ws)
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            final, renamed = _publish(staged, target, input_path)
+        result.output = str(final)
+        result.renamed = renamed
+        result.status = "ok"
+        result.packets_in = outcome["packets_in"]
+        result.packets_out = outcome["packets_out"]
+        result.warnings = outcome["warnings"]
+        result.stages = outcome["stages"]
+        if renamed:
+            result.warnings.append(f"{target.name} already existed; the output was written as {final.name}")
+    except Cancelled:
+        result.status = "cancelled"
+        result.error = "cancelled"
+    except (JobError, CaptureError, StageError) as exc:
+        result.error = str(exc)
+    except OSError as exc:
+        result.error = _os_message(exc)
+    except Exception as exc:  # a bug: still one clear line for the user, the traceback in the debug log
+        log.debug("Unexpected error while processing %s", input_path, exc_info=True)
+        result.error = f"internal error ({type(exc).__name__}: {exc})"
+    result.elapsed_s = time.monotonic() - started
+    if result.status == "failed":
+        log.error("%s: failed: %s", name, result.error)
+    elif result.status == "cancelled":
+        log.warning("%s: cancelled; its temp files and partial output were removed.", name)
+    else:
+        for message in result.warnings:
+            log.warning("%s: %s", name, message)
+    return result
+
+
+def settings_config_dir() -> Path:
+    from .settings import config_dir
+
+    return config_dir()
+
+
+def _os_message(exc: OSError) -> str:
+    text = str(exc)
+    if exc.errno == 28:
+        return f"the disk is full ({exc.filename or 'while writing'})"
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return text

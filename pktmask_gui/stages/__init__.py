@@ -1,0 +1,165 @@
+"""Stages: sans-I/O transformations of batches of capture records.
+
+A stage never opens files, threads or Qt; the executor (pipeline.py) feeds it batches of record tuples
+(see capture.py and docs/ARCHITECTURE.md) and writes what it returns.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+class StageError(Exception):
+    """A stage cannot produce a safe output: the file fails with this one-sentence reason."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One stage option: the settings dialog and the settings file are built from this schema."""
+
+    key: str
+    label: str
+    kind: str  # "bool" | "int" | "choice" | "str" | "cidr_list" | "int_list"
+    default: Any
+    help: str = ""
+    choices: tuple = ()
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+@dataclass
+class StageContext:
+    """What a stage may use from its surroundings."""
+
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("pktmask_gui.stage"))
+    warnings: list = field(default_factory=list)
+    config_dir: Any = None      # pathlib.Path of the settings folder (key file lives there)
+    key: bytes | None = None    # 32-byte anonymization key, when the anonymizer runs
+    extra: dict = field(default_factory=dict)
+
+    def warn(self, message: str) -> None:
+        """Record a warning for the job result (shown to the user, once per distinct message)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            self.log.warning(message)
+
+
+class Stage:
+    name = ""
+    title = ""
+    description = ""
+    order = 50
+    OPTIONS: tuple = ()
+    needs_prescan = False
+    self_check = False
+    hidden = False              # True: not an operation the user picks (metadata scrub)
+    drops_frames = False        # True: the self-check replays this stage to line input up with output
+    run_order = None            # execution position when it must differ from ``order`` (see pipeline)
+
+    def __init__(self, options: dict | None, context: StageContext):
+        merged = {opt.key: opt.default for opt in self.OPTIONS}
+        merged.update(options or {})
+        self.options = merged
+        self.context = context
+
+    def prescan(self, batch: list) -> None:
+        pass
+
+    def process(self, batch: list) -> list:
+        return batch
+
+    def check(self, before: list, after: list) -> None:
+        pass
+
+    def release_memory(self) -> str | None:
+        return None
+
+    def report(self) -> dict:
+        return {}
+
+
+# Modules that define stages; a new stage is one module and one line here, nothing else.
+_STAGE_MODULES = ("dedup", "anonymize", "mask", "scrub")
+
+
+def _load() -> list[type[Stage]]:
+    found = []
+    for mod_name in _STAGE_MODULES:
+        try:
+            mod = importlib.import_module(f"{__name__}.{mod_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{mod_name}":
+                continue  # not built yet
+            raise
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, Stage) and obj is not Stage and obj.name \
+                    and obj.__module__ == mod.__name__:
+                found.append(obj)
+    return sorted(found, key=lambda cls: cls.order)
+
+
+_registry: list[type[Stage]] | None = None
+
+
+def all_stages() -> list[type[Stage]]:
+    """Every stage class, hidden ones included, in pipeline order."""
+    global _registry
+    if _registry is None:
+        _registry = _load()
+    return list(_registry)
+
+
+def operations() -> list[type[Stage]]:
+    """The stages a user picks (one checkbox / CLI flag each), in pipeline order."""
+    return [cls for cls in all_stages() if not cls.hidden]
+
+
+def stage_by_name(name: str) -> type[Stage]:
+    for cls in all_stages():
+        if cls.name == name:
+            return cls
+    raise KeyError(name)
+
+
+ProgressFn = Callable[[str, int, int, int], None]
+
+
+def validate_option(opt: Option, value) -> str | None:
+    """A sentence saying what is wrong with ``value`` for ``opt``, or None when it is acceptable."""
+    import ipaddress
+
+    if opt.kind == "bool":
+        return None if isinstance(value, bool) else f"{opt.label} must be on or off."
+    if opt.kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{opt.label} must be a whole number."
+        if opt.minimum is not None and value < opt.minimum:
+            return f"{opt.label} must be at least {opt.minimum}."
+        if opt.maximum is not None and value > opt.maximum:
+            return f"{opt.label} must be at most {opt.maximum}."
+        return None
+    if opt.kind == "choice":
+        return None if value in opt.choices else f"{opt.label} must be one of: {', '.join(map(str, opt.choices))}."
+    if opt.kind == "str":
+        return None if isinstance(value, str) else f"{opt.label} must be text."
+    if opt.kind == "cidr_list":
+        if not isinstance(value, list):
+            return f"{opt.label} must be a list of networks such as 192.0.2.0/24 or 2001:db8::/32."
+        for item in value:
+            try:
+                ipaddress.ip_network(str(item), strict=False)
+            except ValueError:
+                return f"{opt.label}: '{item}' is not a network such as 192.0.2.0/24 or 2001:db8::/32."
+        return None
+    if opt.kind == "int_list":
+        if not isinstance(value, list):
+            return f"{opt.label} must be a list of numbers."
+        lo = 0 if opt.minimum is None else opt.minimum
+        hi = 65535 if opt.maximum is None else opt.maximum
+        for item in value:
+            if not isinstance(item, int) or isinstance(item, bool) or not lo <= item <= hi:
+                return f"{opt.label}: '{item}' must be a whole number from {lo} to {hi}."
+        return None
+    return None

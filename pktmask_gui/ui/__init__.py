@@ -1,0 +1,20 @@
+"""The desktop GUI: the only package of PktMask GUI that imports Qt.
+
+The window (``MainWindow``) queues captures, runs each job in a QThread worker that calls the engine's
+``jobs.run_job_process`` (the packet work happens in a child process), and shows progress, the engine's
+log and a summary. ``app.run_gui`` is the entry point the CLI calls.
+"""
+from __future__ import annotations
+
+__all__ = ["MainWindow", "run_gui"]
+
+
+def __getattr__(name):
+    # Lazy, so that `import pktmask_gui.ui.format` (or the CLI probing for Qt) stays cheap.
+    if name == "MainWindow":
+        from .main_window import MainWindow
+        return MainWindow
+    if name == "run_gui":
+        from .app import run_gui
+        return run_gui
+    raise AttributeError(name)

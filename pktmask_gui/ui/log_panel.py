@@ -1,0 +1,290 @@
+"""The live log panel: engine log records (from any thread) -> a Qt signal -> a filterable table.
+
+``QtLogHandler`` is a plain ``logging.Handler``: attached to the ``pktmask_gui`` logger, and fed the
+records that ``jobs.run_job_process`` relays from its child process. ``emit`` may run in any thread;
+it only formats the record and emits a signal, which Qt queues to the UI thread.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QSortFilterProxyModel, Qt,
+                            Signal)
+from PySide6.QtGui import QBrush, QColor, QGuiApplication
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView,
+                               QLabel, QMessageBox, QPushButton, QStyle, QTableView, QVBoxLayout,
+                               QWidget)
+
+from .workers import THREAD_JOBS
+
+MAX_ENTRIES = 20000
+
+# (created, levelno, job, logger name, message)
+CREATED, LEVELNO, JOB, NAME, MESSAGE = range(5)
+
+LEVEL_WORDS = {logging.DEBUG: "Debug", logging.INFO: "Info", logging.WARNING: "Warning",
+               logging.ERROR: "Error", logging.CRITICAL: "Error"}
+
+FILTERS = (("Errors only", logging.ERROR), ("Warnings and errors", logging.WARNING),
+           ("Info, warnings and errors", logging.INFO), ("Everything (debug too)", logging.DEBUG))
+
+
+def level_word(levelno: int) -> str:
+    if levelno >= logging.ERROR:
+        return "Error"
+    if levelno >= logging.WARNING:
+        return "Warning"
+    if levelno >= logging.INFO:
+        return "Info"
+    return "Debug"
+
+
+class _Bridge(QObject):
+    entry = Signal(object)
+
+
+class QtLogHandler(logging.Handler):
+    """A logging.Handler whose only job is to emit each record as a Qt signal (thread-safe)."""
+
+    def __init__(self, level=logging.DEBUG):
+        super().__init__(level)
+        self.bridge = _Bridge()
+        self.entry = self.bridge.entry
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                message = f"{message}: {record.exc_info[1]}"
+            job = getattr(record, "job", "") or THREAD_JOBS.get(record.thread, "") or ""
+            if job and message.startswith(job + ": "):
+                message = message[len(job) + 2:]   # the File column already names it
+            self.bridge.entry.emit((record.created, record.levelno, str(job), record.name, message))
+        except RuntimeError:
+            pass  # the panel is gone (window closed); a late record has nowhere to go
+        except Exception:  # a logging handler must never raise into the engine
+            self.handleError(record)
+
+
+def format_entry(entry) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(entry[CREATED]))
+    job = f"[{entry[JOB]}] " if entry[JOB] else ""
+    return f"{stamp}  {level_word(entry[LEVELNO]):<7}  {job}{entry[MESSAGE]}"
+
+
+class LogModel(QAbstractTableModel):
+    HEADERS = ("Time", "Level", "File", "Message")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.entries: list = []
+        style = QGuiApplication.instance().style() if hasattr(QGuiApplication.instance(), "style") else None
+        self._icons = {}
+        if style is not None:
+            self._icons = {"Error": style.standardIcon(QStyle.SP_MessageBoxCritical),
+                           "Warning": style.standardIcon(QStyle.SP_MessageBoxWarning),
+                           "Info": style.standardIcon(QStyle.SP_MessageBoxInformation)}
+
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.entries)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if role == Qt.DisplayRole and orientation == Qt.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid():
+            return None
+        entry = self.entries[index.row()]
+        col = index.column()
+        level = level_word(entry[LEVELNO])
+        if role == Qt.DisplayRole:
+            if col == 0:
+                return time.strftime("%H:%M:%S", time.localtime(entry[CREATED]))
+            if col == 1:
+                return level
+            if col == 2:
+                return entry[JOB]
+            return entry[MESSAGE]
+        if role == Qt.ToolTipRole:
+            return format_entry(entry)
+        if role == Qt.DecorationRole and col == 1:
+            return self._icons.get(level)
+        if role == Qt.ForegroundRole:
+            if level == "Error":
+                return QBrush(QColor("#b71c1c"))
+            if level == "Warning":
+                return QBrush(QColor("#8a5300"))
+            if level == "Debug":
+                return QBrush(QColor("#757575"))
+        if role == Qt.BackgroundRole:
+            if level == "Error":
+                return QBrush(QColor("#fdecea"))
+            if level == "Warning":
+                return QBrush(QColor("#fff6e0"))
+        return None
+
+    def append(self, entry) -> None:
+        if len(self.entries) >= MAX_ENTRIES:
+            drop = len(self.entries) - MAX_ENTRIES + 1
+            self.beginRemoveRows(QModelIndex(), 0, drop - 1)
+            del self.entries[:drop]
+            self.endRemoveRows()
+        row = len(self.entries)
+        self.beginInsertRows(QModelIndex(), row, row)
+        self.entries.append(entry)
+        self.endInsertRows()
+
+    def clear(self) -> None:
+        self.beginResetModel()
+        self.entries.clear()
+        self.endResetModel()
+
+
+class LevelFilter(QSortFilterProxyModel):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.min_level = logging.INFO
+
+    def set_min_level(self, level: int) -> None:
+        self.min_level = level
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, row, parent):
+        return self.sourceModel().entries[row][LEVELNO] >= self.min_level
+
+
+class LogPanel(QWidget):
+    """Header (title, counts, level filter, Copy, Save, Clear) over the log table."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("logPanel")
+        self.model = LogModel(self)
+        self.proxy = LevelFilter(self)
+        self.proxy.setSourceModel(self.model)
+        self.handler = QtLogHandler()
+        self.handler.entry.connect(self.add_entry)
+        self.last_save_dir = ""
+
+        title = QLabel("Log")
+        title.setObjectName("sectionTitle")
+        self.counts = QLabel("")
+        self.counts.setObjectName("logCounts")
+        self.filter_box = QComboBox()
+        for label, level in FILTERS:
+            self.filter_box.addItem(label, level)
+        self.filter_box.setCurrentIndex(2)
+        self.filter_box.setToolTip("Show only log lines at or above this level")
+        self.filter_box.currentIndexChanged.connect(
+            lambda i: self.proxy.set_min_level(self.filter_box.itemData(i)))
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the selected log lines (all shown lines when none is selected)")
+        self.copy_button.clicked.connect(self.copy_to_clipboard)
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Save the shown log lines to a text file")
+        self.save_button.clicked.connect(self.save_dialog)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Remove every line from the log panel")
+        self.clear_button.clicked.connect(self.clear)
+
+        header = QHBoxLayout()
+        header.setContentsMargins(0, 0, 0, 0)
+        header.addWidget(title)
+        header.addSpacing(8)
+        header.addWidget(self.counts)
+        header.addStretch(1)
+        header.addWidget(QLabel("Show:"))
+        header.addWidget(self.filter_box)
+        header.addWidget(self.copy_button)
+        header.addWidget(self.save_button)
+        header.addWidget(self.clear_button)
+
+        self.view = QTableView()
+        self.view.setObjectName("logView")
+        self.view.setModel(self.proxy)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.view.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.view.setShowGrid(False)
+        self.view.setWordWrap(False)
+        self.view.verticalHeader().hide()
+        self.view.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
+        hh = self.view.horizontalHeader()
+        hh.setHighlightSections(False)
+        hh.setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        hh.setSectionResizeMode(1, QHeaderView.Fixed)
+        hh.setSectionResizeMode(2, QHeaderView.Interactive)
+        hh.setStretchLastSection(True)
+        self.view.setColumnWidth(1, self.fontMetrics().horizontalAdvance("Warning") + 40)
+        self.view.setColumnWidth(2, 200)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 4, 0, 0)
+        layout.setSpacing(4)
+        layout.addLayout(header)
+        layout.addWidget(self.view, 1)
+        self._update_counts()
+
+    # --- entries -------------------------------------------------------------------------------
+    def add_entry(self, entry) -> None:
+        bar = self.view.verticalScrollBar()
+        at_bottom = bar.value() >= bar.maximum() - 2
+        self.model.append(entry)
+        if at_bottom:
+            self.view.scrollToBottom()
+        if entry[LEVELNO] >= logging.WARNING:
+            self._update_counts()
+
+    def add_message(self, levelno: int, message: str, job: str = "") -> None:
+        """A line from the GUI itself (refused drops, cancel requests), shown like engine lines."""
+        self.add_entry((time.time(), levelno, job, "pktmask_gui.ui", message))
+
+    def clear(self) -> None:
+        self.model.clear()
+        self._update_counts()
+
+    def _update_counts(self) -> None:
+        errors = sum(1 for e in self.model.entries if e[LEVELNO] >= logging.ERROR)
+        warnings = sum(1 for e in self.model.entries if logging.WARNING <= e[LEVELNO] < logging.ERROR)
+        parts = []
+        if errors:
+            parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+        if warnings:
+            parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+        self.counts.setText(" · ".join(parts))
+
+    def visible_lines(self, selected_only: bool = False) -> list[str]:
+        rows = range(self.proxy.rowCount())
+        if selected_only:
+            rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()})
+        return [format_entry(self.model.entries[self.proxy.mapToSource(self.proxy.index(r, 0)).row()])
+                for r in rows]
+
+    def text(self) -> str:
+        return "\n".join(self.visible_lines())
+
+    # --- Copy / Save ---------------------------------------------------------------------------
+    def copy_to_clipboard(self) -> None:
+        lines = self.visible_lines(selected_only=True) or self.visible_lines()
+        QGuiApplication.clipboard().setText("\n".join(lines) + ("\n" if lines else ""))
+
+    def save_to(self, path: Path) -> None:
+        lines = self.visible_lines()
+        Path(path).write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+
+    def save_dialog(self) -> None:
+        start = str(Path(self.last_save_dir or Path.home()) / "pktmask-gui-log.txt")
+        path, _ = QFileDialog.getSaveFileName(self, "Save Log", start, "Text files (*.txt *.log);;All files (*)")
+        if not path:
+            return
+        try:
+            self.save_to(Path(path))
+            self.last_save_dir = str(Path(path).parent)
+        except OSError as exc:
+            QMessageBox.warning(self, "Save Log", f"The log could not be saved to {path}: {exc.strerror or exc}.")

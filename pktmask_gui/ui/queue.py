@@ -1,0 +1,315 @@
+"""The job queue: one row per capture, its table model, the per-row progress bar and the drop area.
+
+The rows are plain Python objects owned by the UI thread; workers never touch them (they send
+signals, and the window updates the row).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPalette, QPen
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHeaderView, QStyle,
+                               QStyledItemDelegate, QStyleOptionProgressBar, QTableView)
+
+from .format import count, human_size
+
+QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
+    "Queued", "Running", "Cancelling…", "Done", "Failed", "Cancelled")
+FINISHED = (DONE, FAILED, CANCELLED)
+PHASE_WORDS = {"prescan": "Pre-scan", "process": "Processing", "check": "Checking"}
+
+
+@dataclass
+class QueueRow:
+    id: int
+    path: Path
+    rel_dir: Path = Path("")
+    size: int = 0
+    status: str = QUEUED
+    phase: str = ""
+    bytes_done: int = 0
+    bytes_total: int = 0
+    packets_done: int = 0
+    result: object = None          # pipeline.JobResult once finished
+    error: str = ""
+    started: float | None = None
+    finished: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return str(self.rel_dir / self.path.name) if str(self.rel_dir) not in ("", ".") else self.path.name
+
+    def fraction(self) -> float:
+        """0..1 of this job's work; the engine's byte count already spans all its passes over the input
+        (pre-scan, main pass, self-check)."""
+        if self.status == DONE:
+            return 1.0
+        if self.status in (QUEUED, FAILED, CANCELLED) or not self.bytes_total:
+            return 0.0
+        return max(0.0, min(1.0, self.bytes_done / self.bytes_total))
+
+
+COLUMNS = ("File", "Size", "Status", "Progress", "Packets in", "Packets out", "Result")
+COL_FILE, COL_SIZE, COL_STATUS, COL_PROGRESS, COL_IN, COL_OUT, COL_RESULT = range(len(COLUMNS))
+
+STATUS_COLOURS = {DONE: "#1b7f3b", FAILED: "#b71c1c", CANCELLED: "#8a5300", CANCELLING: "#8a5300",
+                  RUNNING: "#1a4f9c"}
+
+
+class QueueModel(QAbstractTableModel):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.rows: list[QueueRow] = []
+        self._next_id = 1
+        self.result_text = lambda row: ""   # set by the window: the short "Result" words of a row
+
+    # --- Qt model API ----------------------------------------------------------------------------
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if orientation == Qt.Horizontal:
+            if role == Qt.DisplayRole:
+                return COLUMNS[section]
+            if role == Qt.TextAlignmentRole and section in (COL_SIZE, COL_IN, COL_OUT):
+                return int(Qt.AlignRight | Qt.AlignVCenter)
+        return None
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        col = index.column()
+        result = row.result
+        if role == Qt.DisplayRole:
+            if col == COL_FILE:
+                return row.display_name
+            if col == COL_SIZE:
+                return human_size(row.size)
+            if col == COL_STATUS:
+                return row.status
+            if col == COL_IN:
+                if result is not None and row.status == DONE:
+                    return count(result.packets_in)
+                return count(row.packets_done) if row.packets_done else ""
+            if col == COL_OUT:
+                return count(result.packets_out) if result is not None and row.status == DONE else ""
+            if col == COL_RESULT:
+                return self.result_text(row)
+            return None
+        if role == Qt.ToolTipRole:
+            if col == COL_FILE:
+                return str(row.path)
+            if col == COL_RESULT:
+                return self.result_text(row) or None
+            if col == COL_STATUS and row.error:
+                return row.error
+            return None
+        if role == Qt.TextAlignmentRole and col in (COL_SIZE, COL_IN, COL_OUT):
+            return int(Qt.AlignRight | Qt.AlignVCenter)
+        if role == Qt.ForegroundRole:
+            if col == COL_STATUS and row.status in STATUS_COLOURS:
+                return QBrush(QColor(STATUS_COLOURS[row.status]))
+            if col == COL_RESULT and row.status == FAILED:
+                return QBrush(QColor(STATUS_COLOURS[FAILED]))
+            if col == COL_RESULT and row.status == QUEUED:
+                return QBrush(QColor("#6b6b6b"))
+        if role == Qt.FontRole and col == COL_STATUS and row.status in (RUNNING, FAILED):
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Qt.UserRole:
+            return row
+        return None
+
+    # --- rows ------------------------------------------------------------------------------------
+    def add(self, path: Path, rel_dir: Path, size: int) -> QueueRow:
+        row = QueueRow(self._next_id, path, rel_dir, size)
+        self._next_id += 1
+        pos = len(self.rows)
+        self.beginInsertRows(QModelIndex(), pos, pos)
+        self.rows.append(row)
+        self.endInsertRows()
+        return row
+
+    def row_by_id(self, row_id: int) -> QueueRow | None:
+        for row in self.rows:
+            if row.id == row_id:
+                return row
+        return None
+
+    def position(self, row: QueueRow) -> int:
+        return self.rows.index(row)
+
+    def changed(self, row: QueueRow, first: int = 0, last: int = len(COLUMNS) - 1) -> None:
+        pos = self.position(row)
+        self.dataChanged.emit(self.index(pos, first), self.index(pos, last))
+
+    def remove(self, row: QueueRow) -> None:
+        pos = self.position(row)
+        self.beginRemoveRows(QModelIndex(), pos, pos)
+        del self.rows[pos]
+        self.endRemoveRows()
+
+    def refresh_all(self) -> None:
+        if self.rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, len(COLUMNS) - 1))
+
+    def queued_paths(self) -> set:
+        return {row.path for row in self.rows if row.status not in FINISHED}
+
+
+class ProgressDelegate(QStyledItemDelegate):
+    """Paints a native progress bar in the Progress column: phase, percent and packets so far."""
+
+    def paint(self, painter: QPainter, option, index):
+        row = index.data(Qt.UserRole)
+        if row is None:
+            return super().paint(painter, option, index)
+        if option.state & QStyle.State_Selected:
+            painter.fillRect(option.rect, option.palette.highlight())
+        if row.status in (QUEUED,):
+            return
+        bar = QStyleOptionProgressBar()
+        bar.rect = option.rect.adjusted(3, 3, -3, -3)
+        bar.minimum, bar.maximum = 0, 1000
+        bar.progress = int(row.fraction() * 1000)
+        bar.textVisible = True
+        bar.state = QStyle.State_Enabled | QStyle.State_Horizontal
+        bar.palette = QPalette(option.palette)
+        if row.status == RUNNING:
+            phase = PHASE_WORDS.get(row.phase, "Starting")
+            bar.text = f"{phase} {row.fraction() * 100:.0f}%" if row.phase else "Starting…"
+            if row.packets_done:
+                bar.text += f" · {row.packets_done:,} pkts"
+        elif row.status == CANCELLING:
+            bar.text = "Stopping…"
+        elif row.status == DONE:
+            bar.text = "100%"
+        elif row.status == FAILED:
+            bar.text = "Failed"
+            bar.progress = 0
+        else:
+            bar.text = "Cancelled"
+            bar.progress = 0
+        bar.textAlignment = Qt.AlignCenter
+        style = option.widget.style() if option.widget is not None else QApplication.style()
+        style.drawControl(QStyle.CE_ProgressBar, bar, painter, option.widget)
+
+
+class QueueView(QTableView):
+    """The queue table, which is also the drop area: files and folders dropped here are queued."""
+
+    paths_dropped = Signal(list)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("queueView")
+        self.setAcceptDrops(True)
+        self.viewport().setAcceptDrops(True)
+        self.setDragDropMode(QAbstractItemView.DropOnly)
+        self.setDropIndicatorShown(False)
+        self.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.setAlternatingRowColors(True)
+        self.setShowGrid(False)
+        self.setWordWrap(False)
+        self.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.setTextElideMode(Qt.ElideMiddle)
+        self.verticalHeader().hide()
+        self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 12)
+        self._drag_active = False
+
+    def setup_columns(self) -> None:
+        hh = self.horizontalHeader()
+        hh.setHighlightSections(False)
+        hh.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+        fm = self.fontMetrics()
+        widths = {COL_FILE: 260, COL_SIZE: fm.horizontalAdvance("1023.9 MB") + 24,
+                  COL_STATUS: fm.horizontalAdvance("Cancelling…") + 28, COL_PROGRESS: 170,
+                  COL_IN: fm.horizontalAdvance("Packets out") + 20, COL_OUT: fm.horizontalAdvance("Packets out") + 20}
+        for col, width in widths.items():
+            hh.setSectionResizeMode(col, QHeaderView.Interactive)
+            self.setColumnWidth(col, width)
+        hh.setStretchLastSection(True)
+        self.setItemDelegateForColumn(COL_PROGRESS, ProgressDelegate(self))
+
+    # --- drag and drop ---------------------------------------------------------------------------
+    @staticmethod
+    def _local_paths(mime) -> list[str]:
+        if mime is None or not mime.hasUrls():
+            return []
+        return [url.toLocalFile() for url in mime.urls() if url.isLocalFile()]
+
+    def dragEnterEvent(self, event):
+        if self._local_paths(event.mimeData()):
+            event.acceptProposedAction()
+            self._drag_active = True
+            self.viewport().update()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event):
+        if self._local_paths(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragLeaveEvent(self, event):
+        self._drag_active = False
+        self.viewport().update()
+        event.accept()
+
+    def dropEvent(self, event):
+        self._drag_active = False
+        self.viewport().update()
+        paths = self._local_paths(event.mimeData())
+        if not paths:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.paths_dropped.emit(paths)
+
+    # --- empty state: the drop hint --------------------------------------------------------------
+    def paintEvent(self, event):
+        super().paintEvent(event)
+        model = self.model()
+        empty = model is None or model.rowCount() == 0
+        if not empty and not self._drag_active:
+            return
+        painter = QPainter(self.viewport())
+        painter.setRenderHint(QPainter.Antialiasing)
+        area = self.viewport().rect().adjusted(12, 12, -12, -12)
+        accent = QColor("#2f7de1")
+        if self._drag_active:
+            painter.setPen(QPen(accent, 2, Qt.DashLine))
+            painter.setBrush(QColor(47, 125, 225, 24))
+            painter.drawRoundedRect(area, 10, 10)
+        if not empty:
+            painter.end()
+            return
+        if not self._drag_active:
+            painter.setPen(QPen(QColor("#b8c2cc"), 2, Qt.DashLine))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRoundedRect(area, 10, 10)
+        title = QFont(self.font())
+        title.setPointSizeF(title.pointSizeF() * 1.35)
+        title.setBold(True)
+        painter.setFont(title)
+        painter.setPen(QColor("#3c4650"))
+        mid = area.center().y()
+        painter.drawText(QRect(area.left(), mid - 34, area.width(), 30), Qt.AlignCenter,
+                         "Drop capture files or folders here")
+        painter.setFont(self.font())
+        painter.setPen(QColor("#6b7580"))
+        painter.drawText(QRect(area.left(), mid + 2, area.width(), 44), Qt.AlignHCenter | Qt.AlignTop,
+                         ".pcap, .pcapng and .cap files; folders are searched for captures.\n"
+                         "Or use File → Add Files… (Ctrl+O) or Add Folder… (Ctrl+Shift+O).")
+        painter.end()

@@ -1,0 +1,221 @@
+"""The batch summary: per file packets in/out, duplicates removed, what each stage did, failures with
+their reason; exported as a standalone HTML page or as JSON (the CLI's ``--json`` object)."""
+from __future__ import annotations
+
+import html
+import json
+import platform
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QBrush, QColor, QDesktopServices
+from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
+                               QMessageBox, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
+
+from .. import __version__
+from .format import count, describe_stage_counts, human_duration, plural
+
+
+def _stage_title(name: str) -> str:
+    try:
+        from ..stages import stage_by_name
+        return stage_by_name(name).title
+    except (KeyError, ImportError):
+        return {"scrub": "Metadata scrub", "memory": "Memory"}.get(name, name.replace("_", " ").title())
+
+
+def duplicates_removed(result) -> int | None:
+    dedup = (result.stages or {}).get("dedup")
+    if not isinstance(dedup, dict):
+        return None
+    for key in ("duplicates_removed", "removed", "duplicates"):
+        if isinstance(dedup.get(key), int):
+            return dedup[key]
+    return None
+
+
+def stage_lines(result) -> list[str]:
+    return [describe_stage_counts(_stage_title(name), counts if isinstance(counts, dict) else {"result": counts})
+            for name, counts in (result.stages or {}).items()]
+
+
+def status_word(result) -> str:
+    return {"ok": "Done", "failed": "Failed", "cancelled": "Cancelled"}.get(result.status, result.status)
+
+
+def headline(results, elapsed_s: float | None = None) -> str:
+    ok = sum(1 for r in results if r.status == "ok")
+    failed = sum(1 for r in results if r.status == "failed")
+    cancelled = sum(1 for r in results if r.status == "cancelled")
+    parts = [f"{plural(ok, 'file')} sanitized"]
+    if failed:
+        parts.append(f"{failed} failed")
+    if cancelled:
+        parts.append(f"{cancelled} cancelled")
+    text = ", ".join(parts)
+    if elapsed_s is not None:
+        text += f" in {human_duration(elapsed_s)}"
+    return text
+
+
+def to_json(results, elapsed_s: float | None = None) -> str:
+    """The CLI's ``--json`` object, plus when and by which version it was made."""
+    payload = {"ok": bool(results) and all(r.status == "ok" for r in results),
+               "files": [r.to_dict() for r in results],
+               "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "generator": f"pktmask-gui {__version__}"}
+    if elapsed_s is not None:
+        payload["elapsed_s"] = round(elapsed_s, 3)
+    return json.dumps(payload, indent=2)
+
+
+def to_html(results, elapsed_s: float | None = None) -> str:
+    esc = html.escape
+    rows = []
+    for r in results:
+        dupes = duplicates_removed(r)
+        details = r.error if r.status != "ok" else "<br>".join(esc(line) for line in stage_lines(r))
+        if r.status != "ok":
+            details = esc(details or "")
+        warnings = "".join(f"<div class='warn'>⚠ {esc(w)}</div>" for w in (r.warnings or []))
+        output = esc(r.output or "—")
+        rows.append(
+            f"<tr class='{esc(r.status)}'><td title='{esc(r.input)}'>{esc(Path(r.input).name)}</td>"
+            f"<td class='status'>{esc(status_word(r))}</td>"
+            f"<td class='num'>{count(r.packets_in) if r.status == 'ok' else ''}</td>"
+            f"<td class='num'>{count(r.packets_out) if r.status == 'ok' else ''}</td>"
+            f"<td class='num'>{'' if dupes is None else count(dupes)}</td>"
+            f"<td>{details}{warnings}</td><td class='path'>{output}</td></tr>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>PktMask GUI — batch summary</title>
+<style>
+body {{ font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em; color: #1d2329; }}
+h1 {{ font-size: 1.4em; margin-bottom: .2em; }}
+.meta {{ color: #5b6570; margin-bottom: 1.2em; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ text-align: left; padding: .45em .7em; border-bottom: 1px solid #dde3e8; vertical-align: top; }}
+th {{ background: #f3f6f9; font-weight: 600; }}
+td.num, th.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+td.path {{ font-family: ui-monospace, monospace; font-size: .9em; word-break: break-all; }}
+tr.ok td.status {{ color: #1b7f3b; font-weight: 600; }}
+tr.failed td.status, tr.failed td {{ color: #b71c1c; }}
+tr.cancelled td.status {{ color: #8a5300; font-weight: 600; }}
+.warn {{ color: #8a5300; }}
+</style></head><body>
+<h1>PktMask GUI — batch summary</h1>
+<div class="meta">{esc(headline(results, elapsed_s))} · {esc(time.strftime("%Y-%m-%d %H:%M"))} ·
+pktmask-gui {esc(__version__)} on {esc(platform.system())}</div>
+<table><thead><tr><th>File</th><th>Status</th><th class="num">Packets in</th><th class="num">Packets out</th>
+<th class="num">Duplicates removed</th><th>What was done</th><th>Output</th></tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody></table></body></html>
+"""
+
+
+class SummaryDialog(QDialog):
+    HEADERS = ("File", "Status", "Packets in", "Packets out", "Duplicates removed", "What was done", "Output")
+
+    def __init__(self, results, elapsed_s: float | None = None, parent=None, last_dir: str = ""):
+        super().__init__(parent)
+        self.setObjectName("summaryDialog")
+        self.setWindowTitle("Batch Summary — PktMask GUI")
+        self.results = list(results)
+        self.elapsed_s = elapsed_s
+        self.last_dir = last_dir or str(Path.home())
+
+        self.title = QLabel(headline(self.results, elapsed_s))
+        self.title.setObjectName("summaryTitle")
+        failed = [r for r in self.results if r.status == "failed"]
+        self.subtitle = QLabel("Inputs were not modified. " + (
+            "Failed files have no output; the reason is in their row." if failed else
+            "Each output is a new file; hover a row for its full path."))
+        self.subtitle.setObjectName("note")
+        self.subtitle.setWordWrap(True)
+
+        self.table = QTableWidget(len(self.results), len(self.HEADERS))
+        self.table.setObjectName("summaryTable")
+        self.table.setHorizontalHeaderLabels(self.HEADERS)
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(True)
+        self.table.setTextElideMode(Qt.ElideMiddle)
+        colours = {"ok": "#1b7f3b", "failed": "#b71c1c", "cancelled": "#8a5300"}
+        for i, r in enumerate(self.results):
+            dupes = duplicates_removed(r)
+            ok = r.status == "ok"
+            details = "\n".join(stage_lines(r)) if ok else (r.error or "")
+            if r.warnings:
+                details += ("\n" if details else "") + "\n".join(f"⚠ {w}" for w in r.warnings)
+            cells = (Path(r.input).name, status_word(r), count(r.packets_in) if ok else "",
+                     count(r.packets_out) if ok else "", "" if dupes is None else count(dupes), details,
+                     r.output or "")
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col in (2, 3, 4):
+                    item.setTextAlignment(int(Qt.AlignRight | Qt.AlignTop))
+                else:
+                    item.setTextAlignment(int(Qt.AlignLeft | Qt.AlignTop))
+                if col == 0:
+                    item.setToolTip(r.input)
+                elif col in (5, 6):
+                    item.setToolTip(text)
+                if col == 1 or (col == 5 and r.status == "failed"):
+                    item.setForeground(QBrush(QColor(colours.get(r.status, "#000000"))))
+                self.table.setItem(i, col, item)
+        hh = self.table.horizontalHeader()
+        hh.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+        for col in (0, 1, 2, 3, 4):
+            hh.setSectionResizeMode(col, QHeaderView.ResizeToContents)
+        hh.setSectionResizeMode(5, QHeaderView.Stretch)
+        hh.setSectionResizeMode(6, QHeaderView.Interactive)
+        self.table.setColumnWidth(6, 220)
+        self.table.resizeRowsToContents()
+
+        self.html_button = QPushButton("Export HTML…")
+        self.html_button.clicked.connect(lambda: self._export("html"))
+        self.json_button = QPushButton("Export JSON…")
+        self.json_button.clicked.connect(lambda: self._export("json"))
+        self.open_button = QPushButton("Open Output Folder")
+        outputs = [r.output for r in self.results if r.output]
+        self.open_button.setEnabled(bool(outputs))
+        self.open_button.clicked.connect(lambda: QDesktopServices.openUrl(
+            QUrl.fromLocalFile(str(Path(outputs[0]).parent))))
+        close = QPushButton("Close")
+        close.setDefault(True)
+        close.clicked.connect(self.accept)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.html_button)
+        buttons.addWidget(self.json_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.open_button)
+        buttons.addWidget(close)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addWidget(self.subtitle)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+        self.resize(980, 420)
+
+    def export_to(self, path: Path, kind: str) -> None:
+        text = to_html(self.results, self.elapsed_s) if kind == "html" else to_json(self.results, self.elapsed_s)
+        Path(path).write_text(text, encoding="utf-8")
+
+    def _export(self, kind: str) -> None:
+        name = f"pktmask-summary-{time.strftime('%Y%m%d-%H%M%S')}.{kind}"
+        filt = "HTML page (*.html)" if kind == "html" else "JSON (*.json)"
+        path, _ = QFileDialog.getSaveFileName(self, f"Export Summary as {kind.upper()}",
+                                              str(Path(self.last_dir) / name), filt)
+        if not path:
+            return
+        try:
+            self.export_to(Path(path), kind)
+            self.last_dir = str(Path(path).parent)
+        except OSError as exc:
+            QMessageBox.warning(self, "Export Summary", f"The summary could not be saved to {path}: "
+                                                        f"{exc.strerror or exc}.")

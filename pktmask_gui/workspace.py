@@ -1,0 +1,283 @@
+"""The job workspace: private temp dirs, their owner markers, the stale sweep, hard links, cleanup, memory.
+
+Every job runs inside ``tempfile.TemporaryDirectory(prefix="pktmask_pipeline_", dir=temp_root)``.
+Its marker file names every process that may write there (the job's owner and, when the packet work runs
+in a child process, the child), so that the sweep at the next start removes a dir only when all of them are
+gone — never a live instance's. The staging dir in the output folder (``pktmask_output_``) carries the same
+marker and is named in the pipeline dir's marker, so the sweep finds it too.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+log = logging.getLogger("pktmask_gui.workspace")
+
+PIPELINE_PREFIX = "pktmask_pipeline_"
+STAGE_PREFIX = "pktmask_stage_"
+OUTPUT_PREFIX = "pktmask_output_"
+MARKER = "pktmask-owner.json"
+
+
+def _fmt_size(nbytes: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if nbytes < 1024 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return str(nbytes)
+
+
+def _process_identity(pid: int) -> dict:
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = 0.0
+    return {"pid": pid, "created": created}
+
+
+def _is_alive(identity: dict) -> bool:
+    try:
+        proc = psutil.Process(int(identity["pid"]))
+        # A recycled pid belongs to another process: compare start times (psutil rounds them).
+        return abs(proc.create_time() - float(identity.get("created", 0))) < 1.0 and \
+            proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
+
+
+class ResourceManager:
+    """A thread-safe registry of temp files and cleanup callbacks.
+
+    ``cleanup()`` runs the callbacks in reverse order of registration, once (idempotent); one that fails is
+    logged and the others still run.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._callbacks: list[tuple[str, Callable[[], None]]] = []
+        self._temp_files: list[Path] = []
+
+    def register_temp_file(self, path: Path) -> None:
+        with self._lock:
+            self._temp_files.append(Path(path))
+            self._callbacks.append((f"remove {path}", lambda p=Path(path): p.unlink(missing_ok=True)))
+
+    def register_cleanup(self, description: str, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._callbacks.append((description, callback))
+
+    @property
+    def temp_files(self) -> list[Path]:
+        with self._lock:
+            return list(self._temp_files)
+
+    def cleanup(self) -> list[str]:
+        """Run every callback (newest first); return the descriptions of those that failed."""
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, []
+            self._temp_files = []
+        failed = []
+        for description, callback in reversed(callbacks):
+            try:
+                callback()
+            except Exception as exc:  # one failure must not stop the rest
+                failed.append(description)
+                log.warning("Cleanup step failed (%s): %s", description, exc)
+        return failed
+
+
+class JobWorkspace:
+    """The private temp dir of one job, as a context manager.
+
+    The dir, its marker, the hard link of a large input, stage dirs and the output staging dir are all
+    removed on exit, whatever happened inside (success, error, cancel).
+    """
+
+    def __init__(self, temp_root: Path | str | None = None):
+        self.temp_root = Path(temp_root) if temp_root else Path(tempfile.gettempdir())
+        self.resources = ResourceManager()
+        self.path: Path | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._owners = [_process_identity(os.getpid())]
+        self._staging: list[str] = []
+
+    def __enter__(self) -> "JobWorkspace":
+        try:
+            self._tmp = tempfile.TemporaryDirectory(prefix=PIPELINE_PREFIX, dir=self.temp_root)
+        except OSError as exc:
+            raise OSError(f"cannot create a temp folder in {self.temp_root}: {exc.strerror or exc}") from exc
+        self.path = Path(self._tmp.name)  # mkdtemp makes it 0700: private to this user
+        self._write_marker()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.resources.cleanup()
+        if self._tmp is not None:
+            try:
+                self._tmp.cleanup()
+            except OSError as exc:
+                log.warning("Could not remove the temp folder %s: %s", self.path, exc)
+            self._tmp = None
+
+    def _write_marker(self) -> None:
+        marker = {"owners": self._owners, "started": time.time(), "staging": self._staging}
+        tmp = self.path / (MARKER + ".tmp")
+        tmp.write_text(json.dumps(marker), encoding="utf-8")
+        os.replace(tmp, self.path / MARKER)
+
+    def add_owner(self, pid: int) -> None:
+        """Name another process (a job's child) that may write in this workspace."""
+        self._owners.append(_process_identity(pid))
+        self._write_marker()
+
+    def stage_dir(self) -> Path:
+        """A fresh ``pktmask_stage_`` dir for stage scratch, removed with the workspace."""
+        path = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=self.path))
+        self.resources.register_cleanup(f"remove {path}", lambda: shutil.rmtree(path, ignore_errors=True))
+        return path
+
+    def output_staging(self, output_dir: Path) -> Path:
+        """A private dir in the output folder, so that the finished output moves into place atomically."""
+        try:
+            path = Path(tempfile.mkdtemp(prefix=OUTPUT_PREFIX, dir=output_dir))
+        except OSError as exc:
+            raise OSError(f"the output folder {output_dir} is not writable ({exc.strerror or exc})") from exc
+        self.resources.register_cleanup(f"remove {path}", lambda: shutil.rmtree(path, ignore_errors=True))
+        self._staging.append(str(path))
+        marker = {"owners": self._owners, "started": time.time(), "pipeline": str(self.path)}
+        try:
+            (path / MARKER).write_text(json.dumps(marker), encoding="utf-8")
+            self._write_marker()
+        except OSError as exc:
+            raise OSError(f"the output folder {output_dir} is not writable ({exc.strerror or exc})") from exc
+        return path
+
+    def link_input(self, source: Path, threshold_bytes: int) -> Path:
+        """The path the job reads its input through: a hard link at or above the threshold, else the source.
+
+        The link gives the job a stable private name for every pass (pre-scan, main pass, self-check),
+        whatever happens to the original's name, without copying. Any OSError falls back to the original.
+        Nothing ever opens the link for writing.
+        """
+        size = source.stat().st_size
+        if size < threshold_bytes:
+            log.debug("%s: %s is below the hard-link threshold (%s); reading it in place.",
+                      source.name, _fmt_size(size), _fmt_size(threshold_bytes))
+            return source
+        stage = self.stage_dir()
+        link = stage / f"input{source.suffix}"
+        try:
+            os.link(source, link)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            log.warning("%s: large input (%s) could not be hard-linked into the temp folder %s (%s); "
+                        "falling back to reading the original file directly.",
+                        source.name, _fmt_size(size), self.temp_root, reason)
+            return source
+        self.resources.register_temp_file(link)
+        log.info("%s: large input (%s, threshold %s) hard-linked into the temp folder; "
+                 "all passes read the private link, no copy made.",
+                 source.name, _fmt_size(size), _fmt_size(threshold_bytes))
+        return link
+
+
+def _read_marker(path: Path) -> dict | None:
+    try:
+        data = json.loads((path / MARKER).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _stale(path: Path, min_age_s: float) -> bool:
+    marker = _read_marker(path)
+    if marker is None:
+        # No marker: the owner died between mkdtemp and writing it. Only remove such a dir once it is
+        # clearly not being set up right now.
+        try:
+            return time.time() - path.stat().st_mtime > min_age_s
+        except OSError:
+            return False
+    owners = marker.get("owners") or []
+    return not any(_is_alive(owner) for owner in owners)
+
+
+def sweep_stale(temp_root: Path | str | None = None, extra_dirs=(), min_age_s: float = 60.0) -> list[Path]:
+    """Remove workspace dirs whose owning processes are all gone; log each; return what was removed.
+
+    ``extra_dirs``: output folders to search for ``pktmask_output_`` staging dirs as well (the staging
+    dirs named in stale pipeline markers are removed in any case).
+    """
+    root = Path(temp_root) if temp_root else Path(tempfile.gettempdir())
+    removed: list[Path] = []
+    candidates: list[Path] = []
+    try:
+        candidates += [p for p in root.iterdir() if p.name.startswith(PIPELINE_PREFIX) and p.is_dir()]
+    except OSError:
+        pass
+    for folder in extra_dirs:
+        try:
+            candidates += [p for p in Path(folder).iterdir() if p.name.startswith(OUTPUT_PREFIX) and p.is_dir()]
+        except OSError:
+            pass
+    for path in candidates:
+        if not _stale(path, min_age_s):
+            continue
+        marker = _read_marker(path) or {}
+        for staging in marker.get("staging") or []:
+            staging_path = Path(staging)
+            if staging_path.name.startswith(OUTPUT_PREFIX) and staging_path.is_dir():
+                shutil.rmtree(staging_path, ignore_errors=True)
+                removed.append(staging_path)
+                log.info("Removed a partial output left by an earlier run that ended abnormally: %s",
+                         staging_path)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+        log.info("Removed a temp folder left by an earlier run that ended abnormally: %s", path)
+    return removed
+
+
+class MemoryMonitor:
+    """Samples process RSS and system available memory (psutil) at most ``interval`` seconds apart.
+
+    ``pressure()`` returns a reason string when a threshold is crossed, else None. Cheap to call per batch.
+    """
+
+    def __init__(self, rss_mb: int = 1024, available_pct: int = 10, interval: float = 0.25,
+                 pids: Callable[[], list[int]] | None = None):
+        self.rss_limit = rss_mb * 1024 * 1024 if rss_mb else 0
+        self.available_pct = available_pct
+        self.interval = interval
+        self._next = 0.0
+        self._proc = psutil.Process()
+        self.events = 0
+
+    def pressure(self) -> str | None:
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + self.interval
+        if self.rss_limit:
+            rss = self._proc.memory_info().rss
+            if rss > self.rss_limit:
+                self.events += 1
+                return f"the job uses {_fmt_size(rss)} of memory, above the {_fmt_size(self.rss_limit)} limit"
+        if self.available_pct:
+            vm = psutil.virtual_memory()
+            pct = 100.0 * vm.available / vm.total
+            if pct < self.available_pct:
+                self.events += 1
+                return f"only {pct:.0f}% of system memory is available (limit {self.available_pct}%)"
+        return None

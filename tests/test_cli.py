@@ -1,0 +1,118 @@
+"""`pktmask-gui process`: a public interface — flags, output, JSON and exit codes, run as a real process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pktmask_gui.samplegen import generate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, env_extra=None, **kwargs):
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "pktmask_gui", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120, **kwargs)
+
+
+def test_process_dedup_json_and_exit_0(workdir):
+    src = workdir / "in.pcap"
+    generate(src, packets=400, seed=1, dup_ratio=0.1)
+    proc = cli("process", src, "-o", workdir / "out", "--dedup", "--json", "--temp-dir", workdir)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True
+    (entry,) = report["files"]
+    assert set(entry) == {"input", "output", "status", "error", "warnings", "packets_in", "packets_out",
+                          "elapsed_s", "stages"}
+    assert entry["status"] == "ok" and entry["error"] is None
+    assert entry["packets_in"] > entry["packets_out"] > 0
+    assert entry["stages"]["dedup"]["duplicates_removed"] == entry["packets_in"] - entry["packets_out"]
+    assert Path(entry["output"]) == workdir / "out" / "in-sanitized.pcap"
+    assert "ok: " in proc.stderr and "Traceback" not in proc.stderr
+    assert [p.name for p in workdir.iterdir() if p.name.startswith("pktmask_")] == []
+
+
+def test_one_bad_file_fails_the_run_but_not_the_batch(workdir):
+    good = workdir / "good.pcapng"
+    generate(good, packets=100, seed=2, fmt="pcapng")
+    bad = workdir / "bad.pcap"
+    bad.write_bytes(b"\x00" * 100)
+    proc = cli("process", good, bad, workdir / "missing.pcap", "-o", workdir / "out", "--dedup", "--json")
+    assert proc.returncode == 1
+    files = {Path(f["input"]).name: f for f in json.loads(proc.stdout)["files"]}
+    assert files["good.pcapng"]["status"] == "ok"
+    assert files["bad.pcap"]["status"] == "failed" and files["bad.pcap"]["error"]
+    assert files["missing.pcap"]["status"] == "failed"
+    assert not (workdir / "out" / "bad-sanitized.pcap").exists()
+    failed_lines = [l for l in proc.stderr.splitlines() if l.startswith("FAILED")]
+    assert len(failed_lines) == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["process", "x.pcap", "-o", "out"], "--dedup"),             # no operation: refused, names the flags
+    (["process", "x.pcap", "--dedup"], "-o"),                    # -o is required
+    (["process", "x.pcap", "-o", "out", "--dedup", "--jobs", "0"], "--jobs"),
+    (["process", "-o", "out", "--dedup"], "PATH"),
+    (["--bogus"], "unknown option"),
+])
+def test_usage_errors_exit_2(workdir, args, needle):
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_operations_never_come_from_saved_settings(workdir):
+    conf = Path(os.environ["PKTMASK_CONFIG_DIR"])
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "settings.json").write_text(json.dumps({"operations": ["dedup"]}))
+    src = workdir / "in.pcap"
+    generate(src, packets=10, seed=1)
+    assert cli("process", src, "-o", workdir / "out").returncode == 2
+
+
+def test_version_and_help():
+    assert cli("--version").stdout.startswith("pktmask-gui ")
+    assert "process" in cli("--help").stdout
+    assert "--mask-mode" in cli("process", "--help").stdout
+
+
+def test_gui_without_display_says_so(workdir):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, "-m", "pktmask_gui"], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=60)
+    assert proc.returncode == 1
+    assert "no display" in proc.stderr and "QT_QPA_PLATFORM=offscreen" in proc.stderr
+    assert "pktmask-gui process" in proc.stderr
+
+
+def test_sigint_cancels_cleanly_with_130(workdir):
+    src = workdir / "big.pcap"
+    generate(src, packets=300000, seed=5)
+    out = workdir / "out"
+    temp = workdir / "temp"
+    temp.mkdir()
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "pktmask_gui", "process", str(src), "-o", str(out),
+                             "--dedup", "--temp-dir", str(temp)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(temp.glob("pktmask_pipeline_*")):
+        time.sleep(0.02)
+    assert any(temp.glob("pktmask_pipeline_*")), "the job never started"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert list(temp.iterdir()) == []
+    assert not out.exists() or [p for p in out.rglob("*")] == []

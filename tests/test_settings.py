@@ -1,0 +1,44 @@
+"""The shared settings file: defaults, validation in words, persistence, damage tolerance, test isolation."""
+import json
+import os
+from pathlib import Path
+
+from pktmask_gui.settings import Settings, config_dir, load_settings, save_settings
+
+
+def test_config_dir_is_isolated_in_tests():
+    assert "pktmask_test_" in str(config_dir())
+    assert Path.home() not in config_dir().parents or "pktmask_test_" in str(config_dir())
+
+
+def test_defaults_follow_the_brief():
+    s = Settings()
+    assert s.large_file_threshold_mb == 200
+    assert s.memory_rss_mb == 1024 and s.memory_available_pct == 10
+    assert s.parallel_jobs == max(1, os.cpu_count() or 1)
+    assert s.temp_root == "" and s.output_suffix == "-sanitized"
+    assert s.validate() == []
+
+
+def test_round_trip_and_atomic_write():
+    s = Settings(large_file_threshold_mb=5, parallel_jobs=2, stage_options={"dedup": {}})
+    save_settings(s)
+    assert load_settings() == s
+    assert [p.name for p in config_dir().iterdir()] == ["settings.json"]
+
+
+def test_damaged_or_mistyped_file_gives_defaults_field_by_field():
+    config_dir().mkdir(parents=True, exist_ok=True)
+    (config_dir() / "settings.json").write_text("{not json")
+    assert load_settings() == Settings()
+    (config_dir() / "settings.json").write_text(json.dumps({"parallel_jobs": "many", "memory_rss_mb": 2048}))
+    loaded = load_settings()
+    assert loaded.parallel_jobs == Settings().parallel_jobs and loaded.memory_rss_mb == 2048
+
+
+def test_validation_speaks_in_sentences(workdir):
+    bad = Settings(large_file_threshold_mb=-1, memory_rss_mb=10, memory_available_pct=95, parallel_jobs=0,
+                   temp_root=str(workdir / "nope"), output_suffix="a/b")
+    problems = bad.validate()
+    assert len(problems) == 6
+    assert all(p.endswith(".") and p[0].isupper() for p in problems)
