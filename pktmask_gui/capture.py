@@ -311,6 +311,8 @@ class CaptureReader:
         if not buf:
             raise CaptureError("the file is empty (0 bytes)", 0)
         magic = buf[:4]
+        if len(buf) < 4 and any(m.startswith(buf) for m in (*_PCAP_MAGICS, _SHB_MAGIC)):
+            raise CaptureError(f"the file header is cut short: the file has only {len(buf)} bytes", 0)
         if magic in _PCAP_MAGICS:
             if len(buf) < 24:
                 raise CaptureError(f"the pcap file header is cut short: {len(buf)} of 24 bytes", 0)
@@ -428,7 +430,9 @@ class CaptureReader:
         s = _STRUCTS[e]
         head_unpack, u32_unpack, epb_unpack = s.head.unpack_from, s.u32.unpack_from, s.epb.unpack_from
         counts = self._counts
-        ifaces = []
+        ifaces = []                 # Interface per IDB of the current section
+        ltsnap = []                 # (linktype, snaplen) per IDB, for the packet path
+        npk = 0                     # packets so far
         done = False
         while not done:
             batch = []
@@ -440,7 +444,7 @@ class CaptureReader:
                     pos, end = 0, len(buf)
                     if 12 > end:
                         if end:
-                            self._cut_short("block", base, self.packets + len(batch))
+                            self._cut_short("block", base, npk)
                         done = True
                         break
                 btype, blen = head_unpack(buf, pos)
@@ -455,10 +459,10 @@ class CaptureReader:
                     head_unpack, u32_unpack = s.head.unpack_from, s.u32.unpack_from
                     epb_unpack = s.epb.unpack_from
                     btype, blen = head_unpack(buf, pos)
-                if blen < 12 or blen & 3:
-                    raise CaptureError(f"a pcapng block (type 0x{btype:x}) has an invalid length of "
-                                       f"{blen} bytes", base + pos)
-                if blen > MAX_BLOCK:
+                if blen < 12 or blen & 3 or blen > MAX_BLOCK:
+                    if blen <= MAX_BLOCK:
+                        raise CaptureError(f"a pcapng block (type 0x{btype:x}) has an invalid length "
+                                           f"of {blen} bytes", base + pos)
                     raise CaptureError(f"a pcapng block (type 0x{btype:x}) claims a length of {blen} "
                                        f"bytes, above the {MAX_BLOCK}-byte limit", base + pos)
                 nxt = pos + blen
@@ -471,7 +475,7 @@ class CaptureReader:
                         if is_shb:
                             raise CaptureError(f"a pcapng section header is cut short: {end} of "
                                                f"{blen} bytes", base)
-                        self._cut_short("block", base, self.packets + len(batch))
+                        self._cut_short("block", base, npk)
                         done = True
                         break
                 if u32_unpack(buf, nxt - 4)[0] != blen:
@@ -485,9 +489,9 @@ class CaptureReader:
                         iface, tsh, tsl, caplen, origlen = epb_unpack(buf, pos + 8)
                     else:
                         iface, drops, tsh, tsl, caplen, origlen = s.pb.unpack_from(buf, pos + 8)
-                    if caplen > blen - 32 or caplen > MAX_CAPLEN or iface >= len(ifaces):
-                        self._packet_damage(btype, caplen, blen, iface, ifaces, base + pos, len(batch))
-                    linktype, snap = ifaces[iface][:2]
+                    if caplen > blen - 32 or caplen > MAX_CAPLEN or iface >= len(ltsnap):
+                        self._packet_damage(caplen, blen, iface, ltsnap, base + pos, npk + 1)
+                    linktype, snap = ltsnap[iface]
                     if caplen > origlen:
                         counts["origlen"] += 1
                     if snap and caplen > snap:
@@ -497,16 +501,17 @@ class CaptureReader:
                     options = buf[opt_start:nxt - 4] if opt_start < nxt - 4 else b""
                     append((buf[pos + 28:data_end], linktype, (tsh << 32) | tsl, origlen, iface,
                             (6, options) if btype == EPB else (2, options, drops)))
+                    npk += 1
                 elif btype == SPB:
                     if blen < 16:
                         raise CaptureError(f"a pcapng simple packet block is too short ({blen} bytes)",
                                            base + pos)
-                    if not ifaces:
-                        raise CaptureError(f"packet {self.packets + len(batch) + 1} (a simple packet "
-                                           f"block) comes before any interface of its section",
+                    if not ltsnap:
+                        raise CaptureError(f"packet {npk + 1} (a simple packet block) comes before "
+                                           f"any interface of its section",
                                            base + pos)
                     origlen = u32_unpack(buf, pos + 8)[0]
-                    linktype, snap = ifaces[0][:2]
+                    linktype, snap = ltsnap[0]
                     caplen = min(origlen, blen - 16)
                     if snap and snap < caplen:
                         caplen = snap
@@ -514,32 +519,34 @@ class CaptureReader:
                     opt_start = data_end + (-caplen & 3)
                     options = buf[opt_start:nxt - 4] if opt_start < nxt - 4 else b""
                     append((buf[pos + 12:data_end], linktype, 0, origlen, 0, (3, options)))
+                    npk += 1
                 else:
                     body = buf[pos + 8:nxt - 4]
                     if is_shb:
                         if blen < 28:
                             raise CaptureError(f"a pcapng section header is too short ({blen} bytes)",
                                                base + pos)
-                        ifaces = []
+                        ifaces, ltsnap = [], []
                         self._sections.append(ifaces)
                     elif btype == IDB:
                         if blen < 20:
                             raise CaptureError(f"a pcapng interface description block is too short "
                                                f"({blen} bytes)", base + pos)
                         ifaces.append(idb_info(body, e))
+                        ltsnap.append(ifaces[-1][:2])
                     append((body, META, 0, 0, 0, btype))
                 pos = nxt
             else:
                 if pos == end and self._eof:
                     done = True
-            self.packets += sum(1 for r in batch if r[1] >= 0)
+            self.packets = npk
             self.offset = base + pos
             if batch:
                 yield batch
         self.offset = base + pos
 
-    def _packet_damage(self, btype, caplen, blen, iface, ifaces, offset, in_batch):
-        number = self.packets + in_batch + 1
+    @staticmethod
+    def _packet_damage(caplen, blen, iface, ifaces, offset, number):
         if caplen > MAX_CAPLEN:
             raise CaptureError(f"packet {number} claims a captured length of {caplen} bytes, above the "
                                f"{MAX_CAPLEN}-byte limit", offset)
@@ -627,6 +634,9 @@ class CaptureWriter:
             raise ValueError(f"a record does not fit a pcap record header: {exc}") from None
 
     def _write_pcapng(self, records) -> None:
+        if self._patch is None and not self._flushed and not self._out and records \
+                and records[0][BLOCK] != SHB:
+            raise ValueError("a pcapng output must start with a section header block (SHB) record")
         out = self._out
         s = self._structs
         epb_pack, u32_pack = s.epb_out.pack, s.u32.pack
@@ -661,9 +671,9 @@ class CaptureWriter:
                     s = self._structs = _STRUCTS[e]
                     epb_pack, u32_pack = s.epb_out.pack, s.u32.pack
                     if s.u64.unpack_from(body, 8)[0] != _SECTION_LENGTH_UNKNOWN:
-                        field = self.bytes_written + 16
+                        field = self.bytes_written + 16         # the field sits 16 bytes into the SHB
                         if self._seekable:
-                            self._patch = (field, field + len(body) + len(pad) + 4, e)
+                            self._patch = (field, field - 4 + len(body) + len(pad), e)
                         else:   # cannot seek back to patch it: say "unknown", as the format allows
                             body = body[:8] + s.i64.pack(-1) + body[16:]
                 blen = 12 + len(body) + len(pad)

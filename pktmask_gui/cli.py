@@ -208,6 +208,8 @@ class _ConsoleLogHandler(logging.Handler):
         self.console = console
 
     def emit(self, record):
+        if record.name == "pktmask_gui.pipeline" and record.levelno >= logging.WARNING:
+            return      # run_job's end-of-file summary: the result line says it (one line per file)
         try:
             job = getattr(record, "job", None)
             text = record.getMessage()
@@ -351,7 +353,11 @@ def gui_main(paths: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "process":
-        return process_main(argv[1:])
+        try:
+            return process_main(argv[1:])
+        except KeyboardInterrupt:   # Ctrl-C outside the cancellable wait (start-up, shutdown): no traceback
+            sys.stderr.write("pktmask-gui process: interrupted\n")
+            return EXIT_INTERRUPTED
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write("usage: pktmask-gui [FILE_OR_FOLDER ...]      open the window (with these queued)\n"
                          "       pktmask-gui process PATH... -o DIR [--dedup] [--anonymize] [--mask] "

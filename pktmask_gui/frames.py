@@ -37,7 +37,7 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
     Covers IP source/destination of every header above, IPv4 source/record route and timestamp options,
     IPv6 routing headers, ARP/RARP sender and target protocol addresses, ICMP redirect gateways and
     router advertisements, ICMPv6 neighbour discovery targets / prefixes / RDNSS, MLD and IGMP group and
-    source addresses, PPP IPCP address options. A field cut by the snap length is listed when its first
+    source addresses, PPP IPCP address options, NHRP NBMA / protocol / client addresses. A field cut by the snap length is listed when its first
     byte is present (a prefix-preserving mapping can rewrite the part present).
 ``l4``
     The innermost transport layer that carries application data, or ``None``, indexed by ``L4_*``::
@@ -54,7 +54,7 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
 ``csums``
     Every checksum field present in the frame, innermost first (apply updates in list order), as
     ``(cs_off, cover_start, cover_end, kind, ip_index)``: ``kind`` in ``CS_IPV4``, ``CS_TCP``, ``CS_UDP``,
-    ``CS_ICMP``, ``CS_ICMPV6``, ``CS_IGMP``, ``CS_GRE``; ``ip_index`` is the IP header whose addresses enter
+    ``CS_ICMP``, ``CS_ICMPV6``, ``CS_IGMP``, ``CS_GRE``, ``CS_NHRP``; ``ip_index`` is the IP header whose addresses enter
     the pseudo-header (TCP, UDP, ICMPv6) or ``None``. Byte parity of a changed byte is relative to
     ``cover_start``; ``cover_end`` is clipped to ``len(data)``. Includes checksums inside quoted headers, the
     outer UDP checksum of tunnels (VXLAN, Geneve, GTP-U, Teredo, MPLS-over-UDP, L2TP) and the GRE checksum:
@@ -98,8 +98,8 @@ L4_PROTO, L4_OFF, L4_PAY, L4_END, L4_IP, L4_FLAGS = range(6)
 L4F_ECHO, L4F_ICMP_ERROR, L4F_FRAGMENT, L4F_NO_HEADER = 1, 2, 4, 8
 
 CS_OFF, CS_START, CS_END, CS_KIND, CS_IP = range(5)
-CS_IPV4, CS_TCP, CS_UDP, CS_ICMP, CS_ICMPV6, CS_IGMP, CS_GRE = ("ipv4", "tcp", "udp", "icmp", "icmpv6",
-                                                                 "igmp", "gre")
+CS_IPV4, CS_TCP, CS_UDP, CS_ICMP, CS_ICMPV6, CS_IGMP, CS_GRE, CS_NHRP = (
+    "ipv4", "tcp", "udp", "icmp", "icmpv6", "igmp", "gre", "nhrp")
 
 LINKTYPE_NAMES = {
     0: "NULL", 1: "ETHERNET", 6: "IEEE802_5", 8: "SLIP", 9: "PPP", 10: "FDDI", 12: "RAW", 14: "RAW",
@@ -327,6 +327,11 @@ def walk(data, linktype: int):
                     break
                 t = _H(data, off)[0]
                 off += 2
+            elif t == 0x2001:                                # NHRP (over GRE or SNAP): addresses inside
+                if label is None and not ips:
+                    label = "NHRP"
+                _nhrp(data, n, off, addrs, csums)
+                break
             elif t == 0x88E7:                                # PBB I-tag: 4 bytes, then customer Ethernet
                 off += 4
                 state = _ETH
@@ -367,6 +372,8 @@ def walk(data, linktype: int):
             if off + 20 > n:
                 # header cut by the snap length: list whatever address bytes are present
                 fl |= F_TRUNCATED
+                if off + 12 <= n:                            # the header checksum is there: keep it right
+                    csums.append((off + 10, off, n, CS_IPV4, None))
                 if off + 12 < n:
                     addrs.append((off + 12, 4, 32))
                 if off + 16 < n:
@@ -400,8 +407,7 @@ def walk(data, linktype: int):
                     fl |= F_LATER_FRAGMENT
                 if frag & 0x2000:
                     fl |= F_MORE_FRAGMENTS
-            if hend <= n:
-                csums.append((off + 10, off, hend, CS_IPV4, None))
+            csums.append((off + 10, off, hend_c, CS_IPV4, None))
             ips.append((off, 4, ihl, proto, hend_c, end, off + 12, off + 16, fl, ident, frag_off, pdst))
             flags0 |= F_TUNNELLED
             if fl & F_TRUNCATED:
@@ -894,9 +900,9 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
 
     if proto == 103:                                         # PIM: only Register carries a packet
         if off + 8 <= n and data[off] & 0x0F == 1 and data[off] >> 4 == 2:
-            if not quoted and l4 is None:
-                l4 = (103, off, min(off + 8, end), end, idx, frag)
-            return _IP, off + 8, l4, None
+            if off + 8 >= end:
+                return _DONE, off, l4, None
+            return _IP, off + 8, l4, None                    # the carried packet holds the transport
         if not quoted and l4 is None:
             l4 = (103, off, min(off + 4, end), end, idx, frag)
         return _DONE, off, l4, None
@@ -1081,3 +1087,55 @@ def _igmp(data, n, off, end, addrs):
                 break
             addrs.append((q, 4, 32))
             q += 4
+
+
+def _nhrp_cies(data, n, q, stop, addrs):
+    """Client information entries from q to stop: 12-byte header, then NBMA, NBMA subaddress, protocol."""
+    while q + 12 <= stop and q + 12 <= n:
+        tl, stl, pl = data[q + 8] & 0x3F, data[q + 9] & 0x3F, data[q + 10]
+        q += 12
+        if tl in (4, 16) and q < n:
+            addrs.append((q, tl, tl * 8))
+        q += tl + stl
+        if pl in (4, 16) and q < n:
+            addrs.append((q, pl, pl * 8))
+        q += pl
+
+
+def _nhrp(data, n, p, addrs, csums):
+    """NHRP (RFC 2332): fixed header, mandatory part, client information entries, extensions."""
+    if p + 20 > n:
+        return
+    pktsz, _cs, extoff = struct.unpack_from("!HHH", data, p + 10)
+    end = p + pktsz if pktsz >= 20 else n
+    if end > n:
+        end = n
+    csums.append((p + 12, p, end, CS_NHRP, None))
+    ptype, shtl, sstl = data[p + 17], data[p + 18] & 0x3F, data[p + 19] & 0x3F
+    if not 1 <= ptype <= 8:
+        return
+    q = p + 20
+    if q + 8 > n:
+        return
+    spl, dpl = data[q], data[q + 1]
+    q += 8
+    for ln in (shtl, -sstl, spl, dpl):
+        if ln > 0 and ln in (4, 16) and q < n:
+            addrs.append((q, ln, ln * 8))
+        q += abs(ln)
+    stop = p + extoff if extoff else end
+    if stop > end:
+        stop = end
+    if ptype != 7:
+        _nhrp_cies(data, n, q, stop, addrs)
+    if not extoff:
+        return
+    q = p + extoff
+    while q + 4 <= end:
+        etype, elen = struct.unpack_from("!HH", data, q)
+        etype &= 0x3FFF
+        if etype == 0:
+            break
+        if etype in (3, 4, 5, 9):
+            _nhrp_cies(data, n, q + 4, min(q + 4 + elen, end), addrs)
+        q += 4 + elen

@@ -116,7 +116,11 @@ class JobWorkspace:
         except OSError as exc:
             raise OSError(f"cannot create a temp folder in {self.temp_root}: {exc.strerror or exc}") from exc
         self.path = Path(self._tmp.name)  # mkdtemp makes it 0700: private to this user
-        self._write_marker()
+        try:
+            self._write_marker()
+        except BaseException:
+            self.close()    # __exit__ will not run: remove the dir now, not whenever the GC frees it
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:

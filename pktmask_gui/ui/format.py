@@ -37,24 +37,68 @@ def _words(key: str) -> str:
     return key.replace("_", " ")
 
 
-def describe_stage_counts(title: str, counts: dict) -> str:
-    """One line per stage for the summary, e.g. "Remove Dupes: removed 3, kept 17"."""
-    if not counts:
-        return f"{title}: nothing to report"
-    parts = []
-    for key, value in counts.items():
-        if isinstance(value, dict):
-            inner = ", ".join(f"{_words(k)} {v:,}" if isinstance(v, int) else f"{_words(k)} {v}"
-                              for k, v in value.items())
-            parts.append(f"{_words(key)} ({inner})" if inner else _words(key))
-        elif isinstance(value, bool):
-            parts.append(f"{_words(key)}: {'yes' if value else 'no'}")
-        elif isinstance(value, int):
-            parts.append(f"{_words(key)} {value:,}")
-        elif isinstance(value, float):
-            parts.append(f"{_words(key)} {value:.3g}")
-        elif isinstance(value, (list, tuple)):
-            parts.append(f"{_words(key)}: {', '.join(map(str, value)) or 'none'}")
-        else:
-            parts.append(f"{_words(key)}: {value}")
-    return f"{title}: " + ", ".join(parts)
+def _n(counts: dict, key: str) -> int:
+    value = counts.get(key, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def describe_stage_counts(name: str, title: str, counts: dict) -> str:
+    """One line per stage for the queue and the summary, in words; the JSON export keeps every count."""
+    if name == "dedup":
+        text = f"{title}: {plural(_n(counts, 'duplicates_removed'), 'duplicate frame')} removed"
+        if "frames" in counts:
+            text += f" of {_n(counts, 'frames'):,}"
+        mode = counts.get("mode")
+        if isinstance(mode, str) and mode != "whole file":
+            text += f" (memory pressure: duplicates searched in a {mode})"
+        return text
+    if name == "anonymize":
+        text = f"{title}: {plural(_n(counts, 'addresses_mapped'), 'address', 'addresses')} anonymized"
+        v4, v6 = _n(counts, "ipv4_addresses_mapped"), _n(counts, "ipv6_addresses_mapped")
+        if v4 or v6:
+            text += f" ({v4:,} IPv4, {v6:,} IPv6)"
+        extras = []
+        if _n(counts, "addresses_kept"):
+            extras.append(f"{_n(counts, 'addresses_kept'):,} kept as configured")
+        if _n(counts, "macs_mapped"):
+            extras.append(f"{plural(_n(counts, 'macs_mapped'), 'MAC address', 'MAC addresses')} anonymized")
+        if _n(counts, "metadata_addresses_mapped"):
+            extras.append(f"{_n(counts, 'metadata_addresses_mapped'):,} in pcapng metadata")
+        if _n(counts, "frames_not_inspected"):
+            extras.append(f"{plural(_n(counts, 'frames_not_inspected'), 'frame')} not inspected")
+        return text + ("; " + ", ".join(extras) if extras else "")
+    if name == "mask":
+        text = (f"{title}: {plural(_n(counts, 'frames_masked'), 'frame')} masked "
+                f"({human_size(_n(counts, 'bytes_masked'))} masked, {human_size(_n(counts, 'bytes_kept'))} kept)")
+        extras = []
+        if _n(counts, "tls_flows"):
+            extras.append(f"{plural(_n(counts, 'tls_flows'), 'TLS flow')}")
+        if _n(counts, "frames_trimmed"):
+            extras.append(f"{plural(_n(counts, 'frames_trimmed'), 'frame')} trimmed")
+        if _n(counts, "streams_with_gaps"):
+            extras.append(f"{plural(_n(counts, 'streams_with_gaps'), 'stream')} with gaps")
+        if _n(counts, "uninspected_frames"):
+            extras.append(f"{plural(_n(counts, 'uninspected_frames'), 'frame')} not inspected")
+        return text + ("; " + ", ".join(extras) if extras else "")
+    # Any other stage (new ones, the metadata scrub): its non-zero whole-number counts, in words.
+    parts = [f"{_words(k)} {v:,}" for k, v in counts.items()
+             if isinstance(v, int) and not isinstance(v, bool) and v]
+    if name == "scrub":
+        return f"{title}: removed " + ", ".join(parts) if parts else f"{title}: nothing to remove"
+    return f"{title}: " + (", ".join(parts) if parts else "done")
+
+
+def short_stage_text(name: str, title: str, counts: dict) -> str:
+    """A few words per stage for a table cell: "76 dupes removed", "71 addresses anonymized", …"""
+    if name == "dedup":
+        return f"{_n(counts, 'duplicates_removed'):,} dupes removed"
+    if name == "anonymize":
+        return f"{plural(_n(counts, 'addresses_mapped'), 'address', 'addresses')} anonymized"
+    if name == "mask":
+        return f"{plural(_n(counts, 'frames_masked'), 'frame')} masked"
+    if name == "scrub":
+        removed = sum(v for v in counts.values() if isinstance(v, int) and not isinstance(v, bool))
+        return f"{plural(removed, 'metadata item')} scrubbed" if removed else ""
+    if name == "memory":
+        return "memory pressure handled"
+    return title

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
 from .workers import THREAD_JOBS
 
 MAX_ENTRIES = 20000
+WORKSPACE_LOGGER = "pktmask_gui.workspace"   # temp dirs, hard links, sweeps, memory pressure
 
 # (created, levelno, job, logger name, message)
 CREATED, LEVELNO, JOB, NAME, MESSAGE = range(5)
@@ -58,10 +59,14 @@ class QtLogHandler(logging.Handler):
             message = record.getMessage()
             if record.exc_info and record.exc_info[1] is not None:
                 message = f"{message}: {record.exc_info[1]}"
+            levelno = record.levelno
+            if record.name == WORKSPACE_LOGGER and levelno < logging.INFO:
+                levelno = logging.INFO   # every hard-link decision is shown, "read in place" included
             job = getattr(record, "job", "") or THREAD_JOBS.get(record.thread, "") or ""
             if job and message.startswith(job + ": "):
                 message = message[len(job) + 2:]   # the File column already names it
-            self.bridge.entry.emit((record.created, record.levelno, str(job), record.name, message))
+                message = message[:1].upper() + message[1:]
+            self.bridge.entry.emit((record.created, levelno, str(job), record.name, message))
         except RuntimeError:
             pass  # the panel is gone (window closed); a late record has nowhere to go
         except Exception:  # a logging handler must never raise into the engine
@@ -71,7 +76,9 @@ class QtLogHandler(logging.Handler):
 def format_entry(entry) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(entry[CREATED]))
     job = f"[{entry[JOB]}] " if entry[JOB] else ""
-    return f"{stamp}  {level_word(entry[LEVELNO]):<7}  {job}{entry[MESSAGE]}"
+    # Continuation lines (a traceback, a multi-line reason) are indented under their entry.
+    message = entry[MESSAGE].rstrip("\n").replace("\n", "\n" + " " * 19)
+    return f"{stamp}  {level_word(entry[LEVELNO]):<7}  {job}{message}"
 
 
 class LogModel(QAbstractTableModel):
@@ -111,7 +118,7 @@ class LogModel(QAbstractTableModel):
                 return level
             if col == 2:
                 return entry[JOB]
-            return entry[MESSAGE]
+            return " ".join(entry[MESSAGE].split())   # one line per entry; the tooltip keeps the layout
         if role == Qt.ToolTipRole:
             return format_entry(entry)
         if role == Qt.DecorationRole and col == 1:
@@ -153,8 +160,13 @@ class LevelFilter(QSortFilterProxyModel):
         self.min_level = logging.INFO
 
     def set_min_level(self, level: int) -> None:
-        self.min_level = level
-        self.invalidateFilter()
+        if hasattr(self, "beginFilterChange"):   # Qt >= 6.9; invalidateFilter() is deprecated there
+            self.beginFilterChange()
+            self.min_level = level
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.min_level = level
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, row, parent):
         return self.sourceModel().entries[row][LEVELNO] >= self.min_level

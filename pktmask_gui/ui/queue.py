@@ -97,7 +97,7 @@ class QueueModel(QAbstractTableModel):
             if col == COL_IN:
                 if result is not None and row.status == DONE:
                     return count(result.packets_in)
-                return count(row.packets_done) if row.packets_done else ""
+                return count(row.packets_done) if row.packets_done and row.status in (RUNNING, CANCELLING) else ""
             if col == COL_OUT:
                 return count(result.packets_out) if result is not None and row.status == DONE else ""
             if col == COL_RESULT:
@@ -184,10 +184,13 @@ class ProgressDelegate(QStyledItemDelegate):
         bar.state = QStyle.State_Enabled | QStyle.State_Horizontal
         bar.palette = QPalette(option.palette)
         if row.status == RUNNING:
-            phase = PHASE_WORDS.get(row.phase, "Starting")
-            bar.text = f"{phase} {row.fraction() * 100:.0f}%" if row.phase else "Starting…"
-            if row.packets_done:
-                bar.text += f" · {row.packets_done:,} pkts"
+            pct = f"{row.fraction() * 100:.0f}%"
+            if not row.phase:
+                bar.text = "Starting…"
+            elif row.phase == "process":
+                bar.text = f"{pct} · {row.packets_done:,} packets" if row.packets_done else pct
+            else:
+                bar.text = f"{PHASE_WORDS.get(row.phase, row.phase.title())} · {pct}"
         elif row.status == CANCELLING:
             bar.text = "Stopping…"
         elif row.status == DONE:
@@ -233,7 +236,8 @@ class QueueView(QTableView):
         hh.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
         fm = self.fontMetrics()
         widths = {COL_FILE: 260, COL_SIZE: fm.horizontalAdvance("1023.9 MB") + 24,
-                  COL_STATUS: fm.horizontalAdvance("Cancelling…") + 28, COL_PROGRESS: 170,
+                  COL_STATUS: fm.horizontalAdvance("Cancelling…") + 28,
+                  COL_PROGRESS: fm.horizontalAdvance("100% · 1,000,000 packets") + 36,
                   COL_IN: fm.horizontalAdvance("Packets out") + 20, COL_OUT: fm.horizontalAdvance("Packets out") + 20}
         for col, width in widths.items():
             hh.setSectionResizeMode(col, QHeaderView.Interactive)

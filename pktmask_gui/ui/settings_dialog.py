@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
-                               QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
+                               QFrame, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
                                QPlainTextEdit, QPushButton, QScrollArea, QSpinBox, QTabWidget,
                                QVBoxLayout, QWidget)
 
@@ -30,6 +30,48 @@ def _note(text: str) -> QLabel:
     label.setObjectName("note")
     label.setTextFormat(Qt.PlainText)
     return label
+
+
+class _Rows:
+    """Label | field rows, each with its help right under the field. (QFormLayout leaves odd gaps above
+    word-wrapped help labels.)"""
+
+    def __init__(self, box: QWidget):
+        self.grid = QGridLayout(box)
+        self.grid.setColumnStretch(1, 1)
+        self.grid.setHorizontalSpacing(12)
+        self.grid.setVerticalSpacing(4)
+        self.row = 0
+
+    def field(self, label: str, widget: QWidget, help_text: str = "") -> None:
+        caption = QLabel(label)
+        caption.setBuddy(widget)
+        self.grid.addWidget(caption, self.row, 0, Qt.AlignLeft | Qt.AlignVCenter)
+        stretch = isinstance(widget, (QLineEdit, QPlainTextEdit, QWidget)) and not isinstance(widget, (QSpinBox, QComboBox))
+        if isinstance(widget, QPlainTextEdit):
+            caption.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+            self.grid.addWidget(caption, self.row, 0, Qt.AlignLeft | Qt.AlignTop)
+        if stretch:
+            self.grid.addWidget(widget, self.row, 1)
+        else:
+            widget.setMinimumWidth(160)
+            self.grid.addWidget(widget, self.row, 1, Qt.AlignLeft)
+        self.row += 1
+        if help_text:
+            self.note(help_text, column=1)
+
+    def check(self, box: QCheckBox, help_text: str = "") -> None:
+        self.grid.addWidget(box, self.row, 0, 1, 2)
+        self.row += 1
+        if help_text:
+            self.note(help_text, column=0, indent=24)
+
+    def note(self, text: str, column: int = 0, indent: int = 0) -> QLabel:
+        label = _note(text)
+        label.setContentsMargins(indent, 0, 0, 6)
+        self.grid.addWidget(label, self.row, column, 1, 2 - column)
+        self.row += 1
+        return label
 
 
 def _split_list(text: str) -> list[str]:
@@ -54,7 +96,8 @@ class OptionEditor:
         elif kind == "choice":
             self.widget = QComboBox()
             for choice in option.choices:
-                self.widget.addItem(str(choice), choice)
+                text = str(choice)
+                self.widget.addItem(text[:1].upper() + text[1:], choice)
         elif kind == "cidr_list":
             self.widget = QPlainTextEdit()
             self.widget.setPlaceholderText("One network per line, e.g. 192.0.2.0/24 or 2001:db8::/32")
@@ -150,7 +193,7 @@ class SettingsDialog(QDialog):
         layout.addWidget(applies)
         layout.addWidget(self.buttons)
         self.load(self.original)
-        self.resize(640, 560)
+        self.resize(680, 640)
 
     # --- pages -----------------------------------------------------------------------------------
     def _scroll(self, inner: QWidget) -> QScrollArea:
@@ -165,25 +208,24 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(page)
 
         jobs_box = QGroupBox("Processing")
-        form = QFormLayout(jobs_box)
+        rows = _Rows(jobs_box)
         self.parallel_jobs = QSpinBox()
         self.parallel_jobs.setObjectName("parallel_jobs")
         self.parallel_jobs.setRange(1, 64)
         self.parallel_jobs.setToolTip("How many files are processed at the same time")
-        form.addRow("Parallel jobs:", self.parallel_jobs)
-        form.addRow("", _note(f"Each file runs in its own process. This computer has {os.cpu_count() or 1} "
-                              "CPU cores; more parallel jobs than cores gains nothing."))
+        rows.field("Parallel jobs:", self.parallel_jobs,
+                   f"Each file runs in its own process. This computer has {os.cpu_count() or 1} CPU cores; "
+                   "more parallel jobs than cores gains nothing.")
         layout.addWidget(jobs_box)
 
         naming = QGroupBox("Output naming")
-        form = QFormLayout(naming)
+        rows = _Rows(naming)
         self.output_suffix = QLineEdit()
         self.output_suffix.setObjectName("output_suffix")
         self.output_suffix.setToolTip("Added to each input's name to name its output")
-        self.suffix_example = _note("")
+        rows.field("Name suffix:", self.output_suffix)
+        self.suffix_example = rows.note("", column=1)
         self.output_suffix.textChanged.connect(self._update_suffix_example)
-        form.addRow("Name suffix:", self.output_suffix)
-        form.addRow("", self.suffix_example)
         layout.addWidget(naming)
 
         meta = QGroupBox("pcapng metadata")
@@ -230,19 +272,19 @@ class SettingsDialog(QDialog):
         layout.addWidget(temp)
 
         large = QGroupBox("Large files")
-        form = QFormLayout(large)
+        rows = _Rows(large)
         self.large_file_threshold_mb = QSpinBox()
         self.large_file_threshold_mb.setObjectName("large_file_threshold_mb")
         self.large_file_threshold_mb.setRange(0, 10**7)
         self.large_file_threshold_mb.setSuffix(" MB")
         self.large_file_threshold_mb.setGroupSeparatorShown(True)
-        form.addRow("Hard-link inputs from:", self.large_file_threshold_mb)
-        form.addRow("", _note("Inputs of this size or more are hard-linked into the temp folder so that every "
-                              "pass reads a stable private name without copying the file. 0 MB: every input."))
+        rows.field("Hard-link inputs from:", self.large_file_threshold_mb,
+                   "Inputs of this size or more are hard-linked into the temp folder so that every pass reads a "
+                   "stable private name without copying the file. 0 MB: every input.")
         layout.addWidget(large)
 
         memory = QGroupBox("Memory pressure")
-        form = QFormLayout(memory)
+        rows = _Rows(memory)
         self.memory_rss_mb = QSpinBox()
         self.memory_rss_mb.setObjectName("memory_rss_mb")
         self.memory_rss_mb.setRange(0, 10**7)
@@ -254,10 +296,10 @@ class SettingsDialog(QDialog):
         self.memory_available_pct.setRange(0, 100)
         self.memory_available_pct.setSuffix(" %")
         self.memory_available_pct.setSpecialValueText("Off")
-        form.addRow("When a job uses more than:", self.memory_rss_mb)
-        form.addRow("Or system memory available is below:", self.memory_available_pct)
-        form.addRow("", _note("Under memory pressure a job frees its caches and says so in the log; it never "
-                              "drops packets. The job-memory limit is off at 0 or at least 64 MB."))
+        rows.field("When a job uses more than:", self.memory_rss_mb)
+        rows.field("Or system memory available is below:", self.memory_available_pct,
+                   "Under memory pressure a job frees its caches and says so in the log; it never drops "
+                   "packets. Off, or at least 64 MB, for the job limit.")
         layout.addWidget(memory)
         layout.addStretch(1)
         return self._scroll(page)
@@ -268,19 +310,16 @@ class SettingsDialog(QDialog):
         if stage.description:
             layout.addWidget(_note(stage.description))
         box = QGroupBox("Options")
-        form = QFormLayout(box)
-        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        rows = _Rows(box)
         for option in stage.OPTIONS:
             editor = OptionEditor(stage, option)
             self.editors[(stage.name, option.key)] = editor
             if option.kind == "bool":
-                form.addRow(editor.widget)
+                rows.check(editor.widget, option.help)
             else:
-                form.addRow(option.label + ":", editor.widget)
-            if option.help:
-                form.addRow("", _note(option.help))
+                rows.field(option.label + ":", editor.widget, option.help)
         if not stage.OPTIONS:
-            form.addRow(_note("This operation has no options."))
+            rows.note("This operation has no options.")
         layout.addWidget(box)
         if stage.name == "anonymize":
             layout.addWidget(KeyBox(self))
@@ -438,8 +477,11 @@ class KeyBox(QGroupBox):
             self.status.setText(f"The key could not be read: {exc}")
             return
         self.key_text.setText(key.hex())
-        digest = hashlib.sha256(key).hexdigest()[:16]
-        self.fingerprint.setText(" ".join(digest[i:i + 4] for i in range(0, 16, 4)))
+        if hasattr(keys, "fingerprint"):
+            self.fingerprint.setText(keys.fingerprint(key))   # the same words the CLI prints
+        else:
+            digest = hashlib.sha256(key).hexdigest()[:16]
+            self.fingerprint.setText(" ".join(digest[i:i + 4] for i in range(0, 16, 4)))
 
     def _toggle_show(self, on: bool) -> None:
         self.key_text.setEchoMode(QLineEdit.Normal if on else QLineEdit.Password)

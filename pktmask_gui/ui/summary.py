@@ -11,10 +11,11 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QBrush, QColor, QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QMessageBox, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
+                               QMessageBox, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTextBrowser,
+                               QVBoxLayout)
 
 from .. import __version__
-from .format import count, describe_stage_counts, human_duration, plural
+from .format import count, describe_stage_counts, human_duration, plural, short_stage_text
 
 
 def _stage_title(name: str) -> str:
@@ -22,7 +23,7 @@ def _stage_title(name: str) -> str:
         from ..stages import stage_by_name
         return stage_by_name(name).title
     except (KeyError, ImportError):
-        return {"scrub": "Metadata scrub", "memory": "Memory"}.get(name, name.replace("_", " ").title())
+        return {"memory": "Memory"}.get(name, name.replace("_", " ").title())
 
 
 def duplicates_removed(result) -> int | None:
@@ -36,8 +37,28 @@ def duplicates_removed(result) -> int | None:
 
 
 def stage_lines(result) -> list[str]:
-    return [describe_stage_counts(_stage_title(name), counts if isinstance(counts, dict) else {"result": counts})
-            for name, counts in (result.stages or {}).items()]
+    lines = []
+    for name, counts in (result.stages or {}).items():
+        if name == "memory" and isinstance(counts, dict):
+            events = counts.get("pressure_events")
+            n = events if isinstance(events, int) else len(events or [])
+            lines.append(f"Memory pressure: {plural(n, 'time')}; caches were released, no packet was dropped")
+            continue
+        lines.append(describe_stage_counts(name, _stage_title(name), counts if isinstance(counts, dict) else {}))
+    return lines
+
+
+def short_lines(result, skip=()) -> str:
+    parts = [short_stage_text(name, _stage_title(name), counts if isinstance(counts, dict) else {})
+             for name, counts in (result.stages or {}).items() if name not in skip]
+    return " · ".join(p for p in parts if p)
+
+
+def reason(result) -> str:
+    if result.status == "cancelled":
+        return "Cancelled; nothing was written"
+    text = " ".join((result.error or "failed").split())
+    return text[:1].upper() + text[1:]
 
 
 def status_word(result) -> str:
@@ -75,9 +96,7 @@ def to_html(results, elapsed_s: float | None = None) -> str:
     rows = []
     for r in results:
         dupes = duplicates_removed(r)
-        details = r.error if r.status != "ok" else "<br>".join(esc(line) for line in stage_lines(r))
-        if r.status != "ok":
-            details = esc(details or "")
+        details = esc(reason(r)) if r.status != "ok" else "<br>".join(esc(line) for line in stage_lines(r))
         warnings = "".join(f"<div class='warn'>⚠ {esc(w)}</div>" for w in (r.warnings or []))
         output = esc(r.output or "—")
         rows.append(
@@ -116,6 +135,7 @@ pktmask-gui {esc(__version__)} on {esc(platform.system())}</div>
 
 class SummaryDialog(QDialog):
     HEADERS = ("File", "Status", "Packets in", "Packets out", "Duplicates removed", "What was done", "Output")
+    COL_DETAILS, COL_OUTPUT = 5, 6
 
     def __init__(self, results, elapsed_s: float | None = None, parent=None, last_dir: str = ""):
         super().__init__(parent)
@@ -128,9 +148,11 @@ class SummaryDialog(QDialog):
         self.title = QLabel(headline(self.results, elapsed_s))
         self.title.setObjectName("summaryTitle")
         failed = [r for r in self.results if r.status == "failed"]
-        self.subtitle = QLabel("Inputs were not modified. " + (
+        folders = {str(Path(r.output).parent) for r in self.results if r.output}
+        where = f"Outputs are in {folders.pop()}. " if len(folders) == 1 else ""
+        self.subtitle = QLabel(where + "Inputs were not modified. " + (
             "Failed files have no output; the reason is in their row." if failed else
-            "Each output is a new file; hover a row for its full path."))
+            "Select a row for everything that was done to it."))
         self.subtitle.setObjectName("note")
         self.subtitle.setWordWrap(True)
 
@@ -142,39 +164,49 @@ class SummaryDialog(QDialog):
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setAlternatingRowColors(True)
         self.table.setShowGrid(False)
-        self.table.setWordWrap(True)
+        self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.ElideMiddle)
         colours = {"ok": "#1b7f3b", "failed": "#b71c1c", "cancelled": "#8a5300"}
         for i, r in enumerate(self.results):
             dupes = duplicates_removed(r)
             ok = r.status == "ok"
-            details = "\n".join(stage_lines(r)) if ok else (r.error or "")
+            # Duplicates have their own column.
+            details = (short_lines(r, skip=("dedup",)) or "Duplicates removed") if ok else reason(r)
             if r.warnings:
-                details += ("\n" if details else "") + "\n".join(f"⚠ {w}" for w in r.warnings)
+                details += f" · ⚠ {plural(len(r.warnings), 'warning')}"
             cells = (Path(r.input).name, status_word(r), count(r.packets_in) if ok else "",
                      count(r.packets_out) if ok else "", "" if dupes is None else count(dupes), details,
-                     r.output or "")
+                     Path(r.output).name if r.output else "")
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col in (2, 3, 4):
-                    item.setTextAlignment(int(Qt.AlignRight | Qt.AlignTop))
-                else:
-                    item.setTextAlignment(int(Qt.AlignLeft | Qt.AlignTop))
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 if col == 0:
                     item.setToolTip(r.input)
-                elif col in (5, 6):
-                    item.setToolTip(text)
+                elif col == 6:
+                    item.setToolTip(r.output or "")
+                elif col == 5:
+                    item.setToolTip(self.details_text(r))
                 if col == 1 or (col == 5 and r.status == "failed"):
                     item.setForeground(QBrush(QColor(colours.get(r.status, "#000000"))))
                 self.table.setItem(i, col, item)
         hh = self.table.horizontalHeader()
         hh.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
-        for col in (0, 1, 2, 3, 4):
+        hh.setHighlightSections(False)
+        for col in (0, 1, 2, 3, 4, 6):
             hh.setSectionResizeMode(col, QHeaderView.ResizeToContents)
         hh.setSectionResizeMode(5, QHeaderView.Stretch)
-        hh.setSectionResizeMode(6, QHeaderView.Interactive)
-        self.table.setColumnWidth(6, 220)
-        self.table.resizeRowsToContents()
+        self.table.setFocusPolicy(Qt.NoFocus)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
+
+        # The selected file in full: every stage's counts, warnings, the output path or the reason.
+        self.details = QTextBrowser()
+        self.details.setObjectName("summaryDetails")
+        self.details.setOpenLinks(False)
+        self.details.setMinimumHeight(self.fontMetrics().height() * 6)
+        self.table.itemSelectionChanged.connect(self._show_details)
+        if self.results:
+            self.table.selectRow(0)
 
         self.html_button = QPushButton("Export HTML…")
         self.html_button.clicked.connect(lambda: self._export("html"))
@@ -198,9 +230,31 @@ class SummaryDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addWidget(self.subtitle)
-        layout.addWidget(self.table, 1)
+        splitter = QSplitter(Qt.Vertical)
+        splitter.addWidget(self.table)
+        splitter.addWidget(self.details)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        layout.addWidget(splitter, 1)
         layout.addLayout(buttons)
-        self.resize(980, 420)
+        self.resize(1040, 520)
+
+    @staticmethod
+    def details_text(r) -> str:
+        lines = [f"{Path(r.input).name}: {status_word(r)}"]
+        if r.status == "ok":
+            lines.append(f"{r.packets_in:,} packets in, {r.packets_out:,} packets out, {r.elapsed_s:.1f} s")
+            lines += stage_lines(r)
+            lines.append(f"Saved as {r.output}")
+        else:
+            lines.append(reason(r))
+        lines += [f"⚠ {w}" for w in (r.warnings or [])]
+        lines.append(f"Input: {r.input} (not modified)")
+        return "\n".join(lines)
+
+    def _show_details(self) -> None:
+        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        self.details.setPlainText("\n\n".join(self.details_text(self.results[i]) for i in rows))
 
     def export_to(self, path: Path, kind: str) -> None:
         text = to_html(self.results, self.elapsed_s) if kind == "html" else to_json(self.results, self.elapsed_s)

@@ -1,0 +1,149 @@
+"""Crypto-PAn: keyed, prefix-preserving anonymization of IPv4 and IPv6 addresses.
+
+Fan, Xu, Ammar, Moon (2004). With a 32-byte key: the first 16 bytes are the AES-128 key, the last 16 bytes,
+encrypted once, are the pad. Output bit ``i`` is input bit ``i`` XOR the first bit of
+``AES(first i input bits || pad bits i..127)``. Two addresses sharing exactly a k-bit prefix map to two
+addresses sharing exactly a k-bit prefix, and an IPv4 address maps like the first 32 bits of an IPv6
+address that starts with it.
+
+Work is shared across addresses: the pad bits for each (prefix length, prefix) are cached (IPv4 in 32-bit
+arithmetic, IPv6 in 128-bit), a binary search finds the deepest cached prefix of an address, and every AES
+block it still needs goes through a single ECB call. Both caches are bounded (``release()`` empties them).
+Hand-written because no maintained package does IPv6 and prefix caching; AES comes from ``cryptography``.
+"""
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+KEY_SIZE = 32
+PREFIX_CACHE_MAX = 1 << 19      # prefix -> pad-bits entries (~100 bytes each), both families
+ADDRESS_CACHE_MAX = 1 << 20     # address -> mapped address entries, per family
+
+_M128 = (1 << 128) - 1
+
+
+class CryptoPAn:
+    """``anonymize_v4(int) -> int``, ``anonymize_v6(int) -> int``; ``map4(bytes) / map6(bytes) -> bytes``."""
+
+    def __init__(self, key: bytes):
+        key = bytes(key)
+        if len(key) != KEY_SIZE:
+            raise ValueError("a Crypto-PAn key is 32 bytes, not %d" % len(key))
+        self._ecb = Cipher(algorithms.AES(key[:16]), modes.ECB()).encryptor()
+        pad = self._ecb.update(key[16:])
+        self._pad = int.from_bytes(pad, "big")
+        # masks: low (128 - i) bits, i.e. the pad bits that follow an i-bit prefix
+        self._low = [_M128 >> i for i in range(129)]
+        self._bits = {}             # (1 << i) | prefix_i  ->  pad bits 0..i, 128-bit aligned
+        self._bits4 = {}            # the same for IPv4, 32-bit aligned
+        self._pad4 = self._pad >> 96
+        self._tail = pad[4:]
+        self._v4 = {}
+        self._v6 = {}
+
+    # ---- core ------------------------------------------------------------------------------------
+    def _otp(self, a128: int, nbits: int) -> int:
+        """One-time-pad bits for the top ``nbits`` of the 128-bit value ``a128``, 128-bit aligned.
+
+        Cache entry for the i-bit prefix: the pad bits of positions 0..i (they depend on those i bits only).
+        Entries are added for whole paths from the top, so "prefix i cached" implies "every shorter prefix
+        cached": a binary search finds the deepest cached level.
+        """
+        bits = self._bits
+        lo, hi = -1, nbits - 1              # deepest cached level is in [lo, hi]
+        acc = 0
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            v = bits.get((a128 >> (128 - mid)) | (1 << mid))
+            if v is None:
+                hi = mid - 1
+            else:
+                lo = mid
+                acc = v
+        if lo == nbits - 1:
+            return acc
+        pad = self._pad
+        low = self._low
+        first = lo + 1
+        blocks = b"".join(((a128 >> (128 - i) << (128 - i)) | (pad & low[i])).to_bytes(16, "big")
+                          for i in range(first, nbits))
+        out = self._ecb.update(blocks)
+        room = len(bits) < PREFIX_CACHE_MAX
+        j = 0
+        for i in range(first, nbits):
+            if out[j] & 0x80:
+                acc |= 1 << (127 - i)
+            j += 16
+            if room:
+                bits[(a128 >> (128 - i)) | (1 << i)] = acc
+        return acc
+
+    def _otp4(self, a: int) -> int:
+        """IPv4 fast path of _otp: 32-bit arithmetic, its own cache (same keys, 32-bit aligned values)."""
+        bits = self._bits4
+        lo, hi = -1, 31
+        acc = 0
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            v = bits.get((a >> (32 - mid)) | (1 << mid))
+            if v is None:
+                hi = mid - 1
+            else:
+                lo = mid
+                acc = v
+        if lo == 31:
+            return acc
+        pad4 = self._pad4
+        tail = self._tail
+        first = lo + 1
+        blocks = b"".join(((a >> (32 - i) << (32 - i)) | (pad4 & (0xFFFFFFFF >> i))).to_bytes(4, "big") + tail
+                          for i in range(first, 32))
+        out = self._ecb.update(blocks)
+        room = len(bits) < PREFIX_CACHE_MAX
+        j = 0
+        for i in range(first, 32):
+            if out[j] & 0x80:
+                acc |= 1 << (31 - i)
+            j += 16
+            if room:
+                bits[(a >> (32 - i)) | (1 << i)] = acc
+        return acc
+
+    def anonymize_v4(self, addr: int) -> int:
+        return addr ^ self._otp4(addr)
+
+    def anonymize_v6(self, addr: int) -> int:
+        return addr ^ self._otp(addr, 128)
+
+    # ---- bytes API with per-address caches -----------------------------------------------------------
+    def map4(self, addr: bytes) -> bytes:
+        out = self._v4.get(addr)
+        if out is None:
+            a = int.from_bytes(addr, "big")
+            out = (a ^ self._otp4(a)).to_bytes(4, "big")
+            if len(self._v4) > ADDRESS_CACHE_MAX:
+                self._v4.clear()
+            self._v4[bytes(addr)] = out
+        return out
+
+    def map6(self, addr: bytes) -> bytes:
+        out = self._v6.get(addr)
+        if out is None:
+            a = int.from_bytes(addr, "big")
+            out = (a ^ self._otp(a, 128)).to_bytes(16, "big")
+            if len(self._v6) > ADDRESS_CACHE_MAX:
+                self._v6.clear()
+            self._v6[bytes(addr)] = out
+        return out
+
+    def release(self) -> int:
+        """Empty the caches; return how many entries were dropped."""
+        n = self.cache_size()
+        self._bits.clear()
+        self._bits4.clear()
+        self._v4.clear()
+        self._v6.clear()
+        return n
+
+    def cache_size(self) -> int:
+        return len(self._bits) + len(self._bits4) + len(self._v4) + len(self._v6)

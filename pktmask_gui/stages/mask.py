@@ -1,0 +1,439 @@
+"""Mask Payloads: keep what troubleshooting needs (headers, TCP behaviour, the TLS handshake), zero the rest.
+
+Pre-scan: every TCP direction's bytes go through tcpstream.Reassembler into a tls.TlsWalker, which builds a
+map of the stream ranges to keep (record headers, handshake / alert / CCS records); fragments of IP
+datagrams are summed so that the first fragment's transport checksum can account for the zeroed later
+ones. Process: per frame only offsets (frames.walk), a range lookup, zeroing, and RFC 1624 checksum
+updates of every checksum that covers a changed byte (tunnel UDP / GRE included).
+
+What is masked (the innermost payload; every header above it stays): TCP payload outside the kept TLS
+ranges, all UDP payload, ICMP / ICMPv6 echo data, the payload quoted by ICMP errors after the quoted IP
+and transport headers, the data of IP fragments, and anything after an IP header the walker cannot
+classify. Ports in ``keep_ports`` keep their TCP / UDP payload as is.
+"""
+from __future__ import annotations
+
+import struct
+from bisect import bisect_right
+
+from . import Option, Stage, StageError
+from .. import checksum
+from ..frames import (F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DST, IP_END, IP_FLAGS, IP_FRAG_ID,
+                      IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO, IP_SRC, IP_VER, L4F_ECHO, L4F_FRAGMENT,
+                      L4F_ICMP_ERROR, L4F_NO_HEADER, UNINSPECTABLE, Uninspectable, walk)
+from ..tcpstream import RangeMap, Reassembler, SeqTracker
+from ..tls import RECORD_NAMES, TlsWalker
+
+_I = struct.Struct("!I").unpack_from
+_H = struct.Struct("!H").unpack_from
+_ZERO = memoryview(bytes(1 << 16))
+_KEPT_PROTOS = frozenset((1, 58, 2, 103))   # ICMP / ICMPv6 control messages, IGMP, PIM: structure, kept
+
+
+def _osum(b) -> int:
+    """Ones'-complement sum of big-endian 16-bit words, as a residue mod 0xFFFF (0 stands for both zeros);
+    one big integer: C speed, unlike a loop over words."""
+    s = int.from_bytes(b, "big")
+    if len(b) & 1:
+        s <<= 8
+    return s % 0xFFFF
+
+
+def _ip_wire_end(data, ip) -> int:
+    """End of an IP packet by its length field (beyond the captured bytes when the frame is cut)."""
+    off = ip[IP_OFF]
+    if ip[IP_VER] == 4:
+        return off + _H(data, off + 2)[0]
+    return off + 40 + _H(data, off + 4)[0]
+
+
+def _flow_key(data, ips, l4):
+    ip = ips[l4[4]]
+    size = 4 if ip[IP_VER] == 4 else 16
+    s, d, t = ip[IP_SRC], ip[IP_DST], l4[1]
+    return bytes(data[s:s + size]) + bytes(data[d:d + size]) + bytes(data[t:t + 4])
+
+
+def _frag_key(data, ip):
+    size = 4 if ip[IP_VER] == 4 else 16
+    s, d = ip[IP_SRC], ip[IP_DST]
+    return (bytes(data[s:s + size]), bytes(data[d:d + size]), ip[IP_PROTO], ip[IP_FRAG_ID])
+
+
+class _Direction:
+    """One TCP direction: pre-scan state, then what the main pass needs (the map, the re-sent ranges)."""
+
+    __slots__ = ("keep", "walker", "reasm", "overlaps", "first_starts", "first_bytes")
+
+    def __init__(self, keep_handshake: bool, keep_alerts_ccs: bool, counts: dict):
+        self.keep = RangeMap()
+        self.walker = TlsWalker(self.keep, keep_handshake, keep_alerts_ccs, counts)
+        self.reasm = Reassembler(self.walker)
+        self.overlaps = None
+        # kept bytes as their first copy carried them, only where the stream was captured more than once
+        self.first_starts = []
+        self.first_bytes = []
+
+    def same_as_first(self, a: int, b: int, chunk) -> bool:
+        """Do the kept bytes [a, b) of this copy equal the first copy's? Records what is new."""
+        starts, blobs = self.first_starts, self.first_bytes
+        i = bisect_right(starts, a) - 1
+        if i < 0:
+            i = 0
+        same = True
+        cur = a
+        new = []
+        while i < len(starts) and starts[i] < b:
+            s0, blob = starts[i], blobs[i]
+            lo, hi = max(a, s0), min(b, s0 + len(blob))
+            if lo < hi:
+                if cur < lo:
+                    new.append((cur, lo))
+                if blob[lo - s0:hi - s0] != chunk[lo - a:hi - a]:
+                    same = False
+                cur = max(cur, hi)
+            i += 1
+        if cur < b:
+            new.append((cur, b))
+        for x, y in new:
+            j = bisect_right(starts, x)
+            starts.insert(j, x)
+            blobs.insert(j, bytes(chunk[x - a:y - a]))
+        return same
+
+
+class MaskStage(Stage):
+    name = "mask"
+    title = "Mask Payloads"
+    description = ("Keeps every header and the TLS handshake (record headers, handshake, alerts, change "
+                   "cipher spec), found by content on any port; zeroes TLS application data and every other "
+                   "TCP, UDP and ICMP echo payload, keeping lengths and checksums valid.")
+    order = 30
+    needs_prescan = True
+    OPTIONS = (
+        Option("keep_handshake", "Keep TLS handshake", "bool", True,
+               "Keep TLS handshake records (hello messages, certificates in TLS 1.2 and older). "
+               "In TLS 1.3 everything after the ServerHello is encrypted and masked anyway."),
+        Option("keep_alerts_ccs", "Keep TLS alerts and ChangeCipherSpec", "bool", True,
+               "Keep TLS alert and ChangeCipherSpec records."),
+        Option("mode", "Masked bytes", "choice", "zero",
+               "zero: overwrite masked bytes with zeros (lengths kept); trim: cut the captured frame after "
+               "the last kept byte (the original length is kept; files shrink several-fold).",
+               choices=("zero", "trim")),
+        Option("keep_ports", "Keep payload on ports", "int_list", [],
+               "TCP/UDP ports whose payload is kept as is (none by default).", minimum=0, maximum=65535),
+        Option("allow_uninspected", "Let unparsable frames through", "bool", False,
+               "Frames the engine cannot parse pass unchanged (counted) instead of failing the file."),
+    )
+
+    def __init__(self, options, context):
+        super().__init__(options, context)
+        opts = self.options
+        self.keep_handshake = bool(opts["keep_handshake"])
+        self.keep_alerts_ccs = bool(opts["keep_alerts_ccs"])
+        if opts["mode"] not in ("zero", "trim"):
+            raise StageError("Mask Payloads: mode must be zero or trim, not %r." % (opts["mode"],))
+        self.trim = opts["mode"] == "trim"
+        self.keep_ports = frozenset(int(p) for p in opts["keep_ports"] or ())
+        self.allow_uninspected = bool(opts["allow_uninspected"])
+        self.record_counts = {}
+        self.directions = {}            # flow key -> [_Direction per stream instance]
+        self.pre = SeqTracker(self._new_direction)
+        self.post = None                # process-pass tracker, made when the pre-scan is over
+        self.frag_sums = {}             # datagram key -> {fragment offset: ones' sum of its data}
+        self.frag_kept = set()          # datagrams whose first fragment has a kept port
+        self.prescanned = False
+        self.finished = False
+        self.bytes_kept = 0
+        self.bytes_masked = 0
+        self.frames_masked = 0
+        self.frames_trimmed = 0
+        self.copies_masked = 0
+        self.uninspected = 0
+        self.summary = {}
+
+    # ---- pre-scan -------------------------------------------------------------------------------------
+    def _new_direction(self, key, number):
+        d = _Direction(self.keep_handshake, self.keep_alerts_ccs, self.record_counts)
+        self.directions.setdefault(key, []).append(d)
+        return d
+
+    def prescan(self, batch: list) -> None:
+        if self.finished:
+            raise StageError("Mask Payloads: pre-scan after processing started.")
+        self.prescanned = True
+        keep_ports = self.keep_ports
+        locate = self.pre.locate
+        for rec in batch:
+            if rec[1] < 0:
+                continue
+            data = rec[0]
+            w = walk(data, rec[1])
+            l4 = w[4]
+            if l4 is None:
+                if w[0] == UNINSPECTABLE and not self.allow_uninspected:
+                    raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
+                continue
+            proto, l4off, pay, end, _ipi, fl = l4
+            if fl & L4F_FRAGMENT:
+                self._prescan_fragment(data, w[2], l4)
+                continue
+            if proto != 6 or l4off + 14 > len(data):
+                continue
+            flags = data[l4off + 13]
+            if end <= pay and not flags & 2:
+                continue
+            if _H(data, l4off)[0] in keep_ports or _H(data, l4off + 2)[0] in keep_ports:
+                continue
+            key = _flow_key(data, w[2], l4)
+            n = end - pay if end > pay else 0
+            d, off = locate(key, _I(data, l4off + 4)[0], flags & 2, n)
+            if n:
+                d.reasm.feed(off, memoryview(data)[pay:end])
+                if end == len(data):
+                    wire = _ip_wire_end(data, w[2][l4[4]])
+                    if wire > end and d.walker.pos == off + n and not d.reasm.pending:
+                        d.reasm.holes += 1
+                        d.walker.hole(off + wire - pay)      # cut by the snap length: known missing
+
+    def _prescan_fragment(self, data, ips, l4) -> None:
+        proto, l4off, pay, end, ipi, fl = l4
+        ip = ips[ipi]
+        key = _frag_key(data, ip)
+        if fl & L4F_NO_HEADER:
+            sums = self.frag_sums.setdefault(key, {})
+            if ip[IP_FRAG_OFF] not in sums and end > pay:
+                start = ip[IP_FRAG_OFF]
+                sums[start] = (start + end - pay, checksum.ones_sum(data, pay, end))
+        elif proto in (6, 17) and l4off + 4 <= len(data):
+            if _H(data, l4off)[0] in self.keep_ports or _H(data, l4off + 2)[0] in self.keep_ports:
+                self.frag_kept.add(key)
+
+    def _end_prescan(self) -> None:
+        self.finished = True
+        flows = set()
+        gaps = resyncs = 0
+        for key, insts in self.directions.items():
+            for number, d in enumerate(insts):
+                d.reasm.finish()
+                w = d.walker
+                if w.records:
+                    half = (len(key) - 4) // 2
+                    back = key[half:2 * half] + key[:half] + key[-2:] + key[-4:-2]
+                    flows.add((min(key, back), number))
+                if d.reasm.holes:
+                    gaps += 1
+                resyncs += w.lost
+                d.overlaps = d.reasm.overlaps if len(d.reasm.overlaps) and len(d.keep) else None
+                d.walker = d.reasm = None           # the maps are all the main pass needs
+        self.summary = {"tls_flows": len(flows), "streams_with_gaps": gaps, "tls_resyncs": resyncs}
+        self.post = SeqTracker(self._old_direction)
+
+    def _old_direction(self, key, number):
+        insts = self.directions.get(key)
+        if insts is None or number >= len(insts):
+            raise StageError("Mask Payloads: the main pass met a TCP stream the pre-scan did not see; "
+                             "the input changed between passes.")
+        return insts[number]
+
+    # ---- main pass --------------------------------------------------------------------------------------
+    def process(self, batch: list) -> list:
+        if not self.finished:
+            if not self.prescanned and not self.directions:
+                self.prescanned = True                  # nothing was pre-scanned: an empty pre-scan
+            self._end_prescan()
+        out = []
+        append = out.append
+        for rec in batch:
+            if rec[1] < 0:
+                append(rec)
+                continue
+            data = rec[0]
+            w = walk(data, rec[1])
+            l4 = w[4]
+            if l4 is None:
+                if w[0] == UNINSPECTABLE:
+                    if not self.allow_uninspected:
+                        raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
+                    self.uninspected += 1
+                append(rec)
+                continue
+            ranges = self._masked_ranges(data, w[2], l4)
+            extra = 0
+            if l4[5] & L4F_FRAGMENT and not l4[5] & L4F_NO_HEADER:
+                extra = self._fragment_delta(data, w[2], l4)
+            if not ranges and not extra:
+                if l4[3] > l4[2]:
+                    self.bytes_kept += l4[3] - l4[2]
+                append(rec)
+                continue
+            append(self._rewrite(rec, data, w, l4, ranges, extra))
+        return out
+
+    def _fragment_delta(self, data, ips, l4) -> int:
+        """Checksum delta a first fragment takes for the zeroed data of its datagram's later fragments."""
+        key = _frag_key(data, ips[l4[4]])
+        sums = self.frag_sums.get(key)
+        if not sums or key in self.frag_kept:
+            return 0
+        limit = 1 << 62
+        if l4[0] == 17 and l4[1] + 6 <= len(data) and _H(data, l4[1] + 4)[0] >= 8:
+            limit = _H(data, l4[1] + 4)[0]          # bytes past the UDP length are not covered
+        own = l4[3] - l4[1]                         # this fragment's own data (overlapping copies do not count)
+        total = 0
+        for start, (end, s) in sums.items():
+            if start >= own and end <= limit:
+                total += s
+        total = total % 0xFFFF if total else 0
+        return ~total & 0xFFFF                      # zeroing bytes of sum S adds ~S (RFC 1624 eqn. 3)
+
+    def _masked_ranges(self, data, ips, l4) -> list:
+        """The [a, b) byte ranges of this frame to zero."""
+        proto, l4off, pay, end, ipi, fl = l4
+        if end <= pay:
+            return []
+        if fl & L4F_FRAGMENT:
+            if self.frag_kept and _frag_key(data, ips[ipi]) in self.frag_kept:
+                return []
+            return [(pay, end)]
+        if proto == 6:
+            if l4off + 14 > len(data):
+                return [(pay, end)]
+            if _H(data, l4off)[0] in self.keep_ports or _H(data, l4off + 2)[0] in self.keep_ports:
+                return []
+            d, off = self.post.locate(_flow_key(data, ips, l4), _I(data, l4off + 4)[0],
+                                      data[l4off + 13] & 2, end - pay)
+            keep = d.keep
+            pieces = keep.pieces(off, off + end - pay) if len(keep) else ()
+            if pieces and d.overlaps is not None:
+                pieces = self._first_copy_check(d, pieces, data, pay - off)
+            ranges = []
+            cur = pay
+            for a, b in pieces:
+                a += pay - off
+                if a > cur:
+                    ranges.append((cur, a))
+                cur = b + pay - off
+            if cur < end:
+                ranges.append((cur, end))
+            return ranges
+        if proto == 17:
+            if _H(data, l4off)[0] in self.keep_ports or _H(data, l4off + 2)[0] in self.keep_ports:
+                return []
+            return [(pay, end)]
+        if fl & L4F_ECHO:
+            return [(pay, end)]
+        if fl & L4F_ICMP_ERROR:
+            return self._icmp_error_ranges(data, ips, l4)
+        if proto in _KEPT_PROTOS:
+            return []
+        return [(pay, end)]                         # opaque protocol: fail closed
+
+    def _first_copy_check(self, d, pieces, data, shift) -> list:
+        """Where the stream was captured more than once, a copy keeps its kept bytes only when they equal
+        the first copy's (the one the pre-scan classified); a retransmission with other bytes is masked."""
+        out = []
+        for a, b in pieces:
+            if d.overlaps.pieces(a, b) and not d.same_as_first(a, b, data[a + shift:b + shift]):
+                self.copies_masked += 1
+                continue
+            out.append((a, b))
+        return out
+
+    def _icmp_error_ranges(self, data, ips, l4) -> list:
+        proto, l4off, pay, end, ipi, fl = l4
+        # RFC 4884: a length field says where the quoted datagram stops and extensions (MPLS labels, ...) begin
+        words = data[l4off + 5] * 4 if proto == 1 else data[l4off + 4] * 8
+        stop = min(end, pay + words) if words else end
+        quoted = None
+        for ip in ips:
+            if ip[IP_FLAGS] & F_QUOTED and ip[IP_OFF] >= pay:
+                quoted = ip                         # the innermost quoted IP header
+        if quoted is None:
+            return [(pay, stop)]
+        if quoted[IP_FLAGS] & F_TRUNCATED:
+            return []
+        p = quoted[IP_PAY]
+        qproto = quoted[IP_PROTO]
+        n = len(data)
+        if quoted[IP_FLAGS] & F_LATER_FRAGMENT:
+            hl = 0
+        elif qproto == 6:
+            hl = (data[p + 12] >> 4) * 4 if p + 13 <= n else 20
+        elif qproto in (17, 1, 58):
+            hl = 8
+        else:
+            hl = 0
+        keep_end = min(p + hl, stop)
+        return [(keep_end, stop)] if keep_end < stop else []
+
+    def _rewrite(self, rec, data, w, l4, ranges, extra):
+        buf = bytearray(data)
+        view = memoryview(data)
+        changes = []                # (start, end, ones'-complement delta aligned at start, zeroed?)
+        masked = 0
+        for a, b in ranges:
+            if b > a:
+                buf[a:b] = _ZERO[:b - a]
+                changes.append((a, b, 0xFFFF - _osum(view[a:b]), True))      # new 0 - old sum
+                masked += b - a
+        n = len(buf)
+        first_l4 = l4[1] if extra else -2
+        # RFC 1624 eqn. 3 for every checksum covering a change, innermost first; an updated checksum field
+        # is itself a change for the checksums around it (quoting ICMP, tunnel UDP, GRE).
+        for cs_off, start, end, kind, _ip in w[5]:
+            if cs_off + 2 > n:
+                continue
+            d = extra if start == first_l4 and kind != "ipv4" else 0
+            for a, b, delta, zeroed in changes:
+                if b <= start or a >= end:
+                    continue
+                if a < start or b > end:
+                    if not zeroed:
+                        continue
+                    a, b = max(a, start), min(b, end)
+                    delta = 0xFFFF - _osum(view[a:b])
+                if (a - start) & 1:
+                    delta = (delta << 8) % 0xFFFF                            # the other byte of each word
+                d += delta
+            d %= 0xFFFF
+            if not d:
+                continue
+            old = (buf[cs_off] << 8) | buf[cs_off + 1]
+            checksum.update(buf, cs_off, d, kind)
+            new = (buf[cs_off] << 8) | buf[cs_off + 1]
+            if new != old:
+                changes.append((cs_off, cs_off + 2, (new + 0xFFFF - old) % 0xFFFF, False))
+        total = l4[3] - l4[2]
+        self.bytes_masked += masked
+        self.bytes_kept += total - masked if total > masked else 0
+        self.frames_masked += 1
+        if self.trim and ranges and not l4[5] & L4F_FRAGMENT:     # fragments stay whole: reassembly
+            a, b = ranges[-1]
+            block = rec[5]
+            if b >= n and a < b and not (block is not None and block[0] == 3):
+                del buf[a:]
+                self.frames_trimmed += 1
+        return (bytes(buf),) + rec[1:]
+
+    # ---- results ----------------------------------------------------------------------------------------
+    def release_memory(self) -> str | None:
+        return None                                 # the maps are what the main pass needs: nothing to drop
+
+    def report(self) -> dict:
+        out = {
+            "bytes_kept": self.bytes_kept,
+            "bytes_masked": self.bytes_masked,
+            "frames_masked": self.frames_masked,
+            "tls_flows": self.summary.get("tls_flows", 0),
+            "tls_records": {RECORD_NAMES[t]: n for t, n in sorted(self.record_counts.items())},
+            "streams_with_gaps": self.summary.get("streams_with_gaps", 0),
+            "tls_resyncs": self.summary.get("tls_resyncs", 0),
+        }
+        if self.trim:
+            out["frames_trimmed"] = self.frames_trimmed
+        if self.uninspected:
+            out["uninspected_frames"] = self.uninspected
+        if self.copies_masked:
+            out["resent_ranges_differing"] = self.copies_masked
+        return out

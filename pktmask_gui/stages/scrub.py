@@ -1,0 +1,172 @@
+"""pcapng metadata scrub: removes what a capture says about its people, hosts and keys beside the packets.
+
+Hidden stage (not an operation a user picks): the executor adds it whenever any operation runs, unless
+``settings.keep_metadata`` / ``--keep-metadata``. Each item of ``settings.SCRUB_ITEMS`` is an option:
+
+- ``comments``: opt_comment (code 1) in every block whose options we can find (SHB, IDB, EPB, PB, ISB, and
+  NRB / DSB when they are kept), and custom options (2988/2989/19372/19373: vendor data) everywhere;
+- ``name_resolution``: Name Resolution Blocks (addresses mapped to host names), dropped whole;
+- ``decryption_secrets``: Decryption Secrets Blocks (TLS key logs), dropped whole;
+- ``custom_blocks``: custom blocks 0x00000BAD / 0x40000BAD, dropped whole, and custom options;
+- ``section_strings``: SHB shb_hardware / shb_os / shb_userappl (2, 3, 4);
+- ``interface_strings``: IDB if_name, if_description, if_IPv4addr, if_IPv6addr, if_MACaddr, if_EUIaddr,
+  if_filter, if_os, if_hardware (2-7, 11, 12, 15).
+
+SHB and IDB are never dropped and keep what reading needs (link type, snap length, if_tsresol 9,
+if_tsoffset 14, if_fcslen 13, speeds, time zone). A record that loses nothing is passed through as the
+same tuple, so an input with no metadata to scrub stays byte-identical. Packet records are walked only
+when they carry options, with one struct probe per option and no per-packet objects unless an option
+must go. Blocks this module does not know (e.g. the systemd journal block 9) pass through unchanged.
+"""
+from __future__ import annotations
+
+import struct
+
+from . import Option, Stage
+from ..capture import (CB_COPY, CB_NOCOPY, DSB, EPB, IDB, ISB, META, NRB, PB, SHB, build_options,
+                       parse_options, section_endian)
+from ..settings import SCRUB_ITEMS
+
+COMMENT = 1
+CUSTOM_OPTIONS = frozenset((2988, 2989, 19372, 19373))
+SHB_STRINGS = frozenset((2, 3, 4))                              # shb_hardware, shb_os, shb_userappl
+IDB_STRINGS = frozenset((2, 3, 4, 5, 6, 7, 11, 12, 15))         # names, addresses, filter, os, hardware
+
+_OPT = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
+_U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
+
+
+def _options_start(btype: int, body, endian: str) -> int | None:
+    """Where a metadata block's options begin inside its body, or None when it has no room for any."""
+    if btype == SHB:
+        start = 16
+    elif btype == IDB:
+        start = 8
+    elif btype == ISB:
+        start = 12
+    elif btype == NRB:                      # name records up to nrb_record_end, then options
+        unpack = _OPT[endian].unpack_from
+        start = 0
+        while start + 4 <= len(body):
+            rtype, rlen = unpack(body, start)
+            start += 4 + ((rlen + 3) & ~3)
+            if rtype == 0:
+                break
+    elif btype == DSB:                      # secrets type, secrets length, padded secrets, then options
+        if len(body) < 8:
+            return None
+        start = 8 + ((_U32[endian].unpack_from(body, 4)[0] + 3) & ~3)
+    else:
+        return None
+    return start if start < len(body) else None
+
+
+def _has_code(buf, endian: str, codes) -> bool:
+    """True when the option bytes ``buf`` hold any option whose code is in ``codes`` (no allocation)."""
+    unpack = _OPT[endian].unpack_from
+    off, end = 0, len(buf)
+    while off + 4 <= end:
+        code, length = unpack(buf, off)
+        if code == 0:
+            return False
+        if code in codes:
+            return True
+        off += 4 + ((length + 3) & ~3)
+    return False
+
+
+class ScrubStage(Stage):
+    name = "scrub"
+    title = "Scrub metadata"
+    description = ("Removes pcapng metadata that can identify people, hosts or keys: comments, name "
+                   "resolution, decryption secrets, custom blocks, capture and interface strings.")
+    order = 90
+    hidden = True
+    OPTIONS = tuple(Option(key, label, "bool", True) for key, label in SCRUB_ITEMS.items())
+
+    def __init__(self, options, context):
+        super().__init__(options, context)
+        opts = self.options
+        self._endian = "<"
+        self.removed: dict[str, int] = {}
+        comments = bool(opts.get("comments"))
+        custom = bool(opts.get("custom_blocks"))
+        common = set()
+        if comments:
+            common.add(COMMENT)
+        if comments or custom:
+            common |= CUSTOM_OPTIONS
+        self._packet_codes = frozenset(common)
+        self._codes = {
+            SHB: frozenset(common | (SHB_STRINGS if opts.get("section_strings") else set())),
+            IDB: frozenset(common | (IDB_STRINGS if opts.get("interface_strings") else set())),
+            ISB: frozenset(common),
+        }
+        drop = set()
+        if opts.get("name_resolution"):
+            drop.add(NRB)
+        if opts.get("decryption_secrets"):
+            drop.add(DSB)
+        if custom:
+            drop |= {CB_COPY, CB_NOCOPY}
+        self._drop = frozenset(drop)
+
+    def _count(self, kind: str, n: int = 1) -> None:
+        self.removed[kind] = self.removed.get(kind, 0) + n
+
+    def process(self, batch: list) -> list:
+        out = []
+        append = out.append
+        packet_codes = self._packet_codes
+        for rec in batch:
+            if rec[1] == META:
+                rec = self._meta(rec)
+                if rec is not None:
+                    append(rec)
+                continue
+            block = rec[5]
+            if block is None or not packet_codes or not block[1] or (block[0] != EPB and block[0] != PB):
+                append(rec)           # pcap, no options, SPB or modified pcap (their extra bytes are not options)
+                continue
+            if _has_code(block[1], self._endian, packet_codes):
+                options = self._strip(parse_options(block[1], self._endian), packet_codes)
+                block = (block[0], build_options(options, self._endian)) + tuple(block[2:])
+                rec = rec[:5] + (block,)
+            append(rec)
+        return out
+
+    def _meta(self, rec):
+        btype = rec[5]
+        body = rec[0]
+        if btype in self._drop:
+            self._count({NRB: "name_resolution_blocks", DSB: "decryption_secrets_blocks"}.get(
+                btype, "custom_blocks"))
+            return None
+        if btype == SHB:
+            self._endian = section_endian(body)
+        codes = self._codes.get(btype, self._packet_codes)
+        if not codes:
+            return rec
+        fixed = _options_start(btype, body, self._endian)
+        if fixed is None or not _has_code(memoryview(body)[fixed:], self._endian, codes):
+            return rec
+        options = self._strip(parse_options(body[fixed:], self._endian), codes, btype)
+        return (bytes(body[:fixed]) + build_options(options, self._endian),) + rec[1:]
+
+    def _strip(self, options: list, codes, btype=None) -> list:
+        kept = []
+        for code, value in options:
+            if code not in codes:
+                kept.append((code, value))
+            elif code == COMMENT:
+                self._count("comments")
+            elif code in CUSTOM_OPTIONS:
+                self._count("custom_options")
+            elif btype == SHB:
+                self._count("section_strings")
+            else:
+                self._count("interface_strings")
+        return kept
+
+    def report(self) -> dict:
+        return dict(sorted(self.removed.items()))

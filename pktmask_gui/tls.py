@@ -1,0 +1,412 @@
+"""TLS / SSL record recognition by content, for one direction of a TCP stream (any port).
+
+``TlsWalker`` receives a direction's bytes in stream order (from tcpstream.Reassembler) and writes the
+stream ranges to keep into a ``RangeMap``; everything else in that direction is masked. It never keeps
+payload bytes: only the few bytes of a record header cut by a segment boundary, and while it searches for
+record boundaries, the positions of plausible headers (five bytes each, at most ``MAX_CANDIDATES``).
+
+Rules (issue 5):
+- a record header is plausible when its type is 20..24, its version 3.0..3.4, its length at most
+  2^14 + 2048 and non-zero (type 23 may be empty). Every header is kept; the bodies of types 20 / 21
+  (option keep_alerts_ccs) and 22 (option keep_handshake) are kept, 23 and 24 are masked.
+- the first byte of a stream may start a record on its own (one plausible header suffices), or an SSLv2
+  CLIENT-HELLO / SERVER-HELLO (checked field by field); the SSLv2 CLIENT-MASTER-KEY that follows a
+  CLIENT-HELLO is kept like a handshake, later SSLv2 records (encrypted) keep only their headers.
+- elsewhere (after a gap, a header that is not plausible, a capture started mid-stream, STARTTLS plaintext)
+  bytes are masked until a confident resync: a plausible header whose record ends exactly at another
+  plausible header, or where the captured stream does not go on (a hole or its end). The search looks at
+  most ``SEARCH_LIMIT`` bytes ahead, then gives the direction up (all masked), like verify.py's walker.
+"""
+from __future__ import annotations
+
+import re
+
+MAXREC = (1 << 14) + 2048
+SEARCH_LIMIT = 65536
+MAX_CANDIDATES = 8192
+MAX_HOLES = 1024
+HEAD = 16                       # bytes of a digest's start (enough for an SSLv2 hello check)
+
+# zero-width so that every position is found, overlapping ones included
+_CANDIDATE = re.compile(rb"(?=[\x14-\x18]\x03[\x00-\x04][\x00-\x48][\x00-\xff])", re.S)
+
+RECORD_NAMES = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data",
+                24: "heartbeat", 2: "sslv2"}
+
+SYNC, SEARCH, DONE = 0, 1, 2
+
+
+def plausible(hdr) -> int:
+    """Record length when the 5 bytes ``hdr`` are a plausible TLS record header, else -1."""
+    t = hdr[0]
+    if 20 <= t <= 24 and hdr[1] == 3 and hdr[2] <= 4:
+        ln = (hdr[3] << 8) | hdr[4]
+        if ln <= MAXREC and (ln or t == 23):
+            return ln
+    return -1
+
+
+def ssl2_hello(b) -> int:
+    """Total length of an SSLv2 CLIENT-HELLO (message 1) or SERVER-HELLO (4) at the start of ``b``, else -1.
+    Every length field must add up: a random byte string passes with negligible probability."""
+    if len(b) < 13 or not b[0] & 0x80:
+        return -1
+    ln = ((b[0] & 0x7F) << 8) | b[1]
+    mt = b[2]
+    if mt == 1:
+        ver = (b[3] << 8) | b[4]
+        cs, sid, ch = (b[5] << 8) | b[6], (b[7] << 8) | b[8], (b[9] << 8) | b[10]
+        if (ver == 2 or 0x0300 <= ver <= 0x0304) and cs and cs % 3 == 0 and sid in (0, 16) \
+                and 16 <= ch <= 32 and 9 + cs + sid + ch == ln:
+            return 2 + ln
+    elif mt == 4:
+        ver = (b[5] << 8) | b[6]
+        cert, cs, cid = (b[7] << 8) | b[8], (b[9] << 8) | b[10], (b[11] << 8) | b[12]
+        if b[3] in (0, 1) and ver == 2 and cs % 3 == 0 and 16 <= cid <= 32 and 11 + cert + cs + cid == ln:
+            return 2 + ln
+    return -1
+
+
+def ssl2_master_key(b) -> bool:
+    """An SSLv2 CLIENT-MASTER-KEY in clear: ``b`` holds its 2-byte header and 10 first body bytes."""
+    if len(b) < 12 or not b[0] & 0x80 or b[2] != 2:
+        return False
+    ln = ((b[0] & 0x7F) << 8) | b[1]
+    clear, enc, arg = (b[6] << 8) | b[7], (b[8] << 8) | b[9], (b[10] << 8) | b[11]
+    return 10 + clear + enc + arg == ln
+
+
+def find_candidates(buf, base: int, first: int, cands: dict, order: list) -> None:
+    """Add every plausible header fully inside ``buf`` (stream offset ``base``) at offsets >= ``first``."""
+    room = MAX_CANDIDATES - len(order)
+    for m in _CANDIDATE.finditer(buf):
+        i = m.start()
+        p = base + i
+        if p < first:
+            continue
+        hdr = bytes(buf[i:i + 5])
+        if plausible(hdr) < 0:
+            continue
+        if room <= 0:
+            return                  # fail closed: an unrecorded position is never a resync point
+        cands[p] = hdr
+        order.append(p)
+        room -= 1
+
+
+class TlsWalker:
+    """Classifies one direction; see the module docstring. ``keep``: a tcpstream.RangeMap to fill."""
+
+    def __init__(self, keep, keep_handshake: bool = True, keep_alerts_ccs: bool = True, counts=None):
+        self.keep = keep
+        self.keep_types = {22: keep_handshake, 20: keep_alerts_ccs, 21: keep_alerts_ccs, 23: False, 24: False}
+        self.counts = counts if counts is not None else {}
+        self.records = 0
+        self.lost = 0               # times record boundaries were lost (gaps, garbage)
+        self.pos = 0                # every byte before pos has been seen or declared missing
+        self.mode = SYNC
+        self.nxt = 0                # SYNC: offset of the next record header
+        self.part = b""             # SYNC: the first bytes of a header cut by a segment boundary
+        self.ssl2 = 0               # SSLv2 records seen (0: not an SSLv2 direction)
+        self.ssl2_client = False
+        # SEARCH state
+        self.s_from = 0             # candidates must start at or after this offset
+        self.s_limit = 0            # ... and before this one
+        self.cands = {}             # offset -> 5 header bytes
+        self.order = []             # candidate offsets, increasing
+        self.ci = 0                 # next candidate to judge
+        self.holes = []             # (start, end) of missing stream parts inside the search region
+        self.tail = b""             # SEARCH: the last (up to 4) bytes before pos, when contiguous
+
+    # ---- digests (Reassembler: segments waiting behind a hole) ------------------------------------
+    def make_digest(self, start: int, data) -> list:
+        cands = {}
+        order = []
+        if self.mode != DONE:
+            find_candidates(data, start, start, cands, order)
+        return [start, start + len(data), bytes(data[:HEAD]), bytes(data[-4:]), cands]
+
+    def merge_digest(self, piece: list, start: int, data) -> None:
+        self.join_digests(piece, self.make_digest(start, data))
+
+    def join_digests(self, first: list, second: list) -> None:
+        s0, e0, head, tail, cands = first
+        order = []
+        if self.mode != DONE:
+            find_candidates(tail + second[2][:4], e0 - len(tail), e0 - len(tail), cands, order)
+        cands.update(second[4])
+        if len(head) < HEAD and len(head) == e0 - s0:
+            first[2] = (head + second[2])[:HEAD]
+        first[1] = second[1]
+        first[3] = (tail + second[3])[-4:] if second[1] - second[0] < 4 else second[3]
+
+    # ---- input -------------------------------------------------------------------------------------
+    def data(self, start: int, data) -> None:
+        end = start + len(data)
+        mode = self.mode
+        if mode == SYNC:
+            if self.nxt >= end and not self.part:
+                self.pos = end              # inside a record body: nothing to look at
+                return
+            self._sync(start, end, data, None)
+        elif mode == SEARCH:
+            self._scan(start, data)
+            self.pos = end
+            self._resolve(False)
+        else:
+            self.pos = end
+
+    def sparse(self, piece: list) -> None:
+        start, end, head, tail, cands = piece
+        mode = self.mode
+        if mode == SYNC:
+            self._sync(start, end, None, piece)
+        elif mode == SEARCH:
+            self._scan_digest(piece)
+            self.pos = end
+            self._resolve(False)
+        else:
+            self.pos = end
+
+    def hole(self, end: int) -> None:
+        if end <= self.pos:
+            return
+        start = self.pos
+        self.pos = end
+        if self.mode == SYNC:
+            if self.nxt < end or self.part:
+                self.part = b""
+                self._lost(end)             # the next header is missing: resync after the hole
+        elif self.mode == SEARCH:
+            if len(self.holes) < MAX_HOLES:
+                self.holes.append((start, end))
+            self.tail = b""
+            self._resolve(False)
+
+    def finish(self) -> None:
+        if self.mode == SEARCH:
+            self._resolve(True)
+            if self.mode == SEARCH:
+                self.mode = DONE
+        self.cands, self.order, self.holes = {}, [], []
+
+    # ---- in sync: read headers where the records say they are ---------------------------------------
+    def _window(self, h: int, start: int, end: int, data, piece):
+        """Bytes at [h, min(h + 5, end)) of the current input, or None for a digest offset whose bytes
+        are not a plausible header (a digest keeps no others)."""
+        if data is not None:
+            return data[h - start:h - start + 5]
+        k = h - start
+        head = piece[2]
+        if k + 5 <= len(head) or (k < len(head) and len(head) == end - start):
+            return head[k:k + 5]
+        if end - h <= 4:
+            tail = piece[3]
+            return tail[len(tail) - (end - h):]
+        return piece[4].get(h)
+
+    def _sync(self, start: int, end: int, data, piece) -> None:
+        while self.mode == SYNC:
+            h = self.nxt
+            if h >= end:
+                break
+            if self.part:
+                need = 5 - len(self.part)
+                more = self._window(start, start, end, data, piece)
+                if more is None:
+                    self.part = b""
+                    self._lost(h + 1, start, end, data, piece)
+                    break
+                hdr = self.part + bytes(more[:need])
+                if len(hdr) < 5 and start + need > end:
+                    self.part = hdr         # still cut: the segment was tiny
+                    break
+            else:
+                w = self._window(h, start, end, data, piece)
+                if w is None:
+                    self._lost(h + 1, start, end, data, piece)
+                    break
+                hdr = bytes(w)
+                if len(hdr) < 5:
+                    self.part = hdr
+                    break
+            self.part = b""
+            if not self._header(h, hdr, start, end, data, piece):
+                self._lost(h + 1, start, end, data, piece, hdr)
+                break
+        self.pos = end
+        if self.mode == SEARCH:
+            self._resolve(False)
+
+    def _header(self, h: int, hdr: bytes, start: int, end: int, data, piece) -> bool:
+        """Account for the record whose header is at h; False when it is not a record."""
+        ln = plausible(hdr)
+        if ln >= 0:
+            self._record(h, hdr[0], ln)
+            self.ssl2 = 0 if self.ssl2 == 0 else -1
+            return True
+        if h == 0 and self.records == 0:            # start of the stream: SSLv2 hello?
+            b = self._bytes0(start, end, data, piece, hdr)
+            total = ssl2_hello(b)
+            if total > 0:
+                self._ssl2_record(h, 2, total - 2, self.keep_types[22])
+                self.ssl2_client = b[2] == 1
+                return True
+            return False
+        if self.ssl2 > 0:                           # later SSLv2 records: headers of 2 or 3 bytes
+            if hdr[0] & 0x80:
+                hl, ln = 2, ((hdr[0] & 0x7F) << 8) | hdr[1]
+            else:
+                hl, ln = 3, ((hdr[0] & 0x3F) << 8) | hdr[1]
+            if ln == 0:
+                return False
+            keep = False
+            if self.ssl2 == 1 and self.ssl2_client and hl == 2:
+                b = self._bytes_at(h, 12, start, end, data, piece)
+                keep = b is not None and ssl2_master_key(b) and self.keep_types[22]
+            self._ssl2_record(h, hl, ln, keep)
+            return True
+        return False
+
+    def _bytes0(self, start, end, data, piece, hdr):
+        if start == 0:
+            return bytes(data[:HEAD]) if data is not None else piece[2]
+        return hdr
+
+    def _bytes_at(self, h, n, start, end, data, piece):
+        if data is not None and start <= h and h + n <= end:
+            return data[h - start:h - start + n]
+        if piece is not None and start <= h and h + n <= start + len(piece[2]):
+            return piece[2][h - start:h - start + n]
+        return None
+
+    def _record(self, h: int, t: int, ln: int) -> None:
+        keep = self.keep
+        if self.keep_types[t]:
+            keep.add(h, h + 5 + ln)
+        else:
+            keep.add(h, h + 5)
+        self.records += 1
+        self.counts[t] = self.counts.get(t, 0) + 1
+        self.nxt = h + 5 + ln
+
+    def _ssl2_record(self, h: int, hl: int, ln: int, keep_body: bool) -> None:
+        self.keep.add(h, h + hl + ln if keep_body else h + hl)
+        self.ssl2 += 1
+        self.records += 1
+        self.counts[2] = self.counts.get(2, 0) + 1
+        self.nxt = h + hl + ln
+
+    # ---- lost: search for a confident resync ----------------------------------------------------------
+    def _lost(self, first: int, start=None, end=None, data=None, piece=None, hdr=b"") -> None:
+        """Boundaries lost: candidates must start at ``first`` or later; scan what is left of the input."""
+        self.lost += 1
+        self.mode = SEARCH
+        self.ssl2 = 0 if self.ssl2 == 0 else -1
+        self.s_from = first
+        self.s_limit = first - 1 + SEARCH_LIMIT
+        self.cands, self.order, self.ci, self.holes = {}, [], 0, []
+        self.tail = b""
+        if start is None:
+            return
+        h = first - 1
+        if data is not None:
+            if h < start:                           # the header began in an earlier segment
+                self.tail = hdr[:start - h] if hdr else b""
+                self._scan(start, data)
+            else:
+                self._scan(start, data)
+        else:
+            self._scan_digest(piece)
+
+    def _scan(self, start: int, data) -> None:
+        tail = self.tail
+        buf = tail + bytes(data) if tail else data
+        find_candidates(buf, start - len(tail), self.s_from, self.cands, self.order)
+        self.tail = bytes(buf[-4:])
+
+    def _scan_digest(self, piece: list) -> None:
+        start, end, head, tail, cands = piece
+        if self.tail:
+            find_candidates(self.tail + head[:4], start - len(self.tail), max(self.s_from, start - len(self.tail)),
+                            self.cands, self.order)
+        first = self.s_from
+        room = MAX_CANDIDATES - len(self.order)
+        for p in sorted(cands):
+            if p >= first and room > 0 and p not in self.cands:
+                self.cands[p] = cands[p]
+                self.order.append(p)
+                room -= 1
+        self.order.sort()
+        self.tail = tail if end - start >= 4 or not self.tail else (self.tail + tail)[-4:]
+
+    def _in_hole(self, p: int):
+        for a, b in self.holes:
+            if a <= p < b:
+                return b
+        return None
+
+    def _status(self, n: int, final: bool):
+        """Is offset n (the end of a candidate record) a confident boundary? True / False / None (wait)."""
+        pos = self.pos
+        if n >= pos:
+            return True if final else None
+        if self._in_hole(n) is not None:
+            return True
+        if n + 5 > pos:
+            return False if final else None
+        return n in self.cands
+
+    def _resolve(self, final: bool) -> None:
+        while self.mode == SEARCH:
+            order = self.order
+            ci = self.ci
+            while ci < len(order) and order[ci] < self.s_from:
+                ci += 1
+            self.ci = ci
+            if ci == len(order) or order[ci] >= self.s_limit:
+                if final or self.pos >= self.s_limit or (ci < len(order) and order[ci] >= self.s_limit):
+                    self.mode = DONE                # nothing within reach: the rest stays masked
+                    self.cands, self.order, self.holes = {}, [], []
+                return
+            q = order[ci]
+            st = self._status(q + 5 + plausible(self.cands[q]), final)
+            if st is None:
+                return
+            if not st:
+                self.ci = ci + 1
+                continue
+            self._chain(q)
+
+    def _chain(self, q: int) -> None:
+        """Walk records from the confirmed header q through the searched region."""
+        cands, pos = self.cands, self.pos
+        h = q
+        while True:
+            hdr = cands[h]
+            self._record(h, hdr[0], plausible(hdr))
+            n = self.nxt
+            if n >= pos:
+                break
+            if n + 5 > pos:
+                k = pos - n
+                if self._in_hole(n) is None and len(self.tail) >= k:
+                    self.part = self.tail[len(self.tail) - k:]
+                    break
+                self.s_from, self.s_limit = n + 1, n + SEARCH_LIMIT
+                return
+            b = self._in_hole(n)
+            if b is not None:
+                self.lost += 1
+                self.s_from, self.s_limit = b, b + SEARCH_LIMIT
+                return
+            if n in cands:
+                h = n
+                continue
+            self.lost += 1
+            self.s_from, self.s_limit = n + 1, n + SEARCH_LIMIT
+            return
+        self.mode = SYNC
+        self.ssl2 = 0
+        self.cands, self.order, self.ci, self.holes = {}, [], 0, []
+        self.tail = b""

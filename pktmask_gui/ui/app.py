@@ -1,0 +1,63 @@
+"""``run_gui``: the desktop entry point the CLI calls for ``pktmask-gui [FILE_OR_FOLDER ...]``."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from PySide6.QtCore import QCoreApplication, QTimer
+from PySide6.QtWidgets import QApplication
+
+from .. import __version__
+from .resources import app_icon, style_sheet
+
+
+def make_app(argv: list[str] | None = None) -> QApplication:
+    app = QApplication.instance()
+    if app is None:
+        QCoreApplication.setOrganizationName("pktmask-gui")
+        QCoreApplication.setApplicationName("PktMask GUI")
+        QCoreApplication.setApplicationVersion(__version__)
+        app = QApplication([sys.argv[0] if sys.argv else "pktmask-gui"] + list(argv or []))
+        app.setDesktopFileName("pktmask-gui")
+    app.setWindowIcon(app_icon())
+    if not app.styleSheet():
+        app.setStyleSheet(style_sheet())
+    return app
+
+
+def run_gui(paths: list[str]) -> int:
+    """Open the window with ``paths`` queued, sweep temp folders left by a crashed run, run the loop."""
+    app = make_app()
+    from .main_window import MainWindow
+
+    window = MainWindow()
+    window.show()
+    window.sweep_stale()          # after show: its log lines land in the panel
+    if paths:
+        window.add_paths(paths)
+    _stop_on_signals(app, window)
+    code = app.exec()
+    # aboutToQuit already cancelled and waited for any job; this is the backstop for a closed window.
+    if window.runner.threads_alive():
+        window.shutdown(show_progress=False)
+    logging.getLogger("pktmask_gui").removeHandler(window.log_panel.handler)
+    return int(code)
+
+
+def _stop_on_signals(app, window) -> None:
+    """Ctrl-C in the terminal or SIGTERM: cancel the jobs, wait for their cleanup, quit (no question)."""
+    def stop(signum, _frame):
+        window.shutdown(show_progress=False)
+        window.close()
+        app.quit()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, stop)
+        except (ValueError, OSError):   # not the main thread, or a platform without it
+            return
+    # Python runs signal handlers between bytecodes: wake the interpreter now and then while Qt waits.
+    ticker = QTimer(app)
+    ticker.timeout.connect(lambda: None)
+    ticker.start(250)

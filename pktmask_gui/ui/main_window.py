@@ -1,0 +1,1093 @@
+"""The main window: queue captures, pick operations and an output folder, run, watch, cancel, summarise.
+
+The UI thread only handles names, sizes and signals: it never reads or writes capture data. Each job
+runs on a QThread worker (workers.py) that calls the engine's ``jobs.run_job_process``; at most
+``settings.parallel_jobs`` run at once. Closing the window (or Ctrl+Q, or ``aboutToQuit``) while jobs run
+goes through ``shutdown``: cancel, wait bounded while showing it, then close.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (QApplication, QButtonGroup, QCheckBox, QFileDialog, QFrame, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QMainWindow, QMenu, QMessageBox,
+                               QProgressBar, QProgressDialog, QPushButton, QRadioButton, QSizePolicy, QSplitter, QStyle,
+                               QToolBar, QToolButton, QVBoxLayout, QWidget)
+
+from .. import __version__
+from .. import settings as settings_mod
+from ..pipeline import Job, find_captures, is_capture_name, output_name
+from ..stages import operations
+from .format import human_duration, human_size, plural
+from .log_panel import LogPanel
+from .queue import (CANCELLED, CANCELLING, COL_PROGRESS, COL_STATUS, DONE, FAILED, FINISHED, QUEUED,
+                    RUNNING, QueueModel, QueueView)
+from .resources import app_icon, style_sheet
+from .settings_dialog import SettingsDialog
+from .summary import SummaryDialog, duplicates_removed, stage_lines
+from .workers import JobRunner
+
+log = logging.getLogger("pktmask_gui.ui")
+
+SHUTDOWN_TIMEOUT_S = 10.0
+MAX_RECENT = 8
+CAPTURE_FILTER = "Packet captures (*.pcap *.pcapng *.cap);;All files (*)"
+
+
+def ui_state() -> QSettings:
+    """Window geometry, last folders and similar UI state: an ini file beside the engine's settings,
+    so that PKTMASK_CONFIG_DIR / XDG_CONFIG_HOME move both (tests never touch a user's files)."""
+    return QSettings(str(settings_mod.config_dir() / "ui-state.ini"), QSettings.IniFormat)
+
+
+class Batch:
+    """One press of Start: what it runs with and what it produced."""
+
+    def __init__(self, operations: list[str], output_dir: Path | None):
+        self.operations = operations
+        self.output_dir = output_dir
+        self.started = time.monotonic()
+        self.row_ids: list[int] = []
+        self.results: list = []
+        self.finished: float | None = None
+
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, paths: list[str] | None = None):
+        super().__init__()
+        self.setObjectName("mainWindow")
+        self.setWindowTitle("PktMask GUI")
+        self.setWindowIcon(app_icon())
+        app = QApplication.instance()
+        if app is not None and not app.styleSheet():
+            app.setStyleSheet(style_sheet())
+        self.settings = settings_mod.load_settings()
+        self.state = ui_state()
+        self.model = QueueModel(self)
+        self.model.result_text = self.result_text
+        self.runner = JobRunner(self)
+        self.batch: Batch | None = None
+        self.last_results: list = []
+        self.last_elapsed: float | None = None
+        self.summary_dialog: SummaryDialog | None = None
+        self._closing = False
+        self._shut_down = False
+
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self._build_central()
+        self._build_status_bar()
+        self._attach_log()
+
+        self.runner.progress.connect(self._on_progress)
+        self.runner.finished.connect(self._on_result)
+        self.runner.failed.connect(self._on_worker_failed)
+        self.runner.idle.connect(self._on_runner_idle)
+        self.model.rowsInserted.connect(self._update_actions)
+        self.model.rowsRemoved.connect(self._update_actions)
+        self.queue_view.selectionModel().selectionChanged.connect(self._update_actions)
+
+        self.clock = QTimer(self)
+        self.clock.setInterval(500)
+        self.clock.timeout.connect(self._update_overall)
+        # Progress arrives up to 20 times a second per job; rows repaint at most 10 times a second.
+        self._dirty: set[int] = set()
+        self.repaint_timer = QTimer(self)
+        self.repaint_timer.setInterval(100)
+        self.repaint_timer.timeout.connect(self._flush_progress)
+
+        self._restore_state()
+        self._update_actions()
+        self._update_overall()
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._on_about_to_quit)
+        if paths:
+            self.add_paths(paths)
+
+    # ============================================================================ construction ===
+    def _action(self, text, slot, shortcut=None, tip="", icon=None) -> QAction:
+        action = QAction(text, self)
+        if icon is not None:
+            action.setIcon(self.style().standardIcon(icon))
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(f"{tip} ({action.shortcut().toString(QKeySequence.NativeText)})"
+                              if shortcut is not None else tip)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        S = QStyle
+        self.act_add_files = self._action("Add &Files…", self.add_files_dialog, QKeySequence.Open,
+                                          "Queue capture files", S.SP_FileIcon)
+        self.act_add_folder = self._action("Add F&older…", self.add_folder_dialog, "Ctrl+Shift+O",
+                                           "Queue every capture in a folder and its subfolders", S.SP_DirIcon)
+        self.act_open_output = self._action("Open &Output Folder", self.open_output_folder, "Ctrl+Shift+E",
+                                            "Open the folder where the outputs are saved", S.SP_DirOpenIcon)
+        self.act_quit = self._action("&Quit", self.close, "Ctrl+Q", "Quit PktMask GUI")
+        self.act_remove = self._action("&Remove from Queue", self.remove_selected, QKeySequence.Delete,
+                                       "Remove the selected files from the queue (not from the disk)",
+                                       S.SP_TrashIcon)
+        self.act_clear = self._action("&Clear Finished", self.clear_finished, "Ctrl+Shift+K",
+                                      "Remove every finished, failed or cancelled row from the queue",
+                                      S.SP_DialogResetButton)
+        self.act_settings = self._action("&Settings…", self.open_settings, "Ctrl+,",
+                                         "Thresholds, temp folder, parallel jobs, naming and operation options",
+                                         S.SP_FileDialogDetailedView)
+        self.act_start = self._action("&Start", self.start, "Ctrl+Return",
+                                      "Process every queued file with the chosen operations", S.SP_MediaPlay)
+        self.act_cancel = self._action("&Cancel All", self.cancel_all, "Ctrl+.",
+                                       "Stop every running file and drop the queued ones; nothing partial is kept",
+                                       S.SP_MediaStop)
+        self.act_summary = self._action("Show Last &Summary", self.show_summary, "Ctrl+R",
+                                        "Show the summary of the last batch")
+        self.act_about = self._action("&About PktMask GUI", self.show_about, None, "Versions and what this is")
+        self.act_about_qt = self._action("About &Qt", QApplication.aboutQt, None, "")
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.act_add_files)
+        file_menu.addAction(self.act_add_folder)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_open_output)
+        self.recent_menu = file_menu.addMenu("Recent Output &Folders")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_quit)
+        edit_menu = bar.addMenu("&Edit")
+        edit_menu.addAction(self.act_remove)
+        edit_menu.addAction(self.act_clear)
+        edit_menu.addSeparator()
+        edit_menu.addAction(self.act_settings)
+        run_menu = bar.addMenu("&Run")
+        run_menu.addAction(self.act_start)
+        run_menu.addAction(self.act_cancel)
+        run_menu.addSeparator()
+        run_menu.addAction(self.act_summary)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_about)
+        help_menu.addAction(self.act_about_qt)
+
+    def _build_toolbar(self) -> None:
+        tb = QToolBar("Main toolbar")
+        tb.setObjectName("mainToolbar")
+        tb.setMovable(False)
+        tb.setIconSize(QSize(20, 20))
+        tb.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        for action in (self.act_add_files, self.act_add_folder):
+            tb.addAction(action)
+        tb.addSeparator()
+        tb.addAction(self.act_remove)
+        tb.addAction(self.act_clear)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        tb.addWidget(spacer)
+        tb.addAction(self.act_settings)
+        self.addToolBar(tb)
+
+    def _build_central(self) -> None:
+        central = QWidget()
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(8, 6, 8, 6)
+        outer.setSpacing(6)
+
+        # Operations (one checkbox per stage the engine offers) and the output folder.
+        ops_box = QGroupBox("Operations")
+        ops_layout = QHBoxLayout(ops_box)
+        ops_layout.setSpacing(16)
+        self.op_boxes: dict[str, QCheckBox] = {}
+        for stage in operations():
+            box = QCheckBox(stage.title)
+            box.setObjectName(f"op_{stage.name}")
+            box.setToolTip(stage.description)
+            box.setChecked(True)
+            box.toggled.connect(self._update_actions)
+            self.op_boxes[stage.name] = box
+            ops_layout.addWidget(box)
+        if not self.op_boxes:
+            ops_layout.addWidget(QLabel("No operation is available in this build."))
+        ops_layout.addStretch(1)
+
+        out_box = QGroupBox("Output")
+        out_layout = QHBoxLayout(out_box)
+        self.out_beside = QRadioButton("Beside each input")
+        self.out_beside.setToolTip("Each output is saved in its input's folder, named <name>"
+                                   f"{self.settings.output_suffix}<ext>")
+        self.out_folder = QRadioButton("In folder:")
+        self.out_folder.setToolTip("Save every output in this folder (folder inputs keep their layout under it)")
+        self.out_group = QButtonGroup(self)
+        self.out_group.addButton(self.out_beside)
+        self.out_group.addButton(self.out_folder)
+        self.out_beside.setChecked(True)
+        self.out_path = QLineEdit()
+        self.out_path.setObjectName("outputFolder")
+        self.out_path.setPlaceholderText("Choose a folder…")
+        self.out_path.setMinimumWidth(200)
+        self.out_path.textEdited.connect(lambda _t: self.out_folder.setChecked(True))
+        self.out_browse = QPushButton("Browse…")
+        self.out_browse.clicked.connect(self.choose_output_folder)
+        self.out_group.buttonToggled.connect(lambda *_: self._output_mode_changed())
+        out_layout.addWidget(self.out_beside)
+        out_layout.addSpacing(8)
+        out_layout.addWidget(self.out_folder)
+        out_layout.addWidget(self.out_path, 1)
+        out_layout.addWidget(self.out_browse)
+
+        top = QHBoxLayout()
+        top.setSpacing(8)
+        top.addWidget(ops_box, 0)
+        top.addWidget(out_box, 1)
+        outer.addLayout(top)
+
+        # A notice bar for refused drops and similar (dismissable, no modal dialog).
+        self.notice = QFrame()
+        self.notice.setObjectName("noticeBar")
+        notice_layout = QHBoxLayout(self.notice)
+        notice_layout.setContentsMargins(10, 6, 6, 6)
+        icon = QLabel()
+        icon.setPixmap(self.style().standardIcon(QStyle.SP_MessageBoxWarning).pixmap(18, 18))
+        self.notice_text = QLabel()
+        self.notice_text.setObjectName("noticeText")
+        self.notice_text.setWordWrap(True)
+        self.notice_text.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        close = QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self.notice.hide)
+        notice_layout.addWidget(icon, 0, Qt.AlignTop)
+        notice_layout.addWidget(self.notice_text, 1)
+        notice_layout.addWidget(close, 0, Qt.AlignTop)
+        self.notice.hide()
+        outer.addWidget(self.notice)
+
+        # Queue (also the drop area) over the log panel.
+        self.queue_view = QueueView()
+        self.queue_view.setModel(self.model)
+        self.queue_view.setup_columns()
+        self.queue_view.paths_dropped.connect(self.add_paths)
+        self.queue_view.customContextMenuRequested.connect(self._queue_menu)
+        self.queue_view.doubleClicked.connect(lambda index: self._open_row_output(self.model.rows[index.row()]))
+        self.log_panel = LogPanel()
+        self.splitter = QSplitter(Qt.Vertical)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(self.queue_view)
+        self.splitter.addWidget(self.log_panel)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([360, 200])
+        outer.addWidget(self.splitter, 1)
+
+        # Overall progress and the run buttons.
+        bottom = QHBoxLayout()
+        bottom.setSpacing(8)
+        self.overall = QProgressBar()
+        self.overall.setObjectName("overallProgress")
+        self.overall.setRange(0, 1000)
+        self.overall.setTextVisible(True)
+        self.overall.setFormat("")
+        self.overall.setMinimumWidth(160)
+        self.time_label = QLabel("")
+        self.time_label.setObjectName("timeLabel")
+        self.time_label.setMinimumWidth(200)
+        self.open_button = QPushButton(self.style().standardIcon(QStyle.SP_DirOpenIcon), "Open Output Folder")
+        self.open_button.setToolTip(self.act_open_output.toolTip())
+        self.open_button.clicked.connect(self.open_output_folder)
+        self.cancel_button = QPushButton(self.style().standardIcon(QStyle.SP_MediaStop), "Cancel")
+        self.cancel_button.setObjectName("cancelButton")
+        self.cancel_button.setToolTip(self.act_cancel.toolTip())
+        self.cancel_button.clicked.connect(self.cancel_all)
+        self.start_button = QPushButton(self.style().standardIcon(QStyle.SP_MediaPlay), "Start")
+        self.start_button.setObjectName("startButton")
+        self.start_button.setToolTip(self.act_start.toolTip())
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start)
+        bottom.addWidget(self.overall, 1)
+        bottom.addWidget(self.time_label)
+        bottom.addWidget(self.open_button)
+        bottom.addWidget(self.cancel_button)
+        bottom.addWidget(self.start_button)
+        outer.addLayout(bottom)
+        self.setCentralWidget(central)
+        self.setAcceptDrops(True)
+
+    def _build_status_bar(self) -> None:
+        self.counts_label = QLabel("")
+        self.counts_label.setObjectName("countsLabel")
+        self.statusBar().addPermanentWidget(self.counts_label)
+        self.statusBar().showMessage("Ready. Drop captures or folders on the queue to begin.")
+
+    def _attach_log(self) -> None:
+        engine = logging.getLogger("pktmask_gui")
+        engine.addHandler(self.log_panel.handler)
+        if engine.level == logging.NOTSET or engine.level > logging.DEBUG:
+            engine.setLevel(logging.DEBUG)   # the panel's filter decides what is shown
+
+    def _detach_log(self) -> None:
+        logging.getLogger("pktmask_gui").removeHandler(self.log_panel.handler)
+
+    # ================================================================================ UI state ===
+    def _restore_state(self) -> None:
+        s = self.state
+        geometry = s.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            screen = QApplication.primaryScreen()
+            avail = screen.availableGeometry() if screen is not None else None
+            width, height = 1180, 740
+            if avail is not None and avail.width() > 0:
+                width = min(width, int(avail.width() * 0.92))
+                height = min(height, int(avail.height() * 0.92))
+            self.resize(width, height)
+        self.setMinimumSize(900, 580)
+        splitter = s.value("window/splitter")
+        if isinstance(splitter, QByteArray) and not splitter.isEmpty():
+            self.splitter.restoreState(splitter)
+        header = s.value("window/queueHeader")
+        if isinstance(header, QByteArray) and not header.isEmpty():
+            self.queue_view.horizontalHeader().restoreState(header)
+        checked = s.value("run/operations")
+        if isinstance(checked, str):
+            checked = [checked] if checked else []
+        if isinstance(checked, list):
+            for name, box in self.op_boxes.items():
+                box.setChecked(name in checked)
+        self.out_path.setText(str(s.value("run/outputFolder", "") or ""))
+        self.log_panel.last_save_dir = str(s.value("recent/logDir", "") or "")
+        if s.value("run/outputMode", "beside") == "folder":
+            self.out_folder.setChecked(True)
+        level = s.value("log/level")
+        if level is not None:
+            for i in range(self.log_panel.filter_box.count()):
+                if str(self.log_panel.filter_box.itemData(i)) == str(level):
+                    self.log_panel.filter_box.setCurrentIndex(i)
+        self._output_mode_changed()
+
+    def _save_state(self) -> None:
+        s = self.state
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/splitter", self.splitter.saveState())
+        s.setValue("window/queueHeader", self.queue_view.horizontalHeader().saveState())
+        s.setValue("run/operations", [n for n, b in self.op_boxes.items() if b.isChecked()])
+        s.setValue("run/outputMode", "folder" if self.out_folder.isChecked() else "beside")
+        s.setValue("run/outputFolder", self.out_path.text())
+        s.setValue("log/level", self.log_panel.filter_box.currentData())
+        s.setValue("recent/logDir", self.log_panel.last_save_dir)
+        s.sync()
+
+    def _list_value(self, key: str) -> list[str]:
+        value = self.state.value(key)
+        if isinstance(value, str):
+            return [value] if value else []
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+    def recent_outputs(self) -> list[str]:
+        return self._list_value("recent/outputs")
+
+    def _remember_output_dir(self, folder: Path) -> None:
+        items = [str(folder)] + [p for p in self.recent_outputs() if p != str(folder)]
+        self.state.setValue("recent/outputs", items[:MAX_RECENT])
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.recent_outputs()
+        for i, folder in enumerate(recent):
+            action = self.recent_menu.addAction(f"&{i + 1}  {folder}" if i < 9 else folder)
+            action.setEnabled(Path(folder).is_dir())
+            action.triggered.connect(lambda _checked=False, f=folder: self._open_folder(Path(f)))
+        if not recent:
+            empty = self.recent_menu.addAction("No outputs yet")
+            empty.setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear Menu", lambda: self.state.setValue("recent/outputs", []))
+
+    def _last_dir(self, key: str) -> str:
+        value = str(self.state.value(key, "") or "")
+        return value if value and Path(value).is_dir() else str(Path.home())
+
+    # =============================================================================== queueing ===
+    def add_files_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Add Capture Files", self._last_dir("recent/addDir"),
+                                                CAPTURE_FILTER)
+        if files:
+            self.state.setValue("recent/addDir", str(Path(files[0]).parent))
+            self.add_paths(files)
+
+    def add_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a Folder of Captures", self._last_dir("recent/addDir"))
+        if folder:
+            self.state.setValue("recent/addDir", str(Path(folder).parent))
+            self.add_paths([folder])
+
+    def add_paths(self, paths) -> tuple[int, list[tuple[str, str]]]:
+        """Queue captures named or found under ``paths``; refuse the rest with a visible reason.
+
+        Returns (number queued, [(name, reason), ...] refused).
+        """
+        refused: list[tuple[str, str]] = []
+        already = {self._key(p) for p in self.model.queued_paths()}
+        added = 0
+        for raw in paths:
+            path = Path(raw)
+            if path.is_dir():
+                found = find_captures([path])
+                if not found:
+                    refused.append((path.name or str(path), "the folder holds no .pcap, .pcapng or .cap file"))
+                    continue
+            elif not path.exists():
+                refused.append((path.name or str(path), "it does not exist"))
+                continue
+            elif not path.is_file():
+                refused.append((path.name, "it is not a regular file"))
+                continue
+            elif not is_capture_name(path):
+                refused.append((path.name, "not a capture file (only .pcap, .pcapng and .cap are accepted)"))
+                continue
+            else:
+                found = [(path, Path(""))]
+            for file, rel_dir in found:
+                key = self._key(file)
+                if key in already:
+                    refused.append((file.name, "it is already in the queue"))
+                    continue
+                try:
+                    size = file.stat().st_size
+                except OSError as exc:
+                    refused.append((file.name, f"it cannot be read ({exc.strerror or exc})"))
+                    continue
+                already.add(key)
+                self.model.add(file, rel_dir, size)
+                added += 1
+        if refused:
+            self._show_refused(refused)
+        else:
+            self.notice.hide()
+        if added:
+            self.statusBar().showMessage(f"Queued {plural(added, 'file')}.", 5000)
+            if self.batch is not None:
+                self._fill_slots()   # a running batch picks up what was just queued
+        self._update_actions()
+        return added, refused
+
+    @staticmethod
+    def _key(path: Path) -> str:
+        try:
+            return os.path.normcase(str(Path(path).resolve()))
+        except OSError:
+            return os.path.normcase(str(path))
+
+    def _show_refused(self, refused) -> None:
+        for name, reason in refused:
+            self.log_panel.add_message(logging.WARNING, f"Not queued: {reason}.", job=name)
+        if len(refused) == 1:
+            name, reason = refused[0]
+            text = f"<b>{_esc(name)}</b> was not queued: {_esc(reason)}."
+        else:
+            shown = ", ".join(f"<b>{_esc(n)}</b> ({_esc(r)})" for n, r in refused[:4])
+            more = f" and {len(refused) - 4} more (see the log)" if len(refused) > 4 else ""
+            text = f"{len(refused)} items were not queued: {shown}{more}."
+        self.notice_text.setText(text)
+        self.notice.show()
+        self.statusBar().showMessage(f"{plural(len(refused), 'item')} not queued; see the notice above the queue.",
+                                     8000)
+
+    def remove_selected(self) -> None:
+        rows = self._selected_rows()
+        for row in rows:
+            if row.status in (RUNNING, CANCELLING):
+                continue
+            self.model.remove(row)
+        self._update_actions()
+
+    def clear_finished(self) -> None:
+        for row in [r for r in self.model.rows if r.status in FINISHED]:
+            self.model.remove(row)
+        self._update_actions()
+
+    def _selected_rows(self):
+        indexes = self.queue_view.selectionModel().selectedRows()
+        return [self.model.rows[i.row()] for i in sorted(indexes, key=lambda i: i.row())]
+
+    def _queue_menu(self, pos) -> None:
+        index = self.queue_view.indexAt(pos)
+        if index.isValid() and not self.queue_view.selectionModel().isRowSelected(index.row()):
+            self.queue_view.selectRow(index.row())
+        rows = self._selected_rows()
+        if not rows:
+            return
+        menu = QMenu(self)
+        cancellable = [r for r in rows if r.status in (QUEUED, RUNNING)]
+        act = menu.addAction(self.style().standardIcon(QStyle.SP_MediaStop),
+                             "Cancel" if len(cancellable) <= 1 else f"Cancel {len(cancellable)} Files")
+        act.setEnabled(bool(cancellable))
+        act.triggered.connect(lambda: [self.cancel_row(r) for r in cancellable])
+        removable = [r for r in rows if r.status not in (RUNNING, CANCELLING)]
+        act = menu.addAction(self.style().standardIcon(QStyle.SP_TrashIcon), "Remove from Queue")
+        act.setEnabled(bool(removable))
+        act.triggered.connect(self.remove_selected)
+        again = [r for r in rows if r.status in FINISHED]
+        act = menu.addAction("Queue Again")
+        act.setEnabled(bool(again))
+        act.triggered.connect(lambda: self._requeue(again))
+        menu.addSeparator()
+        done = [r for r in rows if r.status == DONE and r.result is not None and r.result.output]
+        act = menu.addAction(self.style().standardIcon(QStyle.SP_DirOpenIcon), "Open Output Folder")
+        act.setEnabled(bool(done))
+        act.triggered.connect(lambda: self._open_row_output(done[0]))
+        act = menu.addAction("Open Input Folder")
+        act.triggered.connect(lambda: self._open_folder(rows[0].path.parent))
+        act = menu.addAction("Copy Path")
+        act.triggered.connect(lambda: QApplication.clipboard().setText("\n".join(str(r.path) for r in rows)))
+        menu.exec(self.queue_view.viewport().mapToGlobal(pos))
+
+    def _requeue(self, rows) -> None:
+        for row in rows:
+            if row.status in FINISHED:
+                row.status, row.result, row.error = QUEUED, None, ""
+                row.phase, row.bytes_done, row.bytes_total, row.packets_done = "", 0, 0, 0
+                self.model.changed(row)
+        if self.batch is not None:
+            self._fill_slots()
+        self._update_actions()
+
+    # ================================================================================ running ===
+    def selected_operations(self) -> list[str]:
+        return [name for name, box in self.op_boxes.items() if box.isChecked()]
+
+    def output_dir(self) -> Path | None:
+        if self.out_folder.isChecked():
+            text = self.out_path.text().strip()
+            return Path(text).expanduser() if text else None
+        return None
+
+    def start(self) -> bool:
+        """Start the queued files. Returns False (and says why) when nothing can start."""
+        if self._closing:
+            return False
+        ops = self.selected_operations()
+        if not ops:
+            self._warn("Start", "Choose at least one operation (Remove Dupes, Anonymize IPs, …) first.")
+            return False
+        if not any(r.status == QUEUED for r in self.model.rows):
+            self.statusBar().showMessage("Nothing is queued. Drop captures or folders on the queue first.", 6000)
+            return False
+        problems = self.settings.validate()
+        if problems:
+            box = QMessageBox(QMessageBox.Warning, "Start", "The settings need a correction before files can run:\n\n"
+                              + "\n".join(f"• {p}" for p in problems), QMessageBox.Ok, self)
+            fix = box.addButton("Open Settings…", QMessageBox.AcceptRole)
+            box.exec()
+            if box.clickedButton() is fix:
+                self.open_settings()
+            return False
+        output_dir = None
+        if self.out_folder.isChecked():
+            output_dir = self.output_dir()
+            if output_dir is None:
+                self._warn("Start", "Choose the output folder, or pick “Beside each input”.")
+                return False
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._warn("Start", f"The output folder {output_dir} cannot be created: {exc.strerror or exc}.")
+                return False
+            if not os.access(output_dir, os.W_OK | os.X_OK):
+                self._warn("Start", f"The output folder {output_dir} is not writable.")
+                return False
+        if self.batch is None:
+            self.batch = Batch(ops, output_dir)
+            if self.summary_dialog is not None:
+                self.summary_dialog.close()
+            self.clock.start()
+            what = f"{plural(sum(r.status == QUEUED for r in self.model.rows), 'file')} with " \
+                   f"{', '.join(self._titles(ops))}"
+            log.info("Started: %s.", what)
+            self.statusBar().showMessage(f"Running: {what}. Outputs go "
+                                         + (f"to {output_dir}." if output_dir else "beside each input."))
+        self._fill_slots()
+        self._update_actions()
+        return True
+
+    def _titles(self, names) -> list[str]:
+        titles = {stage.name: stage.title for stage in operations()}
+        return [titles.get(n, n) for n in names]
+
+    def _fill_slots(self) -> None:
+        batch = self.batch
+        if batch is None or self._closing:
+            return
+        limit = max(1, int(self.settings.parallel_jobs))
+        for row in self.model.rows:
+            if self.runner.running_count() >= limit:
+                break
+            if row.status != QUEUED:
+                continue
+            job = Job(input=row.path, output_dir=batch.output_dir, stages=list(batch.operations),
+                      rel_dir=row.rel_dir)
+            row.status, row.phase, row.started = RUNNING, "", time.monotonic()
+            row.bytes_done = row.bytes_total = row.packets_done = 0
+            if row.id not in batch.row_ids:
+                batch.row_ids.append(row.id)
+            # A copy: a settings change while this job runs applies to the next job only.
+            self.runner.start(row.id, job, copy.deepcopy(self.settings))
+            self.model.changed(row)
+        self._maybe_finish_batch()
+
+    def _on_progress(self, row_id: int, phase: str, done: int, total: int, packets: int) -> None:
+        row = self.model.row_by_id(row_id)
+        if row is None or row.status not in (RUNNING, CANCELLING):
+            return
+        row.phase, row.bytes_done, row.bytes_total, row.packets_done = phase, done, total, packets
+        self._dirty.add(row.id)
+        if not self.repaint_timer.isActive():
+            self.repaint_timer.start()
+
+    def _flush_progress(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for row_id in dirty:
+            row = self.model.row_by_id(row_id)
+            if row is not None:
+                self.model.changed(row, COL_STATUS, COL_PROGRESS + 1)
+        if not dirty:
+            self.repaint_timer.stop()
+
+    def _on_result(self, row_id: int, result) -> None:
+        row = self.model.row_by_id(row_id)
+        if row is None:
+            return
+        row.result = result
+        row.finished = time.monotonic()
+        row.status = {"ok": DONE, "cancelled": CANCELLED}.get(result.status, FAILED)
+        row.error = "" if result.status == "ok" else (result.error or "")
+        if self.batch is not None:
+            self.batch.results.append(result)
+        if result.output:
+            self._remember_output_dir(Path(result.output).parent)
+        if result.status == "ok":
+            details = "; ".join(stage_lines(result)[:3])
+            log.info("Done in %.1f s: %s → %s packets, saved as %s. %s", result.elapsed_s,
+                     f"{result.packets_in:,}", f"{result.packets_out:,}", Path(result.output).name, details,
+                     extra={"job": row.path.name})
+        self.model.changed(row)
+        self._fill_slots()
+        self._update_actions()
+
+    def _on_worker_failed(self, row_id: int, error: str) -> None:
+        from ..pipeline import JobResult
+
+        row = self.model.row_by_id(row_id)
+        if row is None:
+            return
+        self._on_result(row_id, JobResult(input=str(row.path), status="failed", error=error))
+
+    def _on_runner_idle(self) -> None:
+        self._maybe_finish_batch()
+        self._update_actions()
+
+    def _maybe_finish_batch(self) -> None:
+        batch = self.batch
+        if batch is None or self.runner.running_count() or any(r.status == QUEUED for r in self.model.rows):
+            return
+        batch.finished = time.monotonic()
+        self.batch = None
+        self.clock.stop()
+        order = {str(r.path): i for i, r in enumerate(self.model.rows)}
+        self.last_results = sorted(batch.results, key=lambda res: order.get(res.input, len(order)))
+        self.last_elapsed = batch.elapsed()
+        self._update_overall(finished=batch)
+        if not batch.results:
+            return
+        ok = sum(r.status == "ok" for r in batch.results)
+        failed = sum(r.status == "failed" for r in batch.results)
+        cancelled = sum(r.status == "cancelled" for r in batch.results)
+        words = [f"{plural(ok, 'file')} sanitized"] + ([f"{failed} failed"] if failed else []) + \
+                ([f"{cancelled} cancelled"] if cancelled else [])
+        log.info("Finished in %s: %s.", human_duration(self.last_elapsed), ", ".join(words))
+        self.statusBar().showMessage(f"Finished: {', '.join(words)}.", 15000)
+        if not self._closing and (ok or failed):
+            self.show_summary()
+        self._update_actions()
+
+    def cancel_all(self) -> None:
+        """Stop every running file (the engine's cancel token: each stops within ~0.5 s and removes its
+        temp files and partial output) and drop the queued ones."""
+        dropped = 0
+        for row in self.model.rows:
+            if row.status == QUEUED and (self.batch is not None):
+                row.status = CANCELLED
+                row.error = "cancelled before it started"
+                dropped += 1
+                self.model.changed(row)
+        running = 0
+        for row in self.model.rows:
+            if row.status == RUNNING and self.runner.cancel(row.id):
+                row.status = CANCELLING
+                running += 1
+                self.model.changed(row)
+        if running or dropped:
+            parts = ([f"stopping {plural(running, 'running file')}"] if running else []) + \
+                    ([f"dropped {plural(dropped, 'queued file')}"] if dropped else [])
+            log.warning("Cancel: %s.", ", ".join(parts))
+            self.statusBar().showMessage("Cancelling: " + ", ".join(parts) + "…", 5000)
+        self._maybe_finish_batch()
+        self._update_actions()
+
+    def cancel_row(self, row) -> None:
+        if row.status == QUEUED:
+            row.status = CANCELLED
+            row.error = "cancelled before it started"
+            self.model.changed(row)
+        elif row.status == RUNNING and self.runner.cancel(row.id):
+            row.status = CANCELLING
+            self.model.changed(row)
+            log.warning("%s: cancel requested.", row.path.name, extra={"job": row.path.name})
+        self._maybe_finish_batch()
+        self._update_actions()
+
+    # ============================================================================ presentation ===
+    def result_text(self, row) -> str:
+        if row.status == QUEUED:
+            return f"Will be saved as {self.planned_output(row).name}"
+        if row.status == RUNNING:
+            return f"Writing {self.planned_output(row).name}"
+        if row.status == CANCELLING:
+            return "Stopping; removing temp files and the partial output…"
+        result = row.result
+        if row.status == DONE and result is not None:
+            parts = [f"Saved {Path(result.output).name}" if result.output else "Done"]
+            dupes = duplicates_removed(result)
+            if dupes is not None:
+                parts.append(f"{plural(dupes, 'duplicate')} removed")
+            if result.warnings:
+                parts.append(plural(len(result.warnings), "warning"))
+            return " · ".join(parts)
+        if row.status == CANCELLED:
+            if row.error == "cancelled before it started":
+                return "Cancelled before it started"
+            return "Cancelled; nothing was written"
+        if row.status == FAILED:
+            text = " ".join((row.error or "failed").split())
+            return text[:1].upper() + text[1:]
+        return ""
+
+    def planned_output(self, row) -> Path:
+        batch_dir = self.batch.output_dir if (self.batch is not None and row.status != QUEUED) else self.output_dir()
+        base = row.path.parent if batch_dir is None else batch_dir / row.rel_dir
+        return base / output_name(row.path, self.settings.output_suffix)
+
+    def _update_overall(self, finished: Batch | None = None) -> None:
+        batch = self.batch
+        if batch is None:
+            if finished is not None:
+                self.overall.setValue(1000)
+                self.overall.setFormat("Finished")
+                self.time_label.setText(f"Finished in {human_duration(finished.elapsed())}")
+            elif not self.model.rows:
+                self.overall.setValue(0)
+                self.overall.setFormat("")
+                self.time_label.setText("Drop captures to begin")
+            else:
+                queued = sum(r.status == QUEUED for r in self.model.rows)
+                if queued:
+                    self.overall.setValue(0)
+                    self.overall.setFormat("")
+                    size = sum(r.size for r in self.model.rows if r.status == QUEUED)
+                    self.time_label.setText(f"{plural(queued, 'file')} queued ({human_size(size)})")
+            return
+        rows = [r for r in self.model.rows if r.id in batch.row_ids or r.status == QUEUED]
+        rows = [r for r in rows if not (r.status == CANCELLED and r.error == "cancelled before it started")]
+        total = sum(max(r.size, 1) for r in rows) or 1
+        done = 0.0
+        for r in rows:
+            done += max(r.size, 1) * (1.0 if r.status in FINISHED else r.fraction())
+        fraction = min(1.0, done / total)
+        self.overall.setValue(int(fraction * 1000))
+        finished_n = sum(r.status in FINISHED for r in rows)
+        self.overall.setFormat(f"{finished_n} of {len(rows)} files · {fraction * 100:.0f}%")
+        elapsed = batch.elapsed()
+        text = f"Elapsed {human_duration(elapsed)}"
+        if fraction > 0.01 and elapsed > 1.0:
+            left = elapsed * (1.0 - fraction) / fraction
+            text += f" · about {human_duration(left)} left"
+        elif fraction < 1.0:
+            text += " · estimating…"
+        self.time_label.setText(text)
+
+    def _update_counts(self) -> None:
+        by = {}
+        for r in self.model.rows:
+            by[r.status] = by.get(r.status, 0) + 1
+        parts = [f"{by[s]} {s.lower().rstrip('…')}" for s in (QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED)
+                 if by.get(s)]
+        self.counts_label.setText("  ·  ".join(parts) if parts else "Queue empty")
+
+    def _update_actions(self, *_args) -> None:
+        running = self.runner.running_count()
+        queued = any(r.status == QUEUED for r in self.model.rows)
+        ops = bool(self.selected_operations())
+        can_start = queued and ops and not self._closing and self.batch is None   # a running batch takes new files itself
+        self.act_start.setEnabled(can_start)
+        self.start_button.setEnabled(can_start)
+        if self.batch is not None:
+            self.start_button.setToolTip("Running; files you add now join this run")
+        elif not ops:
+            self.start_button.setToolTip("Choose at least one operation first")
+        elif not queued:
+            self.start_button.setToolTip("Queue capture files first")
+        else:
+            self.start_button.setToolTip(self.act_start.toolTip())
+        can_cancel = running > 0 or (self.batch is not None and queued)
+        self.act_cancel.setEnabled(can_cancel)
+        self.cancel_button.setEnabled(can_cancel)
+        selected = self._selected_rows() if self.queue_view.selectionModel() is not None else []
+        self.act_remove.setEnabled(any(r.status not in (RUNNING, CANCELLING) for r in selected))
+        self.act_clear.setEnabled(any(r.status in FINISHED for r in self.model.rows))
+        self.act_open_output.setEnabled(self._output_folder_to_open() is not None)
+        self.open_button.setEnabled(self.act_open_output.isEnabled())
+        self.act_summary.setEnabled(bool(self.last_results))
+        busy = self.batch is not None
+        for box in self.op_boxes.values():
+            box.setEnabled(not busy)
+        for w in (self.out_beside, self.out_folder, self.out_path, self.out_browse):
+            w.setEnabled(not busy)
+        if not busy and self.out_beside.isChecked():
+            self.out_path.setEnabled(True)
+        self._update_counts()
+        if self.batch is None:
+            self._update_overall()
+        title = "PktMask GUI"
+        if running:
+            title = f"PktMask GUI — running {plural(running, 'file')}"
+        self.setWindowTitle(title)
+
+    def _output_mode_changed(self) -> None:
+        self.out_browse.setEnabled(self.batch is None)
+        self.model.refresh_all()
+        self._update_actions()
+
+    # ================================================================================ folders ===
+    def choose_output_folder(self) -> None:
+        start = self.out_path.text() or self._last_dir("recent/outputDir")
+        folder = QFileDialog.getExistingDirectory(self, "Choose the Output Folder", start)
+        if folder:
+            self.out_path.setText(folder)
+            self.out_folder.setChecked(True)
+            self.state.setValue("recent/outputDir", folder)
+            self._output_mode_changed()
+
+    def _output_folder_to_open(self) -> Path | None:
+        if self.out_folder.isChecked():
+            folder = self.output_dir()
+            if folder is not None and folder.is_dir():
+                return folder
+        rows = self._selected_rows() if self.queue_view.selectionModel() is not None else []
+        for row in rows + list(reversed(self.model.rows)):
+            if row.result is not None and row.result.output:
+                return Path(row.result.output).parent
+        for folder in self.recent_outputs():
+            if Path(folder).is_dir():
+                return Path(folder)
+        return None
+
+    def open_output_folder(self) -> None:
+        folder = self._output_folder_to_open()
+        if folder is not None:
+            self._open_folder(folder)
+
+    def _open_row_output(self, row) -> None:
+        if row.result is not None and row.result.output:
+            self._open_folder(Path(row.result.output).parent)
+
+    def _open_folder(self, folder: Path) -> None:
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.statusBar().showMessage(f"Could not open {folder} in the file manager.", 6000)
+
+    # ========================================================================== dialogs, about ===
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec() and dialog.result_settings is not None:
+            self.apply_settings(dialog.result_settings)
+
+    def apply_settings(self, new: settings_mod.Settings) -> None:
+        self.settings = new
+        self.out_beside.setToolTip(f"Each output is saved in its input's folder, named <name>{new.output_suffix}<ext>")
+        self.model.refresh_all()
+        note = " Running files keep the settings they started with." if self.runner.running_count() else ""
+        self.statusBar().showMessage("Settings saved; they apply to the next file that starts." + note, 8000)
+        log.info("Settings saved; they apply from the next file that starts.")
+        if self.batch is not None:
+            self._fill_slots()   # more parallel jobs may start now
+
+    def show_summary(self) -> None:
+        if not self.last_results:
+            return
+        if self.summary_dialog is not None:
+            self.summary_dialog.close()
+            self.summary_dialog.deleteLater()
+        self.summary_dialog = SummaryDialog(self.last_results, self.last_elapsed, self,
+                                            last_dir=str(self.state.value("recent/summaryDir", "") or ""))
+        self.summary_dialog.setModal(False)
+        dialog = self.summary_dialog
+        dialog.finished.connect(lambda _code: self.state.setValue("recent/summaryDir", dialog.last_dir))
+        dialog.show()
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About PktMask GUI", about_html())
+
+    def _warn(self, title: str, text: str) -> None:
+        QMessageBox.warning(self, title, text)
+
+    # ================================================================================ startup ===
+    def sweep_stale(self) -> list:
+        """Remove temp folders and partial outputs left by an earlier run that ended abnormally."""
+        from ..workspace import sweep_stale
+
+        try:
+            removed = sweep_stale(self.settings.temp_root_path(),
+                                  extra_dirs=[p for p in self.recent_outputs() if Path(p).is_dir()])
+        except OSError as exc:
+            log.warning("Could not check the temp folder for leftovers: %s", exc)
+            return []
+        if removed:
+            self.statusBar().showMessage(f"Removed {plural(len(removed), 'leftover temp folder')} "
+                                         "from an earlier run.", 8000)
+        return removed
+
+    # =============================================================================== shutdown ===
+    def confirm_quit(self, running: int) -> bool:
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Question)
+        box.setWindowTitle("Quit PktMask GUI")
+        if running == 1:
+            box.setText("1 job is running — cancel it and quit?")
+        else:
+            box.setText(f"{running} jobs are running — cancel them and quit?")
+        box.setInformativeText("Cancelled files leave no partial output and no temp files behind.")
+        quit_button = box.addButton("Cancel Jobs and Quit", QMessageBox.DestructiveRole)
+        keep = box.addButton("Keep Running", QMessageBox.RejectRole)
+        box.setDefaultButton(keep)
+        box.exec()
+        return box.clickedButton() is quit_button
+
+    def shutdown(self, show_progress: bool = True) -> bool:
+        """Cancel every job and wait (bounded) for the workers to end and clean up. Idempotent."""
+        if self._shut_down:
+            return True
+        self._closing = True
+        running = self.runner.threads_alive()
+        for row in self.model.rows:
+            if row.status == QUEUED:
+                row.status, row.error = CANCELLED, "cancelled before it started"
+                self.model.changed(row)
+            elif row.status == RUNNING:
+                row.status = CANCELLING
+                self.model.changed(row)
+        progress = None
+        if running and show_progress:
+            progress = QProgressDialog(f"Cancelling {plural(running, 'job')} and removing their temporary files…",
+                                       "", 0, 0, self)
+            progress.setWindowTitle("Cleaning Up")
+            progress.setCancelButton(None)
+            progress.setWindowModality(Qt.WindowModal)
+            progress.setMinimumDuration(0)
+            progress.show()
+            QApplication.processEvents()
+        if running:
+            self.statusBar().showMessage("Cleaning up: cancelling running jobs…")
+            log.warning("Quitting: cancelling %s.", plural(running, "running job"))
+        stopped = self.runner.cancel_all_and_wait(SHUTDOWN_TIMEOUT_S)
+        if progress is not None:
+            progress.close()
+            progress.deleteLater()
+        if not stopped:
+            message = (f"{plural(self.runner.threads_alive(), 'job')} did not stop within "
+                       f"{SHUTDOWN_TIMEOUT_S:.0f} s; their child processes are killed when this program exits.")
+            log.error(message)
+            sys.stderr.write(f"pktmask-gui: {message}\n")
+        self._shut_down = stopped
+        return stopped
+
+    def closeEvent(self, event) -> None:
+        running = self.runner.running_count()
+        if running and not self._shut_down:
+            if not self.confirm_quit(running):
+                event.ignore()
+                return
+        if self.runner.threads_alive() and not self.shutdown(show_progress=True):
+            # A thread still runs: keep the window (and its QThread objects) alive rather than abort.
+            self.runner.cancel_all_and_wait(SHUTDOWN_TIMEOUT_S)
+        self._closing = True
+        self.clock.stop()
+        try:
+            self._save_state()
+        except Exception:  # UI state is a nicety; never block closing on it
+            pass
+        if self.summary_dialog is not None:
+            self.summary_dialog.close()
+        self._detach_log()
+        event.accept()
+
+    def _on_about_to_quit(self) -> None:
+        if self.runner.threads_alive():
+            self.shutdown(show_progress=False)
+        self._detach_log()
+
+    # ============================================================================ drops on the window
+    def dragEnterEvent(self, event):
+        self.queue_view.dragEnterEvent(event)
+
+    def dragMoveEvent(self, event):
+        self.queue_view.dragMoveEvent(event)
+
+    def dragLeaveEvent(self, event):
+        self.queue_view.dragLeaveEvent(event)
+
+    def dropEvent(self, event):
+        self.queue_view.dropEvent(event)
+
+
+def _esc(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def about_html() -> str:
+    import platform
+
+    import PySide6
+    from PySide6 import QtCore
+
+    versions = [("PktMask GUI", __version__), ("Python", platform.python_version()),
+                ("PySide6", PySide6.__version__), ("Qt", QtCore.qVersion())]
+    for name, module in (("psutil", "psutil"), ("cryptography", "cryptography")):
+        try:
+            versions.append((name, __import__(module).__version__))
+        except Exception:
+            pass
+    rows = "".join(f"<tr><td>{_esc(n)}</td><td>&nbsp;&nbsp;{_esc(v)}</td></tr>" for n, v in versions)
+    return (f"<h3>PktMask GUI {__version__}</h3>"
+            "<p>Makes packet captures safe to share: removes duplicate frames, anonymizes IP addresses "
+            "with a keyed prefix-preserving mapping, and masks payloads while keeping TLS handshakes.</p>"
+            "<p>Inputs are never modified; every output is a new file; nothing is left behind in the "
+            "temp folder.</p>"
+            f"<table>{rows}</table>"
+            f"<p>Settings folder: {_esc(str(settings_mod.config_dir()))}<br>"
+            f"Platform: {_esc(platform.platform(terse=True))}</p>")

@@ -1,0 +1,439 @@
+"""Mask Payloads: crafted frames and streams in, bytes out; corpus captures checked by our own code and,
+where tshark is installed, by the independent verify.py."""
+from __future__ import annotations
+
+import random
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pktmask_gui import checksum
+from pktmask_gui.capture import CaptureReader, CaptureWriter
+from pktmask_gui.frames import Uninspectable, walk
+from pktmask_gui.stages import StageContext, StageError
+from pktmask_gui.stages.mask import MaskStage
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO.parent / "shared" / "corpus"
+VERIFY = REPO.parent / "shared" / "tools" / "verify.py"
+
+A4, B4 = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+A6, B6 = bytes.fromhex("20010db8000000000000000000000001"), bytes.fromhex("20010db8000000000000000000000002")
+
+
+# ---- frame builders (valid checksums) ---------------------------------------------------------------
+def ipv4(src, dst, proto, payload, ident=1, frag=0):
+    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, frag, 64, proto, 0, src, dst))
+    struct.pack_into("!H", hdr, 10, checksum.internet_checksum(hdr))
+    return bytes(hdr) + payload
+
+
+def ipv6(src, dst, proto, payload):
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), proto, 64, src, dst) + payload
+
+
+def pseudo(src, dst, proto, length):
+    if len(src) == 4:
+        return src + dst + struct.pack("!BBH", 0, proto, length)
+    return src + dst + struct.pack("!IxxxB", length, proto)
+
+
+def l4sum(src, dst, proto, seg):
+    return checksum.internet_checksum(pseudo(src, dst, proto, len(seg)) + seg)
+
+
+def tcp(src, dst, sport, dport, seq, payload=b"", flags=0x18, ack=1):
+    seg = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack, 5 << 4, flags, 65535, 0, 0))
+    seg += payload
+    struct.pack_into("!H", seg, 16, l4sum(src, dst, 6, bytes(seg)))
+    return bytes(seg)
+
+
+def udp(src, dst, sport, dport, payload, zero_sum=False):
+    seg = bytearray(struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)) + payload
+    if not zero_sum:
+        struct.pack_into("!H", seg, 6, l4sum(src, dst, 17, bytes(seg)) or 0xFFFF)
+    return bytes(seg)
+
+
+def eth(l3, v6=False, vlans=()):
+    out = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02"
+    for vid in vlans:
+        out += struct.pack("!HH", 0x8100, vid)
+    return out + struct.pack("!H", 0x86DD if v6 else 0x0800) + l3
+
+
+def tcp_frame(seq, payload, flags=0x18, v6=False, vlans=(), back=False, sport=40000, dport=443):
+    src, dst = (A6, B6) if v6 else (A4, B4)
+    if back:
+        src, dst, sport, dport = dst, src, dport, sport
+    seg = tcp(src, dst, sport, dport, seq, payload, flags)
+    return eth(ipv6(src, dst, 6, seg) if v6 else ipv4(src, dst, 6, seg), v6, vlans)
+
+
+def recs(frames, block=None):
+    return [(f, 1, i, len(f), 0, block) for i, f in enumerate(frames)]
+
+
+def run(records, batch=7, **options):
+    stage = MaskStage(options, StageContext())
+    for i in range(0, len(records), batch):
+        stage.prescan(records[i:i + batch])
+    out = []
+    for i in range(0, len(records), batch):
+        out += stage.process(records[i:i + batch])
+    return out, stage
+
+
+def payload(frame):
+    l4 = walk(frame, 1)[4]
+    return frame[l4[2]:l4[3]]
+
+
+def checksums_ok(frame, linktype=1):
+    """Recompute every IPv4 / TCP / UDP / ICMP checksum of a whole frame from scratch."""
+    w = walk(frame, linktype)
+    result = []
+    for cs_off, start, end, kind, ipi in w[5]:
+        if kind == "udp" and frame[cs_off:cs_off + 2] == b"\x00\x00":
+            result.append(True)
+            continue
+        init = 0
+        if ipi is not None:
+            ip = w[2][ipi]
+            size = 4 if ip[1] == 4 else 16
+            ph = pseudo(frame[ip[6]:ip[6] + size], frame[ip[11]:ip[11] + size], {"tcp": 6, "udp": 17,
+                        "icmpv6": 58}[kind], end - start)
+            init = checksum.ones_sum(ph)
+        total = checksum.ones_sum(frame, start, end) + init
+        while total > 0xFFFF:
+            total = (total & 0xFFFF) + (total >> 16)
+        result.append(total == 0xFFFF)
+    return result
+
+
+# ---- TLS content -------------------------------------------------------------------------------------
+def rec(t, body, ver=0x0303):
+    return bytes([t, ver >> 8, ver & 0xFF]) + len(body).to_bytes(2, "big") + body
+
+
+def rnd(n, seed):
+    r = random.Random(seed)
+    return bytes(r.choice(range(4, 256)) for _ in range(n))
+
+
+CH = rec(22, b"\x01" + rnd(250, 1) + b"\x00\x00\x00\x10example.org", 0x0301)
+SH = rec(22, b"\x02" + rnd(300, 2))
+CCS = rec(20, b"\x01")
+APP = [rec(23, rnd(n, n)) for n in (1200, 30, 4000)]
+
+
+def layout(stream_parts):
+    """-> (stream bytes, per-byte class: 'k' keep, 'z' must be zero)"""
+    data, cls = b"", ""
+    for part in stream_parts:
+        data += part
+        if part[0] == 23:
+            cls += "k" * 5 + "z" * (len(part) - 5)
+        else:
+            cls += "k" * len(part)
+    return data, cls
+
+
+def segments(stream, sizes, isn, v6=False, vlans=(), back=False):
+    frames, off, i = [], 0, 0
+    while off < len(stream):
+        n = sizes[i % len(sizes)]
+        frames.append((off, tcp_frame(isn + 1 + off, stream[off:off + n], v6=v6, vlans=vlans, back=back)))
+        off += n
+        i += 1
+    return frames
+
+
+def check_stream(out_frames, offsets, stream, cls):
+    for off, f in zip(offsets, out_frames):
+        p = payload(f)
+        for j, b in enumerate(p):
+            c = cls[off + j]
+            if c == "k":
+                assert b == stream[off + j], ("kept byte changed", off + j)
+            else:
+                assert b == 0, ("masked byte not zero", off + j)
+        assert all(checksums_ok(f))
+
+
+@pytest.mark.parametrize("v6,vlans", [(False, ()), (True, ()), (False, (100,)), (True, (10, 20))])
+def test_tls_session_handshake_kept_application_data_zero(v6, vlans):
+    client, ccls = layout([CH, CCS, APP[1]])
+    server, scls = layout([SH, CCS, APP[0], APP[2]])
+    frames = [(None, tcp_frame(999, b"", 0x02, v6, vlans)), (None, tcp_frame(4999, b"", 0x12, v6, vlans, True))]
+    cs = segments(client, [100, 3, 2000], 999, v6, vlans)
+    ss = segments(server, [1448], 4999, v6, vlans, back=True)
+    frames += [cs[0], ss[0], ss[1]] + cs[1:] + ss[2:]
+    out, stage = run(recs([f for _, f in frames]))
+    data = [o[0] for o in out]
+    for (off, f), o in zip(frames, data):
+        assert len(o) == len(f)
+        assert o[:len(f) - len(payload(f))] [:14] == f[:14]
+    n_c = 2 + 1
+    check_stream([data[2]] + data[5:5 + len(cs) - 1], [cs[0][0]] + [c[0] for c in cs[1:]], client, ccls)
+    check_stream(data[3:5] + data[5 + len(cs) - 1:], [s[0] for s in ss], server, scls)
+    rep = stage.report()
+    assert rep["tls_flows"] == 1
+    assert rep["tls_records"] == {"change_cipher_spec": 2, "handshake": 2, "application_data": 3}
+    assert rep["bytes_masked"] == sum(len(a) - 5 for a in APP)
+    assert n_c
+
+
+def test_tcp_headers_identical_except_checksum():
+    stream, cls = layout([CH, APP[0]])
+    frames = segments(stream, [500], 7)
+    out, _ = run(recs([f for _, f in frames]))
+    for (_, f), o in zip(frames, out):
+        o = o[0]
+        tcp_off = 14 + 20
+        assert o[:tcp_off] == f[:tcp_off]
+        assert o[tcp_off:tcp_off + 16] == f[tcp_off:tcp_off + 16]
+        assert o[tcp_off + 18:tcp_off + 20] == f[tcp_off + 18:tcp_off + 20]
+
+
+def test_wraparound_out_of_order_and_retransmission():
+    stream, cls = layout([CH, APP[0], APP[1], APP[2]])
+    isn = 0xFFFFFFFF - 700                    # the sequence numbers wrap inside the stream
+    segs = segments(stream, [600], isn)
+    order = [segs[0], segs[2], segs[1]] + segs[3:5] + [segs[1], segs[4]] + segs[5:]
+    # a retransmission with different bytes: the first copy defines the stream
+    forged = (segs[3][0], tcp_frame(isn + 1 + segs[3][0], bytes([0x41]) * 600))
+    order.append(forged)
+    out, stage = run(recs([f for _, f in order]))
+    check_stream([o[0] for o in out[:-1]], [o for o, _ in order[:-1]], stream, cls)
+    p = payload(out[-1][0])
+    base = forged[0]
+    assert all(b == 0 for j, b in enumerate(p) if cls[base + j] == "z")
+    assert all(checksums_ok(out[-1][0]))
+
+
+def test_resent_handshake_bytes_kept_only_when_equal_to_first_copy():
+    stream, cls = layout([CH, APP[0]])
+    segs = segments(stream, [150], 1)
+    same_coalesced = tcp_frame(2, stream[:300])                      # one copy of the first two segments
+    forged = tcp_frame(2, (b"\x16\x03\x01" + bytes(range(147)))[:150])
+    out, stage = run(recs([f for _, f in segs] + [same_coalesced, forged]))
+    assert payload(out[-2][0]) == stream[:len(CH) + 5] + bytes(300 - len(CH) - 5)
+    assert not any(payload(out[-1][0]))
+    assert all(checksums_ok(out[-1][0]))
+    assert stage.report()["resent_ranges_differing"] == 1
+
+
+def test_gap_then_resync_and_midstream_start():
+    stream, cls = layout([CH] + [rec(23, rnd(900, s)) for s in range(5)])
+    segs = segments(stream, [700], 50)
+    h1 = len(CH) + 905                        # second application-data header: its segment is lost
+    kept = [s for s in segs if not s[0] <= h1 < s[0] + 700]
+    out, stage = run(recs([f for _, f in kept]))
+    hdr_after = [len(CH) + i * 905 for i in range(2, 5)]
+    for (off, f), o in zip(kept, out):
+        p = payload(o[0])
+        for j, b in enumerate(p):
+            pos = off + j
+            if any(h <= pos < h + 5 for h in hdr_after) or pos < len(CH) + 5:
+                assert b == stream[pos]
+            else:
+                assert b == 0
+    assert stage.report()["streams_with_gaps"] == 1
+    # a capture that starts in the middle of a record (no SYN): masked until a confirmed header
+    mid = segs[2:]
+    out, _ = run(recs([f for _, f in mid]))
+    first = min(h for h in hdr_after if h > mid[0][0])
+    for (off, f), o in zip(mid, out):
+        p = payload(o[0])
+        for j, b in enumerate(p):
+            if off + j < first:
+                assert b == 0
+
+
+def test_starttls_plaintext_masked():
+    plain = b"EHLO a.example\r\nSTARTTLS\r\n"
+    stream = plain + CH + APP[1]
+    segs = segments(stream, [16, 10, 2000], 77)
+    out, _ = run(recs([f for _, f in segs]))
+    got = b"".join(payload(o[0]) for o in out)
+    assert got == bytes(len(plain)) + CH + APP[1][:5] + bytes(len(APP[1]) - 5)
+
+
+def test_sslv2_client_hello_kept():
+    cs = bytes.fromhex("0100800300800700c0")
+    body = b"\x01\x00\x02" + len(cs).to_bytes(2, "big") + b"\x00\x00\x00\x10" + cs + rnd(16, 3)
+    hello = bytes([0x80, len(body)]) + body
+    stream = hello + rec(22, b"\x10" + rnd(130, 4)) + CCS + APP[1]
+    segs = segments(stream, [len(hello), 1000], 10)
+    out, stage = run(recs([f for _, f in segs]))
+    got = b"".join(payload(o[0]) for o in out)
+    assert got == stream[:-len(APP[1]) + 5] + bytes(len(APP[1]) - 5)
+    assert stage.report()["tls_records"]["sslv2"] == 1
+
+
+def test_udp_icmp_and_opaque_payloads_zeroed_with_valid_checksums():
+    dns = rnd(60, 5)
+    frames = [
+        eth(ipv4(A4, B4, 17, udp(A4, B4, 5353, 53, dns))),
+        eth(ipv4(A4, B4, 17, udp(A4, B4, 5353, 53, dns, zero_sum=True))),
+        eth(ipv6(A6, B6, 17, udp(A6, B6, 5353, 53, dns)), True),
+        eth(ipv4(A4, B4, 50, rnd(40, 6))),                                      # ESP: opaque
+    ]
+    icmp = bytearray(b"\x08\x00\x00\x00\x12\x34\x00\x01" + rnd(56, 7))
+    struct.pack_into("!H", icmp, 2, checksum.internet_checksum(icmp))
+    frames.append(eth(ipv4(A4, B4, 1, bytes(icmp))))
+    out, _ = run(recs(frames))
+    for f, o in zip(frames, out):
+        o = o[0]
+        assert len(o) == len(f)
+        assert all(checksums_ok(o)), f
+        assert not any(payload(o))
+    assert out[1][0][14 + 20 + 6:14 + 20 + 8] == b"\x00\x00"                 # UDP checksum 0 stays 0
+
+
+def test_udp_checksum_never_becomes_zero():
+    # find a payload whose masked datagram would checksum to 0: then 0xFFFF must be stored
+    for i in range(1, 70000):
+        p = i.to_bytes(4, "big")
+        masked = udp(A4, B4, 1, 2, bytes(4))
+        if masked[6:8] == b"\xff\xff":
+            break
+    seg = udp(A4, B4, 1, 2, p)
+    out, _ = run(recs([eth(ipv4(A4, B4, 17, seg))]))
+    assert out[0][0][-6:-4] == b"\xff\xff" or out[0][0][34 + 6:34 + 8] != b"\x00\x00"
+    assert all(checksums_ok(out[0][0]))
+
+
+def test_icmp_error_keeps_quoted_headers_and_zeroes_quoted_payload():
+    inner = ipv4(B4, A4, 17, udp(B4, A4, 53, 5353, rnd(40, 8)))
+    icmp = bytearray(b"\x03\x03\x00\x00\x00\x00\x00\x00" + inner)
+    struct.pack_into("!H", icmp, 2, checksum.internet_checksum(icmp))
+    f = eth(ipv4(A4, B4, 1, bytes(icmp)))
+    out, _ = run(recs([f]))
+    o = out[0][0]
+    q = 14 + 20 + 8
+    assert o[:q + 28] == f[:q + 28][:q + 26] + o[q + 26:q + 28]     # quoted IP + UDP header (checksum updated)
+    assert not any(o[q + 28:])
+    assert all(checksums_ok(o))
+
+
+def test_fragments_zeroed_and_first_fragment_checksum_accounts_for_them():
+    data = rnd(3000, 9)
+    seg = udp(A4, B4, 1000, 2000, data)
+    pieces = [(0, seg[:1480]), (1480, seg[1480:2960]), (2960, seg[2960:])]
+    frames = []
+    for off, chunk in reversed(pieces):                   # later fragments first
+        more = 0x2000 if off + len(chunk) < len(seg) else 0
+        frames.append(eth(ipv4(A4, B4, 17, chunk, ident=77, frag=more | off // 8)))
+    out, _ = run(recs(frames))
+    datagram = b""
+    for o in reversed(out):
+        datagram += o[0][34:]
+    assert datagram[:6] == seg[:6] and not any(datagram[8:])
+    assert l4sum(A4, B4, 17, datagram) == 0                 # valid over the reassembled datagram
+
+
+def test_trim_mode_cuts_after_kept_bytes_but_never_shortens_spb():
+    stream, cls = layout([CH, APP[0]])
+    segs = segments(stream, [1400], 5)
+    out, _ = run(recs([f for _, f in segs]), mode="trim")
+    o, f = out[0][0], segs[0][1]
+    assert o[:50] + o[52:] == f[:50] + f[52:len(o)]       # all but the TCP checksum (updated as if zeroed)
+    assert len(out[0][0]) == 14 + 20 + 20 + len(CH) + 5
+    assert out[0][3] == len(segs[0][1])                   # the original length stays
+    u = eth(ipv4(A4, B4, 17, udp(A4, B4, 1, 2, rnd(100, 1))))
+    out, _ = run(recs([u]), mode="trim")
+    assert len(out[0][0]) == 42
+    out, _ = run(recs([u], block=(3, b"")), mode="trim")
+    assert len(out[0][0]) == len(u) and not any(out[0][0][42:])
+
+
+def test_keep_ports_and_mask_handshake_option():
+    stream, _ = layout([CH, APP[1]])
+    segs = segments(stream, [2000], 5)
+    out, _ = run(recs([f for _, f in segs]), keep_ports=[443])
+    assert out[0][0] == segs[0][1]
+    out, _ = run(recs([f for _, f in segs]), keep_handshake=False)
+    p = payload(out[0][0])
+    assert p[:5] == CH[:5] and not any(p[5:len(CH)])
+
+
+def test_uninspectable_frame_fails_closed_unless_allowed():
+    bad = [(b"\x00" * 40, 147, 0, 40, 0, None)]
+    with pytest.raises(Uninspectable):
+        run(bad)
+    out, stage = run(bad, allow_uninspected=True)
+    assert out[0] == bad[0] and stage.report()["uninspected_frames"] == 1
+
+
+def test_stream_unknown_to_prescan_is_an_error():
+    stage = MaskStage({}, StageContext())
+    stage.prescan([])
+    with pytest.raises(StageError):
+        stage.process(recs([tcp_frame(1, b"hello")]))
+
+
+# ---- corpus ------------------------------------------------------------------------------------------
+TLS_FILES = ["pktmask__tls_1_2-2.pcap", "pktmask__tls_1_2_plainip.pcap", "zeek__tls_tls1.2.pcap",
+             "zeek__tls_hrr.pcap", "pktmask__ssl_3.pcap", "pktmask__https-justlaunchpage.pcap"]
+OTHER_FILES = ["tcpdump__afs.pcap", "zeek__ipv4_fragmented-1.pcap", "tcpdump__vxlan.pcap",
+               "zeek__tunnels_gre-within-gre.pcap", "tcpdump__mpls-traceroute.pcap", "zeek__vlan-qinqinq.pcap",
+               "tcpdump__icmpv6-rfc7112.pcap", "pcapngtest__be_basic_test018.pcapng",
+               "zeek__icmp_icmp-destunreach-udp.pcap"]
+
+
+def mask_file(src: Path, dst: Path, **options) -> dict:
+    stage = MaskStage(options, StageContext())
+    with CaptureReader(src) as r:
+        for b in r.batches(500):
+            stage.prescan(b)
+    with CaptureReader(src) as r, open(dst, "wb") as fh:
+        w = CaptureWriter(fh, r.format, r.pcap_header)
+        for b in r.batches(500):
+            w.write_batch(stage.process(b))
+        w.close()
+    return stage.report()
+
+
+@pytest.mark.parametrize("name", TLS_FILES + OTHER_FILES)
+def test_corpus_headers_kept_checksums_not_broken(name, corpus_dir, workdir):
+    src = workdir / name
+    shutil.copyfile(corpus_dir / name, src)
+    dst = workdir / ("out-" + name)
+    rep = mask_file(src, dst)
+    with CaptureReader(src) as a, CaptureReader(dst) as b:
+        ins = [r for batch in a.batches() for r in batch if r[1] >= 0]
+        outs = [r for batch in b.batches() for r in batch if r[1] >= 0]
+    assert len(ins) == len(outs)
+    for i, o in zip(ins, outs):
+        assert len(i[0]) == len(o[0]) and i[3] == o[3]
+        w = walk(i[0], i[1])
+        l4 = w[4]
+        if l4 is None:
+            assert i[0] == o[0]
+            continue
+        assert i[0][:l4[1] if l4[1] > 0 else l4[2]] == o[0][:l4[1] if l4[1] > 0 else l4[2]] or w[5]
+        before, after = checksums_ok(i[0], i[1]), checksums_ok(o[0], i[1])
+        assert [x for x, y in zip(before, after) if x and not y] == []
+    if name in TLS_FILES:
+        assert rep["tls_flows"] >= 1 and rep["tls_records"].get("application_data", 0) >= 1
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+@pytest.mark.parametrize("name", TLS_FILES[:4] + ["tcpdump__afs.pcap", "zeek__ipv4_fragmented-1.pcap"])
+def test_corpus_passes_independent_verifier(name, corpus_dir, workdir):
+    if not VERIFY.is_file():
+        pytest.skip("verify.py not present at %s" % VERIFY)
+    src = workdir / name
+    shutil.copyfile(corpus_dir / name, src)
+    dst = workdir / ("out-" + name)
+    mask_file(src, dst)
+    p = subprocess.run([sys.executable, str(VERIFY), str(src), str(dst), "--mask", "-v"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert p.returncode == 0, p.stdout.decode()

@@ -1,0 +1,418 @@
+"""The frame walker: crafted frames for every link type and encapsulation, checked offset by offset.
+
+The builders here are plain byte concatenation with independently computed checksums; the anonymizer
+tests import them (``import test_frames``).
+"""
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import pytest
+
+from pktmask_gui import frames
+from pktmask_gui.frames import (F_FRAGMENT, F_LATER_FRAGMENT, F_MORE_FRAGMENTS, F_QUOTED, F_TRUNCATED,
+                                F_TUNNELLED, L4F_ECHO, L4F_FRAGMENT, L4F_ICMP_ERROR, L4F_NO_HEADER, NON_IP, OK,
+                                UNINSPECTABLE, Uninspectable, walk)
+from pktmask_gui.stages import StageError
+
+
+# ---- builders (independent of the code under test) ------------------------------------------------
+def csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = 0
+    for i in range(0, len(data), 2):
+        s += (data[i] << 8) | data[i + 1]
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ip(text: str) -> bytes:
+    return ipaddress.ip_address(text).packed
+
+
+MAC1, MAC2 = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+
+
+def eth(payload: bytes, etype: int = 0x0800, dst: bytes = MAC2, src: bytes = MAC1) -> bytes:
+    return dst + src + struct.pack("!H", etype) + payload
+
+
+def vlan(tci: int, etype: int) -> bytes:
+    return struct.pack("!HH", tci, etype)
+
+
+def ipv4(src, dst, proto, payload, options=b"", ident=1, frag=0, ttl=64, total=None) -> bytes:
+    ihl = (20 + len(options)) // 4
+    tot = total if total is not None else 20 + len(options) + len(payload)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, tot, ident, frag, ttl, proto, 0, ip(src), ip(dst)) + options
+    c = csum(hdr)
+    return hdr[:10] + struct.pack("!H", c) + hdr[12:] + payload
+
+
+def ipv6(src, dst, nh, payload, ext=b"") -> bytes:
+    return struct.pack("!IHBB16s16s", 0x60000000, len(ext) + len(payload), nh, 64, ip(src), ip(dst)) + ext + payload
+
+
+def pseudo(src, dst, proto, length) -> bytes:
+    s, d = ip(src), ip(dst)
+    if len(s) == 4:
+        return s + d + struct.pack("!BBH", 0, proto, length)
+    return s + d + struct.pack("!IxxxB", length, proto)
+
+
+def tcp(src, dst, payload=b"", sport=1234, dport=80, seq=1, flags=0x18, bad=False) -> bytes:
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 65535, 0, 0)
+    c = csum(pseudo(src, dst, 6, len(hdr) + len(payload)) + hdr + payload) ^ (0x1111 if bad else 0)
+    return hdr[:16] + struct.pack("!H", c) + hdr[18:] + payload
+
+
+def udp(src, dst, payload=b"", sport=5353, dport=53, zero=False) -> bytes:
+    hdr = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
+    c = 0 if zero else (csum(pseudo(src, dst, 17, len(hdr) + len(payload)) + hdr + payload) or 0xFFFF)
+    return hdr[:6] + struct.pack("!H", c) + payload
+
+
+def icmp(typ, code, rest: bytes, payload: bytes = b"") -> bytes:
+    body = struct.pack("!BBH", typ, code, 0) + rest + payload
+    return body[:2] + struct.pack("!H", csum(body)) + body[4:]
+
+
+def icmp6(src, dst, typ, code, body: bytes) -> bytes:
+    msg = struct.pack("!BBH", typ, code, 0) + body
+    c = csum(pseudo(src, dst, 58, len(msg)) + msg)
+    return msg[:2] + struct.pack("!H", c) + msg[4:]
+
+
+def gre(proto: int, payload: bytes, checksum=False, key=None, seq=None) -> bytes:
+    flags = (0x8000 if checksum else 0) | (0x2000 if key is not None else 0) | (0x1000 if seq is not None else 0)
+    opt = b""
+    if checksum:
+        opt += b"\0\0\0\0"
+    if key is not None:
+        opt += struct.pack("!I", key)
+    if seq is not None:
+        opt += struct.pack("!I", seq)
+    pkt = struct.pack("!HH", flags, proto) + opt + payload
+    if checksum:
+        pkt = pkt[:4] + struct.pack("!H", csum(pkt)) + pkt[6:]
+    return pkt
+
+
+def arp(spa, tpa, op=1, sha=MAC1, tha=b"\0" * 6) -> bytes:
+    return struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + sha + ip(spa) + tha + ip(tpa)
+
+
+def mpls(labels, payload) -> bytes:
+    out = b""
+    for i, lab in enumerate(labels):
+        out += struct.pack("!I", (lab << 12) | (0x100 if i == len(labels) - 1 else 0) | 64)
+    return out + payload
+
+
+def addr_offsets(data: bytes, *texts) -> list:
+    """Offsets of each address's first occurrence (test addresses are chosen unique in a frame)."""
+    return sorted(data.find(ip(t)) for t in texts)
+
+
+def walked_offsets(w) -> list:
+    return sorted(a[0] for a in w[3])
+
+
+def assert_checksums_valid(data: bytes, w) -> None:
+    """Recompute every checksum the walk lists, from scratch, including pseudo-headers."""
+    for cs_off, start, end, kind, ipi in w[5]:
+        stored = (data[cs_off] << 8) | data[cs_off + 1]
+        if kind == "udp" and stored == 0:
+            continue
+        region = bytearray(data[start:end])
+        region[cs_off - start:cs_off - start + 2] = b"\0\0"
+        pre = b""
+        if ipi is not None:
+            hdr = w[2][ipi]
+            alen = 4 if hdr[1] == 4 else 16
+            s, d = data[hdr[6]:hdr[6] + alen], data[hdr[11]:hdr[11] + alen]
+            proto = {"tcp": 6, "udp": 17, "icmpv6": 58}[kind]
+            pre = s + d + (struct.pack("!BBH", 0, proto, end - start) if alen == 4
+                           else struct.pack("!IxxxB", end - start, proto))
+        want = csum(pre + bytes(region))
+        if kind == "udp" and want == 0:
+            want = 0xFFFF
+        assert stored == want, f"{kind} checksum at {cs_off}: stored {stored:#06x}, computed {want:#06x}"
+
+
+A, B, C, D = "10.1.2.3", "10.1.2.4", "192.0.2.77", "198.51.100.9"
+A6, B6 = "2001:db8::1", "2001:db8:1::2"
+
+
+# ---- basics ------------------------------------------------------------------------------------------
+def test_ethernet_ipv4_tcp_layout():
+    payload = b"hello world"
+    f = eth(ipv4(A, B, 6, tcp(A, B, payload)))
+    w = walk(f, 1)
+    status, label, ips, addrs, l4, csums, macs = w
+    assert (status, label) == (OK, "IPv4")
+    assert ips == [(14, 4, 20, 6, 34, len(f), 26, 30, 0, 1, 0, 30)]
+    assert addrs == [(26, 4, 32), (30, 4, 32)]
+    assert l4 == (6, 34, 54, len(f), 0, 0)
+    assert f[l4[2]:l4[3]] == payload
+    assert csums == [(50, 34, len(f), "tcp", 0), (24, 14, 34, "ipv4", None)]
+    assert macs == [0, 6]
+    assert_checksums_valid(f, w)
+
+
+def test_ipv4_options_and_padding_beyond_total_length():
+    rr = bytes([7, 11, 4]) + ip(C) + ip(D)        # record route with two addresses
+    opts = rr + b"\x00"
+    f = eth(ipv4(A, B, 17, udp(A, B, b"x"), options=opts)) + b"\0" * 10   # Ethernet padding
+    w = walk(f, 1)
+    assert w[2][0][2] == 32 and w[2][0][5] == len(f) - 10
+    assert walked_offsets(w) == addr_offsets(f, A, B, C, D)
+    assert w[4][3] == len(f) - 10
+    assert_checksums_valid(f, w)
+
+
+def test_lsrr_final_destination_is_pseudo_header_destination():
+    lsrr = bytes([131, 11, 4]) + ip(C) + ip(D) + b"\x00"
+    f = ipv4(A, B, 6, tcp(A, D, b"x"), options=lsrr)
+    w = walk(f, 101)
+    assert w[2][0][frames.IP_PDST] == f.find(ip(D))
+    assert_checksums_valid(f, w)
+
+
+def test_vlan_any_depth_and_qinq():
+    inner = ipv4(A, B, 17, udp(A, B, b"q"))
+    f = MAC2 + MAC1 + struct.pack("!H", 0x88A8) + vlan(10, 0x8100) + vlan(20, 0x9100) + vlan(30, 0x0800) + inner
+    w = walk(f, 1)
+    assert w[0] == OK and len(w[2]) == 1
+    assert walked_offsets(w) == addr_offsets(f, A, B)
+    assert w[2][0][0] == f.find(inner)
+
+
+def test_ipv6_extension_headers_and_routing_pseudo_destination():
+    hbh = bytes([43, 0]) + b"\x01\x04\0\0\0\0"                       # next: routing
+    rh = bytes([6, 2, 0, 1]) + b"\0" * 4 + ip("2001:db8:9::9")          # type 0, 1 address, segments left 1
+    seg = tcp(A6, "2001:db8:9::9", b"abc")
+    f = eth(ipv6(A6, B6, 0, seg, ext=hbh + rh), 0x86DD)
+    w = walk(f, 1)
+    hdr = w[2][0]
+    assert hdr[frames.IP_HLEN] == 40 + 8 + 24 and hdr[frames.IP_PROTO] == 6
+    assert hdr[frames.IP_PDST] == f.find(ip("2001:db8:9::9"))
+    assert walked_offsets(w) == addr_offsets(f, A6, B6, "2001:db8:9::9")
+    assert_checksums_valid(f, w)
+
+
+def test_ipv6_fragments_first_and_later():
+    body = udp(A6, B6, b"x" * 40)
+    frag1 = struct.pack("!BBHI", 17, 0, 0x0001, 0xABCD)                 # offset 0, more fragments
+    f1 = eth(ipv6(A6, B6, 44, body[:24], ext=frag1), 0x86DD)
+    w1 = walk(f1, 1)
+    h = w1[2][0]
+    assert h[frames.IP_FLAGS] & (F_FRAGMENT | F_MORE_FRAGMENTS) == F_FRAGMENT | F_MORE_FRAGMENTS
+    assert not h[frames.IP_FLAGS] & F_LATER_FRAGMENT and h[frames.IP_FRAG_ID] == 0xABCD
+    assert w1[4][0] == 17 and w1[4][5] & L4F_FRAGMENT
+    assert any(c[3] == "udp" for c in w1[5])              # the L4 checksum lives in the first fragment
+    frag2 = struct.pack("!BBHI", 17, 0, 24, 0xABCD)                     # offset 24, last
+    f2 = eth(ipv6(A6, B6, 44, body[24:], ext=frag2), 0x86DD)
+    w2 = walk(f2, 1)
+    assert w2[2][0][frames.IP_FLAGS] & F_LATER_FRAGMENT and w2[2][0][frames.IP_FRAG_OFF] == 24
+    assert w2[4][1] == -1 and w2[4][5] & L4F_NO_HEADER
+    assert not any(c[3] == "udp" for c in w2[5])
+
+
+def test_ipv4_later_fragment_has_no_l4_header():
+    f = eth(ipv4(A, B, 17, b"y" * 16, frag=0x0003))                     # offset 24 bytes
+    w = walk(f, 1)
+    assert w[2][0][frames.IP_FLAGS] & F_LATER_FRAGMENT and w[2][0][frames.IP_FRAG_OFF] == 24
+    assert w[4] == (17, -1, 34, len(f), 0, L4F_FRAGMENT | L4F_NO_HEADER)
+    assert [c[3] for c in w[5]] == ["ipv4"]
+
+
+def test_icmp_error_quotes_ip_and_udp_headers():
+    quoted = ipv4(B, C, 17, udp(B, C, b"dnsq" * 4))
+    f = eth(ipv4(A, B, 1, icmp(3, 3, b"\0\0\0\0", quoted)))
+    w = walk(f, 1)
+    assert len(w[2]) == 2 and w[2][1][frames.IP_FLAGS] & F_QUOTED
+    assert w[4][0] == 1 and w[4][5] & L4F_ICMP_ERROR
+    kinds = [c[3] for c in w[5]]
+    assert kinds == ["udp", "ipv4", "icmp", "ipv4"]          # innermost first
+    assert len(w[3]) == 4
+    assert_checksums_valid(f, w)
+
+
+def test_icmp_redirect_gateway_and_echo():
+    f = eth(ipv4(A, B, 1, icmp(5, 1, ip(D), ipv4(B, C, 6, tcp(B, C)[:8]))))
+    w = walk(f, 1)
+    assert f.find(ip(D)) in walked_offsets(w)
+    e = eth(ipv4(A, B, 1, icmp(8, 0, b"\0\1\0\1", b"ping")))
+    we = walk(e, 1)
+    assert we[4][5] & L4F_ECHO and e[we[4][2]:we[4][3]] == b"ping"
+
+
+def test_icmpv6_error_and_neighbour_discovery():
+    inner = ipv6(B6, "2001:db8:2::3", 17, udp(B6, "2001:db8:2::3", b"zz"))
+    f = eth(ipv6(A6, B6, 58, icmp6(A6, B6, 1, 4, b"\0\0\0\0" + inner)), 0x86DD)
+    w = walk(f, 1)
+    assert len(w[2]) == 2 and w[2][1][frames.IP_FLAGS] & F_QUOTED
+    assert_checksums_valid(f, w)
+    target = "2001:db8::99"
+    ns = icmp6(A6, "ff02::1:ff00:99", 135, 0, b"\0\0\0\0" + ip(target) + bytes([1, 1]) + MAC1)
+    g = eth(ipv6(A6, "ff02::1:ff00:99", 58, ns), 0x86DD)
+    wg = walk(g, 1)
+    assert g.find(ip(target)) in walked_offsets(wg)
+    assert g.rfind(MAC1) in wg[6]
+    assert_checksums_valid(g, wg)
+
+
+def test_arp_addresses_and_non_ip_protocols():
+    f = eth(arp(A, B), 0x0806)
+    w = walk(f, 1)
+    assert w[:2] == (OK, "ARP") and walked_offsets(w) == addr_offsets(f, A, B)
+    assert sorted(w[6]) == [0, 6, 22, 32]
+    lldp = eth(b"\x02\x07\x04" + MAC1 + b"\0\0", 0x88CC)
+    assert walk(lldp, 1)[:2] == (NON_IP, "LLDP")
+    stp = MAC2 + MAC1 + struct.pack("!H", 38) + b"\x42\x42\x03" + b"\0" * 35
+    assert walk(stp, 1)[:2] == (NON_IP, "STP")
+    cdp = MAC2 + MAC1 + struct.pack("!H", 30) + b"\xaa\xaa\x03\x00\x00\x0c\x20\x00" + b"\0" * 22
+    assert walk(cdp, 1)[:2] == (NON_IP, "CDP")
+
+
+def test_uninspectable_reasons_name_the_problem():
+    w = walk(b"\0" * 40, 147)
+    assert w[0] == UNINSPECTABLE and w[1] == "link type 147 (USER0) is not supported"
+    w = walk(eth(b"\0" * 30, 0x1234), 1)
+    assert w[0] == UNINSPECTABLE and "EtherType 0x1234" in w[1]
+    w = walk(eth(ipv4(A, B, 47, gre(0x4321, b"\0" * 20))), 1)
+    assert w[0] == UNINSPECTABLE and "0x4321" in w[1]
+    assert issubclass(Uninspectable, StageError)
+
+
+def test_truncated_frames_end_quietly_and_list_partial_addresses():
+    f = eth(ipv4(A, B, 6, tcp(A, B, b"payload")))
+    for cut in range(0, len(f)):
+        w = walk(f[:cut], 1)
+        assert w[0] == OK
+        for off, size, _ in w[3]:
+            assert off < cut
+        for c in w[5]:
+            assert c[0] + 2 <= cut and c[2] <= cut
+    w = walk(f[:28], 1)                                   # cut inside the source address
+    assert w[3] == [(26, 4, 32)] and w[2][0][frames.IP_FLAGS] & F_TRUNCATED
+
+
+# ---- link types ------------------------------------------------------------------------------------
+def _linktype_cases():
+    pkt4 = ipv4(A, B, 17, udp(A, B, b"dns"))
+    pkt6 = ipv6(A6, B6, 17, udp(A6, B6, b"dns"))
+    sll = struct.pack("!HHH", 0, 1, 6) + MAC1 + b"\0\0" + struct.pack("!H", 0x0800)
+    sll2 = struct.pack("!HHIHBB", 0x86DD, 0, 3, 1, 0, 6) + MAC1 + b"\0\0"
+    nflog = bytes([2, 0, 0, 0]) + struct.pack("<HH", 8, 1) + b"\x08\x00\x01\x00" + \
+        struct.pack("<HH", 4 + len(pkt4), 9) + pkt4
+    ipoib = b"\0" * 40 + struct.pack("!HH", 0x0800, 0)
+    return [
+        (1, eth(pkt4), pkt4), (101, pkt4, pkt4), (101, pkt6, pkt6), (12, pkt4, pkt4), (14, pkt6, pkt6),
+        (228, pkt4, pkt4), (229, pkt6, pkt6),
+        (0, struct.pack("<I", 2) + pkt4, pkt4), (0, struct.pack("<I", 30) + pkt6, pkt6),
+        (0, struct.pack(">I", 2) + pkt4, pkt4), (108, struct.pack(">I", 24) + pkt6, pkt6),
+        (9, b"\xff\x03\x00\x21" + pkt4, pkt4), (9, b"\x00\x57" + pkt6, pkt6), (50, b"\xff\x03\x00\x21" + pkt4, pkt4),
+        (204, b"\x01\xff\x03\x00\x21" + pkt4, pkt4), (104, b"\x0f\x00\x08\x00" + pkt4, pkt4),
+        (113, sll + pkt4, pkt4), (276, sll2 + pkt6, pkt6), (239, nflog, pkt4), (242, ipoib + pkt4, pkt4),
+    ]
+
+
+@pytest.mark.parametrize("linktype,frame,inner", _linktype_cases())
+def test_link_types(linktype, frame, inner):
+    w = walk(frame, linktype)
+    assert w[0] == OK, w[1]
+    assert w[2][0][0] == frame.find(inner)
+    assert w[4][0] == 17 and frame[w[4][2]:w[4][3]] == b"dns"
+    assert_checksums_valid(frame, w)
+
+
+# ---- encapsulations ----------------------------------------------------------------------------------
+def _inner():
+    return ipv4(C, D, 6, tcp(C, D, b"inner-payload"))
+
+
+def _tunnel_cases():
+    inner = _inner()
+    inner_eth = eth(inner, dst=bytes.fromhex("02aa00000001"), src=bytes.fromhex("02aa00000002"))
+    pwcw = b"\0\0\0\0"
+    geneve = struct.pack("!BBHI", 1, 0, 0x6558, 0x123400) + b"\x01\x02\x03\x04"   # one 4-byte option word
+    gtp = struct.pack("!BBHI", 0x32, 0xFF, 4 + len(inner), 7) + b"\0\0\0\0" + inner  # S flag: 4 more bytes
+    teredo6 = ipv6(A6, B6, 59, b"")
+    cases = {
+        "ipip": eth(ipv4(A, B, 4, inner)),
+        "6in4": eth(ipv4(A, B, 41, ipv6(A6, B6, 6, tcp(A6, B6, b"inner-payload")))),
+        "4in6": eth(ipv6(A6, B6, 4, inner), 0x86DD),
+        "gre-ip": eth(ipv4(A, B, 47, gre(0x0800, inner))),
+        "gre-csum-key-seq": eth(ipv4(A, B, 47, gre(0x0800, inner, checksum=True, key=5, seq=9))),
+        "gre-teb": eth(ipv4(A, B, 47, gre(0x6558, inner_eth, key=1))),
+        "erspan2": eth(ipv4(A, B, 47, gre(0x88BE, b"\x10\x01\0\0\0\0\0\0" + inner_eth, seq=1))),
+        "erspan3": eth(ipv4(A, B, 47, gre(0x22EB, b"\x20\x01\0\0" + b"\0" * 8 + inner_eth, seq=1))),
+        "gre-in-gre": eth(ipv4(A, B, 47, gre(0x0800, ipv4("172.16.0.1", "172.16.0.2", 47,
+                                                             gre(0x0800, inner))))),
+        "mpls": eth(mpls([100, 200], inner), 0x8847),
+        "mpls-pw-eth": eth(mpls([100], pwcw + inner_eth), 0x8847),
+        "pppoe": eth(b"\x11\x00\x00\x01" + struct.pack("!H", 2 + len(inner)) + b"\x00\x21" + inner, 0x8864),
+        "vxlan": eth(ipv4(A, B, 17, udp(A, B, b"\x08\0\0\0\0\0\x01\0" + inner_eth, 40000, 4789))),
+        "geneve": eth(ipv4(A, B, 17, udp(A, B, geneve + inner_eth, 40000, 6081))),
+        "gtpu": eth(ipv4(A, B, 17, udp(A, B, gtp, 2152, 2152))),
+        "mpls-udp": eth(ipv4(A, B, 17, udp(A, B, mpls([16], inner), 40000, 6635))),
+        "pim-register": eth(ipv4(A, B, 103, b"\x21\x00\x00\x00\x00\x00\x00\x00" + inner)),
+        "mpls-in-ip": eth(ipv4(A, B, 137, mpls([3], inner))),
+        "l2tp": eth(ipv4(A, B, 17, udp(A, B, b"\x00\x02\x00\x01\x00\x02\xff\x03\x00\x21" + inner, 1701, 1701))),
+        "teredo-any-port": eth(ipv4(A, B, 17, udp(A, B, teredo6, 40000, 50000))),
+        "arista": eth(b"\x00\x01\x00\x10" + b"\0" * 8 + b"\x08\x00" + inner, 0xD28B),
+    }
+    return list(cases.items())
+
+
+@pytest.mark.parametrize("name,frame", _tunnel_cases())
+def test_tunnels_list_inner_addresses_and_carrier_checksums(name, frame):
+    w = walk(frame, 1)
+    assert w[0] == OK, w[1]
+    offs = walked_offsets(w)
+    if name == "teredo-any-port":
+        assert frame.find(ip(A6)) in offs and frame.find(ip(B6)) in offs
+        return
+    inner = (A6, B6) if name == "6in4" else (C, D)
+    assert frame.find(ip(inner[0])) in offs and frame.find(ip(inner[1])) in offs, name
+    if name not in ("mpls", "mpls-pw-eth", "pppoe", "arista"):       # those have no outer IP header
+        assert [h for h in w[2] if h[frames.IP_FLAGS] & F_TUNNELLED], name
+    # the transport carrying the application data is the tunnelled TCP, never the carrier
+    assert w[4][0] == 6 and frame[w[4][2]:w[4][3]] == b"inner-payload", name
+    assert_checksums_valid(frame, w)
+    # every checksum listed after the carrier's covers the inner packet (carrier UDP / GRE checksums)
+    start = frame.find(_inner()) if frame.find(_inner()) >= 0 else w[4][1]
+    carriers = [c for c in w[5] if c[3] in ("udp", "gre")]
+    for c in carriers:
+        assert c[1] < start < c[2]
+
+
+def test_udp_carrier_checksum_listed_for_vxlan():
+    inner_eth = eth(_inner())
+    f = eth(ipv4(A, B, 17, udp(A, B, b"\x08\0\0\0\0\0\x01\0" + inner_eth, 40000, 4789)))
+    w = walk(f, 1)
+    udp_cs = [c for c in w[5] if c[3] == "udp"]
+    assert len(udp_cs) == 1 and udp_cs[0][4] == 0            # pseudo-header: the outer IP
+    assert [c[3] for c in w[5]][-1] == "ipv4" and w[5][-1][0] == 24   # outermost last
+
+
+def test_nhrp_addresses():
+    body = bytes.fromhex("000108000000000000ff0068af1500340103040004048002000000156401021b0a4100030a4100010020"
+                         "000045fc1c200000000080030000800400008005000080070008000000014f5455530009001400200000"
+                         "45fc0000040004006401000e0a41000180000000")
+    f = eth(ipv4(A, B, 47, gre(0x2001, body)))
+    w = walk(f, 1)
+    got = {str(ipaddress.ip_address(f[o:o + s])) for o, s, _ in w[3]}
+    assert got == {A, B, "100.1.2.27", "10.65.0.3", "10.65.0.1", "100.1.0.14", "10.65.0.1"}
+    assert len(w[3]) == 7
+    assert any(c[3] == "nhrp" for c in w[5])
+
+
+def test_walk_accepts_memoryview_and_bytearray():
+    f = eth(ipv4(A, B, 6, tcp(A, B, b"x")))
+    assert walk(memoryview(f), 1) == walk(f, 1) == walk(bytearray(f), 1)

@@ -1,0 +1,229 @@
+"""tls.TlsWalker: which stream ranges are kept, fed through tcpstream.Reassembler in many segmentations."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pktmask_gui.tcpstream import RangeMap, Reassembler
+from pktmask_gui.tls import TlsWalker, plausible, ssl2_hello
+
+
+def rec(t: int, body: bytes, ver: int = 0x0303) -> bytes:
+    return bytes([t, ver >> 8, ver & 0xFF]) + len(body).to_bytes(2, "big") + body
+
+
+def rnd(n: int, seed: int = 1) -> bytes:
+    r = random.Random(seed)
+    # ciphertext-like bytes that never form a plausible header by chance (no 0x03 byte)
+    return bytes(r.choice(range(4, 256)) for _ in range(n))
+
+
+def walk(segments, keep_handshake=True, keep_alerts_ccs=True):
+    """segments: [(offset, bytes)] in arrival order -> (kept ranges, walker)."""
+    keep = RangeMap()
+    counts = {}
+    w = TlsWalker(keep, keep_handshake, keep_alerts_ccs, counts)
+    r = Reassembler(w)
+    for off, data in segments:
+        r.feed(off, data)
+    r.finish()
+    return list(zip(keep.starts, keep.ends)), w
+
+
+def cut(stream: bytes, sizes):
+    out, off, i = [], 0, 0
+    while off < len(stream):
+        n = sizes[i % len(sizes)]
+        out.append((off, stream[off:off + n]))
+        off += n
+        i += 1
+    return out
+
+
+HS = rec(22, b"\x01" + rnd(300, 2), 0x0301)
+CCS = rec(20, b"\x01")
+APP1 = rec(23, rnd(3000, 3))
+APP2 = rec(23, rnd(40, 4))
+ALERT = rec(21, b"\x01\x00")
+STREAM = HS + CCS + APP1 + APP2 + ALERT
+
+
+def expected_keep(layout_start=0):
+    a = layout_start
+    hs_end = a + len(HS) + len(CCS)
+    app1 = hs_end
+    app2 = app1 + len(APP1)
+    alert = app2 + len(APP2)
+    return [(a, hs_end + 5), (app2, app2 + 5), (alert, alert + len(ALERT))]
+
+
+@pytest.mark.parametrize("sizes", [[len(STREAM)], [1460], [7, 1, 3, 100], [3], [5, 2, 1448], [2]])
+def test_records_split_across_segments_and_several_per_segment(sizes):
+    kept, w = walk(cut(STREAM, sizes))
+    assert kept == expected_keep()
+    assert w.counts == {22: 1, 20: 1, 23: 2, 21: 1}
+    assert w.lost == 0
+
+
+def test_out_of_order_segments_give_the_same_map():
+    segs = cut(STREAM, [500, 3, 700, 2])
+    r = random.Random(5)
+    for _ in range(20):
+        shuffled = segs[:]
+        # local reordering, as on a real network: swap neighbours
+        for i in range(len(shuffled) - 1):
+            if r.random() < 0.5:
+                shuffled[i], shuffled[i + 1] = shuffled[i + 1], shuffled[i]
+        kept, w = walk(shuffled)
+        assert kept == expected_keep(), shuffled
+    kept, _ = walk(list(reversed(segs)))        # everything but the first arrives ahead of a hole
+    assert kept == expected_keep()
+
+
+def test_retransmissions_and_overlaps_first_copy_wins():
+    segs = cut(STREAM, [400])
+    forged = (segs[1][0], bytes(len(segs[1][1])))     # same range, different bytes, later in the capture
+    kept, _ = walk(segs[:3] + [forged] + segs[3:] + [(100, STREAM[100:900])])
+    assert kept == expected_keep()
+
+
+def test_gap_then_confident_resync():
+    app = [rec(23, rnd(1000, s)) for s in range(6)]
+    stream = HS + b"".join(app)
+    hdrs = [len(HS) + i * 1005 for i in range(6)]
+    segs = cut(stream, [700])
+    # drop the segment holding the second application-data header
+    lost = [s for s in segs if not s[0] <= hdrs[1] < s[0] + len(s[1])]
+    assert len(lost) == len(segs) - 1
+    kept, w = walk(lost)
+    # bytes are masked until a record boundary is confirmed: a plausible header whose record ends at
+    # another plausible header
+    assert kept == [(0, len(HS) + 5)] + [(h, h + 5) for h in hdrs[2:]]
+    assert w.lost == 1
+
+
+def test_gap_inside_a_record_body_keeps_sync():
+    app = [rec(23, rnd(1000, s)) for s in range(3)]
+    stream = HS + b"".join(app)
+    segs = cut(stream, [300])
+    hdrs = [len(HS) + i * 1005 for i in range(3)]
+    lost = [s for s in segs if s[0] != 900]          # [900, 1200) is body only
+    assert all(not 900 <= h < 1200 for h in hdrs)
+    kept, w = walk(lost)
+    assert kept == [(0, len(HS) + 5)] + [(h, h + 5) for h in hdrs[1:]]
+    assert w.lost == 0
+
+
+def test_midstream_start_masks_until_resync():
+    app = [rec(23, rnd(900, s)) for s in range(4)]
+    stream = b"".join(app)[450:]           # starts inside the first record
+    kept, w = walk(cut(stream, [1460]))
+    firsts = [900 + 5 - 450 + i * 905 for i in range(3)]
+    assert kept == [(h, h + 5) for h in firsts]
+
+
+def test_starttls_plaintext_masked_then_tls_kept():
+    plain = b"EHLO client.example\r\nSTARTTLS\r\n"
+    stream = plain + HS + CCS + APP1
+    kept, _ = walk(cut(stream, [len(plain), 200, 1000]))
+    p = len(plain)
+    assert kept == [(p, p + len(HS) + len(CCS) + 5)]
+
+
+def test_first_record_confirmed_by_end_of_stream():
+    plain = b"220 ready\r\n"
+    kept, _ = walk([(0, plain), (len(plain), HS)])
+    assert kept == [(len(plain), len(plain) + len(HS))]
+
+
+def test_garbage_never_kept_and_search_gives_up():
+    junk = rnd(200000, 9)
+    kept, w = walk(cut(junk, [1460]))
+    assert kept == []
+    # a lone plausible header in plaintext that is not followed by another one is not a resync point
+    text = b"x" * 100 + b"\x16\x03\x01\x00\x10" + b"y" * 100
+    kept, _ = walk([(0, text)])
+    assert kept == []
+
+
+def sslv2_client_hello():
+    cs = bytes.fromhex("010080 030080 070080c0")[:9]
+    challenge = rnd(16, 7)
+    body = b"\x01" + b"\x00\x02" + len(cs).to_bytes(2, "big") + b"\x00\x00" + len(challenge).to_bytes(2, "big") \
+        + cs + challenge
+    return bytes([0x80 | (len(body) >> 8), len(body) & 0xFF]) + body
+
+
+def sslv2_client_master_key():
+    clear, enc, arg = b"\x11" * 11, rnd(64, 8), b""
+    body = b"\x02" + b"\x01\x00\x80" + len(clear).to_bytes(2, "big") + len(enc).to_bytes(2, "big") \
+        + len(arg).to_bytes(2, "big") + clear + enc + arg
+    return bytes([0x80 | (len(body) >> 8), len(body) & 0xFF]) + body
+
+
+def test_sslv2_hello_then_tls_records():
+    ch = sslv2_client_hello()
+    assert ssl2_hello(ch) == len(ch)
+    stream = ch + rec(22, rnd(100, 3)) + APP2
+    kept, w = walk(cut(stream, [40, 1000]))
+    a = len(ch) + 105
+    assert kept == [(0, a + 5)]
+    assert w.counts == {2: 1, 22: 1, 23: 1}
+
+
+def test_sslv2_master_key_kept_encrypted_records_not():
+    ch, cmk = sslv2_client_hello(), sslv2_client_master_key()
+    enc = rnd(50, 4)
+    fin = bytes([0x80, len(enc)]) + enc
+    kept, w = walk(cut(ch + cmk + fin, [1000]))
+    a = len(ch) + len(cmk)
+    assert kept == [(0, a + 2)]              # hello and master key whole, the encrypted record's header
+
+
+def test_tls13_with_hello_retry_request():
+    ch1 = rec(22, b"\x01" + rnd(200, 1), 0x0301)
+    hrr = rec(22, b"\x02" + rnd(80, 2))
+    ccs = rec(20, b"\x01")
+    ch2 = rec(22, b"\x01" + rnd(220, 3))
+    enc = [rec(23, rnd(n, n)) for n in (900, 50, 2000)]
+    client = ch1 + ccs + ch2 + enc[1]
+    server = hrr + ccs + rec(22, b"\x02" + rnd(90, 5)) + enc[0] + enc[2]
+    kc, wc = walk(cut(client, [300]))
+    ks, ws = walk(cut(server, [1400]))
+    assert kc == [(0, len(ch1) + len(ccs) + len(ch2) + 5)]
+    s0 = len(hrr) + len(ccs) + 96
+    assert ks == [(0, s0 + 5), (s0 + len(enc[0]), s0 + len(enc[0]) + 5)]
+
+
+def test_options_mask_handshake_and_alerts():
+    kept, _ = walk(cut(STREAM, [1460]), keep_handshake=False, keep_alerts_ccs=False)
+    starts = [0, len(HS), len(HS) + len(CCS), len(HS) + len(CCS) + len(APP1),
+              len(HS) + len(CCS) + len(APP1) + len(APP2)]
+    assert kept == [(s, s + 5) for s in starts]
+
+
+def test_plausible_header_rules():
+    assert plausible(b"\x17\x03\x03\x00\x00") == 0            # empty application data is allowed
+    assert plausible(b"\x16\x03\x03\x00\x00") == -1           # an empty handshake record is not
+    assert plausible(b"\x16\x03\x05\x00\x10") == -1
+    assert plausible(b"\x19\x03\x03\x00\x10") == -1
+    assert plausible(b"\x16\x03\x00\x48\x00") == 18432
+    assert plausible(b"\x16\x03\x00\x48\x01") == -1
+
+
+def test_memory_holds_no_payload():
+    """A gap early in a long stream: what waits behind it is digests of a few bytes, not payload."""
+    app = [rec(23, rnd(16000, s % 5)) for s in range(40)]
+    stream = HS + b"".join(app)
+    segs = cut(stream, [1460])
+    keep = RangeMap()
+    w = TlsWalker(keep)
+    r = Reassembler(w)
+    r.feed(*segs[0])
+    for s in segs[2:]:
+        r.feed(*s)
+    held = sum(len(p[2]) + len(p[3]) + 5 * len(p[4]) for p in r.pending)
+    assert len(r.pending) == 1 and held < 40 * 5 + 64
+    r.finish()
+    assert len(keep) >= 38

@@ -1,0 +1,129 @@
+"""Cancel and close while real jobs run: QThread workers, the engine's cancel token, nothing left behind."""
+from __future__ import annotations
+
+import os
+import time
+
+from pktmask_gui.samplegen import generate
+
+from ui_helpers import make_window, wait_idle, wait_running
+
+
+def outputs(folder):
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_cancel_stops_a_large_job_within_half_a_second_and_leaves_nothing(window, ui_env, qtbot, big_capture):
+    ui_env.settings(parallel_jobs=1)
+    window.apply_settings(window.settings.__class__(**{**window.settings.__dict__, "parallel_jobs": 1}))
+    small = ui_env.inputs / "small.pcap"
+    generate(small, packets=100, seed=1)
+    window.add_paths([big_capture, small])
+    window.out_folder.setChecked(True)
+    window.out_path.setText(str(ui_env.out))
+    assert window.start()
+    row = wait_running(qtbot, window, "big.pcap")
+    assert 0 < row.fraction() < 1 and row.packets_done > 0
+    _thread, worker = window.runner._active[row.id]
+
+    started = time.monotonic()
+    window.cancel_all()
+    assert worker.done.wait(5)
+    stopped_after = time.monotonic() - started
+    assert stopped_after <= 0.5, f"the job took {stopped_after:.2f} s to stop"
+
+    wait_idle(qtbot, window)
+    statuses = {r.path.name: r.status for r in window.model.rows}
+    assert statuses == {"big.pcap": "Cancelled", "small.pcap": "Cancelled"}
+    assert window.result_text(window.model.rows[0]) == "Cancelled; nothing was written"
+    assert window.result_text(window.model.rows[1]) == "Cancelled before it started"
+    assert outputs(ui_env.out) == []                         # no partial output
+    assert ui_env.leftovers(big_capture.parent) == []         # no pktmask_* dir anywhere
+    assert os.listdir(ui_env.temp_root) == []
+    assert "cancelled" in window.log_panel.text()
+
+
+def test_cancel_one_row_from_its_context_action_keeps_the_others(window, ui_env, qtbot, big_capture):
+    other = ui_env.inputs / "other.pcap"
+    generate(other, packets=2000, seed=4)
+    window.add_paths([big_capture, other])
+    window.out_folder.setChecked(True)
+    window.out_path.setText(str(ui_env.out))
+    assert window.start()
+    row = wait_running(qtbot, window, "big.pcap")
+    window.cancel_row(row)
+    assert row.status == "Cancelling…"
+    wait_idle(qtbot, window)
+    statuses = {r.path.name: r.status for r in window.model.rows}
+    assert statuses == {"big.pcap": "Cancelled", "other.pcap": "Done"}
+    assert outputs(ui_env.out) == ["other-sanitized.pcap"]
+    assert ui_env.leftovers(big_capture.parent) == []
+
+
+def test_closing_mid_run_cancels_waits_and_cleans_up(qtbot, ui_env, big_capture, qtlog):
+    window = make_window(qtbot)
+    twin = ui_env.inputs / "twin.pcap"
+    os.link(big_capture, twin)                               # a second large input, no copy
+    window.add_paths([big_capture, twin])
+    window.out_folder.setChecked(True)
+    window.out_path.setText(str(ui_env.out))
+    asked = []
+    window.confirm_quit = lambda running: asked.append(running) or True
+    assert window.start()
+    wait_running(qtbot, window, "big.pcap")
+    wait_running(qtbot, window, "twin.pcap")
+
+    assert window.close()
+    assert asked == [2]
+    assert not window.isVisible()
+    assert window.runner.threads_alive() == 0
+    assert {r.status for r in window.model.rows} == {"Cancelled"}
+    assert outputs(ui_env.out) == []
+    assert ui_env.leftovers(big_capture.parent) == []
+    assert not any("QThread" in rec.message for rec in qtlog.records)
+
+
+def test_answering_no_to_the_quit_question_changes_nothing(qtbot, ui_env, big_capture):
+    window = make_window(qtbot)
+    window.add_paths([big_capture])
+    window.out_folder.setChecked(True)
+    window.out_path.setText(str(ui_env.out))
+    window.confirm_quit = lambda running: False
+    assert window.start()
+    row = wait_running(qtbot, window, "big.pcap")
+    assert window.close() is False
+    assert window.isVisible() and row.status == "Running"
+    window.cancel_all()
+    wait_idle(qtbot, window)
+    assert row.status == "Cancelled" and ui_env.leftovers(big_capture.parent) == []
+    window.confirm_quit = lambda running: True
+
+
+def test_about_to_quit_takes_the_same_cleanup_path(qtbot, ui_env, big_capture):
+    window = make_window(qtbot)
+    window.add_paths([big_capture])
+    window.out_folder.setChecked(True)
+    window.out_path.setText(str(ui_env.out))
+    assert window.start()
+    wait_running(qtbot, window, "big.pcap")
+    window._on_about_to_quit()                               # what QApplication.aboutToQuit runs
+    assert window.runner.threads_alive() == 0
+    assert window.model.rows[0].status == "Cancelled"
+    assert outputs(ui_env.out) == [] and ui_env.leftovers(big_capture.parent) == []
+
+
+def test_parallel_jobs_limit_is_respected(window, ui_env, qtbot):
+    files = []
+    for i in range(4):
+        files.append(ui_env.inputs / f"p{i}.pcap")
+        generate(files[-1], packets=3000, seed=i)
+    window.apply_settings(window.settings.__class__(**{**window.settings.__dict__, "parallel_jobs": 2}))
+    window.add_paths(files)
+    peak = []
+    window.runner.progress.connect(lambda *a: peak.append(window.runner.running_count()))
+    assert window.start()
+    assert window.runner.running_count() == 2
+    assert [r.status for r in window.model.rows] == ["Running", "Running", "Queued", "Queued"]
+    wait_idle(qtbot, window)
+    assert max(peak or [0]) <= 2
+    assert [r.status for r in window.model.rows] == ["Done"] * 4
