@@ -100,12 +100,15 @@ def test_a_running_job_keeps_its_settings(window, ui_env, qtbot, big_capture):
     window.out_path.setText(str(ui_env.out))
     assert window.start()
     qtbot.waitUntil(lambda: window.model.rows[0].status == "Running")
+    running = window.runner._active[window.model.rows[0].id][1]
     changed = settings_mod.load_settings()
     changed.output_suffix = "-v2"
     window.apply_settings(changed)
+    assert running.settings.output_suffix == "-sanitized"     # the running job keeps its copy
+    window.cancel_row(window.model.rows[0])
     wait_idle(qtbot, window)
-    names = sorted(Path(r.result.output).name for r in window.model.rows)
-    assert names == ["big-sanitized.pcap", "second-v2.pcap"]
+    assert window.model.rows[0].status == "Cancelled"
+    assert Path(window.model.rows[1].result.output).name == "second-v2.pcap"
 
 
 def test_restore_defaults_resets_every_field(window, qtbot):
