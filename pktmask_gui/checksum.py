@@ -23,9 +23,9 @@ frames cut by the snap length (only bytes that differ enter the delta).
 """
 from __future__ import annotations
 
-import sys
+import struct
 
-_BIG = sys.byteorder == "big"
+_W8 = struct.Struct("!8H").unpack
 
 
 def ones_sum(buf, start: int = 0, end: int | None = None) -> int:
@@ -76,6 +76,19 @@ def update(buf, cs_off: int, delta: int, kind: str = "") -> None:
     buf[cs_off + 1] = new & 0xFF
 
 
+def _word_sum(b) -> int:
+    """Unfolded sum of big-endian 16-bit words of ``b`` (an odd length is padded with a zero byte)."""
+    n = len(b)
+    if n == 4:
+        x = int.from_bytes(b, "big")
+        return (x >> 16) + (x & 0xFFFF)
+    if n == 16:
+        return sum(_W8(b))
+    if n == 2:
+        return (b[0] << 8) | b[1]
+    return ones_sum(b)
+
+
 def fix_checksums(buf, csums, ips, changed: dict) -> int:
     """Update every checksum in ``csums`` (innermost first, as walk() lists them) for the ``changed`` fields.
 
@@ -84,35 +97,70 @@ def fix_checksums(buf, csums, ips, changed: dict) -> int:
     """
     n = len(buf)
     written = 0
+    # per changed field: (offset, end, sum(new) - sum(old) at even parity, kept positive)
+    deltas = []
+    by_off = {}
+    for off, old in changed.items():
+        ln = len(old)
+        if ln == 4:
+            x = int.from_bytes(buf[off:off + 4], "big")
+            y = int.from_bytes(old, "big")
+            d = (x >> 16) + (x & 0xFFFF) + 0x1FFFE - (y >> 16) - (y & 0xFFFF)
+        else:
+            d = _word_sum(buf[off:off + ln]) + 0xFFFF * 9 - _word_sum(old)
+        deltas.append((off, off + ln, d))
+        by_off[off] = d
     for cs_off, start, end, kind, ip_index in csums:
         if cs_off + 2 > n:
             continue
         delta = 0
-        for off, old in changed.items():
-            if off == cs_off:
-                continue            # this checksum's own field: it is what we are computing
-            hi = off + len(old)
-            if hi <= start or off >= end:
+        for off, hi, d in deltas:
+            if hi <= start or off >= end or off == cs_off:
                 continue
-            lo = start if off < start else off
-            if hi > end:
-                hi = end
-            if lo >= hi:
-                continue
-            delta += field_delta(old[lo - off:hi - off], buf[lo:hi], (lo - start) & 1)
+            if off >= start and hi <= end:
+                if (off - start) & 1:
+                    d = _fold(d)
+                    d = ((d & 0xFF) << 8) | (d >> 8)
+                delta += d
+            else:                   # straddles the coverage: only the covered bytes count
+                lo = start if off < start else off
+                h = end if hi > end else hi
+                old = changed[off]
+                delta += field_delta(old[lo - off:h - off], buf[lo:h], (lo - start) & 1)
         if ip_index is not None:
             ip = ips[ip_index]
-            alen = 4 if ip[1] == 4 else 16
-            for a in (ip[6], ip[11]):
-                old = changed.get(a)
-                if old is not None and not (start <= a < end):
-                    # pseudo-header addresses: even alignment by construction
-                    delta += field_delta(old, buf[a:a + min(alen, len(old))], False)
-        if not delta % 0xFFFF:
+            a = ip[6]
+            if a in by_off and not start <= a < end:
+                delta += by_off[a]           # pseudo-header addresses: even alignment by construction
+            a = ip[11]
+            if a in by_off and not start <= a < end:
+                delta += by_off[a]
+        while delta > 0xFFFF:
+            delta = (delta & 0xFFFF) + (delta >> 16)
+        if delta == 0 or delta == 0xFFFF:
             continue
-        old_cs = bytes(buf[cs_off:cs_off + 2])
-        update(buf, cs_off, delta, kind)
-        if buf[cs_off:cs_off + 2] != old_cs:
-            changed.setdefault(cs_off, old_cs)
-            written += 1
+        hc = (buf[cs_off] << 8) | buf[cs_off + 1]
+        if kind == "udp" and hc == 0:
+            continue                # "no checksum": stays none
+        t = (~hc & 0xFFFF) + delta
+        t = (t & 0xFFFF) + (t >> 16)
+        new = ~t & 0xFFFF
+        if new == 0 and kind == "udp":
+            new = 0xFFFF
+        if new == hc:
+            continue
+        buf[cs_off] = new >> 8
+        buf[cs_off + 1] = new & 0xFF
+        if cs_off not in changed:
+            changed[cs_off] = bytes((hc >> 8, hc & 0xFF))
+            d = new + 0xFFFF - hc
+            deltas.append((cs_off, cs_off + 2, d))
+            by_off[cs_off] = d
+        written += 1
     return written
+
+
+def _fold(x: int) -> int:
+    while x > 0xFFFF:
+        x = (x & 0xFFFF) + (x >> 16)
+    return x

@@ -37,7 +37,10 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
     Covers IP source/destination of every header above, IPv4 source/record route and timestamp options,
     IPv6 routing headers, ARP/RARP sender and target protocol addresses, ICMP redirect gateways and
     router advertisements, ICMPv6 neighbour discovery targets / prefixes / RDNSS, MLD and IGMP group and
-    source addresses, PPP IPCP address options, NHRP NBMA / protocol / client addresses. A field cut by the snap length is listed when its first
+    source addresses, PPP IPCP address options, NHRP NBMA / protocol / client addresses, and in
+    application data: DNS A / AAAA records and EDNS client-subnet options (UDP/TCP 53, mDNS, LLMNR),
+    DHCP address fields and address options, DHCPv6 addresses, prefixes and server lists. A field of
+    ``prefix_bits < size * 8`` occupies ``(prefix_bits + 7) // 8`` bytes (``field_length()``). A field cut by the snap length is listed when its first
     byte is present (a prefix-preserving mapping can rewrite the part present).
 ``l4``
     The innermost transport layer that carries application data, or ``None``, indexed by ``L4_*``::
@@ -54,8 +57,9 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
 ``csums``
     Every checksum field present in the frame, innermost first (apply updates in list order), as
     ``(cs_off, cover_start, cover_end, kind, ip_index)``: ``kind`` in ``CS_IPV4``, ``CS_TCP``, ``CS_UDP``,
-    ``CS_ICMP``, ``CS_ICMPV6``, ``CS_IGMP``, ``CS_GRE``, ``CS_NHRP``; ``ip_index`` is the IP header whose addresses enter
-    the pseudo-header (TCP, UDP, ICMPv6) or ``None``. Byte parity of a changed byte is relative to
+    ``CS_ICMP``, ``CS_ICMPV6``, ``CS_IGMP``, ``CS_GRE``, ``CS_NHRP``, ``CS_PSEUDO`` (other transports with an
+    IP pseudo-header: UDP-Lite, DCCP, VRRPv3, OSPFv3, PIM over IPv6), ``CS_IP_BODY`` (PIM over IPv4); ``ip_index``
+    is the IP header whose addresses enter the pseudo-header or ``None``. Byte parity of a changed byte is relative to
     ``cover_start``; ``cover_end`` is clipped to ``len(data)``. Includes checksums inside quoted headers, the
     outer UDP checksum of tunnels (VXLAN, Geneve, GTP-U, Teredo, MPLS-over-UDP, L2TP) and the GRE checksum:
     all cover the inner packet. ``checksum.fix_checksums`` applies them.
@@ -98,8 +102,8 @@ L4_PROTO, L4_OFF, L4_PAY, L4_END, L4_IP, L4_FLAGS = range(6)
 L4F_ECHO, L4F_ICMP_ERROR, L4F_FRAGMENT, L4F_NO_HEADER = 1, 2, 4, 8
 
 CS_OFF, CS_START, CS_END, CS_KIND, CS_IP = range(5)
-CS_IPV4, CS_TCP, CS_UDP, CS_ICMP, CS_ICMPV6, CS_IGMP, CS_GRE, CS_NHRP = (
-    "ipv4", "tcp", "udp", "icmp", "icmpv6", "igmp", "gre", "nhrp")
+CS_IPV4, CS_TCP, CS_UDP, CS_ICMP, CS_ICMPV6, CS_IGMP, CS_GRE, CS_NHRP, CS_PSEUDO, CS_IP_BODY = (
+    "ipv4", "tcp", "udp", "icmp", "icmpv6", "igmp", "gre", "nhrp", "pseudo", "body")
 
 LINKTYPE_NAMES = {
     0: "NULL", 1: "ETHERNET", 6: "IEEE802_5", 8: "SLIP", 9: "PPP", 10: "FDDI", 12: "RAW", 14: "RAW",
@@ -139,8 +143,14 @@ _PPP_NON_IP = {0xC021: "PPP LCP", 0xC023: "PPP PAP", 0xC223: "PPP CHAP", 0x8057:
                0x80FF: "PPP BACP", 0xC02B: "PPP BAP", 0x8031: "PPP BCP"}
 
 _VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200, 0x9300))
+_PLAIN_ETYPES = frozenset((0x0800, 0x86DD, 0x0806, 0x8035, 0x8100, 0x88A8, 0x9100, 0x8847, 0x8848, 0x8864,
+                           0x88CC))
 _UDP_TUNNEL_PORTS = frozenset((4789, 4790, 6081, 2152, 3544, 6635, 1701))
 _ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+_DNS_PORTS = frozenset((53, 5353, 5355))
+# DHCP options holding a list of IPv4 addresses (RFC 2132 and successors); 21 / 33 hold pairs
+_DHCP_ADDR_OPTS = frozenset((3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 28, 32, 41, 42, 44, 45, 48, 49, 50, 54, 65, 68,
+                             69, 70, 71, 72, 73, 74, 75, 76, 118))
 _IP6_EXT = frozenset((0, 43, 44, 51, 60, 139, 140, 253, 254))
 
 # walker states
@@ -543,11 +553,16 @@ def walk(data, linktype: int):
                 state = _IP4
             elif v == 6:
                 state = _IP6
-            elif v == 0:                                     # pseudo-wire control word, then Ethernet
-                off += 4
-                state = _ETH
             else:
-                state = _ETH
+                # Ethernet pseudo-wire, with or without a 4-byte control word: Wireshark's heuristic, using
+                # a plausible ethertype where it uses its vendor table for the MAC addresses
+                if off + 14 <= n and _H(data, off + 12)[0] in _PLAIN_ETYPES:
+                    state = _ETH
+                elif v == 0:
+                    off += 4
+                    state = _ETH
+                else:
+                    state = _ETH
             continue
 
         if state == _PPP:
@@ -797,6 +812,12 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
             if pay > end:
                 pay = end
             l4 = (6, off, pay, end, idx, frag)
+        if not frag and off + 13 <= n:
+            sport, dport = _HH(data, off)
+            if sport == 53 or dport == 53:                   # DNS over TCP: a 2-byte length, then a message
+                pay = off + (data[off + 12] >> 4) * 4
+                if pay + 14 <= end and _H(data, pay)[0] >= 12:
+                    _dns(data, n, pay + 2, end, addrs)
         return _DONE, off, l4, None
 
     if proto == 17:
@@ -814,6 +835,13 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
             st = _udp_tunnel(data, n, sport, dport, p, uend)
             if st is not None:
                 return st[0], st[1], l4, None
+            lo = sport if sport < dport else dport
+            if lo in _DNS_PORTS or dport in _DNS_PORTS or sport in _DNS_PORTS:
+                _dns(data, n, p, uend, addrs)
+            elif lo == 67 or lo == 68:
+                _dhcp(data, n, p, uend, addrs, macs)
+            elif lo == 546 or lo == 547:
+                _dhcp6(data, n, p, uend, addrs, 0)
         if not quoted and l4 is None:
             l4 = (17, off, p if p < uend else uend, uend, idx, frag)
         return _DONE, off, l4, None
@@ -898,7 +926,36 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
             return _PPP, p, l4, None
         return _ETYPE, p | (ptype << 32), l4, None
 
+    if proto == 136 or proto == 33:                          # UDP-Lite, DCCP: pseudo-header checksums
+        if off + 8 <= n:
+            csums.append((off + 6, off, end, CS_PSEUDO, idx))
+        if not quoted and l4 is None:
+            pay = off + 8 if proto == 136 else (off + data[off + 4] * 4 if off + 5 <= n else end)
+            l4 = (proto, off, min(pay, end), end, idx, frag)
+        return _DONE, off, l4, None
+
+    if proto == 112 and off + 8 <= n and data[off] >> 4 == 3:  # VRRPv3: virtual addresses, pseudo-header
+        csums.append((off + 6, off, end, CS_PSEUDO, idx))
+        size = 4 if ver == 4 else 16
+        q = off + 8
+        for _ in range(data[off + 3]):
+            if q >= end:
+                break
+            addrs.append((q, size, size * 8))
+            q += size
+        if not quoted and l4 is None:
+            l4 = (112, off, end, end, idx, frag)
+        return _DONE, off, l4, None
+
+    if proto == 89 and ver == 6 and off + 14 <= n:            # OSPFv3: pseudo-header checksum
+        csums.append((off + 12, off, end, CS_PSEUDO, idx))
+
     if proto == 103:                                         # PIM: only Register carries a packet
+        if off + 4 <= n:
+            # Register: the checksum covers the 8-byte header only; IPv6: with a pseudo-header
+            reg = data[off] == 0x21
+            csums.append((off + 2, off, min(off + 8, end) if reg else end, CS_PSEUDO if ver == 6 else CS_IP_BODY,
+                          idx if ver == 6 else None))
         if off + 8 <= n and data[off] & 0x0F == 1 and data[off] >> 4 == 2:
             if off + 8 >= end:
                 return _DONE, off, l4, None
@@ -1139,3 +1196,140 @@ def _nhrp(data, n, p, addrs, csums):
         if etype in (3, 4, 5, 9):
             _nhrp_cies(data, n, q + 4, min(q + 4 + elen, end), addrs)
         q += 4 + elen
+
+
+def field_length(size: int, prefix_bits: int) -> int:
+    """Bytes an ``addrs`` entry occupies: the whole address, or the bytes its prefix needs."""
+    return size if prefix_bits >= size * 8 else (prefix_bits + 7) >> 3
+
+
+def _dns_name(data, q, end):
+    """Offset after a (possibly compressed) DNS name, or -1."""
+    for _ in range(128):
+        if q >= end:
+            return -1
+        ln = data[q]
+        if ln == 0:
+            return q + 1
+        if ln >= 0xC0:
+            return q + 2
+        if ln > 63:
+            return -1
+        q += 1 + ln
+    return -1
+
+
+def _dns(data, n, p, end, addrs):
+    """A / AAAA record data and EDNS client-subnet addresses of a DNS message at p."""
+    if end > n:
+        end = n
+    if p + 12 > end:
+        return
+    qd, an, ns, ar = struct.unpack_from("!HHHH", data, p + 4)
+    if qd > 32 or an + ns + ar > 512 or (data[p + 2] >> 3) & 15 > 6:
+        return                                               # not a plausible DNS message
+    q = p + 12
+    for _ in range(qd):
+        q = _dns_name(data, q, end)
+        if q < 0 or q + 4 > end:
+            return
+        q += 4
+    for _ in range(an + ns + ar):
+        q = _dns_name(data, q, end)
+        if q < 0 or q + 10 > end:
+            return
+        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", data, q)
+        r = q + 10
+        if rtype == 1 and rdlen == 4 and r < end:
+            addrs.append((r, 4, 32))
+        elif rtype == 28 and rdlen == 16 and r < end:
+            addrs.append((r, 16, 128))
+        elif rtype == 41:                                    # OPT: EDNS options
+            o, oend = r, min(r + rdlen, end)
+            while o + 4 <= oend:
+                code, olen = _HH(data, o)
+                if code == 8 and olen >= 4 and o + 8 <= oend:    # client subnet
+                    fam, src = _H(data, o + 4)[0], data[o + 6]
+                    size = 4 if fam == 1 else 16 if fam == 2 else 0
+                    if size and 0 < src <= size * 8 and o + 8 + ((src + 7) >> 3) <= oend:
+                        addrs.append((o + 8, size, src))
+                o += 4 + olen
+        q = r + rdlen
+
+
+def _dhcp(data, n, p, end, addrs, macs):
+    """BOOTP/DHCP: ciaddr, yiaddr, siaddr, giaddr, client MAC, address options."""
+    if end > n:
+        end = n
+    if p + 236 > end or data[p] not in (1, 2):
+        return
+    for k in (12, 16, 20, 24):
+        addrs.append((p + k, 4, 32))
+    if data[p + 1] == 1 and data[p + 2] == 6:
+        macs.append(p + 28)
+    if p + 240 > end or data[p + 236:p + 240] != b"\x63\x82\x53\x63":
+        return
+    q = p + 240
+    while q < end:
+        code = data[q]
+        if code == 255:
+            break
+        if code == 0:
+            q += 1
+            continue
+        if q + 2 > end:
+            break
+        ln = data[q + 1]
+        v, vend = q + 2, min(q + 2 + ln, end)
+        if code in _DHCP_ADDR_OPTS or code == 33:
+            while v + 4 <= vend:
+                addrs.append((v, 4, 32))
+                v += 4
+        elif code == 21:                                     # policy filter: address, mask pairs
+            while v + 8 <= vend:
+                addrs.append((v, 4, 32))
+                v += 8
+        q += 2 + ln
+
+
+_DHCP6_NESTED = {3: 12, 4: 4, 25: 12}                        # IA_NA, IA_TA, IA_PD: options after this many bytes
+
+
+def _dhcp6_options(data, q, end, addrs, depth):
+    while q + 4 <= end:
+        code, ln = _HH(data, q)
+        v, vend = q + 4, min(q + 4 + ln, end)
+        if code in _DHCP6_NESTED:
+            _dhcp6_options(data, v + _DHCP6_NESTED[code], vend, addrs, depth)
+        elif code == 5 and v + 16 <= vend:                   # IA address
+            addrs.append((v, 16, 128))
+            _dhcp6_options(data, v + 24, vend, addrs, depth)
+        elif code == 26 and v + 25 <= vend:                  # IA prefix: lifetimes, length, prefix
+            plen = data[v + 8]
+            if 0 < plen <= 128:
+                addrs.append((v + 9, 16, plen))
+            _dhcp6_options(data, v + 25, vend, addrs, depth)
+        elif code in (12, 21, 22, 23, 31, 40, 48):          # server unicast, SIP / DNS / SNTP / ... servers
+            a = v
+            while a + 16 <= vend:
+                addrs.append((a, 16, 128))
+                a += 16
+        elif code == 9:                                      # relay message: a whole DHCPv6 message
+            _dhcp6(data, vend, v, vend, addrs, depth + 1)
+        q += 4 + ln
+
+
+def _dhcp6(data, n, p, end, addrs, depth):
+    if end > n:
+        end = n
+    if p + 4 > end or depth > 8:
+        return
+    mtype = data[p]
+    if mtype in (12, 13):                                    # relay-forward / relay-reply
+        if p + 34 > end:
+            return
+        addrs.append((p + 2, 16, 128))
+        addrs.append((p + 18, 16, 128))
+        _dhcp6_options(data, p + 34, end, addrs, depth)
+    elif 1 <= mtype <= 11 or mtype in (14, 15, 16, 17, 18, 19, 20, 21, 22, 23):
+        _dhcp6_options(data, p + 4, end, addrs, depth)

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         name, data = fz.SEEDS[idx]
         sets = fz.operation_sets()
         ops = sets[op_pick % len(sets)]
-        mutated = fz.mutate(data, fz.FIELDS[idx], mutations)
+        mutated = fz.mutate(data, fz.FIELDS[idx], mutations, fz.REGIONS[idx])
         try:
             outcome = fz.check_input(mutated, name, ops)
         except BaseException as exc:

@@ -416,3 +416,68 @@ def test_nhrp_addresses():
 def test_walk_accepts_memoryview_and_bytearray():
     f = eth(ipv4(A, B, 6, tcp(A, B, b"x")))
     assert walk(memoryview(f), 1) == walk(f, 1) == walk(bytearray(f), 1)
+
+
+def test_mpls_pseudowire_with_and_without_control_word():
+    inner = _inner()
+    zero_mac = bytes.fromhex("001b21000001")          # a real OUI starting with nibble 0
+    no_cw = tf_eth = eth(inner, dst=zero_mac, src=zero_mac)
+    for payload in (no_cw, b"\0\0\0\0" + tf_eth):
+        f = eth(mpls([100], payload), 0x8847)
+        w = walk(f, 1)
+        assert w[0] == OK and w[2] and w[2][0][0] == f.find(inner)
+
+
+def dns_answer(addrs4=(), addrs6=(), ecs=None) -> bytes:
+    msg = struct.pack("!HHHHHH", 0x1234, 0x8180, 1, len(addrs4) + len(addrs6), 0, 1 if ecs else 0)
+    msg += b"\x07example\x03com\x00" + struct.pack("!HH", 1, 1)
+    for a in addrs4:
+        msg += b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + ip(a)
+    for a in addrs6:
+        msg += b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, 60, 16) + ip(a)
+    if ecs:
+        net, plen = ecs
+        addr = ip(net)[:(plen + 7) // 8]
+        opt = struct.pack("!HBB", 1, plen, 0) + addr
+        msg += b"\x00" + struct.pack("!HHIH", 41, 4096, 0, 4 + len(opt)) + struct.pack("!HH", 8, len(opt)) + opt
+    return msg
+
+
+def test_dns_answers_and_client_subnet():
+    msg = dns_answer(["93.184.216.34"], ["2606:2800:220:1::1"], ecs=("198.51.100.0", 24))
+    f = eth(ipv4(A, B, 17, udp(A, B, msg, 53, 40000)))
+    w = walk(f, 1)
+    got = {(f[o:o + frames.field_length(s, p)], p) for o, s, p in w[3]}
+    assert (ip("93.184.216.34"), 32) in got and (ip("2606:2800:220:1::1"), 128) in got
+    assert (ip("198.51.100.0")[:3], 24) in got
+    tcp_dns = eth(ipv4(A, B, 6, tcp(A, B, struct.pack("!H", len(msg)) + msg, 53, 40000)))
+    assert tcp_dns.find(ip("93.184.216.34")) in walked_offsets(walk(tcp_dns, 1))
+    # not DNS-looking bytes on port 53: nothing invented
+    junk = eth(ipv4(A, B, 17, udp(A, B, b"\xff" * 40, 53, 40000)))
+    assert walked_offsets(walk(junk, 1)) == addr_offsets(junk, A, B)
+
+
+def test_dhcp_and_dhcpv6_addresses():
+    bootp = bytearray(236)
+    bootp[0], bootp[1], bootp[2] = 2, 1, 6
+    bootp[16:20] = ip("192.168.1.50")                       # yiaddr
+    bootp[20:24] = ip("192.168.1.1")                        # siaddr
+    bootp[28:34] = MAC1
+    opts = b"\x63\x82\x53\x63" + b"\x35\x01\x05" + b"\x36\x04" + ip("192.168.1.1") + b"\x06\x08" + ip("8.8.8.8") + \
+        ip("1.1.1.1") + b"\x03\x04" + ip("192.168.1.254") + b"\xff"
+    f = eth(ipv4(A, "255.255.255.255", 17, udp(A, "255.255.255.255", bytes(bootp) + opts, 67, 68)))
+    w = walk(f, 1)
+    got = {str(ipaddress.ip_address(f[o:o + s])) for o, s, _ in w[3]}
+    assert {"192.168.1.50", "192.168.1.1", "8.8.8.8", "1.1.1.1", "192.168.1.254", "0.0.0.0"} <= got
+    assert f.find(MAC1, 42) in w[6]
+    iaaddr = struct.pack("!HH", 5, 24) + ip("2001:db8:77::5") + b"\0" * 8
+    iana = struct.pack("!HH", 3, 12 + len(iaaddr)) + b"\0" * 12 + iaaddr
+    dnss = struct.pack("!HH", 23, 16) + ip("2001:4860:4860::8888")
+    iapd = struct.pack("!HH", 26, 25) + b"\0" * 8 + bytes([48]) + ip("2001:db8:abcd::")
+    pd = struct.pack("!HH", 25, 12 + len(iapd)) + b"\0" * 12 + iapd
+    msg = b"\x07\x00\x00\x01" + iana + dnss + pd
+    g = eth(ipv6(A6, B6, 17, udp(A6, B6, msg, 547, 546)), 0x86DD)
+    wg = walk(g, 1)
+    got6 = {(str(ipaddress.ip_address(g[o:o + s])), p) for o, s, p in wg[3]}
+    assert ("2001:db8:77::5", 128) in got6 and ("2001:4860:4860::8888", 128) in got6
+    assert ("2001:db8:abcd::", 48) in got6

@@ -83,6 +83,34 @@ def seed_inputs() -> list[tuple[str, bytes]]:
     return seeds
 
 
+def frame_regions(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every packet's captured bytes in a well-formed seed (pcap records and pcapng EPBs)."""
+    regions = []
+    fields = length_fields(data)
+    magic = data[:4]
+    if magic == b"\x0a\x0d\x0d\x0a":
+        off, e = 0, "<"
+        while off + 12 <= len(data):
+            btype = struct.unpack_from("<I", data, off)[0]
+            if btype == SHB:
+                e = "<" if data[off + 8:off + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+            blen = struct.unpack_from(e + "I", data, off + 4)[0]
+            if blen < 12:
+                break
+            if struct.unpack_from(e + "I", data, off)[0] == EPB:
+                caplen = struct.unpack_from(e + "I", data, off + 20)[0]
+                regions.append((off + 28, off + 28 + caplen))
+            off += blen
+    elif fields:
+        e = fields[0][1][0]
+        off = 24
+        while off + 16 <= len(data):
+            caplen = struct.unpack_from(e + "I", data, off + 8)[0]
+            regions.append((off + 16, off + 16 + caplen))
+            off += 16 + caplen
+    return [r for r in regions if r[1] > r[0]]
+
+
 def length_fields(data: bytes) -> list[tuple[int, str]]:
     """(offset, struct format) of every length-like field: pcap caplen/origlen, pcapng block lengths,
     packet caplen/origlen and interface ids. Walks the well-formed seed once."""
@@ -115,6 +143,7 @@ def length_fields(data: bytes) -> list[tuple[int, str]]:
 
 SEEDS = seed_inputs()
 FIELDS = [length_fields(data) for _, data in SEEDS]
+REGIONS = [frame_regions(data) for _, data in SEEDS]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,16 +156,27 @@ mutation = st.one_of(
     st.tuples(st.just("length"), st.integers(0, 1 << 16), st.sampled_from(INTERESTING + ("+4", "-4", "+1"))),
     st.tuples(st.just("splice"), st.integers(0, 1 << 20), st.integers(1, 64)),
     st.tuples(st.just("cut"), st.integers(0, 1 << 20), st.integers(1, 64)),
+    # inside a frame, mostly in its first 64 bytes (headers): the frame walker, anonymizer and masker
+    st.tuples(st.just("frame"), st.integers(0, 1 << 24), st.integers(0, 255)),
+    st.tuples(st.just("frame"), st.integers(0, 1 << 24), st.sampled_from((0, 0xFF, 0x45, 0x60, 0x16, 0x17, 0x81))),
 )
 
 
-def mutate(data: bytes, fields: list, mutations) -> bytes:
+def mutate(data: bytes, fields: list, mutations, regions: list = ()) -> bytes:
     b = bytearray(data)
     for kind, a, v in mutations:
         if not b:
             break
         pos = a % len(b)
-        if kind == "flip":
+        if kind == "frame":
+            if not regions:
+                continue
+            start, end = regions[a % len(regions)]
+            span = end - start if (a >> 20) & 1 else min(end - start, 64)
+            at = start + (a // len(regions)) % span
+            if at < len(b):
+                b[at] = v
+        elif kind == "flip":
             b[pos] ^= 1 << v
         elif kind == "set":
             b[pos] = v
@@ -234,7 +274,38 @@ def check_input(data: bytes, name: str, ops: list[str]) -> str:
         assert packets == result.packets_out <= result.packets_in
         with CaptureReader(src) as reader:
             assert reader.format == fmt
+        if fmt == "pcapng":
+            assert_metadata_scrubbed(Path(result.output))
         return "ok"
+
+
+def assert_metadata_scrubbed(path: Path) -> None:
+    """The default scrub ran: no comment, custom option, NRB, DSB, custom block or identifying string left."""
+    from pktmask_gui.capture import CB_COPY, CB_NOCOPY, DSB, ISB, NRB, PB, parse_options, section_endian
+    from pktmask_gui.stages.scrub import CUSTOM_OPTIONS, IDB_STRINGS, SHB_STRINGS
+
+    banned = {1} | CUSTOM_OPTIONS
+    endian = "<"
+    with CaptureReader(path) as reader:
+        for batch in reader.batches():
+            for rec in batch:
+                kind = rec[5]
+                if rec[1] >= 0:
+                    if kind and kind[0] in (EPB, PB):
+                        codes = {c for c, _ in parse_options(kind[1], endian)}
+                        assert not codes & banned, codes
+                    continue
+                assert kind not in (NRB, DSB, CB_COPY, CB_NOCOPY), hex(kind)
+                if kind == SHB:
+                    endian = section_endian(rec[0])
+                    codes = {c for c, _ in parse_options(rec[0][16:], endian)}
+                    assert not codes & (banned | SHB_STRINGS), codes
+                elif kind == IDB:
+                    codes = {c for c, _ in parse_options(rec[0][8:], endian)}
+                    assert not codes & (banned | IDB_STRINGS), codes
+                elif kind == ISB:
+                    codes = {c for c, _ in parse_options(rec[0][12:], endian)}
+                    assert not codes & banned, codes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,7 +319,7 @@ def run_example(example) -> str:
     idx, mutations, op_pick = example
     name, data = SEEDS[idx]
     sets = operation_sets()
-    return check_input(mutate(data, FIELDS[idx], mutations), name, sets[op_pick % len(sets)])
+    return check_input(mutate(data, FIELDS[idx], mutations, REGIONS[idx]), name, sets[op_pick % len(sets)])
 
 
 @settings(max_examples=300, derandomize=True, deadline=None, database=None,
@@ -264,12 +335,22 @@ def test_unmutated_seeds_all_succeed():
             assert check_input(data, name, ops) == "ok", (name, ops)
 
 
-def test_length_fields_found_in_every_seed():
+def test_length_fields_and_frames_found_in_every_seed(workdir):
     assert all(FIELDS), [name for (name, _), f in zip(SEEDS, FIELDS) if not f]
+    for (name, data), regions in zip(SEEDS, REGIONS):
+        path = workdir / name
+        path.write_bytes(data)
+        with CaptureReader(path) as reader:
+            frames = [r[0] for b in reader.batches() for r in b if r[1] >= 0 and (r[5] is None or r[5][0] == EPB)]
+        assert [data[s:e] for s, e in regions] == [f for f in frames if f], name
 
 
-@pytest.mark.parametrize("path", sorted(REGRESSIONS.glob("*.pcap*")) if REGRESSIONS.is_dir() else [],
-                         ids=lambda p: p.name)
+_RECORDED = sorted(REGRESSIONS.glob("*.pcap*")) if REGRESSIONS.is_dir() else []
+
+
+@pytest.mark.parametrize("path", _RECORDED or [pytest.param(None, marks=pytest.mark.skip(
+    reason="no fuzz crash recorded: scripts/fuzz.py saves any it finds in tests/data/fuzz/"))],
+    ids=lambda p: p.name if p else "none")
 def test_fuzz_regressions(path):
     """Inputs that once broke the property (found by scripts/fuzz.py), replayed with every operation set."""
     for ops in operation_sets():

@@ -758,6 +758,7 @@ def test_sigint_to_cli_at_random_moments(wd):
         for p in (out.iterdir() if out.exists() else []):
             assert p.read_bytes() == expected[p.name], p       # what exists is complete
         assert leftovers(wd / "temp", out) == []
+    print(f"SIGINT exit codes: {codes}")
     assert 130 in codes
 
 

@@ -227,3 +227,16 @@ def test_memory_holds_no_payload():
     assert len(r.pending) == 1 and held < 40 * 5 + 64
     r.finish()
     assert len(keep) >= 38
+
+
+def test_find_candidates_finds_every_plausible_header_brute_force():
+    from pktmask_gui.tls import find_candidates
+    r = random.Random(3)
+    alphabet = bytes([0x03, 0x16, 0x17, 0x14, 0x00, 0x01, 0x04, 0x48, 0x49, 0x05, 0xFF])
+    for _ in range(200):
+        buf = bytes(r.choice(alphabet) for _ in range(r.randrange(0, 40)))
+        cands, order = {}, []
+        find_candidates(memoryview(buf), 100, 102, cands, order)
+        want = [100 + i for i in range(2, len(buf) - 4) if plausible(buf[i:i + 5]) >= 0]
+        assert order == want, buf.hex()
+        assert all(cands[p] == buf[p - 100:p - 95] for p in order)

@@ -1,7 +1,7 @@
 """Anonymize IPs: keyed prefix-preserving Crypto-PAn in every header a frame carries, checksums kept right.
 
 Per frame: ``frames.walk`` lists every address field (outer and tunnelled IP headers, ICMP-quoted headers,
-ARP, IPv4 options, IPv6 routing headers, neighbour discovery, IGMP/MLD, IPCP) and every checksum; each
+ARP, IPv4 options, IPv6 routing headers, neighbour discovery, IGMP/MLD, IPCP, NHRP, DNS answers, DHCP) and every checksum; each
 field is replaced by its mapping and ``checksum.fix_checksums`` applies RFC 1624 updates to every checksum
 that covers a changed byte or takes it into its pseudo-header. pcapng metadata that carries addresses (NRB
 records and DNS-server options, IDB ``if_IPv4addr``/``if_IPv6addr``, and ``if_MACaddr`` when MACs are
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .. import capture
 from ..checksum import fix_checksums
 from ..cryptopan import CryptoPAn
-from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, walk
+from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, field_length, walk
 from . import Option, Stage, StageError
 
 META = -1
@@ -62,6 +62,10 @@ class AnonymizeStage(Stage):
         Option("keep_cidrs", "Networks to keep", "cidr_list", [],
                "Addresses in these networks are kept as they are (for example a public DNS server the "
                "analysis needs). CLI: --keep CIDR, repeatable."),
+        Option("payload_addresses", "Map addresses inside DNS and DHCP", "bool", True,
+               "Also map the addresses that DNS answers (A, AAAA, EDNS client subnet) and DHCP / DHCPv6 "
+               "messages carry, so that they cannot undo the anonymization of the headers. Off: those "
+               "payload bytes stay as they are."),
         Option("anonymize_macs", "Anonymize MAC addresses", "bool", False,
                "Also map MAC addresses with the same key, keeping their group and local bits."),
         Option("allow_uninspected", "Let uninspectable frames through", "bool", False,
@@ -84,6 +88,7 @@ class AnonymizeStage(Stage):
         self._keep4 = [(net >> (32 - plen), 32 - plen) for ver, net, plen in nets if ver == 4]
         self._keep6 = [(net >> (128 - plen), 128 - plen) for ver, net, plen in nets if ver == 6]
         self._macs = bool(self.options["anonymize_macs"])
+        self._payload = bool(self.options["payload_addresses"])
         self._allow = bool(self.options["allow_uninspected"])
         self._export = str(self.options["export_mapping"] or "")
         self._map4 = {}             # original bytes -> output bytes (kept addresses map to themselves)
@@ -155,7 +160,8 @@ class AnonymizeStage(Stage):
             "in the output two different addresses look alike (use another key or keep fewer addresses).")
 
     def map_address(self, old: bytes, size: int, plen: int) -> bytes:
-        """Mapping of one address field (possibly cut short by the snap length, or a prefix of plen bits)."""
+        """Mapping of one address field: ``old`` may be cut short (snap length, or a prefix of plen bits
+        stored in fewer bytes); the bytes present map as the first bytes of the whole address would."""
         have = len(old)
         full = old if have == size else old + bytes(size - have)
         table = self._map4 if size == 4 else self._map6
@@ -187,15 +193,22 @@ class AnonymizeStage(Stage):
         changed = {}
         n = len(data)
         map4, map6 = self._map4, self._map6
+        skip_from = n
+        if not self._payload and w[4] is not None and w[4][0] in (6, 17):
+            skip_from = w[4][2]                  # DNS / DHCP fields sit in the transport's payload
         for off, size, plen in w[3]:
-            if off >= n or off in changed:
+            if off >= skip_from or off in changed:
                 continue
-            old = data[off:off + size]
-            if len(old) == size and plen == size * 8:
-                new = (map4 if size == 4 else map6).get(old)
-                if new is None:
-                    new = self._new(bytes(old), size == 4)
+            if plen >= size * 8:
+                old = data[off:off + size]
+                if len(old) == size:
+                    new = (map4 if size == 4 else map6).get(old)
+                    if new is None:
+                        new = self._new(bytes(old), size == 4)
+                else:
+                    new = self.map_address(bytes(old), size, plen)
             else:
+                old = data[off:off + field_length(size, plen)]
                 new = self.map_address(bytes(old), size, plen)
             if new != old:
                 if buf is None:
@@ -354,23 +367,33 @@ class AnonymizeStage(Stage):
                 continue
             da, db = a[0], b[0]
             na = len(da)
+            # Fields in the innermost transport's payload (DNS, DHCP, ICMP-quoted headers) may have been
+            # masked by a later stage: there zeros are accepted too, and the structure is not compared.
+            l4 = wb[4]
+            pay = l4[2] if l4 is not None else na
             wa = walk(da, a[1])
-            offs_a = [f[0] for f in wa[3]]
-            offs_b = [f[0] for f in wb[3] if f[0] < na]
+            offs_a = [f[0] for f in wa[3] if f[0] < pay]
+            offs_b = [f[0] for f in wb[3] if f[0] < min(pay, na)]
             if offs_a != offs_b:
                 raise StageError(f"self-check failed: frame {self._checked} has different address fields in the "
                                  "output than in the input")
+            skip_from = na
+            if not self._payload and l4 is not None and l4[0] in (6, 17):
+                skip_from = min(na, pay)
             for off, size, plen in wb[3]:
-                if off >= na:
+                if off >= skip_from:
                     continue
-                old = bytes(db[off:off + size])
-                want = self.map_address(old, size, plen)
-                if da[off:off + len(want)] != want[:max(0, na - off)]:
+                old = bytes(db[off:off + field_length(size, plen)])
+                want = self.map_address(old, size, plen)[:max(0, na - off)]
+                got = da[off:off + len(want)]
+                if got != want and not (off >= pay and not any(got)):
                     raise StageError(f"self-check failed: frame {self._checked}: the address field at byte {off} "
                                      "does not hold the anonymized address")
             if self._macs:
                 for off in wb[6]:
-                    if off + 6 <= na and da[off:off + 6] != self.map_mac(bytes(db[off:off + 6])):
+                    got = da[off:off + 6]
+                    if off + 6 <= na and got != self.map_mac(bytes(db[off:off + 6])) and \
+                            not (off >= pay and not any(got)):
                         raise StageError(f"self-check failed: frame {self._checked}: the MAC address at byte {off} "
                                          "does not hold its anonymized form")
 

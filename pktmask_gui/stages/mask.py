@@ -22,10 +22,11 @@ from ..frames import (F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DST, IP_END, I
                       IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO, IP_SRC, IP_VER, L4F_ECHO, L4F_FRAGMENT,
                       L4F_ICMP_ERROR, L4F_NO_HEADER, UNINSPECTABLE, Uninspectable, walk)
 from ..tcpstream import RangeMap, Reassembler, SeqTracker
-from ..tls import RECORD_NAMES, TlsWalker
+from ..tls import DONE, RECORD_NAMES, TlsWalker
 
 _I = struct.Struct("!I").unpack_from
 _H = struct.Struct("!H").unpack_from
+_HH = struct.Struct("!HH").unpack_from
 _ZERO = memoryview(bytes(1 << 16))
 _KEPT_PROTOS = frozenset((1, 58, 2, 103))   # ICMP / ICMPv6 control messages, IGMP, PIM: structure, kept
 
@@ -48,10 +49,12 @@ def _ip_wire_end(data, ip) -> int:
 
 
 def _flow_key(data, ips, l4):
+    """Addresses and ports of one direction (records hold bytes, so the key is hashable bytes)."""
     ip = ips[l4[4]]
-    size = 4 if ip[IP_VER] == 4 else 16
-    s, d, t = ip[IP_SRC], ip[IP_DST], l4[1]
-    return bytes(data[s:s + size]) + bytes(data[d:d + size]) + bytes(data[t:t + 4])
+    s, d, t = ip[6], ip[7], l4[1]                   # IP_SRC, IP_DST, the ports
+    if ip[1] == 4:
+        return data[s:s + 4] + data[d:d + 4] + data[t:t + 4]
+    return data[s:s + 16] + data[d:d + 16] + data[t:t + 4]
 
 
 def _frag_key(data, ip):
@@ -102,6 +105,17 @@ class _Direction:
         return same
 
 
+class _Nothing:
+    """What the main pass sees of a direction in which nothing is kept."""
+
+    __slots__ = ()
+    keep = RangeMap()
+    overlaps = None
+
+
+_NOTHING_KEPT = _Nothing()
+
+
 class MaskStage(Stage):
     name = "mask"
     title = "Mask Payloads"
@@ -142,7 +156,6 @@ class MaskStage(Stage):
         self.post = None                # process-pass tracker, made when the pre-scan is over
         self.frag_sums = {}             # datagram key -> {fragment offset: ones' sum of its data}
         self.frag_kept = set()          # datagrams whose first fragment has a kept port
-        self.prescanned = False
         self.finished = False
         self.bytes_kept = 0
         self.bytes_masked = 0
@@ -150,7 +163,7 @@ class MaskStage(Stage):
         self.frames_trimmed = 0
         self.copies_masked = 0
         self.uninspected = 0
-        self.summary = {}
+        self.tls_flows = self.gaps = self.resyncs = 0
 
     # ---- pre-scan -------------------------------------------------------------------------------------
     def _new_direction(self, key, number):
@@ -161,7 +174,6 @@ class MaskStage(Stage):
     def prescan(self, batch: list) -> None:
         if self.finished:
             raise StageError("Mask Payloads: pre-scan after processing started.")
-        self.prescanned = True
         keep_ports = self.keep_ports
         locate = self.pre.locate
         for rec in batch:
@@ -169,10 +181,10 @@ class MaskStage(Stage):
                 continue
             data = rec[0]
             w = walk(data, rec[1])
+            if w[0] == UNINSPECTABLE and not self.allow_uninspected:
+                raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
             l4 = w[4]
-            if l4 is None:
-                if w[0] == UNINSPECTABLE and not self.allow_uninspected:
-                    raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
+            if l4 is None or w[0] == UNINSPECTABLE:
                 continue
             proto, l4off, pay, end, _ipi, fl = l4
             if fl & L4F_FRAGMENT:
@@ -183,18 +195,24 @@ class MaskStage(Stage):
             flags = data[l4off + 13]
             if end <= pay and not flags & 2:
                 continue
-            if _H(data, l4off)[0] in keep_ports or _H(data, l4off + 2)[0] in keep_ports:
+            if keep_ports and self._kept_port(data, l4off):
                 continue
             key = _flow_key(data, w[2], l4)
             n = end - pay if end > pay else 0
             d, off = locate(key, _I(data, l4off + 4)[0], flags & 2, n)
-            if n:
+            if n and d.reasm is not None:
                 d.reasm.feed(off, memoryview(data)[pay:end])
                 if end == len(data):
                     wire = _ip_wire_end(data, w[2][l4[4]])
                     if wire > end and d.walker.pos == off + n and not d.reasm.pending:
                         d.reasm.holes += 1
                         d.walker.hole(off + wire - pay)      # cut by the snap length: known missing
+                if d.walker.mode == DONE and not len(d.keep):
+                    self._retire(d)                 # not TLS: everything will be masked, nothing to track
+
+    def _kept_port(self, data, l4off) -> bool:
+        sport, dport = _HH(data, l4off)
+        return sport in self.keep_ports or dport in self.keep_ports
 
     def _prescan_fragment(self, data, ips, l4) -> None:
         proto, l4off, pay, end, ipi, fl = l4
@@ -206,27 +224,33 @@ class MaskStage(Stage):
                 start = ip[IP_FRAG_OFF]
                 sums[start] = (start + end - pay, checksum.ones_sum(data, pay, end))
         elif proto in (6, 17) and l4off + 4 <= len(data):
-            if _H(data, l4off)[0] in self.keep_ports or _H(data, l4off + 2)[0] in self.keep_ports:
+            if self.keep_ports and self._kept_port(data, l4off):
                 self.frag_kept.add(key)
+
+    def _retire(self, d) -> None:
+        """The pre-scan of a direction is over: count it, keep only what the main pass needs."""
+        d.reasm.finish()
+        w = d.walker
+        if d.reasm.holes:
+            self.gaps += 1
+        self.resyncs += w.lost
+        d.overlaps = d.reasm.overlaps if len(d.reasm.overlaps) and len(d.keep) else None
+        d.walker = d.reasm = None
 
     def _end_prescan(self) -> None:
         self.finished = True
         flows = set()
-        gaps = resyncs = 0
         for key, insts in self.directions.items():
             for number, d in enumerate(insts):
-                d.reasm.finish()
-                w = d.walker
-                if w.records:
-                    half = (len(key) - 4) // 2
-                    back = key[half:2 * half] + key[:half] + key[-2:] + key[-4:-2]
-                    flows.add((min(key, back), number))
-                if d.reasm.holes:
-                    gaps += 1
-                resyncs += w.lost
-                d.overlaps = d.reasm.overlaps if len(d.reasm.overlaps) and len(d.keep) else None
-                d.walker = d.reasm = None           # the maps are all the main pass needs
-        self.summary = {"tls_flows": len(flows), "streams_with_gaps": gaps, "tls_resyncs": resyncs}
+                if d.reasm is not None:
+                    self._retire(d)
+                if not len(d.keep):
+                    insts[number] = _NOTHING_KEPT       # one shared object for every non-TLS direction
+                    continue
+                half = (len(key) - 4) // 2
+                back = key[half:2 * half] + key[:half] + key[-2:] + key[-4:-2]
+                flows.add((min(key, back), number))
+        self.tls_flows = len(flows)
         self.post = SeqTracker(self._old_direction)
 
     def _old_direction(self, key, number):
@@ -239,8 +263,6 @@ class MaskStage(Stage):
     # ---- main pass --------------------------------------------------------------------------------------
     def process(self, batch: list) -> list:
         if not self.finished:
-            if not self.prescanned and not self.directions:
-                self.prescanned = True                  # nothing was pre-scanned: an empty pre-scan
             self._end_prescan()
         out = []
         append = out.append
@@ -250,12 +272,14 @@ class MaskStage(Stage):
                 continue
             data = rec[0]
             w = walk(data, rec[1])
+            if w[0] == UNINSPECTABLE:
+                if not self.allow_uninspected:
+                    raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
+                self.uninspected += 1               # the user let it through unchanged
+                append(rec)
+                continue
             l4 = w[4]
-            if l4 is None:
-                if w[0] == UNINSPECTABLE:
-                    if not self.allow_uninspected:
-                        raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
-                    self.uninspected += 1
+            if l4 is None:                          # ARP, non-IP protocols, headers cut short: no payload
                 append(rec)
                 continue
             ranges = self._masked_ranges(data, w[2], l4)
@@ -291,6 +315,10 @@ class MaskStage(Stage):
         """The [a, b) byte ranges of this frame to zero."""
         proto, l4off, pay, end, ipi, fl = l4
         if end <= pay:
+            if proto == 6 and not fl & L4F_FRAGMENT and l4off + 14 <= len(data) and data[l4off + 13] & 2 \
+                    and not (self.keep_ports and self._kept_port(data, l4off)):
+                # a SYN starts (or restarts) a stream: the offsets must follow the pre-scan's exactly
+                self.post.locate(_flow_key(data, ips, l4), _I(data, l4off + 4)[0], 2, 0)
             return []
         if fl & L4F_FRAGMENT:
             if self.frag_kept and _frag_key(data, ips[ipi]) in self.frag_kept:
@@ -299,7 +327,7 @@ class MaskStage(Stage):
         if proto == 6:
             if l4off + 14 > len(data):
                 return [(pay, end)]
-            if _H(data, l4off)[0] in self.keep_ports or _H(data, l4off + 2)[0] in self.keep_ports:
+            if self.keep_ports and self._kept_port(data, l4off):
                 return []
             d, off = self.post.locate(_flow_key(data, ips, l4), _I(data, l4off + 4)[0],
                                       data[l4off + 13] & 2, end - pay)
@@ -318,7 +346,7 @@ class MaskStage(Stage):
                 ranges.append((cur, end))
             return ranges
         if proto == 17:
-            if _H(data, l4off)[0] in self.keep_ports or _H(data, l4off + 2)[0] in self.keep_ports:
+            if self.keep_ports and self._kept_port(data, l4off):
                 return []
             return [(pay, end)]
         if fl & L4F_ECHO:
@@ -425,10 +453,10 @@ class MaskStage(Stage):
             "bytes_kept": self.bytes_kept,
             "bytes_masked": self.bytes_masked,
             "frames_masked": self.frames_masked,
-            "tls_flows": self.summary.get("tls_flows", 0),
+            "tls_flows": self.tls_flows,
             "tls_records": {RECORD_NAMES[t]: n for t, n in sorted(self.record_counts.items())},
-            "streams_with_gaps": self.summary.get("streams_with_gaps", 0),
-            "tls_resyncs": self.summary.get("tls_resyncs", 0),
+            "streams_with_gaps": self.gaps,
+            "tls_resyncs": self.resyncs,
         }
         if self.trim:
             out["frames_trimmed"] = self.frames_trimmed

@@ -6,10 +6,6 @@ log and a summary. ``app.run_gui`` is the entry point the CLI calls.
 """
 from __future__ import annotations
 
-from ._refcount_guard import apply as _apply_refcount_guard
-
-_apply_refcount_guard()   # before any widget exists: see _refcount_guard.py
-
 __all__ = ["MainWindow", "run_gui"]
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
-from PySide6.QtWidgets import (QApplication, QButtonGroup, QCheckBox, QFileDialog, QFrame, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QMainWindow, QMenu, QMessageBox,
-                               QProgressBar, QProgressDialog, QPushButton, QRadioButton, QSizePolicy, QSplitter, QStyle,
-                               QToolBar, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu,
+                               QMessageBox, QProgressBar, QProgressDialog, QPushButton, QSizePolicy, QSplitter,
+                               QStyle, QToolBar, QVBoxLayout, QWidget)
 
 from .. import __version__
 from .. import settings as settings_mod
@@ -30,6 +29,7 @@ from .log_panel import LogPanel
 from .queue import (CANCELLED, CANCELLING, COL_PROGRESS, COL_STATUS, DONE, FAILED, FINISHED, QUEUED,
                     RUNNING, QueueModel, QueueView)
 from .resources import app_icon, style_sheet
+from .run_options import NoticeBar, RunOptions
 from .settings_dialog import SettingsDialog
 from .summary import SummaryDialog, duplicates_removed, stage_lines
 from .workers import JobRunner
@@ -72,7 +72,6 @@ class MainWindow(QMainWindow):
         if app is not None and not app.styleSheet():
             app.setStyleSheet(style_sheet())
         self.settings = settings_mod.load_settings()
-        self.state = ui_state()
         self.model = QueueModel(self)
         self.model.result_text = self.result_text
         self.runner = JobRunner(self)
@@ -115,6 +114,12 @@ class MainWindow(QMainWindow):
             app.aboutToQuit.connect(self._on_about_to_quit)
         if paths:
             self.add_paths(paths)
+
+    @property
+    def state(self) -> QSettings:
+        """A fresh QSettings per use: written to disk as soon as it goes away, so that no object lives on
+        to write late (a late write would recreate a config folder that a test or script removed)."""
+        return ui_state()
 
     # ============================================================================ construction ===
     def _action(self, text, slot, shortcut=None, tip="", icon=None) -> QAction:
@@ -207,74 +212,16 @@ class MainWindow(QMainWindow):
         outer.setContentsMargins(8, 6, 8, 6)
         outer.setSpacing(6)
 
-        # Operations (one checkbox per stage the engine offers) and the output folder.
-        ops_box = QGroupBox("Operations")
-        ops_layout = QHBoxLayout(ops_box)
-        ops_layout.setSpacing(16)
-        self.op_boxes: dict[str, QCheckBox] = {}
-        for stage in operations():
-            box = QCheckBox(stage.title)
-            box.setObjectName(f"op_{stage.name}")
-            box.setToolTip(stage.description)
-            box.setChecked(True)
-            box.toggled.connect(self._update_actions)
-            self.op_boxes[stage.name] = box
-            ops_layout.addWidget(box)
-        if not self.op_boxes:
-            ops_layout.addWidget(QLabel("No operation is available in this build."))
-        ops_layout.addStretch(1)
-
-        out_box = QGroupBox("Output")
-        out_layout = QHBoxLayout(out_box)
-        self.out_beside = QRadioButton("Beside each input")
-        self.out_beside.setToolTip("Each output is saved in its input's folder, named <name>"
-                                   f"{self.settings.output_suffix}<ext>")
-        self.out_folder = QRadioButton("In folder:")
-        self.out_folder.setToolTip("Save every output in this folder (folder inputs keep their layout under it)")
-        self.out_group = QButtonGroup(self)
-        self.out_group.addButton(self.out_beside)
-        self.out_group.addButton(self.out_folder)
-        self.out_beside.setChecked(True)
-        self.out_path = QLineEdit()
-        self.out_path.setObjectName("outputFolder")
-        self.out_path.setPlaceholderText("Choose a folder…")
-        self.out_path.setMinimumWidth(200)
-        self.out_path.textEdited.connect(lambda _t: self.out_folder.setChecked(True))
-        self.out_browse = QPushButton("Browse…")
-        self.out_browse.clicked.connect(self.choose_output_folder)
-        self.out_group.buttonToggled.connect(lambda *_: self._output_mode_changed())
-        out_layout.addWidget(self.out_beside)
-        out_layout.addSpacing(8)
-        out_layout.addWidget(self.out_folder)
-        out_layout.addWidget(self.out_path, 1)
-        out_layout.addWidget(self.out_browse)
-
-        top = QHBoxLayout()
-        top.setSpacing(8)
-        top.addWidget(ops_box, 0)
-        top.addWidget(out_box, 1)
-        outer.addLayout(top)
-
-        # A notice bar for refused drops and similar (dismissable, no modal dialog).
-        self.notice = QFrame()
-        self.notice.setObjectName("noticeBar")
-        notice_layout = QHBoxLayout(self.notice)
-        notice_layout.setContentsMargins(10, 6, 6, 6)
-        icon = QLabel()
-        icon.setPixmap(self.style().standardIcon(QStyle.SP_MessageBoxWarning).pixmap(18, 18))
-        self.notice_text = QLabel()
-        self.notice_text.setObjectName("noticeText")
-        self.notice_text.setWordWrap(True)
-        self.notice_text.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        close = QToolButton()
-        close.setText("✕")
-        close.setAutoRaise(True)
-        close.setToolTip("Dismiss")
-        close.clicked.connect(self.notice.hide)
-        notice_layout.addWidget(icon, 0, Qt.AlignTop)
-        notice_layout.addWidget(self.notice_text, 1)
-        notice_layout.addWidget(close, 0, Qt.AlignTop)
-        self.notice.hide()
+        # Operations (one checkbox per stage the engine offers), the output folder, the notice bar.
+        self.options = RunOptions(self.settings.output_suffix)
+        self.options.changed.connect(self._output_mode_changed)
+        self.options.folder_chosen.connect(lambda folder: self.state.setValue("recent/outputDir", folder))
+        self.op_boxes = self.options.op_boxes
+        self.out_beside, self.out_folder = self.options.out_beside, self.options.out_folder
+        self.out_path, self.out_browse = self.options.out_path, self.options.out_browse
+        outer.addWidget(self.options)
+        self.notice = NoticeBar()
+        self.notice_text = self.notice.text
         outer.addWidget(self.notice)
 
         # Queue (also the drop area) over the log panel.
@@ -368,9 +315,9 @@ class MainWindow(QMainWindow):
         if isinstance(checked, str):
             checked = [checked] if checked else []
         if isinstance(checked, list):
-            for name, box in self.op_boxes.items():
-                box.setChecked(name in checked)
+            self.options.set_operations(checked)
         self.out_path.setText(str(s.value("run/outputFolder", "") or ""))
+        self.options.last_browse_dir = self._last_dir("recent/outputDir")
         self.log_panel.last_save_dir = str(s.value("recent/logDir", "") or "")
         if s.value("run/outputMode", "beside") == "folder":
             self.out_folder.setChecked(True)
@@ -505,8 +452,7 @@ class MainWindow(QMainWindow):
             shown = ", ".join(f"<b>{_esc(n)}</b> ({_esc(r)})" for n, r in refused[:4])
             more = f" and {len(refused) - 4} more (see the log)" if len(refused) > 4 else ""
             text = f"{len(refused)} items were not queued: {shown}{more}."
-        self.notice_text.setText(text)
-        self.notice.show()
+        self.notice.show_html(text)
         self.statusBar().showMessage(f"{plural(len(refused), 'item')} not queued; see the notice above the queue.",
                                      8000)
 
@@ -571,13 +517,10 @@ class MainWindow(QMainWindow):
 
     # ================================================================================ running ===
     def selected_operations(self) -> list[str]:
-        return [name for name, box in self.op_boxes.items() if box.isChecked()]
+        return self.options.selected_operations()
 
     def output_dir(self) -> Path | None:
-        if self.out_folder.isChecked():
-            text = self.out_path.text().strip()
-            return Path(text).expanduser() if text else None
-        return None
+        return self.options.output_dir()
 
     def start(self) -> bool:
         """Start the queued files. Returns False (and says why) when nothing can start."""
@@ -770,7 +713,7 @@ class MainWindow(QMainWindow):
         if row.status == RUNNING:
             return f"Writing {self.planned_output(row).name}"
         if row.status == CANCELLING:
-            return "Stopping; removing temp files and the partial output…"
+            return "Stopping; removing its temp files…"
         result = row.result
         if row.status == DONE and result is not None:
             parts = [f"Saved {Path(result.output).name}" if result.output else "Done"]
@@ -855,7 +798,7 @@ class MainWindow(QMainWindow):
             self.start_button.setToolTip("Queue capture files first")
         else:
             self.start_button.setToolTip(self.act_start.toolTip())
-        can_cancel = running > 0 or (self.batch is not None and queued)
+        can_cancel = (running > 0 or (self.batch is not None and queued)) and not self._closing
         self.act_cancel.setEnabled(can_cancel)
         self.cancel_button.setEnabled(can_cancel)
         selected = self._selected_rows() if self.queue_view.selectionModel() is not None else []
@@ -864,13 +807,7 @@ class MainWindow(QMainWindow):
         self.act_open_output.setEnabled(self._output_folder_to_open() is not None)
         self.open_button.setEnabled(self.act_open_output.isEnabled())
         self.act_summary.setEnabled(bool(self.last_results))
-        busy = self.batch is not None
-        for box in self.op_boxes.values():
-            box.setEnabled(not busy)
-        for w in (self.out_beside, self.out_folder, self.out_path, self.out_browse):
-            w.setEnabled(not busy)
-        if not busy and self.out_beside.isChecked():
-            self.out_path.setEnabled(True)
+        self.options.set_busy(self.batch is not None)
         self._update_counts()
         if self.batch is None:
             self._update_overall()
@@ -880,19 +817,12 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(title)
 
     def _output_mode_changed(self) -> None:
-        self.out_browse.setEnabled(self.batch is None)
-        self.model.refresh_all()
+        self.model.refresh_all()      # the "Will be saved as" words follow the output choice
         self._update_actions()
 
     # ================================================================================ folders ===
     def choose_output_folder(self) -> None:
-        start = self.out_path.text() or self._last_dir("recent/outputDir")
-        folder = QFileDialog.getExistingDirectory(self, "Choose the Output Folder", start)
-        if folder:
-            self.out_path.setText(folder)
-            self.out_folder.setChecked(True)
-            self.state.setValue("recent/outputDir", folder)
-            self._output_mode_changed()
+        self.options.browse()
 
     def _output_folder_to_open(self) -> Path | None:
         if self.out_folder.isChecked():
@@ -929,7 +859,7 @@ class MainWindow(QMainWindow):
 
     def apply_settings(self, new: settings_mod.Settings) -> None:
         self.settings = new
-        self.out_beside.setToolTip(f"Each output is saved in its input's folder, named <name>{new.output_suffix}<ext>")
+        self.options.set_suffix(new.output_suffix)
         self.model.refresh_all()
         note = " Running files keep the settings they started with." if self.runner.running_count() else ""
         self.statusBar().showMessage("Settings saved; they apply to the next file that starts." + note, 8000)
@@ -1011,7 +941,10 @@ class MainWindow(QMainWindow):
             progress.setMinimumDuration(0)
             progress.show()
             QApplication.processEvents()
+        self.clock.stop()
+        self._update_actions()
         if running:
+            self.time_label.setText("Cleaning up…")
             self.statusBar().showMessage("Cleaning up: cancelling running jobs…")
             log.warning("Quitting: cancelling %s.", plural(running, "running job"))
         stopped = self.runner.cancel_all_and_wait(SHUTDOWN_TIMEOUT_S)

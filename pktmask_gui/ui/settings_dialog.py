@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QVBoxLayout, QWidget)
 
 from .. import settings as settings_mod
-from ..stages import operations, validate_option
+from ..stages import operations
 
 INT_MAX = 2**31 - 1
 

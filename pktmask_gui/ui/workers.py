@@ -25,8 +25,13 @@ log = logging.getLogger("pktmask_gui.ui")
 THREAD_JOBS: dict[int, str] = {}
 
 
+# Byte and packet counts pass as 64-bit: a plain ``int`` signal argument is a C int, which would
+# silently wrap for captures above 2 GiB.
+COUNTS = ("qlonglong", "qlonglong", "qlonglong")
+
+
 class JobWorker(QObject):
-    progress = Signal(int, str, int, int, int)   # row id, phase, bytes done, bytes total, packets done
+    progress = Signal(int, str, *COUNTS)         # row id, phase, bytes done, bytes total, packets done
     finished = Signal(int, object)               # row id, pipeline.JobResult
     failed = Signal(int, str)                    # row id, error (the worker itself failed)
 
@@ -67,7 +72,7 @@ class JobWorker(QObject):
 class JobRunner(QObject):
     """Runs jobs on QThread workers, never more at once than the caller allows."""
 
-    progress = Signal(int, str, int, int, int)
+    progress = Signal(int, str, *COUNTS)
     finished = Signal(int, object)
     failed = Signal(int, str)
     idle = Signal()          # the last running job has reported and its thread has ended
@@ -153,12 +158,12 @@ class JobRunner(QObject):
         deadline = time.monotonic() + timeout_s
         while self._active and time.monotonic() < deadline:
             QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
-            for thread, worker in list(self._active.values()):
-                if worker.done.is_set():
-                    thread.wait(50)
-                    break
-            else:
-                next(iter(self._active.values()))[1].done.wait(0.02) if self._active else None
+            entries = list(self._active.values())
+            finishing = [thread for thread, worker in entries if worker.done.is_set()]
+            if finishing:
+                finishing[0].wait(50)          # its run() returned: the thread ends within moments
+            elif entries:
+                entries[0][1].done.wait(0.02)  # sleep briefly instead of spinning
         # Results and thread-finished notifications posted in the last moments.
         QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
         for rid, (thread, _worker) in list(self._active.items()):

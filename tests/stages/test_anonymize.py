@@ -20,7 +20,7 @@ import pytest
 from pktmask_gui import capture
 from pktmask_gui.capture import CaptureReader, CaptureWriter, build_options, make_idb_body, make_shb_body
 from pktmask_gui.cryptopan import CryptoPAn
-from pktmask_gui.frames import OK, Uninspectable, walk
+from pktmask_gui.frames import OK, Uninspectable, field_length, walk
 from pktmask_gui.stages import StageContext, StageError
 from pktmask_gui.stages.anonymize import AnonymizeStage
 
@@ -58,9 +58,11 @@ def assert_anonymized(before: bytes, after: bytes, linktype: int = 1) -> None:
     assert wb[0] == OK
     touched = set()
     for off, size, plen in wb[3]:
-        old = before[off:off + size]
+        old = before[off:off + field_length(size, plen)]
         touched.update(range(off, off + len(old)))
         if plen < size * 8:
+            v = int.from_bytes(expect(old + bytes(size - len(old))), "big") >> (size * 8 - plen) << (size * 8 - plen)
+            assert after[off:off + len(old)] == v.to_bytes(size, "big")[:len(old)]
             continue
         if len(old) < size:         # cut by the snap length: the bytes present map as the whole address would
             assert after[off:off + len(old)] == expect(old + bytes(size - len(old)))[:len(old)]
@@ -429,3 +431,28 @@ def test_cross_file_consistency_one_key(corpus_dir, workdir):
             outs.append(pairs)
     common = set(outs[0]) & set(outs[1])
     assert common and all(outs[0][a] == outs[1][a] for a in common)
+
+
+def test_payload_addresses_option_and_masked_payload_passes_self_check():
+    msg = tf.dns_answer(["93.184.216.34"], ecs=("198.51.100.0", 24))
+    f = tf.eth(tf.ipv4(tf.A, tf.B, 17, tf.udp(tf.A, tf.B, msg, 53, 40000)))
+    st = make()
+    out = st.process(recs([f]))
+    o = out[0][0]
+    assert tf.ip("93.184.216.34") not in o and REF.map4(tf.ip("93.184.216.34")) in o
+    assert_anonymized(f, o)
+    # a later stage (masking) zeroes the DNS payload: the self-check accepts it
+    w = walk(f, 1)
+    masked = bytearray(o)
+    masked[w[4][2]:w[4][3]] = bytes(w[4][3] - w[4][2])
+    st.check(recs([f]), [(bytes(masked),) + out[0][1:]])
+    # ... but not an original address left in place there
+    left = bytearray(o)
+    a = f.find(tf.ip("93.184.216.34"))
+    left[a:a + 4] = tf.ip("93.184.216.34")
+    with pytest.raises(StageError):
+        st.check(recs([f]), [(bytes(left),) + out[0][1:]])
+    off = make(payload_addresses=False)
+    o2 = off.process(recs([f]))[0][0]
+    assert tf.ip("93.184.216.34") in o2 and o2[26:34] == o[26:34]
+    off.check(recs([f]), [(o2,) + out[0][1:]])

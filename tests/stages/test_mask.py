@@ -437,3 +437,70 @@ def test_corpus_passes_independent_verifier(name, corpus_dir, workdir):
     p = subprocess.run([sys.executable, str(VERIFY), str(src), str(dst), "--mask", "-v"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     assert p.returncode == 0, p.stdout.decode()
+
+
+def test_port_reuse_and_syn_defines_the_stream_start():
+    stream, cls = layout([CH, APP[0], APP[1]])
+    first = segments(stream, [400], 1000)
+    # the same four-tuple again: a new SYN, and this time the first 400 bytes were not captured
+    second = segments(stream, [400], 70000)[1:]
+    frames = [tcp_frame(1000, b"", 0x02)] + [f for _, f in first] + [tcp_frame(70000, b"", 0x02)] + \
+        [f for _, f in second]
+    out, stage = run(recs(frames))
+    got1 = [o[0] for o in out[1:1 + len(first)]]
+    check_stream(got1, [o for o, _ in first], stream, cls)
+    got2 = out[2 + len(first):]
+    h = len(CH)                               # first header after the gap: the APP[0] record at len(CH)
+    for (off, _), o in zip(second, got2):
+        p = payload(o[0])
+        for j, b in enumerate(p):
+            pos = off + j
+            if pos < h or cls[pos] == "z":
+                assert b == 0, pos
+    assert stage.report()["streams_with_gaps"] == 1
+
+
+def test_tunnel_headers_stay_and_outer_checksums_follow_the_inner_payload():
+    inner = eth(ipv4(A4, B4, 17, udp(A4, B4, 5000, 53, rnd(80, 11))))
+    vxlan = b"\x08\x00\x00\x00\x00\x01\x00\x00" + inner
+    outer_a, outer_b = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
+    f_vxlan = eth(ipv4(outer_a, outer_b, 17, udp(outer_a, outer_b, 40000, 4789, vxlan)))
+    gre_body = bytearray(b"\x80\x00\x08\x00\x00\x00\x00\x00" + ipv4(A4, B4, 6, tcp(A4, B4, 1, 2, 5, b"secret" * 20)))
+    struct.pack_into("!H", gre_body, 4, checksum.internet_checksum(gre_body))
+    f_gre = eth(ipv4(outer_a, outer_b, 47, bytes(gre_body)))
+    out, _ = run(recs([f_vxlan, f_gre]))
+    for f, o in zip((f_vxlan, f_gre), out):
+        o = o[0]
+        assert len(o) == len(f)
+        assert all(checksums_ok(o)) and len(checksums_ok(o)) >= 3
+        p_in, p_out = payload(f), payload(o)
+        assert p_in and not any(p_out)
+        inner_start = len(f) - len(p_in)
+        diff = [i for i in range(inner_start) if f[i] != o[i]]
+        assert all(walk(f, 1)[5] and any(c[0] <= i < c[0] + 2 for c in walk(f, 1)[5]) for i in diff)
+
+
+def test_icmpv6_echo_and_error_and_icmp_extensions():
+    echo = bytearray(b"\x80\x00\x00\x00\x00\x01\x00\x01" + rnd(32, 12))
+    struct.pack_into("!H", echo, 2, l4sum(A6, B6, 58, bytes(echo)))
+    quoted = ipv6(B6, A6, 6, tcp(B6, A6, 443, 40000, 9, rnd(100, 13)))
+    err = bytearray(b"\x01\x04\x00\x00\x00\x00\x00\x00" + quoted)
+    struct.pack_into("!H", err, 2, l4sum(A6, B6, 58, bytes(err)))
+    # ICMPv4 time exceeded with an RFC 4884 length (original datagram: 32 words) and an MPLS extension
+    orig = ipv4(B4, A4, 17, udp(B4, A4, 33434, 33435, rnd(100, 14)))[:128]
+    ext = b"\x20\x00\x00\x00" + b"\x00\x08\x01\x01" + b"\x00\x01\x41\x01"
+    te = bytearray(b"\x0b\x00\x00\x00\x00\x20\x00\x00" + orig + ext)
+    struct.pack_into("!H", te, 2, checksum.internet_checksum(te))
+    frames = [eth(ipv6(A6, B6, 58, bytes(echo)), True), eth(ipv6(A6, B6, 58, bytes(err)), True),
+              eth(ipv4(A4, B4, 1, bytes(te)))]
+    out, _ = run(recs(frames))
+    o = [x[0] for x in out]
+    assert all(all(checksums_ok(x)) for x in o)
+    assert not any(o[0][14 + 40 + 8:])
+    q = 14 + 40 + 8
+    assert o[1][q:q + 40 + 16] == frames[1][q:q + 40 + 16] and o[1][q + 40 + 18:q + 60] == frames[1][q + 40 + 18:q + 60]
+    assert not any(o[1][q + 60:])
+    q4 = 14 + 20 + 8
+    assert o[2][q4:q4 + 26] == frames[2][q4:q4 + 26]            # quoted IP + UDP header (but its checksum)
+    assert not any(o[2][q4 + 28:q4 + 128])
+    assert o[2][q4 + 128:] == ext                               # the extension (MPLS labels) stays

@@ -25,7 +25,7 @@ import pytest
 
 pytest.importorskip("PySide6", reason="PySide6 is not installed: the GUI cannot be tested")
 
-import pktmask_gui.ui  # noqa: E402,F401  (applies the PySide refcount guard before any widget exists)
+import pktmask_gui.ui  # noqa: E402,F401
 from PySide6.QtCore import QSettings, QStandardPaths  # noqa: E402
 
 from pktmask_gui import settings as settings_mod  # noqa: E402

@@ -221,16 +221,17 @@ def test_start_needs_an_operation(window, ui_env, qtbot, monkeypatch):
 
 def test_window_state_and_last_folders_are_remembered(qtbot, ui_env):
     first = make_window(qtbot, size=(1010, 640))
-    only(first, "dedup")
+    only(first, "dedup", "mask")
     first.out_folder.setChecked(True)
     first.out_path.setText(str(ui_env.out))
     first.close()
-    second = make_window(qtbot, size=(900, 580))
+    second = make_window(qtbot, size=(900, 580), operations=())
     second.hide()
     second._restore_state()
     assert second.out_folder.isChecked()
     assert second.out_path.text() == str(ui_env.out)
-    assert [n for n, b in second.op_boxes.items() if b.isChecked()] == ["dedup"]
+    assert [n for n, b in second.op_boxes.items() if b.isChecked()] == \
+        [n for n in second.op_boxes if n in ("dedup", "mask")]
     assert second.size().width() == 1010 and second.size().height() == 640
     second.close()
 

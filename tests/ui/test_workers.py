@@ -91,8 +91,9 @@ def test_answering_no_to_the_quit_question_changes_nothing(qtbot, ui_env, big_ca
     window.confirm_quit = lambda running: False
     assert window.start()
     row = wait_running(qtbot, window, "big.pcap")
-    assert window.close() is False
+    window.act_quit.trigger()                                # Ctrl+Q
     assert window.isVisible() and row.status == "Running"
+    assert window.close() is False
     window.cancel_all()
     wait_idle(qtbot, window)
     assert row.status == "Cancelled" and ui_env.leftovers(big_capture.parent) == []
@@ -127,3 +128,51 @@ def test_parallel_jobs_limit_is_respected(window, ui_env, qtbot):
     wait_idle(qtbot, window)
     assert max(peak or [0]) <= 2
     assert [r.status for r in window.model.rows] == ["Done"] * 4
+
+
+def test_files_added_during_a_run_join_it(window, ui_env, qtbot, big_capture):
+    window.add_paths([big_capture])
+    window.out_folder.setChecked(True)
+    window.out_path.setText(str(ui_env.out))
+    assert window.start()
+    row = wait_running(qtbot, window, "big.pcap")
+    assert not window.start_button.isEnabled()              # the run takes new files by itself
+    late = ui_env.inputs / "late.pcap"
+    generate(late, packets=300, seed=8)
+    window.add_paths([late])
+    qtbot.waitUntil(lambda: window.model.rows[1].status in ("Running", "Done"), timeout=20000)
+    window.cancel_row(row)
+    wait_idle(qtbot, window)
+    assert [r.status for r in window.model.rows] == ["Cancelled", "Done"]
+    assert [r.status for r in window.last_results] == ["cancelled", "ok"]
+
+
+def test_the_quit_question_names_the_running_jobs(window, qtbot):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from pktmask_gui.ui.main_window import MainWindow
+
+    seen = []
+
+    def answer(button_text):
+        box = QApplication.activeModalWidget()
+        seen.append(box.text())
+        next(b for b in box.buttons() if b.text() == button_text).click()
+
+    QTimer.singleShot(100, lambda: answer("Keep Running"))
+    assert MainWindow.confirm_quit(window, 2) is False
+    QTimer.singleShot(100, lambda: answer("Cancel Jobs and Quit"))
+    assert MainWindow.confirm_quit(window, 1) is True
+    assert seen == ["2 jobs are running — cancel them and quit?", "1 job is running — cancel it and quit?"]
+
+
+def test_progress_of_captures_above_2_gib_is_not_truncated(qtbot):
+    from pktmask_gui.ui.workers import JobRunner, JobWorker
+
+    worker = JobWorker(7, None, None)
+    runner = JobRunner()
+    worker.progress.connect(runner.progress)
+    with qtbot.waitSignal(runner.progress, timeout=2000) as blocker:
+        worker._progress("process", 5_000_000_000, 6_000_000_000, 40_000_000)
+    assert blocker.args == [7, "process", 5_000_000_000, 6_000_000_000, 40_000_000]

@@ -9,10 +9,14 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 
-def make_window(qtbot, size=(1280, 760)):
+def make_window(qtbot, size=(1280, 760), operations=("dedup",)):
+    """A shown MainWindow. Only Remove Dupes is ticked by default: these tests are about the window, and
+    the one stage every build has keeps them independent of the other stages' state."""
     from pktmask_gui.ui import MainWindow
 
     window = MainWindow()
+    for name, box in window.op_boxes.items():
+        box.setChecked(name in operations)
     qtbot.addWidget(window)
     window.resize(*size)
     window.confirm_quit = lambda running: True   # a test never blocks on the quit question
@@ -27,7 +31,11 @@ def drop(widget, paths):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
     centre = widget.rect().center()
-    enter = QDragEnterEvent(QPointF(centre), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    # QDragEnterEvent takes a QPoint up to PySide6 6.11 and a QPointF from 6.12 on.
+    try:
+        enter = QDragEnterEvent(centre, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    except TypeError:
+        enter = QDragEnterEvent(QPointF(centre), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     QApplication.sendEvent(widget, enter)
     event = QDropEvent(QPointF(centre), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     QApplication.sendEvent(widget, event)
