@@ -13,6 +13,8 @@ Hand-written because no maintained package does IPv6 and prefix caching; AES com
 """
 from __future__ import annotations
 
+import struct
+
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_SIZE = 32
@@ -20,6 +22,13 @@ PREFIX_CACHE_MAX = 1 << 19      # prefix -> pad-bits entries (~100 bytes each), 
 ADDRESS_CACHE_MAX = 1 << 20     # address -> mapped address entries, per family
 
 _M128 = (1 << 128) - 1
+_HI32 = [(0xFFFFFFFF << (32 - i)) & 0xFFFFFFFF for i in range(33)]     # the first i bits
+_LO32 = [0xFFFFFFFF >> i for i in range(33)]                             # the bits after them
+_BIT32 = [1 << (31 - i) for i in range(32)]
+_BLOCK4 = struct.Struct("!I12s").pack
+_HI128 = [(_M128 << (128 - i)) & _M128 for i in range(129)]
+_LO128 = [_M128 >> i for i in range(129)]
+_BIT128 = [1 << (127 - i) for i in range(128)]
 
 
 class CryptoPAn:
@@ -32,12 +41,10 @@ class CryptoPAn:
         self._ecb = Cipher(algorithms.AES(key[:16]), modes.ECB()).encryptor()
         pad = self._ecb.update(key[16:])
         self._pad = int.from_bytes(pad, "big")
-        # masks: low (128 - i) bits, i.e. the pad bits that follow an i-bit prefix
-        self._low = [_M128 >> i for i in range(129)]
         self._bits = {}             # (1 << i) | prefix_i  ->  pad bits 0..i, 128-bit aligned
         self._bits4 = {}            # the same for IPv4, 32-bit aligned
         self._pad4 = self._pad >> 96
-        self._tail = pad[4:]
+        self._tail = pad[4:]        # an IPv4 AES input: 4 bytes of prefix and pad, then the rest of the pad
         self._v4 = {}
         self._v6 = {}
 
@@ -63,16 +70,14 @@ class CryptoPAn:
         if lo == nbits - 1:
             return acc
         pad = self._pad
-        low = self._low
         first = lo + 1
-        blocks = b"".join(((a128 >> (128 - i) << (128 - i)) | (pad & low[i])).to_bytes(16, "big")
-                          for i in range(first, nbits))
-        out = self._ecb.update(blocks)
-        room = len(bits) < PREFIX_CACHE_MAX
+        out = self._ecb.update(b"".join([((a128 & _HI128[i]) | (pad & _LO128[i])).to_bytes(16, "big")
+                                         for i in range(first, nbits)]))
         j = 0
+        room = len(bits) < PREFIX_CACHE_MAX
         for i in range(first, nbits):
             if out[j] & 0x80:
-                acc |= 1 << (127 - i)
+                acc |= _BIT128[i]
             j += 16
             if room:
                 bits[(a128 >> (128 - i)) | (1 << i)] = acc
@@ -96,17 +101,20 @@ class CryptoPAn:
         pad4 = self._pad4
         tail = self._tail
         first = lo + 1
-        blocks = b"".join(((a >> (32 - i) << (32 - i)) | (pad4 & (0xFFFFFFFF >> i))).to_bytes(4, "big") + tail
-                          for i in range(first, 32))
-        out = self._ecb.update(blocks)
-        room = len(bits) < PREFIX_CACHE_MAX
+        out = self._ecb.update(b"".join([_BLOCK4((a & _HI32[i]) | (pad4 & _LO32[i]), tail)
+                                         for i in range(first, 32)]))
         j = 0
-        for i in range(first, 32):
-            if out[j] & 0x80:
-                acc |= 1 << (31 - i)
-            j += 16
-            if room:
+        if len(bits) < PREFIX_CACHE_MAX:
+            for i in range(first, 32):
+                if out[j] & 0x80:
+                    acc |= _BIT32[i]
+                j += 16
                 bits[(a >> (32 - i)) | (1 << i)] = acc
+        else:
+            for i in range(first, 32):
+                if out[j] & 0x80:
+                    acc |= _BIT32[i]
+                j += 16
         return acc
 
     def anonymize_v4(self, addr: int) -> int:

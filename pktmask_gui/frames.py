@@ -14,8 +14,8 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
     uninspectable frame may still list the outer layers it got through; stages fail closed on it
     (``raise Uninspectable(label)``) unless their ``allow_uninspected`` option is set.
 ``label``
-    For ``OK``: the outermost network protocol (``"IPv4"``, ``"IPv6"``, ``"ARP"``, ``"RARP"``); use it to
-    count frames by type.
+    For ``OK``: the outermost network protocol (``"IPv4"``, ``"IPv6"``, ``"ARP"``, ``"RARP"``, ``"NHRP"``,
+    ``"PPP IPCP"``, or ``"truncated"`` when the frame ends before one); use it to count frames by type.
 ``ips``
     One tuple per IP header, outermost first (tunnelled inner headers and headers quoted inside ICMP /
     ICMPv6 errors included), indexed by ``IP_*``::
@@ -33,15 +33,18 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
     (bytes) are 0 for unfragmented packets.
 ``addrs``
     Every IP address field in the frame, as ``(offset, size, prefix_bits)``: size 4 or 16; prefix_bits is
-    ``size * 8`` for addresses, smaller for prefixes (ICMPv6 prefix information: bits past it are zero).
+    ``size * 8`` for addresses, smaller for prefixes (ICMPv6 prefix information: bits past it are zero), or
+    ``INVERTED`` (-1) for an address stored bitwise inverted (the Teredo origin indication).
     Covers IP source/destination of every header above, IPv4 source/record route and timestamp options,
     IPv6 routing headers, ARP/RARP sender and target protocol addresses, ICMP redirect gateways and
     router advertisements, ICMPv6 neighbour discovery targets / prefixes / RDNSS, MLD and IGMP group and
-    source addresses, PPP IPCP address options, NHRP NBMA / protocol / client addresses, and in
+    source addresses, VRRPv3 virtual addresses, PPP IPCP address options, NHRP NBMA / protocol / client
+    addresses, and in
     application data: DNS A / AAAA records and EDNS client-subnet options (UDP/TCP 53, mDNS, LLMNR),
     DHCP address fields and address options, DHCPv6 addresses, prefixes and server lists. A field of
-    ``prefix_bits < size * 8`` occupies ``(prefix_bits + 7) // 8`` bytes (``field_length()``). A field cut by the snap length is listed when its first
-    byte is present (a prefix-preserving mapping can rewrite the part present).
+    ``prefix_bits < size * 8`` occupies ``(prefix_bits + 7) // 8`` bytes (``field_length()``). A field cut
+    by the snap length is listed when its first byte is present (a prefix-preserving mapping can rewrite
+    the part present).
 ``l4``
     The innermost transport layer that carries application data, or ``None``, indexed by ``L4_*``::
 
@@ -56,25 +59,27 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
     A tunnel's carrier (outer UDP of VXLAN, GRE, ...) is never ``l4``; the tunnelled transport is.
 ``csums``
     Every checksum field present in the frame, innermost first (apply updates in list order), as
-    ``(cs_off, cover_start, cover_end, kind, ip_index)``: ``kind`` in ``CS_IPV4``, ``CS_TCP``, ``CS_UDP``,
-    ``CS_ICMP``, ``CS_ICMPV6``, ``CS_IGMP``, ``CS_GRE``, ``CS_NHRP``, ``CS_PSEUDO`` (other transports with an
-    IP pseudo-header: UDP-Lite, DCCP, VRRPv3, OSPFv3, PIM over IPv6), ``CS_IP_BODY`` (PIM over IPv4); ``ip_index``
-    is the IP header whose addresses enter the pseudo-header or ``None``. Byte parity of a changed byte is relative to
-    ``cover_start``; ``cover_end`` is clipped to ``len(data)``. Includes checksums inside quoted headers, the
-    outer UDP checksum of tunnels (VXLAN, Geneve, GTP-U, Teredo, MPLS-over-UDP, L2TP) and the GRE checksum:
-    all cover the inner packet. ``checksum.fix_checksums`` applies them.
+    ``(cs_off, cover_start, cover_end, kind, ip_index)``. ``kind``: ``CS_IPV4``, ``CS_TCP``, ``CS_UDP``,
+    ``CS_ICMP``, ``CS_ICMPV6``, ``CS_IGMP``, ``CS_GRE``, ``CS_NHRP``, ``CS_PSEUDO`` (other transports with
+    an IP pseudo-header: UDP-Lite, DCCP, VRRPv3, OSPFv3, PIM over IPv6) or ``CS_IP_BODY`` (PIM over IPv4).
+    ``ip_index`` is the IP header whose addresses enter the pseudo-header, or ``None``. Byte parity of a
+    changed byte is relative to ``cover_start``; ``cover_end`` is clipped to ``len(data)``. Includes
+    checksums inside quoted headers, the outer UDP checksum of tunnels (VXLAN, Geneve, GTP-U, Teredo,
+    MPLS-over-UDP, L2TP) and the GRE checksum: all cover the inner packet. ``checksum.fix_checksums``
+    applies them (RFC 1624, UDP 0 stays 0).
 ``macs``
     Offsets of 6-byte MAC address fields: Ethernet destination/source at any depth, ARP hardware
-    addresses of length 6, Linux cooked capture addresses of length 6, ICMPv6 link-layer address options.
+    addresses of length 6, Linux cooked capture addresses of length 6, ICMPv6 link-layer address options,
+    the DHCP client hardware address.
 
 Link types: Ethernet (1), NULL (0), LOOP (108), raw IP (101, 12, 14, 228 IPv4, 229 IPv6), PPP (9, 50 PPP
 in HDLC framing, 204 with direction), Cisco HDLC (104), Linux SLL (113) and SLL2 (276), NFLOG (239), IP over
 InfiniBand (242). Encapsulations: 802.1Q/802.1ad/QinQ at any depth, MPLS stacks (with pseudo-wire Ethernet),
-PPPoE sessions, Arista timestamp header, LLC/SNAP, IP-in-IP (4, 41), GRE (versions 0 and 1, keyed, with
-checksum, carrying IP, Ethernet (TEB), ERSPAN I/II/III, PPP, MPLS), MPLS in IP (137), VXLAN (4789),
-VXLAN-GPE (4790), Geneve (6081), GTP-U (2152), Teredo (3544 and, like Wireshark's heuristic, any UDP port),
-MPLS over UDP (6635), L2TPv2 (1701), PIM Register, IPv4 AH, IPv6 extension headers and fragments, ICMP and
-ICMPv6 errors (quoted headers, walked like any other).
+PPPoE sessions, Arista timestamp header, LLC/SNAP, NSH, IP-in-IP (4, 41), GRE (versions 0 and 1, keyed, with
+checksum, carrying IP, Ethernet (TEB), ERSPAN I/II/III, PPP, MPLS, WCCP), MPLS in IP (137), VXLAN (4789; 8472 with
+the I flag), VXLAN-GPE (4790), Geneve (6081), GTP-U (2152), Teredo (3544 and, like Wireshark's heuristic, any
+UDP port; its origin indication too), MPLS over UDP (6635), L2TPv2 (1701), PIM Register, IPv4 AH, IPv6
+extension headers and fragments, ICMP and ICMPv6 errors (quoted headers, walked like any other).
 
 A walk of an Ethernet/IPv4/TCP frame costs a few microseconds: everything is in one loop with
 ``struct.unpack_from`` and direct indexing; nothing is cached per packet.
@@ -102,6 +107,7 @@ L4_PROTO, L4_OFF, L4_PAY, L4_END, L4_IP, L4_FLAGS = range(6)
 L4F_ECHO, L4F_ICMP_ERROR, L4F_FRAGMENT, L4F_NO_HEADER = 1, 2, 4, 8
 
 CS_OFF, CS_START, CS_END, CS_KIND, CS_IP = range(5)
+INVERTED = -1       # addrs prefix_bits: a whole IPv4 address stored bitwise inverted (Teredo origin indication)
 CS_IPV4, CS_TCP, CS_UDP, CS_ICMP, CS_ICMPV6, CS_IGMP, CS_GRE, CS_NHRP, CS_PSEUDO, CS_IP_BODY = (
     "ipv4", "tcp", "udp", "icmp", "icmpv6", "igmp", "gre", "nhrp", "pseudo", "body")
 
@@ -129,8 +135,8 @@ NON_IP_ETHERTYPES = {
     0x8892: "PROFINET", 0x88A4: "EtherCAT", 0x88BA: "IEC 61850 SV", 0x88B8: "GOOSE", 0x892F: "HSR",
     0x88FB: "PRP", 0x88DC: "WSMP", 0x8899: "Realtek RRCP", 0x88D9: "LLTD", 0x88C7: "802.11 pre-auth",
     0x890D: "802.11 TDLS", 0x0842: "Wake-on-LAN", 0x88A2: "ATA over Ethernet", 0x8819: "CobraNet",
-    0x88B5: "Local Experimental", 0x88B6: "Local Experimental", 0x88B7: "OUI Extended",
-    0x88AB: "Ethernet Powerlink", 0x8204: "QNX Qnet", 0x88CD: "SERCOS III", 0x88E7: None,
+    0x88AB: "Ethernet Powerlink", 0x8204: "QNX Qnet", 0x88CD: "SERCOS III", 0x88CA: "TIPC", 0x22F4: "IS-IS",
+    0x88F8: "NC-SI", 0x8940: "ECP", 0x22F0: "AVTP",
 }
 _SNAP_CISCO = {0x2000: "CDP", 0x2003: "VTP", 0x2004: "DTP", 0x010B: "PVST+", 0x0111: "UDLD", 0x0104: "PAgP"}
 _LLC_SAPS = {0x42: "STP", 0xE0: "IPX", 0xF0: "NetBIOS", 0xFE: "OSI (IS-IS/ES-IS/CLNP)", 0x04: "SNA",
@@ -145,7 +151,7 @@ _PPP_NON_IP = {0xC021: "PPP LCP", 0xC023: "PPP PAP", 0xC223: "PPP CHAP", 0x8057:
 _VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200, 0x9300))
 _PLAIN_ETYPES = frozenset((0x0800, 0x86DD, 0x0806, 0x8035, 0x8100, 0x88A8, 0x9100, 0x8847, 0x8848, 0x8864,
                            0x88CC))
-_UDP_TUNNEL_PORTS = frozenset((4789, 4790, 6081, 2152, 3544, 6635, 1701))
+_UDP_TUNNEL_PORTS = frozenset((4789, 4790, 6081, 2152, 6635, 1701, 8472))
 _ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
 _DNS_PORTS = frozenset((53, 5353, 5355))
 # DHCP options holding a list of IPv4 addresses (RFC 2132 and successors); 21 / 33 hold pairs
@@ -155,6 +161,7 @@ _IP6_EXT = frozenset((0, 43, 44, 51, 60, 139, 140, 253, 254))
 
 # walker states
 _ETH, _ETYPE, _IP, _IP4, _IP6, _MPLS, _PPP, _PPPPROTO, _ARP, _LLC, _DONE = range(11)
+_NSH_NEXT = {1: _IP4, 2: _IP6, 3: _ETH, 5: _MPLS}
 
 _H = struct.Struct("!H").unpack_from
 _I = struct.Struct("!I").unpack_from
@@ -342,6 +349,17 @@ def walk(data, linktype: int):
                     label = "NHRP"
                 _nhrp(data, n, off, addrs, csums)
                 break
+            elif t == 0x894F:                                # NSH: length in words, next protocol
+                if off + 4 > n:
+                    break
+                nxt = data[off + 3]
+                off += (data[off + 1] & 0x3F) * 4
+                state = _NSH_NEXT.get(nxt, -1)
+                if state < 0:
+                    if lenient:
+                        break
+                    return (UNINSPECTABLE, "NSH next protocol %d is not supported" % nxt, ips, addrs, l4, csums,
+                            macs)
             elif t == 0x88E7:                                # PBB I-tag: 4 bytes, then customer Ethernet
                 off += 4
                 state = _ETH
@@ -436,12 +454,12 @@ def walk(data, linktype: int):
             if state is None:
                 state, off, l4, lab = _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums,
                                                  macs, l4, 4)
-                if state == _DONE:
-                    break
                 if lab is not None:
                     if lenient or flags0 & F_QUOTED:
                         break
                     return (UNINSPECTABLE, lab, ips, addrs, l4, csums, macs)
+                if state == _DONE:
+                    break
                 if state >= 100:                              # into a quoted packet
                     state -= 100
                     flags0 |= F_QUOTED
@@ -523,12 +541,12 @@ def walk(data, linktype: int):
             if state is None:
                 state, off, l4, lab = _transport(data, n, nh, off, end, idx, flags0, fl, addrs, csums,
                                                  macs, l4, 6)
-                if state == _DONE:
-                    break
                 if lab is not None:
                     if lenient or flags0 & F_QUOTED:
                         break
                     return (UNINSPECTABLE, lab, ips, addrs, l4, csums, macs)
+                if state == _DONE:
+                    break
                 if state >= 100:
                     state -= 100
                     flags0 |= F_QUOTED
@@ -832,7 +850,7 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
         csums.append((off + 6, off, uend, CS_UDP, idx))
         p = off + 8
         if not frag:
-            st = _udp_tunnel(data, n, sport, dport, p, uend)
+            st = _udp_tunnel(data, n, sport, dport, p, uend, addrs)
             if st is not None:
                 return st[0], st[1], l4, None
             lo = sport if sport < dport else dport
@@ -924,6 +942,10 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
             return _ETH, p, l4, None
         if ptype == 0x880B:
             return _PPP, p, l4, None
+        if ptype == 0x883E:                                  # WCCP redirect header, then IP
+            return _IP, p + 4, l4, None
+        if ptype < 0x0600:
+            return _DONE, off, l4, "GRE protocol type 0x%04x is not supported" % ptype
         return _ETYPE, p | (ptype << 32), l4, None
 
     if proto == 136 or proto == 33:                          # UDP-Lite, DCCP: pseudo-header checksums
@@ -979,13 +1001,13 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
     return _DONE, off, l4, None
 
 
-def _udp_tunnel(data, n, sport, dport, p, uend):
+def _udp_tunnel(data, n, sport, dport, p, uend, addrs):
     """If this UDP datagram carries a tunnel, return ``(state, off)`` (packed as in _transport)."""
     if p >= uend:
         return None
     if dport in _UDP_TUNNEL_PORTS or sport in _UDP_TUNNEL_PORTS:
         port = dport if dport in _UDP_TUNNEL_PORTS else sport
-        if port == 4789:                                     # VXLAN
+        if port == 4789 or (port == 8472 and p < n and data[p] & 0x08):   # VXLAN (8472: Linux's old port)
             if p + 8 <= n:
                 return _ETH, p + 8
             return None
@@ -1002,7 +1024,9 @@ def _udp_tunnel(data, n, sport, dport, p, uend):
             if p + 8 > n:
                 return None
             nxt = data[p + 3]
-            st = {1: _IP4, 2: _IP6, 3: _ETH}.get(nxt)
+            if nxt == 4:                                     # NSH
+                return _ETYPE, (p + 8) | (0x894F << 32)
+            st = _NSH_NEXT.get(nxt)
             if st is None:
                 return None
             return st, p + 8
@@ -1018,13 +1042,18 @@ def _udp_tunnel(data, n, sport, dport, p, uend):
                     return None
                 q += 2 + _H(data, q)[0]
             return _PPP, q
-    # Teredo, recognised by content on any UDP port (Wireshark's heuristic)
+    # Teredo: port 3544, or recognised by content on any UDP port as Wireshark's heuristic does
     q = p
-    if q + 2 <= n and data[q] == 0 and data[q + 1] == 1 and q + 4 <= n:  # authentication indicator
-        q += 4 + data[q + 2] + data[q + 3] + 8 + 1
-    if q + 2 <= n and data[q] == 0 and data[q + 1] == 0:     # origin indication
+    if q + 4 <= n and data[q] == 0 and data[q + 1] == 1:      # authentication header
+        q += 13 + data[q + 2] + data[q + 3]
+    origin = -1
+    if q + 2 <= n and data[q] == 0 and data[q + 1] == 0:     # origin indication: port, address (inverted)
+        origin = q + 4
         q += 8
-    if q + 40 <= n and data[q] >> 4 == 6 and _H(data, q + 4)[0] + 40 == uend - q:
+    if q < n and data[q] >> 4 == 6 and (dport == 3544 or sport == 3544 or (
+            q + 40 <= n and _H(data, q + 4)[0] + 40 == uend - q)):
+        if 0 <= origin < n:
+            addrs.append((origin, 4, INVERTED))
         return _IP6, q
     return None
 
@@ -1200,7 +1229,7 @@ def _nhrp(data, n, p, addrs, csums):
 
 def field_length(size: int, prefix_bits: int) -> int:
     """Bytes an ``addrs`` entry occupies: the whole address, or the bytes its prefix needs."""
-    return size if prefix_bits >= size * 8 else (prefix_bits + 7) >> 3
+    return size if prefix_bits >= size * 8 or prefix_bits < 0 else (prefix_bits + 7) >> 3
 
 
 def _dns_name(data, q, end):

@@ -164,57 +164,80 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
     """Run the passes; write the output to ``spec.staged_path`` (flushed and fsynced).
 
     Returns {"packets_in", "packets_out", "warnings", "stages"}. Raises Cancelled, CaptureError, StageError.
+
+    A frame-dropping stage (dedup) decides once, in the first pass that runs it; the later passes replay
+    its decisions (``replayer()``, one bit per frame) instead of hashing every frame again, and its tables
+    are freed at once. Since passes then rely on seeing the same input, the input's size, inode and
+    modification time are compared at the start of every pass and at the end.
     """
+    stamp = _input_stamp(spec.read_path)
     context = StageContext(log=logging.getLogger("pktmask_gui.stage"), key=spec.key,
-                           config_dir=spec.config_dir)
+                           config_dir=spec.config_dir, extra={"input_size": stamp[0]})
     names = _run_order(spec.stages)
     stages = _make_stages(ExecSpec(**{**asdict(spec), "stages": names}), context)
     monitor = MemoryMonitor(spec.memory_rss_mb, spec.memory_available_pct)
     passes = 1 + sum(1 for s in stages if s.needs_prescan) + (1 if any(s.self_check for s in stages) else 0)
     clock = _Progress(progress, passes, cancel)
     warnings: list[str] = []
+    decided: dict[str, Stage] = {}      # name -> the stage whose frame decisions later passes replay
 
-    # Pass 1 (when asked): pre-scan. The stages before a pre-scan stage run on fresh instances, so that it
-    # sees exactly the frames it will see in the main pass.
+    # Pass 1 (when asked): pre-scan. The stages before a pre-scan stage run on separate instances (or
+    # replay earlier decisions), so that it sees exactly the frames it will see in the main pass.
     for idx, stage in enumerate(stages):
         if not stage.needs_prescan:
             continue
-        before = _make_stages(ExecSpec(**{**asdict(spec), "stages": names[:idx]}), StageContext(log=context.log,
-                              key=spec.key, config_dir=spec.config_dir))
+        before = [_replay(decided[n], context) if n in decided else
+                  stage_by_name(n)(spec.stage_options.get(n, {}), StageContext(
+                      log=context.log, key=spec.key, config_dir=spec.config_dir, extra=context.extra))
+                  for n in names[:idx]]
         with CaptureReader(spec.read_path) as reader:
             for batch in reader.batches(BATCH):
                 for earlier in before:
                     batch = earlier.process(batch)
                 stage.prescan(batch)
                 clock.tick("prescan", reader.offset, reader.size, len(batch))
+                reason = monitor.pressure()
+                if reason:
+                    _relieve(reason, before, context)
+        _finish(before)
+        for earlier in before:
+            if getattr(earlier, "drops_frames", False) and hasattr(earlier, "replayer"):
+                decided[earlier.name] = earlier
+        del before
+        _check_stamp(spec.read_path, stamp)
         clock.next_pass()
 
     # Pass 2: the fused streaming pass.
+    stages = [_replay(decided[s.name], context) if s.name in decided else s for s in stages]
     packets_in = packets_out = 0
     with CaptureReader(spec.read_path) as reader, open(spec.staged_path, "xb") as fh:
         writer = CaptureWriter(fh, reader.format, reader.pcap_header)
+        only_packets = reader.format == "pcap"      # pcap: every record is a packet
         for batch in reader.batches(BATCH):
-            packets_in += _count_packets(batch)
+            packets_in += len(batch) if only_packets else _count_packets(batch)
             for stage in stages:
                 batch = stage.process(batch)
             writer.write_batch(batch)
-            packets_out += _count_packets(batch)
+            packets_out += len(batch) if only_packets else _count_packets(batch)
             clock.tick("process", reader.offset, reader.size, packets_in)
             reason = monitor.pressure()
             if reason:
                 _relieve(reason, stages, context)
+        _finish(stages)
         writer.close()
         fh.flush()
         os.fsync(fh.fileno())
         for message in reader.warnings:
             if message not in warnings:
                 warnings.append(message)
+    checkers = [s for s in stages if s.self_check]
+    _check_stamp(spec.read_path, stamp, final=not checkers)
     clock.next_pass()
 
     # Pass 3 (when asked): self-check of the written output against the input.
-    checkers = [s for s in stages if s.self_check]
     if checkers:
         _self_check(spec, names, stages, checkers, clock)
+        _check_stamp(spec.read_path, stamp, final=True)
 
     for message in context.warnings:
         if message not in warnings:
@@ -223,6 +246,37 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
     if monitor.events:
         report.setdefault("memory", {})["pressure_events"] = monitor.events
     return {"packets_in": packets_in, "packets_out": packets_out, "warnings": warnings, "stages": report}
+
+
+def _input_stamp(path: str) -> tuple:
+    st = os.stat(path)
+    return (st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns)
+
+
+def _check_stamp(path: str, stamp: tuple, final: bool = False) -> None:
+    try:
+        same = _input_stamp(path) == stamp
+    except FileNotFoundError:
+        # The name was deleted or renamed after the last pass opened it: that pass read the file it
+        # opened to the end, and no pass reopens it, so the output is right (issue 6: input deleted mid-run).
+        same = final
+    except OSError:
+        same = False
+    if not same:
+        raise StageError("the input file changed while it was being processed; nothing was written")
+
+
+def _replay(stage: Stage, context: StageContext) -> Stage:
+    """A stage that repeats ``stage``'s frame decisions in a later pass (and frees its tables)."""
+    return stage.replayer(context)
+
+
+def _finish(stages: list) -> None:
+    """End of a pass: a replaying stage checks that it met every frame it had decided on."""
+    for stage in stages:
+        finish = getattr(stage, "finish", None)
+        if finish is not None:
+            finish()
 
 
 def _count_packets(batch: list) -> int:
@@ -243,49 +297,68 @@ def _relieve(reason: str, stages: list[Stage], context: StageContext) -> None:
             "Memory pressure (%s): nothing left to release; the job goes on, no packet is dropped.", reason)
 
 
-def _packets(reader: CaptureReader, stages: list[Stage], clock, phase: str):
-    """Packet records (metadata blocks left out) after the given stages, flattened."""
-    for batch in reader.batches(BATCH):
-        for stage in stages:
-            batch = stage.process(batch)
-        clock.tick(phase, reader.offset, reader.size, 0)
-        for rec in batch:
-            if rec[1] >= 0:
-                yield rec
-
-
 def _self_check(spec: ExecSpec, names: list[str], stages: list[Stage], checkers: list[Stage], clock) -> None:
     """Re-read the output and, in lockstep, the input as it entered each checking stage.
 
-    Stages that drop frames (dedup) are replayed on fresh instances; stages that only rewrite payload bytes
-    are not, since a checker compares only the fields it owns.
+    Stages that drop frames (dedup) replay their main-pass decisions (or run again on fresh instances);
+    stages that only rewrite payload bytes are not replayed, since a checker compares only the fields it
+    owns. Both files are read batch by batch; the checkers get equal-length runs of packet records.
     """
     quiet = StageContext(log=logging.getLogger("pktmask_gui.stage.check"), key=spec.key, config_dir=spec.config_dir)
-    droppers = [stage_by_name(n)({**spec.stage_options.get(n, {})}, quiet)
-                for n in names if getattr(stage_by_name(n), "drops_frames", False)]
+    droppers = []
+    for stage in stages:
+        if getattr(stage, "drops_frames", False):
+            droppers.append(_replay(stage, quiet) if hasattr(stage, "replayer") else
+                            stage_by_name(stage.name)({**spec.stage_options.get(stage.name, {})}, quiet))
     with CaptureReader(spec.read_path) as src, CaptureReader(spec.staged_path) as out:
-        before_iter = _packets(src, droppers, clock, "check")
-        after_iter = _packets(out, [], _NullClock(), "check")
+        before = _PacketRuns(src, droppers, clock)
+        after = _PacketRuns(out, [], _NullClock())
         while True:
-            before = _take(before_iter, BATCH)
-            after = _take(after_iter, BATCH)
-            if len(before) != len(after):
+            b = before.take(BATCH)
+            a = after.take(BATCH)
+            if len(b) != len(a):
                 raise StageError("self-check failed: the output does not hold the same number of frames "
                                  "as the input after duplicate removal")
-            if not before:
+            if not b:
                 break
             for checker in checkers:
-                checker.check(before, after)
+                checker.check(b, a)
+    _finish(droppers)
     clock.next_pass()
 
 
-def _take(iterator, n: int) -> list:
-    out = []
-    for rec in iterator:
-        out.append(rec)
-        if len(out) >= n:
-            break
-    return out
+class _PacketRuns:
+    """Packet records of a capture (metadata left out) after the given stages, taken in runs of n."""
+
+    def __init__(self, reader: CaptureReader, stages: list, clock):
+        self.reader = reader
+        self.batches = reader.batches(BATCH)
+        self.stages = stages
+        self.clock = clock
+        self.pending: list = []
+        self.only_packets = reader.format == "pcap"
+        self.eof = False
+
+    def take(self, n: int) -> list:
+        pending = self.pending
+        while len(pending) < n and not self.eof:
+            batch = next(self.batches, None)
+            if batch is None:
+                self.eof = True
+                break
+            for stage in self.stages:
+                batch = stage.process(batch)
+            self.clock.tick("check", self.reader.offset, self.reader.size, 0)
+            if self.only_packets:
+                pending += batch
+            else:
+                pending += [rec for rec in batch if rec[1] >= 0]
+        if len(pending) <= n:
+            self.pending = []
+            return pending
+        run = pending[:n]
+        del pending[:n]
+        return run
 
 
 class _NullClock:

@@ -115,7 +115,7 @@ class Reassembler:
     def __init__(self, consumer):
         self.c = consumer
         self.pending = []           # digests ahead of the consumer, sorted, disjoint
-        self.overlaps = RangeMap()  # stream ranges captured more than once (kept bytes there are checked)
+        self.overlaps = None        # RangeMap of stream ranges captured more than once, made when one is
         self.holes = 0
 
     def feed(self, off: int, data) -> None:
@@ -148,6 +148,8 @@ class Reassembler:
 
     def _overlap(self, s: int, e: int) -> None:
         ov = self.overlaps
+        if ov is None:
+            ov = self.overlaps = RangeMap()
         starts, ends = ov.starts, ov.ends
         if not ends or s > ends[-1]:
             ov.add(s, e)

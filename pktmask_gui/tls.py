@@ -96,6 +96,18 @@ def find_candidates(buf, base: int, first: int, cands: dict, order: list) -> Non
         i = find(b"\x03", i + 1)
 
 
+_KEEP_TYPES = {}
+
+
+def _keep_types(handshake: bool, alerts_ccs: bool) -> dict:
+    """Record type -> keep its body? One shared dict per option combination (walkers are many)."""
+    kt = _KEEP_TYPES.get((handshake, alerts_ccs))
+    if kt is None:
+        kt = _KEEP_TYPES[handshake, alerts_ccs] = {22: handshake, 20: alerts_ccs, 21: alerts_ccs, 23: False,
+                                                   24: False}
+    return kt
+
+
 class TlsWalker:
     """Classifies one direction; see the module docstring. ``keep``: a tcpstream.RangeMap to fill."""
 
@@ -104,10 +116,10 @@ class TlsWalker:
 
     def __init__(self, keep, keep_handshake: bool = True, keep_alerts_ccs: bool = True, counts=None):
         self.keep = keep
-        self.keep_types = {22: keep_handshake, 20: keep_alerts_ccs, 21: keep_alerts_ccs, 23: False, 24: False}
+        self.keep_types = _keep_types(bool(keep_handshake), bool(keep_alerts_ccs))
         self.counts = counts if counts is not None else {}
         self.records = 0
-        self.lost = 0               # times record boundaries were lost (gaps, garbage)
+        self.lost = 0               # times known record boundaries were lost (gaps, garbage)
         self.pos = 0                # every byte before pos has been seen or declared missing
         self.mode = SYNC
         self.nxt = 0                # SYNC: offset of the next record header
@@ -218,14 +230,12 @@ class TlsWalker:
             if h >= end:
                 break
             if self.part:
-                need = 5 - len(self.part)
-                more = self._window(start, start, end, data, piece)
-                if more is None:
-                    self.part = b""
-                    self._lost(h + 1, start, end, data, piece)
-                    break
-                hdr = self.part + bytes(more[:need])
-                if len(hdr) < 5 and start + need > end:
+                # a header cut by a segment boundary (13 bytes for a possible SSLv2 hello at the start)
+                target = 13 if h == 0 and self.records == 0 and self.part[0] & 0x80 else 5
+                need = target - len(self.part)
+                more = data[:need] if data is not None else piece[2][:need]
+                hdr = self.part + bytes(more)
+                if len(hdr) < target and start + need > end:
                     self.part = hdr         # still cut: the segment was tiny
                     break
             else:
@@ -234,8 +244,9 @@ class TlsWalker:
                     self._lost(h + 1, start, end, data, piece)
                     break
                 hdr = bytes(w)
-                if len(hdr) < 5:
-                    self.part = hdr
+                if len(hdr) < 5 or (h == 0 and self.records == 0 and hdr[0] & 0x80 and end - h < 13
+                                    and data is not None and plausible(hdr) < 0):
+                    self.part = bytes(data[h - start:]) if data is not None else hdr
                     break
             self.part = b""
             if not self._header(h, hdr, start, end, data, piece):
@@ -276,7 +287,7 @@ class TlsWalker:
         return False
 
     def _bytes0(self, start, end, data, piece, hdr):
-        if start == 0:
+        if start == 0 and len(hdr) < 13:
             return bytes(data[:HEAD]) if data is not None else piece[2]
         return hdr
 
@@ -307,7 +318,8 @@ class TlsWalker:
     # ---- lost: search for a confident resync ----------------------------------------------------------
     def _lost(self, first: int, start=None, end=None, data=None, piece=None, hdr=b"") -> None:
         """Boundaries lost: candidates must start at ``first`` or later; scan what is left of the input."""
-        self.lost += 1
+        if self.records:
+            self.lost += 1          # a resync; a search for the first record (STARTTLS, mid-stream) is not
         self.mode = SEARCH
         self.ssl2 = 0 if self.ssl2 == 0 else -1
         self.s_from = first

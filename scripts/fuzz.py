@@ -30,6 +30,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="base seed (default 1)")
     ap.add_argument("--examples", type=int, default=200, help="examples per round (default 200)")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "data" / "fuzz", help="where crashes go")
+    ap.add_argument("--findings", type=Path, default=None, metavar="DIR",
+                    help="also save inputs whose clean failure contains --finding-text (reproducers for "
+                         "stage owners; default: not saved)")
+    ap.add_argument("--finding-text", default="self-check failed", help="(default: 'self-check failed')")
     args = ap.parse_args(argv)
     if args.seconds <= 0 or args.examples <= 0:
         ap.error("--seconds and --examples must be positive")
@@ -43,6 +47,7 @@ def main(argv=None) -> int:
 
     outcomes: collections.Counter = collections.Counter()
     crashes: dict[str, str] = {}
+    findings: dict[str, str] = {}
     last_failure: dict = {}
     deadline = time.monotonic() + args.seconds
     started = time.monotonic()
@@ -67,6 +72,9 @@ def main(argv=None) -> int:
             outcomes["property broken (counted again while hypothesis shrinks it)"] += 1
             raise
         outcomes["ok" if outcome == "ok" else _kind(outcome)] += 1
+        if args.findings is not None and args.finding_text in outcome:
+            saved = _save(args.findings, {"data": mutated, "name": name}, prefix="finding")
+            findings.setdefault(str(saved), f"{ops}: {outcome}")
 
     round_no = 0
     try:
@@ -98,6 +106,8 @@ def main(argv=None) -> int:
           f"{len(crashes)} crash(es) saved")
     for outcome, n in outcomes.most_common():
         print(f"  {n:8d}  {outcome}")
+    for path, text in findings.items():
+        print(f"finding: {path}: {text}")
     return 1 if crashes else 0
 
 
@@ -111,11 +121,11 @@ def _kind(outcome: str) -> str:
     return re.sub(r"\d+", "N", text)
 
 
-def _save(folder: Path, failure: dict) -> Path:
+def _save(folder: Path, failure: dict, prefix: str = "crash") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(failure["data"]).hexdigest()[:12]
     ext = ".pcapng" if failure["name"].endswith(".pcapng") else ".pcap"
-    path = folder / f"crash-{digest}{ext}"
+    path = folder / f"{prefix}-{digest}{ext}"
     path.write_bytes(failure["data"])
     return path
 

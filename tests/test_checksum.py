@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import os
-import random
 import struct
 
 from hypothesis import given, settings, strategies as st
 
-from pktmask_gui import checksum
 from pktmask_gui.checksum import field_delta, fix_checksums, internet_checksum, ones_sum, update
 from pktmask_gui.frames import walk
 
@@ -101,7 +99,8 @@ M = {tf.ip(tf.A): tf.ip("172.20.0.1"), tf.ip(tf.B): tf.ip("172.20.9.9"), tf.ip(t
 
 def test_fix_checksums_over_icmp_quoted_headers_and_tunnels():
     frames_ = [
-        tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(3, 3, b"\0\0\0\0", tf.ipv4(tf.B, tf.C, 17, tf.udp(tf.B, tf.C, b"abcd"))))),
+        tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(3, 3, b"\0\0\0\0",
+                                              tf.ipv4(tf.B, tf.C, 17, tf.udp(tf.B, tf.C, b"abcd"))))),
         tf.eth(tf.ipv4(tf.A, tf.B, 17, tf.udp(tf.A, tf.B, b"\x08\0\0\0\0\0\x01\0" + tf.eth(tf.ipv4(
             tf.C, tf.D, 6, tf.tcp(tf.C, tf.D, b"xyz"))), 40000, 4789))),
         tf.eth(tf.ipv4(tf.A, tf.B, 47, tf.gre(0x0800, tf.ipv4(tf.C, tf.D, 17, tf.udp(tf.C, tf.D, b"q" * 7)),

@@ -6,9 +6,11 @@ tests import them (``import test_frames``).
 from __future__ import annotations
 
 import ipaddress
+import random
 import struct
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from pktmask_gui import frames
 from pktmask_gui.frames import (F_FRAGMENT, F_LATER_FRAGMENT, F_MORE_FRAGMENTS, F_QUOTED, F_TRUNCATED,
@@ -134,7 +136,7 @@ def assert_checksums_valid(data: bytes, w) -> None:
             hdr = w[2][ipi]
             alen = 4 if hdr[1] == 4 else 16
             s, d = data[hdr[6]:hdr[6] + alen], data[hdr[11]:hdr[11] + alen]
-            proto = {"tcp": 6, "udp": 17, "icmpv6": 58}[kind]
+            proto = {"tcp": 6, "udp": 17, "icmpv6": 58}.get(kind, hdr[3])
             pre = s + d + (struct.pack("!BBH", 0, proto, end - start) if alen == 4
                            else struct.pack("!IxxxB", end - start, proto))
         want = csum(pre + bytes(region))
@@ -286,6 +288,10 @@ def test_uninspectable_reasons_name_the_problem():
     assert w[0] == UNINSPECTABLE and "EtherType 0x1234" in w[1]
     w = walk(eth(ipv4(A, B, 47, gre(0x4321, b"\0" * 20))), 1)
     assert w[0] == UNINSPECTABLE and "0x4321" in w[1]
+    w = walk(eth(ipv4(A, B, 47, gre(0x0042, b"\0" * 20))), 1)            # not a length inside GRE
+    assert w[0] == UNINSPECTABLE and "GRE protocol type 0x0042" in w[1]
+    w = walk(eth(ipv4(A, B, 47, b"\x00\x02\x08\x00" + _inner())), 1)      # GRE version 2
+    assert w[0] == UNINSPECTABLE and "GRE version 2" in w[1]
     assert issubclass(Uninspectable, StageError)
 
 
@@ -361,11 +367,15 @@ def _tunnel_cases():
         "geneve": eth(ipv4(A, B, 17, udp(A, B, geneve + inner_eth, 40000, 6081))),
         "gtpu": eth(ipv4(A, B, 17, udp(A, B, gtp, 2152, 2152))),
         "mpls-udp": eth(ipv4(A, B, 17, udp(A, B, mpls([16], inner), 40000, 6635))),
-        "pim-register": eth(ipv4(A, B, 103, b"\x21\x00\x00\x00\x00\x00\x00\x00" + inner)),
+        "pim-register": eth(ipv4(A, B, 103, b"\x21\x00" + struct.pack("!H", csum(b"\x21\0\0\0\0\0\0\0")) +
+                                 b"\0\0\0\0" + inner)),
         "mpls-in-ip": eth(ipv4(A, B, 137, mpls([3], inner))),
         "l2tp": eth(ipv4(A, B, 17, udp(A, B, b"\x00\x02\x00\x01\x00\x02\xff\x03\x00\x21" + inner, 1701, 1701))),
         "teredo-any-port": eth(ipv4(A, B, 17, udp(A, B, teredo6, 40000, 50000))),
         "arista": eth(b"\x00\x01\x00\x10" + b"\0" * 8 + b"\x08\x00" + inner, 0xD28B),
+        "nsh": eth(b"\x0f\xc6\x01\x01" + b"\0" * 20 + inner, 0x894F),     # MD type 1: 6 words, next IPv4
+        "wccp": eth(ipv4(A, B, 47, gre(0x883E, b"\0\0\0\0" + inner))),
+        "vxlan-gpe": eth(ipv4(A, B, 17, udp(A, B, b"\x0c\0\0\x01\0\0\x01\0" + inner, 40000, 4790))),
     }
     return list(cases.items())
 
@@ -380,7 +390,7 @@ def test_tunnels_list_inner_addresses_and_carrier_checksums(name, frame):
         return
     inner = (A6, B6) if name == "6in4" else (C, D)
     assert frame.find(ip(inner[0])) in offs and frame.find(ip(inner[1])) in offs, name
-    if name not in ("mpls", "mpls-pw-eth", "pppoe", "arista"):       # those have no outer IP header
+    if name not in ("mpls", "mpls-pw-eth", "pppoe", "arista", "nsh"):       # those have no outer IP header
         assert [h for h in w[2] if h[frames.IP_FLAGS] & F_TUNNELLED], name
     # the transport carrying the application data is the tunnelled TCP, never the carrier
     assert w[4][0] == 6 and frame[w[4][2]:w[4][3]] == b"inner-payload", name
@@ -481,3 +491,59 @@ def test_dhcp_and_dhcpv6_addresses():
     got6 = {(str(ipaddress.ip_address(g[o:o + s])), p) for o, s, p in wg[3]}
     assert ("2001:db8:77::5", 128) in got6 and ("2001:4860:4860::8888", 128) in got6
     assert ("2001:db8:abcd::", 48) in got6
+
+
+def pseudo_l4(src, dst, proto, body: bytes, cs_at: int) -> bytes:
+    c = csum(pseudo(src, dst, proto, len(body)) + body)
+    return body[:cs_at] + struct.pack("!H", c) + body[cs_at + 2:]
+
+
+def test_other_pseudo_header_checksums_and_vrrp_addresses():
+    vrrp = pseudo_l4(A, "224.0.0.18", 112, bytes([0x31, 7, 100, 2, 0, 100, 0, 0]) + ip(C) + ip(D), 6)
+    udplite = pseudo_l4(A, B, 136, struct.pack("!HHHH", 1000, 2000, 0, 0) + b"lite", 6)
+    dccp = pseudo_l4(A, B, 33, struct.pack("!HHBBHI", 1000, 2000, 4, 0, 0, 0) + b"\0" * 4 + b"dccp", 6)
+    for proto, body in ((112, vrrp), (136, udplite), (33, dccp)):
+        f = eth(ipv4(A, "224.0.0.18" if proto == 112 else B, proto, body))
+        w = walk(f, 1)
+        assert any(c[3] == "pseudo" for c in w[5]), proto
+        assert_checksums_valid(f, w)
+    wv = walk(eth(ipv4(A, "224.0.0.18", 112, vrrp)), 1)
+    assert len(wv[3]) == 4
+
+
+LINKTYPES = [0, 1, 9, 12, 14, 50, 101, 104, 108, 113, 147, 204, 228, 229, 239, 242, 276]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from(LINKTYPES))
+def test_walk_never_raises_on_arbitrary_bytes(data, linktype):
+    w = walk(data, linktype)
+    n = len(data)
+    for off, size, plen in w[3]:
+        assert 0 <= off < n and size in (4, 16)
+    for c in w[5]:
+        assert c[0] + 2 <= n and c[1] <= c[0] and c[2] <= n
+
+
+def test_walk_survives_mutated_real_shapes():
+    rnd = random.Random(1234)
+    seeds = [f for _, f in _tunnel_cases()] + [f for _, f, _ in _linktype_cases()]
+    for _ in range(3000):
+        b = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.randint(1, 5)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        b = bytes(b[:rnd.randrange(len(b) + 1)]) if rnd.random() < 0.3 else bytes(b)
+        w = walk(b, 1)
+        assert all(o < len(b) for o, _, _ in w[3])
+
+
+def test_teredo_origin_indication_and_port_3544():
+    inner = ipv6("2001:0:4136:e378:8000:63bf:3fff:fdd2", B6, 59, b"")
+    origin = b"\x00\x00" + struct.pack("!H", 0xFFFF ^ 3544) + bytes(b ^ 0xFF for b in ip(C))
+    f = eth(ipv4(A, B, 17, udp(A, B, origin + inner, 3544, 40000)))
+    w = walk(f, 1)
+    got = {(o, p) for o, _, p in w[3]}
+    assert (f.find(origin) + 4, frames.INVERTED) in got
+    assert f.find(inner) + 8 in {o for o, _ in got}
+    cut = f[:f.find(inner) + 30]                       # truncated: on port 3544 still Teredo (as Wireshark)
+    assert cut.find(inner[:30]) + 8 in walked_offsets(walk(cut, 1))

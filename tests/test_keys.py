@@ -5,7 +5,6 @@ import os
 import stat
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 

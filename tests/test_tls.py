@@ -166,7 +166,7 @@ def test_sslv2_hello_then_tls_records():
     ch = sslv2_client_hello()
     assert ssl2_hello(ch) == len(ch)
     stream = ch + rec(22, rnd(100, 3)) + APP2
-    kept, w = walk(cut(stream, [40, 1000]))
+    kept, w = walk(cut(stream, [3, 1, 4, 1000]))           # the hello itself cut in tiny segments
     a = len(ch) + 105
     assert kept == [(0, a + 5)]
     assert w.counts == {2: 1, 22: 1, 23: 1}
@@ -240,3 +240,62 @@ def test_find_candidates_finds_every_plausible_header_brute_force():
         want = [100 + i for i in range(2, len(buf) - 4) if plausible(buf[i:i + 5]) >= 0]
         assert order == want, buf.hex()
         assert all(cands[p] == buf[p - 100:p - 95] for p in order)
+
+
+def _oracle():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "verify.py"
+    if not path.is_file():
+        pytest.skip("verify.py (the independent checker) not present at %s" % path)
+    spec = importlib.util.spec_from_file_location("verify_oracle", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("seed", range(int(__import__("os").environ.get("PKTMASK_DIFF_SEEDS", "40"))))
+def test_differential_against_the_independent_walker(seed):
+    """Random record streams, segmentations, losses, reorderings and duplicates: whatever we keep, the
+    independent walker of verify.py must class as TLS structure, never application data or plaintext;
+    without losses we keep every byte it says must be kept."""
+    v = _oracle()
+    r = random.Random(seed)
+    parts = []
+    if r.random() < 0.3:
+        parts.append(b"EHLO x\r\nSTARTTLS\r\n"[:r.randrange(1, 19)])
+    for _ in range(r.randrange(1, 12)):
+        t = r.choice([20, 21, 22, 22, 23, 23, 23, 24])
+        parts.append(rec(t, rnd(r.randrange(1, 3000), r.randrange(1000)), r.choice([0x0301, 0x0303])))
+    stream = b"".join(parts)
+    segs = cut(stream, [r.randrange(1, 1500) for _ in range(5)])
+    lossy = r.random() < 0.4
+    feed = [segs[0]]
+    for s in segs[1:]:
+        if lossy and r.random() < 0.15:
+            continue
+        feed.append(s)
+        if r.random() < 0.1:
+            feed.append((s[0], s[1][:r.randrange(1, len(s[1]) + 1)]))      # a partial duplicate
+    for i in range(1, len(feed) - 1):
+        if r.random() < 0.2:
+            feed[i], feed[i + 1] = feed[i + 1], feed[i]
+    kept, _ = walk(feed)
+    end = max(o + len(d) for o, d in feed)
+    buf, have = bytearray(end), bytearray(end)
+    for o, d in feed:
+        for j, b in enumerate(d):
+            if not have[o + j]:
+                buf[o + j], have[o + j] = b, 1
+    cls, _ = v.walk_tls(buf, have)
+    keep = bytearray(end)
+    for a, b in kept:
+        keep[a:min(b, end)] = b"\x01" * (min(b, end) - a)
+    must = {v.C_HDR, v.C_HS, v.C_SSL2}
+    for p in range(end):
+        if not have[p]:
+            continue
+        if keep[p]:
+            assert cls[p] not in (v.C_APP, v.C_PRE), (seed, p, cls[p])
+        elif not lossy:
+            assert cls[p] not in must, (seed, p, cls[p])

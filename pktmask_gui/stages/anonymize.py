@@ -1,15 +1,17 @@
 """Anonymize IPs: keyed prefix-preserving Crypto-PAn in every header a frame carries, checksums kept right.
 
 Per frame: ``frames.walk`` lists every address field (outer and tunnelled IP headers, ICMP-quoted headers,
-ARP, IPv4 options, IPv6 routing headers, neighbour discovery, IGMP/MLD, IPCP, NHRP, DNS answers, DHCP) and every checksum; each
-field is replaced by its mapping and ``checksum.fix_checksums`` applies RFC 1624 updates to every checksum
-that covers a changed byte or takes it into its pseudo-header. pcapng metadata that carries addresses (NRB
+ARP, IPv4 options, IPv6 routing headers, neighbour discovery, IGMP/MLD, VRRP, IPCP, NHRP, DNS answers, DHCP)
+and every checksum; each field is replaced by its mapping and ``checksum.fix_checksums`` applies RFC 1624
+updates to every checksum that covers a changed byte or takes it into its pseudo-header. The self-check
+re-walks input and output and compares every address field with the mapping of the input's field. pcapng metadata that carries addresses (NRB
 records and DNS-server options, IDB ``if_IPv4addr``/``if_IPv6addr``, and ``if_MACaddr`` when MACs are
 mapped) is mapped with the same key; the metadata scrub may remove it later.
 
 Addresses kept as they are (``keep_special``): unspecified, limited broadcast, loopback, multicast; plus the
 user's ``keep_cidrs``. A mapped address that lands on a kept address seen in the file is a collision: two
-inputs would look like one; it is counted and reported as a warning.
+inputs would look like one; it is counted and reported as a warning. The mapping table is written only
+when ``export_mapping`` names a file (merged with what is there: one key, one mapping).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ _SHB, _IDB, _NRB = 0x0A0D0D0A, 1, 4
 _SPECIAL_HELP = ("unspecified (0.0.0.0, ::), broadcast (255.255.255.255), loopback (127.0.0.0/8, ::1) and "
                  "multicast (224.0.0.0/4, ff00::/8)")
 _MAC_DOMAIN = b"pktmaskMAC"     # 10 bytes + 6 MAC bytes = one AES block (domain-separated from Crypto-PAn)
-_MAP_LIMIT = 1 << 21            # distinct addresses remembered for the report / mapping export
+_MAP_LIMIT = 1 << 20            # distinct addresses remembered (counts, mapping export): ~100 bytes each
 
 
 def _parse_cidrs(values) -> list:
@@ -162,6 +164,9 @@ class AnonymizeStage(Stage):
     def map_address(self, old: bytes, size: int, plen: int) -> bytes:
         """Mapping of one address field: ``old`` may be cut short (snap length, or a prefix of plen bits
         stored in fewer bytes); the bytes present map as the first bytes of the whole address would."""
+        if plen < 0:                        # stored bitwise inverted (Teredo origin indication)
+            new = self.map_address(bytes(b ^ 0xFF for b in old), size, size * 8)
+            return bytes(b ^ 0xFF for b in new)
         have = len(old)
         full = old if have == size else old + bytes(size - have)
         table = self._map4 if size == 4 else self._map6
@@ -400,9 +405,19 @@ class AnonymizeStage(Stage):
     # ---- memory, report, mapping export -----------------------------------------------------------------
     def release_memory(self) -> str | None:
         n = self._cp.release()
-        if not n:
+        m = len(self._map4) + len(self._map6) + len(self._mapmac)
+        if m > 65536:
+            # the mapping itself never changes; only the exact counts and the export table lose entries
+            self._map4.clear()
+            self._map6.clear()
+            self._mapmac.clear()
+            self._overflow = True
+        else:
+            m = 0
+        if not n and not m:
             return None
-        return f"anonymize: dropped {n} cached Crypto-PAn prefixes (recomputed on demand; the mapping is unchanged)"
+        return (f"anonymize: dropped {n + m} cached addresses and prefixes (recomputed on demand; the mapping "
+                "is unchanged)")
 
     def report(self) -> dict:
         if self._export and not self._exported:
@@ -417,8 +432,8 @@ class AnonymizeStage(Stage):
             "frames_not_inspected": self._uninspected,
             "collisions": self._collisions,
             "metadata_addresses_mapped": self._meta,
-            "not_covered": "addresses inside application payloads (DNS, DHCP, SIP, ...) and routing protocol "
-                           "bodies (OSPF, BGP, VRRP, PIM join/hello)",
+            "not_covered": "addresses inside other application payloads (SIP, SNMP, Kerberos, AFS, ...) and "
+                           "routing protocol bodies (OSPF, BGP, VRRPv2, PIM join/hello)",
         }
         if self._uninspected:
             rep["not_inspected_reasons"] = dict(self._reasons)

@@ -4,6 +4,10 @@ Memory per remembered frame: a 96-bit fingerprint (the interpreter's keyed 64-bi
 mixed with the link type, plus their CRC-32) in an open-addressing table of fixed-width integers kept at
 most half full: 12 bytes a slot, 24 to 48 bytes a unique frame — no Python object per frame (a set of
 digests costs ~90 bytes a frame). A false match needs both a 64-bit keyed-hash and a CRC-32 collision.
+The table is sized once from the file size and the mean record size of the first batch (capped at
+``PRESIZE_CAP`` slots), so that a large file does not pay for a chain of doublings, each of which briefly
+holds the old and the new table. On top of that, one bit per frame records each decision, so that later
+passes over the same input (pre-scan, main pass, self-check) repeat them without hashing (``replayer``).
 Hand-written table: Python has no compact fixed-width hash set, and this one is the hot path.
 
 Under memory pressure the stage switches to a window: it remembers at least the last WINDOW unique frames
@@ -14,20 +18,26 @@ from __future__ import annotations
 from array import array
 from zlib import crc32
 
-from . import Stage
+from . import Stage, StageError
 
 WINDOW = 262144
-_M64 = (1 << 64) - 1
+MIN_SLOTS = 1 << 15
+PRESIZE_CAP = 1 << 22           # 48 MiB of table at most before any frame proves it is needed
 _LT_MIX = 0x9E3779B97F4A7C15
+_MIX_BITS = (1 << 62) - 1        # a mix below 2**62 keeps hash() ^ mix in signed 64 bits (array "q")
+_RECORD_OVERHEAD = 16           # bytes of a record header in the file, besides the frame itself
 
 
 class _DigestTable:
-    """Open addressing with linear probing over two parallel arrays; fingerprint 0 marks an empty slot."""
+    """Open addressing with linear probing over two parallel arrays; fingerprint 0 marks an empty slot.
+
+    Fingerprints are signed 64-bit (``hash()``'s range): no masking to unsigned per frame.
+    """
 
     __slots__ = ("fp", "crc", "mask", "count", "limit")
 
-    def __init__(self, slots: int = 1 << 15):
-        self.fp = array("Q", bytes(8 * slots))
+    def __init__(self, slots: int = MIN_SLOTS):
+        self.fp = array("q", bytes(8 * slots))
         self.crc = array("I", bytes(4 * slots))
         self.mask = slots - 1
         self.count = 0
@@ -36,7 +46,7 @@ class _DigestTable:
     def grow(self) -> None:
         old_fp, old_crc = self.fp, self.crc
         slots = (self.mask + 1) * 2
-        self.fp = fp = array("Q", bytes(8 * slots))
+        self.fp = fp = array("q", bytes(8 * slots))
         self.crc = crcs = array("I", bytes(4 * slots))
         self.mask = mask = slots - 1
         self.limit = slots // 2
@@ -64,6 +74,37 @@ class _DigestTable:
         return len(self.fp) * 12
 
 
+def _compacted(table: _DigestTable) -> _DigestTable:
+    slots = MIN_SLOTS
+    while slots // 2 < table.count:
+        slots *= 2
+    new = _DigestTable(slots)
+    fp, crcs, mask = new.fp, new.crc, new.mask
+    old_crc = table.crc
+    for j, f in enumerate(table.fp):
+        if f:
+            i = f & mask
+            while fp[i]:
+                i = (i + 1) & mask
+            fp[i] = f
+            crcs[i] = old_crc[j]
+    new.count = table.count
+    return new
+
+
+def presized_slots(file_size: int, sample: list) -> int:
+    """Slots for a file of ``file_size`` bytes whose first records are ``sample``: enough to hold every
+    frame at most half full, a power of two between MIN_SLOTS and PRESIZE_CAP."""
+    lengths = [len(rec[0]) for rec in sample if rec[1] >= 0]
+    if not file_size or not lengths:
+        return MIN_SLOTS
+    estimate = file_size // (sum(lengths) // len(lengths) + _RECORD_OVERHEAD)
+    slots = MIN_SLOTS
+    while slots // 2 < estimate and slots < PRESIZE_CAP:
+        slots *= 2
+    return slots
+
+
 class DedupStage(Stage):
     name = "dedup"
     title = "Remove Dupes"
@@ -74,31 +115,42 @@ class DedupStage(Stage):
 
     def __init__(self, options, context):
         super().__init__(options, context)
-        self._table = _DigestTable()
+        self._table: _DigestTable | None = None      # made at the first batch, sized from the file
         self._previous: _DigestTable | None = None   # window mode: the older generation
         self._window = False
         self.frames = 0
         self.removed = 0
+        self.dropped = bytearray()      # bit n set: frame n (0-based) was a duplicate
+        self._final: dict | None = None     # the report, once the tables are handed over and freed
 
     def process(self, batch: list) -> list:
+        table = self._table
+        if table is None:
+            size = self.context.extra.get("input_size", 0) if self.context is not None else 0
+            table = self._table = _DigestTable(presized_slots(size, batch))
+        if self._previous is not None:
+            return self._process_window(batch)
+        dropped = self.dropped
+        n = self.frames
+        need = (n + len(batch) + 7) >> 3
+        if len(dropped) < need:
+            dropped.extend(bytes(need - len(dropped) + 256))
         out = []
         append = out.append
-        table = self._table
         fp, crcs, mask = table.fp, table.crc, table.mask
-        previous = self._previous
-        frames = removed = 0
+        count, limit = table.count, table.limit
+        removed = 0
+        last_lt, mix = 1, _LT_MIX & _MIX_BITS
         for rec in batch:
             lt = rec[1]
-            if lt < 0:                      # metadata block: not a frame
-                append(rec)
-                continue
-            frames += 1
+            if lt != last_lt:
+                if lt < 0:                  # metadata block: not a frame
+                    append(rec)
+                    continue
+                last_lt, mix = lt, (lt * _LT_MIX) & _MIX_BITS
             data = rec[0]
-            f = ((hash(data) ^ (lt * _LT_MIX)) & _M64) | 1      # never 0: 0 marks an empty slot
+            f = (hash(data) ^ mix) or 1     # never 0: 0 marks an empty slot
             c = crc32(data)
-            if previous is not None and previous.contains(f, c):
-                removed += 1
-                continue
             i = f & mask
             while True:                     # inlined probe: this loop is the stage's whole cost
                 v = fp[i]
@@ -106,33 +158,96 @@ class DedupStage(Stage):
                     fp[i] = f
                     crcs[i] = c
                     append(rec)
-                    table.count += 1
-                    if table.count > table.limit:
-                        if self._window and table.count >= WINDOW:
-                            self._previous = previous = table
-                            self._table = table = _DigestTable()
-                        else:
-                            table.grow()
+                    count += 1
+                    if count > limit:
+                        table.count = count
+                        if self._window and count >= WINDOW:
+                            # next generation; the rest of this batch takes the window path
+                            self._previous, self._table = table, _DigestTable()
+                            self.frames = n + 1
+                            self.removed += removed
+                            return out + self._process_window(batch[_index_after(batch, rec):])
+                        table.grow()
                         fp, crcs, mask = table.fp, table.crc, table.mask
+                        count, limit = table.count, table.limit
                     break
                 if v == f and crcs[i] == c:
+                    dropped[n >> 3] |= 1 << (n & 7)
                     removed += 1
                     break
                 i = (i + 1) & mask
-        self.frames += frames
+            n += 1
+        table.count = count
+        self.frames = n
         self.removed += removed
+        return out
+
+    def _process_window(self, batch: list) -> list:
+        """The slow path of window mode: two generations of tables."""
+        dropped = self.dropped
+        need = (self.frames + len(batch) + 7) >> 3
+        if len(dropped) < need:
+            dropped.extend(bytes(need - len(dropped) + 256))
+        out = []
+        append = out.append
+        n = self.frames
+        for rec in batch:
+            lt = rec[1]
+            if lt < 0:
+                append(rec)
+                continue
+            data = rec[0]
+            f = (hash(data) ^ ((lt * _LT_MIX) & _MIX_BITS)) or 1
+            c = crc32(data)
+            table = self._table
+            if (self._previous is not None and self._previous.contains(f, c)) or table.contains(f, c):
+                dropped[n >> 3] |= 1 << (n & 7)
+                self.removed += 1
+            else:
+                fp, mask = table.fp, table.mask
+                i = f & mask
+                while fp[i]:
+                    i = (i + 1) & mask
+                fp[i] = f
+                table.crc[i] = c
+                table.count += 1
+                if table.count > table.limit:
+                    if table.count >= WINDOW:
+                        self._previous, self._table = table, _DigestTable()
+                    else:
+                        table.grow()
+                append(rec)
+            n += 1
+        self.frames = n
         return out
 
     def release_memory(self) -> str | None:
         if self._window:
             return None
         self._window = True
-        if self._table.count >= WINDOW:
-            self._previous, self._table = self._table, _DigestTable()
+        table = self._table
+        if table is not None and table.count >= WINDOW:
+            self._previous, self._table = table, _DigestTable()
+        elif table is not None and table.count * 4 < table.mask + 1 and table.mask + 1 > MIN_SLOTS:
+            self._table = _compacted(table)         # a presized table, mostly empty: give the room back
         return (f"Remove Dupes switched to a window: duplicates are now found among at least the last "
                 f"{WINDOW:,} unique frames instead of the whole file (no other frame is dropped).")
 
+    def replayer(self, context=None) -> "DedupReplay":
+        """A stage that repeats this one's decisions over the same input, frame by frame, without hashing.
+
+        The executor uses it for the passes after the first; this stage's tables are freed.
+        """
+        replay = DedupReplay(self.options, context or self.context)
+        replay.decisions = self.dropped
+        replay.decided = self.frames
+        replay.source = self._final = self.report()
+        self._table = self._previous = None
+        return replay
+
     def report(self) -> dict:
+        if self._final is not None:
+            return dict(self._final)
         tables = [t for t in (self._table, self._previous) if t is not None]
         return {
             "frames": self.frames,
@@ -141,3 +256,87 @@ class DedupStage(Stage):
             "digest_table_bytes": sum(t.nbytes for t in tables),
             "mode": f"window of {WINDOW} unique frames" if self._window else "whole file",
         }
+
+
+def _index_after(batch: list, rec) -> int:
+    """Index just past ``rec`` (by identity) in ``batch``."""
+    for i, r in enumerate(batch):
+        if r is rec:
+            return i + 1
+    raise ValueError("record not in batch")
+
+
+class DedupReplay(Stage):
+    """Remove Dupes' decisions, replayed: drops exactly the frames the first pass found duplicate.
+
+    One bit per frame (``decisions``); a batch without a duplicate goes through untouched. If the input
+    yields more frames than were decided, it changed between passes: the file fails.
+    """
+
+    name = DedupStage.name
+    title = DedupStage.title
+    order = DedupStage.order
+    drops_frames = True
+
+    def __init__(self, options, context):
+        super().__init__(options, context)
+        self.decisions = bytearray()
+        self.decided = 0
+        self.source: dict = {}
+        self.frames = 0
+
+    def process(self, batch: list) -> list:
+        start = self.frames
+        plain = True                            # every record a packet (pcap, most pcapng batches)
+        for rec in batch:
+            if rec[1] < 0:
+                plain = False
+                break
+        count = len(batch) if plain else sum(1 for rec in batch if rec[1] >= 0)
+        end = start + count
+        if end > self.decided:
+            raise StageError("the input file changed while it was being processed (it now holds more "
+                             "frames than in the first pass)")
+        self.frames = end
+        if not count:
+            return batch
+        lo, hi = start >> 3, (end + 7) >> 3
+        bits = int.from_bytes(self.decisions[lo:hi], "little") >> (start & 7)
+        bits &= (1 << count) - 1
+        if not bits:
+            return batch
+        if plain:
+            out = []
+            prev = 0
+            while bits:
+                low = bits & -bits
+                pos = low.bit_length() - 1
+                out += batch[prev:pos]
+                prev = pos + 1
+                bits ^= low
+            out += batch[prev:]
+            return out
+        out = []
+        n = 0
+        for rec in batch:
+            if rec[1] < 0:
+                out.append(rec)
+                continue
+            if not (bits >> n) & 1:
+                out.append(rec)
+            n += 1
+        return out
+
+    def replayer(self, context=None) -> "DedupReplay":
+        replay = DedupReplay(self.options, context or self.context)
+        replay.decisions, replay.decided, replay.source = self.decisions, self.decided, self.source
+        return replay
+
+    def finish(self) -> None:
+        """The pass is over: every decided frame must have come again."""
+        if self.frames != self.decided:
+            raise StageError("the input file changed while it was being processed (it now holds fewer "
+                             "frames than in the first pass)")
+
+    def report(self) -> dict:
+        return dict(self.source)

@@ -4,12 +4,23 @@ Pre-scan: every TCP direction's bytes go through tcpstream.Reassembler into a tl
 map of the stream ranges to keep (record headers, handshake / alert / CCS records); fragments of IP
 datagrams are summed so that the first fragment's transport checksum can account for the zeroed later
 ones. Process: per frame only offsets (frames.walk), a range lookup, zeroing, and RFC 1624 checksum
-updates of every checksum that covers a changed byte (tunnel UDP / GRE included).
+updates of every checksum that covers a changed byte (quoted headers, tunnel UDP and GRE included), so a
+valid checksum stays valid and a bad one stays bad.
 
 What is masked (the innermost payload; every header above it stays): TCP payload outside the kept TLS
 ranges, all UDP payload, ICMP / ICMPv6 echo data, the payload quoted by ICMP errors after the quoted IP
-and transport headers, the data of IP fragments, and anything after an IP header the walker cannot
-classify. Ports in ``keep_ports`` keep their TCP / UDP payload as is.
+and transport headers (RFC 4884 extensions stay), the data of IP fragments, and anything after an IP
+header in a protocol the stage does not know (ESP, OSPF, SCTP, ...). Kept as they are: ICMP / ICMPv6
+control messages (neighbour discovery, router advertisements, MLD), IGMP, PIM, ARP and the non-IP
+protocols the walker names, and the TCP / UDP payload of ``keep_ports``.
+
+Where a TCP stream was captured more than once (retransmissions, overlaps), the first copy in capture
+order is what the pre-scan classified; a later copy keeps its kept bytes only when they equal the first
+copy's, else they are masked too.
+
+Trim mode cuts each frame after its last kept byte (never a pcapng Simple Packet Block's, never an IP
+fragment's: reassembly needs them whole). Wireshark cannot reassemble TLS records over cut segments, so
+its record view is incomplete there: zero mode keeps it, trim mode saves space.
 """
 from __future__ import annotations
 
@@ -64,21 +75,25 @@ def _frag_key(data, ip):
 
 
 class _Direction:
-    """One TCP direction: pre-scan state, then what the main pass needs (the map, the re-sent ranges)."""
+    """One TCP direction: pre-scan state, then what the main pass needs (the map, the re-sent ranges).
+    The walker is made at the first payload byte: a SYN-only direction costs a few slots."""
 
     __slots__ = ("keep", "walker", "reasm", "overlaps", "first_starts", "first_bytes")
 
-    def __init__(self, keep_handshake: bool, keep_alerts_ccs: bool, counts: dict):
+    def __init__(self):
+        self.keep = self.walker = self.reasm = self.overlaps = None
+        # kept bytes as their first copy carried them, only where the stream was captured more than once
+        self.first_starts = self.first_bytes = None
+
+    def start(self, keep_handshake: bool, keep_alerts_ccs: bool, counts: dict) -> None:
         self.keep = RangeMap()
         self.walker = TlsWalker(self.keep, keep_handshake, keep_alerts_ccs, counts)
         self.reasm = Reassembler(self.walker)
-        self.overlaps = None
-        # kept bytes as their first copy carried them, only where the stream was captured more than once
-        self.first_starts = []
-        self.first_bytes = []
 
     def same_as_first(self, a: int, b: int, chunk) -> bool:
         """Do the kept bytes [a, b) of this copy equal the first copy's? Records what is new."""
+        if self.first_starts is None:
+            self.first_starts, self.first_bytes = [], []
         starts, blobs = self.first_starts, self.first_bytes
         i = bisect_right(starts, a) - 1
         if i < 0:
@@ -132,7 +147,8 @@ class MaskStage(Stage):
                "Keep TLS alert and ChangeCipherSpec records."),
         Option("mode", "Masked bytes", "choice", "zero",
                "zero: overwrite masked bytes with zeros (lengths kept); trim: cut the captured frame after "
-               "the last kept byte (the original length is kept; files shrink several-fold).",
+               "the last kept byte (the original length is kept; files shrink several-fold, but Wireshark "
+               "can no longer reassemble TLS records over the cut segments).",
                choices=("zero", "trim")),
         Option("keep_ports", "Keep payload on ports", "int_list", [],
                "TCP/UDP ports whose payload is kept as is (none by default).", minimum=0, maximum=65535),
@@ -167,7 +183,7 @@ class MaskStage(Stage):
 
     # ---- pre-scan -------------------------------------------------------------------------------------
     def _new_direction(self, key, number):
-        d = _Direction(self.keep_handshake, self.keep_alerts_ccs, self.record_counts)
+        d = _Direction()
         self.directions.setdefault(key, []).append(d)
         return d
 
@@ -200,6 +216,8 @@ class MaskStage(Stage):
             key = _flow_key(data, w[2], l4)
             n = end - pay if end > pay else 0
             d, off = locate(key, _I(data, l4off + 4)[0], flags & 2, n)
+            if n and d.reasm is None and d.keep is None:
+                d.start(self.keep_handshake, self.keep_alerts_ccs, self.record_counts)
             if n and d.reasm is not None:
                 d.reasm.feed(off, memoryview(data)[pay:end])
                 if end == len(data):
@@ -207,8 +225,11 @@ class MaskStage(Stage):
                     if wire > end and d.walker.pos == off + n and not d.reasm.pending:
                         d.reasm.holes += 1
                         d.walker.hole(off + wire - pay)      # cut by the snap length: known missing
-                if d.walker.mode == DONE and not len(d.keep):
-                    self._retire(d)                 # not TLS: everything will be masked, nothing to track
+                wk = d.walker
+                if not len(d.keep) and (wk.mode == DONE or flags & 5 and not wk.order and wk.pos == off + n
+                                        and not d.reasm.pending):
+                    # not TLS (given up, or closed with nothing found): all of it is masked, stop tracking
+                    self._retire(d)
 
     def _kept_port(self, data, l4off) -> bool:
         sport, dport = _HH(data, l4off)
@@ -234,7 +255,7 @@ class MaskStage(Stage):
         if d.reasm.holes:
             self.gaps += 1
         self.resyncs += w.lost
-        d.overlaps = d.reasm.overlaps if len(d.reasm.overlaps) and len(d.keep) else None
+        d.overlaps = d.reasm.overlaps if d.reasm.overlaps is not None and len(d.keep) else None
         d.walker = d.reasm = None
 
     def _end_prescan(self) -> None:
@@ -244,13 +265,14 @@ class MaskStage(Stage):
             for number, d in enumerate(insts):
                 if d.reasm is not None:
                     self._retire(d)
-                if not len(d.keep):
+                if d.keep is None or not len(d.keep):
                     insts[number] = _NOTHING_KEPT       # one shared object for every non-TLS direction
                     continue
                 half = (len(key) - 4) // 2
                 back = key[half:2 * half] + key[:half] + key[-2:] + key[-4:-2]
                 flows.add((min(key, back), number))
         self.tls_flows = len(flows)
+        self.pre = None                                 # the main pass replays the offsets with its own
         self.post = SeqTracker(self._old_direction)
 
     def _old_direction(self, key, number):
@@ -370,9 +392,16 @@ class MaskStage(Stage):
 
     def _icmp_error_ranges(self, data, ips, l4) -> list:
         proto, l4off, pay, end, ipi, fl = l4
-        # RFC 4884: a length field says where the quoted datagram stops and extensions (MPLS labels, ...) begin
-        words = data[l4off + 5] * 4 if proto == 1 else data[l4off + 4] * 8
-        stop = min(end, pay + words) if words else end
+        # RFC 4884: a length field says where the quoted datagram stops and extensions (MPLS labels, ...)
+        # begin; kept only when it is well formed (>= 128 bytes, then a version 2 extension header)
+        typ = data[l4off]
+        if proto == 1:
+            length = data[l4off + 5] * 4 if typ in (3, 11, 12) else 0
+        else:
+            length = data[l4off + 4] * 8 if typ in (1, 3) else 0
+        stop = end
+        if length >= 128 and pay + length < end and data[pay + length] >> 4 == 2:
+            stop = pay + length
         quoted = None
         for ip in ips:
             if ip[IP_FLAGS] & F_QUOTED and ip[IP_OFF] >= pay:

@@ -60,6 +60,11 @@ def assert_anonymized(before: bytes, after: bytes, linktype: int = 1) -> None:
     for off, size, plen in wb[3]:
         old = before[off:off + field_length(size, plen)]
         touched.update(range(off, off + len(old)))
+        if plen < 0:                # stored inverted (Teredo origin indication)
+            inv = bytes(b ^ 0xFF for b in old)
+            assert bytes(b ^ 0xFF for b in after[off:off + len(old)]) == \
+                expect(inv + bytes(size - len(inv)))[:len(inv)]
+            continue
         if plen < size * 8:
             v = int.from_bytes(expect(old + bytes(size - len(old))), "big") >> (size * 8 - plen) << (size * 8 - plen)
             assert after[off:off + len(old)] == v.to_bytes(size, "big")[:len(old)]
@@ -85,13 +90,16 @@ def _crafted():
     out = [(name, f, 1) for name, f in tf._tunnel_cases()]
     out += [("lt%d" % lt, f, lt) for lt, f, _ in tf._linktype_cases()]
     out += [
-        ("icmp-error", tf.eth(tf.ipv4(A, B, 1, tf.icmp(3, 3, b"\0\0\0\0", tf.ipv4(B, C, 17, tf.udp(B, C, b"q" * 8))))), 1),
-        ("icmp-error-tcp", tf.eth(tf.ipv4(A, B, 1, tf.icmp(11, 0, b"\0\0\0\0", tf.ipv4(B, C, 6, tf.tcp(B, C, b"t"))))), 1),
+        ("icmp-error", tf.eth(tf.ipv4(A, B, 1, tf.icmp(3, 3, b"\0\0\0\0",
+                                                     tf.ipv4(B, C, 17, tf.udp(B, C, b"q" * 8))))), 1),
+        ("icmp-error-tcp", tf.eth(tf.ipv4(A, B, 1, tf.icmp(11, 0, b"\0\0\0\0",
+                                                         tf.ipv4(B, C, 6, tf.tcp(B, C, b"t"))))), 1),
         ("icmp6-error", tf.eth(tf.ipv6(A6, B6, 58, tf.icmp6(A6, B6, 3, 0, b"\0\0\0\0" + tf.ipv6(
             B6, "2001:db8:5::5", 17, tf.udp(B6, "2001:db8:5::5", b"u")))), 0x86DD), 1),
         ("arp", tf.eth(tf.arp(A, B), 0x0806), 1),
         ("rarp", tf.eth(tf.arp(A, B, op=3), 0x8035), 1),
-        ("lsrr", tf.eth(tf.ipv4(A, B, 6, tf.tcp(A, D, b"x"), options=bytes([131, 11, 4]) + tf.ip(C) + tf.ip(D) + b"\0")), 1),
+        ("lsrr", tf.eth(tf.ipv4(A, B, 6, tf.tcp(A, D, b"x"),
+                                options=bytes([131, 11, 4]) + tf.ip(C) + tf.ip(D) + b"\0")), 1),
         ("ipv6-frag", tf.eth(tf.ipv6(A6, B6, 44, tf.udp(A6, B6, b"f" * 30)[:16], ext=struct.pack("!BBHI", 17, 0, 1, 9)),
                              0x86DD), 1),
         ("ipv4-frag2", tf.eth(tf.ipv4(A, B, 17, b"z" * 24, frag=0x0002)), 1),
@@ -99,6 +107,12 @@ def _crafted():
         ("ns", tf.eth(tf.ipv6(A6, "ff02::1:ff00:99", 58, tf.icmp6(A6, "ff02::1:ff00:99", 135, 0, b"\0" * 4 + tf.ip(
             "2001:db8::99") + bytes([1, 1]) + tf.MAC1)), 0x86DD), 1),
         ("igmp", tf.eth(tf.ipv4(A, "224.0.0.22", 2, tf.icmp(0x16, 0, tf.ip("239.1.2.3")))), 1),
+        ("vrrp3", tf.eth(tf.ipv4(A, "224.0.0.18", 112, tf.pseudo_l4(A, "224.0.0.18", 112, bytes(
+            [0x31, 7, 100, 1, 0, 100, 0, 0]) + tf.ip(C), 6))), 1),
+        ("udplite", tf.eth(tf.ipv4(A, B, 136, tf.pseudo_l4(A, B, 136, struct.pack("!HHHH", 1, 2, 0, 0) + b"x", 6))), 1),
+        ("teredo-origin", tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, b"\x00\x00\xf2\x27" + bytes(
+            b ^ 0xFF for b in tf.ip(D)) + tf.ipv6(A6, B6, 59, b""), 3544, 40000))), 1),
+        ("dns", tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C], [A6], ecs=(D, 24)), 53, 4000))), 1),
     ]
     return out
 
@@ -456,3 +470,38 @@ def test_payload_addresses_option_and_masked_payload_passes_self_check():
     o2 = off.process(recs([f]))[0][0]
     assert tf.ip("93.184.216.34") in o2 and o2[26:34] == o[26:34]
     off.check(recs([f]), [(o2,) + out[0][1:]])
+
+
+def test_mutated_frames_never_crash_and_pass_the_self_check():
+    import random
+    rnd = random.Random(99)
+    seeds = [(f, lt) for _, f, lt in _crafted()]
+    st = make(allow_uninspected=True)
+    for _ in range(1500):
+        f, lt = rnd.choice(seeds)
+        b = bytearray(f)
+        for _ in range(rnd.randint(1, 6)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        if rnd.random() < 0.3:
+            b = b[:rnd.randrange(len(b) + 1)]
+        rec = [(bytes(b), lt, 0, len(b), 0, None)]
+        st.check(rec, st.process(rec))
+
+
+def test_release_memory_keeps_the_mapping():
+    st = make()
+    frames_ = [tf.eth(tf.ipv4(f"10.0.{i >> 8}.{i & 255}", tf.B, 6, tf.tcp(tf.A, tf.B))) for i in range(300)]
+    first = st.process(recs(frames_))
+    assert st.release_memory() is not None
+    assert st.process(recs(frames_)) == first
+
+
+def test_teredo_origin_address_is_mapped_inverted():
+    inner = tf.ipv6(tf.A6, tf.B6, 59, b"")
+    origin = b"\x00\x00\xf2\x27" + bytes(b ^ 0xFF for b in tf.ip(tf.C))
+    f = tf.eth(tf.ipv4(tf.A, tf.B, 17, tf.udp(tf.A, tf.B, origin + inner, 3544, 40000)))
+    st = make()
+    o = st.process(recs([f]))[0][0]
+    at = f.find(origin) + 4
+    assert bytes(b ^ 0xFF for b in o[at:at + 4]) == REF.map4(tf.ip(tf.C))
+    st.check(recs([f]), [(o,) + recs([f])[0][1:]])

@@ -504,3 +504,141 @@ def test_icmpv6_echo_and_error_and_icmp_extensions():
     assert o[2][q4:q4 + 26] == frames[2][q4:q4 + 26]            # quoted IP + UDP header (but its checksum)
     assert not any(o[2][q4 + 28:q4 + 128])
     assert o[2][q4 + 128:] == ext                               # the extension (MPLS labels) stays
+
+
+# ---- real TLS sessions (OpenSSL through Python's ssl, in memory) ------------------------------------
+def _tls_flights(tmp: Path, version, hrr=False):
+    ssl = pytest.importorskip("ssl")
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "server.example")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2)).sign(key, hashes.SHA256()))
+    (tmp / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(tmp / "c.pem", tmp / "k.pem")
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.check_hostname, cctx.verify_mode = False, ssl.CERT_NONE
+    for ctx in (sctx, cctx):
+        ctx.minimum_version = ctx.maximum_version = version
+    if hrr:
+        sctx.set_ecdh_curve("secp384r1")     # the client's first key share is x25519: HelloRetryRequest
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    c = cctx.wrap_bio(bios[0], bios[1], server_hostname="server.example")
+    s = sctx.wrap_bio(bios[2], bios[3], server_side=True)
+    flights = []
+
+    def pump():
+        for src, dst, side in ((bios[1], bios[2], 0), (bios[3], bios[0], 1)):
+            x = src.read()
+            if x:
+                flights.append((side, x))
+                dst.write(x)
+
+    done = set()
+    for _ in range(10):
+        for obj in (c, s):
+            try:
+                obj.do_handshake()
+                done.add(id(obj))
+            except ssl.SSLWantReadError:
+                pass
+        pump()
+    assert len(done) == 2
+    r = random.Random(2)
+    for i in range(3):
+        c.write(bytes(r.randrange(256) for _ in range(200 + 3000 * i)))
+        pump()
+        s.read(100000)
+        s.write(bytes(r.randrange(256) for _ in range(9000 * (i + 1))))
+        pump()
+        try:
+            while c.read(100000):
+                pass
+        except ssl.SSLWantReadError:
+            pass
+        pump()
+    return flights
+
+
+def _classes(stream: bytes) -> str:
+    """Ground truth for a clean stream of records: 'k' keep (headers, handshake, CCS, alert), 'z' zero."""
+    out, p = [], 0
+    while p + 5 <= len(stream):
+        t, ln = stream[p], int.from_bytes(stream[p + 3:p + 5], "big")
+        out.append("k" * 5 + ("z" if t in (23, 24) else "k") * ln)
+        p += 5 + ln
+    assert p == len(stream)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("case", ["tls13", "tls13_hrr_qinq_starttls", "tls12_v6_retrans_reorder"])
+def test_real_tls_sessions(case, workdir):
+    ssl = pytest.importorskip("ssl")
+    version = ssl.TLSVersion.TLSv1_2 if "tls12" in case else ssl.TLSVersion.TLSv1_3
+    flights = _tls_flights(workdir, version, hrr="hrr" in case)
+    v6, vlans = "v6" in case, ((10, 20) if "qinq" in case else ())
+    prefix = [(1, b"220 mail ESMTP\r\n"), (0, b"STARTTLS\r\n"), (1, b"220 go ahead\r\n")] if "starttls" in case else []
+    r = random.Random(4)
+    streams, frames = [b"", b""], []
+    for side, blob in prefix + flights:
+        base = len(streams[side])
+        streams[side] += blob
+        segs = [(base + o, tcp_frame((1000, 90000)[side] + base + o, blob[o:o + 1448], v6=v6, vlans=vlans,
+                                     back=bool(side))) for o in range(0, len(blob), 1448)]
+        if "reorder" in case and len(segs) > 2:
+            i = r.randrange(len(segs) - 1)
+            segs[i], segs[i + 1] = segs[i + 1], segs[i]
+        if "retrans" in case:
+            segs.insert(r.randrange(len(segs)) + 1, segs[r.randrange(len(segs))])
+        frames += [(side, off, f) for off, f in segs]
+    out, stage = run(recs([f for _, _, f in frames]), batch=50)
+    plain = [len(b"".join(b for s, b in prefix if s == side)) for side in (0, 1)]
+    classes = ["z" * plain[side] + _classes(streams[side][plain[side]:]) for side in (0, 1)]
+    for (side, off, f), o in zip(frames, out):
+        p, q = payload(f), payload(o[0])
+        assert len(p) == len(q)
+        for j, (x, y) in enumerate(zip(p, q)):
+            assert y == (x if classes[side][off + j] == "k" else 0), (case, side, off + j)
+        assert all(checksums_ok(o[0]))
+    rep = stage.report()
+    assert rep["tls_flows"] == 1 and rep["tls_resyncs"] == 0
+    if "hrr" in case:
+        assert rep["tls_records"]["handshake"] >= 4        # ClientHello, HRR, ClientHello, ServerHello
+    if shutil.which("tshark") and VERIFY.is_file():
+        src, dst = workdir / "in.pcap", workdir / "out.pcap"
+        for path, rs in ((src, recs([f for _, _, f in frames])), (dst, out)):
+            with open(path, "wb") as fh:
+                w = CaptureWriter(fh, "pcap", struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+                w.write_batch(rs)
+                w.close()
+        p = subprocess.run([sys.executable, str(VERIFY), str(src), str(dst), "--mask", "-v"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+        assert p.returncode == 0, p.stdout.decode()
+
+
+def test_icmp_redirect_gateway_is_not_an_extension_length():
+    inner = ipv4(A4, B4, 17, udp(A4, B4, 53, 5353, rnd(200, 15)))
+    red = bytearray(b"\x05\x01\x00\x00" + bytes([10, 0, 40, 0]) + inner)     # gateway byte 5 = 40 "words"
+    struct.pack_into("!H", red, 2, checksum.internet_checksum(red))
+    f = eth(ipv4(B4, A4, 1, bytes(red)))
+    o = run(recs([f]))[0][0][0]
+    q = 14 + 20 + 8
+    assert not any(o[q + 28:]) and o[q:q + 26] == f[q:q + 26]
+    assert all(checksums_ok(o))
+
+
+def test_tls_confirmed_by_the_end_of_the_stream_with_fin():
+    plain = b"STARTTLS\r\n"
+    f1 = tcp_frame(1, plain)
+    f2 = tcp_frame(1 + len(plain), CH, flags=0x19)          # the ClientHello, then FIN
+    out, _ = run(recs([f1, f2]))
+    assert not any(payload(out[0][0])) and payload(out[1][0]) == CH
