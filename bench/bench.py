@@ -5,9 +5,13 @@
     python3 bench/bench.py --packets 1000000    # the issue's reference size
     python3 bench/bench.py --growth             # peak RSS at 200k vs 1M packets (all three operations)
     python3 bench/bench.py --parallel           # two files, --jobs 1 vs --jobs 2, all three operations
+    python3 bench/bench.py --cancel             # Ctrl-C mid-file: time to exit, leftovers
+    add --repeat N (default 3; medians) and --workdir DIR (keep the generated captures between runs)
 
 Everything is timed as a whole CLI process (`python -m pktmask_gui process ...`, start-up included); peak RSS
-is that of the largest process of the run (the CLI or a job's child), sampled every 20 ms with psutil.
+is that of the largest process of the run (the CLI or a job's child), sampled every 20 ms with psutil (the
+kernel's ru_maxrss would count the bench's own pages in a forked child before its exec). CPU time (user + system of the whole process tree) is shown beside
+wall time: on a shared machine it is the steadier of the two.
 The capture comes from the project's own seeded generator (pktmask_gui.samplegen): TLS, HTTP, DNS, ICMP,
 IPv6, VLAN and ~5% duplicates. Needs nothing but the project itself.
 """
@@ -16,9 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import struct
+import resource
+import signal
+import statistics
 import subprocess
 import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -47,8 +54,11 @@ wr.close()
 """
 
 
-def run_measured(cmd: list[str], env=None) -> tuple[float, int]:
-    """Wall time and peak RSS (bytes) of the largest process in the command's process tree."""
+def run_measured(cmd: list[str], env=None) -> tuple[float, int, float]:
+    """Wall time, peak RSS (bytes) of the largest process in the command's tree, and the tree's CPU time
+    (user + system of every process it waited for). CPU time barely moves with other load on the machine,
+    wall time does: the ratios are given for both."""
+    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -64,10 +74,12 @@ def run_measured(cmd: list[str], env=None) -> tuple[float, int]:
             pass
         time.sleep(0.02)
     elapsed = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     err = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
-    return elapsed, peak
+    return elapsed, peak, cpu
 
 
 def cli(inputs: list[Path], out: Path, ops: list[str], jobs: int = 1) -> list[str]:
@@ -97,20 +109,22 @@ def machine() -> str:
             f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}")
 
 
-def row(name, packets, size, elapsed, rss, floor_pps=None):
-    pps = packets / elapsed
-    ratio = f"{pps / floor_pps:5.2f}" if floor_pps else "  -  "
-    print(f"{name:<28} {pps:>12,.0f} {size / elapsed / 1e6:>8.1f} {rss / 2**20:>9.0f} {ratio:>8}  ({elapsed:.2f} s)",
-          flush=True)
-    return pps
+def load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def median(values):
+    return statistics.median(values)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", type=int, default=200_000)
     ap.add_argument("--ops", default="dedup,anonymize,mask", help="operations to time alone (comma list)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement; medians are shown")
     ap.add_argument("--growth", action="store_true", help="peak RSS at 200k vs --packets (default 1M)")
     ap.add_argument("--parallel", action="store_true", help="two files: --jobs 1 vs --jobs 2")
+    ap.add_argument("--cancel", action="store_true", help="time from Ctrl-C to exit of a CLI run mid-file")
     ap.add_argument("--workdir", help="keep generated captures here between runs (default: a temp dir)")
     args = ap.parse_args()
 
@@ -123,44 +137,110 @@ def main() -> int:
     work = keep or Path(ctx.name)
     work.mkdir(parents=True, exist_ok=True)
     env = bench_env(work)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; {load()} at start; {args.repeat} run(s) each, medians")
     try:
         if args.growth:
-            big = args.packets if args.packets > 200_000 else 1_000_000
-            print(f"\n{'capture':<28} {'peak RSS MB':>12}   (all operations: {', '.join(available)})")
-            peaks = {}
-            for n in (200_000, big):
-                src = make_capture(work, n)
-                out = work / f"out-growth-{n}"
-                _, peaks[n] = run_measured(cli([src], out, available), env)
-                print(f"{n:>12,} packets{'':<11} {peaks[n] / 2**20:>12.0f}", flush=True)
-            print(f"growth: {(peaks[big] - peaks[200_000]) / 2**20:.0f} MB (goal: <= 25 MB; peak goal <= 150 MB)")
-            return 0
+            return growth(work, env, args, available)
         if args.parallel:
-            a = make_capture(work, args.packets, seed=1, name=f"par-a-{args.packets}.pcap")
-            b = make_capture(work, args.packets, seed=2, name=f"par-b-{args.packets}.pcap")
-            one, _ = run_measured(cli([a, b], work / "out-j1", available, jobs=1), env)
-            two, _ = run_measured(cli([a, b], work / "out-j2", available, jobs=2), env)
-            print(f"two files x {args.packets:,} packets, all operations: --jobs 1 {one:.2f} s, --jobs 2 {two:.2f} s,"
-                  f" speed-up {one / two:.2f}x (goal >= 1.7x on 2 cores)")
-            return 0
-
-        src = make_capture(work, args.packets)
-        size = src.stat().st_size
-        print(f"\n{'run':<28} {'packets/s':>12} {'MB/s':>8} {'peak MB':>9} {'ratio':>8}")
-        elapsed, rss = run_measured([sys.executable, "-c", COPY_LOOP, str(src), str(work / "copy.pcap")], env)
-        floor = row("copy loop (floor)", args.packets, size, elapsed, rss)
-        for op in ops:
-            elapsed, rss = run_measured(cli([src], work / f"out-{op}", [op]), env)
-            row(op, args.packets, size, elapsed, rss, floor)
-        if len(ops) > 1:
-            elapsed, rss = run_measured(cli([src], work / "out-all", ops), env)
-            row("+".join(ops), args.packets, size, elapsed, rss, floor)
-        print("\nratio = packets/s of the run / packets/s of the copy loop in this run "
-              "(goals: dedup >= 0.5, anonymize >= 0.25, mask >= 0.12, all >= 0.10)")
+            return parallel(work, env, args, available)
+        if args.cancel:
+            return cancel_latency(work, env, args, available)
+        return throughput(work, env, args, ops)
     finally:
+        print(f"({load()} at the end)")
         if ctx is not None:
             ctx.cleanup()
+
+
+def throughput(work: Path, env: dict, args, ops: list[str]) -> int:
+    src = make_capture(work, args.packets)
+    size = src.stat().st_size
+    runs = [("copy loop (floor)", None)] + [(op, [op]) for op in ops]
+    if len(ops) > 1:
+        runs.append(("+".join(ops), ops))
+    results = {name: [] for name, _ in runs}
+    for _ in range(args.repeat):         # interleaved, so that a load change hits every row alike
+        for name, op_list in runs:
+            if op_list is None:
+                copy = work / "copy.pcap"
+                results[name].append(run_measured([sys.executable, "-c", COPY_LOOP, str(src), str(copy)], env))
+                copy.unlink()
+            else:
+                out = work / f"out-{name}"
+                results[name].append(run_measured(cli([src], out, op_list), env))
+                shutil.rmtree(out)
+    floor_runs = results["copy loop (floor)"]
+    print(f"\n{'run':<26} {'packets/s':>10} {'MB/s':>7} {'peak MB':>8} {'wall s':>7} {'ratio':>6} "
+          f"{'cpu s':>7} {'cpu ratio':>9}")
+    for name, _ in runs:
+        rs = results[name]
+        wall = median(r[0] for r in rs)
+        cpu = median(r[2] for r in rs)
+        peak = max(r[1] for r in rs)
+        # ratio per run against the copy loop of the same round, then the median
+        ratio = median(f[0] / r[0] for f, r in zip(floor_runs, rs))
+        cpu_ratio = median(f[2] / r[2] for f, r in zip(floor_runs, rs))
+        print(f"{name:<26} {args.packets / wall:>10,.0f} {size / wall / 1e6:>7.1f} {peak / 2**20:>8.0f} "
+              f"{wall:>7.2f} {ratio:>6.2f} {cpu:>7.2f} {cpu_ratio:>9.2f}", flush=True)
+    print("\nratio = packets/s of the run / packets/s of the copy loop in the same round (wall clock; "
+          "goals: dedup >= 0.5, anonymize >= 0.25, mask >= 0.12, all >= 0.10);\ncpu ratio = the same with "
+          "CPU seconds of the whole process tree (steadier when other work shares the machine).")
+    return 0
+
+
+def growth(work: Path, env: dict, args, available: list[str]) -> int:
+    big = args.packets if args.packets > 200_000 else 1_000_000
+    print(f"\n{'capture':<28} {'peak RSS MB':>12}   (all operations: {', '.join(available)}; largest of "
+          f"{args.repeat} run(s))")
+    peaks = {}
+    for n in (200_000, big):
+        src = make_capture(work, n)
+        out = work / f"out-growth-{n}"
+        peaks[n] = 0
+        for _ in range(args.repeat):
+            peaks[n] = max(peaks[n], run_measured(cli([src], out, available), env)[1])
+            shutil.rmtree(out)
+        print(f"{n:>12,} packets{'':<11} {peaks[n] / 2**20:>12.0f}", flush=True)
+    print(f"growth: {(peaks[big] - peaks[200_000]) / 2**20:.0f} MB (goal: <= 25 MB; peak goal <= 150 MB)")
+    return 0
+
+
+def parallel(work: Path, env: dict, args, available: list[str]) -> int:
+    a = make_capture(work, args.packets, seed=1, name=f"par-a-{args.packets}.pcap")
+    b = make_capture(work, args.packets, seed=2, name=f"par-b-{args.packets}.pcap")
+    ones, twos = [], []
+    for _ in range(args.repeat):
+        for jobs, into in ((1, ones), (2, twos)):
+            out = work / f"out-j{jobs}"
+            into.append(run_measured(cli([a, b], out, available, jobs=jobs), env))
+            shutil.rmtree(out)
+    one, two = median(r[0] for r in ones), median(r[0] for r in twos)
+    speedups = [x[0] / y[0] for x, y in zip(ones, twos)]
+    print(f"two files x {args.packets:,} packets, all operations: --jobs 1 {one:.2f} s, --jobs 2 {two:.2f} s, "
+          f"speed-up {median(speedups):.2f}x (runs: {', '.join(f'{x:.2f}' for x in speedups)}; goal >= 1.7x on "
+          f"2 idle cores; another busy process on the machine lowers it)")
+    return 0
+
+
+def cancel_latency(work: Path, env: dict, args, available: list[str]) -> int:
+    """Ctrl-C (SIGINT) a CLI run 2 s into a file; time until it has exited; check nothing is left behind."""
+    src = make_capture(work, args.packets)
+    temp = work / "temp"
+    temp.mkdir(exist_ok=True)
+    latencies = []
+    for _ in range(args.repeat):
+        out = work / "out-cancel"
+        cmd = cli([src], out, available) + ["--temp-dir", str(temp)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2.0)
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait()
+        latencies.append(time.perf_counter() - t0)
+        left = [p.name for d in (temp, out) if d.exists() for p in d.iterdir()]
+        print(f"exit {code} after {latencies[-1] * 1000:.0f} ms; left behind: {left or 'nothing'}", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"cancel: median {median(latencies) * 1000:.0f} ms, worst {max(latencies) * 1000:.0f} ms (goal <= 500 ms)")
     return 0
 
 

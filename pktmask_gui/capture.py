@@ -365,6 +365,7 @@ class CaptureReader:
         self._buf = None
         end = len(buf)
         done = False
+        last_sec = sec_base = -1
         while not done:
             batch = []
             append = batch.append
@@ -411,7 +412,9 @@ class CaptureReader:
                             (0, buf[pos + 16:pos + 24]) if modified else None))
                     pos = nxt
                     continue
-                append((buf[pos + hl:nxt], linktype, sec * unit + frac, origlen, 0, None))
+                if sec != last_sec:         # one multiplication per second of capture, not per packet
+                    last_sec, sec_base = sec, sec * unit
+                append((buf[pos + hl:nxt], linktype, sec_base + frac, origlen, 0, None))
                 pos = nxt
             else:
                 if pos == end and self._eof:

@@ -68,7 +68,8 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
     MPLS-over-UDP, L2TP) and the GRE checksum: all cover the inner packet. ``checksum.fix_checksums``
     applies them (RFC 1624, UDP 0 stays 0).
 ``macs``
-    Offsets of 6-byte MAC address fields: Ethernet destination/source at any depth, ARP hardware
+    Offsets of 6-byte MAC address fields: Ethernet destination/source at any depth (except an MPLS
+    pseudo-wire's Ethernet header, recognised only by its first bytes), ARP hardware
     addresses of length 6, Linux cooked capture addresses of length 6, ICMPv6 link-layer address options,
     the DHCP client hardware address.
 
@@ -191,6 +192,7 @@ def walk(data, linktype: int):
     off = 0
     t = 0               # pending ethertype / protocol value for _ETYPE / _PPPPROTO
     lenient = False     # inside a quoted packet: stop quietly at what we cannot parse
+    pw_guess = False    # the next Ethernet header was guessed (MPLS pseudo-wire)
 
     # ---- link layer -------------------------------------------------------------------------------
     if linktype == 1:
@@ -278,13 +280,15 @@ def walk(data, linktype: int):
             return (UNINSPECTABLE, "more than 48 nested headers", ips, addrs, l4, csums, macs)
 
         if state == _ETH:
+            if pw_guess:
+                # Ethernet inside an MPLS pseudo-wire is recognised by its first bytes (no type field):
+                # its MACs are not listed, since rewriting them could change how the frame reads
+                pw_guess = False
+            elif off + 12 <= n:
+                macs.append(off)
+                macs.append(off + 6)
             if off + 14 > n:
-                if off + 12 <= n:
-                    macs.append(off)
-                    macs.append(off + 6)
                 break
-            macs.append(off)
-            macs.append(off + 6)
             t = (data[off + 12] << 8) | data[off + 13]
             off += 14
             state = _ETYPE
@@ -436,21 +440,22 @@ def walk(data, linktype: int):
                 if frag & 0x2000:
                     fl |= F_MORE_FRAGMENTS
             csums.append((off + 10, off, hend_c, CS_IPV4, None))
-            ips.append((off, 4, ihl, proto, hend_c, end, off + 12, off + 16, fl, ident, frag_off, pdst))
+            p = hend_c
+            if not fl & (F_TRUNCATED | F_LATER_FRAGMENT):
+                while proto == 51 and p + 8 <= end:          # AH: on to the protected protocol
+                    proto = data[p]
+                    p += (data[p + 1] + 2) * 4
+            ips.append((off, 4, min(p, n) - off, proto, min(p, n), end, off + 12, off + 16, fl, ident, frag_off,
+                        pdst))
             flags0 |= F_TUNNELLED
             if fl & F_TRUNCATED:
                 break
-            off = hend
-            # AH: skip to the protected protocol
-            while proto == 51 and off + 8 <= end:
-                proto2 = data[off]
-                off += (data[off + 1] + 2) * 4
-                proto = proto2
+            off = p
             if fl & F_LATER_FRAGMENT:
                 if not (flags0 & F_QUOTED) and l4 is None:
                     l4 = (proto, -1, off, end, idx, L4F_FRAGMENT | L4F_NO_HEADER)
                 break
-            state = _upper(proto, 4)
+            state = _upper(proto)
             if state is None:
                 state, off, l4, lab = _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums,
                                                  macs, l4, 4)
@@ -537,7 +542,7 @@ def walk(data, linktype: int):
                 break
             if nh == 59:                                     # no next header
                 break
-            state = _upper(nh, 6)
+            state = _upper(nh)
             if state is None:
                 state, off, l4, lab = _transport(data, n, nh, off, end, idx, flags0, fl, addrs, csums,
                                                  macs, l4, 6)
@@ -581,6 +586,7 @@ def walk(data, linktype: int):
                     state = _ETH
                 else:
                     state = _ETH
+                pw_guess = True
             continue
 
         if state == _PPP:
@@ -732,7 +738,7 @@ def _nflog_payload(data, n):
     return -1
 
 
-def _upper(proto, ver):
+def _upper(proto):
     """States for IP protocols that carry another IP/link layer directly; None for transports."""
     if proto == 4:
         return _IP4
@@ -1290,7 +1296,7 @@ def _dhcp(data, n, p, end, addrs, macs):
     """BOOTP/DHCP: ciaddr, yiaddr, siaddr, giaddr, client MAC, address options."""
     if end > n:
         end = n
-    if p + 236 > end or data[p] not in (1, 2):
+    if p + 236 > end or data[p] not in (1, 2) or data[p + 2] > 16:
         return
     for k in (12, 16, 20, 24):
         addrs.append((p + k, 4, 32))

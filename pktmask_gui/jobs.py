@@ -37,18 +37,24 @@ def run_job_process(job: Job, settings: Settings, progress=None, cancel=None, on
 
 def _run_child(spec: ExecSpec, progress, cancel, workspace, on_log) -> dict:
     receiver, sender = _CONTEXT.Pipe(duplex=False)
-    stop = _CONTEXT.Event()
-    proc = _CONTEXT.Process(target=_child_main, args=(spec, sender, stop, os.getpid()),
+    # Cancel goes down a pipe of its own rather than a multiprocessing.Event: no named semaphore to create,
+    # register with the resource tracker and clean up; the child polls it once per batch.
+    stop_receiver, stop_sender = _CONTEXT.Pipe(duplex=False)
+    proc = _CONTEXT.Process(target=_child_main, args=(spec, sender, stop_receiver, os.getpid()),
                             name=f"pktmask-job {spec.display_name}", daemon=True)
     proc.start()
     sender.close()
+    stop_receiver.close()
     outcome = None
     failure = None
     try:
         workspace.add_owner(proc.pid)
         while True:
             if cancel is not None and cancel.is_set():
-                stop.set()
+                try:
+                    stop_sender.send_bytes(b"stop")
+                except OSError:
+                    pass                # the child is gone already
                 proc.join(CANCEL_GRACE_S)
                 raise Cancelled()
             if receiver.poll(0.02):
@@ -82,6 +88,7 @@ def _run_child(spec: ExecSpec, progress, cancel, workspace, on_log) -> dict:
             proc.kill()
             proc.join()
         receiver.close()
+        stop_sender.close()
     if failure is not None:
         kind, text = failure
         if kind == "cancelled":
@@ -130,7 +137,20 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _child_main(spec: ExecSpec, conn, stop, parent_pid: int) -> None:
+class _StopFlag:
+    """The child's cancel token: set once the owner writes to the stop pipe (or closes it)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.set = False
+
+    def is_set(self) -> bool:
+        if not self.set and self.conn.poll():
+            self.set = True
+        return self.set
+
+
+def _child_main(spec: ExecSpec, conn, stop_conn, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the owner decides; Ctrl-C reaches it, not us
     _die_with_parent(parent_pid)
     root = logging.getLogger("pktmask_gui")
@@ -142,7 +162,7 @@ def _child_main(spec: ExecSpec, conn, stop, parent_pid: int) -> None:
         conn.send(("progress",) + args)
 
     try:
-        outcome = execute(spec, progress, stop)
+        outcome = execute(spec, progress, _StopFlag(stop_conn))
         conn.send(("done", outcome))
     except Cancelled:
         conn.send(("error", "cancelled", "cancelled"))

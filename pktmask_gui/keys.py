@@ -101,11 +101,25 @@ def load_or_create_key(folder: Path | None = None) -> bytes:
     """The key in the config folder, created (0600) from a secure random source at first use."""
     path = key_path(folder)
     try:
-        return load_key_file(path)
+        key = load_key_file(path)
     except FileNotFoundError:
         pass
+    else:
+        _tighten(path)
+        return key
     _write_private(path, os.urandom(KEY_SIZE), replace=False)
     return load_key_file(path)
+
+
+def _tighten(path: Path) -> None:
+    """A key file others can read (copied in by hand, say) is made private again; best effort."""
+    if os.name != "posix":
+        return
+    try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass
 
 
 def save_key(key: bytes, folder: Path | None = None) -> Path:

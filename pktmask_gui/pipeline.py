@@ -213,9 +213,11 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
     with CaptureReader(spec.read_path) as reader, open(spec.staged_path, "xb") as fh:
         writer = CaptureWriter(fh, reader.format, reader.pcap_header)
         only_packets = reader.format == "pcap"      # pcap: every record is a packet
+        # a stage that only rewrites pcapng blocks (pcapng_only = True) has nothing to do in a pcap file
+        active = [s for s in stages if not (only_packets and getattr(s, "pcapng_only", False))]
         for batch in reader.batches(BATCH):
             packets_in += len(batch) if only_packets else _count_packets(batch)
-            for stage in stages:
+            for stage in active:
                 batch = stage.process(batch)
             writer.write_batch(batch)
             packets_out += len(batch) if only_packets else _count_packets(batch)
@@ -391,6 +393,7 @@ class _Progress:
 
     def next_pass(self) -> None:
         self.done_passes += 1
+        self.next_report = 0.0      # a new phase shows at once (and the owner gets a chance to cancel)
 
 
 # --------------------------------------------------------------------------------------------------

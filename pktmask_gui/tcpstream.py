@@ -14,6 +14,9 @@ positions of plausible record headers, see tls.digest) instead of their bytes.
   overlaps are dropped (the first copy in capture order wins, as a receiver's buffer would), segments
   ahead of a hole wait as digests, and holes are declared when the capture ends or when the data waiting
   behind a hole spans more than ``REORDER_LIMIT`` bytes of stream.
+
+Hand-written: the TCP reassemblers of Python packet libraries (scapy sessions, dpkt examples) keep the
+payload bytes of whole streams, which is what this module must not do.
 """
 from __future__ import annotations
 
@@ -105,9 +108,10 @@ class RangeMap:
 class Reassembler:
     """Feeds one direction's bytes to ``consumer`` in stream order, exactly once each.
 
-    The consumer provides ``data(start, bytes)``, ``sparse(piece)`` (a digest list
-    ``[start, end, head, tail, cands]``), ``hole(end)``, ``finish()``, an attribute ``pos`` and
-    ``make_digest(start, bytes)``, ``merge_digest(piece, start, bytes)``.
+    The consumer (tls.TlsWalker) provides an attribute ``pos`` (everything before it was delivered),
+    ``data(start, bytes)``, ``sparse(piece)``, ``hole(end)``, ``finish()`` and the digest makers
+    ``make_digest(start, bytes) -> [start, end, ...]``, ``merge_digest(piece, start, bytes)`` (append
+    adjacent bytes) and ``join_digests(first, second)`` (two adjacent digests become the first).
     """
 
     __slots__ = ("c", "pending", "overlaps", "holes")
@@ -220,7 +224,9 @@ class Reassembler:
             piece = pending.pop(0)
             if piece[0] == c.pos:
                 c.sparse(piece)
-            elif piece[1] > c.pos:      # cannot happen with disjoint pieces; stay safe: treat as a hole
+            elif piece[1] > c.pos:
+                # unreachable (new bytes are cut around waiting pieces); if it were reached, losing the
+                # piece's bytes is the safe side: they are masked
                 self.holes += 1
                 c.hole(piece[1])
 

@@ -16,6 +16,9 @@ Rules (issue 5):
   bytes are masked until a confident resync: a plausible header whose record ends exactly at another
   plausible header, or where the captured stream does not go on (a hole or its end). The search looks at
   most ``SEARCH_LIMIT`` bytes ahead, then gives the direction up (all masked), like verify.py's walker.
+
+Hand-written: TLS libraries (dpkt, scapy, tlslite) parse records from reassembled buffers; this walks
+record boundaries over a stream it never holds, segment by segment.
 """
 from __future__ import annotations
 

@@ -547,3 +547,11 @@ def test_teredo_origin_indication_and_port_3544():
     assert f.find(inner) + 8 in {o for o, _ in got}
     cut = f[:f.find(inner) + 30]                       # truncated: on port 3544 still Teredo (as Wireshark)
     assert cut.find(inner[:30]) + 8 in walked_offsets(walk(cut, 1))
+
+
+def test_ipv4_ah_is_walked_through():
+    ah = bytes([6, 4]) + b"\0\0" + b"\0" * 20                  # next TCP, (4 + 2) * 4 = 24 bytes
+    f = eth(ipv4(A, B, 51, ah + tcp(A, B, b"esp?")))
+    w = walk(f, 1)
+    assert w[2][0][frames.IP_PROTO] == 6 and w[2][0][frames.IP_HLEN] == 44
+    assert w[4][0] == 6 and f[w[4][2]:w[4][3]] == b"esp?"

@@ -15,7 +15,6 @@ Crashes that scripts/fuzz.py finds are saved in tests/data/fuzz/ and replayed he
 from __future__ import annotations
 
 import io
-import os
 import signal
 import struct
 import tempfile
@@ -227,7 +226,7 @@ OPERATION_SETS = None
 def operation_sets() -> list[list[str]]:
     global OPERATION_SETS
     if OPERATION_SETS is None:
-        names = [cls.name for cls in operations()]
+        names = list(dict.fromkeys(cls.name for cls in operations()))
         OPERATION_SETS = [[n] for n in names] + ([names] if len(names) > 1 else [])
     return OPERATION_SETS
 
@@ -280,32 +279,34 @@ def check_input(data: bytes, name: str, ops: list[str]) -> str:
 
 
 def assert_metadata_scrubbed(path: Path) -> None:
-    """The default scrub ran: no comment, custom option, NRB, DSB, custom block or identifying string left."""
+    """The default scrub ran: no comment, custom or undefined option, packet hash, NRB, DSB, custom block,
+    section string or interface string is left."""
     from pktmask_gui.capture import CB_COPY, CB_NOCOPY, DSB, ISB, NRB, PB, parse_options, section_endian
-    from pktmask_gui.stages.scrub import CUSTOM_OPTIONS, IDB_STRINGS, SHB_STRINGS
+    from pktmask_gui.stages.scrub import CUSTOM_OPTIONS, IDB_STRINGS, KNOWN_OPTIONS, SHB_STRINGS
 
     banned = {1} | CUSTOM_OPTIONS
     endian = "<"
+
+    def check(codes: set, btype: int, extra=frozenset()) -> None:
+        assert not codes & (banned | extra), codes
+        assert codes <= KNOWN_OPTIONS[btype], codes
+
     with CaptureReader(path) as reader:
         for batch in reader.batches():
             for rec in batch:
                 kind = rec[5]
                 if rec[1] >= 0:
                     if kind and kind[0] in (EPB, PB):
-                        codes = {c for c, _ in parse_options(kind[1], endian)}
-                        assert not codes & banned, codes
+                        check({c for c, _ in parse_options(kind[1], endian)}, kind[0], {3})
                     continue
                 assert kind not in (NRB, DSB, CB_COPY, CB_NOCOPY), hex(kind)
                 if kind == SHB:
                     endian = section_endian(rec[0])
-                    codes = {c for c, _ in parse_options(rec[0][16:], endian)}
-                    assert not codes & (banned | SHB_STRINGS), codes
+                    check({c for c, _ in parse_options(rec[0][16:], endian)}, SHB, SHB_STRINGS)
                 elif kind == IDB:
-                    codes = {c for c, _ in parse_options(rec[0][8:], endian)}
-                    assert not codes & (banned | IDB_STRINGS), codes
+                    check({c for c, _ in parse_options(rec[0][8:], endian)}, IDB, IDB_STRINGS)
                 elif kind == ISB:
-                    codes = {c for c, _ in parse_options(rec[0][12:], endian)}
-                    assert not codes & banned, codes
+                    check({c for c, _ in parse_options(rec[0][12:], endian)}, ISB)
 
 
 # --------------------------------------------------------------------------------------------------

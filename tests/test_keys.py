@@ -81,3 +81,12 @@ def test_fingerprint_is_short_and_not_the_key():
     key = bytes(range(32))
     fp = keys.fingerprint(key)
     assert len(fp) == 16 and fp not in key.hex()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_a_key_readable_by_others_is_made_private(workdir):
+    path = workdir / keys.KEY_FILE
+    path.write_bytes(bytes(range(32)))
+    os.chmod(path, 0o644)
+    assert keys.load_or_create_key(workdir) == bytes(range(32))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

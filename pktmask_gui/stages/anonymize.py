@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .. import capture
-from ..checksum import fix_checksums
+from ..checksum import fix_checksums, ones_sum
 from ..cryptopan import CryptoPAn
 from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, field_length, walk
 from . import Option, Stage, StageError
@@ -36,6 +36,79 @@ _SPECIAL_HELP = ("unspecified (0.0.0.0, ::), broadcast (255.255.255.255), loopba
                  "multicast (224.0.0.0/4, ff00::/8)")
 _MAC_DOMAIN = b"pktmaskMAC"     # 10 bytes + 6 MAC bytes = one AES block (domain-separated from Crypto-PAn)
 _MAP_LIMIT = 1 << 20            # distinct addresses remembered (counts, mapping export): ~100 bytes each
+
+
+# UDP ports whose payload the walker reads (tunnels, Teredo, DNS, DHCP): never on the fast path
+_SLOW_UDP_PORTS = frozenset((4789, 4790, 6081, 2152, 6635, 1701, 8472, 3544, 53, 5353, 5355, 67, 68, 546, 547))
+_PAIR_CACHE = 1 << 16
+
+
+def _plain_frame(data, linktype):
+    """``(address offset, address size, L4 checksum offset, is_udp)`` for a frame whose only address fields are
+    the IP source and destination and whose only checksums are the IPv4 header's and the TCP/UDP one:
+    Ethernet (at most one 802.1Q tag) or raw IP, IPv4 without options or IPv6 without extension headers,
+    not a fragment, TCP or UDP not carrying anything the walker looks into; else None (use walk())."""
+    n = len(data)
+    if linktype == 1:
+        if n < 34:
+            return None
+        et = (data[12] << 8) | data[13]
+        off = 14
+        if et == 0x8100:
+            et = (data[16] << 8) | data[17]
+            off = 18
+    elif linktype == 101:
+        et = 0x0800 if n and data[0] >> 4 == 4 else 0x86DD
+        off = 0
+    elif linktype == 228 or linktype == 229:
+        et = 0x0800 if linktype == 228 else 0x86DD
+        off = 0
+    else:
+        return None
+    if et == 0x0800:
+        if n < off + 28 or data[off] != 0x45 or (data[off + 6] & 0x3F) or data[off + 7]:
+            return None
+        proto = data[off + 9]
+        l4 = off + 20
+        a, size = off + 12, 4
+    elif et == 0x86DD:
+        if n < off + 48 or data[off] >> 4 != 6:
+            return None
+        proto = data[off + 6]
+        l4 = off + 40
+        a, size = off + 8, 16
+    else:
+        return None
+    if proto == 6:
+        if n < l4 + 18:
+            return None
+        sport, dport = (data[l4] << 8) | data[l4 + 1], (data[l4 + 2] << 8) | data[l4 + 3]
+        if sport == 53 or dport == 53:
+            return None
+        return a, size, l4 + 16, False
+    if proto == 17:
+        sport, dport = (data[l4] << 8) | data[l4 + 1], (data[l4 + 2] << 8) | data[l4 + 3]
+        if sport in _SLOW_UDP_PORTS or dport in _SLOW_UDP_PORTS:
+            return None
+        p = l4 + 8
+        if p < n and (data[p] >> 4 == 6 or data[p] == 0):
+            return None                 # could be Teredo (recognised by content)
+        return a, size, l4 + 6, True
+    return None
+
+
+def _patch(buf, at, d, udp):
+    """RFC 1624 update of the checksum at ``at`` by the folded delta ``d`` (as checksum.fix_checksums)."""
+    hc = (buf[at] << 8) | buf[at + 1]
+    if udp and hc == 0:
+        return
+    t = (~hc & 0xFFFF) + d
+    t = (t & 0xFFFF) + (t >> 16)
+    new = ~t & 0xFFFF
+    if udp and new == 0:
+        new = 0xFFFF
+    buf[at] = new >> 8
+    buf[at + 1] = new & 0xFF
 
 
 def _parse_cidrs(values) -> list:
@@ -58,6 +131,7 @@ class AnonymizeStage(Stage):
                    "whom survive, the same key gives the same mapping in every file; checksums stay valid.")
     order = 20
     self_check = True
+    fast_path = True                # plain TCP/UDP packets skip the general walk (tests compare both paths)
     OPTIONS = (
         Option("keep_special", "Keep special addresses", "bool", True,
                "Leave " + _SPECIAL_HELP + " as they are: they identify no one."),
@@ -96,6 +170,7 @@ class AnonymizeStage(Stage):
         self._map4 = {}             # original bytes -> output bytes (kept addresses map to themselves)
         self._map6 = {}
         self._mapmac = {}
+        self._pairs = {}            # fast path: source+destination bytes -> (mapped bytes, checksum delta)
         self._kept_seen = set()
         self._landed_on_kept = set()
         self._collisions = 0
@@ -168,11 +243,17 @@ class AnonymizeStage(Stage):
             new = self.map_address(bytes(b ^ 0xFF for b in old), size, size * 8)
             return bytes(b ^ 0xFF for b in new)
         have = len(old)
-        full = old if have == size else old + bytes(size - have)
-        table = self._map4 if size == 4 else self._map6
-        new = table.get(full)
-        if new is None:
-            new = self._new(bytes(full), size == 4)
+        if have == size and plen >= size * 8:
+            table = self._map4 if size == 4 else self._map6
+            new = table.get(old)
+            return new if new is not None else self._new(bytes(old), size == 4)
+        # a part of an address or a prefix: mapped like the whole, not counted as an address of its own
+        full = old + bytes(size - have)
+        a = int.from_bytes(full, "big")
+        if size == 4:
+            new = full if self._kept4(a) else self._cp.anonymize_v4(a).to_bytes(4, "big")
+        else:
+            new = full if self._kept6(a) else self._cp.anonymize_v6(a).to_bytes(16, "big")
         if plen < size * 8 and new != full:
             v = int.from_bytes(new, "big") >> (size * 8 - plen) << (size * 8 - plen)
             new = v.to_bytes(size, "big")
@@ -236,17 +317,64 @@ class AnonymizeStage(Stage):
         fix_checksums(buf, w[5], w[2], changed)
         return bytes(buf)
 
+    def _pair(self, key: bytes, v4: bool):
+        """(mapped source+destination, ones'-complement delta of the pair) for the fast path."""
+        size = 4 if v4 else 16
+        table = self._map4 if v4 else self._map6
+        src, dst = key[:size], key[size:]
+        new_src = table.get(src) or self._new(src, v4)
+        new_dst = table.get(dst) or self._new(dst, v4)
+        new = new_src + new_dst
+        d = ones_sum(new) + 0xFFFF - ones_sum(key)
+        d = (d & 0xFFFF) + (d >> 16)
+        cache = self._pairs
+        if len(cache) >= _PAIR_CACHE:
+            cache.clear()
+        cache[key] = hit = (new, d)
+        return hit
+
     def process(self, batch: list) -> list:
         out = []
         append = out.append
         types = self._types
+        fast = self.fast_path and not self._macs
+        pairs = self._pairs
         for rec in batch:
             lt = rec[1]
             if lt < 0:
                 append(self._metadata(rec))
                 continue
             self._frames += 1
-            w = walk(rec[0], lt)
+            data = rec[0]
+            if fast:
+                c = _plain_frame(data, lt)
+                if c is not None:
+                    # Fast path, same bytes out as the general one: a plain TCP/UDP packet whose only
+                    # address fields are the IP source and destination (see _plain_frame).
+                    a, size, cs, udp = c
+                    key = data[a:a + 2 * size]
+                    hit = pairs.get(key)
+                    if hit is None:
+                        hit = self._pair(key, size == 4)
+                    label = "IPv4" if size == 4 else "IPv6"
+                    types[label] = types.get(label, 0) + 1
+                    new, d = hit
+                    if new == key:
+                        append(rec)
+                        continue
+                    buf = bytearray(data)
+                    buf[a:a + 2 * size] = new
+                    if d and d != 0xFFFF:
+                        if size == 4:               # IPv4 header checksum (RFC 1624, as _patch)
+                            hc = (buf[a - 2] << 8) | buf[a - 1]
+                            t = (~hc & 0xFFFF) + d
+                            t = ~((t & 0xFFFF) + (t >> 16)) & 0xFFFF
+                            buf[a - 2] = t >> 8
+                            buf[a - 1] = t & 0xFF
+                        _patch(buf, cs, d, udp)
+                    append((bytes(buf),) + rec[1:])
+                    continue
+            w = walk(data, lt)
             status = w[0]
             if status != OK:
                 if status == NON_IP:
@@ -262,7 +390,7 @@ class AnonymizeStage(Stage):
                 append(rec)
                 continue
             types[w[1]] = types.get(w[1], 0) + 1
-            new = self._rewrite(rec[0], w)
+            new = self._rewrite(data, w)
             append(rec if new is None else (new,) + rec[1:])
         return out
 
@@ -365,6 +493,20 @@ class AnonymizeStage(Stage):
             self._checked += 1
             if b[1] != a[1]:
                 raise StageError(f"self-check failed: frame {self._checked} changed link type")
+            if self.fast_path and not self._macs:
+                db, da = b[0], a[0]
+                c = _plain_frame(db, b[1])
+                if c is not None:
+                    at, size, cs = c[0], c[1] * 2, c[2]
+                    head = at - 2 if size == 8 else at          # up to the IPv4 checksum / the addresses
+                    # same headers around the rewritten fields: the output reads as the input did
+                    if da[:head] == db[:head] and da[at + size:cs] == db[at + size:cs]:
+                        key = db[at:at + size]
+                        hit = self._pairs.get(key) or self._pair(key, size == 8)
+                        if da[at:at + size] != hit[0]:
+                            raise StageError(f"self-check failed: frame {self._checked}: the IP addresses do not "
+                                             "hold their anonymized form")
+                        continue
             wb = walk(b[0], b[1])
             if wb[0] != OK:
                 if wb[0] == UNINSPECTABLE and not self._allow:

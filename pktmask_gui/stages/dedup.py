@@ -25,6 +25,7 @@ MIN_SLOTS = 1 << 15
 PRESIZE_CAP = 1 << 22           # 48 MiB of table at most before any frame proves it is needed
 _LT_MIX = 0x9E3779B97F4A7C15
 _MIX_BITS = (1 << 62) - 1        # a mix below 2**62 keeps hash() ^ mix in signed 64 bits (array "q")
+_ZERO_Q, _ZERO_I = (0,), (0,)
 _RECORD_OVERHEAD = 16           # bytes of a record header in the file, besides the frame itself
 
 
@@ -37,8 +38,8 @@ class _DigestTable:
     __slots__ = ("fp", "crc", "mask", "count", "limit")
 
     def __init__(self, slots: int = MIN_SLOTS):
-        self.fp = array("q", bytes(8 * slots))
-        self.crc = array("I", bytes(4 * slots))
+        self.fp = array("q", _ZERO_Q) * slots      # repetition: no temporary bytes object of the same size
+        self.crc = array("I", _ZERO_I) * slots
         self.mask = slots - 1
         self.count = 0
         self.limit = slots // 2
@@ -46,8 +47,8 @@ class _DigestTable:
     def grow(self) -> None:
         old_fp, old_crc = self.fp, self.crc
         slots = (self.mask + 1) * 2
-        self.fp = fp = array("q", bytes(8 * slots))
-        self.crc = crcs = array("I", bytes(4 * slots))
+        self.fp = fp = array("q", _ZERO_Q) * slots
+        self.crc = crcs = array("I", _ZERO_I) * slots
         self.mask = mask = slots - 1
         self.limit = slots // 2
         for j, f in enumerate(old_fp):
@@ -266,24 +267,39 @@ def _index_after(batch: list, rec) -> int:
     raise ValueError("record not in batch")
 
 
-class DedupReplay(Stage):
+class DedupReplay:
     """Remove Dupes' decisions, replayed: drops exactly the frames the first pass found duplicate.
 
     One bit per frame (``decisions``); a batch without a duplicate goes through untouched. If the input
-    yields more frames than were decided, it changed between passes: the file fails.
+    yields more frames than were decided, it changed between passes: the file fails. It has the Stage
+    interface but is not a Stage subclass, so that the registry does not list it as a second operation.
     """
 
     name = DedupStage.name
     title = DedupStage.title
     order = DedupStage.order
     drops_frames = True
+    hidden = False
+    needs_prescan = False
+    self_check = False
+    run_order = None
 
     def __init__(self, options, context):
-        super().__init__(options, context)
+        self.options = dict(options or {})
+        self.context = context
         self.decisions = bytearray()
         self.decided = 0
         self.source: dict = {}
         self.frames = 0
+
+    def prescan(self, batch: list) -> None:
+        pass
+
+    def check(self, before: list, after: list) -> None:
+        pass
+
+    def release_memory(self) -> None:
+        return None                     # one bit per frame: nothing worth giving back
 
     def process(self, batch: list) -> list:
         start = self.frames

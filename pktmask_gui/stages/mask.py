@@ -9,8 +9,9 @@ valid checksum stays valid and a bad one stays bad.
 
 What is masked (the innermost payload; every header above it stays): TCP payload outside the kept TLS
 ranges, all UDP payload, ICMP / ICMPv6 echo data, the payload quoted by ICMP errors after the quoted IP
-and transport headers (RFC 4884 extensions stay), the data of IP fragments, and anything after an IP
-header in a protocol the stage does not know (ESP, OSPF, SCTP, ...). Kept as they are: ICMP / ICMPv6
+and transport headers (RFC 4884 extensions stay), the data of IP fragments, anything after an IP
+header in a protocol the stage does not know (ESP, OSPF, SCTP, ...), and link-layer trailers after the IP
+packet that are not all zero (padding can carry leaked memory). Kept as they are: ICMP / ICMPv6
 control messages (neighbour discovery, router advertisements, MLD), IGMP, PIM, ARP and the non-IP
 protocols the walker names, and the TCP / UDP payload of ``keep_ports``.
 
@@ -33,7 +34,7 @@ from ..frames import (F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DST, IP_END, I
                       IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO, IP_SRC, IP_VER, L4F_ECHO, L4F_FRAGMENT,
                       L4F_ICMP_ERROR, L4F_NO_HEADER, UNINSPECTABLE, Uninspectable, walk)
 from ..tcpstream import RangeMap, Reassembler, SeqTracker
-from ..tls import DONE, RECORD_NAMES, TlsWalker
+from ..tls import DONE, RECORD_NAMES, SYNC, TlsWalker
 
 _I = struct.Struct("!I").unpack_from
 _H = struct.Struct("!H").unpack_from
@@ -138,6 +139,9 @@ class MaskStage(Stage):
                    "cipher spec), found by content on any port; zeroes TLS application data and every other "
                    "TCP, UDP and ICMP echo payload, keeping lengths and checksums valid.")
     order = 30
+    # Runs before the anonymizer (see docs/ARCHITECTURE.md): its pre-scan then replays only Remove Dupes,
+    # and both passes key TCP streams on the same (original) addresses.
+    run_order = 15
     needs_prescan = True
     OPTIONS = (
         Option("keep_handshake", "Keep TLS handshake", "bool", True,
@@ -180,6 +184,7 @@ class MaskStage(Stage):
         self.copies_masked = 0
         self.uninspected = 0
         self.tls_flows = self.gaps = self.resyncs = 0
+        self.tls_keys = set()           # direction keys with something kept in some stream instance
 
     # ---- pre-scan -------------------------------------------------------------------------------------
     def _new_direction(self, key, number):
@@ -219,14 +224,20 @@ class MaskStage(Stage):
             if n and d.reasm is None and d.keep is None:
                 d.start(self.keep_handshake, self.keep_alerts_ccs, self.record_counts)
             if n and d.reasm is not None:
+                wk = d.walker
+                if wk.pos == off and wk.mode == SYNC and wk.nxt >= off + n and not wk.part \
+                        and not d.reasm.pending and len(data) >= rec[3]:
+                    # the common case, in short: in order, inside a record body, nothing to look at
+                    wk.pos = off + n
+                    continue
                 d.reasm.feed(off, memoryview(data)[pay:end])
-                if end == len(data):
+                if end == len(data) and end < rec[3]:
                     wire = _ip_wire_end(data, w[2][l4[4]])
                     if wire > end and d.walker.pos == off + n and not d.reasm.pending:
                         d.reasm.holes += 1
                         d.walker.hole(off + wire - pay)      # cut by the snap length: known missing
                 wk = d.walker
-                if not len(d.keep) and (wk.mode == DONE or flags & 5 and not wk.order and wk.pos == off + n
+                if not d.keep.starts and (wk.mode == DONE or flags & 5 and not wk.order and wk.pos == off + n
                                         and not d.reasm.pending):
                     # not TLS (given up, or closed with nothing found): all of it is masked, stop tracking
                     self._retire(d)
@@ -255,7 +266,7 @@ class MaskStage(Stage):
         if d.reasm.holes:
             self.gaps += 1
         self.resyncs += w.lost
-        d.overlaps = d.reasm.overlaps if d.reasm.overlaps is not None and len(d.keep) else None
+        d.overlaps = d.reasm.overlaps if d.reasm.overlaps is not None and d.keep.starts else None
         d.walker = d.reasm = None
 
     def _end_prescan(self) -> None:
@@ -265,9 +276,10 @@ class MaskStage(Stage):
             for number, d in enumerate(insts):
                 if d.reasm is not None:
                     self._retire(d)
-                if d.keep is None or not len(d.keep):
+                if d.keep is None or not d.keep.starts:
                     insts[number] = _NOTHING_KEPT       # one shared object for every non-TLS direction
                     continue
+                self.tls_keys.add(key)
                 half = (len(key) - 4) // 2
                 back = key[half:2 * half] + key[:half] + key[-2:] + key[-4:-2]
                 flows.add((min(key, back), number))
@@ -305,6 +317,14 @@ class MaskStage(Stage):
                 append(rec)
                 continue
             ranges = self._masked_ranges(data, w[2], l4)
+            tail = w[2][0][IP_END] if w[2] else len(data)
+            if tail < len(data) and any(data[tail:]):
+                # a link-layer trailer with something in it: padding that leaked memory (Etherleak) or
+                # unknown data; no checksum covers it
+                if ranges and ranges[-1][1] == tail:
+                    ranges[-1] = (ranges[-1][0], len(data))
+                else:
+                    ranges.append((tail, len(data)))
             extra = 0
             if l4[5] & L4F_FRAGMENT and not l4[5] & L4F_NO_HEADER:
                 extra = self._fragment_delta(data, w[2], l4)
@@ -340,7 +360,9 @@ class MaskStage(Stage):
             if proto == 6 and not fl & L4F_FRAGMENT and l4off + 14 <= len(data) and data[l4off + 13] & 2 \
                     and not (self.keep_ports and self._kept_port(data, l4off)):
                 # a SYN starts (or restarts) a stream: the offsets must follow the pre-scan's exactly
-                self.post.locate(_flow_key(data, ips, l4), _I(data, l4off + 4)[0], 2, 0)
+                key = _flow_key(data, ips, l4)
+                if key in self.tls_keys:
+                    self.post.locate(key, _I(data, l4off + 4)[0], 2, 0)
             return []
         if fl & L4F_FRAGMENT:
             if self.frag_kept and _frag_key(data, ips[ipi]) in self.frag_kept:
@@ -351,10 +373,15 @@ class MaskStage(Stage):
                 return [(pay, end)]
             if self.keep_ports and self._kept_port(data, l4off):
                 return []
-            d, off = self.post.locate(_flow_key(data, ips, l4), _I(data, l4off + 4)[0],
-                                      data[l4off + 13] & 2, end - pay)
+            key = _flow_key(data, ips, l4)
+            if key not in self.tls_keys:
+                if key not in self.directions:
+                    raise StageError("Mask Payloads: the main pass met a TCP stream the pre-scan did not see; "
+                                     "the input changed between passes.")
+                return [(pay, end)]                 # nothing kept in any stream of these addresses/ports
+            d, off = self.post.locate(key, _I(data, l4off + 4)[0], data[l4off + 13] & 2, end - pay)
             keep = d.keep
-            pieces = keep.pieces(off, off + end - pay) if len(keep) else ()
+            pieces = keep.pieces(off, off + end - pay) if keep.starts else ()
             if pieces and d.overlaps is not None:
                 pieces = self._first_copy_check(d, pieces, data, pay - off)
             ranges = []
@@ -436,12 +463,18 @@ class MaskStage(Stage):
                 masked += b - a
         n = len(buf)
         first_l4 = l4[1] if extra else -2
+        lo, hi = (ranges[0][0], ranges[-1][1]) if ranges else (n, 0)     # where the changes are
         # RFC 1624 eqn. 3 for every checksum covering a change, innermost first; an updated checksum field
         # is itself a change for the checksums around it (quoting ICMP, tunnel UDP, GRE).
         for cs_off, start, end, kind, _ip in w[5]:
             if cs_off + 2 > n:
                 continue
-            d = extra if start == first_l4 and kind != "ipv4" else 0
+            if start == first_l4 and kind != "ipv4":
+                d = extra
+            elif end <= lo or start >= hi:
+                continue                            # covers nothing that changed (an IPv4 header)
+            else:
+                d = 0
             for a, b, delta, zeroed in changes:
                 if b <= start or a >= end:
                     continue
@@ -461,9 +494,11 @@ class MaskStage(Stage):
             new = (buf[cs_off] << 8) | buf[cs_off + 1]
             if new != old:
                 changes.append((cs_off, cs_off + 2, (new + 0xFFFF - old) % 0xFFFF, False))
-        total = l4[3] - l4[2]
+                lo, hi = min(lo, cs_off), max(hi, cs_off + 2)
+        pay, end = l4[2], l4[3]
+        in_payload = sum(min(b, end) - max(a, pay) for a, b in ranges if a < end and b > pay)
         self.bytes_masked += masked
-        self.bytes_kept += total - masked if total > masked else 0
+        self.bytes_kept += end - pay - in_payload if end > pay else 0
         self.frames_masked += 1
         if self.trim and ranges and not l4[5] & L4F_FRAGMENT:     # fragments stay whole: reassembly
             a, b = ranges[-1]

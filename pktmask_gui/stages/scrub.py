@@ -4,13 +4,18 @@ Hidden stage (not an operation a user picks): the executor adds it whenever any 
 ``settings.keep_metadata`` / ``--keep-metadata``. Each item of ``settings.SCRUB_ITEMS`` is an option:
 
 - ``comments``: opt_comment (code 1) in every block whose options we can find (SHB, IDB, EPB, PB, ISB, and
-  NRB / DSB when they are kept), and custom options (2988/2989/19372/19373: vendor data) everywhere;
+  NRB / DSB when they are kept), and custom options (2988/2989/19372/19373: vendor data) and option codes
+  the spec does not define for the block (free data we cannot judge) everywhere;
 - ``name_resolution``: Name Resolution Blocks (addresses mapped to host names), dropped whole;
 - ``decryption_secrets``: Decryption Secrets Blocks (TLS key logs), dropped whole;
-- ``custom_blocks``: custom blocks 0x00000BAD / 0x40000BAD, dropped whole, and custom options;
+- ``custom_blocks``: custom blocks 0x00000BAD / 0x40000BAD, dropped whole, and custom / undefined options;
 - ``section_strings``: SHB shb_hardware / shb_os / shb_userappl (2, 3, 4);
 - ``interface_strings``: IDB if_name, if_description, if_IPv4addr, if_IPv6addr, if_MACaddr, if_EUIaddr,
   if_filter, if_os, if_hardware (2-7, 11, 12, 15).
+
+Whatever the items, a running scrub also drops the packet hash options (EPB epb_hash / PB pack_hash, code
+3): they hash the *original* frame, so after anonymizing or masking they would let anyone confirm a guess
+of the original bytes (and they no longer match); anyone who needs them can recompute them from the output.
 
 SHB and IDB are never dropped and keep what reading needs (link type, snap length, if_tsresol 9,
 if_tsoffset 14, if_fcslen 13, speeds, time zone). A record that loses nothing is passed through as the
@@ -28,9 +33,15 @@ from ..capture import (CB_COPY, CB_NOCOPY, DSB, EPB, IDB, ISB, META, NRB, PB, SH
 from ..settings import SCRUB_ITEMS
 
 COMMENT = 1
+PACKET_HASH = 3                                                 # epb_hash / pack_hash
 CUSTOM_OPTIONS = frozenset((2988, 2989, 19372, 19373))
 SHB_STRINGS = frozenset((2, 3, 4))                              # shb_hardware, shb_os, shb_userappl
 IDB_STRINGS = frozenset((2, 3, 4, 5, 6, 7, 11, 12, 15))         # names, addresses, filter, os, hardware
+# Option codes the pcapng spec defines per block; any other code (unassigned or local use, 0x8000 and up)
+# is vendor data we cannot judge, so it goes with the custom options.
+KNOWN_OPTIONS = {SHB: range(1, 5), IDB: range(1, 19), ISB: range(1, 9), NRB: range(1, 5), DSB: range(1, 2),
+                 EPB: range(1, 8), PB: range(1, 4)}
+KNOWN_OPTIONS = {b: frozenset(codes) | CUSTOM_OPTIONS for b, codes in KNOWN_OPTIONS.items()}
 
 _OPT = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
 _U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
@@ -61,15 +72,16 @@ def _options_start(btype: int, body, endian: str) -> int | None:
     return start if start < len(body) else None
 
 
-def _has_code(buf, endian: str, codes) -> bool:
-    """True when the option bytes ``buf`` hold any option whose code is in ``codes`` (no allocation)."""
+def _has_code(buf, endian: str, codes, known=None) -> bool:
+    """True when the option bytes ``buf`` hold an option whose code is in ``codes`` or, when ``known`` is
+    given, not in ``known`` (no allocation)."""
     unpack = _OPT[endian].unpack_from
     off, end = 0, len(buf)
     while off + 4 <= end:
         code, length = unpack(buf, off)
         if code == 0:
             return False
-        if code in codes:
+        if code in codes or (known is not None and code not in known):
             return True
         off += 4 + ((length + 3) & ~3)
     return False
@@ -82,6 +94,7 @@ class ScrubStage(Stage):
                    "resolution, decryption secrets, custom blocks, capture and interface strings.")
     order = 90
     hidden = True
+    pcapng_only = True          # pcap records carry no metadata: the executor skips this stage there
     OPTIONS = tuple(Option(key, label, "bool", True) for key, label in SCRUB_ITEMS.items())
 
     def __init__(self, options, context):
@@ -96,7 +109,8 @@ class ScrubStage(Stage):
             common.add(COMMENT)
         if comments or custom:
             common |= CUSTOM_OPTIONS
-        self._packet_codes = frozenset(common)
+        self._packet_codes = frozenset(common | {PACKET_HASH})
+        self._other_codes = frozenset(common)           # NRB / DSB options, when those blocks are kept
         self._codes = {
             SHB: frozenset(common | (SHB_STRINGS if opts.get("section_strings") else set())),
             IDB: frozenset(common | (IDB_STRINGS if opts.get("interface_strings") else set())),
@@ -110,6 +124,7 @@ class ScrubStage(Stage):
         if custom:
             drop |= {CB_COPY, CB_NOCOPY}
         self._drop = frozenset(drop)
+        self._unknown = comments or custom       # drop option codes the spec does not define
 
     def _count(self, kind: str, n: int = 1) -> None:
         self.removed[kind] = self.removed.get(kind, 0) + n
@@ -128,8 +143,9 @@ class ScrubStage(Stage):
             if block is None or not packet_codes or not block[1] or (block[0] != EPB and block[0] != PB):
                 append(rec)           # pcap, no options, SPB or modified pcap (their extra bytes are not options)
                 continue
-            if _has_code(block[1], self._endian, packet_codes):
-                options = self._strip(parse_options(block[1], self._endian), packet_codes)
+            known = KNOWN_OPTIONS[block[0]] if self._unknown else None
+            if _has_code(block[1], self._endian, packet_codes, known):
+                options = self._strip(parse_options(block[1], self._endian), packet_codes, known)
                 block = (block[0], build_options(options, self._endian)) + tuple(block[2:])
                 rec = rec[:5] + (block,)
             append(rec)
@@ -144,20 +160,26 @@ class ScrubStage(Stage):
             return None
         if btype == SHB:
             self._endian = section_endian(body)
-        codes = self._codes.get(btype, self._packet_codes)
-        if not codes:
+        codes = self._codes.get(btype, self._other_codes)
+        known = KNOWN_OPTIONS.get(btype) if self._unknown else None
+        if not codes and known is None:
             return rec
         fixed = _options_start(btype, body, self._endian)
-        if fixed is None or not _has_code(memoryview(body)[fixed:], self._endian, codes):
+        if fixed is None or not _has_code(memoryview(body)[fixed:], self._endian, codes, known):
             return rec
-        options = self._strip(parse_options(body[fixed:], self._endian), codes, btype)
+        options = self._strip(parse_options(body[fixed:], self._endian), codes, known, btype)
         return (bytes(body[:fixed]) + build_options(options, self._endian),) + rec[1:]
 
-    def _strip(self, options: list, codes, btype=None) -> list:
+    def _strip(self, options: list, codes, known=None, btype=None) -> list:
         kept = []
         for code, value in options:
             if code not in codes:
-                kept.append((code, value))
+                if known is None or code in known:
+                    kept.append((code, value))
+                else:
+                    self._count("unknown_options")
+            elif btype is None and code == PACKET_HASH:
+                self._count("packet_hashes")
             elif code == COMMENT:
                 self._count("comments")
             elif code in CUSTOM_OPTIONS:

@@ -1,7 +1,6 @@
 """The pcapng metadata scrub: every item removed where asked, kept where not, reading-relevant options kept."""
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
@@ -158,7 +157,7 @@ def test_each_item_off_keeps_exactly_its_metadata(wd, rich, kept):
     assert packets(read_all(dest)) == packets(read_all(rich))
 
 
-def test_all_items_off_is_an_identity(rich):
+def test_all_items_off_is_an_identity_without_hashes(rich):
     records = read_all(rich)
     out, stage = scrub(records, **{k: False for k in SCRUB_ITEMS})
     assert out == records and all(a is b for a, b in zip(out, records))
@@ -174,6 +173,40 @@ def test_nothing_to_scrub_passes_the_same_tuples(wd):
     out, stage = scrub(records)
     assert all(a is b for a, b in zip(out, records)) and len(out) == 4
     assert stage.report() == {}
+
+
+def test_packet_hashes_dropped_whatever_the_items():
+    e = "<"
+    f = b"\x11" * 40
+    digest = b"\x02" + bytes(16)                             # hash algorithm 2 (MD5) + the original's digest
+    recs = [(make_shb_body(e), META, 0, 0, 0, SHB),
+            (f, 1, 1, 40, 0, (EPB, build_options([(2, b"\1\0\0\0"), (3, digest)], e))),
+            (f, 1, 2, 40, 0, (PB, build_options([(3, digest)], e), 0))]
+    for items in ({}, {k: False for k in SCRUB_ITEMS}):
+        out, stage = scrub(recs, **items)
+        assert parse_options(out[1][5][1], e) == [(2, b"\1\0\0\0")]
+        assert out[2][5] == (PB, b"", 0)
+        assert stage.report() == {"packet_hashes": 2}
+
+
+def test_option_codes_the_spec_does_not_define_are_dropped_with_custom_data(wd):
+    e = "<"
+    f = b"\x22" * 30
+    recs = [(make_shb_body(e, build_options([(0x8001, b"LOCAL-SHB"), (4, b"app")], e)), META, 0, 0, 0, SHB),
+            (make_idb_body(1, 0, e, build_options([(9, b"\x06"), (40, b"FUTURE-IDB")], e)), META, 0, 0, 0, IDB),
+            (f, 1, 1, 30, 0, (EPB, build_options([(291, b"try this one"), (2, b"\0\0\0\0"),
+                                                  (33059, b"and this one")], e)))]
+    out, stage = scrub(recs, section_strings=False)
+    dest = wd / "o.pcapng"
+    write_capture(dest, out)
+    data = dest.read_bytes()
+    for needle in (b"LOCAL-SHB", b"FUTURE-IDB", b"try this one", b"and this one"):
+        assert needle not in data
+    assert b"app" in data
+    assert parse_options(out[2][5][1], e) == [(2, b"\0\0\0\0")]
+    assert stage.report() == {"unknown_options": 4}
+    kept, stage = scrub(recs, comments=False, custom_blocks=False, section_strings=False)
+    assert kept == recs and stage.report() == {}
 
 
 def test_pcap_and_modified_pcap_records_untouched():
@@ -248,6 +281,9 @@ def test_corpus_metadata_removed_packets_intact(wd, name, removed):
     assert not [r for r in back if r[1] == META and r[5] in (NRB, DSB, CB_COPY, CB_NOCOPY)]
     assert not any(code == 1 for r in back if r[1] >= 0 and r[5] and r[5][0] in (EPB, PB)
                    for code, _ in parse_options(r[5][1], "<" if "le_" in name else ">"))
+    data = dest.read_bytes()
+    for needle in (b"test009-1", b"try this one", b"and this one", b"fake"):
+        assert needle not in data
 
 
 def test_comments_in_kept_nrb_and_dsb_are_removed(wd):
