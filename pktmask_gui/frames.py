@@ -34,7 +34,8 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
 ``addrs``
     Every IP address field in the frame, as ``(offset, size, prefix_bits)``: size 4 or 16; prefix_bits is
     ``size * 8`` for addresses, smaller for prefixes (ICMPv6 prefix information: bits past it are zero), or
-    ``INVERTED`` (-1) for an address stored bitwise inverted (the Teredo origin indication).
+    ``INVERTED`` (-1) for an address stored bitwise inverted (the Teredo origin indication). A field cut short
+    by the end of its packet or of the frame is listed as a prefix of the bits present.
     Covers IP source/destination of every header above, IPv4 source/record route and timestamp options,
     IPv6 routing headers, ARP/RARP sender and target protocol addresses, ICMP redirect gateways and
     router advertisements, ICMPv6 neighbour discovery targets / prefixes / RDNSS, MLD and IGMP group and
@@ -42,9 +43,8 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
     addresses, and in
     application data: DNS A / AAAA records and EDNS client-subnet options (UDP/TCP 53, mDNS, LLMNR),
     DHCP address fields and address options, DHCPv6 addresses, prefixes and server lists. A field of
-    ``prefix_bits < size * 8`` occupies ``(prefix_bits + 7) // 8`` bytes (``field_length()``). A field cut
-    by the snap length is listed when its first byte is present (a prefix-preserving mapping can rewrite
-    the part present).
+    ``prefix_bits < size * 8`` occupies ``(prefix_bits + 7) // 8`` bytes (``field_length()``); a prefix-
+    preserving mapping rewrites such a part of an address exactly as the first bits of the whole.
 ``l4``
     The innermost transport layer that carries application data, or ``None``, indexed by ``L4_*``::
 
@@ -193,6 +193,7 @@ def walk(data, linktype: int):
     t = 0               # pending ethertype / protocol value for _ETYPE / _PPPPROTO
     lenient = False     # inside a quoted packet: stop quietly at what we cannot parse
     pw_guess = False    # the next Ethernet header was guessed (MPLS pseudo-wire)
+    ck = 0              # addrs before this index are already clipped to their packet's end
 
     # ---- link layer -------------------------------------------------------------------------------
     if linktype == 1:
@@ -426,6 +427,8 @@ def walk(data, linktype: int):
                 hend_c = n
             else:
                 hend_c = hend
+            if end < hend_c:
+                end = hend_c                                 # total length below the header: no payload
             idx = len(ips)
             addrs.append((off + 12, 4, 32))
             addrs.append((off + 16, 4, 32))
@@ -451,14 +454,20 @@ def walk(data, linktype: int):
             if fl & F_TRUNCATED:
                 break
             off = p
+            if end < n:
+                ck = _clip(addrs, ck, n)
+                n = end                                      # bytes past the total length are a trailer
             if fl & F_LATER_FRAGMENT:
                 if not (flags0 & F_QUOTED) and l4 is None:
                     l4 = (proto, -1, off, end, idx, L4F_FRAGMENT | L4F_NO_HEADER)
                 break
             state = _upper(proto)
             if state is None:
-                state, off, l4, lab = _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums,
-                                                 macs, l4, 4)
+                state, off, l4, lab, lim = _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums,
+                                                      macs, l4, 4)
+                if lim < n:
+                    ck = _clip(addrs, ck, n)
+                    n = lim                                   # what follows lies inside this packet
                 if lab is not None:
                     if lenient or flags0 & F_QUOTED:
                         break
@@ -496,12 +505,15 @@ def walk(data, linktype: int):
             plen = _H(data, off + 4)[0]
             nh = data[off + 6]
             end = off + 40 + plen
-            if end > n or plen == 0:
+            if end > n or (plen == 0 and nh == 0):                # cut short, or a jumbogram
                 end = n
             addrs.append((off + 8, 16, 128))
             addrs.append((off + 24, 16, 128))
             pdst = off + 24
             p = off + 40
+            if end < n:
+                ck = _clip(addrs, ck, n)
+                n = end                                      # bytes past the payload length are a trailer
             ident = frag_off = 0
             while nh in _IP6_EXT:
                 if p + 8 > n:
@@ -536,6 +548,9 @@ def walk(data, linktype: int):
             if fl & F_TRUNCATED:
                 break
             off = p
+            if end < n:
+                ck = _clip(addrs, ck, n)
+                n = end                                      # bytes past the total length are a trailer
             if fl & F_LATER_FRAGMENT:
                 if not (flags0 & F_QUOTED) and l4 is None:
                     l4 = (nh, -1, off, end, idx, L4F_FRAGMENT | L4F_NO_HEADER)
@@ -544,8 +559,11 @@ def walk(data, linktype: int):
                 break
             state = _upper(nh)
             if state is None:
-                state, off, l4, lab = _transport(data, n, nh, off, end, idx, flags0, fl, addrs, csums,
-                                                 macs, l4, 6)
+                state, off, l4, lab, lim = _transport(data, n, nh, off, end, idx, flags0, fl, addrs, csums,
+                                                      macs, l4, 6)
+                if lim < n:
+                    ck = _clip(addrs, ck, n)
+                    n = lim                                   # what follows lies inside this packet
                 if lab is not None:
                     if lenient or flags0 & F_QUOTED:
                         break
@@ -697,7 +715,26 @@ def walk(data, linktype: int):
     csums.reverse()
     if label is None:
         label = "truncated"
+    if ck < len(addrs):
+        _clip(addrs, ck, n)
     return (OK, label, ips, addrs, l4, csums, macs)
+
+
+def _clip(addrs, k, n):
+    """Fields from index k that run past n (the end of their packet or of the frame) keep only the bytes
+    before it, written as a prefix of that many bits; returns the new clipping start."""
+    i = k
+    while i < len(addrs):
+        off, size, plen = addrs[i]
+        if off + size > n:
+            bits = (n - off) * 8
+            if bits <= 0 or plen < 0:
+                del addrs[i]                                 # nothing left / an inverted field cut short
+                continue
+            if bits < plen:
+                addrs[i] = (off, size, bits)
+        i += 1
+    return len(addrs)
 
 
 def _sll_state(hatype, proto):
@@ -822,9 +859,10 @@ def _ipcp(data, off, n, addrs):
 def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4, ver):
     """Parse a transport / tunnel protocol at ``off``.
 
-    Returns ``(state, off, l4, reason)``: ``_DONE`` when the walk ends here, another state to continue
+    Returns ``(state, off, l4, reason, limit)``: ``_DONE`` when the walk ends here, another state to continue
     (``+100`` for a quoted packet inside an ICMP error; for ``_ETYPE``/``_PPPPROTO`` the pending protocol
-    value is packed into ``off >> 32``), or a reason for an unsupported encapsulation.
+    value is packed into ``off >> 32``), or a reason for an unsupported encapsulation; ``limit`` is where
+    the carried content ends (nothing after it belongs to it).
     """
     quoted = flags0 & F_QUOTED
     frag = L4F_FRAGMENT if fl & F_FRAGMENT else 0
@@ -842,13 +880,13 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
                 pay = off + (data[off + 12] >> 4) * 4
                 if pay + 14 <= end and _H(data, pay)[0] >= 12:
                     _dns(data, n, pay + 2, end, addrs)
-        return _DONE, off, l4, None
+        return _DONE, off, l4, None, end
 
     if proto == 17:
         if off + 8 > n:
             if not quoted and l4 is None:
                 l4 = (17, off, end, end, idx, frag)
-            return _DONE, off, l4, None
+            return _DONE, off, l4, None, end
         sport, dport, ulen = struct.unpack_from("!HHH", data, off)
         uend = off + ulen
         if ulen < 8 or uend > end:
@@ -858,7 +896,7 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
         if not frag:
             st = _udp_tunnel(data, n, sport, dport, p, uend, addrs)
             if st is not None:
-                return st[0], st[1], l4, None
+                return st[0], st[1], l4, None, uend
             lo = sport if sport < dport else dport
             if lo in _DNS_PORTS or dport in _DNS_PORTS or sport in _DNS_PORTS:
                 _dns(data, n, p, uend, addrs)
@@ -868,13 +906,13 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
                 _dhcp6(data, n, p, uend, addrs, 0)
         if not quoted and l4 is None:
             l4 = (17, off, p if p < uend else uend, uend, idx, frag)
-        return _DONE, off, l4, None
+        return _DONE, off, l4, None, end
 
     if proto == 1:
         if off + 4 <= n:
             csums.append((off + 2, off, end, CS_ICMP, None))
         if off >= n:
-            return _DONE, off, l4, None
+            return _DONE, off, l4, None, end
         typ = data[off]
         if typ in _ICMP_ERRORS:
             if typ == 5 and off + 4 < n:
@@ -882,8 +920,8 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
             if not quoted and l4 is None:
                 l4 = (1, off, min(off + 8, end), end, idx, L4F_ICMP_ERROR | frag)
             if frag or off + 8 >= end:
-                return _DONE, off, l4, None
-            return _IP + 100, off + 8, l4, None
+                return _DONE, off, l4, None, end
+            return _IP + 100, off + 8, l4, None, end
         if typ == 9 and off + 8 <= n:                        # router advertisement
             cnt, size = data[off + 4], data[off + 5] * 4
             q = off + 8
@@ -894,33 +932,33 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
                 q += size
         if not quoted and l4 is None:
             l4 = (1, off, min(off + 8, end), end, idx, (L4F_ECHO if typ in (0, 8) else 0) | frag)
-        return _DONE, off, l4, None
+        return _DONE, off, l4, None, end
 
     if proto == 58:
         if off + 4 <= n:
             csums.append((off + 2, off, end, CS_ICMPV6, idx))
         if off >= n:
-            return _DONE, off, l4, None
+            return _DONE, off, l4, None, end
         typ = data[off]
         if typ < 128:
             if not quoted and l4 is None:
                 l4 = (58, off, min(off + 8, end), end, idx, L4F_ICMP_ERROR | frag)
             if frag or off + 8 >= end:
-                return _DONE, off, l4, None
-            return _IP6 + 100, off + 8, l4, None
+                return _DONE, off, l4, None, end
+            return _IP6 + 100, off + 8, l4, None, end
         if not frag:
             q = _icmp6_body(data, n, typ, off, end, addrs, macs)
             if q is not None:
                 if not quoted and l4 is None:
                     l4 = (58, off, min(off + 8, end), end, idx, 0)
-                return _IP6 + 100, q, l4, None               # redirected header: a quoted packet
+                return _IP6 + 100, q, l4, None, end          # redirected header: a quoted packet
         if not quoted and l4 is None:
             l4 = (58, off, min(off + 8, end), end, idx, (L4F_ECHO if typ in (128, 129) else 0) | frag)
-        return _DONE, off, l4, None
+        return _DONE, off, l4, None, end
 
     if proto == 47:                                          # GRE
         if off + 4 > n:
-            return _DONE, off, l4, None
+            return _DONE, off, l4, None, end
         gfl, ptype = _HH(data, off)
         gver = gfl & 7
         p = off + 4
@@ -941,18 +979,18 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
                 if sre_len == 0:
                     break
         if gver not in (0, 1):
-            return _DONE, off, l4, "GRE version %d is not supported" % gver
+            return _DONE, off, l4, "GRE version %d is not supported" % gver, end
         if p >= end:
-            return _DONE, off, l4, None
+            return _DONE, off, l4, None, end
         if ptype == 0x88BE and not gfl & 0x1000:             # ERSPAN type I: no ERSPAN header
-            return _ETH, p, l4, None
+            return _ETH, p, l4, None, end
         if ptype == 0x880B:
-            return _PPP, p, l4, None
+            return _PPP, p, l4, None, end
         if ptype == 0x883E:                                  # WCCP redirect header, then IP
-            return _IP, p + 4, l4, None
+            return _IP, p + 4, l4, None, end
         if ptype < 0x0600:
-            return _DONE, off, l4, "GRE protocol type 0x%04x is not supported" % ptype
-        return _ETYPE, p | (ptype << 32), l4, None
+            return _DONE, off, l4, "GRE protocol type 0x%04x is not supported" % ptype, end
+        return _ETYPE, p | (ptype << 32), l4, None, end
 
     if proto == 136 or proto == 33:                          # UDP-Lite, DCCP: pseudo-header checksums
         if off + 8 <= n:
@@ -960,7 +998,7 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
         if not quoted and l4 is None:
             pay = off + 8 if proto == 136 else (off + data[off + 4] * 4 if off + 5 <= n else end)
             l4 = (proto, off, min(pay, end), end, idx, frag)
-        return _DONE, off, l4, None
+        return _DONE, off, l4, None, end
 
     if proto == 112 and off + 8 <= n and data[off] >> 4 == 3:  # VRRPv3: virtual addresses, pseudo-header
         csums.append((off + 6, off, end, CS_PSEUDO, idx))
@@ -973,7 +1011,7 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
             q += size
         if not quoted and l4 is None:
             l4 = (112, off, end, end, idx, frag)
-        return _DONE, off, l4, None
+        return _DONE, off, l4, None, end
 
     if proto == 89 and ver == 6 and off + 14 <= n:            # OSPFv3: pseudo-header checksum
         csums.append((off + 12, off, end, CS_PSEUDO, idx))
@@ -986,11 +1024,11 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
                           idx if ver == 6 else None))
         if off + 8 <= n and data[off] & 0x0F == 1 and data[off] >> 4 == 2:
             if off + 8 >= end:
-                return _DONE, off, l4, None
-            return _IP, off + 8, l4, None                    # the carried packet holds the transport
+                return _DONE, off, l4, None, end
+            return _IP, off + 8, l4, None, end               # the carried packet holds the transport
         if not quoted and l4 is None:
             l4 = (103, off, min(off + 4, end), end, idx, frag)
-        return _DONE, off, l4, None
+        return _DONE, off, l4, None, end
 
     if proto == 2:                                           # IGMP
         if off + 4 <= n:
@@ -999,12 +1037,12 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
             _igmp(data, n, off, end, addrs)
         if not quoted and l4 is None:
             l4 = (2, off, min(off + 8, end), end, idx, frag)
-        return _DONE, off, l4, None
+        return _DONE, off, l4, None, end
 
     # anything else: opaque payload (ESP, OSPF, SCTP, ...)
     if not quoted and l4 is None:
         l4 = (proto, off, off, end, idx, frag)
-    return _DONE, off, l4, None
+    return _DONE, off, l4, None, end
 
 
 def _udp_tunnel(data, n, sport, dport, p, uend, addrs):
@@ -1183,19 +1221,24 @@ def _igmp(data, n, off, end, addrs):
 
 def _nhrp_cies(data, n, q, stop, addrs):
     """Client information entries from q to stop: 12-byte header, then NBMA, NBMA subaddress, protocol."""
-    while q + 12 <= stop and q + 12 <= n:
+    if stop > n:
+        stop = n
+    while q + 12 <= stop:
         tl, stl, pl = data[q + 8] & 0x3F, data[q + 9] & 0x3F, data[q + 10]
         q += 12
-        if tl in (4, 16) and q < n:
+        if tl in (4, 16) and q + tl <= stop:
             addrs.append((q, tl, tl * 8))
         q += tl + stl
-        if pl in (4, 16) and q < n:
+        if pl in (4, 16) and q + pl <= stop:
             addrs.append((q, pl, pl * 8))
         q += pl
 
 
 def _nhrp(data, n, p, addrs, csums):
-    """NHRP (RFC 2332): fixed header, mandatory part, client information entries, extensions."""
+    """NHRP (RFC 2332): fixed header, mandatory part, client information entries, extensions.
+
+    Address fields are listed only where they cannot overlap a header read after them (a malformed
+    extension offset ends the walk), so that rewriting them never changes how the packet reads."""
     if p + 20 > n:
         return
     pktsz, _cs, extoff = struct.unpack_from("!HHH", data, p + 10)
@@ -1207,17 +1250,19 @@ def _nhrp(data, n, p, addrs, csums):
     if not 1 <= ptype <= 8:
         return
     q = p + 20
-    if q + 8 > n:
+    if q + 8 > end:
         return
     spl, dpl = data[q], data[q + 1]
     q += 8
-    for ln in (shtl, -sstl, spl, dpl):
-        if ln > 0 and ln in (4, 16) and q < n:
-            addrs.append((q, ln, ln * 8))
-        q += abs(ln)
     stop = p + extoff if extoff else end
     if stop > end:
         stop = end
+    for ln in (shtl, -sstl, spl, dpl):
+        if ln in (4, 16) and q + ln <= stop:
+            addrs.append((q, ln, ln * 8))
+        q += abs(ln)
+    if q > stop:
+        return                                               # extensions would overlap the mandatory part
     if ptype != 7:
         _nhrp_cies(data, n, q, stop, addrs)
     if not extoff:
@@ -1231,8 +1276,6 @@ def _nhrp(data, n, p, addrs, csums):
         if etype in (3, 4, 5, 9):
             _nhrp_cies(data, n, q + 4, min(q + 4 + elen, end), addrs)
         q += 4 + elen
-
-
 def field_length(size: int, prefix_bits: int) -> int:
     """Bytes an ``addrs`` entry occupies: the whole address, or the bytes its prefix needs."""
     return size if prefix_bits >= size * 8 or prefix_bits < 0 else (prefix_bits + 7) >> 3

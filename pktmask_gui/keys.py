@@ -8,29 +8,13 @@ starting at once agree on one key. A key file holds the 32 bytes raw or as 64 he
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
+from .settings import config_dir  # noqa: F401  (one definition of the config folder, re-exported)
+
 KEY_FILE = "cryptopan.key"
 KEY_SIZE = 32
-APP_DIR_NAME = "pktmask-gui"
-
-
-def config_dir() -> Path:
-    """The folder holding settings.json and the key: PKTMASK_CONFIG_DIR, else the platform's convention."""
-    override = os.environ.get("PKTMASK_CONFIG_DIR")
-    if override:
-        return Path(override)
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / APP_DIR_NAME
-
-
 def key_path(folder: Path | None = None) -> Path:
     return Path(folder if folder is not None else config_dir()) / KEY_FILE
 

@@ -212,9 +212,10 @@ def test_multi_section_round_trip_is_byte_identical(workdir, a_length):
 
 def section_lengths(data):
     """[(offset of SHB, section length field, real length)] of a pcapng file."""
-    found, off = [], 0
+    found, off, e = [], 0, "<"
     while off < len(data):
-        e = section_endian(data[off + 8:off + 12]) if data[off:off + 4] == b"\n\r\r\n" else e
+        if data[off:off + 4] == b"\n\r\r\n":
+            e = section_endian(data[off + 8:off + 12])
         btype, blen = struct.unpack_from(e + "II", data, off)
         if btype == capture.SHB:
             found.append([off, struct.unpack_from(e + "q", data, off + 16)[0], off + blen, None])

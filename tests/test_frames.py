@@ -305,7 +305,7 @@ def test_truncated_frames_end_quietly_and_list_partial_addresses():
         for c in w[5]:
             assert c[0] + 2 <= cut and c[2] <= cut
     w = walk(f[:28], 1)                                   # cut inside the source address
-    assert w[3] == [(26, 4, 32)] and w[2][0][frames.IP_FLAGS] & F_TRUNCATED
+    assert w[3] == [(26, 4, 16)] and w[2][0][frames.IP_FLAGS] & F_TRUNCATED   # the 2 bytes present
 
 
 # ---- link types ------------------------------------------------------------------------------------
@@ -521,6 +521,7 @@ def test_walk_never_raises_on_arbitrary_bytes(data, linktype):
     n = len(data)
     for off, size, plen in w[3]:
         assert 0 <= off < n and size in (4, 16)
+        assert off + frames.field_length(size, plen) <= n
     for c in w[5]:
         assert c[0] + 2 <= n and c[1] <= c[0] and c[2] <= n
 

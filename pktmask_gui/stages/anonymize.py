@@ -71,13 +71,21 @@ def _plain_frame(data, linktype):
         proto = data[off + 9]
         l4 = off + 20
         a, size = off + 12, 4
+        tot = (data[off + 2] << 8) | data[off + 3]
+        if tot and off + tot < n:
+            n = off + tot               # the walker reads nothing past the total length
     elif et == 0x86DD:
         if n < off + 48 or data[off] >> 4 != 6:
             return None
         proto = data[off + 6]
         l4 = off + 40
         a, size = off + 8, 16
+        plen = (data[off + 4] << 8) | data[off + 5]
+        if off + 40 + plen < n:
+            n = off + 40 + plen
     else:
+        return None
+    if n < l4 + 8:
         return None
     if proto == 6:
         if n < l4 + 18:
@@ -136,20 +144,21 @@ class AnonymizeStage(Stage):
         Option("keep_special", "Keep special addresses", "bool", True,
                "Leave " + _SPECIAL_HELP + " as they are: they identify no one."),
         Option("keep_cidrs", "Networks to keep", "cidr_list", [],
-               "Addresses in these networks are kept as they are (for example a public DNS server the "
-               "analysis needs). CLI: --keep CIDR, repeatable."),
+               "Addresses in these networks (or single addresses) are kept as they are, for example a "
+               "public DNS server the analysis needs."),
         Option("payload_addresses", "Map addresses inside DNS and DHCP", "bool", True,
                "Also map the addresses that DNS answers (A, AAAA, EDNS client subnet) and DHCP / DHCPv6 "
                "messages carry, so that they cannot undo the anonymization of the headers. Off: those "
                "payload bytes stay as they are."),
         Option("anonymize_macs", "Anonymize MAC addresses", "bool", False,
                "Also map MAC addresses with the same key, keeping their group and local bits."),
-        Option("allow_uninspected", "Let uninspectable frames through", "bool", False,
-               "Frames of a link type or encapsulation the engine cannot parse normally fail the file; with "
-               "this set they pass unchanged (addresses included) and are counted as 'frames not inspected'."),
-        Option("export_mapping", "Export the mapping table to", "str", "",
-               "A file to write 'original<TAB>anonymized' lines to (empty: none). It undoes the "
-               "anonymization: keep it private."),
+        Option("allow_uninspected", "Pass frames it cannot parse unchanged", "bool", False,
+               "A frame of a link type or encapsulation PktMask cannot parse normally fails the whole file. "
+               "With this on, such frames are kept unchanged, addresses included, and counted as "
+               "'frames not inspected'."),
+        Option("export_mapping", "Save the address mapping to", "str", "",
+               "A text file that lists each original address and its anonymized form, tab-separated "
+               "(leave empty to save none). It undoes the anonymization: keep it private."),
     )
 
     def __init__(self, options, context):

@@ -148,16 +148,19 @@ class MaskStage(Stage):
                "Keep TLS handshake records (hello messages, certificates in TLS 1.2 and older). "
                "In TLS 1.3 everything after the ServerHello is encrypted and masked anyway."),
         Option("keep_alerts_ccs", "Keep TLS alerts and ChangeCipherSpec", "bool", True,
-               "Keep TLS alert and ChangeCipherSpec records."),
+               "Keep TLS alert and ChangeCipherSpec records: they carry no application data and show how "
+               "a session ended."),
         Option("mode", "Masked bytes", "choice", "zero",
-               "zero: overwrite masked bytes with zeros (lengths kept); trim: cut the captured frame after "
-               "the last kept byte (the original length is kept; files shrink several-fold, but Wireshark "
-               "can no longer reassemble TLS records over the cut segments).",
+               "Zero: masked bytes become zeros and every length stays as it was. Trim: each frame is cut "
+               "after its last kept byte; its original length is still recorded and files shrink "
+               "several-fold, but Wireshark can no longer reassemble TLS records across the cut segments.",
                choices=("zero", "trim")),
         Option("keep_ports", "Keep payload on ports", "int_list", [],
-               "TCP/UDP ports whose payload is kept as is (none by default).", minimum=0, maximum=65535),
-        Option("allow_uninspected", "Let unparsable frames through", "bool", False,
-               "Frames the engine cannot parse pass unchanged (counted) instead of failing the file."),
+               "TCP or UDP ports whose payload is kept unmasked, for example 53 to keep DNS readable "
+               "(none by default).", minimum=0, maximum=65535),
+        Option("allow_uninspected", "Pass frames it cannot parse unchanged", "bool", False,
+               "A frame PktMask cannot parse normally fails the whole file. With this on, such frames are "
+               "kept unchanged, payload included, and counted as 'frames not inspected'."),
     )
 
     def __init__(self, options, context):

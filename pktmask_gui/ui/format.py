@@ -69,10 +69,11 @@ def describe_stage_counts(name: str, title: str, counts: dict) -> str:
         return text + ("; " + ", ".join(extras) if extras else "")
     if name == "mask":
         text = (f"{title}: {plural(_n(counts, 'frames_masked'), 'frame')} masked "
-                f"({human_size(_n(counts, 'bytes_masked'))} masked, {human_size(_n(counts, 'bytes_kept'))} kept)")
+                f"({human_size(_n(counts, 'bytes_masked'))} of payload masked, "
+                f"{human_size(_n(counts, 'bytes_kept'))} kept)")
         extras = []
         if _n(counts, "tls_flows"):
-            extras.append(f"{plural(_n(counts, 'tls_flows'), 'TLS flow')}")
+            extras.append(f"{plural(_n(counts, 'tls_flows'), 'TLS flow')} recognised")
         if _n(counts, "frames_trimmed"):
             extras.append(f"{plural(_n(counts, 'frames_trimmed'), 'frame')} trimmed")
         if _n(counts, "streams_with_gaps"):
@@ -81,11 +82,19 @@ def describe_stage_counts(name: str, title: str, counts: dict) -> str:
             extras.append(f"{plural(_n(counts, 'uninspected_frames'), 'frame')} not inspected")
         return text + ("; " + ", ".join(extras) if extras else "")
     # Any other stage (new ones, the metadata scrub): its non-zero whole-number counts, in words.
-    parts = [f"{_words(k)} {v:,}" for k, v in counts.items()
-             if isinstance(v, int) and not isinstance(v, bool) and v]
+    items = [(k, v) for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool) and v]
     if name == "scrub":
-        return f"{title}: removed " + ", ".join(parts) if parts else f"{title}: nothing to remove"
-    return f"{title}: " + (", ".join(parts) if parts else "done")
+        # The settings call it "pcapng metadata"; the stage's own title is an engine name.
+        removed = ", ".join(_counted(v, _words(k)) for k, v in items)
+        return f"pcapng metadata removed: {removed}" if removed else "pcapng metadata: nothing to remove"
+    return f"{title}: " + (", ".join(f"{_words(k)} {v:,}" for k, v in items) if items else "done")
+
+
+def _counted(n: int, words: str) -> str:
+    """3 "name resolution blocks" -> "3 name resolution blocks"; 1 -> "1 name resolution block"."""
+    if n == 1 and words.endswith("s") and not words.endswith("ss"):
+        words = words[:-1]
+    return f"{n:,} {words}"
 
 
 def short_stage_text(name: str, title: str, counts: dict) -> str:
@@ -98,7 +107,7 @@ def short_stage_text(name: str, title: str, counts: dict) -> str:
         return f"{plural(_n(counts, 'frames_masked'), 'frame')} masked"
     if name == "scrub":
         removed = sum(v for v in counts.values() if isinstance(v, int) and not isinstance(v, bool))
-        return f"{plural(removed, 'metadata item')} scrubbed" if removed else ""
+        return f"{plural(removed, 'metadata item')} removed" if removed else ""
     if name == "memory":
         return "memory pressure handled"
     return title

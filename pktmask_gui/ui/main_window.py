@@ -626,7 +626,7 @@ class MainWindow(QMainWindow):
         if result.output:
             self._remember_output_dir(Path(result.output).parent)
         if result.status == "ok":
-            details = "; ".join(stage_lines(result)[:3])
+            details = " · ".join(stage_lines(result)[:3])
             log.info("Done in %.1f s: %s → %s packets, saved as %s. %s", result.elapsed_s,
                      f"{result.packets_in:,}", f"{result.packets_out:,}", Path(result.output).name, details,
                      extra={"job": row.path.name})
@@ -931,6 +931,13 @@ class MainWindow(QMainWindow):
             elif row.status == RUNNING:
                 row.status = CANCELLING
                 self.model.changed(row)
+        # The window says it is cleaning up (and Cancel / Start are off) before the dialog paints.
+        self.clock.stop()
+        self._update_actions()
+        if running:
+            self.time_label.setText("Cleaning up…")
+            self.statusBar().showMessage("Cleaning up: cancelling running jobs…")
+            log.warning("Quitting: cancelling %s.", plural(running, "running job"))
         progress = None
         if running and show_progress:
             progress = QProgressDialog(f"Cancelling {plural(running, 'job')} and removing their temporary files…",
@@ -941,12 +948,6 @@ class MainWindow(QMainWindow):
             progress.setMinimumDuration(0)
             progress.show()
             QApplication.processEvents()
-        self.clock.stop()
-        self._update_actions()
-        if running:
-            self.time_label.setText("Cleaning up…")
-            self.statusBar().showMessage("Cleaning up: cancelling running jobs…")
-            log.warning("Quitting: cancelling %s.", plural(running, "running job"))
         stopped = self.runner.cancel_all_and_wait(SHUTDOWN_TIMEOUT_S)
         if progress is not None:
             progress.close()

@@ -299,7 +299,7 @@ class SettingsDialog(QDialog):
         rows.field("When a job uses more than:", self.memory_rss_mb)
         rows.field("Or system memory available is below:", self.memory_available_pct,
                    "Under memory pressure a job frees its caches and says so in the log; it never drops "
-                   "packets. Off, or at least 64 MB, for the job limit.")
+                   "packets. Set a limit to Off to ignore it; the job limit must be at least 64 MB.")
         layout.addWidget(memory)
         layout.addStretch(1)
         return self._scroll(page)
@@ -477,6 +477,7 @@ class KeyBox(QGroupBox):
             self.status.setText(f"The key could not be read: {exc}")
             return
         self.key_text.setText(key.hex())
+        self.key_text.setCursorPosition(0)     # else the field scrolls to the end and clips its first dot
         if hasattr(keys, "fingerprint"):
             self.fingerprint.setText(keys.fingerprint(key))   # the same words the CLI prints
         else:

@@ -36,9 +36,21 @@ def duplicates_removed(result) -> int | None:
     return None
 
 
+def _user_order(stages: dict) -> list:
+    """Stage reports in the order the user sees the operations (Remove Dupes, Anonymize IPs, Mask
+    Payloads, then the metadata scrub), not the order the engine ran them in; "memory" last."""
+    def position(name):
+        try:
+            from ..stages import stage_by_name
+            return stage_by_name(name).order
+        except (KeyError, ImportError):
+            return 10**6
+    return sorted((stages or {}).items(), key=lambda item: position(item[0]))
+
+
 def stage_lines(result) -> list[str]:
     lines = []
-    for name, counts in (result.stages or {}).items():
+    for name, counts in _user_order(result.stages):
         if name == "memory" and isinstance(counts, dict):
             events = counts.get("pressure_events")
             n = events if isinstance(events, int) else len(events or [])
@@ -50,7 +62,7 @@ def stage_lines(result) -> list[str]:
 
 def short_lines(result, skip=()) -> str:
     parts = [short_stage_text(name, _stage_title(name), counts if isinstance(counts, dict) else {})
-             for name, counts in (result.stages or {}).items() if name not in skip]
+             for name, counts in _user_order(result.stages) if name not in skip]
     return " · ".join(p for p in parts if p)
 
 
@@ -76,7 +88,7 @@ def headline(results, elapsed_s: float | None = None) -> str:
         parts.append(f"{cancelled} cancelled")
     text = ", ".join(parts)
     if elapsed_s is not None:
-        text += f" in {human_duration(elapsed_s)}"
+        text += f" · took {human_duration(elapsed_s)}"   # not "1 failed in 0:04"
     return text
 
 
@@ -165,7 +177,7 @@ class SummaryDialog(QDialog):
         self.table.setAlternatingRowColors(True)
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.ElideMiddle)
+        self.table.setTextElideMode(Qt.ElideRight)     # only "What was done" ever elides: keep its start
         colours = {"ok": "#1b7f3b", "failed": "#b71c1c", "cancelled": "#8a5300"}
         for i, r in enumerate(self.results):
             dupes = duplicates_removed(r)
@@ -190,6 +202,8 @@ class SummaryDialog(QDialog):
                 if col == 1 or (col == 5 and r.status == "failed"):
                     item.setForeground(QBrush(QColor(colours.get(r.status, "#000000"))))
                 self.table.setItem(i, col, item)
+            if not r.output:
+                self.table.setSpan(i, self.COL_DETAILS, 1, 2)   # a failure's reason gets the empty Output cell too
         hh = self.table.horizontalHeader()
         hh.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
         hh.setHighlightSections(False)

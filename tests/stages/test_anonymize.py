@@ -112,6 +112,12 @@ def _crafted():
         ("udplite", tf.eth(tf.ipv4(A, B, 136, tf.pseudo_l4(A, B, 136, struct.pack("!HHHH", 1, 2, 0, 0) + b"x", 6))), 1),
         ("teredo-origin", tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, b"\x00\x00\xf2\x27" + bytes(
             b ^ 0xFF for b in tf.ip(D)) + tf.ipv6(A6, B6, 59, b""), 3544, 40000))), 1),
+        ("nhrp", tf.eth(tf.ipv4(A, B, 47, tf.gre(0x2001, bytes.fromhex(
+            "000108000000000000ff0068af1500340103040004048002000000156401021b0a4100030a4100010020000045fc1c2000"
+            "00000080030000800400008005000080070008000000014f545553000900140020000045fc0000040004006401000e0a41"
+            "000180000000")))), 1),
+        ("dhcp", tf.eth(tf.ipv4(A, "255.255.255.255", 17, tf.udp(A, "255.255.255.255", bytes([2, 1, 6]) + bytes(
+            13) + tf.ip(C) + tf.ip(D) + bytes(212) + b"\x63\x82\x53\x63\x36\x04" + tf.ip(B) + b"\xff", 67, 68))), 1),
         ("dns", tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C], [A6], ecs=(D, 24)), 53, 4000))), 1),
     ]
     return out
