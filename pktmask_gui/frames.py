@@ -179,9 +179,78 @@ def _unsupported_link(linktype: int) -> str:
     return "link type %d (%s) is not supported" % (linktype, linktype_name(linktype))
 
 
+# UDP ports whose payload the walker reads (tunnels, Teredo, DNS, DHCP / DHCPv6): never on the fast path
+_UDP_LOOKED_INTO = _UDP_TUNNEL_PORTS | frozenset((3544, 53, 5353, 5355, 67, 68, 546, 547))
+_HHH = struct.Struct("!HHH").unpack_from
+
+
 def walk(data, linktype: int):
     """Walk one frame; see the module docstring for the result layout."""
     n = len(data)
+    if linktype == 1 and n >= 34:
+        # Fast path for the usual frame, same result as the general walk below: Ethernet (at most one
+        # 802.1Q tag), IPv4 without options or IPv6 without extension headers, not a fragment, TCP or UDP
+        # whose payload the walker does not look into. Anything else falls through to the general walk.
+        et = (data[12] << 8) | data[13]
+        o = 14
+        if et == 0x8100:
+            et = (data[16] << 8) | data[17]
+            o = 18
+        proto = 0
+        if et == 0x0800:
+            if n >= o + 20 and data[o] == 0x45:
+                tot, ident, frag = _HHH(data, o + 2)
+                if not frag & 0x3FFF:
+                    proto = data[o + 9]
+                    end = o + tot
+                    if end > n or tot == 0:
+                        end = n
+                    t = o + 20
+                    ip = (o, 4, 20, proto, t, end, o + 12, o + 16, 0, ident, 0, o + 16)
+                    addrs = [(o + 12, 4, 32), (o + 16, 4, 32)]
+                    ipcs = (o + 10, o, t, CS_IPV4, None)
+                    label = "IPv4"
+        elif et == 0x86DD:
+            if n >= o + 40:
+                proto = data[o + 6]
+                t = o + 40
+                end = t + ((data[o + 4] << 8) | data[o + 5])
+                if end > n:
+                    end = n
+                ip = (o, 6, 40, proto, t, end, o + 8, o + 24, 0, 0, 0, o + 24)
+                addrs = [(o + 8, 16, 128), (o + 24, 16, 128)]
+                ipcs = None
+                label = "IPv6"
+        if proto == 6:
+            if t + 20 <= end:
+                sport, dport = _HH(data, t)
+                if sport != 53 and dport != 53:
+                    pay = t + (data[t + 12] >> 4) * 4
+                    if pay > end:
+                        pay = end
+                    csums = [(t + 16, t, end, CS_TCP, 0)]
+                    if ipcs is not None:
+                        csums.append(ipcs)
+                    return (OK, label, [ip], addrs, (6, t, pay, end, 0, 0), csums, [0, 6])
+        elif proto == 17:
+            if t + 8 <= end:
+                sport, dport, ulen = _HHH(data, t)
+                if sport not in _UDP_LOOKED_INTO and dport not in _UDP_LOOKED_INTO:
+                    p = t + 8
+                    uend = t + ulen
+                    if ulen < 8 or uend > end:
+                        uend = end
+                    if p >= uend or (data[p] and data[p] >> 4 != 6):       # not Teredo by content
+                        csums = [(t + 6, t, uend, CS_UDP, 0)]
+                        if ipcs is not None:
+                            csums.append(ipcs)
+                        return (OK, label, [ip], addrs, (17, t, p if p < uend else uend, uend, 0, 0), csums,
+                                [0, 6])
+    return _walk(data, linktype, n)
+
+
+def _walk(data, linktype, n):
+    """The general walk (every link type and encapsulation)."""
     ips = []
     addrs = []
     csums = []

@@ -26,7 +26,7 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 PROGRESS_INTERVAL = 0.05        # seconds between progress callbacks
 BATCH = 2048                    # records per batch: ~2-20 ms of work, so cancel is seen within 50 ms
 WRITEBACK_EVERY = 32 << 20      # bytes of output between two early write-back requests (_start_writeback)
-_FADVISE = None
+_FADVISE = getattr(os, "posix_fadvise", None)
 
 
 class Cancelled(Exception):
@@ -212,7 +212,8 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
     # Pass 2: the fused streaming pass.
     stages = [_replay(decided[s.name], context) if s.name in decided else s for s in stages]
     packets_in = packets_out = 0
-    next_writeback = WRITEBACK_EVERY
+    # early write-back drops the written pages from the cache: only when no self-check reads them again
+    next_writeback = WRITEBACK_EVERY if not any(s.self_check for s in stages) else float("inf")
     with CaptureReader(spec.read_path) as reader, open(spec.staged_path, "xb") as fh:
         writer = CaptureWriter(fh, reader.format, reader.pcap_header)
         only_packets = reader.format == "pcap"      # pcap: every record is a packet
@@ -259,7 +260,8 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
 def _start_writeback(fh) -> None:
     """Have the kernel start writing the output out now, not all at the final fsync (which then waits for
     the whole file: ~0.25 s for 600 MB here), and let the written pages leave the cache (a large output
-    does not push the user's other files out). Advisory: where it is not available, nothing changes."""
+    does not push the user's other files out). Not used when a self-check pass reads the output back
+    (re-reading it from disk cost more than the fsync saves). Advisory: where unavailable, nothing changes."""
     if _FADVISE is not None:
         try:
             _FADVISE(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)

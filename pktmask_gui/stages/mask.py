@@ -455,13 +455,22 @@ class MaskStage(Stage):
         return [(keep_end, stop)] if keep_end < stop else []
 
     def _rewrite(self, rec, data, w, l4, ranges, extra):
+        csums = w[5]
+        if len(ranges) == 1 and not extra and csums:
+            # the usual frame: one zeroed range inside the transport checksum's coverage, every other
+            # checksum (the IPv4 header's) before it: the loop below reduced to what it does then
+            a, b = ranges[0]
+            cs_off, start, end, kind, _ip = csums[0]
+            if start <= a and b <= end and (len(csums) == 1 or (
+                    len(csums) == 2 and csums[1][2] <= a and csums[1][2] <= cs_off)):
+                return self._rewrite_one(rec, data, l4, a, b, cs_off, start, kind)
         buf = bytearray(data)
         view = memoryview(data)
         changes = []                # (start, end, ones'-complement delta aligned at start, zeroed?)
         masked = 0
         for a, b in ranges:
             if b > a:
-                buf[a:b] = _ZERO[:b - a]
+                buf[a:b] = _ZERO[:b - a] if b - a <= 65536 else bytes(b - a)
                 changes.append((a, b, 0xFFFF - _osum(view[a:b]), True))      # new 0 - old sum
                 masked += b - a
         n = len(buf)
@@ -507,6 +516,30 @@ class MaskStage(Stage):
             a, b = ranges[-1]
             block = rec[5]
             if b >= n and a < b and not (block is not None and block[0] == 3):
+                del buf[a:]
+                self.frames_trimmed += 1
+        return (bytes(buf),) + rec[1:]
+
+    def _rewrite_one(self, rec, data, l4, a, b, cs_off, start, kind):
+        """_rewrite for one zeroed range [a, b) covered by one checksum (at cs_off, coverage from start)."""
+        buf = bytearray(data)
+        n = len(buf)
+        buf[a:b] = _ZERO[:b - a] if b - a <= 65536 else bytes(b - a)
+        if cs_off + 2 <= n:
+            d = 0xFFFF - _osum(memoryview(data)[a:b])            # new 0 - old sum
+            if (a - start) & 1:
+                d = (d << 8) % 0xFFFF                            # the other byte of each word
+            d %= 0xFFFF
+            if d:
+                checksum.update(buf, cs_off, d, kind)
+        pay, end = l4[2], l4[3]
+        self.bytes_masked += b - a
+        if end > pay:
+            self.bytes_kept += end - pay - (min(b, end) - max(a, pay) if a < end and b > pay else 0)
+        self.frames_masked += 1
+        if self.trim and not l4[5] & L4F_FRAGMENT and b >= n and a < b:
+            block = rec[5]
+            if not (block is not None and block[0] == 3):
                 del buf[a:]
                 self.frames_trimmed += 1
         return (bytes(buf),) + rec[1:]

@@ -16,18 +16,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-from PySide6.QtCore import QElapsedTimer, QPoint, Qt, QTimer
+from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtGui import QContextMenuEvent
 from PySide6.QtWidgets import QApplication
 
-from pktmask_gui.capture import CaptureError, CaptureReader
+from pktmask_gui.capture import CaptureReader
 from pktmask_gui.samplegen import generate
 
 from ui_helpers import copy_in, make_window, wait_idle
 
 REPO = Path(__file__).resolve().parents[2]
 VERIFY = REPO.parent / "shared" / "tools" / "verify.py"
-FINISHED = ("Done", "Failed", "Cancelled")
 
 
 # ============================================================================================ helpers ===
@@ -81,10 +80,13 @@ def context_menu_cancel(window, row) -> bool:
     view = window.queue_view
     pos = view.visualRect(window.model.index(window.model.position(row), 0)).center()
     clicked = []
+    tries = [0]
 
     def click_in_menu():
         menu = QApplication.activePopupWidget()
         if menu is None:
+            tries[0] += 1
+            assert tries[0] < 400, "the row's context menu never opened"
             QTimer.singleShot(5, click_in_menu)
             return
         action = next(a for a in menu.actions() if a.text().startswith("Cancel"))
@@ -404,6 +406,10 @@ def test_every_operation_on_a_tls_capture_and_the_summary_says_what_each_did(
     assert "_" not in text.replace(str(ui_env.root), "").replace(out.name, "").replace(src.name, ""), \
         f"a raw report key reached the user: {text}"
     assert anon["addresses_mapped"] > 0 and mask["frames_masked"] > 0
+    # In the order the user sees the operations, whatever order the engine ran them in.
+    order = [text.index(words) for words in ("Remove Dupes:", "Anonymize IPs:", "Mask Payloads:")]
+    assert order == sorted(order), text
+    assert dialog.title.text() == f"1 file sanitized · took {dialog.title.text().rsplit(' ', 1)[-1]}"
     if source == "generated":
         assert dedup["duplicates_removed"] > 0
         assert "pcapng metadata removed: " in text        # the hidden scrub says what it took out
