@@ -219,6 +219,9 @@ def parallel(work: Path, env: dict, args, available: list[str]) -> int:
     print(f"two files x {args.packets:,} packets, all operations: --jobs 1 {one:.2f} s, --jobs 2 {two:.2f} s, "
           f"speed-up {median(speedups):.2f}x (runs: {', '.join(f'{x:.2f}' for x in speedups)}; goal >= 1.7x on "
           f"2 idle cores; another busy process on the machine lowers it)")
+    # cores kept busy = CPU seconds / wall seconds: ~1 for --jobs 1, ~2 for --jobs 2 when two cores are free
+    print(f"cores used: --jobs 1 {median(r[2] / r[0] for r in ones):.2f}, --jobs 2 "
+          f"{median(r[2] / r[0] for r in twos):.2f} (of {psutil.cpu_count()}; {load()})")
     return 0
 
 

@@ -243,6 +243,16 @@ def process_main(argv: list[str]) -> int:
     engine_log.addHandler(handler)
     engine_log.setLevel(min(level, logging.INFO))
 
+    key_file = Path(args.key_file) if args.key_file else None
+    if key_file is not None and "anonymize" in operations:
+        from . import keys
+        try:
+            keys.load_key_file(key_file)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
+            sys.stderr.write(f"pktmask-gui process: error: cannot use the key file {key_file}: {reason}\n")
+            return EXIT_USAGE
+
     out_dir = Path(args.output)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -250,15 +260,6 @@ def process_main(argv: list[str]) -> int:
         sys.stderr.write(f"pktmask-gui process: error: cannot create the output folder {out_dir}: "
                          f"{exc.strerror or exc}\n")
         return EXIT_USAGE
-    key_file = Path(args.key_file) if args.key_file else None
-    if key_file is not None and "anonymize" in operations:
-        from . import keys
-        try:
-            keys.load_key_file(key_file)
-        except (OSError, ValueError) as exc:
-            sys.stderr.write(f"pktmask-gui process: error: cannot use the key file {key_file}: {exc}\n")
-            return EXIT_USAGE
-
     sweep_stale(settings.temp_root_path(), extra_dirs=[out_dir])
     missing = [p for p in args.paths if not os.path.lexists(p)]
     found = find_captures([p for p in args.paths if os.path.lexists(p)])

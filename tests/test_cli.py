@@ -116,3 +116,15 @@ def test_sigint_cancels_cleanly_with_130(workdir):
     assert "Traceback" not in stderr
     assert list(temp.iterdir()) == []
     assert not out.exists() or [p for p in out.rglob("*")] == []
+
+
+def test_bad_key_file_is_a_usage_error_before_anything_is_created(workdir):
+    src = workdir / "in.pcap"
+    generate(src, packets=10, seed=1)
+    bad = workdir / "short.key"
+    bad.write_bytes(b"0123")
+    for key in (bad, workdir / "missing.key"):
+        proc = cli("process", src, "-o", workdir / "out", "--anonymize", "--key-file", key)
+        assert proc.returncode == 2 and "cannot use the key file" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (workdir / "out").exists()
