@@ -179,8 +179,8 @@ def _unsupported_link(linktype: int) -> str:
     return "link type %d (%s) is not supported" % (linktype, linktype_name(linktype))
 
 
-# UDP ports whose payload the walker reads (tunnels, Teredo, DNS, DHCP / DHCPv6): never on the fast path
-_UDP_LOOKED_INTO = _UDP_TUNNEL_PORTS | frozenset((3544, 53, 5353, 5355, 67, 68, 546, 547))
+# UDP ports the fast path leaves to the general walk (tunnels, Teredo, DHCP / DHCPv6)
+_UDP_FAST_NOT = _UDP_TUNNEL_PORTS | frozenset((3544, 67, 68, 546, 547))
 _HHH = struct.Struct("!HHH").unpack_from
 
 
@@ -223,29 +223,53 @@ def walk(data, linktype: int):
                 label = "IPv6"
         if proto == 6:
             if t + 20 <= end:
+                pay = t + (data[t + 12] >> 4) * 4
                 sport, dport = _HH(data, t)
-                if sport != 53 and dport != 53:
-                    pay = t + (data[t + 12] >> 4) * 4
-                    if pay > end:
-                        pay = end
-                    csums = [(t + 16, t, end, CS_TCP, 0)]
-                    if ipcs is not None:
-                        csums.append(ipcs)
-                    return (OK, label, [ip], addrs, (6, t, pay, end, 0, 0), csums, [0, 6])
+                if sport == 53 or dport == 53:               # DNS over TCP: a 2-byte length, then a message
+                    if pay + 14 <= end and _H(data, pay)[0] >= 12:
+                        _dns(data, end, pay + 2, end, addrs)
+                        if len(addrs) > 2:
+                            _clip(addrs, 2, end)
+                if pay > end:
+                    pay = end
+                csums = [(t + 16, t, end, CS_TCP, 0)]
+                if ipcs is not None:
+                    csums.append(ipcs)
+                return (OK, label, [ip], addrs, (6, t, pay, end, 0, 0), csums, [0, 6])
         elif proto == 17:
             if t + 8 <= end:
                 sport, dport, ulen = _HHH(data, t)
-                if sport not in _UDP_LOOKED_INTO and dport not in _UDP_LOOKED_INTO:
+                if sport not in _UDP_FAST_NOT and dport not in _UDP_FAST_NOT:
                     p = t + 8
                     uend = t + ulen
                     if ulen < 8 or uend > end:
                         uend = end
                     if p >= uend or (data[p] and data[p] >> 4 != 6):       # not Teredo by content
+                        if p < uend and (sport in _DNS_PORTS or dport in _DNS_PORTS):
+                            _dns(data, end, p, uend, addrs)
+                            if len(addrs) > 2:
+                                _clip(addrs, 2, end)
                         csums = [(t + 6, t, uend, CS_UDP, 0)]
                         if ipcs is not None:
                             csums.append(ipcs)
                         return (OK, label, [ip], addrs, (17, t, p if p < uend else uend, uend, 0, 0), csums,
                                 [0, 6])
+        elif proto == 1:
+            if t + 4 <= end:
+                typ = data[t]
+                if typ == 0 or typ == 8:                     # echo: no addresses, no quoted packet
+                    csums = [(t + 2, t, end, CS_ICMP, None)]
+                    if ipcs is not None:
+                        csums.append(ipcs)
+                    return (OK, label, [ip], addrs, (1, t, min(t + 8, end), end, 0, L4F_ECHO), csums, [0, 6])
+        elif proto == 58:
+            if t + 4 <= end:
+                typ = data[t]
+                if typ == 128 or typ == 129:                 # echo
+                    csums = [(t + 2, t, end, CS_ICMPV6, 0)]
+                    if ipcs is not None:
+                        csums.append(ipcs)
+                    return (OK, label, [ip], addrs, (58, t, min(t + 8, end), end, 0, L4F_ECHO), csums, [0, 6])
     return _walk(data, linktype, n)
 
 

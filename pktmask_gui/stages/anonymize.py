@@ -348,59 +348,82 @@ class AnonymizeStage(Stage):
         types = self._types
         fast = self.fast_path and not self._macs
         pairs = self._pairs
-        for rec in batch:
-            lt = rec[1]
-            if lt < 0:
-                append(self._metadata(rec))
-                continue
-            self._frames += 1
-            data = rec[0]
-            if fast:
-                c = _plain_frame(data, lt)
-                if c is not None:
-                    # Fast path, same bytes out as the general one: a plain TCP/UDP packet whose only
-                    # address fields are the IP source and destination (see _plain_frame).
-                    a, size, cs, udp = c
-                    key = data[a:a + 2 * size]
-                    hit = pairs.get(key)
-                    if hit is None:
-                        hit = self._pair(key, size == 4)
-                    label = "IPv4" if size == 4 else "IPv6"
-                    types[label] = types.get(label, 0) + 1
-                    new, d = hit
-                    if new == key:
+        plain = _plain_frame
+        n4 = n6 = 0                         # fast-path frames by type, added to the counts after the batch
+        try:
+            for rec in batch:
+                lt = rec[1]
+                if lt < 0:
+                    append(self._metadata(rec))
+                    continue
+                self._frames += 1
+                data = rec[0]
+                if fast:
+                    c = plain(data, lt)
+                    if c is not None:
+                        # Fast path, same bytes out as the general one: a plain TCP/UDP packet whose only
+                        # address fields are the IP source and destination (see _plain_frame).
+                        a, size, cs, udp = c
+                        b = a + 2 * size
+                        key = data[a:b]
+                        hit = pairs.get(key)
+                        if size == 4:
+                            n4 += 1
+                            if hit is None:
+                                hit = self._pair(key, True)
+                        else:
+                            n6 += 1
+                            if hit is None:
+                                hit = self._pair(key, False)
+                        new, d = hit
+                        if new == key:
+                            append(rec)
+                            continue
+                        if d and d != 0xFFFF:
+                            # RFC 1624 eqn. 3 on the IPv4 header checksum and the TCP/UDP one (UDP: a
+                            # stored 0 stays 0, a computed 0 is stored as 0xFFFF), as _patch does
+                            hc = (data[cs] << 8) | data[cs + 1]
+                            if udp and hc == 0:
+                                l4cs = b"\0\0"
+                            else:
+                                t = (~hc & 0xFFFF) + d
+                                t = ~((t & 0xFFFF) + (t >> 16)) & 0xFFFF
+                                if udp and t == 0:
+                                    t = 0xFFFF
+                                l4cs = t.to_bytes(2, "big")
+                            if size == 4:
+                                hc = (data[a - 2] << 8) | data[a - 1]
+                                t = (~hc & 0xFFFF) + d
+                                t = ~((t & 0xFFFF) + (t >> 16)) & 0xFFFF
+                                new = t.to_bytes(2, "big") + new
+                                a -= 2
+                            append((b"".join((data[:a], new, data[b:cs], l4cs, data[cs + 2:])),) + rec[1:])
+                        else:
+                            append((b"".join((data[:a], new, data[b:])),) + rec[1:])
+                        continue
+                w = walk(data, lt)
+                status = w[0]
+                if status != OK:
+                    if status == NON_IP:
+                        types[w[1]] = types.get(w[1], 0) + 1
                         append(rec)
                         continue
-                    buf = bytearray(data)
-                    buf[a:a + 2 * size] = new
-                    if d and d != 0xFFFF:
-                        if size == 4:               # IPv4 header checksum (RFC 1624, as _patch)
-                            hc = (buf[a - 2] << 8) | buf[a - 1]
-                            t = (~hc & 0xFFFF) + d
-                            t = ~((t & 0xFFFF) + (t >> 16)) & 0xFFFF
-                            buf[a - 2] = t >> 8
-                            buf[a - 1] = t & 0xFF
-                        _patch(buf, cs, d, udp)
-                    append((bytes(buf),) + rec[1:])
-                    continue
-            w = walk(data, lt)
-            status = w[0]
-            if status != OK:
-                if status == NON_IP:
-                    types[w[1]] = types.get(w[1], 0) + 1
+                    if not self._allow:
+                        raise Uninspectable(
+                            f"frame {self._frames} cannot be inspected: {w[1]} (the option 'Let uninspectable "
+                            f"frames through' / --allow-uninspected passes such frames unchanged)")
+                    self._uninspected += 1
+                    self._reasons[w[1]] = self._reasons.get(w[1], 0) + 1
                     append(rec)
                     continue
-                if not self._allow:
-                    raise Uninspectable(
-                        f"frame {self._frames} cannot be inspected: {w[1]} (the option 'Let uninspectable "
-                        f"frames through' / --allow-uninspected passes such frames unchanged)")
-                self._uninspected += 1
-                self._reasons[w[1]] = self._reasons.get(w[1], 0) + 1
-                append(rec)
-                continue
-            types[w[1]] = types.get(w[1], 0) + 1
-            new = self._rewrite(data, w)
-            append(rec if new is None else (new,) + rec[1:])
+                types[w[1]] = types.get(w[1], 0) + 1
+                new = self._rewrite(data, w)
+                append(rec if new is None else (new,) + rec[1:])
+        finally:
+            if n4:
+                types["IPv4"] = types.get("IPv4", 0) + n4
+            if n6:
+                types["IPv6"] = types.get("IPv6", 0) + n6
         return out
 
     # ---- pcapng metadata -----------------------------------------------------------------------------
