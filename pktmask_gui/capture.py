@@ -82,13 +82,17 @@ _STRUCTS = {"<": _Structs("<"), ">": _Structs(">")}
 class CaptureError(Exception):
     """The capture cannot be read: damage, wrong format or an I/O failure, at a file offset."""
 
-    def __init__(self, reason: str, offset: int = 0):
+    def __init__(self, reason: str, offset: int = 0, located: bool = True):
         super().__init__(reason, offset)
         self.reason = reason
         self.offset = offset
+        self.located = located      # False: the whole file is concerned (cannot open, empty, wrong format)
 
     def __str__(self) -> str:
-        return f"{self.reason} (at file offset {self.offset})"
+        if not self.located:
+            return self.reason
+        joiner = ", at" if self.reason.endswith(")") else " at"
+        return f"{self.reason}{joiner} file offset {self.offset}"
 
 
 class RawPcapTime(int):
@@ -207,22 +211,22 @@ def _open_regular(path) -> tuple:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise CaptureError(f"cannot open the file: {exc.strerror or exc}", 0) from None
+        raise CaptureError(f"cannot open the file: {exc.strerror or exc}", 0, located=False) from None
     if not stat.S_ISREG(st.st_mode):
         kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a fifo" if stat.S_ISFIFO(st.st_mode)
                 else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
                 else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-        raise CaptureError(f"not a capture file: the path is {kind}", 0)
+        raise CaptureError(f"not a capture file: the path is {kind}", 0, located=False)
     # O_NONBLOCK: should the path have become a fifo since the stat, open must not hang
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        raise CaptureError(f"cannot open the file: {exc.strerror or exc}", 0) from None
+        raise CaptureError(f"cannot open the file: {exc.strerror or exc}", 0, located=False) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise CaptureError("not a capture file: the path is not a regular file", 0)
+            raise CaptureError("not a capture file: the path is not a regular file", 0, located=False)
         return os.fdopen(fd, "rb"), st.st_size
     except BaseException:
         os.close(fd)
@@ -309,7 +313,7 @@ class CaptureReader:
     def _read_file_header(self) -> None:
         buf = self._buf
         if not buf:
-            raise CaptureError("the file is empty (0 bytes)", 0)
+            raise CaptureError("the file is empty (0 bytes)", 0, located=False)
         magic = buf[:4]
         if len(buf) < 4 and any(m.startswith(buf) for m in (*_PCAP_MAGICS, _SHB_MAGIC)):
             raise CaptureError(f"the file header is cut short: the file has only {len(buf)} bytes", 0)
@@ -335,7 +339,7 @@ class CaptureReader:
             self.format = "pcapng"
             self._base = 0
         elif magic[:2] == b"\x1f\x8b":
-            raise CaptureError("the file is gzip-compressed: decompress it first", 0)
+            raise CaptureError("the file is gzip-compressed: decompress it first", 0, located=False)
         else:
             shown = " ".join(f"{b:02x}" for b in magic)
             raise CaptureError(f"not a pcap or pcapng capture (it starts with the bytes {shown})", 0)

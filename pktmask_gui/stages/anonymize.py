@@ -43,11 +43,15 @@ _SLOW_UDP_PORTS = frozenset((4789, 4790, 6081, 2152, 6635, 1701, 8472, 3544, 53,
 _PAIR_CACHE = 1 << 16
 
 
+_NO_PATCH = 2                   # _plain_frame: the transport checksum does not cover the addresses
+
+
 def _plain_frame(data, linktype):
     """``(address offset, address size, L4 checksum offset, is_udp)`` for a frame whose only address fields are
-    the IP source and destination and whose only checksums are the IPv4 header's and the TCP/UDP one:
+    the IP source and destination and whose only checksums are the IPv4 header's and the transport's:
     Ethernet (at most one 802.1Q tag) or raw IP, IPv4 without options or IPv6 without extension headers,
-    not a fragment, TCP or UDP not carrying anything the walker looks into; else None (use walk())."""
+    not a fragment, TCP or UDP not carrying anything the walker looks into, or an ICMP / ICMPv6 echo; else
+    None (use walk()). ``is_udp`` is ``_NO_PATCH`` for ICMP (no pseudo-header: its checksum stays)."""
     n = len(data)
     if linktype == 1:
         if n < 34:
@@ -102,21 +106,11 @@ def _plain_frame(data, linktype):
         if p < n and (data[p] >> 4 == 6 or data[p] == 0):
             return None                 # could be Teredo (recognised by content)
         return a, size, l4 + 6, True
+    if proto == 1 and size == 4 and data[l4] in (0, 8):
+        return a, size, l4 + 2, _NO_PATCH           # ICMP echo: its checksum has no pseudo-header
+    if proto == 58 and size == 16 and data[l4] in (128, 129):
+        return a, size, l4 + 2, False               # ICMPv6 echo: pseudo-header checksum, as TCP's
     return None
-
-
-def _patch(buf, at, d, udp):
-    """RFC 1624 update of the checksum at ``at`` by the folded delta ``d`` (as checksum.fix_checksums)."""
-    hc = (buf[at] << 8) | buf[at + 1]
-    if udp and hc == 0:
-        return
-    t = (~hc & 0xFFFF) + d
-    t = (t & 0xFFFF) + (t >> 16)
-    new = ~t & 0xFFFF
-    if udp and new == 0:
-        new = 0xFFFF
-    buf[at] = new >> 8
-    buf[at + 1] = new & 0xFF
 
 
 def _parse_cidrs(values) -> list:
@@ -381,9 +375,11 @@ class AnonymizeStage(Stage):
                             continue
                         if d and d != 0xFFFF:
                             # RFC 1624 eqn. 3 on the IPv4 header checksum and the TCP/UDP one (UDP: a
-                            # stored 0 stays 0, a computed 0 is stored as 0xFFFF), as _patch does
+                            # stored 0 stays 0, a computed 0 is stored as 0xFFFF), as checksum.update does
                             hc = (data[cs] << 8) | data[cs + 1]
-                            if udp and hc == 0:
+                            if udp == _NO_PATCH:
+                                l4cs = data[cs:cs + 2]
+                            elif udp and hc == 0:
                                 l4cs = b"\0\0"
                             else:
                                 t = (~hc & 0xFFFF) + d

@@ -524,7 +524,14 @@ def test_fast_path_gives_the_same_bytes_as_the_general_walk(corpus_dir):
     frames_ += [(tf.eth(tf.ipv4(tf.A, "255.255.255.255", 17, tf.udp(tf.A, "255.255.255.255", b"x", zero=True))), 1),
                 (tf.eth(tf.ipv4("127.0.0.1", "127.0.0.1", 6, tf.tcp("127.0.0.1", "127.0.0.1", b"lo"))), 1),
                 (tf.ipv6(tf.A6, tf.B6, 17, tf.udp(tf.A6, tf.B6, b"raw6")), 229),
-                (tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"raw4")), 228)]
+                (tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"raw4")), 228),
+                (tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(8, 0, b"\0\1\0\1", b"ping"))), 1),
+                (tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(0, 0, b"\0\1\0\1", b"pong"))), 1),
+                (tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(13, 0, b"\0\1\0\1", b"t" * 12))), 1),
+                (tf.eth(tf.ipv6(tf.A6, tf.B6, 58, tf.icmp6(tf.A6, tf.B6, 128, 0, b"\0\1\0\1ping")), 0x86DD), 1),
+                (tf.eth(tf.ipv6(tf.A6, tf.B6, 58, tf.icmp6(tf.A6, tf.B6, 129, 0, b"\0\1\0\1pong")), 0x86DD), 1),
+                (tf.eth(tf.vlan(7, 0x86DD) + tf.ipv6(tf.A6, tf.B6, 58, tf.icmp6(tf.A6, tf.B6, 128, 0, b"\0\1\0\1")),
+                        0x8100), 1)]
     for name in ("pktmask__tls_1_2_single_vlan.pcap", "tcpdump__mptcp-v1.pcap", "zeek__tcp_ssh-dups.pcap",
                  "tcpdump__LINKTYPE_IPV6.pcap", "tcpdump__afs.pcap"):
         with CaptureReader(corpus_dir / name) as r:
