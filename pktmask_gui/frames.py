@@ -82,8 +82,11 @@ the I flag), VXLAN-GPE (4790), Geneve (6081), GTP-U (2152), Teredo (3544 and, li
 UDP port; its origin indication too), MPLS over UDP (6635), L2TPv2 (1701), PIM Register, IPv4 AH, IPv6
 extension headers and fragments, ICMP and ICMPv6 errors (quoted headers, walked like any other).
 
-A walk of an Ethernet/IPv4/TCP frame costs a few microseconds: everything is in one loop with
-``struct.unpack_from`` and direct indexing; nothing is cached per packet.
+Cost: the usual frame (Ethernet with at most one 802.1Q tag, IPv4 without options or IPv6 without extension
+headers, not a fragment, TCP, UDP not carrying a tunnel or DHCP, DNS, ICMP / ICMPv6 echo) takes a fast path
+at the top of ``walk`` (under a microsecond) that returns exactly what the general walk ``_walk`` would
+(tests/test_frames.py compares the two on crafted and mutated frames); everything else goes through the
+general walk, one loop with ``struct.unpack_from`` and direct indexing. Nothing is cached per packet.
 """
 from __future__ import annotations
 

@@ -517,20 +517,23 @@ class AnonymizeStage(Stage):
     def check(self, before: list, after: list) -> None:
         if len(before) != len(after):
             raise StageError("self-check failed: the output holds a different number of frames than the input")
+        fast = self.fast_path and not self._macs
+        pairs = self._pairs
+        plain = _plain_frame
         for b, a in zip(before, after):
             self._checked += 1
             if b[1] != a[1]:
                 raise StageError(f"self-check failed: frame {self._checked} changed link type")
-            if self.fast_path and not self._macs:
+            if fast:
                 db, da = b[0], a[0]
-                c = _plain_frame(db, b[1])
+                c = plain(db, b[1])
                 if c is not None:
                     at, size, cs = c[0], c[1] * 2, c[2]
                     head = at - 2 if size == 8 else at          # up to the IPv4 checksum / the addresses
                     # same headers around the rewritten fields: the output reads as the input did
                     if da[:head] == db[:head] and da[at + size:cs] == db[at + size:cs]:
                         key = db[at:at + size]
-                        hit = self._pairs.get(key) or self._pair(key, size == 8)
+                        hit = pairs.get(key) or self._pair(key, size == 8)
                         if da[at:at + size] != hit[0]:
                             raise StageError(f"self-check failed: frame {self._checked}: the IP addresses do not "
                                              "hold their anonymized form")

@@ -653,3 +653,14 @@ def test_link_layer_trailer_zeroed_only_when_not_already_zero():
     assert len(o) == len(leaky) and o[-8:] == bytes(8) and not any(payload(o))
     assert all(checksums_ok(o))
     assert stage.report()["bytes_masked"] == 2 + 8
+
+
+def test_ones_sum_folding_matches_the_plain_residue():
+    # _osum folds long payloads before dividing: the residue must be the plain one for every length
+    from pktmask_gui.stages.mask import _osum
+    rnd = random.Random(11)
+    for n in list(range(0, 300)) + [255, 256, 257, 1460, 1461, 8999, 65535, 65536, 70001]:
+        for b in (bytes(rnd.randrange(256) for _ in range(n)), b"\xff" * n):
+            plain = int.from_bytes(b, "big") << (8 if n & 1 else 0)
+            assert _osum(b) == plain % 0xFFFF
+            assert _osum(memoryview(b)) == plain % 0xFFFF
