@@ -22,18 +22,10 @@ TICK_MS = 5
 
 
 def make_capture(path: Path, packets: int, seed: int = 7) -> None:
-    """``packets`` frames from the project's generator (a 20k-frame section repeated, so it is quick)."""
+    """``packets`` realistic frames from the project's generator (~5 % duplicates, so every stage works)."""
     from pktmask_gui.samplegen import generate
 
-    unit = min(packets, 20000)
-    seed_file = path.with_suffix(".seed")
-    generate(seed_file, packets=unit, seed=seed)
-    data = seed_file.read_bytes()
-    seed_file.unlink()
-    with open(path, "wb") as fh:
-        fh.write(data[:24])
-        for _ in range(max(1, packets // unit)):
-            fh.write(data[24:])
+    generate(path, packets=packets, seed=seed)
 
 
 def main() -> int:
