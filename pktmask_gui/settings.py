@@ -133,14 +133,14 @@ def load_settings(path: Path | None = None) -> Settings:
     return settings
 
 
-def save_settings(settings: Settings, path: Path | None = None) -> None:
-    """Write atomically (temp file + replace), so that a crash never leaves half a settings file."""
-    path = path or settings_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".json", dir=path.parent)
+def write_text_atomically(path: Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` through a temp file beside it, fsync and replace: never half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(asdict(settings), fh, indent=2, sort_keys=True)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -150,3 +150,10 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
         except OSError:
             pass
         raise
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> None:
+    """Write atomically, so that a crash never leaves half a settings file."""
+    path = path or settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps(asdict(settings), indent=2, sort_keys=True))

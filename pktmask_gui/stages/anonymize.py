@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from .. import capture
 from ..checksum import fix_checksums, ones_sum
 from ..cryptopan import CryptoPAn
 from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, field_length, walk
+from ..settings import write_text_atomically
 from . import Option, Stage, StageError
 
 META = -1
@@ -657,23 +657,7 @@ class AnonymizeStage(Stage):
                 if old != new:
                     lines[old.hex(":")] = new.hex(":")
             text = "# original\tanonymized\n" + "".join(f"{k}\t{v}\n" for k, v in sorted(lines.items()))
-            tfd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", dir=str(path.parent))
-            try:
-                try:
-                    os.fchmod(tfd, 0o600)
-                except (AttributeError, OSError):
-                    pass
-                with os.fdopen(tfd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            write_text_atomically(path, text, mode=0o600)    # the table undoes the anonymization
         except OSError as exc:
             raise StageError(f"cannot write the mapping table {path}: {exc.strerror or exc}") from None
         finally:
