@@ -47,17 +47,22 @@ class _DigestTable:
     def grow(self) -> None:
         old_fp, old_crc = self.fp, self.crc
         slots = (self.mask + 1) * 2
-        self.fp = fp = array("q", _ZERO_Q) * slots
-        self.crc = crcs = array("I", _ZERO_I) * slots
-        self.mask = mask = slots - 1
+        self.fp = array("q", _ZERO_Q) * slots
+        self.crc = array("I", _ZERO_I) * slots
+        self.mask = slots - 1
         self.limit = slots // 2
-        for j, f in enumerate(old_fp):
+        self.insert_all(old_fp, old_crc)
+
+    def insert_all(self, fps, crcs) -> None:
+        """Re-insert the non-empty slots of another table's arrays (count is left to the caller)."""
+        fp, crc, mask = self.fp, self.crc, self.mask
+        for j, f in enumerate(fps):
             if f:
                 i = f & mask
                 while fp[i]:
                     i = (i + 1) & mask
                 fp[i] = f
-                crcs[i] = old_crc[j]
+                crc[i] = crcs[j]
 
     def contains(self, f: int, c: int) -> bool:
         fp, mask = self.fp, self.mask
@@ -80,15 +85,7 @@ def _compacted(table: _DigestTable) -> _DigestTable:
     while slots // 2 < table.count:
         slots *= 2
     new = _DigestTable(slots)
-    fp, crcs, mask = new.fp, new.crc, new.mask
-    old_crc = table.crc
-    for j, f in enumerate(table.fp):
-        if f:
-            i = f & mask
-            while fp[i]:
-                i = (i + 1) & mask
-            fp[i] = f
-            crcs[i] = old_crc[j]
+    new.insert_all(table.fp, table.crc)
     new.count = table.count
     return new
 
