@@ -233,6 +233,14 @@ def _open_regular(path) -> tuple:
         raise
 
 
+class RawBatch(list):
+    """A pcap reader's batch: its records, plus where they lie back to back in the file's bytes (``raw``
+    from ``start``, each ``len(header) == 24``-byte file's record header followed by its data), so that
+    the writer can copy the records a stage passed through unchanged without packing them again."""
+
+    __slots__ = ("raw", "start", "header")
+
+
 class CaptureReader:
     """Streaming reader of one pcap or pcapng file; see the module docstring for the records."""
 
@@ -365,24 +373,29 @@ class CaptureReader:
         # records above this caplen (or all records of a modified pcap) take the checked slow path
         fast_cap = -1 if modified else min(snap, MAX_CAPLEN) if snap else MAX_CAPLEN
         counts = self._counts
+        header = self.pcap_header
         buf, base, pos = self._buf, self._base, 0
         self._buf = None
         end = len(buf)
         done = False
         last_sec = sec_base = -1
         while not done:
-            batch = []
+            # A batch ends where the buffer does: its records then lie back to back in one buffer, and
+            # the writer can copy the ones that come out unchanged as spans of it (RawBatch).
+            batch = RawBatch()
             append = batch.append
+            if pos + hl > end:
+                buf = self._more(buf, pos, hl)
+                base += pos
+                pos, end = 0, len(buf)
+                if hl > end:
+                    if end:
+                        self._cut_short("packet", base, self.packets)
+                    break
+            start = pos
             for _ in repeat(None, max_records):
                 if pos + hl > end:
-                    buf = self._more(buf, pos, hl)
-                    base += pos
-                    pos, end = 0, len(buf)
-                    if hl > end:
-                        if end:
-                            self._cut_short("packet", base, self.packets + len(batch))
-                        done = True
-                        break
+                    break                   # the next batch refills the buffer
                 sec, frac, caplen, origlen = unpack_from(buf, pos)
                 nxt = pos + hl + caplen
                 if caplen > fast_cap or caplen > origlen or frac >= unit or nxt > end:
@@ -391,9 +404,12 @@ class CaptureReader:
                         raise CaptureError(f"packet {number} claims a captured length of {caplen} bytes, "
                                            f"above the {MAX_CAPLEN}-byte limit", base + pos)
                     if nxt > end:
+                        if batch:
+                            break           # the next batch refills the buffer
                         buf = self._more(buf, pos, hl + caplen)
                         base += pos
                         pos, end = 0, len(buf)
+                        start = 0
                         nxt = hl + caplen
                         if nxt > end:
                             if caplen > origlen or (snap and caplen > snap):
@@ -426,6 +442,7 @@ class CaptureReader:
             self.packets += len(batch)
             self.offset = base + pos
             if batch:
+                batch.raw, batch.start, batch.header = buf, start, header
                 yield batch
         self.offset = base + pos
 
@@ -609,11 +626,15 @@ class CaptureWriter:
         self._out += header
         self._header = header
 
-    def write_batch(self, records) -> None:
+    def write_batch(self, records, source=None) -> None:
+        """Append records. ``source``: the reader's batch these records came from (through stages that
+        keep the order); those of them passed on unchanged are copied as the reader's bytes."""
         if self._closed:
             raise ValueError("write to a closed CaptureWriter")
         if self.format == "pcap":
-            self._write_pcap(records)
+            if not (source is not None and getattr(source, "raw", None) is not None
+                    and source.header == self._header and self._copy_spans(records, source)):
+                self._write_pcap(records)
         else:
             self._write_pcapng(records)
         if len(self._out) >= FLUSH:
@@ -639,6 +660,37 @@ class CaptureWriter:
                     out += data
         except struct.error as exc:
             raise ValueError(f"a record does not fit a pcap record header: {exc}") from None
+
+    def _copy_spans(self, records, source) -> bool:
+        """Write ``records`` as runs of the source's bytes, if every one of them is a record of ``source``
+        (the same object, in order; others dropped): else write nothing and return False."""
+        raw, pos = source.raw, source.start
+        hl = 24 if self._modified else 16           # record header length
+        spans = []
+        run = pos
+        k, n = 0, len(source)
+        for rec in records:
+            while k < n:
+                s = source[k]
+                k += 1
+                size = hl + len(s[0])
+                if s is rec:
+                    pos += size
+                    break
+                if run < pos:                       # s was dropped: the run before it ends here
+                    spans.append((run, pos))
+                pos += size
+                run = pos
+            else:
+                return False                        # a new or reordered record
+        if run < pos:
+            spans.append((run, pos))
+        view = memoryview(raw)
+        out = self._out
+        for a, b in spans:
+            out += view[a:b]
+        view.release()
+        return True
 
     def _write_pcapng(self, records) -> None:
         if self._patch is None and not self._flushed and not self._out and records \

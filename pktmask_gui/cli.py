@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait as futures_wait
 from pathlib import Path
 
 from . import __version__
@@ -221,7 +221,7 @@ class _ConsoleLogHandler(logging.Handler):
 
 def process_main(argv: list[str]) -> int:
     from .settings import load_settings
-    from .pipeline import Job, JobResult, find_captures
+    from .pipeline import Job, JobResult, find_captures, run_job
     from .jobs import run_job_process
     from .workspace import sweep_stale
 
@@ -268,25 +268,29 @@ def process_main(argv: list[str]) -> int:
     console.total_files = len(jobs) + len(missing)
     results: list = [None] * len(jobs)
     cancel = threading.Event()
+    workers = max(1, min(settings.parallel_jobs, len(jobs)))
+    # Jobs side by side need a process each (the GIL); one job at a time runs in this process, where it
+    # starts ~0.2 s sooner and the cancel event reaches it directly (it stops within one batch).
+    runner = run_job_process if workers > 1 else run_job
 
     def work(idx: int):
         if cancel.is_set():
             results[idx] = JobResult(input=str(jobs[idx].input), status="cancelled", error="cancelled")
             return
-        result = run_job_process(jobs[idx], settings, cancel=cancel,
-                                 progress=lambda phase, done, total, pk: console.update(idx, done, total, pk))
+        result = runner(jobs[idx], settings, cancel=cancel,
+                        progress=lambda phase, done, total, pk: console.update(idx, done, total, pk))
         results[idx] = result
         console.result(idx, result)
 
     previous_term = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     interrupted = False
-    pool = ThreadPoolExecutor(max_workers=max(1, settings.parallel_jobs), thread_name_prefix="pktmask-job")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pktmask-job")
     try:
         futures = [pool.submit(work, i) for i in range(len(jobs))]
         try:
-            while not all(f.done() for f in futures):
-                time.sleep(0.05)
+            while futures_wait(futures, timeout=0.1).not_done:   # returns at once when the last one ends
+                pass
         except KeyboardInterrupt:
             interrupted = True
             cancel.set()

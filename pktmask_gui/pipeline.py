@@ -219,11 +219,12 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
         only_packets = reader.format == "pcap"      # pcap: every record is a packet
         # a stage that only rewrites pcapng blocks (pcapng_only = True) has nothing to do in a pcap file
         active = [s for s in stages if not (only_packets and getattr(s, "pcapng_only", False))]
-        for batch in reader.batches(BATCH):
-            packets_in += len(batch) if only_packets else _count_packets(batch)
+        for source in reader.batches(BATCH):
+            packets_in += len(source) if only_packets else _count_packets(source)
+            batch = source
             for stage in active:
                 batch = stage.process(batch)
-            writer.write_batch(batch)
+            writer.write_batch(batch, source)
             if writer.bytes_written >= next_writeback:
                 _start_writeback(fh)
                 next_writeback = writer.bytes_written + WRITEBACK_EVERY

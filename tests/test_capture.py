@@ -603,3 +603,66 @@ def test_ts_to_ns_is_exact():
     assert ts_to_ns(1, 0x80) == 10 ** 9                                  # 2^0 = seconds
     assert ts_to_ns(5, 6, tsoffset=10) == 10_000_005_000
     assert isinstance(ts_to_ns(2 ** 70, 0x9F), int)
+
+
+# --- unchanged records copied as spans of the reader's bytes --------------------------------------------
+
+def _spans_vs_packed(path, transform, monkeypatch):
+    """The writer's output with ``source`` (spans) and without it (packed): both, for comparison."""
+    outs = []
+    for with_source in (True, False):
+        buf = io.BytesIO()
+        with CaptureReader(path) as reader:
+            writer = CaptureWriter(buf, reader.format, reader.pcap_header)
+            for batch in reader.batches(max_records=300):
+                writer.write_batch(transform(batch), batch if with_source else None)
+            writer.close()
+        outs.append(buf.getvalue())
+    return outs
+
+
+@pytest.mark.parametrize("kind", ["plain", "modified", "big-endian-nanos"])
+def test_spans_of_unchanged_records_equal_the_packed_output(workdir, monkeypatch, kind):
+    if kind == "modified":
+        header = struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 65535, 1)
+        body = b"".join(struct.pack("<IIII", 10, i, 60 + i % 7, 60 + i % 7) + struct.pack("<IHBx", 2, 0x0800, i & 255)
+                        + frame(i, 60 + i % 7) for i in range(2000))
+        path = write(workdir, "k.pcap", header + body)
+    else:
+        e, nanos = (">", True) if kind == "big-endian-nanos" else ("<", False)
+        path = write(workdir, "x.pcap", pcap_file([(1 + i // 100, i * 7, frame(i, 60 + i % 50), 1500)
+                                                   for i in range(2000)], e=e, nanos=nanos))
+    copied = []
+    real = CaptureWriter._copy_spans
+
+    def spy(self, records, source):
+        ok = real(self, records, source)
+        copied.append(ok)
+        return ok
+    monkeypatch.setattr(CaptureWriter, "_copy_spans", spy)
+    every_third = lambda batch: [r for i, r in enumerate(batch) if i % 3]       # drops, order kept
+    spans, packed = _spans_vs_packed(path, every_third, monkeypatch)
+    assert spans == packed and all(copied) and copied
+    assert _spans_vs_packed(path, lambda b: b, monkeypatch)[0] == path.read_bytes()
+    # a new record (a stage rewrote it) or a reordered batch: packed as before, same bytes
+    copied.clear()
+    rewritten = lambda batch: [r if i != 5 else (b"\1" * 40,) + r[1:] for i, r in enumerate(batch)]
+    spans, packed = _spans_vs_packed(path, rewritten, monkeypatch)
+    assert spans == packed and not any(copied)
+    spans, packed = _spans_vs_packed(path, lambda b: b[::-1], monkeypatch)
+    assert spans == packed
+
+
+def test_a_batch_lies_in_one_buffer_even_across_chunks(workdir, monkeypatch):
+    monkeypatch.setattr(capture, "CHUNK", 4096)
+    path = write(workdir, "x.pcap", pcap_file([(1, i, frame(i, 60 + i % 900), 2000) for i in range(3000)]))
+    with CaptureReader(path) as reader:
+        n = 0
+        for batch in reader.batches(max_records=500):
+            at = batch.start
+            for rec in batch:                         # each record's header and data sit at its place
+                sec, frac, caplen, origlen = struct.unpack_from("<IIII", batch.raw, at)
+                assert batch.raw[at + 16:at + 16 + caplen] == rec[DATA]
+                at += 16 + caplen
+            n += len(batch)
+    assert n == 3000

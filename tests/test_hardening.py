@@ -671,7 +671,7 @@ def test_exception_inside_a_stage_or_writer(wd, monkeypatch, where):
     elif where == "report-after-write":
         monkeypatch.setattr(DedupStage, "report", lambda self: (_ for _ in ()).throw(_Boom("boom")))
     else:
-        def write_batch(self, records):
+        def write_batch(self, records, source=None):
             raise OSError(errno.EIO, "Input/output error")
         monkeypatch.setattr(pipeline.CaptureWriter, "write_batch", write_batch)
     result = run_job(Job(src, wd / "out", stages), settings_for(wd))
@@ -795,6 +795,8 @@ def test_sigint_and_sigterm_to_cli_at_random_moments(wd):
 def test_sigkill_of_cli_then_restart_sweeps_but_spares_live_instance(wd):
     big = wd / "big.pcap"
     generate(big, packets=150000, seed=3)
+    big2 = wd / "big2.pcap"
+    shutil.copyfile(big, big2)
     small = wd / "small.pcap"
     small.write_bytes(GOOD_PCAP)
     out, temp = wd / "out", wd / "temp"
@@ -809,7 +811,8 @@ def test_sigkill_of_cli_then_restart_sweeps_but_spares_live_instance(wd):
     victim = None
     try:
         live_dirs = [Path(p) for p in live.stdout.readline().split()]
-        victim = cli_popen("process", big, "-o", out, "--dedup", "--temp-dir", temp, "--jobs", "1")
+        # two jobs side by side: each runs in a child process (one job at a time would run in the CLI itself)
+        victim = cli_popen("process", big, big2, "-o", out, "--dedup", "--temp-dir", temp, "--jobs", "2")
         deadline = time.monotonic() + 30
         mine = []
         while time.monotonic() < deadline:
@@ -828,7 +831,7 @@ def test_sigkill_of_cli_then_restart_sweeps_but_spares_live_instance(wd):
         assert not alive, "a job child outlived the killed CLI"
         stale = [p for p in temp.iterdir() if p not in live_dirs] + \
                 [p for p in out.iterdir() if p.name.startswith("pktmask_output_") and p not in live_dirs]
-        assert len(stale) >= 2, stale                   # its pipeline dir and its output staging dir
+        assert len(stale) >= 2, stale                   # its pipeline dirs and its output staging dirs
         # The restart writes elsewhere: the killed run's staging dir is found through its pipeline marker.
         restart = cli("process", small, "-o", wd / "out2", "--dedup", "--temp-dir", temp, "-v")
         assert restart.returncode == 0, restart.stderr

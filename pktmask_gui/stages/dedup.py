@@ -1,9 +1,12 @@
 """Remove Dupes: drop frames whose link type and captured bytes equal an earlier frame's in the file.
 
-Memory per remembered frame: a 96-bit fingerprint (the interpreter's keyed 64-bit SipHash of the bytes,
-mixed with the link type, plus their CRC-32) in an open-addressing table of fixed-width integers kept at
-most half full: 12 bytes a slot, 24 to 48 bytes a unique frame — no Python object per frame (a set of
-digests costs ~90 bytes a frame). A false match needs both a 64-bit keyed-hash and a CRC-32 collision.
+Memory per remembered frame: a 96-bit fingerprint in an open-addressing table of fixed-width integers,
+kept at most 65 % full: 12 bytes a slot, about 18.5 bytes a unique frame — no Python object per frame (a
+set of digests costs ~90 bytes a frame). The fingerprint is the interpreter's keyed 64-bit SipHash of the
+whole frame, mixed with the link type, plus the CRC-32 of the frame's first 64 bytes (where headers,
+sequence numbers and IDs differ between frames; a CRC of the whole frame would cost a third of the stage's
+time). Two different frames are confused only on a 64-bit keyed-hash collision (about N²/2⁶⁵ for N frames)
+that is also, when their first 64 bytes differ, a CRC-32 collision of those.
 The table is sized once from the file size and the mean record size of the first batch (capped at
 ``PRESIZE_CAP`` slots), so that a large file does not pay for a chain of doublings, each of which briefly
 holds the old and the new table. On top of that, one bit per frame records each decision, so that later
@@ -16,6 +19,7 @@ Under memory pressure the stage switches to a window: it remembers at least the 
 from __future__ import annotations
 
 from array import array
+from operator import itemgetter
 from zlib import crc32
 
 from . import Stage, StageError
@@ -23,68 +27,74 @@ from . import Stage, StageError
 WINDOW = 262144
 MIN_SLOTS = 1 << 15
 PRESIZE_CAP = 1 << 22           # 48 MiB of table at most before any frame proves it is needed
+LOAD = 0.65                     # fullest the table gets: linear probing stays short (~3 slots a miss)
+HEAD = 64                       # bytes of a frame under its CRC-32
+SLOT_BYTES = 12
 _LT_MIX = 0x9E3779B97F4A7C15
 _MIX_BITS = (1 << 62) - 1        # a mix below 2**62 keeps hash() ^ mix in signed 64 bits (array "q")
 _ZERO_Q, _ZERO_I = (0,), (0,)
 _RECORD_OVERHEAD = 16           # bytes of a record header in the file, besides the frame itself
+_DATA, _LINKTYPE, _HEAD = itemgetter(0), itemgetter(1), itemgetter(slice(0, HEAD))
 
 
 class _DigestTable:
     """Open addressing with linear probing over two parallel arrays; fingerprint 0 marks an empty slot.
 
-    Fingerprints are signed 64-bit (``hash()``'s range): no masking to unsigned per frame.
+    Fingerprints are signed 64-bit (``hash()``'s range): no masking to unsigned per frame; the home slot is
+    ``fingerprint % slots`` (any size, not only powers of two: the table fits the file more closely).
     """
 
-    __slots__ = ("fp", "crc", "mask", "count", "limit")
+    __slots__ = ("fp", "crc", "slots", "count", "limit")
 
     def __init__(self, slots: int = MIN_SLOTS):
         self.fp = array("q", _ZERO_Q) * slots      # repetition: no temporary bytes object of the same size
         self.crc = array("I", _ZERO_I) * slots
-        self.mask = slots - 1
+        self.slots = slots
         self.count = 0
-        self.limit = slots // 2
+        self.limit = int(slots * LOAD)
 
     def grow(self) -> None:
         old_fp, old_crc = self.fp, self.crc
-        slots = (self.mask + 1) * 2
+        slots = self.slots * 2
         self.fp = array("q", _ZERO_Q) * slots
         self.crc = array("I", _ZERO_I) * slots
-        self.mask = slots - 1
-        self.limit = slots // 2
+        self.slots = slots
+        self.limit = int(slots * LOAD)
         self.insert_all(old_fp, old_crc)
 
     def insert_all(self, fps, crcs) -> None:
         """Re-insert the non-empty slots of another table's arrays (count is left to the caller)."""
-        fp, crc, mask = self.fp, self.crc, self.mask
+        fp, crc, slots = self.fp, self.crc, self.slots
         for j, f in enumerate(fps):
             if f:
-                i = f & mask
+                i = f % slots
                 while fp[i]:
-                    i = (i + 1) & mask
+                    i += 1
+                    if i == slots:
+                        i = 0
                 fp[i] = f
                 crc[i] = crcs[j]
 
     def contains(self, f: int, c: int) -> bool:
-        fp, mask = self.fp, self.mask
-        i = f & mask
+        fp, slots = self.fp, self.slots
+        i = f % slots
         while True:
             v = fp[i]
             if v == f and self.crc[i] == c:
                 return True
             if not v:
                 return False
-            i = (i + 1) & mask
+            i += 1
+            if i == slots:
+                i = 0
 
     @property
     def nbytes(self) -> int:
-        return len(self.fp) * 12
+        return self.slots * SLOT_BYTES
 
 
 def _compacted(table: _DigestTable) -> _DigestTable:
-    slots = MIN_SLOTS
-    while slots // 2 < table.count:
-        slots *= 2
-    new = _DigestTable(slots)
+    new = _DigestTable(max(MIN_SLOTS, int(table.count / LOAD) + 1))
     new.insert_all(table.fp, table.crc)
     new.count = table.count
     return new
@@ -92,15 +102,12 @@ def _compacted(table: _DigestTable) -> _DigestTable:
 
 def presized_slots(file_size: int, sample: list) -> int:
     """Slots for a file of ``file_size`` bytes whose first records are ``sample``: enough to hold every
-    frame at most half full, a power of two between MIN_SLOTS and PRESIZE_CAP."""
+    frame at most ``LOAD`` full, between MIN_SLOTS and PRESIZE_CAP."""
     lengths = [len(rec[0]) for rec in sample if rec[1] >= 0]
     if not file_size or not lengths:
         return MIN_SLOTS
     estimate = file_size // (sum(lengths) // len(lengths) + _RECORD_OVERHEAD)
-    slots = MIN_SLOTS
-    while slots // 2 < estimate and slots < PRESIZE_CAP:
-        slots *= 2
-    return slots
+    return min(PRESIZE_CAP, max(MIN_SLOTS, int(estimate / LOAD) + 1))
 
 
 class DedupStage(Stage):
@@ -133,9 +140,13 @@ class DedupStage(Stage):
         need = (n + len(batch) + 7) >> 3
         if len(dropped) < need:
             dropped.extend(bytes(need - len(dropped) + 256))
+        if table.count + len(batch) <= table.limit:
+            lts = set(map(_LINKTYPE, batch))
+            if len(lts) == 1 and min(lts) >= 0:
+                return self._process_plain(batch, min(lts))
         out = []
         append = out.append
-        fp, crcs, mask = table.fp, table.crc, table.mask
+        fp, crcs, slots = table.fp, table.crc, table.slots
         count, limit = table.count, table.limit
         removed = 0
         last_lt, mix = 1, _LT_MIX & _MIX_BITS
@@ -148,8 +159,8 @@ class DedupStage(Stage):
                 last_lt, mix = lt, (lt * _LT_MIX) & _MIX_BITS
             data = rec[0]
             f = (hash(data) ^ mix) or 1     # never 0: 0 marks an empty slot
-            c = crc32(data)
-            i = f & mask
+            c = crc32(data[:HEAD])
+            i = f % slots
             while True:                     # inlined probe: this loop is the stage's whole cost
                 v = fp[i]
                 if not v:
@@ -166,18 +177,70 @@ class DedupStage(Stage):
                             self.removed += removed
                             return out + self._process_window(batch[_index_after(batch, rec):])
                         table.grow()
-                        fp, crcs, mask = table.fp, table.crc, table.mask
+                        fp, crcs, slots = table.fp, table.crc, table.slots
                         count, limit = table.count, table.limit
                     break
                 if v == f and crcs[i] == c:
                     dropped[n >> 3] |= 1 << (n & 7)
                     removed += 1
                     break
-                i = (i + 1) & mask
+                i += 1
+                if i == slots:
+                    i = 0
             n += 1
         table.count = count
         self.frames = n
         self.removed += removed
+        return out
+
+    def _process_plain(self, batch: list, lt: int) -> list:
+        """The common batch: frames of one link type, room for all of them in the table. The fingerprints
+        are computed in C loops (map); only the probe is Python. Returns ``batch`` itself when it holds no
+        duplicate, else the batch without them (slices between the drops)."""
+        table = self._table
+        fp, crcs, slots = table.fp, table.crc, table.slots
+        mix = (lt * _LT_MIX) & _MIX_BITS
+        datas = list(map(_DATA, batch))
+        drops = []
+        j = 0
+        for h, c in zip(map(hash, datas), map(crc32, map(_HEAD, datas))):
+            f = (h ^ mix) or 1              # never 0: 0 marks an empty slot
+            i = f % slots
+            v = fp[i]
+            if not v:                       # the home slot is free: the usual case
+                fp[i] = f
+                crcs[i] = c
+            elif v == f and crcs[i] == c:
+                drops.append(j)
+            else:
+                while True:                 # inlined probe: this loop is the stage's whole cost
+                    i += 1
+                    if i == slots:
+                        i = 0
+                    v = fp[i]
+                    if not v:
+                        fp[i] = f
+                        crcs[i] = c
+                        break
+                    if v == f and crcs[i] == c:
+                        drops.append(j)
+                        break
+            j += 1
+        n = self.frames
+        self.frames = n + j
+        table.count += j - len(drops)
+        if not drops:
+            return batch
+        self.removed += len(drops)
+        dropped = self.dropped
+        out = []
+        prev = 0
+        for j in drops:
+            k = n + j
+            dropped[k >> 3] |= 1 << (k & 7)
+            out += batch[prev:j]
+            prev = j + 1
+        out += batch[prev:]
         return out
 
     def _process_window(self, batch: list) -> list:
@@ -196,16 +259,18 @@ class DedupStage(Stage):
                 continue
             data = rec[0]
             f = (hash(data) ^ ((lt * _LT_MIX) & _MIX_BITS)) or 1
-            c = crc32(data)
+            c = crc32(data[:HEAD])
             table = self._table
             if (self._previous is not None and self._previous.contains(f, c)) or table.contains(f, c):
                 dropped[n >> 3] |= 1 << (n & 7)
                 self.removed += 1
             else:
-                fp, mask = table.fp, table.mask
-                i = f & mask
+                fp, slots = table.fp, table.slots
+                i = f % slots
                 while fp[i]:
-                    i = (i + 1) & mask
+                    i += 1
+                    if i == slots:
+                        i = 0
                 fp[i] = f
                 table.crc[i] = c
                 table.count += 1
@@ -226,7 +291,7 @@ class DedupStage(Stage):
         table = self._table
         if table is not None and table.count >= WINDOW:
             self._previous, self._table = table, _DigestTable()
-        elif table is not None and table.count * 4 < table.mask + 1 and table.mask + 1 > MIN_SLOTS:
+        elif table is not None and table.count * 4 < table.slots and table.slots > MIN_SLOTS:
             self._table = _compacted(table)         # a presized table, mostly empty: give the room back
         return (f"Remove Dupes switched to a window: duplicates are now found among at least the last "
                 f"{WINDOW:,} unique frames instead of the whole file (no other frame is dropped).")

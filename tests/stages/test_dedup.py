@@ -11,8 +11,8 @@ from pktmask_gui.pipeline import ExecSpec, execute
 from pktmask_gui.samplegen import generate
 from pktmask_gui.stages import StageContext, StageError
 from pktmask_gui.stages import dedup as dedup_mod
-from pktmask_gui.stages.dedup import (MIN_SLOTS, PRESIZE_CAP, DedupReplay, DedupStage, _DigestTable,
-                                      presized_slots)
+from pktmask_gui.stages.dedup import (HEAD, LOAD, MIN_SLOTS, PRESIZE_CAP, SLOT_BYTES, DedupReplay, DedupStage,
+                                      _DigestTable, presized_slots)
 
 
 def pkt(data: bytes, lt: int = 1, ts: int = 0) -> tuple:
@@ -65,6 +65,23 @@ def test_same_bytes_other_link_type_is_not_a_duplicate():
     assert stage.report()["duplicates_removed"] == 2
 
 
+def test_frames_alike_but_for_their_tail_are_kept():
+    head = os.urandom(HEAD)
+    frames = [pkt(head + bytes([i]) * 600) for i in range(50)] + [pkt(head + b"\0" * 599 + bytes([i])) for i in range(1, 50)]
+    stage = DedupStage({}, StageContext())
+    assert stage.process(frames + frames) == frames
+    assert stage.report()["duplicates_removed"] == len(frames)
+
+
+def test_the_head_crc_separates_frames_whose_keyed_hash_collides(monkeypatch):
+    # force every frame onto one 64-bit hash: only the CRC-32 of the first HEAD bytes tells them apart
+    monkeypatch.setattr(dedup_mod, "hash", lambda data: 12345, raising=False)
+    frames = [pkt(os.urandom(HEAD + 10)) for _ in range(200)] + [pkt(os.urandom(20)) for _ in range(200)]
+    stage = DedupStage({}, StageContext())
+    assert stage.process(frames) == frames                     # a 200-long probe chain, nothing dropped
+    assert stage.process(frames[::-1]) == []
+
+
 def test_matches_the_set_definition_across_batches_growth_and_metadata():
     records = random_records(60000, seed=3, meta_every=1000)     # > MIN_SLOTS / 2 unique: the table grows
     stage = DedupStage({}, StageContext())
@@ -74,7 +91,7 @@ def test_matches_the_set_definition_across_batches_growth_and_metadata():
     frames = sum(1 for r in records if r[1] >= 0)
     assert stage.report()["frames"] == frames
     assert stage.report()["duplicates_removed"] == frames - sum(1 for r in want if r[1] >= 0)
-    assert stage._table.mask + 1 > MIN_SLOTS                   # it did grow
+    assert stage._table.slots > MIN_SLOTS                      # it did grow
 
 
 def test_window_mode_never_drops_a_unique_frame(monkeypatch):
@@ -96,11 +113,12 @@ def test_presize_from_file_size_and_first_batch():
     sample = [pkt(b"x" * 84)] * 10                             # 100 bytes a record in the file
     assert presized_slots(0, sample) == MIN_SLOTS
     assert presized_slots(10**9, []) == MIN_SLOTS
-    assert presized_slots(100 * 200_000, sample) == 1 << 19    # 200k frames at most half full
+    slots = presized_slots(100 * 200_000, sample)
+    assert 200_000 / slots <= LOAD < 200_001 / slots           # 200k frames: at most LOAD full, no more room
     assert presized_slots(10**12, sample) == PRESIZE_CAP       # capped: it grows from there if it must
     stage = DedupStage({}, StageContext(extra={"input_size": 100 * 200_000}))
     stage.process(sample)
-    assert stage.report()["digest_table_bytes"] == (1 << 19) * 12
+    assert stage.report()["digest_table_bytes"] == slots * SLOT_BYTES
 
 
 def test_compaction_under_pressure_gives_room_back():
@@ -115,13 +133,14 @@ def test_compaction_under_pressure_gives_room_back():
 
 
 def test_grow_keeps_every_fingerprint():
-    table = _DigestTable(16)
+    table = _DigestTable(13)                                  # any size, not only powers of two
     values = [((i * 0x9E3779B97F4A7C15) & ((1 << 63) - 1)) or 1 for i in range(1, 8)]
     values += [-v for v in values]                            # signed fingerprints too
+    values[1] = values[0] + 13 * 5                            # same home slot: a probe chain
     for v in values[:7]:
-        i = v & table.mask
+        i = v % table.slots
         while table.fp[i]:
-            i = (i + 1) & table.mask
+            i = (i + 1) % table.slots
         table.fp[i], table.crc[i] = v, v & 0xFFFFFFFF
         table.count += 1
     table.grow()
