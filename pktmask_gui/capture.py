@@ -244,13 +244,14 @@ class RawBatch(list):
 class CaptureReader:
     """Streaming reader of one pcap or pcapng file; see the module docstring for the records."""
 
-    def __init__(self, path):
+    def __init__(self, path, fileobj=None):
+        """``fileobj``: read this object (``read(n)``, ``close()``) instead of opening ``path``."""
         self.path = path
         self.format = None
         self.pcap_header = None
         self.offset = 0
         self.packets = 0            # packet records yielded so far
-        self._fh, self.size = _open_regular(path)
+        self._fh, self.size = _open_regular(path) if fileobj is None else (fileobj, 0)
         self._sections = []         # pcapng: one list of Interface per section
         self._counts = {"snaplen": 0, "origlen": 0, "fraction": 0}
         self._notes = []
@@ -617,6 +618,11 @@ class CaptureWriter:
     def bytes_written(self) -> int:
         return self._flushed + len(self._out)
 
+    @property
+    def bytes_flushed(self) -> int:
+        """Bytes handed to the file object so far."""
+        return self._flushed
+
     def _start_pcap(self, header: bytes) -> None:
         if len(header) != 24 or header[:4] not in _PCAP_MAGICS:
             raise ValueError("pcap_header must be the 24-byte header of a pcap file")
@@ -669,6 +675,7 @@ class CaptureWriter:
         spans = []
         run = pos
         k, n = 0, len(source)
+        drops = n - len(records)                    # source records missing from the output
         for rec in records:
             while k < n:
                 s = source[k]
@@ -677,6 +684,9 @@ class CaptureWriter:
                 if s is rec:
                     pos += size
                     break
+                drops -= 1
+                if drops < 0:
+                    return False                    # more missing than dropped: rec is new (rewritten)
                 if run < pos:                       # s was dropped: the run before it ends here
                     spans.append((run, pos))
                 pos += size

@@ -167,6 +167,9 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
 
     Returns {"packets_in", "packets_out", "warnings", "stages"}. Raises Cancelled, CaptureError, StageError.
 
+    Passes over the input: the pre-scan (when a stage needs one) and the main pass, during which the
+    self-check reads the output back as it is written (_MainPass.check_while_writing).
+
     A frame-dropping stage (dedup) decides once, in the first pass that runs it; the later passes replay
     its decisions (``replayer()``, one bit per frame) instead of hashing every frame again, and its tables
     are freed at once. Since passes then rely on seeing the same input, the input's size, inode and
@@ -178,7 +181,8 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
     names = _run_order(spec.stages)
     stages = _make_stages(ExecSpec(**{**asdict(spec), "stages": names}), context)
     monitor = MemoryMonitor(spec.memory_rss_mb, spec.memory_available_pct)
-    passes = 1 + sum(1 for s in stages if s.needs_prescan) + (1 if any(s.self_check for s in stages) else 0)
+    passes = 1 + sum(1 for s in stages if s.needs_prescan)
+    _check_order(stages)
     clock = _Progress(progress, passes, cancel)
     warnings: list[str] = []
     decided: dict[str, Stage] = {}      # name -> the stage whose frame decisions later passes replay
@@ -209,45 +213,22 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
         _check_stamp(spec.read_path, stamp)
         clock.next_pass()
 
-    # Pass 2: the fused streaming pass.
+    # Pass 2: the fused streaming pass; the self-check reads the output back as it is written.
     stages = [_replay(decided[s.name], context) if s.name in decided else s for s in stages]
-    packets_in = packets_out = 0
-    # early write-back drops the written pages from the cache: only when no self-check reads them again
-    next_writeback = WRITEBACK_EVERY if not any(s.self_check for s in stages) else float("inf")
+    checkers = [s for s in stages if s.self_check]
     with CaptureReader(spec.read_path) as reader, open(spec.staged_path, "xb") as fh:
-        writer = CaptureWriter(fh, reader.format, reader.pcap_header)
-        only_packets = reader.format == "pcap"      # pcap: every record is a packet
-        # a stage that only rewrites pcapng blocks (pcapng_only = True) has nothing to do in a pcap file
-        active = [s for s in stages if not (only_packets and getattr(s, "pcapng_only", False))]
-        for source in reader.batches(BATCH):
-            packets_in += len(source) if only_packets else _count_packets(source)
-            batch = source
-            for stage in active:
-                batch = stage.process(batch)
-            writer.write_batch(batch, source)
-            if writer.bytes_written >= next_writeback:
-                _start_writeback(fh)
-                next_writeback = writer.bytes_written + WRITEBACK_EVERY
-            packets_out += len(batch) if only_packets else _count_packets(batch)
-            clock.tick("process", reader.offset, reader.size, packets_in)
-            reason = monitor.pressure()
-            if reason:
-                _relieve(reason, stages, context)
-        _finish(stages)
-        writer.close()
-        fh.flush()
-        os.fsync(fh.fileno())
+        main = _MainPass(reader, fh, stages, checkers, clock, monitor, context)
+        if checkers:
+            main.check_while_writing(spec.staged_path)
+        else:
+            while main.step():
+                pass
         for message in reader.warnings:
             if message not in warnings:
                 warnings.append(message)
-    checkers = [s for s in stages if s.self_check]
-    _check_stamp(spec.read_path, stamp, final=not checkers)
+    packets_in, packets_out = main.packets_in, main.packets_out
+    _check_stamp(spec.read_path, stamp, final=True)
     clock.next_pass()
-
-    # Pass 3 (when asked): self-check of the written output against the input.
-    if checkers:
-        _self_check(spec, names, stages, checkers, clock)
-        _check_stamp(spec.read_path, stamp, final=True)
 
     for message in context.warnings:
         if message not in warnings:
@@ -319,44 +300,129 @@ def _relieve(reason: str, stages: list[Stage], context: StageContext) -> None:
             "Memory pressure (%s): nothing left to release; the job goes on, no packet is dropped.", reason)
 
 
-def _self_check(spec: ExecSpec, names: list[str], stages: list[Stage], checkers: list[Stage], clock) -> None:
-    """Re-read the output and, in lockstep, the input as it entered each checking stage.
-
-    Stages that drop frames (dedup) replay their main-pass decisions (or run again on fresh instances);
-    stages that only rewrite payload bytes are not replayed, since a checker compares only the fields it
-    owns. Both files are read batch by batch; the checkers get equal-length runs of packet records.
-    """
-    quiet = StageContext(log=logging.getLogger("pktmask_gui.stage.check"), key=spec.key, config_dir=spec.config_dir)
-    droppers = []
+def _check_order(stages: list) -> None:
+    """The self-check compares each checking stage's input with the output: no stage after it may drop
+    frames (the registry's order guarantees it; a new stage that breaks it fails loudly here)."""
+    seen_checker = False
     for stage in stages:
-        if getattr(stage, "drops_frames", False):
-            droppers.append(_replay(stage, quiet) if hasattr(stage, "replayer") else
-                            stage_by_name(stage.name)({**spec.stage_options.get(stage.name, {})}, quiet))
-    with CaptureReader(spec.read_path) as src, CaptureReader(spec.staged_path) as out:
-        before = _PacketRuns(src, droppers, clock)
-        after = _PacketRuns(out, [], _NullClock())
-        while True:
-            b = before.take(BATCH)
-            a = after.take(BATCH)
-            if len(b) != len(a):
-                raise StageError("self-check failed: the output does not hold the same number of frames "
-                                 "as the input after duplicate removal")
-            if not b:
+        if getattr(stage, "drops_frames", False) and seen_checker:
+            raise StageError(f"internal error: {stage.name} drops frames after a self-checking stage")
+        seen_checker = seen_checker or stage.self_check
+
+
+class _MainPass:
+    """The main pass, one input batch per ``step()``: stages, writer, progress, memory pressure.
+
+    With self-checking stages, ``check_while_writing()`` drives it instead: it reads the output file back
+    through a second reader as the writer fills it (``_FollowFile``) and hands each checker equal runs of
+    packet records, as they entered the checker and as they were read back from the file. The input is
+    read once; what waits for its comparison is at most a few MiB of records.
+    """
+
+    def __init__(self, reader, fh, stages, checkers, clock, monitor, context):
+        self.reader, self.fh, self.clock, self.monitor, self.context = reader, fh, clock, monitor, context
+        self.stages = stages
+        self.writer = CaptureWriter(fh, reader.format, reader.pcap_header)
+        self.only_packets = reader.format == "pcap"      # pcap: every record is a packet
+        # a stage that only rewrites pcapng blocks (pcapng_only = True) has nothing to do in a pcap file
+        self.active = [s for s in stages if not (self.only_packets and getattr(s, "pcapng_only", False))]
+        self.checkers = checkers
+        self.entering = [[] for _ in checkers]          # per checker: packets it took in, not yet compared
+        self.batches = reader.batches(BATCH)
+        self.packets_in = self.packets_out = 0
+        self.done = False
+        # early write-back drops the written pages from the cache: only when no check reads them back
+        self.next_writeback = float("inf") if checkers else WRITEBACK_EVERY
+
+    def step(self) -> bool:
+        """Process one input batch; at the end, finish the output (flushed and fsynced) and return False."""
+        if self.done:
+            return False
+        source = next(self.batches, None)
+        if source is None:
+            _finish(self.stages)
+            self.writer.close()
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.done = True
+            return False
+        only_packets = self.only_packets
+        self.packets_in += len(source) if only_packets else _count_packets(source)
+        batch = source
+        for stage in self.active:
+            if stage.self_check:
+                pending = self.entering[self.checkers.index(stage)]
+                pending += batch if only_packets else [rec for rec in batch if rec[1] >= 0]
+            batch = stage.process(batch)
+        writer = self.writer
+        writer.write_batch(batch, source)
+        if self.checkers:
+            self.fh.flush()                 # what the writer handed over is in the file, for the read-back
+        elif writer.bytes_written >= self.next_writeback:
+            _start_writeback(self.fh)
+            self.next_writeback = writer.bytes_written + WRITEBACK_EVERY
+        self.packets_out += len(batch) if only_packets else _count_packets(batch)
+        self.clock.tick("process", self.reader.offset, self.reader.size, self.packets_in)
+        reason = self.monitor.pressure()
+        if reason:
+            _relieve(reason, self.stages, self.context)
+        return True
+
+    def check_while_writing(self, path: str) -> None:
+        follow = _FollowFile(path, self)
+        with CaptureReader(path, fileobj=follow) as out:
+            after = _PacketRuns(out)
+            while True:
+                a = after.take(BATCH)           # reading drives the main pass as far as it needs
+                for checker, pending in zip(self.checkers, self.entering):
+                    b = pending[:len(a)]
+                    del pending[:len(a)]
+                    if len(b) != len(a):
+                        raise StageError("self-check failed: the output holds more frames than went in")
+                    if a:
+                        checker.check(b, a)
+                if not a:
+                    break
+        while self.step():                      # a cut-short output: the pass still ends (and says so)
+            pass
+        if any(self.entering):
+            raise StageError("self-check failed: the output holds fewer frames than went in")
+
+
+class _FollowFile:
+    """The output file as it is being written, for a reader: a read first runs the main pass until the
+    bytes it asks for are in the file (or the pass has ended), so it never meets a false end of file."""
+
+    def __init__(self, path: str, main: _MainPass):
+        self.fh = open(path, "rb", buffering=0)
+        self.main = main
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        main = self.main
+        want = self.pos + n
+        while main.writer.bytes_flushed < want and main.step():
+            pass
+        parts = []
+        while n > 0:
+            chunk = self.fh.read(n)
+            if not chunk:
                 break
-            for checker in checkers:
-                checker.check(b, a)
-    _finish(droppers)
-    clock.next_pass()
+            parts.append(chunk)
+            n -= len(chunk)
+        data = b"".join(parts)
+        self.pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self.fh.close()
 
 
 class _PacketRuns:
-    """Packet records of a capture (metadata left out) after the given stages, taken in runs of n."""
+    """Packet records of a capture (metadata left out), taken in runs of n."""
 
-    def __init__(self, reader: CaptureReader, stages: list, clock):
-        self.reader = reader
+    def __init__(self, reader: CaptureReader):
         self.batches = reader.batches(BATCH)
-        self.stages = stages
-        self.clock = clock
         self.pending: list = []
         self.only_packets = reader.format == "pcap"
         self.eof = False
@@ -368,9 +434,6 @@ class _PacketRuns:
             if batch is None:
                 self.eof = True
                 break
-            for stage in self.stages:
-                batch = stage.process(batch)
-            self.clock.tick("check", self.reader.offset, self.reader.size, 0)
             if self.only_packets:
                 pending += batch
             else:
@@ -381,11 +444,6 @@ class _PacketRuns:
         run = pending[:n]
         del pending[:n]
         return run
-
-
-class _NullClock:
-    def tick(self, *args):
-        pass
 
 
 class _Progress:

@@ -260,3 +260,80 @@ def test_unknown_link_type_passes_dedup(env):
     result = run_job(Job(src, out, ["dedup"]), settings)
     assert result.status == "ok", result.error
     assert [r[0] for r in frames(Path(result.output))] == [b"\x01\x02\x03" * 10, b"\x09" * 40]
+
+
+# --- the self-check reads the output back while it is written ----------------------------------------
+
+from pktmask_gui import pipeline as pipeline_mod  # noqa: E402
+from pktmask_gui.capture import CaptureWriter  # noqa: E402
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_self_check_reads_the_file_back_and_catches_a_writer_that_leaks(env, monkeypatch, fmt):
+    """A writer that puts one original frame back (the bytes as read) must fail the job: the check reads
+    the file, not the records in memory."""
+    workdir, temp_root, out, settings = env
+    src = workdir / f"in.{fmt}"
+    generate(src, packets=6000, seed=11, fmt=fmt, metadata=fmt == "pcapng")
+    ok = run_job(Job(src, out, ["anonymize"]), settings)
+    assert ok.status == "ok", ok.error
+    real = CaptureWriter.write_batch
+    calls = []
+
+    def leaky(self, records, source=None):
+        calls.append(1)
+        if len(calls) == 2 and source is not None:
+            records = list(records)
+            for i, rec in enumerate(records):
+                if rec[1] >= 0:
+                    records[i] = next(r for r in source if r[1] >= 0 and r[2] == rec[2])  # the original
+                    break
+        return real(self, records, source)
+    monkeypatch.setattr(CaptureWriter, "write_batch", leaky)
+    bad = run_job(Job(src, workdir / "out2", ["anonymize"]), settings)
+    assert bad.status == "failed" and "self-check failed" in bad.error
+    assert leftovers(temp_root, workdir / "out2") == [] and not list((workdir / "out2").glob("*.pcap*"))
+
+
+@pytest.mark.parametrize("change, words", [("drop", "fewer frames"), ("repeat", "more frames")])
+def test_self_check_catches_a_frame_lost_or_added_by_the_writer(env, monkeypatch, change, words):
+    workdir, temp_root, out, settings = env
+    src = workdir / "in.pcap"
+    generate(src, packets=1500, seed=12)                     # one batch: its last frame is the file's last
+
+    def wrong(self, records, source=None):
+        records = records[:-1] if change == "drop" else records + records[-1:]
+        return real(self, records, source)
+    real = CaptureWriter.write_batch
+    monkeypatch.setattr(CaptureWriter, "write_batch", wrong)
+    result = run_job(Job(src, out, ["dedup", "anonymize"]), settings)
+    assert result.status == "failed" and words in result.error, result.error
+    assert leftovers(temp_root, out) == []
+
+
+def test_self_check_holds_a_bounded_backlog(env, monkeypatch):
+    """What waits to be compared is a few MiB of records, whatever the file size."""
+    workdir, temp_root, out, settings = env
+    src = workdir / "in.pcap"
+    generate(src, packets=40000, seed=13)
+    most = []
+    from pktmask_gui.stages.anonymize import AnonymizeStage
+
+    real_check = AnonymizeStage.check
+    passes = []
+
+    def watching(self, before, after):
+        main = passes[-1]
+        most.append(sum(len(r[0]) for p in main.entering for r in p) + sum(len(r[0]) for r in before))
+        return real_check(self, before, after)
+    real_init = pipeline_mod._MainPass.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        passes.append(self)
+    monkeypatch.setattr(AnonymizeStage, "check", watching)
+    monkeypatch.setattr(pipeline_mod._MainPass, "__init__", init)
+    result = run_job(Job(src, out, ["dedup", "anonymize", "mask"]), settings)
+    assert result.status == "ok", result.error
+    assert src.stat().st_size > 20 << 20 and len(most) > 10
+    assert max(most) < 6 << 20, max(most)       # bytes of frames held for the comparison

@@ -10,7 +10,7 @@ that is also, when their first 64 bytes differ, a CRC-32 collision of those.
 The table is sized once from the file size and the mean record size of the first batch (capped at
 ``PRESIZE_CAP`` slots), so that a large file does not pay for a chain of doublings, each of which briefly
 holds the old and the new table. On top of that, one bit per frame records each decision, so that later
-passes over the same input (pre-scan, main pass, self-check) repeat them without hashing (``replayer``).
+passes over the same input (the main pass after a pre-scan) repeat them without hashing (``replayer``).
 Hand-written table: Python has no compact fixed-width hash set, and this one is the hot path.
 
 Under memory pressure the stage switches to a window: it remembers at least the last WINDOW unique frames
