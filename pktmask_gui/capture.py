@@ -394,12 +394,14 @@ class CaptureReader:
                         self._cut_short("packet", base, self.packets)
                     break
             start = pos
+            last = end - hl                 # the last position a record header fits at
             for _ in repeat(None, max_records):
-                if pos + hl > end:
+                if pos > last:
                     break                   # the next batch refills the buffer
                 sec, frac, caplen, origlen = unpack_from(buf, pos)
-                nxt = pos + hl + caplen
-                if caplen > fast_cap or caplen > origlen or frac >= unit or nxt > end:
+                at = pos + hl
+                nxt = at + caplen
+                if caplen > origlen or nxt > end or frac >= unit or caplen > fast_cap:
                     number = self.packets + len(batch) + 1
                     if caplen > MAX_CAPLEN:
                         raise CaptureError(f"packet {number} claims a captured length of {caplen} bytes, "
@@ -410,8 +412,8 @@ class CaptureReader:
                         buf = self._more(buf, pos, hl + caplen)
                         base += pos
                         pos, end = 0, len(buf)
-                        start = 0
-                        nxt = hl + caplen
+                        start, last = 0, end - hl
+                        at, nxt = hl, hl + caplen
                         if nxt > end:
                             if caplen > origlen or (snap and caplen > snap):
                                 raise CaptureError(f"packet {number} claims a captured length of "
@@ -429,13 +431,13 @@ class CaptureReader:
                         ts = RawPcapTime(sec, frac, unit)
                     else:
                         ts = sec * unit + frac
-                    append((buf[pos + hl:nxt], linktype, ts, origlen, 0,
+                    append((buf[at:nxt], linktype, ts, origlen, 0,
                             (0, buf[pos + 16:pos + 24]) if modified else None))
                     pos = nxt
                     continue
                 if sec != last_sec:         # one multiplication per second of capture, not per packet
                     last_sec, sec_base = sec, sec * unit
-                append((buf[pos + hl:nxt], linktype, sec_base + frac, origlen, 0, None))
+                append((buf[at:nxt], linktype, sec_base + frac, origlen, 0, None))
                 pos = nxt
             else:
                 if pos == end and self._eof:
