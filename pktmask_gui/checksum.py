@@ -55,7 +55,7 @@ def _swap(x: int) -> int:
 
 def field_delta(old, new, odd: bool = False) -> int:
     """Ones'-complement ``sum(new) + ~sum(old)`` (folded) for one changed field."""
-    d = ones_sum(new) + (~ones_sum(old) & 0xFFFF)
+    d = _fold(_word_sum(new)) + (~_fold(_word_sum(old)) & 0xFFFF)
     d = (d & 0xFFFF) + (d >> 16)
     d = (d & 0xFFFF) + (d >> 16)
     return _swap(d) if odd else d

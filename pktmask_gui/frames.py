@@ -87,6 +87,8 @@ headers, not a fragment, TCP, UDP not carrying a tunnel or DHCP, DNS, ICMP / ICM
 at the top of ``walk`` (under a microsecond) that returns exactly what the general walk ``_walk`` would
 (tests/test_frames.py compares the two on crafted and mutated frames); everything else goes through the
 general walk, one loop with ``struct.unpack_from`` and direct indexing. Nothing is cached per packet.
+Stages with a fast path of their own for these shapes ask ``dns_addresses()`` for a DNS message's fields and
+``udp_tunnel_at()`` whether a UDP payload is a tunnel, so that they decide exactly as ``walk`` does.
 """
 from __future__ import annotations
 
@@ -185,6 +187,8 @@ def _unsupported_link(linktype: int) -> str:
 # UDP ports the fast path leaves to the general walk (tunnels, Teredo, DHCP / DHCPv6)
 _UDP_FAST_NOT = _UDP_TUNNEL_PORTS | frozenset((3544, 67, 68, 546, 547))
 _HHH = struct.Struct("!HHH").unpack_from
+_HHHH = struct.Struct("!HHHH").unpack_from
+_RR = struct.Struct("!HHIH").unpack_from                   # DNS resource record: type, class, TTL, length
 
 
 def walk(data, linktype: int):
@@ -1198,6 +1202,12 @@ def _udp_tunnel(data, n, sport, dport, p, uend, addrs):
     return None
 
 
+def udp_tunnel_at(data, sport: int, dport: int, p: int, uend: int) -> bool:
+    """True when walk() reads the UDP payload at ``p`` (ending at ``uend``) as a tunnel: by port, or Teredo
+    recognised by content on any port. For stages with a fast path of their own."""
+    return _udp_tunnel(data, len(data), sport, dport, p, uend, []) is not None
+
+
 def _gtpu(data, n, p, uend):
     if p + 8 > n:
         return None
@@ -1377,6 +1387,17 @@ def field_length(size: int, prefix_bits: int) -> int:
     return size if prefix_bits >= size * 8 or prefix_bits < 0 else (prefix_bits + 7) >> 3
 
 
+def dns_addresses(data, p: int, end: int, limit: int) -> list:
+    """The ``addrs`` entries walk() lists for a DNS message over UDP at ``p`` that ends at ``end`` (the UDP
+    length), with ``limit`` the end of its IP packet: A / AAAA records and EDNS client-subnet prefixes,
+    fields cut by ``limit`` given as prefixes of the bits present. For stages with a fast path of their own."""
+    addrs = []
+    _dns(data, limit, p, end, addrs)
+    if addrs:
+        _clip(addrs, 0, limit)
+    return addrs
+
+
 def _dns_name(data, q, end):
     """Offset after a (possibly compressed) DNS name, or -1."""
     for _ in range(128):
@@ -1399,7 +1420,7 @@ def _dns(data, n, p, end, addrs):
         end = n
     if p + 12 > end:
         return
-    qd, an, ns, ar = struct.unpack_from("!HHHH", data, p + 4)
+    qd, an, ns, ar = _HHHH(data, p + 4)
     if qd > 32 or an + ns + ar > 512 or (data[p + 2] >> 3) & 15 > 6:
         return                                               # not a plausible DNS message
     q = p + 12
@@ -1409,10 +1430,15 @@ def _dns(data, n, p, end, addrs):
             return
         q += 4
     for _ in range(an + ns + ar):
-        q = _dns_name(data, q, end)
-        if q < 0 or q + 10 > end:
+        if q < end and data[q] >= 0xC0:
+            q += 2                                           # a name that is one compression pointer
+        else:
+            q = _dns_name(data, q, end)
+            if q < 0:
+                return
+        if q + 10 > end:
             return
-        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", data, q)
+        rtype, _cls, _ttl, rdlen = _RR(data, q)
         r = q + 10
         if rtype == 1 and rdlen == 4 and r < end:
             addrs.append((r, 4, 32))

@@ -4,9 +4,17 @@ Per frame: ``frames.walk`` lists every address field (outer and tunnelled IP hea
 ARP, IPv4 options, IPv6 routing headers, neighbour discovery, IGMP/MLD, VRRP, IPCP, NHRP, DNS answers, DHCP)
 and every checksum; each field is replaced by its mapping and ``checksum.fix_checksums`` applies RFC 1624
 updates to every checksum that covers a changed byte or takes it into its pseudo-header. The self-check
-re-walks input and output and compares every address field with the mapping of the input's field. pcapng metadata that carries addresses (NRB
-records and DNS-server options, IDB ``if_IPv4addr``/``if_IPv6addr``, and ``if_MACaddr`` when MACs are
-mapped) is mapped with the same key; the metadata scrub may remove it later.
+re-walks input and output and compares every address field with the mapping of the input's field. pcapng
+metadata that carries addresses (NRB records and DNS-server options, IDB ``if_IPv4addr``/``if_IPv6addr``, and
+``if_MACaddr`` when MACs are mapped) is mapped with the same key; the metadata scrub may remove it later.
+
+Speed: most frames are Ethernet (+802.1Q) / IPv4 or IPv6 / TCP or UDP whose only address fields are the two
+IP addresses. process() and check() read those at fixed offsets inline (one struct read, no call, no walk):
+the address pair's mapping and checksum delta are cached per pair, the new checksums come from a table
+(_FOLD), and the self-check compares the output's headers with the input's around the two addresses and the
+addresses with the mapping. DNS over UDP on the same shapes takes a short path too (``dns_addresses``).
+Everything else, and every frame when ``fast_path`` is off (tests compare both: same bytes, same counts, same
+self-check verdicts), goes through ``walk``.
 
 Addresses kept as they are (``keep_special``): unspecified, limited broadcast, loopback, multicast; plus the
 user's ``keep_cidrs``. A mapped address that lands on a kept address seen in the file is a collision: two
@@ -24,9 +32,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .. import capture
-from ..checksum import fix_checksums, ones_sum
+from ..checksum import field_delta, fix_checksums, ones_sum, update
 from ..cryptopan import CryptoPAn
-from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, field_length, walk
+from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, dns_addresses, field_length, udp_tunnel_at, walk
 from ..settings import write_text_atomically
 from . import Option, Stage, StageError
 
@@ -40,7 +48,51 @@ _MAP_LIMIT = 1 << 20            # distinct addresses remembered (counts, mapping
 
 # UDP ports whose payload the walker reads (tunnels, Teredo, DNS, DHCP): never on the fast path
 _SLOW_UDP_PORTS = frozenset((4789, 4790, 6081, 2152, 6635, 1701, 8472, 3544, 53, 5353, 5355, 67, 68, 546, 547))
+_DNS_PORTS = frozenset((53, 5353, 5355))
+_TUNNEL_DHCP_PORTS = _SLOW_UDP_PORTS - _DNS_PORTS      # with DNS ports: DNS frames the inline path maps
 _PAIR_CACHE = 1 << 16
+# Inline fast path (process / check): one read from the byte before the IP header (the low byte of the
+# Ethertype) up to the ports. IPv4: Ethertype low byte, version/IHL, total length, flags/fragment offset,
+# protocol, header checksum, both addresses, ports. IPv6: Ethertype low byte, version/class, payload length,
+# next header, both addresses, ports.
+_V4 = struct.Struct("!BBxH2xHxBH8sHH").unpack_from
+_V6 = struct.Struct("!BB3xHBx32sHH").unpack_from
+# RFC 1624 eqn. 3, HC' = ~(~HC + d), equals the ones'-complement HC + ~d except for its zero: eqn. 3 gives
+# 0x0000 where HC + ~d gives 0xFFFF (and never 0xFFFF itself for d != 0). So for nd = ~d, the new checksum's
+# bytes are _FOLDZ[hc + nd] (0xFFFF written as 0x0000, as eqn. 3 does) and, for UDP, whose computed 0 is
+# stored as 0xFFFF, _FOLD[hc + nd]: one list index instead of a dozen integer operations per checksum.
+_FOLD = [i.to_bytes(2, "big") for i in range(65536)]
+_FOLD += _FOLD[1:]                      # x <= 0x1FFFE -> the 2 bytes of (x & 0xFFFF) + (x >> 16)
+_H2 = _FOLD                             # below 0x10000: a value's own 2 bytes
+_FOLDZ = _FOLD[:]
+_FOLDZ[0xFFFF] = _FOLDZ[0x1FFFE] = _FOLD[0]
+
+
+class _FrameError(Exception):
+    """An uninspectable frame met in process(): turned into Uninspectable with its frame number."""
+
+    def __init__(self, rec, reason):
+        super().__init__(reason)
+        self.rec, self.reason = rec, reason
+
+
+class _Mismatch(Exception):
+    """A self-check failure of one frame: turned into StageError with its frame number."""
+
+    def __init__(self, rec, tail):
+        super().__init__(tail)
+        self.rec, self.tail = rec, tail
+
+
+def _frame_number(batch, rec, base):
+    """1-based number of packet record ``rec`` (found by identity) when ``base`` packets came before ``batch``."""
+    n = base
+    for r in batch:
+        if r[1] >= 0:
+            n += 1
+        if r is rec:
+            break
+    return n
 
 
 _NO_PATCH = 2                   # _plain_frame: the transport checksum does not cover the addresses
@@ -167,13 +219,15 @@ class AnonymizeStage(Stage):
         self._keep4 = [(net >> (32 - plen), 32 - plen) for ver, net, plen in nets if ver == 4]
         self._keep6 = [(net >> (128 - plen), 128 - plen) for ver, net, plen in nets if ver == 6]
         self._macs = bool(self.options["anonymize_macs"])
+        self._fast = self.fast_path and not self._macs      # the fast paths know no MAC fields
         self._payload = bool(self.options["payload_addresses"])
         self._allow = bool(self.options["allow_uninspected"])
         self._export = str(self.options["export_mapping"] or "")
         self._map4 = {}             # original bytes -> output bytes (kept addresses map to themselves)
         self._map6 = {}
         self._mapmac = {}
-        self._pairs = {}            # fast path: source+destination bytes -> (mapped bytes, checksum delta)
+        self._pairs = {}            # fast path: source+destination bytes -> (mapped bytes, ~checksum delta)
+        self._addrs = {}            # DNS fast path: address bytes -> (mapped bytes, checksum delta)
         self._kept_seen = set()
         self._landed_on_kept = set()
         self._collisions = 0
@@ -321,15 +375,21 @@ class AnonymizeStage(Stage):
         return bytes(buf)
 
     def _pair(self, key: bytes, v4: bool):
-        """(mapped source+destination, ones'-complement delta of the pair) for the fast path."""
+        """Fast path: ``(mapped source+destination, nd)`` for an address pair. ``nd`` is ``~d`` (16 bits) for
+        the ones'-complement change d of the pair's sum, 0 when that sum stays the same (no checksum moves)
+        and -1 when the pair maps to itself (nothing to write)."""
         size = 4 if v4 else 16
         table = self._map4 if v4 else self._map6
         src, dst = key[:size], key[size:]
         new_src = table.get(src) or self._new(src, v4)
         new_dst = table.get(dst) or self._new(dst, v4)
         new = new_src + new_dst
-        d = ones_sum(new) + 0xFFFF - ones_sum(key)
-        d = (d & 0xFFFF) + (d >> 16)
+        if new == key:
+            d = -1
+        else:
+            d = ones_sum(new) + 0xFFFF - ones_sum(key)
+            d = (d & 0xFFFF) + (d >> 16)
+            d = 0 if d == 0xFFFF or d == 0 else 0xFFFF ^ d
         cache = self._pairs
         if len(cache) >= _PAIR_CACHE:
             cache.clear()
@@ -339,88 +399,241 @@ class AnonymizeStage(Stage):
     def process(self, batch: list) -> list:
         out = []
         append = out.append
-        types = self._types
-        fast = self.fast_path and not self._macs
         pairs = self._pairs
-        plain = _plain_frame
-        n4 = n6 = 0                         # fast-path frames by type, added to the counts after the batch
+        pair = self._pair
+        one = self._one
+        join = b"".join
+        h2, fold, foldz = _H2, _FOLD, _FOLDZ
+        slow_udp = _SLOW_UDP_PORTS
+        # the inline path reads at most 52 bytes of an untagged IPv4 frame (its TCP checksum; 56 with a tag)
+        least = 52 if self._fast else 1 << 62
+        n4 = n6 = 0                         # inline-path frames by type, added to the counts after the batch
+        base = self._frames
+        self._frames = base + len(batch)    # _one takes metadata records off again
         try:
             for rec in batch:
-                lt = rec[1]
-                if lt < 0:
-                    append(self._metadata(rec))
-                    continue
-                self._frames += 1
                 data = rec[0]
-                if fast:
-                    c = plain(data, lt)
-                    if c is not None:
-                        # Fast path, same bytes out as the general one: a plain TCP/UDP packet whose only
-                        # address fields are the IP source and destination (see _plain_frame).
-                        a, size, cs, udp = c
-                        b = a + 2 * size
-                        key = data[a:b]
-                        hit = pairs.get(key)
-                        if size == 4:
-                            n4 += 1
-                            if hit is None:
-                                hit = self._pair(key, True)
-                        else:
-                            n6 += 1
-                            if hit is None:
-                                hit = self._pair(key, False)
-                        new, d = hit
-                        if new == key:
-                            append(rec)
-                            continue
-                        if d and d != 0xFFFF:
-                            # RFC 1624 eqn. 3 on the IPv4 header checksum and the TCP/UDP one (UDP: a
-                            # stored 0 stays 0, a computed 0 is stored as 0xFFFF), as checksum.update does
-                            hc = (data[cs] << 8) | data[cs + 1]
-                            if udp == _NO_PATCH:
-                                l4cs = data[cs:cs + 2]
-                            elif udp and hc == 0:
-                                l4cs = b"\0\0"
+                if rec[1] == 1 and len(data) >= least:
+                    # Inline fast path, same bytes out as the general one (tests compare them): Ethernet with
+                    # at most one 802.1Q tag, IPv4 without options or IPv6 without extension headers, not a
+                    # fragment, TCP or UDP whose payload holds no address field (see _plain_frame). Offsets
+                    # are fixed, so one struct read gives the addresses, ports and checksum; no call per frame.
+                    o = 14
+                    e = data[12]
+                    if e == 0x81 and data[13] == 0:
+                        o = 18
+                        e = data[16] if len(data) >= 56 else 0
+                    if e == 8:
+                        et2, vihl, tot, frag, proto, hc, key, sport, dport = _V4(data, o - 1)
+                        if et2 == 0 and vihl == 0x45 and not frag & 0x3FFF and (tot == 0 or tot >= 38):
+                            if proto == 6:
+                                cs = 0 if sport == 53 or dport == 53 else o + 36
+                            elif proto == 17:
+                                if sport in slow_udp or dport in slow_udp:
+                                    cs = -1
+                                else:
+                                    cs = o + 26
+                                    x = data[o + 28]
+                                    if x == 0 or x >> 4 == 6:
+                                        cs = 0          # could be Teredo (recognised by content)
                             else:
-                                t = (~hc & 0xFFFF) + d
-                                t = ~((t & 0xFFFF) + (t >> 16)) & 0xFFFF
-                                if udp and t == 0:
-                                    t = 0xFFFF
-                                l4cs = t.to_bytes(2, "big")
-                            if size == 4:
-                                hc = (data[a - 2] << 8) | data[a - 1]
-                                t = (~hc & 0xFFFF) + d
-                                t = ~((t & 0xFFFF) + (t >> 16)) & 0xFFFF
-                                new = t.to_bytes(2, "big") + new
-                                a -= 2
-                            append((b"".join((data[:a], new, data[b:cs], l4cs, data[cs + 2:])),) + rec[1:])
-                        else:
-                            append((b"".join((data[:a], new, data[b:])),) + rec[1:])
-                        continue
-                w = walk(data, lt)
-                status = w[0]
-                if status != OK:
-                    if status == NON_IP:
-                        types[w[1]] = types.get(w[1], 0) + 1
-                        append(rec)
-                        continue
-                    if not self._allow:
-                        raise Uninspectable(
-                            f"frame {self._frames} cannot be inspected: {w[1]} (the option 'Let uninspectable "
-                            f"frames through' / --allow-uninspected passes such frames unchanged)")
-                    self._uninspected += 1
-                    self._reasons[w[1]] = self._reasons.get(w[1], 0) + 1
-                    append(rec)
-                    continue
-                types[w[1]] = types.get(w[1], 0) + 1
-                new = self._rewrite(data, w)
-                append(rec if new is None else (new,) + rec[1:])
+                                cs = 0
+                            if cs > 0:
+                                new, nd = pairs.get(key) or pair(key, True)
+                                n4 += 1
+                                if nd > 0:
+                                    # RFC 1624 on the IPv4 header checksum and the TCP/UDP one (see _FOLD;
+                                    # UDP: a stored 0 stays 0)
+                                    u = (data[cs] << 8) | data[cs + 1]
+                                    append((join((data[:o + 10], foldz[hc + nd], new, data[o + 20:cs],
+                                                  foldz[u + nd] if proto == 6 else fold[u + nd] if u else h2[0],
+                                                  data[cs + 2:])), 1, rec[2], rec[3], rec[4], rec[5]))
+                                elif nd == 0:
+                                    append((join((data[:o + 12], new, data[o + 20:])),
+                                            1, rec[2], rec[3], rec[4], rec[5]))
+                                else:
+                                    append(rec)
+                                continue
+                            if cs < 0 and (sport in _DNS_PORTS or dport in _DNS_PORTS) and \
+                                    sport not in _TUNNEL_DHCP_PORTS and dport not in _TUNNEL_DHCP_PORTS:
+                                append(self._dns_frame(rec, o, True))
+                                continue
+                    elif e == 0x86 and len(data) >= o + 58:
+                        et2, vtc, plen, nh, key, sport, dport = _V6(data, o - 1)
+                        if et2 == 0xDD and vtc >> 4 == 6 and plen >= 18:
+                            if nh == 6:
+                                cs = 0 if sport == 53 or dport == 53 else o + 56
+                            elif nh == 17:
+                                if sport in slow_udp or dport in slow_udp:
+                                    cs = -1
+                                else:
+                                    cs = o + 46
+                                    x = data[o + 48]
+                                    if x == 0 or x >> 4 == 6:
+                                        cs = 0
+                            else:
+                                cs = 0
+                            if cs > 0:
+                                new, nd = pairs.get(key) or pair(key, False)
+                                n6 += 1
+                                if nd > 0:
+                                    u = (data[cs] << 8) | data[cs + 1]
+                                    append((join((data[:o + 8], new, data[o + 40:cs],
+                                                  foldz[u + nd] if nh == 6 else fold[u + nd] if u else h2[0],
+                                                  data[cs + 2:])), 1, rec[2], rec[3], rec[4], rec[5]))
+                                elif nd == 0:
+                                    append((join((data[:o + 8], new, data[o + 40:])),
+                                            1, rec[2], rec[3], rec[4], rec[5]))
+                                else:
+                                    append(rec)
+                                continue
+                            if cs < 0 and (sport in _DNS_PORTS or dport in _DNS_PORTS) and \
+                                    sport not in _TUNNEL_DHCP_PORTS and dport not in _TUNNEL_DHCP_PORTS:
+                                append(self._dns_frame(rec, o, False))
+                                continue
+                append(one(rec))
+        except _FrameError as exc:
+            raise Uninspectable(f"frame {_frame_number(batch, exc.rec, base)} cannot be inspected: {exc.reason} "
+                                f"(the option 'Let uninspectable frames through' / --allow-uninspected passes "
+                                f"such frames unchanged)") from None
         finally:
             if n4:
-                types["IPv4"] = types.get("IPv4", 0) + n4
+                self._types["IPv4"] = self._types.get("IPv4", 0) + n4
             if n6:
-                types["IPv6"] = types.get("IPv6", 0) + n6
+                self._types["IPv6"] = self._types.get("IPv6", 0) + n6
         return out
+
+    def _one(self, rec):
+        """One record the inline path does not take: metadata, other link types, anything unusual."""
+        lt = rec[1]
+        if lt < 0:
+            self._frames -= 1
+            return self._metadata(rec)
+        data = rec[0]
+        types = self._types
+        if self._fast:
+            c = _plain_frame(data, lt)
+            if c is not None:
+                return self._plain(rec, c)
+        w = walk(data, lt)
+        status = w[0]
+        if status != OK:
+            if status == NON_IP:
+                types[w[1]] = types.get(w[1], 0) + 1
+                return rec
+            if not self._allow:
+                raise _FrameError(rec, w[1])
+            self._uninspected += 1
+            self._reasons[w[1]] = self._reasons.get(w[1], 0) + 1
+            return rec
+        types[w[1]] = types.get(w[1], 0) + 1
+        new = self._rewrite(data, w)
+        return rec if new is None else (new,) + rec[1:]
+
+    def _plain(self, rec, c):
+        """A frame _plain_frame accepts (raw IP link types, ICMP echo, short frames): its two addresses."""
+        data = rec[0]
+        a, size, cs, udp = c
+        b = a + 2 * size
+        key = data[a:b]
+        v4 = size == 4
+        self._types["IPv4" if v4 else "IPv6"] = self._types.get("IPv4" if v4 else "IPv6", 0) + 1
+        new, nd = self._pairs.get(key) or self._pair(key, v4)
+        if nd < 0:
+            return rec
+        if nd == 0:
+            return (b"".join((data[:a], new, data[b:])),) + rec[1:]
+        hc = (data[cs] << 8) | data[cs + 1]
+        if udp == _NO_PATCH:
+            l4cs = data[cs:cs + 2]              # ICMP: no pseudo-header, its checksum stays
+        elif udp:
+            l4cs = _FOLD[hc + nd] if hc else b"\0\0"
+        else:
+            l4cs = _FOLDZ[hc + nd]
+        if v4:
+            new = _FOLDZ[((data[a - 2] << 8) | data[a - 1]) + nd] + new
+            a -= 2
+        return (b"".join((data[:a], new, data[b:cs], l4cs, data[cs + 2:])),) + rec[1:]
+
+    def _dns_layout(self, data, o, v4):
+        """``(udp_off, udp_end, ip_end)`` of a DNS-port UDP frame on the inline shapes, or None when the
+        general walk must decide (a payload that could be Teredo)."""
+        n = len(data)
+        if v4:
+            t = o + 20
+            end = o + ((data[o + 2] << 8) | data[o + 3])
+            if end > n or end == o:
+                end = n
+        else:
+            t = o + 40
+            end = t + ((data[o + 4] << 8) | data[o + 5])
+            if end > n:
+                end = n
+        uend = t + ((data[t + 4] << 8) | data[t + 5])
+        if uend < t + 8 or uend > end:
+            uend = end
+        p = t + 8
+        if p < uend and (data[p] == 0 or data[p] >> 4 == 6) and udp_tunnel_at(
+                data, (data[t] << 8) | data[t + 1], (data[t + 2] << 8) | data[t + 3], p, uend):
+            return None                 # Teredo by content: the general walk follows it
+        return t, uend, end
+
+    def _addr(self, old: bytes):
+        """DNS fast path: ``(mapped address, d)`` with d the ones'-complement change of its sum (even byte
+        position; 0 when unchanged)."""
+        v4 = len(old) == 4
+        new = (self._map4 if v4 else self._map6).get(old) or self._new(old, v4)
+        d = ones_sum(new) + 0xFFFF - ones_sum(old)
+        d = (d & 0xFFFF) + (d >> 16)
+        cache = self._addrs
+        if len(cache) >= _PAIR_CACHE:
+            cache.clear()
+        cache[old] = hit = (new, 0 if d == 0xFFFF else d)
+        return hit
+
+    def _dns_frame(self, rec, o, v4):
+        """A DNS message over UDP on the inline shapes: the IP addresses and the A / AAAA answers mapped,
+        the checksums updated for both; a prefix (client subnet), a field cut short or past the UDP length
+        goes the general way."""
+        data = rec[0]
+        lay = self._dns_layout(data, o, v4)
+        if lay is None:
+            return self._one(rec)
+        t, uend, end = lay
+        p = t + 8
+        a = o + 12 if v4 else o + 8
+        new, nd = self._pairs.get(data[a:t]) or self._pair(data[a:t], v4)
+        total = 0xFFFF ^ nd if nd > 0 else 0
+        pieces = [new, data[t:t + 6], None]     # from the addresses to the UDP checksum (set below)
+        at = t + 8
+        if self._payload and p < uend:
+            addrs = self._addrs
+            for off, size, plen in dns_addresses(data, p, uend, end):
+                if plen != size * 8 or off + size > uend:
+                    return self._one(rec)
+                old = data[off:off + size]
+                f, d = addrs.get(old) or self._addr(old)
+                if f != old:
+                    if (off - t) & 1:
+                        d = ((d & 0xFF) << 8) | (d >> 8)
+                    total += d
+                    pieces += (data[at:off], f)
+                    at = off + size
+        label = "IPv4" if v4 else "IPv6"
+        self._types[label] = self._types.get(label, 0) + 1
+        if nd < 0 and at == t + 8:
+            return rec
+        pieces.append(data[at:])
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        u = (data[t + 6] << 8) | data[t + 7]
+        # RFC 1624 on the UDP checksum (see _FOLD; a stored 0 stays 0) and on the IPv4 header checksum
+        pieces[2] = _FOLD[u + (0xFFFF ^ total)] if u and total and total != 0xFFFF else data[t + 6:t + 8]
+        if v4:
+            head = data[:a - 2] + (_FOLDZ[((data[a - 2] << 8) | data[a - 1]) + nd] if nd > 0 else data[a - 2:a])
+        else:
+            head = data[:a]
+        return (head + b"".join(pieces),) + rec[1:]
 
     # ---- pcapng metadata -----------------------------------------------------------------------------
     def _metadata(self, rec):
@@ -517,67 +730,167 @@ class AnonymizeStage(Stage):
     def check(self, before: list, after: list) -> None:
         if len(before) != len(after):
             raise StageError("self-check failed: the output holds a different number of frames than the input")
-        fast = self.fast_path and not self._macs
+        base = self._checked
+        self._checked = base + len(before)
         pairs = self._pairs
-        plain = _plain_frame
-        for b, a in zip(before, after):
-            self._checked += 1
-            if b[1] != a[1]:
-                raise StageError(f"self-check failed: frame {self._checked} changed link type")
-            if fast:
-                db, da = b[0], a[0]
-                c = plain(db, b[1])
-                if c is not None:
-                    at, size, cs = c[0], c[1] * 2, c[2]
-                    head = at - 2 if size == 8 else at          # up to the IPv4 checksum / the addresses
-                    # same headers around the rewritten fields: the output reads as the input did
-                    if da[:head] == db[:head] and da[at + size:cs] == db[at + size:cs]:
-                        key = db[at:at + size]
-                        hit = pairs.get(key) or self._pair(key, size == 8)
-                        if da[at:at + size] != hit[0]:
-                            raise StageError(f"self-check failed: frame {self._checked}: the IP addresses do not "
-                                             "hold their anonymized form")
-                        continue
-            wb = walk(b[0], b[1])
-            if wb[0] != OK:
-                if wb[0] == UNINSPECTABLE and not self._allow:
-                    raise StageError(f"self-check failed: frame {self._checked} cannot be inspected: {wb[1]}")
+        pair = self._pair
+        slow = self._check_one
+        slow_udp = _SLOW_UDP_PORTS
+        least = 52 if self._fast else 1 << 62
+        try:
+            for b, a in zip(before, after):
+                db = b[0]
+                lt = b[1]
+                if lt != a[1]:
+                    raise _Mismatch(b, " changed link type")
+                if lt == 1 and len(db) >= least:
+                    # The inline shapes of process(), read again from the input: when the output's headers
+                    # around the two addresses are the input's, they are its only address fields.
+                    o = 14
+                    e = db[12]
+                    if e == 0x81 and db[13] == 0:
+                        o = 18
+                        e = db[16] if len(db) >= 56 else 0
+                    if e == 8:
+                        et2, vihl, tot, frag, proto, hc, key, sport, dport = _V4(db, o - 1)
+                        if et2 == 0 and vihl == 0x45 and not frag & 0x3FFF and (tot == 0 or tot >= 38):
+                            if proto == 6:
+                                cs = 0 if sport == 53 or dport == 53 else o + 36
+                            elif proto == 17:
+                                if sport in slow_udp or dport in slow_udp:
+                                    cs = -1
+                                else:
+                                    cs = o + 26
+                                    x = db[o + 28]
+                                    if x == 0 or x >> 4 == 6:
+                                        cs = 0
+                            else:
+                                cs = 0
+                            if cs > 0:
+                                da = a[0]
+                                if da[:o + 10] == db[:o + 10] and da[o + 20:cs] == db[o + 20:cs]:
+                                    if da[o + 12:o + 20] != (pairs.get(key) or pair(key, True))[0]:
+                                        raise _Mismatch(b, ": the IP addresses do not hold their anonymized form")
+                                    continue
+                            elif cs < 0 and (sport in _DNS_PORTS or dport in _DNS_PORTS) and \
+                                    sport not in _TUNNEL_DHCP_PORTS and dport not in _TUNNEL_DHCP_PORTS and \
+                                    self._check_dns(b, a, o, True):
+                                continue
+                    elif e == 0x86 and len(db) >= o + 58:
+                        et2, vtc, plen, nh, key, sport, dport = _V6(db, o - 1)
+                        if et2 == 0xDD and vtc >> 4 == 6 and plen >= 18:
+                            if nh == 6:
+                                cs = 0 if sport == 53 or dport == 53 else o + 56
+                            elif nh == 17:
+                                if sport in slow_udp or dport in slow_udp:
+                                    cs = -1
+                                else:
+                                    cs = o + 46
+                                    x = db[o + 48]
+                                    if x == 0 or x >> 4 == 6:
+                                        cs = 0
+                            else:
+                                cs = 0
+                            if cs > 0:
+                                da = a[0]
+                                if da[:o + 8] == db[:o + 8] and da[o + 40:cs] == db[o + 40:cs]:
+                                    if da[o + 8:o + 40] != (pairs.get(key) or pair(key, False))[0]:
+                                        raise _Mismatch(b, ": the IP addresses do not hold their anonymized form")
+                                    continue
+                            elif cs < 0 and (sport in _DNS_PORTS or dport in _DNS_PORTS) and \
+                                    sport not in _TUNNEL_DHCP_PORTS and dport not in _TUNNEL_DHCP_PORTS and \
+                                    self._check_dns(b, a, o, False):
+                                continue
+                slow(b, a)
+        except _Mismatch as exc:
+            pos = next(i for i, r in enumerate(before) if r is exc.rec)
+            raise StageError(f"self-check failed: frame {base + pos + 1}{exc.tail}") from None
+
+    def _check_dns(self, b, a, o, v4) -> bool:
+        """Self-check of a frame _dns_frame rewrote; False: let the general check decide."""
+        db, da = b[0], a[0]
+        lay = self._dns_layout(db, o, v4)
+        if lay is None:
+            return False
+        t, uend, end = lay
+        at = o + 12 if v4 else o + 8
+        head = at - 2 if v4 else at
+        if da[:head] != db[:head] or da[t:t + 6] != db[t:t + 6]:
+            return False
+        key = db[at:t]
+        if da[at:t] != (self._pairs.get(key) or self._pair(key, v4))[0]:
+            raise _Mismatch(b, ": the IP addresses do not hold their anonymized form")
+        p = t + 8
+        if not self._payload or p >= uend:
+            return True
+        na = len(da)
+        addrs = self._addrs
+        for off, size, plen in dns_addresses(db, p, uend, end):
+            if plen != size * 8 or off + size > uend:
+                return False
+            if off >= na:
                 continue
-            da, db = a[0], b[0]
-            na = len(da)
-            # Fields in the innermost transport's payload (DNS, DHCP, ICMP-quoted headers) may have been
-            # masked by a later stage: there zeros are accepted too, and the structure is not compared.
-            l4 = wb[4]
-            pay = l4[2] if l4 is not None else na
-            wa = walk(da, a[1])
-            offs_a = [f[0] for f in wa[3] if f[0] < pay]
-            offs_b = [f[0] for f in wb[3] if f[0] < min(pay, na)]
-            if offs_a != offs_b:
-                raise StageError(f"self-check failed: frame {self._checked} has different address fields in the "
-                                 "output than in the input")
-            skip_from = na
-            if not self._payload and l4 is not None and l4[0] in (6, 17):
-                skip_from = min(na, pay)
-            for off, size, plen in wb[3]:
-                if off >= skip_from:
-                    continue
-                old = bytes(db[off:off + field_length(size, plen)])
-                want = self.map_address(old, size, plen)[:max(0, na - off)]
-                got = da[off:off + len(want)]
-                if got != want and not (off >= pay and not any(got)):
-                    raise StageError(f"self-check failed: frame {self._checked}: the address field at byte {off} "
-                                     "does not hold the anonymized address")
-            if self._macs:
-                for off in wb[6]:
-                    got = da[off:off + 6]
-                    if off + 6 <= na and got != self.map_mac(bytes(db[off:off + 6])) and \
-                            not (off >= pay and not any(got)):
-                        raise StageError(f"self-check failed: frame {self._checked}: the MAC address at byte {off} "
-                                         "does not hold its anonymized form")
+            old = db[off:off + size]
+            want = (addrs.get(old) or self._addr(old))[0]
+            got = da[off:off + size]
+            if got != want and got != want[:len(got)] and any(got):
+                # a later stage (masking) may have zeroed or trimmed the payload: zeros pass, nothing else
+                raise _Mismatch(b, f": the address field at byte {off} does not hold the anonymized address")
+        return True
+
+    def _check_one(self, b, a) -> None:
+        """The general self-check of one frame: both walked, every address field compared."""
+        if self._fast:
+            db, da = b[0], a[0]
+            c = _plain_frame(db, b[1])
+            if c is not None:
+                at, size, cs = c[0], c[1] * 2, c[2]
+                head = at - 2 if size == 8 else at          # up to the IPv4 checksum / the addresses
+                # same headers around the rewritten fields: the output reads as the input did
+                if da[:head] == db[:head] and da[at + size:cs] == db[at + size:cs]:
+                    key = db[at:at + size]
+                    if da[at:at + size] != (self._pairs.get(key) or self._pair(key, size == 8))[0]:
+                        raise _Mismatch(b, ": the IP addresses do not hold their anonymized form")
+                    return
+        wb = walk(b[0], b[1])
+        if wb[0] != OK:
+            if wb[0] == UNINSPECTABLE and not self._allow:
+                raise _Mismatch(b, f" cannot be inspected: {wb[1]}")
+            return
+        da, db = a[0], b[0]
+        na = len(da)
+        # Fields in the innermost transport's payload (DNS, DHCP, ICMP-quoted headers) may have been
+        # masked by a later stage: there zeros are accepted too, and the structure is not compared.
+        l4 = wb[4]
+        pay = l4[2] if l4 is not None else na
+        wa = walk(da, a[1])
+        offs_a = [f[0] for f in wa[3] if f[0] < pay]
+        offs_b = [f[0] for f in wb[3] if f[0] < min(pay, na)]
+        if offs_a != offs_b:
+            raise _Mismatch(b, " has different address fields in the output than in the input")
+        skip_from = na
+        if not self._payload and l4 is not None and l4[0] in (6, 17):
+            skip_from = min(na, pay)
+        for off, size, plen in wb[3]:
+            if off >= skip_from:
+                continue
+            old = bytes(db[off:off + field_length(size, plen)])
+            want = self.map_address(old, size, plen)[:max(0, na - off)]
+            got = da[off:off + len(want)]
+            if got != want and not (off >= pay and not any(got)):
+                raise _Mismatch(b, f": the address field at byte {off} does not hold the anonymized address")
+        if self._macs:
+            for off in wb[6]:
+                got = da[off:off + 6]
+                if off + 6 <= na and got != self.map_mac(bytes(db[off:off + 6])) and \
+                        not (off >= pay and not any(got)):
+                    raise _Mismatch(b, f": the MAC address at byte {off} does not hold its anonymized form")
 
     # ---- memory, report, mapping export -----------------------------------------------------------------
     def release_memory(self) -> str | None:
-        n = self._cp.release()
+        n = self._cp.release() + len(self._pairs) + len(self._addrs)
+        self._pairs.clear()
+        self._addrs.clear()
         m = len(self._map4) + len(self._map6) + len(self._mapmac)
         if m > 65536:
             # the mapping itself never changes; only the exact counts and the export table lose entries

@@ -565,3 +565,156 @@ def test_self_check_catches_an_original_address_on_plain_tcp(fast):
         bad[lo:hi] = frames_[i][lo:hi]
         with pytest.raises(StageError, match="self-check failed"):
             stage.check([before[i]], [(bytes(bad),) + after[i][1:]])
+
+
+def _inline_shapes():
+    """Frames of the shapes process() and check() handle inline (plain TCP/UDP, DNS over UDP), with and
+    without an 802.1Q tag, and the near misses they must leave to the general path."""
+    A, B, C, A6, B6 = tf.A, tf.B, tf.C, tf.A6, tf.B6
+    out = list(tf._fast_shapes())
+    for wrap4, wrap6 in ((lambda p: tf.eth(p), lambda p: tf.eth(p, 0x86DD)),
+                         (lambda p: tf.eth(tf.vlan(9, 0x0800) + p, 0x8100),
+                          lambda p: tf.eth(tf.vlan(9, 0x86DD) + p, 0x8100))):
+        out += [
+            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"", flags=0x10))),                   # a bare ACK: 54 bytes
+            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"q" * 700))),
+            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"\x00\x1e" + tf.dns_answer([C]), dport=53))),
+            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, b"x" * 20, 40000, 443, zero=True))),   # no UDP checksum
+            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, b"\x60" + b"x" * 60, 40000, 443))),
+            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C, "198.51.100.7"], [A6]), 53, 40000))),
+            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C], ecs=("198.51.100.0", 24)), 53, 40000))),
+            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, b"\x61" + tf.dns_answer([C])[1:], 53, 40000))),  # ID 0x61..
+            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, b"\x00" + tf.dns_answer([C])[1:], 5353, 5353))),
+            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C]), 53, 67))),          # DHCP port too
+            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer(["127.0.0.1"]), 53, 40000))),
+            wrap4(tf.ipv4(A, B, 1, tf.icmp(8, 0, b"\0\1\0\1", b"ping" * 10))),
+            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"z" * 30), frag=0x4000)),             # DF set: not a fragment
+            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"z" * 30), total=0)),                 # total length 0 (TSO)
+            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"z" * 30), options=b"\x01\x01\x01\x00")),
+            wrap4(tf.ipv4("127.0.0.1", "127.0.0.1", 6, tf.tcp("127.0.0.1", "127.0.0.1", b"lo" * 20))),
+            wrap6(tf.ipv6(A6, B6, 6, tf.tcp(A6, B6, b"", flags=0x10))),
+            wrap6(tf.ipv6(A6, B6, 17, tf.udp(A6, B6, b"y" * 40, 40000, 443))),
+            wrap6(tf.ipv6(A6, B6, 17, tf.udp(A6, B6, tf.dns_answer([C], [A6, "2001:db8:9::9"]), 53, 40000))),
+            wrap6(tf.ipv6(A6, B6, 17, tf.udp(A6, B6, tf.dns_answer([], ["2001:db8:9::9"]), 40000, 53)) + b"\0" * 6),
+            wrap6(tf.ipv6("::1", "::1", 6, tf.tcp("::1", "::1", b"lo" * 20))),
+        ]
+    return out
+
+
+def _mutants(frames_, rnd, count, reach=90):
+    out = []
+    for _ in range(count):
+        b = bytearray(rnd.choice(frames_))
+        for _ in range(rnd.randint(1, 4)):
+            k = rnd.randrange(min(len(b), reach))
+            b[k] = rnd.choice((0, 1, 6, 8, 17, 53, 58, 0x45, 0x60, 0x81, 0x86, 0xDD, 0xC0, 0xFF, rnd.randrange(256)))
+        if rnd.random() < 0.3:
+            b = b[:rnd.randrange(len(b) + 1)]
+        out.append(bytes(b))
+    return out
+
+
+@pytest.mark.parametrize("options", [{}, {"payload_addresses": False}, {"keep_cidrs": ["192.0.2.0/24"]}])
+def test_inline_paths_give_the_same_bytes_and_counts_as_the_general_walk(options):
+    # process() and check() read the common shapes at fixed offsets (no walk, checksums from tables): the
+    # bytes, the counts and the self-check verdicts must be the general path's, on exact shapes, on frames
+    # with header bytes changed at random (checksum values included: the table lookups see every case)
+    import random
+    rnd = random.Random(7)
+    shapes = _inline_shapes()
+    frames_ = shapes + _mutants(shapes, rnd, 6000)
+    for f in shapes:                                  # every checksum value near the ones'-complement edges
+        for cs in (0x0000, 0x0001, 0xFFFE, 0xFFFF, rnd.randrange(65536)):
+            for at in (24, 28, 50, 40, 60, 76):
+                if at + 2 <= len(f):
+                    g = bytearray(f)
+                    g[at:at + 2] = cs.to_bytes(2, "big")
+                    frames_.append(bytes(g))
+    records = [(f, 1, i, len(f), 0, None) for i, f in enumerate(frames_)]
+    opts = {"allow_uninspected": True, **options}
+    fast = make(**opts)
+    general = _General(opts, StageContext(key=KEY))
+    out_fast, out_general = fast.process(records), general.process(records)
+    assert out_fast == out_general
+    assert fast.report() == general.report()
+    fast.check(records, out_fast)
+    general.check(records, out_general)
+    # and, frame by frame, a wrong output is refused by both checks or by neither
+    for i in rnd.sample(range(len(records)), 400):
+        bad = bytearray(out_fast[i][0])
+        if len(bad) < 30:
+            continue
+        k = rnd.randrange(12, min(len(bad), 90))
+        bad[k] ^= 1 << rnd.randrange(8)
+        verdicts = []
+        for st in (fast, general):
+            try:
+                st.check([records[i]], [(bytes(bad),) + records[i][1:]])
+                verdicts.append(True)
+            except StageError:
+                verdicts.append(False)
+        assert verdicts[0] == verdicts[1], (k, bad.hex())
+
+
+def test_checksum_tables_match_rfc1624_updates():
+    from pktmask_gui.checksum import update
+    from pktmask_gui.stages.anonymize import _FOLD, _FOLDZ
+    import random
+    rnd = random.Random(3)
+    values = [0, 1, 2, 0x7FFF, 0x8000, 0xFFFD, 0xFFFE, 0xFFFF] + [rnd.randrange(65536) for _ in range(300)]
+    for hc in values:
+        for d in values:
+            if d in (0, 0xFFFF):
+                continue
+            for kind, table in (("tcp", _FOLDZ), ("udp", _FOLD)):
+                if kind == "udp" and hc == 0:
+                    continue                          # "no checksum": the stage keeps it without a lookup
+                buf = bytearray(hc.to_bytes(2, "big"))
+                update(buf, 0, d, kind)
+                assert table[hc + (0xFFFF ^ d)] == bytes(buf), (hc, d, kind)
+
+
+@pytest.mark.parametrize("vlan", [False, True])
+def test_self_check_catches_wrong_addresses_on_the_inline_paths(vlan):
+    A, B, C, A6, B6 = tf.A, tf.B, tf.C, tf.A6, tf.B6
+    wrap4 = (lambda p: tf.eth(tf.vlan(3, 0x0800) + p, 0x8100)) if vlan else tf.eth
+    wrap6 = (lambda p: tf.eth(tf.vlan(3, 0x86DD) + p, 0x8100)) if vlan else (lambda p: tf.eth(p, 0x86DD))
+    shift = 4 if vlan else 0
+    frames_ = [wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"", flags=0x10))),
+               wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C]), 53, 40000))),
+               wrap6(tf.ipv6(A6, B6, 17, tf.udp(A6, B6, tf.dns_answer([], ["2001:db8:9::9"]), 53, 40000)))]
+    st = make()
+    before = recs(frames_)
+    after = st.process(before)
+    st.check(before, after)
+    spots = [(26, 30), (30, 34), (len(frames_[1]) - 4, len(frames_[1])), (22, 38), (len(frames_[2]) - 16, len(frames_[2]))]
+    owners = [0, 0, 1, 2, 2]
+    for (lo, hi), i in zip(spots, owners):
+        if (lo, hi) in ((26, 30), (30, 34), (22, 38)):
+            lo, hi = lo + shift, hi + shift
+        bad = bytearray(after[i][0])
+        bad[lo:hi] = frames_[i][lo:hi]                # the original address left in place
+        assert bytes(bad) != after[i][0]
+        with pytest.raises(StageError, match=rf"self-check failed: frame {i + 1}\b"):
+            make().check(before, after[:i] + [(bytes(bad),) + after[i][1:]] + after[i + 1:])
+    # a DNS answer zeroed by a later stage (masking) passes; the answer's original bytes do not
+    masked = bytearray(after[1][0])
+    masked[-4:] = bytes(4)
+    st.check(before[1:2], [(bytes(masked),) + after[1][1:]])
+
+
+def test_frame_numbers_in_errors_count_packets_across_batches():
+    good = tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x")))
+    st = make()
+    st.process(recs([good, good, good]))
+    meta = (b"\0" * 8, -1, 0, 0, 0, 99)               # a metadata record: not a frame
+    bad = (b"\x01\x02" * 30, 147, 0, 60, 0, None)
+    with pytest.raises(Uninspectable, match=r"^frame 5 cannot be inspected"):
+        st.process([recs([good])[0], meta, bad, recs([good])[0]])
+    st = make()
+    before = recs([good] * 4)
+    after = st.process(before)
+    st.check(before[:2], after[:2])
+    wrong = (after[3][0][:26] + good[26:34] + after[3][0][34:],) + after[3][1:]
+    with pytest.raises(StageError, match=r"self-check failed: frame 4:"):
+        st.check(before[2:], [after[2], wrong])
