@@ -4,11 +4,11 @@ Memory is bounded by flows and ranges, never by payload bytes: a direction keeps
 stream ranges and, for segments that arrive ahead of a hole, a *digest* (their first / last bytes and the
 positions of plausible record headers, see tls.digest) instead of their bytes.
 
-- ``SeqTracker.locate(key, seq, syn, n)``: the stream offset of a segment, relative to the first sequence
-  number seen in its direction (after the SYN when there is one), unwrapped across 32-bit wraparound by
-  taking the candidate nearest to the highest offset seen so far. A SYN whose sequence number does not
-  match the direction's start begins a new stream instance (port reuse). Two passes that feed the same
-  segments in the same order get the same offsets and the same instances.
+- ``unwrap(base, high, seq)``: the stream offset of a segment, relative to the first sequence number seen
+  in its direction (after the SYN when there is one), unwrapped across 32-bit wraparound by taking the
+  candidate nearest to the highest offset seen so far. Two passes that feed the same segments in the same
+  order get the same offsets. (Which segments form one stream instance, across port reuse, is the
+  caller's business: Mask Payloads keeps its own table of directions.)
 - ``RangeMap``: sorted, merged ``[start, end)`` ranges (the bytes to keep; everything else is masked).
 - ``Reassembler``: orders one direction's segments for a consumer (the TLS walker): retransmissions and
   overlaps are dropped (the first copy in capture order wins, as a receiver's buffer would), segments
@@ -28,37 +28,11 @@ HALF = 1 << 31
 REORDER_LIMIT = 64 << 20
 
 
-class SeqTracker:
-    """Per-direction stream offsets. ``streams`` maps a direction key to ``[base, high, stream]``."""
-
-    __slots__ = ("dirs", "factory", "instances")
-
-    def __init__(self, factory):
-        self.dirs = {}
-        self.factory = factory      # factory(key, instance_number) -> the object kept for that stream
-        self.instances = {}
-
-    def locate(self, key, seq: int, syn: bool, n: int):
-        """-> (stream object, offset of the first payload byte). ``n``: payload length."""
-        st = self.dirs.get(key)
-        if syn:
-            seq = (seq + 1) & MASK32            # the SYN takes one sequence number; data starts after it
-            if st is None or st[0] != seq:
-                st = self._new(key, seq)
-        elif st is None:
-            st = self._new(key, seq)
-        high = st[1]
-        off = high + (((seq - st[0] - high + HALF) & MASK32) - HALF)
-        if off + n > high:
-            st[1] = off + n
-        return st[2], off
-
-    def _new(self, key, base: int):
-        number = self.instances.get(key, 0)
-        self.instances[key] = number + 1
-        st = [base, 0, self.factory(key, number)]
-        self.dirs[key] = st
-        return st
+def unwrap(base: int, high: int, seq: int) -> int:
+    """The stream offset of sequence number ``seq`` in a direction whose offset 0 is ``base`` and whose
+    highest offset seen so far is ``high``: of the offsets that ``seq`` can stand for (every 2**32 apart),
+    the one nearest to ``high``. Mask Payloads inlines this expression in its pre-scan loop."""
+    return high + (((seq - base - high + HALF) & MASK32) - HALF)
 
 
 class RangeMap:

@@ -138,6 +138,11 @@ class TlsWalker:
         self.holes = []             # (start, end) of missing stream parts inside the search region
         self.tail = b""             # SEARCH: the last (up to 4) bytes before pos, when contiguous
 
+    def midstream(self) -> None:
+        """Before the first byte: the stream is known to start in the middle (its earlier part was already
+        classified elsewhere), so a header at offset 0 needs the same confirmation as after a gap."""
+        self._lost(0)
+
     # ---- digests (Reassembler: segments waiting behind a hole) ------------------------------------
     def make_digest(self, start: int, data) -> list:
         cands = {}

@@ -1,48 +1,33 @@
-"""tcpstream: sequence offsets (wraparound, SYN, port reuse), range maps, in-order delivery of segments."""
+"""tcpstream: sequence offsets (wraparound), range maps, in-order delivery of segments."""
 from __future__ import annotations
 
 import pytest
 
-from pktmask_gui.tcpstream import RangeMap, Reassembler, SeqTracker
+from pktmask_gui.tcpstream import RangeMap, Reassembler, unwrap
 
 
-def test_offsets_relative_to_syn_and_across_wraparound():
-    made = []
-    tr = SeqTracker(lambda key, n: made.append((key, n)) or len(made))
-    isn = 0xFFFFFF00
-    tr.locate(b"k", isn, True, 0)             # the SYN: data starts one sequence number later
-    s, off = tr.locate(b"k", isn + 1, False, 100)
-    assert off == 0
-    s, off = tr.locate(b"k", (isn + 1 + 255) & 0xFFFFFFFF, False, 10)   # after the 32-bit wrap
-    assert off == 255
-    s, off = tr.locate(b"k", (isn + 1 + 0x1_0000_0000 - 10 + 200) & 0xFFFFFFFF, False, 5)
-    assert off == 190                       # a retransmission behind the wrap stays behind
-    assert made == [(b"k", 0)]
+def test_offsets_relative_to_the_base_and_across_wraparound():
+    base = (0xFFFFFF00 + 1) & 0xFFFFFFFF       # the SYN's sequence number + 1: data starts there
+    assert unwrap(base, 0, base) == 0
+    high = 100
+    assert unwrap(base, high, (base + 255) & 0xFFFFFFFF) == 255                  # after the 32-bit wrap
+    high = 265
+    assert unwrap(base, high, (base + 190) & 0xFFFFFFFF) == 190                  # a retransmission behind it
 
 
 def test_long_stream_unwraps_past_four_gigabytes():
-    tr = SeqTracker(lambda key, n: n)
-    seq = 1000
-    off = 0
-    for _ in range(5):
-        for _ in range(4):
-            _, off = tr.locate(b"k", seq, False, 1 << 30)
-            seq = (seq + (1 << 30)) & 0xFFFFFFFF
+    base, seq, high = 1000, 1000, 0
+    for _ in range(20):
+        off = unwrap(base, high, seq)
+        high = off + (1 << 30)
+        seq = (seq + (1 << 30)) & 0xFFFFFFFF
     assert off == 19 << 30
 
 
-def test_midstream_start_and_new_syn_starts_a_new_instance():
-    tr = SeqTracker(lambda key, n: n)
-    inst, off = tr.locate(b"k", 5000, False, 10)
-    assert (inst, off) == (0, 0)
-    inst, off = tr.locate(b"k", 4990, False, 10)     # earlier data than the first seen
-    assert off == -10
-    inst, off = tr.locate(b"k", 777, True, 0)        # port reuse: a new connection
-    assert inst == 1
-    inst, off = tr.locate(b"k", 778, False, 3)
-    assert (inst, off) == (1, 0)
-    inst, off = tr.locate(b"k", 777, True, 0)        # its SYN retransmitted: same instance
-    assert inst == 1
+def test_data_before_the_first_segment_seen_has_a_negative_offset():
+    assert unwrap(5000, 10, 4990) == -10
+    assert unwrap(5000, 10, (5000 - 3) & 0xFFFFFFFF) == -3
+    assert unwrap(0, 0, 0xFFFFFFFF) == -1
 
 
 def test_range_map_merges_and_finds_pieces():

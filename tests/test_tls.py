@@ -147,6 +147,26 @@ def test_garbage_never_kept_and_search_gives_up():
     assert kept == []
 
 
+def test_midstream_start_needs_a_confirmed_header():
+    looks_like = HS + rnd(300, 11)                 # a plausible record at byte 0, then no header where it ends
+
+    def walk_from_midstream(segments):
+        keep = RangeMap()
+        w = TlsWalker(keep)
+        w.midstream()
+        r = Reassembler(w)
+        for off, data in segments:
+            r.feed(off, data)
+        r.finish()
+        return list(zip(keep.starts, keep.ends))
+
+    assert walk(cut(looks_like, [200]))[0] == [(0, len(HS))]          # a stream start: believed
+    assert walk_from_midstream(cut(looks_like, [200])) == []            # mid-stream: not confirmed
+    # confirmed by the next header where the record ends, or by the end of the stream
+    assert walk_from_midstream(cut(HS + APP2, [200])) == [(0, len(HS) + 5)]
+    assert walk_from_midstream([(0, HS)]) == [(0, len(HS))]
+
+
 def sslv2_client_hello():
     cs = bytes.fromhex("010080 030080 070080c0")[:9]
     challenge = rnd(16, 7)

@@ -5,19 +5,31 @@ map of the stream ranges to keep (record headers, handshake / alert / CCS record
 datagrams are summed so that the first fragment's transport checksum can account for the zeroed later
 ones. Process: per frame only offsets (frames.walk), a range lookup, zeroing, and RFC 1624 checksum
 updates of every checksum that covers a changed byte (quoted headers, tunnel UDP and GRE included), so a
-valid checksum stays valid and a bad one stays bad.
+valid checksum stays valid and a bad one stays bad. Both passes read the usual frame (Ethernet, at most
+one VLAN tag, IPv4 without options or IPv6, TCP or plain UDP) at fixed offsets, exactly where
+frames.walk's fast path would find them, and walk only the others; the pre-scan skips ICMP and plain UDP.
+
+Memory follows the open streams, not the capture: a direction instance (from its SYN, or its first
+segment, to a SYN with another sequence number, its FIN or RST, or LIVE_LIMIT open directions) is walked
+while it is open; when it closes, only its kept (and re-sent) ranges stay, packed in one bytes object with
+the numbers of its first and last frames, and a direction with nothing kept leaves nothing. The main pass
+finds a frame's instance by its frame number, unpacks the ranges when the instance begins and drops them
+once it is over. A direction that goes on after it was closed (a segment sent again after the FIN) is a
+new instance that starts mid-stream: its first bytes count as a record header only when confirmed, as
+after a gap.
 
 What is masked (the innermost payload; every header above it stays): TCP payload outside the kept TLS
-ranges, all UDP payload, ICMP / ICMPv6 echo data, the payload quoted by ICMP errors after the quoted IP
-and transport headers (RFC 4884 extensions stay), the data of IP fragments, anything after an IP
-header in a protocol the stage does not know (ESP, OSPF, SCTP, ...), and link-layer trailers after the IP
-packet that are not all zero (padding can carry leaked memory). Kept as they are: ICMP / ICMPv6
-control messages (neighbour discovery, router advertisements, MLD), IGMP, PIM, ARP and the non-IP
-protocols the walker names, and the TCP / UDP payload of ``keep_ports``.
+ranges, all UDP payload (and any bytes after the UDP length inside its IP packet), ICMP / ICMPv6 echo
+data, the payload quoted by ICMP errors after the quoted IP and transport headers (RFC 4884 extensions
+stay), the data of IP fragments, anything after an IP header in a protocol the stage does not know (ESP,
+OSPF, SCTP, ...), and link-layer trailers after the IP packet that are not all zero (padding can carry
+leaked memory). Kept as they are: ICMP / ICMPv6 control messages (neighbour discovery, router
+advertisements, MLD), IGMP, PIM, ARP and the non-IP protocols the walker names, and the TCP / UDP payload
+of ``keep_ports``.
 
 Where a TCP stream was captured more than once (retransmissions, overlaps), the first copy in capture
-order is what the pre-scan classified; a later copy keeps its kept bytes only when they equal the first
-copy's, else they are masked too.
+order is what the pre-scan classified; a later copy in the same direction instance keeps its kept bytes
+only when they equal the first copy's, else they are masked too.
 
 Trim mode cuts each frame after its last kept byte (never a pcapng Simple Packet Block's, never an IP
 fragment's: reassembly needs them whole). Wireshark cannot reassemble TLS records over cut segments, so
@@ -26,37 +38,50 @@ its record view is incomplete there: zero mode keeps it, trim mode saves space.
 from __future__ import annotations
 
 import struct
+from array import array
 from bisect import bisect_right
 
 from . import Option, Stage, StageError
-from .. import checksum
+from .. import checksum, frames
 from ..frames import (F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DST, IP_END, IP_FLAGS, IP_FRAG_ID,
                       IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO, IP_SRC, IP_VER, L4F_ECHO, L4F_FRAGMENT,
                       L4F_ICMP_ERROR, L4F_NO_HEADER, UNINSPECTABLE, Uninspectable, walk)
-from ..tcpstream import RangeMap, Reassembler, SeqTracker
+from ..tcpstream import HALF, MASK32, RangeMap, Reassembler, unwrap
 from ..tls import DONE, RECORD_NAMES, SYNC, TlsWalker
 
 _I = struct.Struct("!I").unpack_from
 _H = struct.Struct("!H").unpack_from
 _HH = struct.Struct("!HH").unpack_from
+_HHH = struct.Struct("!HHH").unpack_from
 _ZERO = memoryview(bytes(1 << 16))
+# does frames.walk read a UDP payload as a tunnel? (without the helper every UDP frame is walked)
+_udp_tunnel_at = getattr(frames, "udp_tunnel_at", lambda data, sport, dport, p, uend: True)
 _KEPT_PROTOS = frozenset((1, 58, 2, 103))   # ICMP / ICMPv6 control messages, IGMP, PIM: structure, kept
+
+
+_FOLDS = [(1536 << j, (1 << (1536 << j)) - 1) for j in range(8)]     # fold widths, multiples of 16 bits
 
 
 def _osum(b) -> int:
     """Ones'-complement sum of big-endian 16-bit words, as a residue mod 0xFFFF (0 stands for both zeros);
     one big integer: C speed, unlike a loop over words. Since 2**16 = 1 (mod 0xFFFF), adding the two halves
-    of the integer split at a multiple of 16 bits keeps the residue: two folds before the division, which
-    is the slow part for a full-size segment."""
+    of the integer split at a multiple of 16 bits keeps the residue: folds down to 1536 bits before the
+    division, which is the slow part, with masks made once."""
     s = int.from_bytes(b, "big")
     bits = len(b) << 3
     if bits & 8:
         s <<= 8
         bits += 8
-    while bits > 2048:
-        half = (bits >> 5) << 4                     # a multiple of 16 bits, about half of them
-        s = (s >> half) + (s & ((1 << half) - 1))
-        bits -= half - 1
+    if bits > 1536:
+        while bits > 3072 << 7:                     # beyond the table (a 48 KiB segment): halve first
+            half = (bits >> 5) << 4
+            s = (s >> half) + (s & ((1 << half) - 1))
+            bits -= half - 1
+        j = ((bits - 1) // 1536).bit_length() - 1   # the widest fold below the length
+        while j >= 0:
+            k, m = _FOLDS[j]
+            s = (s >> k) + (s & m)
+            j -= 1
     return s % 0xFFFF
 
 
@@ -83,61 +108,77 @@ def _frag_key(data, ip):
     return (bytes(data[s:s + size]), bytes(data[d:d + size]), ip[IP_PROTO], ip[IP_FRAG_ID])
 
 
-class _Direction:
-    """One TCP direction: pre-scan state, then what the main pass needs (the map, the re-sent ranges).
-    The walker is made at the first payload byte: a SYN-only direction costs a few slots."""
-
-    __slots__ = ("keep", "walker", "reasm", "overlaps", "first_starts", "first_bytes")
-
-    def __init__(self):
-        self.keep = self.walker = self.reasm = self.overlaps = None
-        # kept bytes as their first copy carried them, only where the stream was captured more than once
-        self.first_starts = self.first_bytes = None
-
-    def start(self, keep_handshake: bool, keep_alerts_ccs: bool, counts: dict) -> None:
-        self.keep = RangeMap()
-        self.walker = TlsWalker(self.keep, keep_handshake, keep_alerts_ccs, counts)
-        self.reasm = Reassembler(self.walker)
-
-    def same_as_first(self, a: int, b: int, chunk) -> bool:
-        """Do the kept bytes [a, b) of this copy equal the first copy's? Records what is new."""
-        if self.first_starts is None:
-            self.first_starts, self.first_bytes = [], []
-        starts, blobs = self.first_starts, self.first_bytes
-        i = bisect_right(starts, a) - 1
-        if i < 0:
-            i = 0
-        same = True
-        cur = a
-        new = []
-        while i < len(starts) and starts[i] < b:
-            s0, blob = starts[i], blobs[i]
-            lo, hi = max(a, s0), min(b, s0 + len(blob))
-            if lo < hi:
-                if cur < lo:
-                    new.append((cur, lo))
-                if blob[lo - s0:hi - s0] != chunk[lo - a:hi - a]:
-                    same = False
-                cur = max(cur, hi)
-            i += 1
-        if cur < b:
-            new.append((cur, b))
-        for x, y in new:
-            j = bisect_right(starts, x)
-            starts.insert(j, x)
-            blobs.insert(j, bytes(chunk[x - a:y - a]))
-        return same
+def _plain_udp(data, t: int, end: int) -> int:
+    """The payload offset of a UDP datagram at ``t`` (in an IP packet ending at ``end``) that frames.walk
+    reports as the frame's transport (not a tunnel), else 0."""
+    if t + 8 > end:
+        return 0
+    sport, dport, ulen = _HHH(data, t)
+    uend = t + ulen
+    if ulen < 8 or uend > end:
+        uend = end
+    return 0 if _udp_tunnel_at(data, sport, dport, t + 8, uend) else t + 8
 
 
-class _Nothing:
-    """What the main pass sees of a direction in which nothing is kept."""
+# A finished direction instance is one bytes object: an array of first frame, last frame, base sequence
+# number, #kept ranges, #re-sent ranges, the kept starts, ends, the re-sent starts, ends; then its typecode
+# ("I" when every number fits 32 bits, else "q"), last so that the array stays aligned for a memoryview
+# cast. About 90 bytes for the usual TLS direction; the main pass reads it in place.
+_HEAD = 5
+_DEAD = False                       # P_KEEP of a direction given up as not TLS (the rest of it is masked)
+# pre-scan direction state, a plain list: sequence base, highest offset, first / last frame located in it,
+# the kept ranges (tcpstream.RangeMap; None before the first payload byte), walker, reassembler (after
+# the walk: the re-sent ranges), and whether it starts mid-stream after its key was closed
+P_BASE, P_HIGH, P_FIRST, P_LAST, P_KEEP, P_WALKER, P_REASM, P_STRICT = range(8)
+# main-pass state of one direction instance holding kept ranges
+S_FIRST, S_LAST, S_BASE, S_HIGH, S_STARTS, S_ENDS, S_OVS, S_OVE, S_FSTARTS, S_FBYTES = range(10)
+LIVE_LIMIT = 1 << 16                # pre-scan directions open at once; beyond it the longest idle are closed
+CLOSED_BITS = 1 << 23               # a 1 MiB bitmap of closed direction keys (see _open)
+SWEEP_EVERY = 1 << 13               # main pass: frames between sweeps of finished states
 
-    __slots__ = ()
-    keep = RangeMap()
-    overlaps = None
+
+def _entry_head(e) -> tuple:
+    """(first frame, last frame, base, #kept, #re-sent) of a packed entry."""
+    return struct.unpack_from("=5I" if e[-1] == 73 else "=5q", e)         # 73: "I"
 
 
-_NOTHING_KEPT = _Nothing()
+def _same_as_first(st, a: int, b: int, chunk) -> bool:
+    """Do the kept bytes [a, b) of this copy equal the first copy's? Records what is new."""
+    starts, blobs = st[S_FSTARTS], st[S_FBYTES]
+    if starts is None:
+        starts, blobs = st[S_FSTARTS], st[S_FBYTES] = [], []
+    i = bisect_right(starts, a) - 1
+    if i < 0:
+        i = 0
+    same = True
+    cur = a
+    new = []
+    while i < len(starts) and starts[i] < b:
+        s0, blob = starts[i], blobs[i]
+        lo, hi = max(a, s0), min(b, s0 + len(blob))
+        if lo < hi:
+            if cur < lo:
+                new.append((cur, lo))
+            if blob[lo - s0:hi - s0] != chunk[lo - a:hi - a]:
+                same = False
+            cur = max(cur, hi)
+        i += 1
+    if cur < b:
+        new.append((cur, b))
+    for x, y in new:
+        j = bisect_right(starts, x)
+        starts.insert(j, x)
+        blobs.insert(j, bytes(chunk[x - a:y - a]))
+    return same
+
+
+def _overlaps(st, a: int, b: int) -> bool:
+    """Was any byte of the stream range [a, b) captured more than once?"""
+    starts, ends = st[S_OVS], st[S_OVE]
+    i = bisect_right(starts, a) - 1
+    if i >= 0 and ends[i] > a:
+        return True
+    return i + 1 < len(starts) and starts[i + 1] < b
 
 
 class MaskStage(Stage):
@@ -182,12 +223,15 @@ class MaskStage(Stage):
         self.keep_ports = frozenset(int(p) for p in opts["keep_ports"] or ())
         self.allow_uninspected = bool(opts["allow_uninspected"])
         self.record_counts = {}
-        self.directions = {}            # flow key -> [_Direction per stream instance]
-        self.pre = SeqTracker(self._new_direction)
-        self.post = None                # process-pass tracker, made when the pre-scan is over
+        self.frame = 0                  # packet records met in the current pass (the pre-scan's, then the main's)
+        self.prescan_frames = 0
+        self.live = {}                  # direction key -> its open state (pre-scan: P_*, main pass: S_*)
+        self.tls = {}                   # direction key -> packed entry (a tuple of them after port reuse)
+        self.closed = None              # bitmap of closed direction keys (pre-scan only)
         self.frag_sums = {}             # datagram key -> {fragment offset: ones' sum of its data}
         self.frag_kept = set()          # datagrams whose first fragment has a kept port
         self.finished = False
+        self.next_sweep = SWEEP_EVERY
         self.bytes_kept = 0
         self.bytes_masked = 0
         self.frames_masked = 0
@@ -195,63 +239,201 @@ class MaskStage(Stage):
         self.copies_masked = 0
         self.uninspected = 0
         self.tls_flows = self.gaps = self.resyncs = 0
-        self.tls_keys = set()           # direction keys with something kept in some stream instance
 
     # ---- pre-scan -------------------------------------------------------------------------------------
-    def _new_direction(self, key, number):
-        d = _Direction()
-        self.directions.setdefault(key, []).append(d)
-        return d
-
+    # A direction instance lives from its first located frame to its last: a SYN with another sequence
+    # number, a FIN or RST after which nothing is pending, or LIVE_LIMIT closes it. The main pass finds a
+    # frame's instance by frame number in [first, last], so the two passes agree without replaying the
+    # pre-scan's decisions, and a finished direction costs only its packed ranges.
     def prescan(self, batch: list) -> None:
         if self.finished:
             raise StageError("Mask Payloads: pre-scan after processing started.")
         keep_ports = self.keep_ports
-        locate = self.pre.locate
+        live = self.live
+        i = self.frame
         for rec in batch:
-            if rec[1] < 0:
+            lt = rec[1]
+            if lt < 0:
                 continue
+            i += 1
             data = rec[0]
-            w = walk(data, rec[1])
-            if w[0] == UNINSPECTABLE and not self.allow_uninspected:
-                raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
-            l4 = w[4]
-            if l4 is None or w[0] == UNINSPECTABLE:
-                continue
-            proto, l4off, pay, end, _ipi, fl = l4
-            if fl & L4F_FRAGMENT:
-                self._prescan_fragment(data, w[2], l4)
-                continue
-            if proto != 6 or l4off + 14 > len(data):
-                continue
-            flags = data[l4off + 13]
-            if end <= pay and not flags & 2:
-                continue
-            if keep_ports and self._kept_port(data, l4off):
-                continue
-            key = _flow_key(data, w[2], l4)
-            n = end - pay if end > pay else 0
-            d, off = locate(key, _I(data, l4off + 4)[0], flags & 2, n)
-            if n and d.reasm is None and d.keep is None:
-                d.start(self.keep_handshake, self.keep_alerts_ccs, self.record_counts)
-            if n and d.reasm is not None:
-                wk = d.walker
-                if wk.pos == off and wk.mode == SYNC and wk.nxt >= off + n and not wk.part \
-                        and not d.reasm.pending and len(data) >= rec[3]:
-                    # the common case, in short: in order, inside a record body, nothing to look at
-                    wk.pos = off + n
+            n = len(data)
+            t = -1
+            if lt == 1 and n >= 38:
+                # the usual frame, read at fixed offsets exactly as frames.walk's fast path does; frames
+                # that cannot carry a TCP segment (ICMP, plain UDP) are skipped without a walk
+                o = 14
+                et = (data[12] << 8) | data[13]
+                if et == 0x8100:
+                    et = (data[16] << 8) | data[17]
+                    o = 18
+                if et == 0x0800:
+                    if data[o] == 0x45 and not _H(data, o + 6)[0] & 0x3FFF:
+                        proto = data[o + 9]
+                        tot = _H(data, o + 2)[0]
+                        end = o + tot
+                        if end > n or tot == 0:
+                            end = n
+                        if proto == 6:
+                            if o + 40 <= end:
+                                t = o + 20
+                        elif proto == 1 or (proto == 17 and _plain_udp(data, o + 20, end)):
+                            continue
+                elif et == 0x86DD and n >= o + 40:
+                    proto = data[o + 6]
+                    end = o + 40 + ((data[o + 4] << 8) | data[o + 5])
+                    if end > n:
+                        end = n
+                    if proto == 6:
+                        if o + 60 <= end:
+                            t = o + 40
+                    elif proto == 58 or (proto == 17 and _plain_udp(data, o + 40, end)):
+                        continue
+            if t >= 0:
+                pay = t + (data[t + 12] >> 4) * 4
+                if pay > end:
+                    pay = end
+                key = None
+            else:
+                w = walk(data, lt)
+                if w[0] == UNINSPECTABLE:
+                    if not self.allow_uninspected:
+                        raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
                     continue
-                d.reasm.feed(off, memoryview(data)[pay:end])
-                if end == len(data) and end < rec[3]:
-                    wire = _ip_wire_end(data, w[2][l4[4]])
-                    if wire > end and d.walker.pos == off + n and not d.reasm.pending:
-                        d.reasm.holes += 1
-                        d.walker.hole(off + wire - pay)      # cut by the snap length: known missing
-                wk = d.walker
-                if not d.keep.starts and (wk.mode == DONE or flags & 5 and not wk.order and wk.pos == off + n
-                                        and not d.reasm.pending):
-                    # not TLS (given up, or closed with nothing found): all of it is masked, stop tracking
-                    self._retire(d)
+                l4 = w[4]
+                if l4 is None:
+                    continue
+                proto, t, pay, end, _ipi, fl = l4
+                if fl & L4F_FRAGMENT:
+                    self._prescan_fragment(data, w[2], l4)
+                    continue
+                if proto != 6 or t + 14 > n:
+                    continue
+                key = _flow_key(data, w[2], l4)
+                o = w[2][l4[4]][IP_OFF]
+            flags = data[t + 13]
+            nb = end - pay if end > pay else 0
+            if not nb and not flags & 7:
+                continue                            # an ACK: nothing to place
+            if keep_ports and self._kept_port(data, t):
+                continue
+            if key is None:
+                key = data[o + 12:o + 20] + data[t:t + 4] if t - o == 20 else data[o + 8:o + 40] + data[t:t + 4]
+            st = live.get(key)
+            seq = _I(data, t + 4)[0]
+            if flags & 2:
+                seq = (seq + 1) & MASK32            # the SYN takes one sequence number; data starts after it
+                if st is None or st[P_BASE] != seq:
+                    if st is not None:
+                        self._close(key, st)        # port reuse: a new connection
+                    st = self._open(key, seq, i, False)
+            elif not nb:
+                # FIN / RST without data: the direction is over when everything before it was seen
+                if st is not None and (st[P_REASM] is None or not st[P_REASM].pending
+                                       and st[P_WALKER].pos >= st[P_HIGH]):
+                    self._close(key, st)
+                continue
+            elif st is None:
+                st = self._open(key, seq, i, True)
+            high = st[P_HIGH]
+            off = high + (((seq - st[P_BASE] - high + HALF) & MASK32) - HALF)     # tcpstream.unwrap, inline
+            if off + nb > high:
+                st[P_HIGH] = off + nb
+            st[P_LAST] = i
+            if not nb:
+                continue
+            wk = st[P_WALKER]
+            if wk is None:
+                if st[P_KEEP] is _DEAD:
+                    if flags & 5:
+                        self._close(key, st)
+                    continue
+                wk = self._start(st)
+            reasm = st[P_REASM]
+            if wk.pos == off and wk.mode == SYNC and wk.nxt >= off + nb and not wk.part \
+                    and not reasm.pending and n >= rec[3] and not flags & 5:
+                # the common case, in short: in order, inside a record body, nothing to look at
+                wk.pos = off + nb
+                continue
+            reasm.feed(off, memoryview(data)[pay:end])
+            if end == n and end < rec[3]:
+                wire = o + _H(data, o + 2)[0] if data[o] >> 4 == 4 else o + 40 + _H(data, o + 4)[0]
+                if wire > end and wk.pos == off + nb and not reasm.pending:
+                    reasm.holes += 1
+                    wk.hole(off + wire - pay)       # cut by the snap length: known missing
+            if flags & 5 and wk.pos == off + nb and not reasm.pending:
+                self._close(key, st)                # FIN / RST: nothing more in this direction
+            elif wk.mode == DONE and not st[P_KEEP].starts:
+                # not TLS (given up): all of it is masked, stop looking at it
+                self._finish(st)
+                st[P_KEEP] = _DEAD
+        self.frame = i
+
+    def _open(self, key, base: int, i: int, midstream: bool) -> list:
+        """A new direction instance. One that starts without a SYN after its key was closed (a segment
+        re-sent after the FIN, a direction closed for LIVE_LIMIT) starts in the middle of a stream: its
+        first bytes are a record header only when a second header or the stream's end confirms it."""
+        live = self.live
+        if len(live) >= LIVE_LIMIT:
+            by_age = sorted(live.items(), key=lambda kv: kv[1][P_LAST])
+            for k, st in by_age[:len(by_age) // 4]:
+                self._close(k, st)
+        strict = False
+        if midstream and self.closed is not None:
+            h = hash(key) & (CLOSED_BITS - 1)
+            strict = bool(self.closed[h >> 3] & (1 << (h & 7)))
+        st = [base, 0, i, i, None, None, None, strict]
+        live[key] = st
+        return st
+
+    def _start(self, st):
+        """The first payload byte of a direction: make its range map, walker and reassembler."""
+        keep = RangeMap()
+        wk = TlsWalker(keep, self.keep_handshake, self.keep_alerts_ccs, self.record_counts)
+        if st[P_STRICT]:
+            wk.midstream()
+        st[P_KEEP], st[P_WALKER], st[P_REASM] = keep, wk, Reassembler(wk)
+        return wk
+
+    def _finish(self, st) -> None:
+        """The walk of a direction is over: count it, keep only the ranges (and the re-sent ones)."""
+        reasm = st[P_REASM]
+        reasm.finish()
+        if reasm.holes:
+            self.gaps += 1
+        self.resyncs += st[P_WALKER].lost
+        st[P_WALKER] = None
+        st[P_REASM] = reasm.overlaps if st[P_KEEP].starts else None
+
+    def _close(self, key, st) -> None:
+        """A direction instance is over: pack what the main pass needs, forget the rest."""
+        del self.live[key]
+        closed = self.closed
+        if closed is None:
+            closed = self.closed = bytearray(CLOSED_BITS >> 3)
+        h = hash(key) & (CLOSED_BITS - 1)
+        closed[h >> 3] |= 1 << (h & 7)
+        if st[P_WALKER] is not None:
+            self._finish(st)
+        keep = st[P_KEEP]
+        if not keep:                                # never had data, not TLS, or nothing kept
+            return
+        ov = st[P_REASM]
+        a = array("q", (st[P_FIRST], st[P_LAST], st[P_BASE], len(keep.starts), len(ov) if ov else 0))
+        a += keep.starts
+        a += keep.ends
+        if ov:
+            a += ov.starts
+            a += ov.ends
+        if min(a) >= 0 and max(a) <= MASK32:
+            entry = array("I", a).tobytes() + b"I"
+        else:
+            entry = a.tobytes() + b"q"
+        old = self.tls.get(key)
+        if old is None:
+            self.tls[key] = entry
+        else:
+            self.tls[key] = (old + (entry,)) if type(old) is tuple else (old, entry)
 
     def _kept_port(self, data, l4off) -> bool:
         sport, dport = _HH(data, l4off)
@@ -270,88 +452,271 @@ class MaskStage(Stage):
             if self.keep_ports and self._kept_port(data, l4off):
                 self.frag_kept.add(key)
 
-    def _retire(self, d) -> None:
-        """The pre-scan of a direction is over: count it, keep only what the main pass needs."""
-        d.reasm.finish()
-        w = d.walker
-        if d.reasm.holes:
-            self.gaps += 1
-        self.resyncs += w.lost
-        d.overlaps = d.reasm.overlaps if d.reasm.overlaps is not None and d.keep.starts else None
-        d.walker = d.reasm = None
-
     def _end_prescan(self) -> None:
         self.finished = True
-        flows = set()
-        for key, insts in self.directions.items():
-            for number, d in enumerate(insts):
-                if d.reasm is not None:
-                    self._retire(d)
-                if d.keep is None or not d.keep.starts:
-                    insts[number] = _NOTHING_KEPT       # one shared object for every non-TLS direction
-                    continue
-                self.tls_keys.add(key)
-                half = (len(key) - 4) // 2
-                back = key[half:2 * half] + key[:half] + key[-2:] + key[-4:-2]
-                flows.add((min(key, back), number))
-        self.tls_flows = len(flows)
-        self.pre = None                                 # the main pass replays the offsets with its own
-        self.post = SeqTracker(self._old_direction)
-
-    def _old_direction(self, key, number):
-        insts = self.directions.get(key)
-        if insts is None or number >= len(insts):
-            raise StageError("Mask Payloads: the main pass met a TCP stream the pre-scan did not see; "
-                             "the input changed between passes.")
-        return insts[number]
+        for key, st in list(self.live.items()):
+            self._close(key, st)
+        self.closed = None
+        # flows: the n-th instances of a direction and of its reverse are one flow
+        tls = self.tls
+        flows = 0
+        for key, entries in tls.items():
+            half = (len(key) - 4) // 2
+            back = key[half:2 * half] + key[:half] + key[-2:] + key[-4:-2]
+            other = tls.get(back)
+            if other is None or key <= back:
+                count = len(entries) if type(entries) is tuple else 1
+                if other is not None:
+                    count = max(count, len(other) if type(other) is tuple else 1)
+                flows += count
+        self.tls_flows = flows
+        self.prescan_frames = self.frame
+        self.frame = 0
 
     # ---- main pass --------------------------------------------------------------------------------------
+    def _activate(self, key, i: int):
+        """The state of the direction instance of ``key`` that frame ``i`` belongs to, or None when it
+        belongs to none with kept ranges (then all its payload is masked)."""
+        live, tls = self.live, self.tls
+        live.pop(key, None)
+        v = tls.get(key)
+        if v is None:
+            return None
+        entries = v if type(v) is tuple else (v,)
+        j = 0
+        while j < len(entries) and _entry_head(entries[j])[1] < i:
+            j += 1
+        if j == len(entries):
+            del tls[key]
+            return None
+        e = entries[j]
+        first, last, base, nk, no = _entry_head(e)
+        if first > i:
+            if j:
+                tls[key] = entries[j] if j + 1 == len(entries) else entries[j:]
+            return None
+        rest = entries[j + 1:]
+        if not rest:
+            del tls[key]
+        else:
+            tls[key] = rest[0] if len(rest) == 1 else rest
+        a = memoryview(e)[:-1].cast(chr(e[-1]))
+        p = _HEAD + nk
+        q = p + nk + no
+        st = [first, last, base, 0, a[_HEAD:p], a[p:p + nk], a[p + nk:q] if no else None, a[q:], None, None]
+        live[key] = st
+        return st
+
+    def _sweep(self, i: int) -> None:
+        """Drop the main-pass states of direction instances whose last frame is behind."""
+        live = self.live
+        for key in [k for k, st in live.items() if st[S_LAST] < i]:
+            del live[key]
+        self.next_sweep = i + SWEEP_EVERY
+
+    def _stream_ranges(self, st, key, i: int, data, t: int, pay: int, end: int):
+        """Ranges to zero in the TCP payload [pay, end) of frame ``i`` (``st``: the live state of ``key``
+        or None); None: all of it."""
+        if st is None or i > st[S_LAST]:
+            if i >= self.next_sweep:
+                self._sweep(i)
+            st = self._activate(key, i)
+            if st is None:
+                return None
+        if i < st[S_FIRST]:
+            return None
+        seq = _I(data, t + 4)[0]
+        if data[t + 13] & 2:
+            seq = (seq + 1) & MASK32
+        high = st[S_HIGH]
+        off = unwrap(st[S_BASE], high, seq)
+        e = off + end - pay
+        if e > high:
+            st[S_HIGH] = e
+        starts, ends = st[S_STARTS], st[S_ENDS]
+        k = bisect_right(starts, off) - 1
+        if k < 0:
+            k = 0
+        nk = len(starts)
+        shift = pay - off
+        ranges = []
+        cur = pay
+        while k < nk:
+            a = starts[k]
+            if a >= e:
+                break
+            b = ends[k]
+            k += 1
+            if b <= off:
+                continue
+            if a < off:
+                a = off
+            if b > e:
+                b = e
+            if st[S_OVS] is not None and _overlaps(st, a, b) \
+                    and not _same_as_first(st, a, b, data[a + shift:b + shift]):
+                # captured more than once and not equal to the copy the pre-scan classified: masked
+                self.copies_masked += 1
+                continue
+            a += shift
+            if a > cur:
+                ranges.append((cur, a))
+            cur = b + shift
+        if cur < end:
+            ranges.append((cur, end))
+        return ranges
+
     def process(self, batch: list) -> list:
         if not self.finished:
             self._end_prescan()
         out = []
         append = out.append
+        keep_ports = self.keep_ports
+        live, tls = self.live, self.tls
+        trim = self.trim
+        masked = kept = frames = 0
+        i = self.frame
         for rec in batch:
-            if rec[1] < 0:
+            lt = rec[1]
+            if lt < 0:
                 append(rec)
                 continue
+            i += 1
             data = rec[0]
-            w = walk(data, rec[1])
-            if w[0] == UNINSPECTABLE:
-                if not self.allow_uninspected:
-                    raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
-                self.uninspected += 1               # the user let it through unchanged
-                append(rec)
-                continue
-            l4 = w[4]
-            if l4 is None:                          # ARP, non-IP protocols, headers cut short: no payload
-                append(rec)
-                continue
-            ranges = self._masked_ranges(data, w[2], l4)
-            tail = w[2][0][IP_END] if w[2] else len(data)
-            if tail < len(data) and any(data[tail:]):
-                # a link-layer trailer with something in it: padding that leaked memory (Etherleak) or
-                # unknown data; no checksum covers it
-                if ranges and ranges[-1][1] == tail:
-                    ranges[-1] = (ranges[-1][0], len(data))
-                else:
-                    ranges.append((tail, len(data)))
-            extra = 0
-            if l4[5] & L4F_FRAGMENT and not l4[5] & L4F_NO_HEADER:
-                extra = self._fragment_delta(data, w[2], l4)
-            if not ranges and not extra:
-                if l4[3] > l4[2]:
-                    self.bytes_kept += l4[3] - l4[2]
-                append(rec)
-                continue
-            if not extra and len(ranges) == 1:
-                a, b = ranges[0]
-                new = self._rewrite_one(rec, data, w[5], l4, a, b)
-                if new is not None:
-                    append(new)
-                    continue
-            append(self._rewrite(rec, data, w, l4, ranges, extra))
+            n = len(data)
+            if lt == 1 and n >= 38:
+                # the usual frame (see prescan): TCP and plain UDP without a walk
+                o = 14
+                et = (data[12] << 8) | data[13]
+                if et == 0x8100:
+                    et = (data[16] << 8) | data[17]
+                    o = 18
+                t = -1
+                if et == 0x0800:
+                    if data[o] == 0x45 and not _H(data, o + 6)[0] & 0x3FFF:
+                        proto = data[o + 9]
+                        tot = _H(data, o + 2)[0]
+                        end = o + tot
+                        if end > n or tot == 0:
+                            end = n
+                        t = o + 20
+                elif et == 0x86DD and n >= o + 40:
+                    proto = data[o + 6]
+                    end = o + 40 + ((data[o + 4] << 8) | data[o + 5])
+                    if end > n:
+                        end = n
+                    t = o + 40
+                if t >= 0 and (end == n or not any(data[end:])):        # no trailer to zero
+                    if proto == 6 and t + 20 <= end:
+                        pay = t + (data[t + 12] >> 4) * 4
+                        if pay >= end:
+                            append(rec)
+                            continue
+                        if keep_ports and self._kept_port(data, t):
+                            kept += end - pay
+                            append(rec)
+                            continue
+                        key = data[o + 12:o + 20] + data[t:t + 4] if t - o == 20 else \
+                            data[o + 8:o + 40] + data[t:t + 4]
+                        st = live.get(key)
+                        a, b = pay, end                 # nothing kept anywhere in this direction
+                        if st is not None or key in tls or i >= self.next_sweep:
+                            ranges = self._stream_ranges(st, key, i, data, t, pay, end)
+                            if ranges is not None:
+                                if not ranges:
+                                    kept += end - pay
+                                    append(rec)
+                                    continue
+                                if len(ranges) > 1:
+                                    csums = [(t + 16, t, end, "tcp", 0)]
+                                    if t - o == 20:
+                                        csums.append((o + 10, o, t, "ipv4", None))
+                                    append(self._rewrite(rec, data, csums, (6, t, pay, end, 0, 0), ranges, 0))
+                                    continue
+                                a, b = ranges[0]
+                        cs = t + 16
+                        udp = False
+                    elif proto == 17 and t + 8 <= end and _H(data, t + 4)[0] == end - t \
+                            and _plain_udp(data, t, end):   # a UDP datagram filling its packet
+                        pay = a = t + 8
+                        b = end
+                        if pay == end:
+                            append(rec)
+                            continue
+                        if keep_ports and self._kept_port(data, t):
+                            kept += end - pay
+                            append(rec)
+                            continue
+                        cs = t + 6
+                        udp = True
+                    else:
+                        t = -1
+                    if t >= 0:
+                        # zero [a, b) and update the one checksum covering it (at cs, from t) by RFC 1624
+                        # eqn. 3: _zero, inline on the hot path
+                        d = 0xFFFF - _osum(data[a:b])                        # new 0 - old sum
+                        d = (d << 8) % 0xFFFF if (a - t) & 1 else d % 0xFFFF  # odd start: the other byte
+                        hc = (data[cs] << 8) | data[cs + 1]
+                        if d and not (udp and hc == 0):
+                            x = (~hc & 0xFFFF) + d
+                            x = (x & 0xFFFF) + (x >> 16)
+                            x = (x & 0xFFFF) + (x >> 16)
+                            hc = ~x & 0xFFFF
+                            if udp and hc == 0:
+                                hc = 0xFFFF
+                        masked += b - a
+                        kept += end - pay - (b - a)
+                        frames += 1
+                        if trim and b >= n and not (rec[5] is not None and rec[5][0] == 3):
+                            self.frames_trimmed += 1
+                            append((b"".join((data[:cs], hc.to_bytes(2, "big"), data[cs + 2:a])),) + rec[1:])
+                        else:
+                            append((b"".join((data[:cs], hc.to_bytes(2, "big"), data[cs + 2:a],
+                                              _ZERO[:b - a] if b - a <= 65536 else bytes(b - a), data[b:])),)
+                                   + rec[1:])
+                        continue
+            append(self._process_walked(rec, data, lt, i))
+        self.frame = i
+        self.bytes_masked += masked
+        self.bytes_kept += kept
+        self.frames_masked += frames
+        if i > self.prescan_frames:
+            raise StageError("Mask Payloads: the main pass met more frames than the pre-scan; the input "
+                             "changed between passes.")
         return out
+
+    def _process_walked(self, rec, data, lt: int, i: int):
+        """One frame through the general walk."""
+        w = walk(data, lt)
+        if w[0] == UNINSPECTABLE:
+            if not self.allow_uninspected:
+                raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
+            self.uninspected += 1                   # the user let it through unchanged
+            return rec
+        l4 = w[4]
+        if l4 is None:                              # ARP, non-IP protocols, headers cut short: no payload
+            return rec
+        ranges = self._masked_ranges(data, w[2], l4, i)
+        tail = w[2][0][IP_END] if w[2] else len(data)
+        if tail < len(data) and any(data[tail:]):
+            # a link-layer trailer with something in it: padding that leaked memory (Etherleak) or
+            # unknown data; no checksum covers it
+            if ranges and ranges[-1][1] == tail:
+                ranges[-1] = (ranges[-1][0], len(data))
+            else:
+                ranges.append((tail, len(data)))
+        extra = 0
+        if l4[5] & L4F_FRAGMENT and not l4[5] & L4F_NO_HEADER:
+            extra = self._fragment_delta(data, w[2], l4)
+        if not ranges and not extra:
+            if l4[3] > l4[2]:
+                self.bytes_kept += l4[3] - l4[2]
+            return rec
+        if not extra and len(ranges) == 1:
+            new = self._rewrite_one(rec, data, w[5], l4, *ranges[0])
+            if new is not None:
+                return new
+        return self._rewrite(rec, data, w[5], l4, ranges, extra)
 
     def _fragment_delta(self, data, ips, l4) -> int:
         """Checksum delta a first fragment takes for the zeroed data of its datagram's later fragments."""
@@ -370,16 +735,10 @@ class MaskStage(Stage):
         total = total % 0xFFFF if total else 0
         return ~total & 0xFFFF                      # zeroing bytes of sum S adds ~S (RFC 1624 eqn. 3)
 
-    def _masked_ranges(self, data, ips, l4) -> list:
-        """The [a, b) byte ranges of this frame to zero."""
+    def _masked_ranges(self, data, ips, l4, i) -> list:
+        """The [a, b) byte ranges of this frame to zero (``i``: the frame's number, for TCP streams)."""
         proto, l4off, pay, end, ipi, fl = l4
         if end <= pay:
-            if proto == 6 and not fl & L4F_FRAGMENT and l4off + 14 <= len(data) and data[l4off + 13] & 2 \
-                    and not (self.keep_ports and self._kept_port(data, l4off)):
-                # a SYN starts (or restarts) a stream: the offsets must follow the pre-scan's exactly
-                key = _flow_key(data, ips, l4)
-                if key in self.tls_keys:
-                    self.post.locate(key, _I(data, l4off + 4)[0], 2, 0)
             return []
         if fl & L4F_FRAGMENT:
             if self.frag_kept and _frag_key(data, ips[ipi]) in self.frag_kept:
@@ -391,30 +750,14 @@ class MaskStage(Stage):
             if self.keep_ports and self._kept_port(data, l4off):
                 return []
             key = _flow_key(data, ips, l4)
-            if key not in self.tls_keys:
-                if key not in self.directions:
-                    raise StageError("Mask Payloads: the main pass met a TCP stream the pre-scan did not see; "
-                                     "the input changed between passes.")
-                return [(pay, end)]                 # nothing kept in any stream of these addresses/ports
-            d, off = self.post.locate(key, _I(data, l4off + 4)[0], data[l4off + 13] & 2, end - pay)
-            keep = d.keep
-            pieces = keep.pieces(off, off + end - pay) if keep.starts else ()
-            if pieces and d.overlaps is not None:
-                pieces = self._first_copy_check(d, pieces, data, pay - off)
-            ranges = []
-            cur = pay
-            for a, b in pieces:
-                a += pay - off
-                if a > cur:
-                    ranges.append((cur, a))
-                cur = b + pay - off
-            if cur < end:
-                ranges.append((cur, end))
-            return ranges
+            ranges = self._stream_ranges(self.live.get(key), key, i, data, l4off, pay, end)
+            return [(pay, end)] if ranges is None else ranges
         if proto == 17:
             if self.keep_ports and self._kept_port(data, l4off):
                 return []
-            return [(pay, end)]
+            ip_end = ips[ipi][IP_END]
+            # bytes after the UDP length but inside the IP packet belong to no header: masked too
+            return [(pay, ip_end if ip_end > end else end)]
         if fl & L4F_ECHO:
             return [(pay, end)]
         if fl & L4F_ICMP_ERROR:
@@ -422,17 +765,6 @@ class MaskStage(Stage):
         if proto in _KEPT_PROTOS:
             return []
         return [(pay, end)]                         # opaque protocol: fail closed
-
-    def _first_copy_check(self, d, pieces, data, shift) -> list:
-        """Where the stream was captured more than once, a copy keeps its kept bytes only when they equal
-        the first copy's (the one the pre-scan classified); a retransmission with other bytes is masked."""
-        out = []
-        for a, b in pieces:
-            if d.overlaps.pieces(a, b) and not d.same_as_first(a, b, data[a + shift:b + shift]):
-                self.copies_masked += 1
-                continue
-            out.append((a, b))
-        return out
 
     def _icmp_error_ranges(self, data, ips, l4) -> list:
         proto, l4off, pay, end, ipi, fl = l4
@@ -468,7 +800,7 @@ class MaskStage(Stage):
         keep_end = min(p + hl, stop)
         return [(keep_end, stop)] if keep_end < stop else []
 
-    def _rewrite(self, rec, data, w, l4, ranges, extra):
+    def _rewrite(self, rec, data, csums, l4, ranges, extra):
         buf = bytearray(data)
         view = memoryview(data)
         changes = []                # (start, end, ones'-complement delta aligned at start, zeroed?)
@@ -483,7 +815,7 @@ class MaskStage(Stage):
         lo, hi = (ranges[0][0], ranges[-1][1]) if ranges else (n, 0)     # where the changes are
         # RFC 1624 eqn. 3 for every checksum covering a change, innermost first; an updated checksum field
         # is itself a change for the checksums around it (quoting ICMP, tunnel UDP, GRE).
-        for cs_off, start, end, kind, _ip in w[5]:
+        for cs_off, start, end, kind, _ip in csums:
             if cs_off + 2 > n:
                 continue
             if start == first_l4 and kind != "ipv4":
@@ -527,33 +859,36 @@ class MaskStage(Stage):
 
     def _rewrite_one(self, rec, data, csums, l4, a, b):
         """_rewrite for the usual frame, or None: one zeroed range [a, b) inside the coverage of the first
-        (transport) checksum, which sits before it, every other checksum (the IPv4 header's) before that.
-        The same bytes as _rewrite, built by one join instead of a bytearray edited in place."""
+        (transport) checksum, which sits before it, every other checksum (the IPv4 header's) before that."""
         if not csums or a >= b:
             return None
         cs_off, start, end, kind, _ip = csums[0]
         if start > a or b > end or cs_off + 2 > a or not (len(csums) == 1 or (
                 len(csums) == 2 and csums[1][2] <= cs_off)):
             return None
+        return self._zero(rec, data, cs_off, start, kind == "udp", l4[2], l4[3], a, b, l4[5] & L4F_FRAGMENT)
+
+    def _zero(self, rec, data, cs_off, start, udp, pay, end, a, b, fragment=0):
+        """Zero [a, b) of a frame whose one changed checksum (at cs_off, covering from ``start``) sits
+        before it: the same bytes as _rewrite, built by one join instead of a bytearray edited in place."""
         d = 0xFFFF - _osum(memoryview(data)[a:b])               # new 0 - old sum
         if (a - start) & 1:
             d = (d << 8) % 0xFFFF                                # the other byte of each word
         d %= 0xFFFF
         hc = (data[cs_off] << 8) | data[cs_off + 1]
-        if d and not (kind == "udp" and hc == 0):                # checksum.update, inline
+        if d and not (udp and hc == 0):                          # checksum.update, inline
             t = (~hc & 0xFFFF) + d
             t = (t & 0xFFFF) + (t >> 16)
             t = (t & 0xFFFF) + (t >> 16)
             hc = ~t & 0xFFFF
-            if kind == "udp" and hc == 0:
+            if udp and hc == 0:
                 hc = 0xFFFF
         n = len(data)
-        pay, end = l4[2], l4[3]
         self.bytes_masked += b - a
         if end > pay:
             self.bytes_kept += end - pay - (min(b, end) - max(a, pay) if a < end and b > pay else 0)
         self.frames_masked += 1
-        if self.trim and not l4[5] & L4F_FRAGMENT and b >= n:
+        if self.trim and not fragment and b >= n:
             block = rec[5]
             if not (block is not None and block[0] == 3):
                 self.frames_trimmed += 1
@@ -563,7 +898,7 @@ class MaskStage(Stage):
 
     # ---- results ----------------------------------------------------------------------------------------
     def release_memory(self) -> str | None:
-        return None                                 # the maps are what the main pass needs: nothing to drop
+        return None             # the ranges are what the main pass needs; finished directions are freed anyway
 
     def report(self) -> dict:
         out = {

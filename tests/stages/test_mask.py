@@ -664,3 +664,143 @@ def test_ones_sum_folding_matches_the_plain_residue():
             plain = int.from_bytes(b, "big") << (8 if n & 1 else 0)
             assert _osum(b) == plain % 0xFFFF
             assert _osum(memoryview(b)) == plain % 0xFFFF
+
+
+# ---- bounded state: directions closed and freed --------------------------------------------------------
+def _key(v6=False, sport=40000, dport=443):
+    src, dst = (A6, B6) if v6 else (A4, B4)
+    return src + dst + struct.pack("!HH", sport, dport)
+
+
+def test_flow_closed_by_fin_then_the_same_four_tuple_reused():
+    s1, c1 = layout([CH, APP[0]])
+    s2, c2 = layout([CH, APP[2]])
+    first = segments(s1, [700], 1000)
+    second = segments(s2, [1000], 90000)
+    fin1 = tcp_frame(1001 + len(s1), b"", 0x11)
+    frames = [tcp_frame(1000, b"", 0x02)] + [f for _, f in first] + [fin1] + \
+        [tcp_frame(90000, b"", 0x02)] + [f for _, f in second] + [tcp_frame(90001 + len(s2), b"", 0x11)]
+    records = recs(frames)
+    stage = MaskStage({}, StageContext())
+    stage.prescan(records)
+    stage._end_prescan()
+    assert stage.live == {}                                  # both instances closed by their FIN
+    assert isinstance(stage.tls[_key()], tuple) and len(stage.tls[_key()]) == 2
+    out = stage.process(records)
+    assert stage.tls == {}                                   # every entry used, then dropped
+    n1 = len(first)
+    check_stream([o[0] for o in out[1:1 + n1]], [o for o, _ in first], s1, c1)
+    check_stream([o[0] for o in out[3 + n1:3 + n1 + len(second)]], [o for o, _ in second], s2, c2)
+    assert stage.report()["tls_flows"] == 2
+
+
+def test_segment_after_the_fin_is_classified_strictly():
+    stream, cls = layout([CH, APP[0]])
+    segs = segments(stream, [600], 1)
+    last_off, last = segs[-1]
+    segs[-1] = (last_off, tcp_frame(2 + last_off, stream[last_off:], flags=0x19))   # data + FIN
+    # after the FIN: something that looks like a handshake record at its first byte, but no header follows
+    # it where it ends and the data goes on (a record boundary a new stream start would have believed)
+    late = rec(22, rnd(100, 7)) + rnd(300, 8)
+    resent = stream[len(CH):len(CH) + 600]                   # an application data segment sent again
+    frames = [f for _, f in segs] + [tcp_frame(2 + len(stream) + 5000, late),
+                                     tcp_frame(2 + len(CH), resent)]
+    out, stage = run(recs(frames))
+    check_stream([o[0] for o in out[:len(segs)]], [o for o, _ in segs], stream, cls)
+    assert not any(payload(out[-2][0]))
+    p = payload(out[-1][0])
+    assert not any(p[5:]) and all(checksums_ok(out[-1][0]))
+
+
+def test_state_stays_bounded_over_many_sequential_flows(monkeypatch):
+    from pktmask_gui.stages import mask as mask_module
+    monkeypatch.setattr(mask_module, "SWEEP_EVERY", 64)
+    client, ccls = layout([CH, APP[1]])
+    server, scls = layout([SH, APP[0]])
+    frames, expect = [], []
+    for flow in range(300):
+        port = 20000 + flow
+        cs = [off for off, _ in segments(client, [150], 1000)]
+        ss = [off for off, _ in segments(server, [1448], 5000)]
+        frames += [tcp_frame(1000, b"", 0x02, sport=port), tcp_frame(5000, b"", 0x12, back=True, sport=port)]
+        expect += [(len(frames) + k, off, client, ccls) for k, off in enumerate(cs)]
+        frames += [tcp_frame(1001 + off, client[off:off + 150], sport=port) for off in cs]
+        expect += [(len(frames) + k, off, server, scls) for k, off in enumerate(ss)]
+        frames += [tcp_frame(5001 + off, server[off:off + 1448], back=True, sport=port) for off in ss]
+        frames += [tcp_frame(1001 + len(client), b"", 0x11, sport=port),
+                   tcp_frame(5001 + len(server), b"", 0x11, back=True, sport=port)]
+    records = recs(frames)
+    stage = MaskStage({}, StageContext())
+    most = 0
+    for i in range(0, len(records), 50):
+        stage.prescan(records[i:i + 50])
+        most = max(most, len(stage.live))
+    assert most <= 4                                         # open directions: this flow's, not all of them
+    out = []
+    for i in range(0, len(records), 50):
+        out += stage.process(records[i:i + 50])
+        most = max(most, len(stage.live))
+    assert most <= 2 * (64 + 50) // 5                        # what the last sweep window can hold
+    assert stage.tls == {}
+    for idx, off, stream, cls in expect:
+        check_stream([out[idx][0]], [off], stream, cls)
+    assert stage.report()["tls_flows"] == 300
+
+
+def test_live_limit_closes_idle_directions_and_fails_closed(monkeypatch):
+    from pktmask_gui.stages import mask as mask_module
+    monkeypatch.setattr(mask_module, "LIVE_LIMIT", 8)
+    stream, cls = layout([CH, APP[0], APP[2], APP[1]])
+    per_flow = [segments(stream, [700], 1000) for _ in range(40)]
+    frames, where = [], []
+    for flow in range(40):
+        frames.append(tcp_frame(1000, b"", 0x02, sport=30000 + flow))
+    for k in range(len(per_flow[0])):                        # every flow sends its k-th segment in turn
+        for flow in range(40):
+            off, _ = per_flow[flow][k]
+            frames.append(tcp_frame(1001 + off, stream[off:off + 700], sport=30000 + flow))
+            where.append((len(frames) - 1, off))
+    records = recs(frames)
+    stage = MaskStage({}, StageContext())
+    for i in range(0, len(records), 16):
+        stage.prescan(records[i:i + 16])
+        assert len(stage.live) <= 8
+    out = []
+    for i in range(0, len(records), 16):
+        out += stage.process(records[i:i + 16])
+    for idx, off in where:
+        p = payload(out[idx][0])
+        assert all(b == 0 for j, b in enumerate(p) if cls[off + j] == "z")    # never application data
+        assert all(checksums_ok(out[idx][0]))
+
+
+def test_bytes_after_the_udp_length_inside_the_ip_packet_are_masked():
+    dgram = udp(A4, B4, 1000, 2000, b"hello")               # UDP length 13 ...
+    frame = eth(ipv4(A4, B4, 17, dgram + b"SECRET"))        # ... inside an IP packet 6 bytes longer
+    out, stage = run(recs([frame]))
+    o = out[0][0]
+    assert len(o) == len(frame) and o[-11:] == bytes(11)
+    assert o[:-11] == frame[:14 + 20 + 6] + o[40:42] + frame[42:-11]
+    assert all(checksums_ok(o))
+    assert stage.report()["bytes_masked"] == 11
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_packed_ranges_read_back_in_the_main_pass(big):
+    from pktmask_gui.stages import mask as m
+    from pktmask_gui.tcpstream import RangeMap
+    shift = 5 << 30 if big else 0                          # past four gigabytes of stream: 64-bit numbers
+    keep, resent = RangeMap(), RangeMap()
+    for a in (0, 700, 1400):
+        keep.add(shift + a, shift + a + 5)
+    resent.add(shift + 690, shift + 720)
+    stage = MaskStage({}, StageContext())
+    st = [123456, 10, 20, 30, keep, None, resent, False]   # base, high, first frame, last frame, ...
+    stage.live[b"k"] = st
+    stage._close(b"k", st)
+    assert stage.live == {} and len(stage.tls[b"k"]) < 120
+    got = stage._activate(b"k", 25)
+    assert got[m.S_FIRST:m.S_HIGH] == [20, 30, 123456]
+    assert list(got[m.S_STARTS]) == list(keep.starts) and list(got[m.S_ENDS]) == list(keep.ends)
+    assert list(got[m.S_OVS]) == [shift + 690] and list(got[m.S_OVE]) == [shift + 720]
+    assert stage.tls == {} and stage._activate(b"k", 31) is None
