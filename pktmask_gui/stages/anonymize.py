@@ -61,11 +61,20 @@ _V6 = struct.Struct("!BB3xHBx32sHH").unpack_from
 # 0x0000 where HC + ~d gives 0xFFFF (and never 0xFFFF itself for d != 0). So for nd = ~d, the new checksum's
 # bytes are _FOLDZ[hc + nd] (0xFFFF written as 0x0000, as eqn. 3 does) and, for UDP, whose computed 0 is
 # stored as 0xFFFF, _FOLD[hc + nd]: one list index instead of a dozen integer operations per checksum.
-_FOLD = [i.to_bytes(2, "big") for i in range(65536)]
-_FOLD += _FOLD[1:]                      # x <= 0x1FFFE -> the 2 bytes of (x & 0xFFFF) + (x >> 16)
-_H2 = _FOLD                             # below 0x10000: a value's own 2 bytes
-_FOLDZ = _FOLD[:]
-_FOLDZ[0xFFFF] = _FOLDZ[0x1FFFE] = _FOLD[0]
+# Built by the first AnonymizeStage (~5 MB): a run without Anonymize IPs neither pays nor holds them.
+_FOLD = _FOLDZ = _H2 = None
+
+
+def checksum_tables() -> tuple:
+    """(_FOLD, _FOLDZ), built once."""
+    global _FOLD, _FOLDZ, _H2
+    if _FOLD is None:
+        fold = [i.to_bytes(2, "big") for i in range(65536)]
+        fold += fold[1:]                # x <= 0x1FFFE -> the 2 bytes of (x & 0xFFFF) + (x >> 16)
+        foldz = fold[:]
+        foldz[0xFFFF] = foldz[0x1FFFE] = fold[0]
+        _FOLD, _FOLDZ, _H2 = fold, foldz, fold      # _H2: below 0x10000, a value's own 2 bytes
+    return _FOLD, _FOLDZ
 
 
 class _FrameError(Exception):
@@ -208,6 +217,7 @@ class AnonymizeStage(Stage):
     )
 
     def __init__(self, options, context):
+        checksum_tables()
         super().__init__(options, context)
         key = context.key
         if key is None or len(key) != 32:
