@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep addresses in this network unchanged (repeatable)")
     anon.add_argument("--anonymize-macs", action="store_true", default=None,
                       help="also map MAC addresses (group/local bits kept)")
+    anon.add_argument("--no-payload-addresses", action="store_true", default=None,
+                      help="leave the addresses inside DNS answers and DHCP messages as they are "
+                           "(mapped by default)")
     anon.add_argument("--export-mapping", metavar="PATH", help="write the address mapping table to PATH")
     anon.add_argument("--allow-uninspected", action="store_true", default=None,
                       help="let frames the engine cannot parse through unchanged (counted) instead of failing")
@@ -114,6 +117,8 @@ def _apply_flags(args, settings) -> list[str]:
     if args.allow_uninspected:
         anon["allow_uninspected"] = True
         settings.stage_options.setdefault("mask", {})["allow_uninspected"] = True
+    if args.no_payload_addresses:
+        anon["payload_addresses"] = False
     if args.export_mapping:
         anon["export_mapping"] = str(Path(args.export_mapping).resolve())
     mask = settings.stage_options.setdefault("mask", {})

@@ -128,3 +128,30 @@ def test_bad_key_file_is_a_usage_error_before_anything_is_created(workdir):
         assert proc.returncode == 2 and "cannot use the key file" in proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (workdir / "out").exists()
+
+
+def _dns_payloads(path):
+    """UDP payloads of plain Ethernet/IPv4 frames from port 53, in order."""
+    from pktmask_gui.capture import CaptureReader
+
+    out = []
+    with CaptureReader(path) as reader:
+        for batch in reader.batches():
+            for data, *_ in batch:
+                if data[12:14] == b"\x08\x00" and data[14] == 0x45 and data[23] == 17 and data[34:36] == b"\x00\x35":
+                    out.append(data[42:])
+    return out
+
+
+def test_no_payload_addresses_leaves_dns_answers_alone(workdir):
+    src = workdir / "in.pcap"
+    generate(src, packets=600, seed=4)
+    before = _dns_payloads(src)
+    assert before, "the generated capture holds DNS answers"
+    for extra, same in (([], False), (["--no-payload-addresses"], True)):
+        out = workdir / f"out{len(extra)}"
+        proc = cli("process", src, "-o", out, "--anonymize", *extra, "--temp-dir", workdir)
+        assert proc.returncode == 0, proc.stderr
+        after = _dns_payloads(out / "in-sanitized.pcap")
+        assert len(after) == len(before)
+        assert (after == before) is same
