@@ -738,6 +738,7 @@ class CaptureWriter:
                 pad = _ZEROS[-len(body) & 3]
                 if block == SHB:
                     self._end_section()
+                    out = self._out             # _end_section may have flushed: a new buffer
                     e = section_endian(body)
                     s = self._structs = _STRUCTS[e]
                     epb_pack, u32_pack = s.epb_out.pack, s.u32.pack

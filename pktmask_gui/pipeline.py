@@ -370,19 +370,25 @@ class _MainPass:
 
     def check_while_writing(self, path: str) -> None:
         follow = _FollowFile(path, self)
-        with CaptureReader(path, fileobj=follow) as out:
-            after = _PacketRuns(out)
-            while True:
-                a = after.take(BATCH)           # reading drives the main pass as far as it needs
-                for checker, pending in zip(self.checkers, self.entering):
-                    b = pending[:len(a)]
-                    del pending[:len(a)]
-                    if len(b) != len(a):
-                        raise StageError("self-check failed: the output holds more frames than went in")
-                    if a:
-                        checker.check(b, a)
-                if not a:
-                    break
+        try:
+            with CaptureReader(path, fileobj=follow) as out:
+                after = _PacketRuns(out)
+                while True:
+                    a = after.take(BATCH)       # reading drives the main pass as far as it needs
+                    for checker, pending in zip(self.checkers, self.entering):
+                        b = pending[:len(a)]
+                        del pending[:len(a)]
+                        if len(b) != len(a):
+                            raise StageError("self-check failed: the output holds more frames than went in")
+                        if a:
+                            checker.check(b, a)
+                    if not a:
+                        break
+        except _Relayed as relayed:             # the main pass failed (disk full, damaged input, cancel)
+            raise relayed.exc from None
+        except CaptureError as exc:             # the output itself does not read back
+            raise StageError(f"self-check failed: the output does not read back as a capture ({exc})") \
+                from None
         while self.step():                      # a cut-short output: the pass still ends (and says so)
             pass
         if any(self.entering):
@@ -401,8 +407,13 @@ class _FollowFile:
     def read(self, n: int) -> bytes:
         main = self.main
         want = self.pos + n
-        while main.writer.bytes_flushed < want and main.step():
-            pass
+        try:
+            while main.writer.bytes_flushed < want and main.step():
+                pass
+        except Exception as exc:
+            # through the read-back reader unchanged: it would call an OSError of the writer (disk full)
+            # "cannot read the file", and the input's own errors are not the output's
+            raise _Relayed(exc) from exc
         parts = []
         while n > 0:
             chunk = self.fh.read(n)
@@ -418,8 +429,17 @@ class _FollowFile:
         self.fh.close()
 
 
+class _Relayed(Exception):
+    """An error of the main pass, carried out of the read-back reader as it was."""
+
+    def __init__(self, exc: Exception):
+        super().__init__(str(exc))
+        self.exc = exc
+
+
 class _PacketRuns:
-    """Packet records of a capture (metadata left out), taken in runs of n."""
+    """Packet records of a capture (metadata left out), taken in runs of at most n from one batch at a time
+    (so that what waits for comparison stays within about a read chunk, whatever the frame size)."""
 
     def __init__(self, reader: CaptureReader):
         self.batches = reader.batches(BATCH)
@@ -429,7 +449,7 @@ class _PacketRuns:
 
     def take(self, n: int) -> list:
         pending = self.pending
-        while len(pending) < n and not self.eof:
+        while not pending and not self.eof:
             batch = next(self.batches, None)
             if batch is None:
                 self.eof = True

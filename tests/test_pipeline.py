@@ -337,3 +337,22 @@ def test_self_check_holds_a_bounded_backlog(env, monkeypatch):
     assert result.status == "ok", result.error
     assert src.stat().st_size > 20 << 20 and len(most) > 10
     assert max(most) < 6 << 20, max(most)       # bytes of frames held for the comparison
+
+
+def test_an_output_that_does_not_read_back_fails_the_self_check(env, monkeypatch):
+    workdir, temp_root, out, settings = env
+    src = workdir / "in.pcap"
+    generate(src, packets=3000, seed=14)
+    real = CaptureWriter.write_batch
+    calls = []
+
+    def garbling(self, records, source=None):
+        real(self, records, source)
+        calls.append(1)
+        if len(calls) == 2:
+            self._out += b"\xff" * 16                # a record header claiming 4 GiB
+    monkeypatch.setattr(CaptureWriter, "write_batch", garbling)
+    result = run_job(Job(src, out, ["anonymize"]), settings)
+    assert result.status == "failed"
+    assert result.error.startswith("self-check failed: the output does not read back"), result.error
+    assert leftovers(temp_root, out) == []

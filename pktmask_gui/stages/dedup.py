@@ -3,7 +3,8 @@
 Memory per remembered frame: a 96-bit fingerprint in an open-addressing table of fixed-width integers,
 kept at most 65 % full: 12 bytes a slot, about 18.5 bytes a unique frame — no Python object per frame (a
 set of digests costs ~90 bytes a frame). The fingerprint is the interpreter's keyed 64-bit SipHash of the
-whole frame, mixed with the link type, plus the CRC-32 of the frame's first 64 bytes (where headers,
+whole frame (a keyed BLAKE2b when PYTHONHASHSEED fixes the interpreter's key, see _frame_hash), mixed with
+the link type, plus the CRC-32 of the frame's first 64 bytes (where headers,
 sequence numbers and IDs differ between frames; a CRC of the whole frame would cost a third of the stage's
 time). Two different frames are confused only on a 64-bit keyed-hash collision (about N²/2⁶⁵ for N frames)
 that is also, when their first 64 bytes differ, a CRC-32 collision of those.
@@ -18,6 +19,9 @@ Under memory pressure the stage switches to a window: it remembers at least the 
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
 from array import array
 from operator import itemgetter
 from zlib import crc32
@@ -35,6 +39,20 @@ _MIX_BITS = (1 << 62) - 1        # a mix below 2**62 keeps hash() ^ mix in signe
 _ZERO_Q, _ZERO_I = (0,), (0,)
 _RECORD_OVERHEAD = 16           # bytes of a record header in the file, besides the frame itself
 _DATA, _LINKTYPE, _HEAD = itemgetter(0), itemgetter(1), itemgetter(slice(0, HEAD))
+
+
+def _frame_hash():
+    """The 64-bit keyed hash of a frame: the interpreter's own (SipHash, keyed at random for each process),
+    unless PYTHONHASHSEED fixes that key: then anyone could craft two different frames with one hash, and a
+    keyed BLAKE2b with a random key of this run takes its place (slower, as safe)."""
+    if os.environ.get("PYTHONHASHSEED", "random") in ("", "random"):
+        return hash
+    key = secrets.token_bytes(16)
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+
+    def keyed(data) -> int:
+        return from_bytes(blake2b(data, digest_size=8, key=key).digest(), "little", signed=True)
+    return keyed
 
 
 class _DigestTable:
@@ -127,6 +145,7 @@ class DedupStage(Stage):
         self.removed = 0
         self.dropped = bytearray()      # bit n set: frame n (0-based) was a duplicate
         self._final: dict | None = None     # the report, once the tables are handed over and freed
+        self._hash = _frame_hash()
 
     def process(self, batch: list) -> list:
         table = self._table
@@ -150,6 +169,7 @@ class DedupStage(Stage):
         count, limit = table.count, table.limit
         removed = 0
         last_lt, mix = 1, _LT_MIX & _MIX_BITS
+        frame_hash = self._hash
         for rec in batch:
             lt = rec[1]
             if lt != last_lt:
@@ -158,7 +178,7 @@ class DedupStage(Stage):
                     continue
                 last_lt, mix = lt, (lt * _LT_MIX) & _MIX_BITS
             data = rec[0]
-            f = (hash(data) ^ mix) or 1     # never 0: 0 marks an empty slot
+            f = (frame_hash(data) ^ mix) or 1   # never 0: 0 marks an empty slot
             c = crc32(data[:HEAD])
             i = f % slots
             while True:                     # inlined probe: this loop is the stage's whole cost
@@ -203,7 +223,7 @@ class DedupStage(Stage):
         datas = list(map(_DATA, batch))
         drops = []
         j = 0
-        for h, c in zip(map(hash, datas), map(crc32, map(_HEAD, datas))):
+        for h, c in zip(map(self._hash, datas), map(crc32, map(_HEAD, datas))):
             f = (h ^ mix) or 1              # never 0: 0 marks an empty slot
             i = f % slots
             v = fp[i]
@@ -258,7 +278,7 @@ class DedupStage(Stage):
                 append(rec)
                 continue
             data = rec[0]
-            f = (hash(data) ^ ((lt * _LT_MIX) & _MIX_BITS)) or 1
+            f = (self._hash(data) ^ ((lt * _LT_MIX) & _MIX_BITS)) or 1
             c = crc32(data[:HEAD])
             table = self._table
             if (self._previous is not None and self._previous.contains(f, c)) or table.contains(f, c):

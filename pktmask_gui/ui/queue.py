@@ -18,7 +18,7 @@ from .format import count, human_size
 QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
     "Queued", "Running", "Cancelling…", "Done", "Failed", "Cancelled")
 FINISHED = (DONE, FAILED, CANCELLED)
-PHASE_WORDS = {"prescan": "Pre-scan", "process": "Processing", "check": "Checking"}
+PHASE_WORDS = {"prescan": "Pre-scan", "process": "Processing"}     # the self-check runs within "process"
 
 
 @dataclass

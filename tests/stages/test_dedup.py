@@ -221,3 +221,17 @@ def test_executor_fails_when_the_input_changes_between_passes(workdir, monkeypat
 
 def test_replay_class_is_reported_under_the_stage_name():
     assert DedupReplay.name == DedupStage.name and DedupReplay.drops_frames
+
+
+@pytest.mark.parametrize("seed", ["0", "12345"])
+def test_a_fixed_hash_seed_switches_to_a_keyed_hash_of_this_run(monkeypatch, seed):
+    # PYTHONHASHSEED makes the interpreter's hash key public: crafted frames could collide on purpose
+    monkeypatch.setenv("PYTHONHASHSEED", seed)
+    records = random_records(5000, seed=21, meta_every=400)
+    one, two = DedupStage({}, StageContext()), DedupStage({}, StageContext())
+    assert one._hash is not hash
+    assert one._hash(b"frame") != two._hash(b"frame")          # a random key per run
+    assert run_stage(one, records) == reference(records)
+    assert run_stage(two, records, batch=1000) == reference(records)
+    monkeypatch.setenv("PYTHONHASHSEED", "random")
+    assert DedupStage({}, StageContext())._hash is hash
