@@ -181,9 +181,12 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
     names = _run_order(spec.stages)
     stages = _make_stages(ExecSpec(**{**asdict(spec), "stages": names}), context)
     monitor = MemoryMonitor(spec.memory_rss_mb, spec.memory_available_pct)
-    passes = 1 + sum(1 for s in stages if s.needs_prescan)
+    # Share of the progress bar per pass, from measured times: the main pass costs about twice a pre-scan,
+    # three and a half times with a self-check reading the output back (so the time estimate holds).
+    weights = [1.0] * sum(1 for s in stages if s.needs_prescan)
+    weights.append(3.5 if any(s.self_check for s in stages) else 2.0)
     _check_order(stages)
-    clock = _Progress(progress, passes, cancel)
+    clock = _Progress(progress, weights, cancel)
     warnings: list[str] = []
     decided: dict[str, Stage] = {}      # name -> the stage whose frame decisions later passes replay
 
@@ -469,10 +472,12 @@ class _PacketRuns:
 class _Progress:
     """Throttled progress reports and the cancel check, over all passes of a job."""
 
-    def __init__(self, callback, passes: int, cancel):
+    def __init__(self, callback, weights: list, cancel):
         self.callback = callback
-        self.passes = max(1, passes)
+        self.weights = weights
+        self.total = sum(weights)
         self.done_passes = 0
+        self.done_weight = 0.0
         self.cancel = cancel
         self.next_report = 0.0
 
@@ -486,10 +491,13 @@ class _Progress:
             return
         self.next_report = now + PROGRESS_INTERVAL
         size = max(size, 1)
-        overall = int((self.done_passes * size + min(offset, size)) / self.passes)
+        weight = self.weights[min(self.done_passes, len(self.weights) - 1)]
+        overall = int(size * (self.done_weight + weight * min(offset, size) / size) / self.total)
         self.callback(phase, overall, size, packets)
 
     def next_pass(self) -> None:
+        if self.done_passes < len(self.weights):
+            self.done_weight += self.weights[self.done_passes]
         self.done_passes += 1
         self.next_report = 0.0      # a new phase shows at once (and the owner gets a chance to cancel)
 

@@ -356,3 +356,22 @@ def test_an_output_that_does_not_read_back_fails_the_self_check(env, monkeypatch
     assert result.status == "failed"
     assert result.error.startswith("self-check failed: the output does not read back"), result.error
     assert leftovers(temp_root, out) == []
+
+
+def test_progress_is_monotonic_and_weighs_the_passes_by_their_cost(env, monkeypatch):
+    workdir, temp_root, out, settings = env
+    monkeypatch.setattr(pipeline_mod, "PROGRESS_INTERVAL", 0.0)
+    src = workdir / "in.pcap"
+    generate(src, packets=20000, seed=15)
+    seen = []
+    result = run_job(Job(src, out, ["dedup", "anonymize", "mask"]), settings,
+                     progress=lambda phase, done, total, packets: seen.append((phase, done, total)))
+    assert result.status == "ok", result.error
+    dones = [d for _, d, _ in seen]
+    assert dones == sorted(dones) and dones[-1] <= seen[-1][2]
+    total = seen[-1][2]
+    last_prescan = max(d for p, d, _ in seen if p == "prescan")
+    first_main = min(d for p, d, _ in seen if p == "process")
+    # pre-scan 1 : main pass with its read-back check 3.5
+    assert last_prescan <= total / 4.5 + 1 and first_main >= last_prescan
+    assert max(d for p, d, _ in seen if p == "process") > total * 0.9
