@@ -319,7 +319,7 @@ class _MainPass:
     With self-checking stages, ``check_while_writing()`` drives it instead: it reads the output file back
     through a second reader as the writer fills it (``_FollowFile``) and hands each checker equal runs of
     packet records, as they entered the checker and as they were read back from the file. The input is
-    read once; what waits for its comparison is at most a few MiB of records.
+    read once; what waits for its comparison is about one batch or one read chunk of records.
     """
 
     def __init__(self, reader, fh, stages, checkers, clock, monitor, context):
