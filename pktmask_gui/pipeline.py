@@ -329,7 +329,7 @@ class _MainPass:
         self.only_packets = reader.format == "pcap"      # pcap: every record is a packet
         # a stage that only rewrites pcapng blocks (pcapng_only = True) has nothing to do in a pcap file
         self.active = [s for s in stages if not (self.only_packets and getattr(s, "pcapng_only", False))]
-        self.checkers = checkers
+        self.checkers = [c for c in checkers if c in self.active]    # in the order the stages run
         self.entering = [[] for _ in checkers]          # per checker: packets it took in, not yet compared
         self.batches = reader.batches(BATCH)
         self.packets_in = self.packets_out = 0
@@ -352,9 +352,10 @@ class _MainPass:
         only_packets = self.only_packets
         self.packets_in += len(source) if only_packets else _count_packets(source)
         batch = source
+        entering = iter(self.entering)          # the checkers' lists, in stage order
         for stage in self.active:
             if stage.self_check:
-                pending = self.entering[self.checkers.index(stage)]
+                pending = next(entering)
                 pending += batch if only_packets else [rec for rec in batch if rec[1] >= 0]
             batch = stage.process(batch)
         writer = self.writer

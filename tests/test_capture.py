@@ -607,7 +607,7 @@ def test_ts_to_ns_is_exact():
 
 # --- unchanged records copied as spans of the reader's bytes --------------------------------------------
 
-def _spans_vs_packed(path, transform, monkeypatch):
+def _spans_vs_packed(path, transform):
     """The writer's output with ``source`` (spans) and without it (packed): both, for comparison."""
     outs = []
     for with_source in (True, False):
@@ -641,15 +641,15 @@ def test_spans_of_unchanged_records_equal_the_packed_output(workdir, monkeypatch
         return ok
     monkeypatch.setattr(CaptureWriter, "_copy_spans", spy)
     every_third = lambda batch: [r for i, r in enumerate(batch) if i % 3]       # drops, order kept
-    spans, packed = _spans_vs_packed(path, every_third, monkeypatch)
+    spans, packed = _spans_vs_packed(path, every_third)
     assert spans == packed and all(copied) and copied
-    assert _spans_vs_packed(path, lambda b: b, monkeypatch)[0] == path.read_bytes()
+    assert _spans_vs_packed(path, lambda b: b)[0] == path.read_bytes()
     # a new record (a stage rewrote it) or a reordered batch: packed as before, same bytes
     copied.clear()
     rewritten = lambda batch: [r if i != 5 else (b"\1" * 40,) + r[1:] for i, r in enumerate(batch)]
-    spans, packed = _spans_vs_packed(path, rewritten, monkeypatch)
+    spans, packed = _spans_vs_packed(path, rewritten)
     assert spans == packed and not any(copied)
-    spans, packed = _spans_vs_packed(path, lambda b: b[::-1], monkeypatch)
+    spans, packed = _spans_vs_packed(path, lambda b: b[::-1])
     assert spans == packed
 
 

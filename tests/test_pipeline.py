@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pktmask_gui.capture import CaptureReader
+from pktmask_gui import pipeline as pipeline_mod
+from pktmask_gui.capture import CaptureReader, CaptureWriter
 from pktmask_gui.pipeline import Job, find_captures, output_name, run_job
 from pktmask_gui.samplegen import generate
 from pktmask_gui.settings import Settings
@@ -263,9 +264,6 @@ def test_unknown_link_type_passes_dedup(env):
 
 
 # --- the self-check reads the output back while it is written ----------------------------------------
-
-from pktmask_gui import pipeline as pipeline_mod  # noqa: E402
-from pktmask_gui.capture import CaptureWriter  # noqa: E402
 
 
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
