@@ -1,10 +1,10 @@
 """Remove Dupes: drop frames whose link type and captured bytes equal an earlier frame's in the file.
 
 Memory per remembered frame: a 96-bit fingerprint in an open-addressing table of fixed-width integers,
-kept at most 65 % full: 12 bytes a slot, about 18.5 bytes a unique frame — no Python object per frame (a
-set of digests costs ~90 bytes a frame). The fingerprint is the interpreter's keyed 64-bit SipHash of the
-whole frame (a keyed BLAKE2b when PYTHONHASHSEED fixes the interpreter's key, see _frame_hash), mixed with
-the link type, plus the CRC-32 of the frame's first 64 bytes (where headers,
+kept at most 65 % full: 12 bytes a slot (8 of fingerprint, 4 of CRC), about 18.5 bytes a unique frame — no
+Python object per frame (a set of digests costs ~90 bytes a frame). The fingerprint is the interpreter's
+keyed 64-bit SipHash of the whole frame (a keyed BLAKE2b when PYTHONHASHSEED fixes the interpreter's key,
+see _frame_hash), mixed with the link type, plus the CRC-32 of the frame's first 64 bytes (where headers,
 sequence numbers and IDs differ between frames; a CRC of the whole frame would cost a third of the stage's
 time). Two different frames are confused only on a 64-bit keyed-hash collision (about N²/2⁶⁵ for N frames)
 that is also, when their first 64 bytes differ, a CRC-32 collision of those.
@@ -12,7 +12,14 @@ The table is sized once from the file size and the mean record size of the first
 ``PRESIZE_CAP`` slots), so that a large file does not pay for a chain of doublings, each of which briefly
 holds the old and the new table. On top of that, one bit per frame records each decision, so that later
 passes over the same input (the main pass after a pre-scan) repeat them without hashing (``replayer``).
-Hand-written table: Python has no compact fixed-width hash set, and this one is the hot path.
+
+Hand-written table: Python has no compact fixed-width hash set, and this one is the hot path. Why numpy:
+probing in Python cost about 0.4 µs a frame (bytecode, and one cache miss after another). Here hashing and
+CRCs stay C loops (map) and the probe runs over a whole batch at once (``_DigestTable.add``): every frame's
+run of slots comes in one gather, so the misses overlap, and only rare long chains finish in Python (about
+0.1 µs a frame in 512-frame batches; numpy's per-call cost is most of it). The decisions are exactly those
+of frame-by-frame linear probing. numpy is imported with the first table (~0.06 s, 13 MB of libraries):
+runs without Remove Dupes never load it.
 
 Under memory pressure the stage switches to a window: it remembers at least the last WINDOW unique frames
 (two generations of tables) and says so in the log and report. It never drops a frame that is not a duplicate.
@@ -26,7 +33,10 @@ from array import array
 from operator import itemgetter
 from zlib import crc32
 
+from ..capture import RawBatch
 from . import Stage, StageError
+
+np = None                       # numpy, imported by the first table: a run without Remove Dupes never pays it
 
 WINDOW = 262144
 MIN_SLOTS = 1 << 15
@@ -39,6 +49,18 @@ _MIX_BITS = (1 << 62) - 1        # a mix below 2**62 keeps hash() ^ mix in signe
 _ZERO_Q, _ZERO_I = (0,), (0,)
 _RECORD_OVERHEAD = 16           # bytes of a record header in the file, besides the frame itself
 _DATA, _LINKTYPE, _HEAD = itemgetter(0), itemgetter(1), itemgetter(slice(0, HEAD))
+_W = 16                         # slots a vectorized round looks at from each key's position
+_TAIL = 32                      # keys left to probe in Python rather than in another numpy round
+_MARK = 1 << 62                 # claim marks: k - _MARK, negative and distinct, the lowest k the smallest
+_ARANGE = _ONES = None          # 0, 1, 2, ... and True, True, ... (4096 of each), made with the first table
+
+
+def _numpy() -> None:
+    global np, _ARANGE, _ONES
+    if np is None:
+        import numpy
+        _ARANGE, _ONES = numpy.arange(4096), numpy.ones(4096, bool)
+        np = numpy
 
 
 def _frame_hash():
@@ -59,43 +81,167 @@ class _DigestTable:
     """Open addressing with linear probing over two parallel arrays; fingerprint 0 marks an empty slot.
 
     Fingerprints are signed 64-bit (``hash()``'s range): no masking to unsigned per frame; the home slot is
-    ``fingerprint % slots`` (any size, not only powers of two: the table fits the file more closely).
+    ``fingerprint % slots`` (any size, not only powers of two: the table fits the file more closely; numpy's
+    ``%`` on int64 takes the divisor's sign, as Python's does: 0 <= home < slots). The arrays are
+    ``array.array`` (quick single-slot reads in Python) seen by numpy without a copy (``fpv``, ``crcv``, and
+    ``windows``: the _W fingerprints from each slot as one fixed-size item, so that gathering every key's run
+    of slots is one copy per key).
     """
 
-    __slots__ = ("fp", "crc", "slots", "count", "limit")
+    __slots__ = ("fp", "crc", "fpv", "crcv", "windows", "slots", "count", "limit")
 
     def __init__(self, slots: int = MIN_SLOTS):
+        _numpy()
         self.fp = array("q", _ZERO_Q) * slots      # repetition: no temporary bytes object of the same size
         self.crc = array("I", _ZERO_I) * slots
+        self.fpv = np.frombuffer(self.fp, np.int64)
+        self.crcv = np.frombuffer(self.crc, np.uint32)
+        self.windows = np.ndarray((max(0, slots - _W + 1),), f"V{8 * _W}", self.fp, strides=(8,))
         self.slots = slots
         self.count = 0
         self.limit = int(slots * LOAD)
 
     def grow(self) -> None:
-        old_fp, old_crc = self.fp, self.crc
-        slots = self.slots * 2
-        self.fp = array("q", _ZERO_Q) * slots
-        self.crc = array("I", _ZERO_I) * slots
-        self.slots = slots
-        self.limit = int(slots * LOAD)
+        old_fp, old_crc, count = self.fpv, self.crcv, self.count
+        self.__init__(self.slots * 2)
         self.insert_all(old_fp, old_crc)
+        self.count = count
 
     def insert_all(self, fps, crcs) -> None:
-        """Re-insert the non-empty slots of another table's arrays (count is left to the caller)."""
-        fp, crc, slots = self.fp, self.crc, self.slots
-        for j, f in enumerate(fps):
-            if f:
-                i = f % slots
-                while fp[i]:
-                    i += 1
-                    if i == slots:
-                        i = 0
-                fp[i] = f
-                crc[i] = crcs[j]
+        """Insert the non-empty slots of another table's numpy arrays (count is left to the caller)."""
+        taken = np.flatnonzero(fps)
+        self.add(fps[taken], crcs[taken])
 
-    def contains(self, f: int, c: int) -> bool:
+    def add(self, f, c) -> list:
+        """Remember the keys ``(f[k], c[k])`` (``f`` never 0) in order of ``k``, as frame-by-frame probing
+        would; return the ``k`` of those already known — held by the table or equal to an earlier key of
+        ``f, c`` — ascending. The caller makes sure the table needs no growth before the last key.
+
+        A round looks at the _W slots from each pending key's position at once (one gather: the cache misses
+        overlap) and stops each key at its first slot that holds its fingerprint or is free. Same fingerprint
+        and CRC: found. A free slot is claimed; when several keys claim one slot in a round, the lowest ``k``
+        wins it (np.minimum.at of marks), a loser equal to the winner is found (a later copy), the others look
+        at that slot again next round. Same fingerprint, other CRC: go on after it; neither: the next _W
+        slots. So each new key lands on the first free slot after its home at the time it is placed (linear
+        probing stays valid: nothing is ever deleted), and two equal keys move in step until the first one is
+        placed: every answer is the one of probing key after key (the slots chosen may differ). Keys whose
+        run would pass the table's end, and the last few (long chains), finish in Python in order of ``k``,
+        where a step costs less than a numpy call.
+        """
+        fpv, crcv, slots, windows = self.fpv, self.crcv, self.slots, self.windows
+        n = len(f)
+        k = _ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)
+        at = f % slots
+        found = []
+        aside = []                                  # keys whose window would pass the table's end
+        placed = 0
+        while len(k) > _TAIL:
+            if at.max() > slots - _W:
+                edge = at > slots - _W
+                aside.append((k[edge], f[edge], c[edge], at[edge]))
+                edge = ~edge
+                k, f, c, at = k[edge], f[edge], c[edge], at[edge]
+            m = len(k)
+            rows = _ARANGE[:m] if m <= len(_ARANGE) else np.arange(m)
+            win = windows[at].view(np.int64).reshape(m, _W)     # the _W slots from each key's position
+            stop = win == f[:, None]
+            stop |= win == 0
+            first = stop.argmax(1)                  # the first slot holding the key or free (else 0)
+            v = win[rows, first]
+            slot = at + first
+            done = []                               # keys placed or found in this round
+            moved = []                              # (keys, slot to look at next) other than the next window
+            claim = (v == 0).nonzero()[0]
+            if len(claim):
+                s = slot[claim]
+                mark = claim - _MARK
+                np.minimum.at(fpv, s, mark)         # the first claimant of a slot wins it
+                won = fpv[s] == mark
+                if not won.all():
+                    lose = ~won
+                    lost, lost_s = claim[lose], s[lose]
+                    claim, s = claim[won], s[won]
+                fpv[s] = f[claim]
+                crcv[s] = c[claim]
+                done.append(claim)
+                placed += len(claim)
+                if len(claim) < len(won):
+                    copy = (fpv[lost_s] == f[lost]) & (crcv[lost_s] == c[lost])    # the winner's twin
+                    found.append(k[lost[copy]])
+                    done.append(lost[copy])
+                    moved.append((lost, lost_s))    # the others look at that slot again
+            hit = (v == f).nonzero()[0]
+            if len(hit):
+                same = crcv[slot[hit]] == c[hit]
+                if not same.all():                  # the same fingerprint, another CRC: go on after it
+                    moved.append((hit[~same], slot[hit[~same]] + 1))
+                    hit = hit[same]
+                found.append(k[hit])
+                done.append(hit)
+            if sum(map(len, done)) == m:
+                k = None                            # none left
+                break
+            rest = _ONES[:m].copy() if m <= len(_ONES) else np.ones(m, bool)    # keys for another round
+            for keys in done:
+                rest[keys] = False
+            at += _W                                # neither found nor free in the window: the next one
+            for keys, pos in moved:
+                at[keys] = pos
+            at[at >= slots] -= slots
+            k, f, c, at = k[rest], f[rest], c[rest], at[rest]
+        if k is not None:
+            aside.append((k, f, c, at))
+        if len(aside) > 1:
+            k, f, c, at = (np.concatenate(part) for part in zip(*aside))
+            order = k.argsort()
+            aside = [(k[order], f[order], c[order], at[order])]
+        fp, crc = self.fp, self.crc
+        tail = []
+        k, f, c, at = aside[0] if aside else (_ARANGE[:0],) * 4
+        for j, fv, cv, i in zip(k.tolist(), f.tolist(), c.tolist(), at.tolist()):
+            while True:
+                v = fp[i]
+                if not v:
+                    fp[i] = fv
+                    crc[i] = cv
+                    placed += 1
+                    break
+                if v == fv and crc[i] == cv:
+                    tail.append(j)
+                    break
+                i += 1
+                if i == slots:
+                    i = 0
+        self.count += placed
+        if not found:
+            return sorted(tail)
+        return sorted(np.concatenate(found).tolist() + tail)
+
+    def find(self, f, c) -> list:
+        """The ``k`` of the keys ``(f[k], c[k])`` the table holds, ascending (a lookup only)."""
+        fpv, crcv, slots = self.fpv, self.crcv, self.slots
+        at = f % slots
+        k = _ARANGE[:len(f)] if len(f) <= len(_ARANGE) else np.arange(len(f))
+        found = []
+        while len(k) > _TAIL:
+            v = fpv[at]
+            same = np.flatnonzero(v == f)
+            if len(same):
+                same = same[crcv[at[same]] == c[same]]
+                found.append(k[same])
+            rest = v != 0
+            rest[same] = False
+            at += 1
+            at[at == slots] = 0
+            k, f, c, at = k[rest], f[rest], c[rest], at[rest]
+        tail = [j for j, fv, cv, i in zip(k.tolist(), f.tolist(), c.tolist(), at.tolist())
+                if self._holds_from(i, fv, cv)]
+        if not found:
+            return tail
+        return sorted(np.concatenate(found).tolist() + tail)
+
+    def _holds_from(self, i: int, f: int, c: int) -> bool:
         fp, slots = self.fp, self.slots
-        i = f % slots
         while True:
             v = fp[i]
             if v == f and self.crc[i] == c:
@@ -106,6 +252,9 @@ class _DigestTable:
             if i == slots:
                 i = 0
 
+    def contains(self, f: int, c: int) -> bool:
+        return self._holds_from(f % self.slots, f, c)
+
     @property
     def nbytes(self) -> int:
         return self.slots * SLOT_BYTES
@@ -113,7 +262,7 @@ class _DigestTable:
 
 def _compacted(table: _DigestTable) -> _DigestTable:
     new = _DigestTable(max(MIN_SLOTS, int(table.count / LOAD) + 1))
-    new.insert_all(table.fp, table.crc)
+    new.insert_all(table.fpv, table.crcv)
     new.count = table.count
     return new
 
@@ -154,154 +303,105 @@ class DedupStage(Stage):
             table = self._table = _DigestTable(presized_slots(size, batch))
         if self._previous is not None:
             return self._process_window(batch)
-        dropped = self.dropped
-        n = self.frames
-        need = (n + len(batch) + 7) >> 3
-        if len(dropped) < need:
-            dropped.extend(bytes(need - len(dropped) + 256))
-        if table.count + len(batch) <= table.limit:
+        if table.count + len(batch) <= table.limit and batch:
+            if type(batch) is RawBatch:         # a pcap reader's batch: packets of the file's one link type
+                return self._process_plain(batch, batch[0][1])
             lts = set(map(_LINKTYPE, batch))
             if len(lts) == 1 and min(lts) >= 0:
                 return self._process_plain(batch, min(lts))
-        out = []
-        append = out.append
-        fp, crcs, slots = table.fp, table.crc, table.slots
-        count, limit = table.count, table.limit
-        removed = 0
-        last_lt, mix = 1, _LT_MIX & _MIX_BITS
-        frame_hash = self._hash
-        for rec in batch:
-            lt = rec[1]
-            if lt != last_lt:
-                if lt < 0:                  # metadata block: not a frame
-                    append(rec)
-                    continue
-                last_lt, mix = lt, (lt * _LT_MIX) & _MIX_BITS
-            data = rec[0]
-            f = (frame_hash(data) ^ mix) or 1   # never 0: 0 marks an empty slot
-            c = crc32(data[:HEAD])
-            i = f % slots
-            while True:                     # inlined probe: this loop is the stage's whole cost
-                v = fp[i]
-                if not v:
-                    fp[i] = f
-                    crcs[i] = c
-                    append(rec)
-                    count += 1
-                    if count > limit:
-                        table.count = count
-                        if self._window and count >= WINDOW:
-                            # next generation; the rest of this batch takes the window path
-                            self._previous, self._table = table, _DigestTable()
-                            self.frames = n + 1
-                            self.removed += removed
-                            return out + self._process_window(batch[_index_after(batch, rec):])
-                        table.grow()
-                        fp, crcs, slots = table.fp, table.crc, table.slots
-                        count, limit = table.count, table.limit
-                    break
-                if v == f and crcs[i] == c:
-                    dropped[n >> 3] |= 1 << (n & 7)
-                    removed += 1
-                    break
-                i += 1
-                if i == slots:
-                    i = 0
-            n += 1
-        table.count = count
-        self.frames = n
-        self.removed += removed
-        return out
+        return self._process_general(batch, hand_over=True)
 
     def _process_plain(self, batch: list, lt: int) -> list:
-        """The common batch: frames of one link type, room for all of them in the table. The fingerprints
-        are computed in C loops (map); only the probe is Python. Returns ``batch`` itself when it holds no
-        duplicate, else the batch without them (slices between the drops)."""
-        table = self._table
-        fp, crcs, slots = table.fp, table.crc, table.slots
-        mix = (lt * _LT_MIX) & _MIX_BITS
-        datas = list(map(_DATA, batch))
+        """The common batch: frames of one link type, room for all of them in the table. Returns ``batch``
+        itself when it holds no duplicate, else the batch without them (slices between the drops)."""
+        f, c = self._fingerprints(list(map(_DATA, batch)), (lt * _LT_MIX) & _MIX_BITS)
+        return self._keep(batch, None, len(batch), self._decide(f, c))
+
+    def _process_window(self, batch: list) -> list:
+        """Window mode, once a generation has ended: two generations of tables."""
+        return self._process_general(batch, hand_over=False)
+
+    def _process_general(self, batch: list, hand_over: bool) -> list:
+        """Any batch: metadata records pass, link types mix, the table may fill inside the batch. The frames
+        go in chunks that end where the table would grow (or a window generation end), so that every decision
+        is the one frame-by-frame processing makes. ``hand_over``: when a generation ends inside the batch,
+        the rest takes the window path."""
+        lts = list(map(_LINKTYPE, batch))
+        if not lts:
+            return batch
+        where = None                            # frame k is batch[where[k]] (None: batch[k])
+        if min(lts) < 0:
+            where = [i for i, lt in enumerate(lts) if lt >= 0]
+            lts = [lts[i] for i in where]
+            datas = [batch[i][0] for i in where]
+        else:
+            datas = list(map(_DATA, batch))
+        mixes = {lt: (lt * _LT_MIX) & _MIX_BITS for lt in set(lts)}
+        f, c = self._fingerprints(datas, np.fromiter(map(mixes.__getitem__, lts), np.int64, len(lts)))
+        n = len(datas)
         drops = []
-        j = 0
-        for h, c in zip(map(self._hash, datas), map(crc32, map(_HEAD, datas))):
-            f = (h ^ mix) or 1              # never 0: 0 marks an empty slot
-            i = f % slots
-            v = fp[i]
-            if not v:                       # the home slot is free: the usual case
-                fp[i] = f
-                crcs[i] = c
-            elif v == f and crcs[i] == c:
-                drops.append(j)
-            else:
-                while True:                 # inlined probe: this loop is the stage's whole cost
-                    i += 1
-                    if i == slots:
-                        i = 0
-                    v = fp[i]
-                    if not v:
-                        fp[i] = f
-                        crcs[i] = c
-                        break
-                    if v == f and crcs[i] == c:
-                        drops.append(j)
-                        break
-            j += 1
+        start = 0
+        while start < n:
+            table = self._table
+            end = min(n, start + table.limit - table.count + 1)   # at most one frame past the limit
+            drops += [start + j for j in self._decide(f[start:end], c[start:end])]
+            start = end
+            if table.count > table.limit:
+                if self._window and table.count >= WINDOW:
+                    self._previous, self._table = table, _DigestTable()
+                    if hand_over and start < n:
+                        cut = where[start - 1] + 1 if where is not None else start
+                        return (self._keep(batch[:cut], where, start, drops)
+                                + self._process_window(batch[cut:]))
+                else:
+                    table.grow()
+        return self._keep(batch, where, n, drops)
+
+    def _fingerprints(self, datas: list, mix) -> tuple:
+        """Keyed 64-bit hash of each frame mixed with its link type (never 0: 0 marks an empty slot) and the
+        CRC-32 of its head: computed in C loops (map), gathered by numpy."""
+        f = np.fromiter(map(self._hash, datas), np.int64, len(datas))
+        f ^= mix
+        if not f.all():
+            f[f == 0] = 1
+        return f, np.fromiter(map(crc32, map(_HEAD, datas)), np.uint32, len(datas))
+
+    def _decide(self, f, c) -> list:
+        """Indices of the duplicates among these frames, ascending; the others are remembered. The caller
+        makes sure the table needs no growth before the last of them."""
+        older = self._previous                  # window mode: the older generation counts too
+        if older is None:
+            return self._table.add(f, c)
+        old = older.find(f, c)
+        if not old:
+            return self._table.add(f, c)
+        keep = np.ones(len(f), bool)
+        keep[old] = False
+        k = np.flatnonzero(keep)
+        new = self._table.add(f[k], c[k])
+        return sorted(old + k[new].tolist()) if new else old
+
+    def _keep(self, batch: list, where, frames: int, drops: list) -> list:
+        """Record the decisions on ``frames`` frames; the records of ``batch`` but for the dropped ones."""
         n = self.frames
-        self.frames = n + j
-        table.count += j - len(drops)
+        self.frames = n + frames
+        dropped = self.dropped
+        need = (n + frames + 7) >> 3
+        if len(dropped) < need:
+            dropped.extend(bytes(need - len(dropped) + 256))
         if not drops:
             return batch
         self.removed += len(drops)
-        dropped = self.dropped
         out = []
         prev = 0
         for j in drops:
             k = n + j
             dropped[k >> 3] |= 1 << (k & 7)
+            if where is not None:
+                j = where[j]
             out += batch[prev:j]
             prev = j + 1
         out += batch[prev:]
-        return out
-
-    def _process_window(self, batch: list) -> list:
-        """The slow path of window mode: two generations of tables."""
-        dropped = self.dropped
-        need = (self.frames + len(batch) + 7) >> 3
-        if len(dropped) < need:
-            dropped.extend(bytes(need - len(dropped) + 256))
-        out = []
-        append = out.append
-        n = self.frames
-        for rec in batch:
-            lt = rec[1]
-            if lt < 0:
-                append(rec)
-                continue
-            data = rec[0]
-            f = (self._hash(data) ^ ((lt * _LT_MIX) & _MIX_BITS)) or 1
-            c = crc32(data[:HEAD])
-            table = self._table
-            if (self._previous is not None and self._previous.contains(f, c)) or table.contains(f, c):
-                dropped[n >> 3] |= 1 << (n & 7)
-                self.removed += 1
-            else:
-                fp, slots = table.fp, table.slots
-                i = f % slots
-                while fp[i]:
-                    i += 1
-                    if i == slots:
-                        i = 0
-                fp[i] = f
-                table.crc[i] = c
-                table.count += 1
-                if table.count > table.limit:
-                    if table.count >= WINDOW:
-                        self._previous, self._table = table, _DigestTable()
-                    else:
-                        table.grow()
-                append(rec)
-            n += 1
-        self.frames = n
         return out
 
     def release_memory(self) -> str | None:
@@ -339,14 +439,6 @@ class DedupStage(Stage):
             "digest_table_bytes": sum(t.nbytes for t in tables),
             "mode": f"window of {WINDOW} unique frames" if self._window else "whole file",
         }
-
-
-def _index_after(batch: list, rec) -> int:
-    """Index just past ``rec`` (by identity) in ``batch``."""
-    for i, r in enumerate(batch):
-        if r is rec:
-            return i + 1
-    raise ValueError("record not in batch")
 
 
 class DedupReplay:

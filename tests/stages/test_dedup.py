@@ -1,18 +1,26 @@
 """Remove Dupes: exact duplicates go, everything else stays in order; the table, the window and the replay."""
 from __future__ import annotations
 
+import io
 import os
 import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pktmask_gui.capture import META
+from pktmask_gui.capture import META, CaptureReader, CaptureWriter
 from pktmask_gui.pipeline import ExecSpec, execute
 from pktmask_gui.samplegen import generate
 from pktmask_gui.stages import StageContext, StageError
 from pktmask_gui.stages import dedup as dedup_mod
-from pktmask_gui.stages.dedup import (HEAD, LOAD, MIN_SLOTS, PRESIZE_CAP, SLOT_BYTES, DedupReplay, DedupStage,
-                                      _DigestTable, presized_slots)
+from pktmask_gui.stages.dedup import (_LT_MIX, _MIX_BITS, HEAD, LOAD, MIN_SLOTS, PRESIZE_CAP, SLOT_BYTES,
+                                      DedupReplay, DedupStage, _DigestTable, presized_slots)
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
 
 def pkt(data: bytes, lt: int = 1, ts: int = 0) -> tuple:
@@ -235,3 +243,212 @@ def test_a_fixed_hash_seed_switches_to_a_keyed_hash_of_this_run(monkeypatch, see
     assert run_stage(two, records, batch=1000) == reference(records)
     monkeypatch.setenv("PYTHONHASHSEED", "random")
     assert DedupStage({}, StageContext())._hash is hash
+
+
+# --- The batch-wide probe: every decision is the one of frame-by-frame linear probing ---
+
+class FrameByFrame:
+    """The stage's decisions, one frame after the other, with sets for tables: the same table sizes, growth
+    and window generations (a generation ends at the frame that fills its table past LOAD, once it holds
+    WINDOW frames), so window mode can be compared exactly too."""
+
+    def __init__(self, slots: int = MIN_SLOTS):
+        self.table, self.previous, self.slots, self.window = set(), None, slots, False
+        self.ends_inside = 0            # generations that ended before the last frame of a batch
+
+    def process(self, records: list) -> list:
+        out = []
+        for n, rec in enumerate(records, 1):
+            key = (rec[1], rec[0])
+            if rec[1] < 0:
+                out.append(rec)
+            elif key not in self.table and not (self.previous and key in self.previous):
+                out.append(rec)
+                self.table.add(key)
+                if len(self.table) > int(self.slots * LOAD):
+                    if self.window and len(self.table) >= dedup_mod.WINDOW:
+                        self.previous, self.table, self.slots = self.table, set(), MIN_SLOTS
+                        self.ends_inside += n < len(records)
+                    else:
+                        self.slots *= 2
+        return out
+
+    def release_memory(self) -> None:
+        self.window = True
+        if len(self.table) >= dedup_mod.WINDOW:
+            self.previous, self.table, self.slots = self.table, set(), MIN_SLOTS
+        elif len(self.table) * 4 < self.slots and self.slots > MIN_SLOTS:
+            self.slots = max(MIN_SLOTS, int(len(self.table) / LOAD) + 1)
+
+
+def ids(records: list) -> list:
+    return [id(r) for r in records]
+
+
+def test_copies_inside_one_batch_drop_all_but_the_first():
+    rng = random.Random(11)
+    pool = [rng.randbytes(rng.choice([14, 60, 64, 65, 300])) for _ in range(300)]
+    batch = [pkt(rng.choice(pool), ts=i) for i in range(2000)]     # ~1700 copies, spread over the batch
+    batch += [pkt(batch[0][0], ts=2000), pkt(batch[0][0], 113)]    # a last copy; the same bytes, another link
+    stage = DedupStage({}, StageContext())
+    out = stage.process(batch)
+    assert ids(out) == ids(reference(batch))                      # the first of each, by identity, in order
+    assert stage.report()["duplicates_removed"] == len(batch) - len(out)
+    replay = stage.replayer()
+    assert ids(replay.process(batch)) == ids(out)                  # the decision bits agree
+
+
+def _same_home_hash(slots: int, home: int, lt: int = 1):
+    """A hash under which frame number j of a registry maps to home + j * slots: one home slot for all."""
+    mix = (lt * _LT_MIX) & _MIX_BITS
+    number: dict = {}
+
+    def fake(data: bytes) -> int:
+        j = number.setdefault(data, len(number) + 1)
+        return (home + j * slots) ^ mix
+    return fake
+
+
+@pytest.mark.parametrize("tail", [0, 32])
+def test_fingerprints_sharing_one_home_slot(monkeypatch, tail):
+    monkeypatch.setattr(dedup_mod, "_TAIL", tail)                  # 0: every step in numpy rounds
+    monkeypatch.setattr(dedup_mod, "hash", _same_home_hash(MIN_SLOTS, home=100), raising=False)
+    rng = random.Random(5)
+    pool = [os.urandom(30 + i % 50) for i in range(150)]
+    batch = [pkt(rng.choice(pool), ts=i) for i in range(600)]
+    stage = DedupStage({}, StageContext())
+    out = stage.process(batch[:300]) + stage.process(batch[300:])
+    assert ids(out) == ids(reference(batch))
+    table = stage._table
+    run = table.fp[100:100 + table.count]
+    assert all(v % table.slots == 100 for v in run)                # one cluster from the home slot, no gap
+    assert table.fp[100 + table.count] == 0 and table.fp[99] == 0
+
+
+@pytest.mark.parametrize("tail", [0, 32])
+def test_probe_chains_wrap_around_the_table_end(monkeypatch, tail):
+    monkeypatch.setattr(dedup_mod, "_TAIL", tail)
+    table = _DigestTable(101)
+    slots = table.slots
+    homes = [slots - 20, slots - 18, slots - 3, slots - 1, 0]      # runs that reach the end and go on at 0
+    keys = [(h + j * slots, 7 + j % 3) for h in homes for j in range(1, 13)]
+    random.Random(2).shuffle(keys)
+    f = np.array([k[0] for k in keys], np.int64)
+    c = np.array([k[1] for k in keys], np.uint32)
+    assert table.add(f, c) == []
+    assert table.count == len(keys) == 60
+    assert all(table.contains(*k) for k in keys)
+    assert all(table.fp[i] for i in range(0, 8))                     # the wrapped part of the runs
+    again = np.arange(len(keys) + 3)
+    g = np.concatenate([f, [slots - 1 + 40 * slots, 5, 5]])         # three new keys, one of them twice
+    h = np.concatenate([c, [1, 9, 9]])
+    assert table.add(g[again], h[again]) == list(range(len(keys))) + [len(keys) + 2]
+    assert table.count == len(keys) + 2
+    # a key whose whole first window [slots - _W, slots) is taken goes on at slot 0
+    start = slots - dedup_mod._W
+    assert all(table.fp[i] for i in range(start, slots))
+    late = np.array([start + 90 * slots, start + 91 * slots], np.int64)
+    assert table.add(late, np.array([3, 3], np.uint32)) == []
+    assert table.contains(start + 90 * slots, 3) and table.contains(start + 91 * slots, 3)
+    assert table.count == len(keys) + 4
+
+
+def test_claims_on_one_free_slot_go_to_the_first_key(monkeypatch):
+    monkeypatch.setattr(dedup_mod, "_TAIL", 0)
+    table = _DigestTable(64)
+    # keys 0..5 share a home; 2 and 4 are copies of 1; 5 has 1's fingerprint but another CRC
+    f = np.array([64, 128, 128, 192, 128, 128], np.int64)
+    c = np.array([1, 2, 2, 3, 2, 4], np.uint32)
+    assert table.add(f, c) == [2, 4]
+    assert table.count == 4
+    assert [table.fp[i] for i in range(0, 5)] == [64, 128, 192, 128, 0]
+    assert [table.crc[i] for i in range(0, 4)] == [1, 2, 3, 4]
+
+
+def test_growth_inside_one_batch_matches_frame_by_frame():
+    records = random_records(40000, seed=12, dup_every=3)           # ~27k unique: past MIN_SLOTS * LOAD
+    stage = DedupStage({}, StageContext(extra={"input_size": 10}))
+    model = FrameByFrame()
+    assert ids(stage.process(records)) == ids(model.process(records))
+    assert stage._table.slots == model.slots > MIN_SLOTS
+    assert stage.report()["unique_frames_remembered"] == len(model.table)
+
+
+@pytest.mark.parametrize("seed_env", ["random", "0"])
+@pytest.mark.parametrize("batch", [97, 512, 6000])
+def test_window_generations_inside_batches_match_frame_by_frame(monkeypatch, seed_env, batch):
+    monkeypatch.setenv("PYTHONHASHSEED", seed_env)                 # "0": the keyed BLAKE2b path
+    monkeypatch.setattr(dedup_mod, "WINDOW", 1500)
+    rng = random.Random(batch)
+    pool = [rng.randbytes(rng.randint(20, 90)) for _ in range(40000)]
+    # > MIN_SLOTS * LOAD unique frames after the switch: a generation ends (inside a batch unless batch=97)
+    records = [pkt(rng.choice(pool), lt=rng.choice((1, 1, 1, 113)), ts=i) for i in range(60000)]
+    for i in range(0, len(records), 777):
+        records.insert(i, meta(bytes([i & 255])))
+    stage, model = DedupStage({}, StageContext()), FrameByFrame()
+    out, want = [], []
+    for n, i in enumerate(range(0, len(records), batch)):
+        if n == 6000 // batch:
+            stage.release_memory()
+            model.release_memory()
+        out += stage.process(records[i:i + batch])
+        want += model.process(records[i:i + batch])
+    assert ids(out) == ids(want)
+    assert stage.report()["mode"].startswith("window")
+    assert stage._previous is not None and (model.ends_inside > 0 or batch < 100)
+    remembered = len(model.table) + (len(model.previous) if model.previous else 0)
+    assert stage.report()["unique_frames_remembered"] == remembered
+    replay = stage.replayer()
+    assert ids(run_stage(replay, records, batch=1000)) == ids(out)
+
+
+def _corpus_files() -> list:
+    if not CORPUS.is_dir():
+        return []
+    return sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason=f"real-capture corpus not present at {CORPUS} (a fresh clone has "
+                                                 "no ../shared)")
+def test_corpus_outputs_equal_frame_by_frame_dedup(workdir):
+    """Every corpus file through the real executor: the output bytes are those of writing, record by record,
+    the frame-by-frame decisions (the reference the batch-wide probe must equal)."""
+    duplicates = 0
+    for path in _corpus_files():
+        src = workdir / path.name
+        shutil.copyfile(path, src)
+        want = io.BytesIO()
+        try:
+            with CaptureReader(src) as reader:
+                writer = CaptureWriter(want, reader.format, reader.pcap_header)
+                model = FrameByFrame()
+                for batch in reader.batches(512):
+                    writer.write_batch(model.process(batch))
+                writer.close()
+        except Exception:                     # a capture the reader refuses: the executor must refuse it too
+            want = None
+        out = workdir / ("out-" + path.name)
+        spec = ExecSpec(read_path=str(src), staged_path=str(out), stages=["dedup"], stage_options={}, key=None,
+                        memory_rss_mb=0, memory_available_pct=0)
+        if want is None:
+            with pytest.raises(Exception):
+                execute(spec)
+            continue
+        result = execute(spec)
+        assert out.read_bytes() == want.getvalue(), path.name
+        duplicates += result["stages"]["dedup"]["duplicates_removed"]
+    assert duplicates > 0                   # the corpus holds real duplicates (ssh dups, afs, babel, pptp)
+
+
+def test_numpy_is_loaded_only_when_remove_dupes_runs():
+    # every run imports this module (the stage registry); only a run with Remove Dupes pays numpy's import
+    code = ("import sys\n"
+            "from pktmask_gui.stages import StageContext\n"
+            "from pktmask_gui.stages.dedup import DedupStage\n"
+            "before = 'numpy' in sys.modules\n"
+            "DedupStage({}, StageContext()).process([(b'x', 1, 0, 1, 0, None)])\n"
+            "print(before, 'numpy' in sys.modules)\n")
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert done.stdout.split() == ["False", "True"], done.stderr
