@@ -362,6 +362,70 @@ class CaptureReader:
             return self._pcap_batches(max_records)
         return self._pcapng_batches(max_records)
 
+    def frame_spans(self, max_records: int = 2048):
+        """pcap only: generator of ``(buffer, starts, ends)``, the frames of up to ``max_records`` records
+        as ``buffer[starts[i]:ends[i]]``, without a record object each: for a reader that only compares
+        frame bytes (the self-check reading the output back). The same limits as batches(): a record
+        above MAX_CAPLEN is an error, one cut short at the end of the file ends it (and is noted)."""
+        if self._started:
+            raise RuntimeError("frame_spans() can be iterated only once per reader")
+        if self.format != "pcap":
+            raise ValueError("frame_spans() reads pcap files only")
+        self._started = True
+        return self._pcap_spans(max_records)
+
+    def _pcap_spans(self, max_records: int):
+        e, _unit, hl, _snap = self._pcap
+        caplen_at = _STRUCTS[e].u32.unpack_from
+        buf, base, pos = self._buf, self._base, 0
+        self._buf = None
+        end = len(buf)
+        while True:
+            if pos + hl > end:
+                buf = self._more(buf, pos, hl)
+                base += pos
+                pos, end = 0, len(buf)
+                if hl > end:
+                    if end:
+                        self._cut_short("packet", base, self.packets)
+                    break
+            starts, ends = [], []
+            at_start, at_end = starts.append, ends.append
+            last = end - hl
+            for _ in repeat(None, max_records):
+                if pos > last:
+                    break
+                at = pos + hl
+                nxt = at + caplen_at(buf, pos + 8)[0]
+                if nxt > end:
+                    caplen = nxt - at
+                    if caplen > MAX_CAPLEN:
+                        raise CaptureError(f"packet {self.packets + len(starts) + 1} claims a captured "
+                                           f"length of {caplen} bytes, above the {MAX_CAPLEN}-byte limit",
+                                           base + pos)
+                    if starts:
+                        break               # the next run refills the buffer
+                    buf = self._more(buf, pos, hl + caplen)
+                    base += pos
+                    pos, end = 0, len(buf)
+                    last = end - hl
+                    if hl + caplen > end:
+                        self._cut_short("packet", base, self.packets)
+                        self.offset = base + pos
+                        return
+                    continue
+                if nxt - at > MAX_CAPLEN:
+                    raise CaptureError(f"packet {self.packets + len(starts) + 1} claims a captured length "
+                                       f"of {nxt - at} bytes, above the {MAX_CAPLEN}-byte limit", base + pos)
+                at_start(at)
+                at_end(nxt)
+                pos = nxt
+            self.packets += len(starts)
+            self.offset = base + pos
+            if starts:
+                yield buf, starts, ends
+        self.offset = base + pos
+
     def _cut_short(self, what: str, offset: int, kept: int) -> None:
         self._notes.append(f"file is cut short inside its last {what} at offset {offset}: "
                            f"{kept} complete packets kept")

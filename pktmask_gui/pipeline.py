@@ -24,7 +24,9 @@ log = logging.getLogger("pktmask_gui.pipeline")
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 PROGRESS_INTERVAL = 0.05        # seconds between progress callbacks
-BATCH = 512                     # records per batch: ~1-5 ms of work (cancel is seen at once); it stays in the CPU cache
+# records per batch (a pcap batch also ends with the reader's 1 MiB chunk): ~5-20 ms of work, so cancel is
+# seen at once; numpy's per-call cost in Remove Dupes' probe is paid once for that many frames
+BATCH = 2048
 WRITEBACK_EVERY = 32 << 20      # bytes of output between two early write-back requests (_start_writeback)
 _FADVISE = getattr(os, "posix_fadvise", None)
 
@@ -242,14 +244,15 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
     return {"packets_in": packets_in, "packets_out": packets_out, "warnings": warnings, "stages": report}
 
 
-def _start_writeback(fh) -> None:
+def _start_writeback(fh, length: int = 0) -> None:
     """Have the kernel start writing the output out now, not all at the final fsync (which then waits for
     the whole file: ~0.25 s for 600 MB here), and let the written pages leave the cache (a large output
-    does not push the user's other files out). Not used when a self-check pass reads the output back
-    (re-reading it from disk cost more than the fsync saves). Advisory: where unavailable, nothing changes."""
+    does not push the user's other files out). ``length``: only the file's first bytes (those the
+    self-check has read back already: dropping pages it has yet to read would make it read them from
+    disk); 0: all of it. Advisory: where unavailable, nothing changes."""
     if _FADVISE is not None:
         try:
-            _FADVISE(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            _FADVISE(fh.fileno(), 0, length, os.POSIX_FADV_DONTNEED)
         except OSError:
             pass
 
@@ -330,12 +333,14 @@ class _MainPass:
         # a stage that only rewrites pcapng blocks (pcapng_only = True) has nothing to do in a pcap file
         self.active = [s for s in stages if not (self.only_packets and getattr(s, "pcapng_only", False))]
         self.checkers = [c for c in checkers if c in self.active]    # in the order the stages run
+        for checker in self.checkers:
+            checker.will_check()
         self.entering = [[] for _ in checkers]          # per checker: packets it took in, not yet compared
         self.batches = reader.batches(BATCH)
         self.packets_in = self.packets_out = 0
         self.done = False
-        # early write-back drops the written pages from the cache: only when no check reads them back
-        self.next_writeback = float("inf") if checkers else WRITEBACK_EVERY
+        self.read_back = 0                  # bytes of the output the self-check has read back
+        self.next_writeback = WRITEBACK_EVERY
 
     def step(self) -> bool:
         """Process one input batch; at the end, finish the output (flushed and fsynced) and return False."""
@@ -362,6 +367,9 @@ class _MainPass:
         writer.write_batch(batch, source)
         if self.checkers:
             self.fh.flush()                 # what the writer handed over is in the file, for the read-back
+            if self.read_back >= self.next_writeback:
+                _start_writeback(self.fh, self.read_back)      # only what the check has read back
+                self.next_writeback = self.read_back + WRITEBACK_EVERY
         elif writer.bytes_written >= self.next_writeback:
             _start_writeback(self.fh)
             self.next_writeback = writer.bytes_written + WRITEBACK_EVERY
@@ -376,8 +384,20 @@ class _MainPass:
         follow = _FollowFile(path, self)
         try:
             with CaptureReader(path, fileobj=follow) as out:
-                after = _PacketRuns(out)
-                while True:
+                if out.format == "pcap":        # frames as spans of the read buffer: no record objects
+                    for buf, starts, ends in out.frame_spans(BATCH):
+                        n = len(starts)
+                        for checker, pending in zip(self.checkers, self.entering):
+                            b = pending[:n]
+                            del pending[:n]
+                            if len(b) != n:
+                                raise StageError("self-check failed: the output holds more frames than "
+                                                 "went in")
+                            checker.check_spans(b, buf, starts, ends, out.linktype)
+                    after = None
+                else:
+                    after = _PacketRuns(out)
+                while after is not None:
                     a = after.take(BATCH)       # reading drives the main pass as far as it needs
                     for checker, pending in zip(self.checkers, self.entering):
                         b = pending[:len(a)]
@@ -427,6 +447,7 @@ class _FollowFile:
             n -= len(chunk)
         data = b"".join(parts)
         self.pos += len(data)
+        main.read_back = self.pos
         return data
 
     def close(self) -> None:

@@ -666,3 +666,48 @@ def test_a_batch_lies_in_one_buffer_even_across_chunks(workdir, monkeypatch):
                 at += 16 + caplen
             n += len(batch)
     assert n == 3000
+
+
+# --- frame_spans(): frames as spans of the read buffer (the self-check's reader of pcap outputs) -----------
+
+def spans_of(path, max_records=512):
+    with CaptureReader(path) as reader:
+        frames = [buf[a:b] for buf, starts, ends in reader.frame_spans(max_records) for a, b in zip(starts, ends)]
+        return frames, reader
+
+
+@pytest.mark.parametrize("e, nanos", [("<", False), (">", True)])
+def test_frame_spans_give_the_frames_batches_give(workdir, monkeypatch, e, nanos):
+    """Across buffer refills (a small read chunk), records larger than a chunk, both byte orders."""
+    monkeypatch.setattr(capture, "CHUNK", 4096)
+    sizes = [60, 1514, 9000, 17, 0, 300] * 40
+    recs = [(i, i, bytes([i & 0xFF]) * n, n) for i, n in enumerate(sizes)]
+    path = write(workdir, "spans.pcap", pcap_file(recs, e=e, nanos=nanos))
+    frames, reader = spans_of(path, max_records=7)
+    assert frames == [r[2] for r in recs]
+    assert reader.packets == len(recs) and reader.warnings == []
+
+
+def test_frame_spans_of_a_modified_pcap(workdir):
+    header = struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 65535, 1)
+    recs = b"".join(struct.pack("<IIII", 10, i, 60, 60) + struct.pack("<IHBx", 2, 0x0800, i) + frame(i)
+                    for i in range(3))
+    frames, _ = spans_of(write(workdir, "kuznetsov.pcap", header + recs))
+    assert frames == [frame(i) for i in range(3)]
+
+
+@pytest.mark.parametrize("cut", [1, 16, 40])
+def test_frame_spans_stop_at_a_record_cut_short_and_say_so(workdir, cut):
+    frames, reader = spans_of(write(workdir, "cut.pcap", GOOD_PCAP[:176 + cut]))
+    assert frames == [frame(1), frame(2)]
+    assert reader.warnings == [
+        "file is cut short inside its last packet at offset 176: 2 complete packets kept"]
+
+
+def test_frame_spans_refuse_an_absurd_length_and_pcapng(workdir):
+    huge = pcap_file([(1, 0, frame(1), 60), (2, 0, frame(2), 60, capture.MAX_CAPLEN + 1)])
+    with pytest.raises(CaptureError, match="above the 262144-byte limit"):
+        spans_of(write(workdir, "huge.pcap", huge + bytes(100)))
+    ng = write(workdir, "x.pcapng", block("<", 0x0A0D0D0A, b"\x4d\x3c\x2b\x1a" + struct.pack("<HHq", 1, 0, -1)))
+    with CaptureReader(ng) as reader, pytest.raises(ValueError):
+        reader.frame_spans()

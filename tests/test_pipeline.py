@@ -317,19 +317,19 @@ def test_self_check_holds_a_bounded_backlog(env, monkeypatch):
     most = []
     from pktmask_gui.stages.anonymize import AnonymizeStage
 
-    real_check = AnonymizeStage.check
+    real_check = AnonymizeStage.check_spans
     passes = []
 
-    def watching(self, before, after):
+    def watching(self, before, *spans):
         main = passes[-1]
         most.append(sum(len(r[0]) for p in main.entering for r in p) + sum(len(r[0]) for r in before))
-        return real_check(self, before, after)
+        return real_check(self, before, *spans)
     real_init = pipeline_mod._MainPass.__init__
 
     def init(self, *a, **k):
         real_init(self, *a, **k)
         passes.append(self)
-    monkeypatch.setattr(AnonymizeStage, "check", watching)
+    monkeypatch.setattr(AnonymizeStage, "check_spans", watching)
     monkeypatch.setattr(pipeline_mod._MainPass, "__init__", init)
     result = run_job(Job(src, out, ["dedup", "anonymize", "mask"]), settings)
     assert result.status == "ok", result.error
@@ -373,3 +373,34 @@ def test_progress_is_monotonic_and_weighs_the_passes_by_their_cost(env, monkeypa
     # pre-scan 1 : main pass with its read-back check 3.5
     assert last_prescan <= total / 4.5 + 1 and first_main >= last_prescan
     assert max(d for p, d, _ in seen if p == "process") > total * 0.9
+
+
+@pytest.mark.parametrize("ops, checked", [(["anonymize"], True), (["dedup", "mask"], False)])
+def test_early_writeback_spares_what_the_self_check_has_yet_to_read(env, monkeypatch, ops, checked):
+    """The output's pages are handed to the kernel for write-back as the pass goes (so the final fsync is
+    short); with a self-check, only the part it has read back, never pages it still has to read."""
+    workdir, temp_root, out, settings = env
+    src = workdir / "in.pcap"
+    generate(src, packets=9000, seed=21)                     # ~6 MB: the check reads 1 MiB at a time
+    calls, read_back = [], [0]
+    real_read = pipeline_mod._FollowFile.read
+
+    def reading(self, n):
+        data = real_read(self, n)
+        read_back[0] = self.pos
+        return data
+
+    def spy(fd, offset, length, advice):
+        calls.append((offset, length, read_back[0]))
+    monkeypatch.setattr(pipeline_mod._FollowFile, "read", reading)
+    monkeypatch.setattr(pipeline_mod, "_FADVISE", spy)
+    monkeypatch.setattr(pipeline_mod, "WRITEBACK_EVERY", 64 << 10)
+    result = run_job(Job(src, out, ops), settings)
+    assert result.status == "ok", result.error
+    assert len(calls) >= 3
+    for offset, length, done in calls:
+        assert offset == 0
+        if checked:
+            assert 0 < length <= done          # only what the check has read back, not the whole file
+        else:
+            assert length == 0                 # nothing reads it back: all of it

@@ -231,6 +231,7 @@ def test_copy_spans_never_differs_from_packing(workdir):
 def test_self_check_catches_a_writer_that_copies_the_original_batch(env, monkeypatch, fmt):
     """The span path makes writing the reader's bytes back cheap: the read-back check must still see it."""
     workdir, temp_root, settings, key = env
+    monkeypatch.setattr(pipeline_mod, "BATCH", 256)            # several batches in a small file
     src = workdir / f"in.{fmt}"
     from pktmask_gui.samplegen import generate
     generate(src, packets=3000, seed=5, fmt=fmt)
@@ -274,9 +275,10 @@ def test_cancel_at_any_moment_of_the_fused_check_leaves_nothing(env, at):
     assert open_fds() == fds                     # both readers, the writer and the follow file closed
 
 
-@pytest.mark.parametrize("where", ["check", "process", "writer"])
+@pytest.mark.parametrize("where", ["check_spans", "process", "writer"])
 def test_a_failure_inside_the_fused_check_is_clear_and_leaves_nothing(env, monkeypatch, where):
     workdir, temp_root, settings, key = env
+    monkeypatch.setattr(pipeline_mod, "BATCH", 128)            # several batches in a small file
     src = make_kind(workdir, "le_us")
     calls = []
     if where == "writer":
@@ -326,19 +328,19 @@ def test_self_check_backlog_is_a_few_mib_with_large_frames(env, monkeypatch):
     src = pcap_file(workdir / "large.pcap", [(1, i, big_frame(i, 30000), 30000) for i in range(700)])
     held = []
     passes = []
-    real_check = AnonymizeStage.check
+    real_check = AnonymizeStage.check_spans
     real_init = pipeline_mod._MainPass.__init__
 
     def init(self, *a, **k):
         real_init(self, *a, **k)
         passes.append(self)
 
-    def watching(self, before, after):
+    def watching(self, before, buf, starts, ends, linktype):
         held.append(sum(len(r[0]) for p in passes[-1].entering for r in p)
-                    + sum(len(r[0]) for r in before) + sum(len(r[0]) for r in after))
-        return real_check(self, before, after)
+                    + sum(len(r[0]) for r in before) + len(buf))
+        return real_check(self, before, buf, starts, ends, linktype)
     monkeypatch.setattr(pipeline_mod._MainPass, "__init__", init)
-    monkeypatch.setattr(AnonymizeStage, "check", watching)
+    monkeypatch.setattr(AnonymizeStage, "check_spans", watching)
     result = run_job(job(src, workdir / "out", ["anonymize"], key), settings)
     assert result.status == "ok", result.error
     assert max(held) < 6 << 20, max(held)

@@ -73,6 +73,15 @@ class Stage:
     def check(self, before: list, after: list) -> None:
         pass
 
+    def check_spans(self, before: list, buf: bytes, starts: list, ends: list, linktype: int) -> None:
+        """check() for an output read back as frame spans (a pcap file: ``buf[starts[i]:ends[i]]``, all of
+        ``linktype``); by default as records (the times and lengths in them are not the output's)."""
+        self.check(before, [(buf[a:b], linktype, 0, b - a, 0, None) for a, b in zip(starts, ends)])
+
+    def will_check(self) -> None:
+        """Called by the main pass before its first batch when it will call check() on this stage's
+        output: a stage may then keep, per frame, what makes its check cheaper (and only then)."""
+
     def release_memory(self) -> str | None:
         return None
 

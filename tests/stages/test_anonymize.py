@@ -719,3 +719,100 @@ def test_frame_numbers_in_errors_count_packets_across_batches():
     wrong = (after[3][0][:26] + good[26:34] + after[3][0][34:],) + after[3][1:]
     with pytest.raises(StageError, match=r"self-check failed: frame 4:"):
         st.check(before[2:], [after[2], wrong])
+
+
+# --- the self-check with what process() built (the main pass calls will_check()) ---------------------------
+
+def _checked_stage():
+    st = make()
+    st.will_check()
+    return st
+
+
+@pytest.mark.parametrize("vlan", [False, True])
+def test_check_against_built_frames_catches_what_the_field_check_catches(vlan, monkeypatch):
+    """With will_check(), a frame of the inline shapes is checked against the bytes process() built for it:
+    an original address left in the output still fails, on the right frame; a good output is accepted
+    without walking a frame; a DNS answer zeroed by a later stage goes to the field check and passes."""
+    A, B, C, A6, B6 = tf.A, tf.B, tf.C, tf.A6, tf.B6
+    wrap4 = (lambda p: tf.eth(tf.vlan(3, 0x0800) + p, 0x8100)) if vlan else tf.eth
+    wrap6 = (lambda p: tf.eth(tf.vlan(3, 0x86DD) + p, 0x8100)) if vlan else (lambda p: tf.eth(p, 0x86DD))
+    shift = 4 if vlan else 0
+    frames_ = [wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"", flags=0x10))),
+               wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C]), 53, 40000))),
+               wrap6(tf.ipv6(A6, B6, 17, tf.udp(A6, B6, tf.dns_answer([], ["2001:db8:9::9"]), 53, 40000))),
+               wrap6(tf.ipv6(A6, B6, 6, tf.tcp(A6, B6, b"data" * 30)))]
+    before = recs(frames_)
+    spots = [(26, 30), (30, 34), (len(frames_[1]) - 4, len(frames_[1])), (22, 38),
+             (len(frames_[2]) - 16, len(frames_[2])), (38, 54)]
+    owners = [0, 0, 1, 2, 2, 3]
+    for (lo, hi), i in zip(spots, owners):
+        if (lo, hi) in ((26, 30), (30, 34), (22, 38), (38, 54)):
+            lo, hi = lo + shift, hi + shift
+        st = _checked_stage()
+        after = st.process(before)
+        bad = bytearray(after[i][0])
+        bad[lo:hi] = frames_[i][lo:hi]                # the original address left in place
+        assert bytes(bad) != after[i][0]
+        with pytest.raises(StageError, match=rf"self-check failed: frame {i + 1}\b"):
+            st.check(before, after[:i] + [(bytes(bad),) + after[i][1:]] + after[i + 1:])
+
+    st = _checked_stage()
+    after = st.process(before)
+    walked = []
+    real = AnonymizeStage._check_frames
+    monkeypatch.setattr(AnonymizeStage, "_check_frames",
+                        lambda self, b, todo: (walked.append(len(todo)), real(self, b, todo))[1])
+    st.check(before, after)
+    assert walked == []                                # every frame matched what was built
+    after = st.process(before)
+    masked = bytearray(after[1][0])
+    masked[-4:] = bytes(4)                             # a later stage zeroed the DNS answer
+    st.check(before, after[:1] + [(bytes(masked),) + after[1][1:]] + after[2:])
+    assert walked == [1]                               # that frame alone, field by field: accepted
+
+
+def test_only_a_checked_stage_keeps_what_it_built():
+    """The pre-scan's own instances never have check() called: they keep nothing per frame."""
+    frames_ = [tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x" * i))) for i in range(50)]
+    st = make()
+    for _ in range(20):
+        st.process(recs(frames_))
+    assert st._expect == []
+    st = _checked_stage()
+    before = recs(frames_)
+    after = st.process(before)
+    assert len(st._expect) == len(frames_)
+    st.check(before[:20], after[:20])
+    st.check(before[20:], after[20:])
+    assert st._expect == []
+
+
+def test_check_without_what_was_built_falls_back_to_fields():
+    """A run longer than what process() left (check() on records it never built) is checked field by field."""
+    frames_ = [tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x")))] * 3
+    st = _checked_stage()
+    before = recs(frames_)
+    after = st.process(before[:1]) + make().process(before[1:])
+    st.check(before, after)
+    wrong = (after[2][0][:26] + frames_[2][26:34] + after[2][0][34:],) + after[2][1:]
+    with pytest.raises(StageError, match=r"self-check failed: frame 6:"):
+        st.check(before, after[:2] + [wrong])
+
+
+def test_frames_of_the_general_path_are_always_checked_field_by_field(monkeypatch):
+    """Only what the inline paths build is taken as built: a DNS message the inline path hands on (a client
+    subnet prefix), ICMP and ARP go through the walk and the field check even when the output is right."""
+    A, B, C = tf.A, tf.B, tf.C
+    frames_ = [tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C], ecs=("198.51.100.0", 24)), 53, 40000))),
+               tf.eth(tf.ipv4(A, B, 1, tf.icmp(8, 0, b"\0\1\0\1", b"ping" * 10))),
+               tf.eth(tf.ipv4(A, B, 6, tf.tcp(A, B, b"x" * 10)))]
+    st = _checked_stage()
+    before = recs(frames_)
+    after = st.process(before)
+    walked = []
+    real = AnonymizeStage._check_frames
+    monkeypatch.setattr(AnonymizeStage, "_check_frames",
+                        lambda self, b, todo: (walked.extend(b.index(x) for x, _ in todo), real(self, b, todo))[1])
+    st.check(before, after)
+    assert walked == [0, 1]
