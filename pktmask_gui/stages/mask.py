@@ -5,7 +5,9 @@ map of the stream ranges to keep (record headers, handshake / alert / CCS record
 datagrams are summed so that the first fragment's transport checksum can account for the zeroed later
 ones. Process: per frame only offsets (frames.walk), a range lookup, zeroing, and RFC 1624 checksum
 updates of every checksum that covers a changed byte (quoted headers, tunnel UDP and GRE included), so a
-valid checksum stays valid and a bad one stays bad. Both passes read the usual frame (Ethernet, at most
+valid checksum stays valid and a bad one stays bad. The ones'-complement sums of the ranges the usual
+frames zero are taken for a whole batch in one numpy reduction (``_range_sums``; numpy for speed: a big
+integer per frame cost a fifth of the stage). Both passes read the usual frame (Ethernet, at most
 one VLAN tag, IPv4 without options or IPv6, TCP or plain UDP) at fixed offsets, exactly where
 frames.walk's fast path would find them, and walk only the others; the pre-scan skips ICMP and plain UDP.
 
@@ -83,6 +85,35 @@ def _osum(b) -> int:
             s = (s >> k) + (s & m)
             j -= 1
     return s % 0xFFFF
+
+
+_BATCH_SUMS = 16                # ranges in a batch from which one numpy reduction beats _osum per range
+np = None                       # numpy, imported at the first such batch
+
+
+def _range_sums(zeroing: list) -> list:
+    """_osum of each entry's range [a, b) of its frame, read as 16-bit words from t (an odd start gets a
+    leading zero byte, so the byte lands in the low half as it does in the checksum), all in one reduction."""
+    global np
+    if np is None:
+        import numpy
+        np = numpy
+    pieces, starts = [], []
+    add, mark = pieces.append, starts.append
+    pos = 0
+    for _k, rec, a, b, _cs, _udp, t in zeroing:
+        mark(pos)
+        size = b - a
+        if (a - t) & 1:
+            add(b"\0")
+            size += 1
+        add(rec[0][a:b])
+        if size & 1:
+            add(b"\0")
+            size += 1
+        pos += size >> 1
+    words = np.frombuffer(b"".join(pieces), ">u2")
+    return (np.add.reduceat(words, starts, dtype=np.uint64) % 0xFFFF).tolist()
 
 
 def _ip_wire_end(data, ip) -> int:
@@ -575,6 +606,7 @@ class MaskStage(Stage):
         live, tls = self.live, self.tls
         trim = self.trim
         masked = kept = frames = 0
+        zeroing = []                    # frames of the fast path to zero, finished by _zeroed
         i = self.frame
         for rec in batch:
             lt = rec[1]
@@ -652,30 +684,17 @@ class MaskStage(Stage):
                     else:
                         t = -1
                     if t >= 0:
-                        # zero [a, b) and update the one checksum covering it (at cs, from t) by RFC 1624
-                        # eqn. 3: _zero, inline on the hot path
-                        d = 0xFFFF - _osum(data[a:b])                        # new 0 - old sum
-                        d = (d << 8) % 0xFFFF if (a - t) & 1 else d % 0xFFFF  # odd start: the other byte
-                        hc = (data[cs] << 8) | data[cs + 1]
-                        if d and not (udp and hc == 0):
-                            x = (~hc & 0xFFFF) + d
-                            x = (x & 0xFFFF) + (x >> 16)
-                            x = (x & 0xFFFF) + (x >> 16)
-                            hc = ~x & 0xFFFF
-                            if udp and hc == 0:
-                                hc = 0xFFFF
+                        # zero [a, b) and update the one checksum covering it (at cs, from t): the sums of
+                        # the batch's zeroed ranges are taken together below (_zeroed)
+                        zeroing.append((len(out), rec, a, b, cs, udp, t))
+                        append(None)
                         masked += b - a
                         kept += end - pay - (b - a)
                         frames += 1
-                        if trim and b >= n and not (rec[5] is not None and rec[5][0] == 3):
-                            self.frames_trimmed += 1
-                            append((b"".join((data[:cs], hc.to_bytes(2, "big"), data[cs + 2:a])),) + rec[1:])
-                        else:
-                            append((b"".join((data[:cs], hc.to_bytes(2, "big"), data[cs + 2:a],
-                                              _ZERO[:b - a] if b - a <= 65536 else bytes(b - a), data[b:])),)
-                                   + rec[1:])
                         continue
             append(self._process_walked(rec, data, lt, i))
+        if zeroing:
+            self._zeroed(zeroing, out)
         self.frame = i
         self.bytes_masked += masked
         self.bytes_kept += kept
@@ -684,6 +703,40 @@ class MaskStage(Stage):
             raise StageError("Mask Payloads: the main pass met more frames than the pre-scan; the input "
                              "changed between passes.")
         return out
+
+    def _zeroed(self, zeroing: list, out: list) -> None:
+        """The frames of a batch whose range [a, b) is zeroed and whose one checksum (at cs, from t) is
+        updated by RFC 1624 eqn. 3 (a UDP 0 stays 0, a computed 0 is written 0xFFFF): ``out[k]`` of each
+        entry ``(k, rec, a, b, cs, udp, t)`` gets its new record. The ones'-complement sums of the zeroed
+        ranges come in one numpy reduction over the batch (each range aligned on its checksum's 16-bit
+        words by a leading zero byte when it starts at an odd offset from t, and padded to whole words):
+        a big-integer sum per frame (_osum) cost about a fifth of the stage."""
+        if len(zeroing) >= _BATCH_SUMS:
+            sums = _range_sums(zeroing)
+        else:
+            sums = [_osum(rec[0][a:b] if not (a - t) & 1 else b"\0" + rec[0][a:b])
+                    for _k, rec, a, b, _cs, _udp, t in zeroing]
+        trim = self.trim
+        trimmed = 0
+        join, zero = b"".join, _ZERO
+        for (k, rec, a, b, cs, udp, t), s in zip(zeroing, sums):
+            data = rec[0]
+            d = -s % 0xFFFF                                 # new 0 - old sum
+            hc = (data[cs] << 8) | data[cs + 1]
+            if d and not (udp and hc == 0):
+                x = (~hc & 0xFFFF) + d
+                x = (x & 0xFFFF) + (x >> 16)
+                x = (x & 0xFFFF) + (x >> 16)
+                hc = ~x & 0xFFFF
+                if udp and hc == 0:
+                    hc = 0xFFFF
+            if trim and b >= len(data) and not (rec[5] is not None and rec[5][0] == 3):
+                trimmed += 1
+                out[k] = (join((data[:cs], hc.to_bytes(2, "big"), data[cs + 2:a])),) + rec[1:]
+            else:
+                out[k] = (join((data[:cs], hc.to_bytes(2, "big"), data[cs + 2:a],
+                                zero[:b - a] if b - a <= 65536 else bytes(b - a), data[b:])),) + rec[1:]
+        self.frames_trimmed += trimmed
 
     def _process_walked(self, rec, data, lt: int, i: int):
         """One frame through the general walk."""

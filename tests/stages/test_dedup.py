@@ -441,10 +441,12 @@ def test_corpus_outputs_equal_frame_by_frame_dedup(workdir):
 
 
 def test_numpy_is_loaded_only_when_remove_dupes_runs():
-    # every run imports this module (the stage registry); only a run with Remove Dupes pays numpy's import
+    # every run imports the stage modules (the stage registry); only a stage at work (Remove Dupes, or Mask
+    # Payloads on a batch with payloads to zero) pays numpy's import
     code = ("import sys\n"
-            "from pktmask_gui.stages import StageContext\n"
+            "from pktmask_gui.stages import StageContext, all_stages\n"
             "from pktmask_gui.stages.dedup import DedupStage\n"
+            "all_stages()\n"
             "before = 'numpy' in sys.modules\n"
             "DedupStage({}, StageContext()).process([(b'x', 1, 0, 1, 0, None)])\n"
             "print(before, 'numpy' in sys.modules)\n")
