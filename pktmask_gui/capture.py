@@ -382,12 +382,8 @@ class CaptureReader:
         end = len(buf)
         while True:
             if pos + hl > end:
-                buf = self._more(buf, pos, hl)
-                base += pos
-                pos, end = 0, len(buf)
+                buf, base, pos, end = self._refill(buf, base, pos, hl)
                 if hl > end:
-                    if end:
-                        self._cut_short("packet", base, self.packets)
                     break
             starts, ends = [], []
             at_start, at_end = starts.append, ends.append
@@ -430,6 +426,15 @@ class CaptureReader:
         self._notes.append(f"file is cut short inside its last {what} at offset {offset}: "
                            f"{kept} complete packets kept")
 
+    def _refill(self, buf: bytes, base: int, pos: int, hl: int) -> tuple:
+        """A pcap reader's next buffer, from ``pos`` of ``buf``: ``(buf, base, 0, len(buf))``; fewer than
+        ``hl`` bytes left in it means the end of the file (and a last record cut short is noted)."""
+        buf = self._more(buf, pos, hl)
+        base += pos
+        if 0 < len(buf) < hl:
+            self._cut_short("packet", base, self.packets)
+        return buf, base, 0, len(buf)
+
     def _pcap_batches(self, max_records: int):
         e, unit, hl, snap = self._pcap
         unpack_from = _STRUCTS[e].pcap_rec.unpack_from
@@ -450,12 +455,8 @@ class CaptureReader:
             batch = RawBatch()
             append = batch.append
             if pos + hl > end:
-                buf = self._more(buf, pos, hl)
-                base += pos
-                pos, end = 0, len(buf)
+                buf, base, pos, end = self._refill(buf, base, pos, hl)
                 if hl > end:
-                    if end:
-                        self._cut_short("packet", base, self.packets)
                     break
             start = pos
             last = end - hl                 # the last position a record header fits at

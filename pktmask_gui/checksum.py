@@ -64,16 +64,21 @@ def field_delta(old, new, odd: bool = False) -> int:
 def update(buf, cs_off: int, delta: int, kind: str = "") -> None:
     """Apply a ones'-complement delta to the checksum stored at ``cs_off`` (RFC 1624 eqn. 3)."""
     hc = (buf[cs_off] << 8) | buf[cs_off + 1]
-    if kind == "udp" and hc == 0:
-        return                      # "no checksum": stays none
+    new = updated(hc, delta, kind == "udp")
+    buf[cs_off] = new >> 8
+    buf[cs_off + 1] = new & 0xFF
+
+
+def updated(hc: int, delta: int, udp: bool = False) -> int:
+    """The checksum ``hc`` after a ones'-complement change ``delta`` of what it covers (RFC 1624 eqn. 3); UDP:
+    0 ("no checksum") stays 0 and a computed 0 is written 0xFFFF."""
+    if not delta or (udp and hc == 0):
+        return hc
     s = (~hc & 0xFFFF) + delta
     s = (s & 0xFFFF) + (s >> 16)
     s = (s & 0xFFFF) + (s >> 16)
     new = ~s & 0xFFFF
-    if kind == "udp" and new == 0:
-        new = 0xFFFF
-    buf[cs_off] = new >> 8
-    buf[cs_off + 1] = new & 0xFF
+    return 0xFFFF if udp and new == 0 else new
 
 
 def _word_sum(b) -> int:

@@ -48,6 +48,7 @@ from .. import checksum, frames
 from ..frames import (F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DST, IP_END, IP_FLAGS, IP_FRAG_ID,
                       IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO, IP_SRC, IP_VER, L4F_ECHO, L4F_FRAGMENT,
                       L4F_ICMP_ERROR, L4F_NO_HEADER, UNINSPECTABLE, Uninspectable, walk)
+from ..checksum import updated
 from ..tcpstream import HALF, MASK32, RangeMap, Reassembler, unwrap
 from ..tls import DONE, RECORD_NAMES, SYNC, TlsWalker
 
@@ -721,15 +722,7 @@ class MaskStage(Stage):
         join, zero = b"".join, _ZERO
         for (k, rec, a, b, cs, udp, t), s in zip(zeroing, sums):
             data = rec[0]
-            d = -s % 0xFFFF                                 # new 0 - old sum
-            hc = (data[cs] << 8) | data[cs + 1]
-            if d and not (udp and hc == 0):
-                x = (~hc & 0xFFFF) + d
-                x = (x & 0xFFFF) + (x >> 16)
-                x = (x & 0xFFFF) + (x >> 16)
-                hc = ~x & 0xFFFF
-                if udp and hc == 0:
-                    hc = 0xFFFF
+            hc = updated((data[cs] << 8) | data[cs + 1], -s % 0xFFFF, udp)     # new 0 - old sum
             if trim and b >= len(data) and not (rec[5] is not None and rec[5][0] == 3):
                 trimmed += 1
                 out[k] = (join((data[:cs], hc.to_bytes(2, "big"), data[cs + 2:a])),) + rec[1:]
@@ -928,14 +921,7 @@ class MaskStage(Stage):
         if (a - start) & 1:
             d = (d << 8) % 0xFFFF                                # the other byte of each word
         d %= 0xFFFF
-        hc = (data[cs_off] << 8) | data[cs_off + 1]
-        if d and not (udp and hc == 0):                          # checksum.update, inline
-            t = (~hc & 0xFFFF) + d
-            t = (t & 0xFFFF) + (t >> 16)
-            t = (t & 0xFFFF) + (t >> 16)
-            hc = ~t & 0xFFFF
-            if udp and hc == 0:
-                hc = 0xFFFF
+        hc = updated((data[cs_off] << 8) | data[cs_off + 1], d, udp)
         n = len(data)
         self.bytes_masked += b - a
         if end > pay:
