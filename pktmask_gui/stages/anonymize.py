@@ -790,9 +790,15 @@ class AnonymizeStage(Stage):
         if n != len(starts):
             raise StageError("self-check failed: the output holds a different number of frames than the input")
         wanted = self._wanted(n)
-        # buf[start:end] == built, without slicing: the same length, and the span starts with it
-        hits = list(map(and_, map(eq, map(len, wanted), map(sub, ends, starts)),
-                        map(buf.startswith, wanted, starts, ends)))
+        # buf[start:end] == built, without slicing: the span starts with it, and is no longer. A hit lies
+        # inside its span, so the hits are all of their spans' length exactly when the lengths add up.
+        hits = list(map(buf.startswith, wanted, starts, ends))
+        if all(hits):
+            exact = sum(map(len, wanted)) == sum(ends) - sum(starts)
+        else:
+            exact = sum(map(len, compress(wanted, hits))) == sum(compress(ends, hits)) - sum(compress(starts, hits))
+        if not exact:                       # some frame goes on past what was built
+            hits = list(map(and_, hits, map(eq, map(len, wanted), map(sub, ends, starts))))
         if not all(hits):
             todo = [(before[i], (buf[starts[i]:ends[i]], linktype, 0, ends[i] - starts[i], 0, None))
                     for i in compress(range(n), map(not_, hits))]

@@ -807,3 +807,32 @@ def test_frames_of_the_general_path_are_always_checked_field_by_field(monkeypatc
                         lambda self, b, todo: (walked.extend(b.index(x) for x, _ in todo), real(self, b, todo))[1])
     st.check(before, after)
     assert walked == [0, 1]
+
+
+@pytest.mark.parametrize("with_general", [False, True])
+def test_check_spans_fails_a_frame_that_goes_on_past_the_frame_built(with_general):
+    """Read back as spans, a frame that starts with the frame built but is longer (here the original
+    appended) fails, whether or not the run also holds frames checked field by field."""
+    A, B = tf.A, tf.B
+    frames_ = [tf.eth(tf.ipv4(A, B, 6, tf.tcp(A, B, b"x" * n))) for n in (10, 20, 30)]
+    if with_general:
+        frames_.insert(1, tf.eth(tf.ipv4(A, B, 1, tf.icmp(8, 0, b"\0\1\0\1", b"ping" * 10))))
+    before = recs(frames_)
+    for bad in range(len(frames_)):
+        st = _checked_stage()
+        built = [r[0] for r in st.process(before)]
+        out = list(built)
+        out[bad] = built[bad] + frames_[bad]            # the original, after the frame built
+        buf = b"".join(b"\0" * 16 + f for f in out)      # record headers between the frames
+        starts, at = [], 0
+        for f in out:
+            starts.append(at + 16)
+            at += 16 + len(f)
+        ends = [s + len(f) for s, f in zip(starts, out)]
+        with pytest.raises(StageError, match=rf"self-check failed: frame {bad + 1} is longer"):
+            st.check_spans(before, buf, starts, ends, 1)
+    st = _checked_stage()
+    built = [r[0] for r in st.process(before)]
+    buf = b"".join(b"\0" * 16 + f for f in built)
+    starts = [sum(16 + len(f) for f in built[:i]) + 16 for i in range(len(built))]
+    st.check_spans(before, buf, starts, [s + len(f) for s, f in zip(starts, built)], 1)
