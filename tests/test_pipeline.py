@@ -404,3 +404,21 @@ def test_early_writeback_spares_what_the_self_check_has_yet_to_read(env, monkeyp
             assert 0 < length <= done          # only what the check has read back, not the whole file
         else:
             assert length == 0                 # nothing reads it back: all of it
+
+
+def test_the_cycle_collector_runs_less_often_during_a_job_and_as_before_after(env, monkeypatch):
+    import gc
+    workdir, temp_root, out, settings = env
+    src = workdir / "in.pcap"
+    generate(src, packets=500, seed=22)
+    seen = []
+    real = DedupStage.process
+
+    def watching(self, batch):
+        seen.append(gc.get_threshold())
+        return real(self, batch)
+    monkeypatch.setattr(DedupStage, "process", watching)
+    before = gc.get_threshold()
+    assert run_job(Job(src, out, ["dedup"]), settings).status == "ok"
+    assert seen and all(t == pipeline_mod._GC_THRESHOLDS for t in seen)
+    assert gc.get_threshold() == before
