@@ -78,7 +78,9 @@ def context_menu_cancel(window, row) -> bool:
     """Right-click the row (a real QContextMenuEvent on the queue's viewport) and click the menu's Cancel
     item with the mouse. Returns True when the item was enabled (the click cancelled something)."""
     view = window.queue_view
-    pos = view.visualRect(window.model.index(window.model.position(row), 0)).center()
+    index = window.model.index(window.model.position(row), 0)
+    view.scrollTo(index)                     # as a user would: the row may be below the visible ones
+    pos = view.visualRect(index).center()
     clicked = []
     tries = [0]
 
