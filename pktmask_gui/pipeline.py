@@ -399,28 +399,16 @@ class _MainPass:
             with CaptureReader(path, fileobj=follow) as out:
                 if out.format == "pcap":        # frames as spans of the read buffer: no record objects
                     for buf, starts, ends in out.frame_spans(BATCH):
-                        n = len(starts)
-                        for checker, pending in zip(self.checkers, self.entering):
-                            b = pending[:n]
-                            del pending[:n]
-                            if len(b) != n:
-                                raise StageError("self-check failed: the output holds more frames than "
-                                                 "went in")
-                            checker.check_spans(b, buf, starts, ends, out.linktype)
-                    after = None
+                        for checker, before in self._entered(len(starts)):
+                            checker.check_spans(before, buf, starts, ends, out.linktype)
                 else:
                     after = _PacketRuns(out)
-                while after is not None:
-                    a = after.take(BATCH)       # reading drives the main pass as far as it needs
-                    for checker, pending in zip(self.checkers, self.entering):
-                        b = pending[:len(a)]
-                        del pending[:len(a)]
-                        if len(b) != len(a):
-                            raise StageError("self-check failed: the output holds more frames than went in")
-                        if a:
-                            checker.check(b, a)
-                    if not a:
-                        break
+                    while True:
+                        a = after.take(BATCH)   # reading drives the main pass as far as it needs
+                        if not a:
+                            break
+                        for checker, before in self._entered(len(a)):
+                            checker.check(before, a)
         except _Relayed as relayed:             # the main pass failed (disk full, damaged input, cancel)
             raise relayed.exc from None
         except CaptureError as exc:             # the output itself does not read back
@@ -430,6 +418,17 @@ class _MainPass:
             pass
         if any(self.entering):
             raise StageError("self-check failed: the output holds fewer frames than went in")
+
+    def _entered(self, n: int) -> list:
+        """(checker, the next ``n`` packets it took in), taken off its backlog, for each checker."""
+        runs = []
+        for checker, pending in zip(self.checkers, self.entering):
+            before = pending[:n]
+            del pending[:n]
+            if len(before) != n:
+                raise StageError("self-check failed: the output holds more frames than went in")
+            runs.append((checker, before))
+        return runs
 
 
 class _FollowFile:

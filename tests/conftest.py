@@ -1,4 +1,5 @@
-"""Shared fixtures: the real-capture corpus, a private temp dir, and a private config folder."""
+"""Shared fixtures: the real-capture corpus, a private temp dir, and a private config folder; and
+``leftovers``, which test modules import (``from conftest import leftovers``)."""
 from __future__ import annotations
 
 import tempfile
@@ -8,6 +9,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
+
+
+def leftovers(*dirs) -> list[str]:
+    """Every ``pktmask_*`` entry below the given folders (the tests' own ``pktmask_test_*`` aside)."""
+    found = []
+    for d in dirs:
+        if Path(d).exists():
+            found += [str(p) for p in Path(d).rglob("pktmask_*") if not p.name.startswith("pktmask_test_")]
+    return found
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import leftovers
 
 from pktmask_gui.capture import (EPB, IDB, META, SHB, SPB, CaptureReader, CaptureWriter,
                                  make_idb_body, make_pcap_header, make_shb_body)
@@ -57,14 +58,6 @@ def wd(workdir):
 
 def settings_for(wd: Path, **kw) -> Settings:
     return Settings(temp_root=str(wd / "temp"), parallel_jobs=1, **kw)
-
-
-def leftovers(*dirs) -> list[str]:
-    found = []
-    for d in dirs:
-        if Path(d).exists():
-            found += [str(p) for p in Path(d).rglob("pktmask_*") if not p.name.startswith("pktmask_test_")]
-    return found
 
 
 def sha(path: Path) -> str:

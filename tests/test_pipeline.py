@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import leftovers
 
 from pktmask_gui import pipeline as pipeline_mod
 from pktmask_gui.capture import CaptureReader, CaptureWriter
@@ -22,13 +23,6 @@ def frames(path: Path) -> list:
         for batch in reader.batches():
             out.extend(rec for rec in batch if rec[1] >= 0)
     return out
-
-
-def leftovers(*dirs: Path) -> list[str]:
-    found = []
-    for d in dirs:
-        found += [str(p) for p in Path(d).rglob("pktmask_*") if not p.name.startswith("pktmask_test_")]
-    return found
 
 
 @pytest.fixture

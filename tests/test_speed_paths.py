@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import leftovers
 
 from pktmask_gui import capture
 from pktmask_gui import pipeline as pipeline_mod
@@ -103,13 +104,6 @@ def make_kind(workdir: Path, kind: str) -> Path:
 
 KINDS = ["le_us", "be_ns", "modified_le", "modified_be", "bad_fraction", "bad_fraction_ns", "snaplen_odd",
          "cut_mid_record", "cut_mid_header", "one_packet", "header_only", "big_records"]
-
-
-def leftovers(*dirs: Path) -> list[str]:
-    found = []
-    for d in dirs:
-        found += [str(p) for p in Path(d).rglob("pktmask_*") if not p.name.startswith("pktmask_test_")]
-    return found
 
 
 def open_fds() -> int:

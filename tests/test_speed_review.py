@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import leftovers
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -37,13 +38,6 @@ FUZZ = hsettings(max_examples=120, deadline=None, suppress_health_check=[HealthC
 def frames_of(path: Path) -> list:
     with CaptureReader(path) as reader:
         return [rec for batch in reader.batches() for rec in batch if rec[1] >= 0]
-
-
-def leftovers(*dirs: Path) -> list[str]:
-    found = []
-    for d in dirs:
-        found += [str(p) for p in Path(d).rglob("pktmask_*") if not p.name.startswith("pktmask_test_")]
-    return found
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .. import capture
-from ..checksum import field_delta, fix_checksums, ones_sum, update
+from ..checksum import fix_checksums, ones_sum
 from ..cryptopan import CryptoPAn
 from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, dns_addresses, field_length, udp_tunnel_at, walk
 from ..settings import write_text_atomically

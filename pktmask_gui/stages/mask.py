@@ -94,7 +94,10 @@ np = None                       # numpy, imported at the first such batch
 
 def _range_sums(zeroing: list) -> list:
     """_osum of each entry's range [a, b) of its frame, read as 16-bit words from t (an odd start gets a
-    leading zero byte, so the byte lands in the low half as it does in the checksum), all in one reduction."""
+    leading zero byte, so the byte lands in the low half as it does in the checksum): in one numpy
+    reduction, or range by range for fewer than _BATCH_SUMS entries."""
+    if len(zeroing) < _BATCH_SUMS:
+        return [_osum(b"\0" + rec[0][a:b] if (a - t) & 1 else rec[0][a:b]) for _k, rec, a, b, _cs, _u, t in zeroing]
     global np
     if np is None:
         import numpy
@@ -605,7 +608,6 @@ class MaskStage(Stage):
         append = out.append
         keep_ports = self.keep_ports
         live, tls = self.live, self.tls
-        trim = self.trim
         masked = kept = frames = 0
         zeroing = []                    # frames of the fast path to zero, finished by _zeroed
         i = self.frame
@@ -712,11 +714,7 @@ class MaskStage(Stage):
         ranges come in one numpy reduction over the batch (each range aligned on its checksum's 16-bit
         words by a leading zero byte when it starts at an odd offset from t, and padded to whole words):
         a big-integer sum per frame (_osum) cost about a fifth of the stage."""
-        if len(zeroing) >= _BATCH_SUMS:
-            sums = _range_sums(zeroing)
-        else:
-            sums = [_osum(rec[0][a:b] if not (a - t) & 1 else b"\0" + rec[0][a:b])
-                    for _k, rec, a, b, _cs, _udp, t in zeroing]
+        sums = _range_sums(zeroing)
         trim = self.trim
         trimmed = 0
         join, zero = b"".join, _ZERO
