@@ -59,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "(mapped by default)")
     anon.add_argument("--export-mapping", metavar="PATH", help="write the address mapping table to PATH")
     anon.add_argument("--allow-uninspected", action="store_true", default=None,
-                      help="let frames the engine cannot parse through unchanged (counted) instead of failing")
+                      help="let frames the engine cannot parse through unchanged (counted) instead of zeroing "
+                           "everything after their last header understood (also for Mask Payloads)")
+    anon.add_argument("--strict", action="store_true", default=None,
+                      help="fail the file on a frame the engine cannot parse, instead of zeroing everything "
+                           "after its last header understood (also for Mask Payloads)")
     mask = parser.add_argument_group("Mask Payloads options")
     mask.add_argument("--mask-handshake", action="store_true", default=None,
                       help="mask TLS handshake records too (kept by default)")
@@ -114,9 +118,14 @@ def _apply_flags(args, settings) -> list[str]:
         anon["keep_cidrs"] = list(args.keep)
     if args.anonymize_macs:
         anon["anonymize_macs"] = True
-    if args.allow_uninspected:
-        anon["allow_uninspected"] = True
-        settings.stage_options.setdefault("mask", {})["allow_uninspected"] = True
+    if args.allow_uninspected and args.strict:
+        raise UsageError("--allow-uninspected and --strict contradict each other: choose one")
+    if args.allow_uninspected or args.strict:
+        policy = "pass" if args.allow_uninspected else "fail"
+        for name in ("anonymize", "mask"):
+            options = settings.stage_options.setdefault(name, {})
+            options.pop("allow_uninspected", None)
+            options["uninspected"] = policy
     if args.no_payload_addresses:
         anon["payload_addresses"] = False
     if args.export_mapping:
@@ -328,8 +337,8 @@ def process_main(argv: list[str]) -> int:
         files = []
         for r in all_results:
             d = r.to_dict()
-            files.append({k: d[k] for k in ("input", "output", "status", "error", "warnings", "packets_in",
-                                            "packets_out", "elapsed_s", "stages")})
+            files.append({k: d[k] for k in ("input", "output", "status", "error", "error_kind", "warnings",
+                                            "packets_in", "packets_out", "elapsed_s", "stages")})
         ok = bool(all_results) and all(r.status == "ok" for r in all_results)
         print(json.dumps({"ok": ok, "files": files}, indent=2))
     if interrupted:

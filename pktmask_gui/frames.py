@@ -94,23 +94,29 @@ from __future__ import annotations
 
 import struct
 
+from pktmask_gui.shape import (DHCP, DHCP6, DNS, ETH as _ETH, ETYPE as _ETYPE, IP as _IP, IP4 as _IP4,
+                               IP6 as _IP6, MPLS as _MPLS, NETFLOW, PPP as _PPP, SFLOW, TCP_DNS, TEREDO, UDP_DNS,
+                               teredo_origin, udp_payload, usual)
 from pktmask_gui.stages import StageError
 
 
 class Uninspectable(StageError):
     """A frame uses a link type or an encapsulation the walker cannot parse (fail closed)."""
 
+    kind = "uninspectable"
+
 
 # ---- result layout ---------------------------------------------------------------------------------
 OK, NON_IP, UNINSPECTABLE = 0, 1, 2
-W_STATUS, W_LABEL, W_IPS, W_ADDRS, W_L4, W_CSUMS, W_MACS = range(7)
+W_STATUS, W_LABEL, W_IPS, W_ADDRS, W_L4, W_CSUMS, W_MACS, W_BLIND, W_QUOTED = range(9)
+B_START, B_END, B_REASON = range(3)
 
 (IP_OFF, IP_VER, IP_HLEN, IP_PROTO, IP_PAY, IP_END, IP_SRC, IP_DST, IP_FLAGS, IP_FRAG_ID, IP_FRAG_OFF,
  IP_PDST) = range(12)
 F_QUOTED, F_TUNNELLED, F_FRAGMENT, F_LATER_FRAGMENT, F_MORE_FRAGMENTS, F_TRUNCATED = 1, 2, 4, 8, 16, 32
 
 L4_PROTO, L4_OFF, L4_PAY, L4_END, L4_IP, L4_FLAGS = range(6)
-L4F_ECHO, L4F_ICMP_ERROR, L4F_FRAGMENT, L4F_NO_HEADER = 1, 2, 4, 8
+L4F_ECHO, L4F_ICMP_ERROR, L4F_FRAGMENT, L4F_NO_HEADER, L4F_QUOTES = 1, 2, 4, 8, 16
 
 CS_OFF, CS_START, CS_END, CS_KIND, CS_IP = range(5)
 INVERTED = -1       # addrs prefix_bits: a whole IPv4 address stored bitwise inverted (Teredo origin indication)
@@ -157,22 +163,21 @@ _PPP_NON_IP = {0xC021: "PPP LCP", 0xC023: "PPP PAP", 0xC223: "PPP CHAP", 0x8057:
 _VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200, 0x9300))
 _PLAIN_ETYPES = frozenset((0x0800, 0x86DD, 0x0806, 0x8035, 0x8100, 0x88A8, 0x9100, 0x8847, 0x8848, 0x8864,
                            0x88CC))
-_UDP_TUNNEL_PORTS = frozenset((4789, 4790, 6081, 2152, 6635, 1701, 8472))
 _ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
-_DNS_PORTS = frozenset((53, 5353, 5355))
 # DHCP options holding a list of IPv4 addresses (RFC 2132 and successors); 21 / 33 hold pairs
 _DHCP_ADDR_OPTS = frozenset((3, 4, 5, 6, 7, 8, 9, 10, 11, 16, 28, 32, 41, 42, 44, 45, 48, 49, 50, 54, 65, 68,
                              69, 70, 71, 72, 73, 74, 75, 76, 118))
 _IP6_EXT = frozenset((0, 43, 44, 51, 60, 139, 140, 253, 254))
 
-# walker states
-_ETH, _ETYPE, _IP, _IP4, _IP6, _MPLS, _PPP, _PPPPROTO, _ARP, _LLC, _DONE = range(11)
+# walker states (the first seven are shape's "next layer" values, which tunnels hand on)
+_PPPPROTO, _ARP, _LLC, _DONE, _QUOTE, _QUOTE6 = range(7, 13)
 _NSH_NEXT = {1: _IP4, 2: _IP6, 3: _ETH, 5: _MPLS}
 
 _H = struct.Struct("!H").unpack_from
 _I = struct.Struct("!I").unpack_from
 _HH = struct.Struct("!HH").unpack_from
 _ILE = struct.Struct("<I").unpack_from
+_II = struct.Struct("!II").unpack_from
 _HHLE = struct.Struct("<HH").unpack_from
 
 
@@ -184,125 +189,82 @@ def _unsupported_link(linktype: int) -> str:
     return "link type %d (%s) is not supported" % (linktype, linktype_name(linktype))
 
 
-# UDP ports the fast path leaves to the general walk (tunnels, Teredo, DHCP / DHCPv6)
-_UDP_FAST_NOT = _UDP_TUNNEL_PORTS | frozenset((3544, 67, 68, 546, 547))
 _HHH = struct.Struct("!HHH").unpack_from
 _HHHH = struct.Struct("!HHHH").unpack_from
 _RR = struct.Struct("!HHIH").unpack_from                   # DNS resource record: type, class, TTL, length
+_NONE = ()                                                 # blind / quoted when there are none
+MAX_HEADERS = 256       # layers walked before a frame counts as uninspectable (each one takes bytes)
 
 
 def walk(data, linktype: int):
     """Walk one frame; see the module docstring for the result layout."""
-    n = len(data)
-    if linktype == 1 and n >= 34:
-        # Fast path for the usual frame, same result as the general walk below: Ethernet (at most one
-        # 802.1Q tag), IPv4 without options or IPv6 without extension headers, not a fragment, TCP or UDP
-        # whose payload the walker does not look into. Anything else falls through to the general walk.
-        et = (data[12] << 8) | data[13]
-        o = 14
-        if et == 0x8100:
-            et = (data[16] << 8) | data[17]
-            o = 18
-        proto = 0
-        if et == 0x0800:
-            if n >= o + 20 and data[o] == 0x45:
-                tot, ident, frag = _HHH(data, o + 2)
-                if not frag & 0x3FFF:
-                    proto = data[o + 9]
-                    end = o + tot
-                    if end > n or tot == 0:
-                        end = n
-                    t = o + 20
-                    ip = (o, 4, 20, proto, t, end, o + 12, o + 16, 0, ident, 0, o + 16)
-                    addrs = [(o + 12, 4, 32), (o + 16, 4, 32)]
-                    ipcs = (o + 10, o, t, CS_IPV4, None)
-                    label = "IPv4"
-        elif et == 0x86DD:
-            if n >= o + 40:
-                proto = data[o + 6]
-                t = o + 40
-                end = t + ((data[o + 4] << 8) | data[o + 5])
-                if end > n:
-                    end = n
-                ip = (o, 6, 40, proto, t, end, o + 8, o + 24, 0, 0, 0, o + 24)
-                addrs = [(o + 8, 16, 128), (o + 24, 16, 128)]
-                ipcs = None
-                label = "IPv6"
-        if proto == 6:
-            if t + 20 <= end:
-                pay = t + (data[t + 12] >> 4) * 4
-                sport, dport = _HH(data, t)
-                if sport == 53 or dport == 53:               # DNS over TCP: a 2-byte length, then a message
-                    if pay + 14 <= end and _H(data, pay)[0] >= 12:
-                        _dns(data, end, pay + 2, end, addrs)
-                        if len(addrs) > 2:
-                            _clip(addrs, 2, end)
-                if pay > end:
-                    pay = end
-                csums = [(t + 16, t, end, CS_TCP, 0)]
-                if ipcs is not None:
-                    csums.append(ipcs)
-                return (OK, label, [ip], addrs, (6, t, pay, end, 0, 0), csums, [0, 6])
-        elif proto == 17:
-            if t + 8 <= end:
-                sport, dport, ulen = _HHH(data, t)
-                if sport not in _UDP_FAST_NOT and dport not in _UDP_FAST_NOT:
-                    p = t + 8
-                    uend = t + ulen
-                    if ulen < 8 or uend > end:
-                        uend = end
-                    if p >= uend or (data[p] and data[p] >> 4 != 6):       # not Teredo by content
-                        if p < uend and (sport in _DNS_PORTS or dport in _DNS_PORTS):
-                            _dns(data, end, p, uend, addrs)
-                            if len(addrs) > 2:
-                                _clip(addrs, 2, end)
-                        csums = [(t + 6, t, uend, CS_UDP, 0)]
-                        if ipcs is not None:
-                            csums.append(ipcs)
-                        return (OK, label, [ip], addrs, (17, t, p if p < uend else uend, uend, 0, 0), csums,
-                                [0, 6])
-        elif proto == 1:
-            if t + 4 <= end:
-                typ = data[t]
-                if typ == 0 or typ == 8:                     # echo: no addresses, no quoted packet
-                    csums = [(t + 2, t, end, CS_ICMP, None)]
-                    if ipcs is not None:
-                        csums.append(ipcs)
-                    return (OK, label, [ip], addrs, (1, t, min(t + 8, end), end, 0, L4F_ECHO), csums, [0, 6])
-        elif proto == 58:
-            if t + 4 <= end:
-                typ = data[t]
-                if typ == 128 or typ == 129:                 # echo
-                    csums = [(t + 2, t, end, CS_ICMPV6, 0)]
-                    if ipcs is not None:
-                        csums.append(ipcs)
-                    return (OK, label, [ip], addrs, (58, t, min(t + 8, end), end, 0, L4F_ECHO), csums, [0, 6])
-    return _walk(data, linktype, n)
+    s = usual(data, linktype)
+    if s is not None:
+        return _usual_walk(data, s)
+    return _walk(data, linktype, len(data))
+
+
+def _usual_walk(data, s):
+    """The walk of a frame of the usual shape (shape.usual): the general walk's result, without the walk."""
+    kind, o, t, end = s
+    if t - o == 20:
+        ip = (o, 4, 20, data[o + 9], t, end, o + 12, o + 16, 0, (data[o + 4] << 8) | data[o + 5], 0, o + 16)
+        addrs = [(o + 12, 4, 32), (o + 16, 4, 32)]
+        ipcs = (o + 10, o, t, CS_IPV4, None)
+        label = "IPv4"
+    else:
+        ip = (o, 6, 40, data[o + 6], t, end, o + 8, o + 24, 0, 0, 0, o + 24)
+        addrs = [(o + 8, 16, 128), (o + 24, 16, 128)]
+        ipcs = None
+        label = "IPv6"
+    if kind <= TCP_DNS:
+        pay = t + (data[t + 12] >> 4) * 4
+        if kind == TCP_DNS and pay + 14 <= end and _H(data, pay)[0] >= 12:   # a 2-byte length, a message
+            _dns(data, end, pay + 2, end, addrs)
+            if len(addrs) > 2:
+                _clip(addrs, 2, end)
+        if pay > end:
+            pay = end
+        csums = [(t + 16, t, end, CS_TCP, 0)]
+        l4 = (6, t, pay, end, 0, 0)
+    elif kind <= UDP_DNS:
+        ulen = _H(data, t + 4)[0]
+        uend = t + ulen
+        if ulen < 8 or uend > end:
+            uend = end
+        p = t + 8
+        if kind == UDP_DNS:
+            _dns(data, end, p, uend, addrs)
+            if len(addrs) > 2:
+                _clip(addrs, 2, end)
+        csums = [(t + 6, t, uend, CS_UDP, 0)]
+        l4 = (17, t, p if p < uend else uend, uend, 0, 0)
+    elif ipcs is not None:                                    # ECHO: ICMP, no pseudo-header
+        csums = [(t + 2, t, end, CS_ICMP, None)]
+        l4 = (1, t, min(t + 8, end), end, 0, L4F_ECHO)
+    else:
+        csums = [(t + 2, t, end, CS_ICMPV6, 0)]
+        l4 = (58, t, min(t + 8, end), end, 0, L4F_ECHO)
+    if ipcs is not None:
+        csums.append(ipcs)
+    return (OK, label, [ip], addrs, l4, csums, [0, 6] if o else [], _NONE, _NONE)
 
 
 def _walk(data, linktype, n):
-    """The general walk (every link type and encapsulation)."""
+    """The general walk (every link type and encapsulation): the link layer here, the rest in _layers."""
     ips = []
     addrs = []
     csums = []
     macs = []
-    l4 = None
-    label = None
-    flags0 = 0          # F_QUOTED / F_TUNNELLED for the next IP header
     off = 0
-    t = 0               # pending ethertype / protocol value for _ETYPE / _PPPPROTO
-    lenient = False     # inside a quoted packet: stop quietly at what we cannot parse
-    pw_guess = False    # the next Ethernet header was guessed (MPLS pseudo-wire)
-    ck = 0              # addrs before this index are already clipped to their packet's end
-
-    # ---- link layer -------------------------------------------------------------------------------
+    t = 0                   # pending ethertype / protocol value for _ETYPE / _PPPPROTO
     if linktype == 1:
         state = _ETH
-    elif linktype in (101, 12, 14):
+    elif linktype in (101, 12, 14, 228, 229):                 # raw IP: by the version nibble, as Wireshark
         state = _IP
     elif linktype == 113:                                    # Linux cooked capture v1, 16-byte header
         if n < 16:
-            return (OK, "truncated", ips, addrs, l4, csums, macs)
+            return (OK, "truncated", ips, addrs, None, csums, macs, _NONE, _NONE)
         hatype, halen = _HH(data, 2)
         if halen == 6:
             macs.append(6)
@@ -310,10 +272,10 @@ def _walk(data, linktype, n):
         off = 16
         state, why = _sll_state(hatype, t)
         if state is None:
-            return (why[0], why[1], ips, addrs, l4, csums, macs)
+            return _stopped(why[0], why[1], ips, addrs, csums, macs, off, n)
     elif linktype == 276:                                    # Linux cooked capture v2, 20-byte header
         if n < 20:
-            return (OK, "truncated", ips, addrs, l4, csums, macs)
+            return (OK, "truncated", ips, addrs, None, csums, macs, _NONE, _NONE)
         t = _H(data, 0)[0]
         hatype = _H(data, 8)[0]
         if data[11] == 6:
@@ -321,14 +283,10 @@ def _walk(data, linktype, n):
         off = 20
         state, why = _sll_state(hatype, t)
         if state is None:
-            return (why[0], why[1], ips, addrs, l4, csums, macs)
-    elif linktype == 228:
-        state = _IP4
-    elif linktype == 229:
-        state = _IP6
+            return _stopped(why[0], why[1], ips, addrs, csums, macs, off, n)
     elif linktype in (0, 108):                               # BSD loopback: 4-byte address family
         if n < 4:
-            return (OK, "truncated", ips, addrs, l4, csums, macs)
+            return (OK, "truncated", ips, addrs, None, csums, macs, _NONE, _NONE)
         fam = _I(data, 0)[0] if linktype == 108 else _ILE(data, 0)[0]
         if fam > 0xFFFF:
             fam = _I(data, 0)[0]                             # NULL written on a big-endian host
@@ -338,8 +296,8 @@ def _walk(data, linktype, n):
         elif fam in (10, 23, 24, 26, 28, 30):
             state = _IP6
         else:
-            return (UNINSPECTABLE, "loopback address family %d is not supported" % fam,
-                    ips, addrs, l4, csums, macs)
+            return _stopped(UNINSPECTABLE, "loopback address family %d is not supported" % fam, ips, addrs,
+                            csums, macs, off, n)
     elif linktype in (9, 50):
         state = _PPP
     elif linktype == 204:                                    # PPP with a direction byte
@@ -347,17 +305,17 @@ def _walk(data, linktype, n):
         state = _PPP
     elif linktype == 104:                                    # Cisco HDLC: address, control, ethertype
         if n < 4:
-            return (OK, "truncated", ips, addrs, l4, csums, macs)
+            return (OK, "truncated", ips, addrs, None, csums, macs, _NONE, _NONE)
         t = _H(data, 2)[0]
         off = 4
         state = _ETYPE
     elif linktype == 239:                                    # NFLOG: TLVs, the packet is TLV type 9
         if n < 4:
-            return (OK, "truncated", ips, addrs, l4, csums, macs)
+            return (OK, "truncated", ips, addrs, None, csums, macs, _NONE, _NONE)
         fam = data[0]
         off = _nflog_payload(data, n)
         if off < 0:
-            return (NON_IP, "NFLOG without packet", ips, addrs, l4, csums, macs)
+            return (NON_IP, "NFLOG without packet", ips, addrs, None, csums, macs, _NONE, _NONE)
         if fam == 2:
             state = _IP4
         elif fam == 10:
@@ -366,19 +324,51 @@ def _walk(data, linktype, n):
             state = _IP
     elif linktype == 242:                                    # IP over InfiniBand: 44-byte header
         if n < 44:
-            return (OK, "truncated", ips, addrs, l4, csums, macs)
+            return (OK, "truncated", ips, addrs, None, csums, macs, _NONE, _NONE)
         t = _H(data, 40)[0]
         off = 44
         state = _ETYPE
     else:
-        return (UNINSPECTABLE, _unsupported_link(linktype), ips, addrs, l4, csums, macs)
+        return _stopped(UNINSPECTABLE, _unsupported_link(linktype), ips, addrs, csums, macs, 0, n)
+    return _layers(data, n, state, off, t, ips, addrs, csums, macs, 0)
 
-    # ---- everything else, one layer per iteration --------------------------------------------------
+
+def _later_fragment_checksum(proto, frag_off, off, n, idx, csums) -> None:
+    """A small later fragment may hold the TCP checksum (datagram bytes 16 and 17): listed, covering none of
+    the fragment's bytes, so that the addresses of its pseudo-header still update it."""
+    if proto == 6 and frag_off <= 16:
+        cs = off + 16 - frag_off
+        if cs + 2 <= n:
+            csums.append((cs, cs, cs, CS_TCP, idx))
+
+
+def _stopped(status, label, ips, addrs, csums, macs, stop, total, l4=None, quoted=_NONE):
+    """The result of a walk that ended early: for UNINSPECTABLE, everything from ``stop`` to the frame's end
+    is what the walker could not read (``blind``)."""
+    csums.reverse()
+    blind = ((stop, total, label),) if status == UNINSPECTABLE else _NONE
+    return (status, label, ips, addrs, l4, csums, macs, blind, quoted)
+
+
+def _layers(data, n, state, off, t, ips, addrs, csums, macs, flags0):
+    """Every layer from ``state`` at ``off`` on, one per iteration; ``flags0``: F_QUOTED for a packet quoted
+    for another (walked leniently: what cannot be read ends the walk quietly)."""
+    total = n               # the frame's length (n becomes the end of the packet being walked)
+    l4 = None
+    label = None
+    lenient = bool(flags0 & F_QUOTED)
+    pw_guess = False        # the next Ethernet header was guessed (MPLS pseudo-wire)
+    ck = len(addrs)         # addrs before this index are already clipped to their packet's end
+    fragd = 0               # F_FRAGMENT once an IP header on the way is a (first) fragment
+    quoted = _NONE          # regions of packets quoted for others (sFlow samples)
+    blind = _NONE
+    reason = None
     depth = 0
     while True:
         depth += 1
-        if depth > 48:
-            return (UNINSPECTABLE, "more than 48 nested headers", ips, addrs, l4, csums, macs)
+        if depth > MAX_HEADERS:
+            reason = "more than %d nested headers" % MAX_HEADERS
+            break
 
         if state == _ETH:
             if pw_guess:
@@ -429,13 +419,26 @@ def _walk(data, linktype, n):
                     break
                 off += 20 if data[off + 11] & 1 else 12
                 state = _ETH
+            elif t == 0x893F:                                # 802.1BR E-Tag: 6 bytes, then an Ethertype
+                if off + 8 > n:
+                    break
+                t = _H(data, off + 6)[0]
+                off += 8
+            elif t == 0x8926:                                # VN-Tag: 4 bytes, then an Ethertype
+                if off + 6 > n:
+                    break
+                t = _H(data, off + 4)[0]
+                off += 6
+            elif t == 0x8903:                                # Cisco FabricPath: FTag and TTL, then Ethernet
+                off += 2
+                state = _ETH
             elif t == 0xD28B:                                # Arista vendor header (timestamp)
                 if off + 4 > n:
                     break
                 sub, ver = _HH(data, off)
                 if sub != 1:
                     if label is None and not ips:
-                        return (NON_IP, "Arista AVSP", ips, addrs, l4, csums, macs)
+                        return _stopped(NON_IP, "Arista AVSP", ips, addrs, csums, macs, off, total)
                     break
                 vk = ver & 0xF0
                 if vk == 0x10:
@@ -443,8 +446,8 @@ def _walk(data, linktype, n):
                 elif vk == 0x20:
                     off += 10
                 else:
-                    return (UNINSPECTABLE, "Arista header version 0x%04x is not supported" % ver,
-                            ips, addrs, l4, csums, macs)
+                    reason = "Arista header version 0x%04x is not supported" % ver
+                    break
                 if off + 2 > n:
                     break
                 t = _H(data, off)[0]
@@ -458,13 +461,12 @@ def _walk(data, linktype, n):
                 if off + 4 > n:
                     break
                 nxt = data[off + 3]
-                off += (data[off + 1] & 0x3F) * 4
                 state = _NSH_NEXT.get(nxt, -1)
                 if state < 0:
-                    if lenient:
-                        break
-                    return (UNINSPECTABLE, "NSH next protocol %d is not supported" % nxt, ips, addrs, l4, csums,
-                            macs)
+                    reason = "NSH next protocol %d is not supported" % nxt
+                    off += 4
+                    break
+                off += (data[off + 1] & 0x3F) * 4
             elif t == 0x88E7:                                # PBB I-tag: 4 bytes, then customer Ethernet
                 off += 4
                 state = _ETH
@@ -475,10 +477,9 @@ def _walk(data, linktype, n):
                 if name:
                     if ips or addrs:
                         break
-                    return (NON_IP, name, ips, addrs, l4, csums, macs)
-                if lenient:
-                    break
-                return (UNINSPECTABLE, "EtherType 0x%04x is not supported" % t, ips, addrs, l4, csums, macs)
+                    return _stopped(NON_IP, name, ips, addrs, csums, macs, off, total)
+                reason = "EtherType 0x%04x is not supported" % t
+                break
             continue
 
         if state == _IP:
@@ -490,9 +491,8 @@ def _walk(data, linktype, n):
             elif v == 6:
                 state = _IP6
             else:
-                if lenient:
-                    break
-                return (UNINSPECTABLE, "IP version %d is not supported" % v, ips, addrs, l4, csums, macs)
+                reason = "IP version %d is not supported" % v
+                break
             continue
 
         if state == _IP4:
@@ -514,12 +514,13 @@ def _walk(data, linktype, n):
                 ips.append((off, 4, ihl, data[off + 9] if off + 9 < n else -1, n, n, off + 12, off + 16, fl,
                             0, 0, off + 16))
                 break
-            tot, ident, frag = struct.unpack_from("!HHH", data, off + 2)
+            tot, ident, frag = _HHH(data, off + 2)
             proto = data[off + 9]
             if ihl < 20:
                 ihl = 20
             hend = off + ihl
             end = off + tot
+            wire = end if tot else n                         # the packet's end on the wire
             if end > n or tot == 0:
                 end = n
             if hend > n:
@@ -560,33 +561,11 @@ def _walk(data, linktype, n):
             if fl & F_LATER_FRAGMENT:
                 if not (flags0 & F_QUOTED) and l4 is None:
                     l4 = (proto, -1, off, end, idx, L4F_FRAGMENT | L4F_NO_HEADER)
+                _later_fragment_checksum(proto, frag_off, off, n, idx, csums)
                 break
-            state = _upper(proto)
-            if state is None:
-                state, off, l4, lab, lim = _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums,
-                                                      macs, l4, 4)
-                if lim < n:
-                    ck = _clip(addrs, ck, n)
-                    n = lim                                   # what follows lies inside this packet
-                if lab is not None:
-                    if lenient or flags0 & F_QUOTED:
-                        break
-                    return (UNINSPECTABLE, lab, ips, addrs, l4, csums, macs)
-                if state == _DONE:
-                    break
-                if state >= 100:                              # into a quoted packet
-                    state -= 100
-                    flags0 |= F_QUOTED
-                    lenient = True
-                elif state == _PPPPROTO:
-                    t = off >> 32
-                    off &= 0xFFFFFFFF
-                elif state == _ETYPE:
-                    t = off >> 32
-                    off &= 0xFFFFFFFF
-            continue
-
-        if state == _IP6:
+            fragd |= fl & F_FRAGMENT
+            ver = 4
+        elif state == _IP6:
             if label is None:
                 label = "IPv6"
             if off >= n:
@@ -607,6 +586,7 @@ def _walk(data, linktype, n):
             end = off + 40 + plen
             if end > n or (plen == 0 and nh == 0):                # cut short, or a jumbogram
                 end = n
+            wire = off + 40 + plen if plen else end
             addrs.append((off + 8, 16, 128))
             addrs.append((off + 24, 16, 128))
             pdst = off + 24
@@ -648,38 +628,17 @@ def _walk(data, linktype, n):
             if fl & F_TRUNCATED:
                 break
             off = p
-            if end < n:
-                ck = _clip(addrs, ck, n)
-                n = end                                      # bytes past the total length are a trailer
             if fl & F_LATER_FRAGMENT:
                 if not (flags0 & F_QUOTED) and l4 is None:
                     l4 = (nh, -1, off, end, idx, L4F_FRAGMENT | L4F_NO_HEADER)
+                _later_fragment_checksum(nh, frag_off, off, n, idx, csums)
                 break
             if nh == 59:                                     # no next header
                 break
-            state = _upper(nh)
-            if state is None:
-                state, off, l4, lab, lim = _transport(data, n, nh, off, end, idx, flags0, fl, addrs, csums,
-                                                      macs, l4, 6)
-                if lim < n:
-                    ck = _clip(addrs, ck, n)
-                    n = lim                                   # what follows lies inside this packet
-                if lab is not None:
-                    if lenient or flags0 & F_QUOTED:
-                        break
-                    return (UNINSPECTABLE, lab, ips, addrs, l4, csums, macs)
-                if state == _DONE:
-                    break
-                if state >= 100:
-                    state -= 100
-                    flags0 |= F_QUOTED
-                    lenient = True
-                elif state == _PPPPROTO or state == _ETYPE:
-                    t = off >> 32
-                    off &= 0xFFFFFFFF
-            continue
-
-        if state == _MPLS:
+            fragd |= fl & F_FRAGMENT
+            proto = nh
+            ver = 6
+        elif state == _MPLS:
             while off + 4 <= n:
                 bos = data[off + 2] & 1
                 off += 4
@@ -706,8 +665,7 @@ def _walk(data, linktype, n):
                     state = _ETH
                 pw_guess = True
             continue
-
-        if state == _PPP:
+        elif state == _PPP:
             if off + 2 <= n and data[off] == 0xFF and data[off + 1] == 0x03:
                 off += 2
             if off >= n:
@@ -722,16 +680,13 @@ def _walk(data, linktype, n):
                 off += 2
             state = _PPPPROTO
             continue
-
-        if state == _PPPPROTO:
-            if t == 0x0021:
+        elif state == _PPPPROTO:
+            if t == 0x0021 or t == 0x002F:                   # IPv4 (0x2F: VJ uncompressed, an IPv4 header)
                 state = _IP4
             elif t == 0x0057:
                 state = _IP6
             elif t == 0x0281 or t == 0x0283:
                 state = _MPLS
-            elif t == 0x002F:                                # VJ uncompressed: an IPv4 header
-                state = _IP4
             elif t == 0x8021:                                # IPCP: address options
                 if label is None and not ips:
                     label = "PPP IPCP"
@@ -745,13 +700,11 @@ def _walk(data, linktype, n):
                 if name:
                     if ips or addrs:
                         break
-                    return (NON_IP, name, ips, addrs, l4, csums, macs)
-                if lenient:
-                    break
-                return (UNINSPECTABLE, "PPP protocol 0x%04x is not supported" % t, ips, addrs, l4, csums, macs)
+                    return _stopped(NON_IP, name, ips, addrs, csums, macs, off, total)
+                reason = "PPP protocol 0x%04x is not supported" % t
+                break
             continue
-
-        if state == _ARP:
+        elif state == _ARP:
             if off + 8 > n:
                 break
             ptype = _H(data, off + 2)[0]
@@ -777,8 +730,7 @@ def _walk(data, linktype, n):
                 if tpa < n:
                     addrs.append((tpa, 16, 128))
             break
-
-        if state == _LLC:
+        elif state == _LLC:
             if off + 3 > n:
                 break
             dsap = data[off]
@@ -796,10 +748,9 @@ def _walk(data, linktype, n):
                     continue
                 name = _SNAP_CISCO.get(pid) if oui == 0x00000C else None
                 if name is None:
-                    if lenient:
-                        break
-                    return (UNINSPECTABLE, "LLC/SNAP OUI %06x protocol 0x%04x is not supported" % (oui, pid),
-                            ips, addrs, l4, csums, macs)
+                    reason = "LLC/SNAP OUI %06x protocol 0x%04x is not supported" % (oui, pid)
+                    off += 8
+                    break
             elif dsap == 0x06:                               # the IP SAP
                 off += 3
                 state = _IP4
@@ -808,16 +759,43 @@ def _walk(data, linktype, n):
                 name = _LLC_SAPS.get(dsap & 0xFE, "LLC SAP 0x%02x" % dsap)
             if ips or addrs:
                 break
-            return (NON_IP, name, ips, addrs, l4, csums, macs)
+            return _stopped(NON_IP, name, ips, addrs, csums, macs, off, total)
+        else:
+            break   # _DONE
 
-        break   # _DONE or unknown state
+        # ---- after an IP header: what it carries ----
+        nxt = _upper(proto)
+        if nxt is not None:
+            state = nxt
+            continue
+        state, off, t, l4, why, lim, extra = _transport(data, n, proto, off, end, wire, idx, flags0, fl | fragd,
+                                                        ips, addrs, csums, macs, l4, ver)
+        if lim < n:
+            ck = _clip(addrs, ck, n)
+            n = lim                                   # what follows lies inside this packet
+        if extra is not None:
+            quoted, blind = extra[0] or _NONE, extra[1] or _NONE
+        if why is not None:
+            reason = why
+            break
+        if state == _DONE:
+            break
+        if state == _QUOTE or state == _QUOTE6:       # into a packet quoted by an ICMP / ICMPv6 error
+            state = _IP if state == _QUOTE else _IP6
+            flags0 |= F_QUOTED
+            lenient = True
 
+    if reason is not None and not lenient:
+        if ck < len(addrs):
+            _clip(addrs, ck, n)
+        csums.reverse()
+        return (UNINSPECTABLE, reason, ips, addrs, l4, csums, macs, ((min(off, total), total, reason),), quoted)
     csums.reverse()
     if label is None:
         label = "truncated"
     if ck < len(addrs):
         _clip(addrs, ck, n)
-    return (OK, label, ips, addrs, l4, csums, macs)
+    return (OK, label, ips, addrs, l4, csums, macs, blind, quoted)
 
 
 def _clip(addrs, k, n):
@@ -956,13 +934,15 @@ def _ipcp(data, off, n, addrs):
         p += ln
 
 
-def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4, ver):
-    """Parse a transport / tunnel protocol at ``off``.
+def _transport(data, n, proto, off, end, wire, idx, flags0, fl, ips, addrs, csums, macs, l4, ver):
+    """Parse a transport or tunnel protocol at ``off`` (the payload of IP header ``idx``).
 
-    Returns ``(state, off, l4, reason, limit)``: ``_DONE`` when the walk ends here, another state to continue
-    (``+100`` for a quoted packet inside an ICMP error; for ``_ETYPE``/``_PPPPROTO`` the pending protocol
-    value is packed into ``off >> 32``), or a reason for an unsupported encapsulation; ``limit`` is where
-    the carried content ends (nothing after it belongs to it).
+    Returns ``(state, off, etype, l4, reason, limit, extra)``: ``_DONE`` when the walk ends here, another
+    state to go on with at ``off`` (``etype``: the pending Ethertype or PPP protocol for _ETYPE /
+    _PPPPROTO; _QUOTE: into the packet an ICMP error quotes, an IP header by its version nibble, or IPv6
+    for ICMPv6), or a ``reason`` why it cannot be read (``off``: where understanding stopped); ``limit``
+    is where the carried content ends (nothing after it belongs to it); ``extra``: None, or
+    ``(quoted, blind)`` found in the payload (sFlow samples, flow records without a known layout).
     """
     quoted = flags0 & F_QUOTED
     frag = L4F_FRAGMENT if fl & F_FRAGMENT else 0
@@ -974,54 +954,63 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
             if pay > end:
                 pay = end
             l4 = (6, off, pay, end, idx, frag)
-        if not frag and off + 13 <= n:
+        if off + 13 <= n:
             sport, dport = _HH(data, off)
             if sport == 53 or dport == 53:                   # DNS over TCP: a 2-byte length, then a message
                 pay = off + (data[off + 12] >> 4) * 4
                 if pay + 14 <= end and _H(data, pay)[0] >= 12:
                     _dns(data, n, pay + 2, end, addrs)
-        return _DONE, off, l4, None, end
+        return _DONE, off, 0, l4, None, end, None
 
     if proto == 17:
         if off + 8 > n:
             if not quoted and l4 is None:
                 l4 = (17, off, end, end, idx, frag)
-            return _DONE, off, l4, None, end
-        sport, dport, ulen = struct.unpack_from("!HHH", data, off)
+            return _DONE, off, 0, l4, None, end, None
+        sport, dport, ulen = _HHH(data, off)
         uend = off + ulen
+        uwire = uend if ulen >= 8 and uend <= wire else wire
         if ulen < 8 or uend > end:
             uend = end
         csums.append((off + 6, off, uend, CS_UDP, idx))
         p = off + 8
-        if not frag:
-            st = _udp_tunnel(data, n, sport, dport, p, uend, addrs)
-            if st is not None:
-                return st[0], st[1], l4, None, uend
-            lo = sport if sport < dport else dport
-            if lo in _DNS_PORTS or dport in _DNS_PORTS or sport in _DNS_PORTS:
-                _dns(data, n, p, uend, addrs)
-            elif lo == 67 or lo == 68:
-                _dhcp(data, n, p, uend, addrs, macs)
-            elif lo == 546 or lo == 547:
-                _dhcp6(data, n, p, uend, addrs, 0)
+        role, nxt, q, etype = udp_payload(data, n, sport, dport, p, uend, uwire)
+        extra = None
+        lflags = frag
+        if role >= 16:                                       # a tunnel: its carrier is never l4
+            if role == TEREDO:
+                origin = teredo_origin(data, n, p)
+                if 0 <= origin < q:
+                    addrs.append((origin, 4, INVERTED))
+            return nxt, q, etype, l4, None, uend, None
+        if role == DNS:
+            _dns(data, n, p, uend, addrs)
+        elif role == DHCP:
+            _dhcp(data, n, p, uend, addrs, macs)
+        elif role == DHCP6:
+            _dhcp6(data, n, p, uend, addrs, 0)
+        elif role and not quoted:                            # flow export: addresses of other packets
+            extra = _flow_export(data, n, role, p, uend, ips, addrs, csums, macs)
+            if extra[0]:
+                lflags |= L4F_QUOTES
         if not quoted and l4 is None:
-            l4 = (17, off, p if p < uend else uend, uend, idx, frag)
-        return _DONE, off, l4, None, end
+            l4 = (17, off, p if p < uend else uend, uend, idx, lflags)
+        return _DONE, off, 0, l4, None, end, extra
 
     if proto == 1:
         if off + 4 <= n:
             csums.append((off + 2, off, end, CS_ICMP, None))
         if off >= n:
-            return _DONE, off, l4, None, end
+            return _DONE, off, 0, l4, None, end, None
         typ = data[off]
         if typ in _ICMP_ERRORS:
             if typ == 5 and off + 4 < n:
                 addrs.append((off + 4, 4, 32))               # redirect: gateway address
             if not quoted and l4 is None:
                 l4 = (1, off, min(off + 8, end), end, idx, L4F_ICMP_ERROR | frag)
-            if frag or off + 8 >= end:
-                return _DONE, off, l4, None, end
-            return _IP + 100, off + 8, l4, None, end
+            if off + 8 >= end:
+                return _DONE, off, 0, l4, None, end, None
+            return _QUOTE, off + 8, 0, l4, None, end, None
         if typ == 9 and off + 8 <= n:                        # router advertisement
             cnt, size = data[off + 4], data[off + 5] * 4
             q = off + 8
@@ -1032,33 +1021,32 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
                 q += size
         if not quoted and l4 is None:
             l4 = (1, off, min(off + 8, end), end, idx, (L4F_ECHO if typ in (0, 8) else 0) | frag)
-        return _DONE, off, l4, None, end
+        return _DONE, off, 0, l4, None, end, None
 
     if proto == 58:
         if off + 4 <= n:
             csums.append((off + 2, off, end, CS_ICMPV6, idx))
         if off >= n:
-            return _DONE, off, l4, None, end
+            return _DONE, off, 0, l4, None, end, None
         typ = data[off]
         if typ < 128:
             if not quoted and l4 is None:
                 l4 = (58, off, min(off + 8, end), end, idx, L4F_ICMP_ERROR | frag)
-            if frag or off + 8 >= end:
-                return _DONE, off, l4, None, end
-            return _IP6 + 100, off + 8, l4, None, end
-        if not frag:
-            q = _icmp6_body(data, n, typ, off, end, addrs, macs)
-            if q is not None:
-                if not quoted and l4 is None:
-                    l4 = (58, off, min(off + 8, end), end, idx, 0)
-                return _IP6 + 100, q, l4, None, end          # redirected header: a quoted packet
+            if off + 8 >= end:
+                return _DONE, off, 0, l4, None, end, None
+            return _QUOTE6, off + 8, 0, l4, None, end, None
+        q = _icmp6_body(data, n, typ, off, end, addrs, macs)
+        if q is not None:
+            if not quoted and l4 is None:
+                l4 = (58, off, min(off + 8, end), end, idx, frag)
+            return _QUOTE6, q, 0, l4, None, end, None       # redirected header: a quoted packet
         if not quoted and l4 is None:
             l4 = (58, off, min(off + 8, end), end, idx, (L4F_ECHO if typ in (128, 129) else 0) | frag)
-        return _DONE, off, l4, None, end
+        return _DONE, off, 0, l4, None, end, None
 
     if proto == 47:                                          # GRE
         if off + 4 > n:
-            return _DONE, off, l4, None, end
+            return _DONE, off, 0, l4, None, end, None
         gfl, ptype = _HH(data, off)
         gver = gfl & 7
         p = off + 4
@@ -1079,18 +1067,22 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
                 if sre_len == 0:
                     break
         if gver not in (0, 1):
-            return _DONE, off, l4, "GRE version %d is not supported" % gver, end
+            return _DONE, off + 4, 0, l4, "GRE version %d is not supported" % gver, end, None
         if p >= end:
-            return _DONE, off, l4, None, end
+            return _DONE, off, 0, l4, None, end, None
         if ptype == 0x88BE and not gfl & 0x1000:             # ERSPAN type I: no ERSPAN header
-            return _ETH, p, l4, None, end
+            return _ETH, p, 0, l4, None, end, None
         if ptype == 0x880B:
-            return _PPP, p, l4, None, end
+            return _PPP, p, 0, l4, None, end, None
         if ptype == 0x883E:                                  # WCCP redirect header, then IP
-            return _IP, p + 4, l4, None, end
+            return _IP, p + 4, 0, l4, None, end, None
         if ptype < 0x0600:
-            return _DONE, off, l4, "GRE protocol type 0x%04x is not supported" % ptype, end
-        return _ETYPE, p | (ptype << 32), l4, None, end
+            return _DONE, p, 0, l4, "GRE protocol type 0x%04x is not supported" % ptype, end, None
+        return _ETYPE, p, ptype, l4, None, end, None
+
+    if proto == 97:                                          # EtherIP (RFC 3378): 2 bytes, then Ethernet
+        if off + 2 <= n and data[off] >> 4 == 3:
+            return _ETH, off + 2, 0, l4, None, end, None
 
     if proto == 136 or proto == 33:                          # UDP-Lite, DCCP: pseudo-header checksums
         if off + 8 <= n:
@@ -1098,7 +1090,7 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
         if not quoted and l4 is None:
             pay = off + 8 if proto == 136 else (off + data[off + 4] * 4 if off + 5 <= n else end)
             l4 = (proto, off, min(pay, end), end, idx, frag)
-        return _DONE, off, l4, None, end
+        return _DONE, off, 0, l4, None, end, None
 
     if proto == 112 and off + 8 <= n and data[off] >> 4 == 3:  # VRRPv3: virtual addresses, pseudo-header
         csums.append((off + 6, off, end, CS_PSEUDO, idx))
@@ -1111,7 +1103,7 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
             q += size
         if not quoted and l4 is None:
             l4 = (112, off, end, end, idx, frag)
-        return _DONE, off, l4, None, end
+        return _DONE, off, 0, l4, None, end, None
 
     if proto == 89 and ver == 6 and off + 14 <= n:            # OSPFv3: pseudo-header checksum
         csums.append((off + 12, off, end, CS_PSEUDO, idx))
@@ -1124,114 +1116,163 @@ def _transport(data, n, proto, off, end, idx, flags0, fl, addrs, csums, macs, l4
                           idx if ver == 6 else None))
         if off + 8 <= n and data[off] & 0x0F == 1 and data[off] >> 4 == 2:
             if off + 8 >= end:
-                return _DONE, off, l4, None, end
-            return _IP, off + 8, l4, None, end               # the carried packet holds the transport
+                return _DONE, off, 0, l4, None, end, None
+            return _IP, off + 8, 0, l4, None, end, None      # the carried packet holds the transport
         if not quoted and l4 is None:
             l4 = (103, off, min(off + 4, end), end, idx, frag)
-        return _DONE, off, l4, None, end
+        return _DONE, off, 0, l4, None, end, None
 
     if proto == 2:                                           # IGMP
         if off + 4 <= n:
             csums.append((off + 2, off, end, CS_IGMP, None))
-        if not frag and off + 8 <= n:
+        if off + 8 <= n:
             _igmp(data, n, off, end, addrs)
         if not quoted and l4 is None:
             l4 = (2, off, min(off + 8, end), end, idx, frag)
-        return _DONE, off, l4, None, end
+        return _DONE, off, 0, l4, None, end, None
 
     # anything else: opaque payload (ESP, OSPF, SCTP, ...)
     if not quoted and l4 is None:
         l4 = (proto, off, off, end, idx, frag)
-    return _DONE, off, l4, None, end
+    return _DONE, off, 0, l4, None, end, None
 
 
-def _udp_tunnel(data, n, sport, dport, p, uend, addrs):
-    """If this UDP datagram carries a tunnel, return ``(state, off)`` (packed as in _transport)."""
-    if p >= uend:
-        return None
-    if dport in _UDP_TUNNEL_PORTS or sport in _UDP_TUNNEL_PORTS:
-        port = dport if dport in _UDP_TUNNEL_PORTS else sport
-        if port == 4789 or (port == 8472 and p < n and data[p] & 0x08):   # VXLAN (8472: Linux's old port)
-            if p + 8 <= n:
-                return _ETH, p + 8
-            return None
-        if port == 6081:                                     # Geneve
-            if p + 8 > n:
-                return None
-            hl = 8 + (data[p] & 0x3F) * 4
-            return _ETYPE, (p + hl) | (_H(data, p + 2)[0] << 32)
-        if port == 2152:                                     # GTP-U
-            return _gtpu(data, n, p, uend)
-        if port == 6635:                                     # MPLS over UDP
-            return _MPLS, p
-        if port == 4790:                                     # VXLAN-GPE
-            if p + 8 > n:
-                return None
-            nxt = data[p + 3]
-            if nxt == 4:                                     # NSH
-                return _ETYPE, (p + 8) | (0x894F << 32)
-            st = _NSH_NEXT.get(nxt)
-            if st is None:
-                return None
-            return st, p + 8
-        if port == 1701:                                     # L2TPv2 data messages carry PPP
-            if p + 6 > n:
-                return None
-            lf = _H(data, p)[0]
-            if lf & 0x8000 or lf & 0xF != 2:
-                return None
-            q = p + 2 + (2 if lf & 0x4000 else 0) + 4 + (4 if lf & 0x0800 else 0)
-            if lf & 0x0200:
-                if q + 2 > n:
-                    return None
-                q += 2 + _H(data, q)[0]
-            return _PPP, q
-    # Teredo: port 3544, or recognised by content on any UDP port as Wireshark's heuristic does
-    q = p
-    if q + 4 <= n and data[q] == 0 and data[q + 1] == 1:      # authentication header
-        q += 13 + data[q + 2] + data[q + 3]
-    origin = -1
-    if q + 2 <= n and data[q] == 0 and data[q + 1] == 0:     # origin indication: port, address (inverted)
-        origin = q + 4
-        q += 8
-    if q < n and data[q] >> 4 == 6 and (dport == 3544 or sport == 3544 or (
-            q + 40 <= n and _H(data, q + 4)[0] + 40 == uend - q)):
-        if 0 <= origin < n:
-            addrs.append((origin, 4, INVERTED))
-        return _IP6, q
-    return None
+# sFlow v5 flow records whose layout is known: raw packet header (1), Ethernet frame data (2), IPv4 data (3),
+# IPv6 data (4), extended switch (1001), router (1002) and gateway (1003) data; counter records without
+# addresses: generic interface (1), Ethernet (2), token ring (3), 100BaseVG (4), VLAN (5), processor (1001)
+_SFLOW_COUNTERS = frozenset((1, 2, 3, 4, 5, 1001))
+_SFLOW_HEADER_STATES = {1: _ETH, 11: _IP4, 12: _IP6}
 
 
-def udp_tunnel_at(data, sport: int, dport: int, p: int, uend: int) -> bool:
-    """True when walk() reads the UDP payload at ``p`` (ending at ``uend``) as a tunnel: by port, or Teredo
-    recognised by content on any port. For stages with a fast path of their own."""
-    return _udp_tunnel(data, len(data), sport, dport, p, uend, []) is not None
-
-
-def _gtpu(data, n, p, uend):
-    if p + 8 > n:
-        return None
-    f = data[p]
-    if f >> 5 != 1 or not f & 0x10:
-        return None
-    mtype = data[p + 1]
-    q = p + 8
-    if f & 0x07:
-        if q + 4 > n:
-            return None
-        nxt = data[q + 3]
+def _flow_export(data, n, role, p, uend, ips, addrs, csums, macs):
+    """Flow export datagrams carry other packets' addresses and headers. sFlow v5: the agent address, and
+    per flow sample the sampled packet headers (walked like a packet quoted by an ICMP error), the IPv4 /
+    IPv6 data records' addresses, the next hops of the extended router and gateway records. NetFlow v5:
+    each record's source, destination and next hop. NetFlow v9 and IPFIX data records (their layout is
+    in templates sent earlier), sFlow records of other formats, and anything after the last record that
+    can be read are ``blind``: Anonymize IPs zeroes them (fail closed). Returns ``(quoted, blind)``:
+    the [start, end) regions of sampled headers, and the (start, end, reason) blind ranges."""
+    end = min(n, uend)
+    quoted = []
+    blind = []
+    if role == SFLOW:
+        q = _sflow_address(data, p + 4, end, addrs)
+        if q < 0:
+            blind.append((p + 4, uend, "sFlow datagram that cannot be read"))
+            return quoted, blind
+        q += 12                                              # sub-agent id, sequence number, uptime
+        samples = _I(data, q)[0] if q + 4 <= end else 0
         q += 4
-        while nxt:
-            if q >= n:
-                return None
-            ln = data[q] * 4
-            if ln == 0 or q + ln > n:
-                return None
-            nxt = data[q + ln - 1]
+        for _ in range(samples):
+            if q + 8 > end:
+                break
+            fmt, ln = _II(data, q)
+            s, e = q + 8, q + 8 + ln
+            if e > end:
+                break
+            if fmt in (1, 3):                                # flow sample (expanded): its flow records
+                _sflow_records(data, s + (32 if fmt == 1 else 44), e, ips, quoted, blind, addrs, csums, macs,
+                               True)
+            elif fmt in (2, 4):                              # counter sample (expanded)
+                _sflow_records(data, s + (12 if fmt == 2 else 16), e, ips, quoted, blind, addrs, csums, macs,
+                               False)
+            else:
+                blind.append((s, e, "sFlow sample of format %d" % fmt))
+            q = e
+        if q < uend:
+            blind.append((q, uend, "bytes after the last sFlow sample"))
+    elif _H(data, p)[0] == 5:                                # NetFlow v5: 24-byte header, 48-byte records
+        q = p + 24
+        for _ in range(_H(data, p + 2)[0]):
+            if q + 48 > end:
+                break
+            addrs.append((q, 4, 32))
+            addrs.append((q + 4, 4, 32))
+            addrs.append((q + 8, 4, 32))
+            q += 48
+        if q < uend:
+            blind.append((q, uend, "bytes after the last NetFlow v5 record"))
+    else:                                                    # NetFlow v9 (20-byte header), IPFIX (16)
+        q = p + (20 if role == NETFLOW else 16)
+        name = "NetFlow v9" if role == NETFLOW else "IPFIX"
+        while q + 4 <= end:
+            sid, ln = _HH(data, q)
+            if ln < 4 or q + ln > end:
+                break
+            if sid >= 256:
+                blind.append((q + 4, q + ln, name + " data records (their template is not read)"))
             q += ln
-    if mtype != 0xFF or q >= uend:
-        return None
-    return _IP, q
+        if q < uend:
+            blind.append((q, uend, "bytes after the last %s set" % name))
+    return quoted, blind
+
+
+def _sflow_address(data, q, end, addrs) -> int:
+    """An sFlow address (type 1 IPv4, 2 IPv6) at q: listed; returns the offset after it, or -1."""
+    if q + 4 > end:
+        return -1
+    kind = _I(data, q)[0]
+    size = 4 if kind == 1 else 16 if kind == 2 else 0 if kind == 0 else -1
+    if size < 0 or q + 4 + size > end:
+        return -1
+    if size:
+        addrs.append((q + 4, size, size * 8))
+    return q + 4 + size
+
+
+def _sflow_records(data, q, e, ips, quoted, blind, addrs, csums, macs, flows):
+    """The records of one sFlow sample, from q to e (after the record count at q - 4)."""
+    if q > e:
+        blind.append((e, e, "sFlow sample cut short"))
+        return
+    count = _I(data, q - 4)[0]
+    for _ in range(count):
+        if q + 8 > e:
+            break
+        fmt, ln = _II(data, q)
+        s, r = q + 8, q + 8 + ln
+        if r > e:
+            break
+        if not flows:
+            if fmt not in _SFLOW_COUNTERS:
+                blind.append((s, r, "sFlow counter record of format %d" % fmt))
+        elif fmt == 1 and s + 16 <= r:                       # raw packet header
+            hproto, hlen = _I(data, s)[0], _I(data, s + 12)[0]
+            h, hend = s + 16, min(s + 16 + hlen, r)
+            state = _SFLOW_HEADER_STATES.get(hproto)
+            if state is None:
+                blind.append((h, hend, "sFlow sampled header of protocol %d" % hproto))
+            elif h < hend:
+                _quoted_walk(data, hend, state, h, ips, addrs, csums, macs)
+                quoted.append((h, hend))
+        elif fmt == 2 and s + 24 <= r:                       # Ethernet frame data: source and destination MAC
+            macs.append(s + 4)
+            macs.append(s + 12)
+        elif fmt == 3 and s + 16 <= r:                       # IPv4 data
+            addrs.append((s + 8, 4, 32))
+            addrs.append((s + 12, 4, 32))
+        elif fmt == 4 and s + 40 <= r:                       # IPv6 data
+            addrs.append((s + 8, 16, 128))
+            addrs.append((s + 24, 16, 128))
+        elif fmt in (1002, 1003):                            # extended router / gateway: a next hop first
+            if _sflow_address(data, s, r, addrs) < 0:
+                blind.append((s, r, "sFlow extended record %d" % fmt))
+        elif fmt != 1001:
+            blind.append((s, r, "sFlow flow record of format %d" % fmt))
+        q = r
+    if q < e:
+        blind.append((q, e, "sFlow records that cannot be read"))
+
+
+def _quoted_walk(data, end, state, off, ips, addrs, csums, macs):
+    """Walk a packet quoted for another one (an sFlow sampled header) and add what it holds to the lists."""
+    sub = _layers(data, end, state, off, 0, [], [], [], [], F_QUOTED)
+    base = len(ips)
+    ips += sub[W_IPS]
+    addrs += sub[W_ADDRS]
+    macs += sub[W_MACS]
+    for cs in reversed(sub[W_CSUMS]):           # outer first, like the enclosing walk's list until its end
+        csums.append(cs if cs[4] is None else cs[:4] + (cs[4] + base,))
 
 
 def _icmp6_body(data, n, typ, off, end, addrs, macs):

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from .pipeline import Cancelled, ExecSpec, Job, JobError, JobResult, execute, run_job
+from .pipeline import Cancelled, ExecSpec, Job, JobError, JobResult, describe_failure, execute, run_job
 from .settings import Settings
 
 CANCEL_GRACE_S = 0.25       # then the child is killed: cancel must take effect within 0.5 s
@@ -90,10 +90,9 @@ def _run_child(spec: ExecSpec, progress, cancel, workspace, on_log) -> dict:
         receiver.close()
         stop_sender.close()
     if failure is not None:
-        kind, text = failure
-        if kind == "cancelled":
+        if failure[0] == "cancelled":
             raise Cancelled()
-        raise JobError(text)
+        raise JobError(failure[2], failure[1])
     if outcome is None:
         raise JobError(f"the worker process ended unexpectedly (exit code {proc.exitcode})")
     return outcome
@@ -165,20 +164,8 @@ def _child_main(spec: ExecSpec, conn, stop_conn, parent_pid: int) -> None:
         outcome = execute(spec, progress, _StopFlag(stop_conn))
         conn.send(("done", outcome))
     except Cancelled:
-        conn.send(("error", "cancelled", "cancelled"))
-    except Exception as exc:
-        from .capture import CaptureError
-        from .stages import StageError
-
-        if isinstance(exc, (CaptureError, StageError, JobError)):
-            text = str(exc)
-        elif isinstance(exc, OSError):
-            from .pipeline import _os_message
-
-            text = _os_message(exc)
-        else:
-            root.debug("Unexpected error", exc_info=True)
-            text = f"internal error ({type(exc).__name__}: {exc})"
-        conn.send(("error", "failed", text))
+        conn.send(("error", "cancelled", "cancelled", "cancelled"))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence for the owner
+        conn.send(("error", "failed", *describe_failure(exc)))
     finally:
         conn.close()

@@ -42,6 +42,10 @@ class Cancelled(Exception):
 class JobError(Exception):
     """The file cannot be processed; the message is one sentence for the user."""
 
+    def __init__(self, message: str, kind: str = "input"):
+        super().__init__(message)
+        self.kind = kind            # see describe_failure
+
 
 @dataclass
 class Job:
@@ -64,6 +68,7 @@ class JobResult:
     elapsed_s: float = 0.0
     stages: dict = field(default_factory=dict)
     renamed: bool = False                   # True: the planned name existed, the output took the next free one
+    error_kind: str | None = None           # a failure's kind (see describe_failure)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -624,13 +629,8 @@ def run_job(job: Job, settings: Settings, progress=None, cancel=None, executor=N
     except Cancelled:
         result.status = "cancelled"
         result.error = "cancelled"
-    except (JobError, CaptureError, StageError) as exc:
-        result.error = str(exc)
-    except OSError as exc:
-        result.error = _os_message(exc)
-    except Exception as exc:  # a bug: still one clear line for the user, the traceback in the debug log
-        log.debug("Unexpected error while processing %s", input_path, exc_info=True)
-        result.error = f"internal error ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence in the result
+        result.error_kind, result.error = describe_failure(exc)
     result.elapsed_s = time.monotonic() - started
     if result.status == "failed":
         log.error("%s: failed: %s", name, result.error)
@@ -640,6 +640,26 @@ def run_job(job: Job, settings: Settings, progress=None, cancel=None, executor=N
         for message in result.warnings:
             log.warning("%s: %s", name, message)
     return result
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """``(kind, sentence)`` for the exception that ended a job, shared by run_job and the job child.
+
+    kind: ``"damage"`` (the container cannot be read: damaged, cut inside a header, not a capture),
+    ``"input"`` (no such file, empty, a folder, ...), ``"uninspectable"`` (a frame the engine cannot
+    parse, with --strict), ``"stage"`` (an operation refused the file, or its self-check failed),
+    ``"io"`` (reading or writing failed: disk full, permissions), ``"internal"`` (a bug: the traceback
+    goes to the debug log)."""
+    if isinstance(exc, CaptureError):
+        return "damage", str(exc)
+    if isinstance(exc, JobError):
+        return exc.kind, str(exc)
+    if isinstance(exc, StageError):
+        return exc.kind, str(exc)
+    if isinstance(exc, OSError):
+        return "io", _os_message(exc)
+    log.debug("Unexpected error", exc_info=(type(exc), exc, exc.__traceback__))
+    return "internal", f"internal error ({type(exc).__name__}: {exc})"
 
 
 def settings_config_dir() -> Path:

@@ -127,6 +127,11 @@ def load_settings(path: Path | None = None) -> Settings:
     for f in fields(Settings):
         if type(getattr(settings, f.name)) is not type(getattr(defaults, f.name)):
             setattr(settings, f.name, getattr(defaults, f.name))
+    for options in settings.stage_options.values():
+        # an earlier version's "pass frames it cannot parse" switch is now one of three policies
+        if isinstance(options, dict) and "allow_uninspected" in options:
+            if options.pop("allow_uninspected") is True:
+                options.setdefault("uninspected", "pass")
     merged_scrub = dict(defaults.scrub)
     merged_scrub.update({k: bool(v) for k, v in settings.scrub.items() if k in SCRUB_ITEMS})
     settings.scrub = merged_scrub

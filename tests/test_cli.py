@@ -31,8 +31,8 @@ def test_process_dedup_json_and_exit_0(workdir):
     report = json.loads(proc.stdout)
     assert report["ok"] is True
     (entry,) = report["files"]
-    assert set(entry) == {"input", "output", "status", "error", "warnings", "packets_in", "packets_out",
-                          "elapsed_s", "stages"}
+    assert set(entry) == {"input", "output", "status", "error", "error_kind", "warnings", "packets_in",
+                          "packets_out", "elapsed_s", "stages"}
     assert entry["status"] == "ok" and entry["error"] is None
     assert entry["packets_in"] > entry["packets_out"] > 0
     assert entry["stages"]["dedup"]["duplicates_removed"] == entry["packets_in"] - entry["packets_out"]

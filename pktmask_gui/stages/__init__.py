@@ -14,6 +14,8 @@ from typing import Any, Callable
 class StageError(Exception):
     """A stage cannot produce a safe output: the file fails with this one-sentence reason."""
 
+    kind = "stage"              # for the job result's error_kind (pipeline.describe_failure)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -87,6 +89,48 @@ class Stage:
 
     def report(self) -> dict:
         return {}
+
+
+# ---- frames the walker cannot read (shared by the stages that walk frames) ----------------------------
+UNINSPECTED_OPTION = Option(
+    "uninspected", "Frames it cannot parse", "choice", "zero",
+    "A frame of a link type or encapsulation PktMask cannot parse. zero (default): the frame stays, and every "
+    "byte after the last header understood is zeroed, counted and reported. pass: the frame stays unchanged, "
+    "addresses and payload included (counted). fail: the whole file fails (--strict).",
+    choices=("zero", "pass", "fail"))
+
+
+def uninspected_policy(merged: dict, given: dict | None) -> str:
+    """The stage's policy for frames it cannot parse; a settings file of an earlier version may still say
+    ``allow_uninspected: true`` (pass) instead."""
+    if "uninspected" not in (given or {}) and (given or {}).get("allow_uninspected"):
+        return "pass"
+    policy = merged["uninspected"]
+    if policy not in ("zero", "pass", "fail"):
+        raise StageError(f"frames that cannot be parsed: the policy must be zero, pass or fail, not {policy!r}")
+    return policy
+
+
+def count_zeroed(counts: dict, w) -> None:
+    """Count a walked frame (frames.walk's result) whose unreadable ranges a stage zeroed, once per reason:
+    ``counts[(status, reason)]``."""
+    for reason in {b[2] for b in w[7]}:
+        key = (w[0], reason)
+        counts[key] = counts.get(key, 0) + 1
+
+
+def report_zeroed(counts: dict, context: "StageContext") -> dict:
+    """``{reason: frames}`` for the report, and one warning per reason (the same sentence from every stage
+    that zeroed them, so a job shows it once)."""
+    out = {}
+    for (status, reason), n in sorted(counts.items()):
+        frames = "1 frame" if n == 1 else f"{n:,} frames"
+        if status == 2:         # frames.UNINSPECTABLE
+            context.warn(f"{frames} could not be inspected ({reason}): zeroed after the last header understood.")
+        else:
+            context.warn(f"{frames} held {reason}: those bytes were zeroed.")
+        out[reason] = out.get(reason, 0) + n
+    return out
 
 
 # Modules that define stages; a new stage is one module and one line here, nothing else.

@@ -40,9 +40,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .. import capture
 from ..checksum import fix_checksums, ones_sum
 from ..cryptopan import CryptoPAn
-from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, dns_addresses, field_length, udp_tunnel_at, walk
+from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, W_BLIND, dns_addresses, field_length, walk
+from ..shape import ECHO, TCP, TCP_DNS, UDP, UDP_DNS, usual
 from ..settings import write_text_atomically
-from . import Option, Stage, StageError
+from . import (UNINSPECTED_OPTION, Option, Stage, StageError, count_zeroed, report_zeroed,
+               uninspected_policy)
 
 META = -1
 _SHB, _IDB, _NRB = 0x0A0D0D0A, 1, 4
@@ -52,22 +54,9 @@ _MAC_DOMAIN = b"pktmaskMAC"     # 10 bytes + 6 MAC bytes = one AES block (domain
 _MAP_LIMIT = 1 << 20            # distinct addresses remembered (counts, mapping export): ~100 bytes each
 
 
-# UDP ports whose payload the walker reads (tunnels, Teredo, DNS, DHCP): never on the fast path
-_SLOW_UDP_PORTS = frozenset((4789, 4790, 6081, 2152, 6635, 1701, 8472, 3544, 53, 5353, 5355, 67, 68, 546, 547))
-_DNS_PORTS = frozenset((53, 5353, 5355))
-_TUNNEL_DHCP_PORTS = _SLOW_UDP_PORTS - _DNS_PORTS      # with DNS ports: DNS frames the inline path maps
 _PAIR_CACHE = 1 << 16
 _DATA = itemgetter(0)
 _FIELD_BY_FIELD = ()            # equals no frame (and bytes.startswith(()) is False): see AnonymizeStage._expect
-# Inline fast path (process / check): one read from the byte before the IP header (the low byte of the
-# Ethertype) up to the ports. IPv4: Ethertype low byte, version/IHL, total length, flags/fragment offset,
-# protocol, header checksum, both addresses, ports. IPv6: Ethertype low byte, version/class, payload length,
-# next header, both addresses, ports.
-_V4 = struct.Struct("!BBxH2xHxBH8sHH").unpack_from
-_V6 = struct.Struct("!BB3xHBx32sHH").unpack_from
-# process() reads on to both transport checksum fields (UDP's, then TCP's): the frame is long enough for both
-_V4P = struct.Struct("!BBxH2xHxBH8sHH2xH8xH").unpack_from
-_V6P = struct.Struct("!BB3xHBx32sHH2xH8xH").unpack_from
 # RFC 1624 eqn. 3, HC' = ~(~HC + d), equals the ones'-complement HC + ~d except for its zero: eqn. 3 gives
 # 0x0000 where HC + ~d gives 0xFFFF (and never 0xFFFF itself for d != 0). So for nd = ~d, the new checksum's
 # bytes are _FOLDZ[hc + nd] (0xFFFF written as 0x0000, as eqn. 3 does) and, for UDP, whose computed 0 is
@@ -115,74 +104,23 @@ def _frame_number(batch, rec, base):
     return n
 
 
-_NO_PATCH = 2                   # _plain_frame: the transport checksum does not cover the addresses
+def _inside(blind, off: int) -> bool:
+    """Does offset ``off`` lie in one of the walker's blind ranges?"""
+    for start, end, _reason in blind:
+        if start <= off < end:
+            return True
+    return False
 
 
-def _plain_frame(data, linktype):
-    """``(address offset, address size, L4 checksum offset, is_udp)`` for a frame whose only address fields are
-    the IP source and destination and whose only checksums are the IPv4 header's and the transport's:
-    Ethernet (at most one 802.1Q tag) or raw IP, IPv4 without options or IPv6 without extension headers,
-    not a fragment, TCP or UDP not carrying anything the walker looks into, or an ICMP / ICMPv6 echo; else
-    None (use walk()). ``is_udp`` is ``_NO_PATCH`` for ICMP (no pseudo-header: its checksum stays)."""
-    n = len(data)
-    if linktype == 1:
-        if n < 34:
-            return None
-        et = (data[12] << 8) | data[13]
-        off = 14
-        if et == 0x8100:
-            et = (data[16] << 8) | data[17]
-            off = 18
-    elif linktype == 101:
-        et = 0x0800 if n and data[0] >> 4 == 4 else 0x86DD
-        off = 0
-    elif linktype == 228 or linktype == 229:
-        et = 0x0800 if linktype == 228 else 0x86DD
-        off = 0
-    else:
-        return None
-    if et == 0x0800:
-        if n < off + 28 or data[off] != 0x45 or (data[off + 6] & 0x3F) or data[off + 7]:
-            return None
-        proto = data[off + 9]
-        l4 = off + 20
-        a, size = off + 12, 4
-        tot = (data[off + 2] << 8) | data[off + 3]
-        if tot and off + tot < n:
-            n = off + tot               # the walker reads nothing past the total length
-    elif et == 0x86DD:
-        if n < off + 48 or data[off] >> 4 != 6:
-            return None
-        proto = data[off + 6]
-        l4 = off + 40
-        a, size = off + 8, 16
-        plen = (data[off + 4] << 8) | data[off + 5]
-        if off + 40 + plen < n:
-            n = off + 40 + plen
-    else:
-        return None
-    if n < l4 + 8:
-        return None
-    if proto == 6:
-        if n < l4 + 18:
-            return None
-        sport, dport = (data[l4] << 8) | data[l4 + 1], (data[l4 + 2] << 8) | data[l4 + 3]
-        if sport == 53 or dport == 53:
-            return None
-        return a, size, l4 + 16, False
-    if proto == 17:
-        sport, dport = (data[l4] << 8) | data[l4 + 1], (data[l4 + 2] << 8) | data[l4 + 3]
-        if sport in _SLOW_UDP_PORTS or dport in _SLOW_UDP_PORTS:
-            return None
-        p = l4 + 8
-        if p < n and (data[p] >> 4 == 6 or data[p] == 0):
-            return None                 # could be Teredo (recognised by content)
-        return a, size, l4 + 6, True
-    if proto == 1 and size == 4 and data[l4] in (0, 8):
-        return a, size, l4 + 2, _NO_PATCH           # ICMP echo: its checksum has no pseudo-header
-    if proto == 58 and size == 16 and data[l4] in (128, 129):
-        return a, size, l4 + 2, False               # ICMPv6 echo: pseudo-header checksum, as TCP's
+def _no_shape(data, linktype):
+    """shape.usual for a stage whose fast path is off: every frame is walked."""
     return None
+
+
+def _udp_end(data, t: int, end: int) -> int:
+    """End of the UDP datagram at ``t`` in an IP packet ending at ``end``, as frames.walk takes it."""
+    uend = t + ((data[t + 4] << 8) | data[t + 5])
+    return end if uend < t + 8 or uend > end else uend
 
 
 def _parse_cidrs(values) -> list:
@@ -218,10 +156,7 @@ class AnonymizeStage(Stage):
                "payload bytes stay as they are."),
         Option("anonymize_macs", "Anonymize MAC addresses", "bool", False,
                "Also map MAC addresses with the same key, keeping their group and local bits."),
-        Option("allow_uninspected", "Pass frames it cannot parse unchanged", "bool", False,
-               "A frame of a link type or encapsulation PktMask cannot parse normally fails the whole file. "
-               "With this on, such frames are kept unchanged, addresses included, and counted as "
-               "'frames not inspected'."),
+        UNINSPECTED_OPTION,
         Option("export_mapping", "Save the address mapping to", "str", "",
                "A text file that lists each original address and its anonymized form, tab-separated "
                "(leave empty to save none). It undoes the anonymization: keep it private."),
@@ -242,7 +177,7 @@ class AnonymizeStage(Stage):
         self._macs = bool(self.options["anonymize_macs"])
         self._fast = self.fast_path and not self._macs      # the fast paths know no MAC fields
         self._payload = bool(self.options["payload_addresses"])
-        self._allow = bool(self.options["allow_uninspected"])
+        self._policy = uninspected_policy(self.options, options)
         self._export = str(self.options["export_mapping"] or "")
         self._map4 = {}             # original bytes -> output bytes (kept addresses map to themselves)
         self._map6 = {}
@@ -256,7 +191,8 @@ class AnonymizeStage(Stage):
         self._overflow = False
         self._types = {}
         self._uninspected = 0
-        self._reasons = {}
+        self._reasons = {}                  # reason -> frames passed unchanged (policy "pass")
+        self._zeroed = {}                   # reason -> frames with bytes zeroed (policy "zero")
         self._frames = 0
         self._checked = 0
         # What the self-check expects of each packet frame, in order, from process() to check(): for a
@@ -357,7 +293,9 @@ class AnonymizeStage(Stage):
 
     # ---- frames ------------------------------------------------------------------------------------
     def _rewrite(self, data, w):
-        """New frame bytes for a walked frame, or None when nothing changed."""
+        """New frame bytes for a walked frame, or None when nothing changed: every address field mapped, and
+        every range the walker could not read (``blind``: after the last header of a frame it cannot
+        inspect, flow records without a known layout) zeroed; then the checksums."""
         buf = None
         changed = {}
         n = len(data)
@@ -365,8 +303,9 @@ class AnonymizeStage(Stage):
         skip_from = n
         if not self._payload and w[4] is not None and w[4][0] in (6, 17):
             skip_from = w[4][2]                  # DNS / DHCP fields sit in the transport's payload
+        blind = w[W_BLIND]
         for off, size, plen in w[3]:
-            if off >= skip_from or off in changed:
+            if off >= skip_from or off in changed or (blind and _inside(blind, off)):
                 continue
             if plen >= size * 8:
                 old = data[off:off + size]
@@ -386,7 +325,7 @@ class AnonymizeStage(Stage):
                 changed[off] = bytes(old)
         if self._macs:
             for off in w[6]:
-                if off + 6 > n or off in changed:
+                if off + 6 > n or off in changed or (blind and _inside(blind, off)):
                     continue
                 old = bytes(data[off:off + 6])
                 new = self.map_mac(old)
@@ -395,6 +334,15 @@ class AnonymizeStage(Stage):
                         buf = bytearray(data)
                     buf[off:off + 6] = new
                     changed[off] = old
+        if blind:
+            count_zeroed(self._zeroed, w)
+        for start, end, _reason in blind:
+            end = min(end, n)
+            if start < end and any(data[start:end]):
+                if buf is None:
+                    buf = bytearray(data)
+                changed[start] = bytes(buf[start:end])
+                buf[start:end] = bytes(end - start)
         if buf is None:
             return None
         fix_checksums(buf, w[5], w[2], changed)
@@ -429,10 +377,8 @@ class AnonymizeStage(Stage):
         pair = self._pair
         one = self._one
         join = b"".join
-        h2, fold, foldz = _H2, _FOLD, _FOLDZ
-        slow_udp = _SLOW_UDP_PORTS
-        # the inline path reads at most 52 bytes of an untagged IPv4 frame (its TCP checksum; 56 with a tag)
-        least = 52 if self._fast else 1 << 62
+        fold, foldz = _FOLD, _FOLDZ
+        shape_of = usual if self._fast else _no_shape
         n4 = n6 = 0                         # inline-path frames by type, added to the counts after the batch
         expect = self._expect.append if self._expecting else [].append
         base = self._frames
@@ -440,101 +386,60 @@ class AnonymizeStage(Stage):
         try:
             for rec in batch:
                 data = rec[0]
-                if rec[1] == 1 and len(data) >= least:
-                    # Inline fast path, same bytes out as the general one (tests compare them): Ethernet with
-                    # at most one 802.1Q tag, IPv4 without options or IPv6 without extension headers, not a
-                    # fragment, TCP or UDP whose payload holds no address field (see _plain_frame). Offsets
-                    # are fixed, so one struct read gives the addresses, ports and checksum; no call per frame.
-                    o = 14
-                    e = data[12]
-                    if e == 0x81 and data[13] == 0:
-                        o = 18
-                        e = data[16] if len(data) >= 56 else 0
-                    if e == 8:
-                        et2, vihl, tot, frag, proto, hc, key, sport, dport, ucs, tcs = _V4P(data, o - 1)
-                        if et2 == 0 and vihl == 0x45 and not frag & 0x3FFF and (tot == 0 or tot >= 38):
-                            if proto == 6:
-                                cs = 0 if sport == 53 or dport == 53 else o + 36
-                            elif proto == 17:
-                                if sport in slow_udp or dport in slow_udp:
-                                    cs = -1
-                                else:
-                                    cs = o + 26
-                                    x = data[o + 28]
-                                    if x == 0 or x >> 4 == 6:
-                                        cs = 0          # could be Teredo (recognised by content)
+                s = shape_of(data, rec[1])
+                if s is not None:
+                    # Inline fast path, same bytes out as the general one (tests compare them): the usual
+                    # frame (shape.usual) whose only address fields are the IP source and destination, side
+                    # by side before the transport header; one cached pair mapping and RFC 1624 updates of
+                    # the IPv4 header checksum and the transport's from a table (see _FOLD; a UDP 0 stays 0).
+                    kind, o, t, end = s
+                    if kind == TCP or kind == UDP or kind == ECHO:
+                        v4 = t - o == 20
+                        a = o + 12 if v4 else o + 8
+                        key = data[a:t]
+                        new, nd = pairs.get(key) or pair(key, v4)
+                        if v4:
+                            n4 += 1
+                        else:
+                            n6 += 1
+                        if nd > 0:
+                            if kind == TCP:
+                                cs = t + 16
+                                l4cs = foldz[((data[cs] << 8) | data[cs + 1]) + nd]
+                            elif kind == UDP:
+                                cs = t + 6
+                                u = (data[cs] << 8) | data[cs + 1]
+                                l4cs = fold[u + nd] if u else data[cs:cs + 2]
                             else:
-                                cs = 0
-                            if cs > 0:
-                                new, nd = pairs.get(key) or pair(key, True)
-                                n4 += 1
-                                if nd > 0:
-                                    # RFC 1624 on the IPv4 header checksum and the TCP/UDP one (see _FOLD;
-                                    # UDP: a stored 0 stays 0)
-                                    d = join((data[:o + 10], foldz[hc + nd], new, data[o + 20:cs],
-                                              foldz[tcs + nd] if proto == 6 else fold[ucs + nd] if ucs else h2[0],
-                                              data[cs + 2:]))
-                                    append((d, 1, rec[2], rec[3], rec[4], rec[5]))
-                                elif nd == 0:
-                                    d = join((data[:o + 12], new, data[o + 20:]))
-                                    append((d, 1, rec[2], rec[3], rec[4], rec[5]))
-                                else:
-                                    d = data
-                                    append(rec)
-                                expect(d)
-                                continue
-                            if cs < 0 and (sport in _DNS_PORTS or dport in _DNS_PORTS) and \
-                                    sport not in _TUNNEL_DHCP_PORTS and dport not in _TUNNEL_DHCP_PORTS:
-                                d = self._dns_frame(rec, o, True)
-                                if d is not None:
-                                    append(d)
-                                    expect(d[0])
-                                    continue
-                    elif e == 0x86 and len(data) >= o + 58:
-                        et2, vtc, plen, nh, key, sport, dport, ucs, tcs = _V6P(data, o - 1)
-                        if et2 == 0xDD and vtc >> 4 == 6 and plen >= 18:
-                            if nh == 6:
-                                cs = 0 if sport == 53 or dport == 53 else o + 56
-                            elif nh == 17:
-                                if sport in slow_udp or dport in slow_udp:
-                                    cs = -1
-                                else:
-                                    cs = o + 46
-                                    x = data[o + 48]
-                                    if x == 0 or x >> 4 == 6:
-                                        cs = 0
+                                cs = t + 2          # ICMP has no pseudo-header, ICMPv6 has
+                                l4cs = data[cs:cs + 2] if v4 else foldz[((data[cs] << 8) | data[cs + 1]) + nd]
+                            if v4:
+                                d = join((data[:o + 10], foldz[((data[o + 10] << 8) | data[o + 11]) + nd], new,
+                                          data[t:cs], l4cs, data[cs + 2:]))
                             else:
-                                cs = 0
-                            if cs > 0:
-                                new, nd = pairs.get(key) or pair(key, False)
-                                n6 += 1
-                                if nd > 0:
-                                    d = join((data[:o + 8], new, data[o + 40:cs],
-                                              foldz[tcs + nd] if nh == 6 else fold[ucs + nd] if ucs else h2[0],
-                                              data[cs + 2:]))
-                                    append((d, 1, rec[2], rec[3], rec[4], rec[5]))
-                                elif nd == 0:
-                                    d = join((data[:o + 8], new, data[o + 40:]))
-                                    append((d, 1, rec[2], rec[3], rec[4], rec[5]))
-                                else:
-                                    d = data
-                                    append(rec)
-                                expect(d)
-                                continue
-                            if cs < 0 and (sport in _DNS_PORTS or dport in _DNS_PORTS) and \
-                                    sport not in _TUNNEL_DHCP_PORTS and dport not in _TUNNEL_DHCP_PORTS:
-                                d = self._dns_frame(rec, o, False)
-                                if d is not None:
-                                    append(d)
-                                    expect(d[0])
-                                    continue
+                                d = join((data[:a], new, data[t:cs], l4cs, data[cs + 2:]))
+                        elif nd == 0:
+                            d = join((data[:a], new, data[t:]))
+                        else:
+                            append(rec)
+                            expect(data)
+                            continue
+                        append((d, rec[1], rec[2], rec[3], rec[4], rec[5]))
+                        expect(d)
+                        continue
+                    if kind == UDP_DNS:
+                        d = self._dns_frame(rec, o, t, end)
+                        if d is not None:
+                            append(d)
+                            expect(d[0])
+                            continue
                 append(one(rec))
                 if rec[1] >= 0:
                     expect(_FIELD_BY_FIELD)
         except _FrameError as exc:
             raise Uninspectable(f"frame {_frame_number(batch, exc.rec, base)} cannot be inspected: {exc.reason} "
-                                f"(the option 'Let uninspectable frames through' / --allow-uninspected passes "
-                                f"such frames unchanged)") from None
+                                f"(--strict fails the file on such a frame; without it, it would have been "
+                                f"zeroed after the last header understood)") from None
         finally:
             if n4:
                 self._types["IPv4"] = self._types.get("IPv4", 0) + n4
@@ -543,102 +448,37 @@ class AnonymizeStage(Stage):
         return out
 
     def _one(self, rec):
-        """One record the inline path does not take: metadata, other link types, anything unusual."""
+        """One record the inline path does not take: metadata, other shapes, anything unusual."""
         lt = rec[1]
         if lt < 0:
             self._frames -= 1
             return self._metadata(rec)
         data = rec[0]
         types = self._types
-        if self._fast:
-            c = _plain_frame(data, lt)
-            if c is not None:
-                return self._plain(rec, c)
         w = walk(data, lt)
         status = w[0]
-        if status != OK:
-            if status == NON_IP:
-                types[w[1]] = types.get(w[1], 0) + 1
-                return rec
-            if not self._allow:
-                raise _FrameError(rec, w[1])
-            self._uninspected += 1
-            self._reasons[w[1]] = self._reasons.get(w[1], 0) + 1
+        if status == NON_IP:
+            types[w[1]] = types.get(w[1], 0) + 1
             return rec
-        types[w[1]] = types.get(w[1], 0) + 1
+        if status == UNINSPECTABLE:
+            if self._policy == "fail":
+                raise _FrameError(rec, w[1])
+            if self._policy == "pass":
+                self._uninspected += 1
+                self._reasons[w[1]] = self._reasons.get(w[1], 0) + 1
+                return rec
+        else:
+            types[w[1]] = types.get(w[1], 0) + 1
         new = self._rewrite(data, w)
         return rec if new is None else (new,) + rec[1:]
 
-    def _plain(self, rec, c):
-        """A frame _plain_frame accepts (raw IP link types, ICMP echo, short frames): its two addresses."""
-        data = rec[0]
-        a, size, cs, udp = c
-        b = a + 2 * size
-        key = data[a:b]
-        v4 = size == 4
-        self._types["IPv4" if v4 else "IPv6"] = self._types.get("IPv4" if v4 else "IPv6", 0) + 1
-        new, nd = self._pairs.get(key) or self._pair(key, v4)
-        if nd < 0:
-            return rec
-        if nd == 0:
-            return (b"".join((data[:a], new, data[b:])),) + rec[1:]
-        hc = (data[cs] << 8) | data[cs + 1]
-        if udp == _NO_PATCH:
-            l4cs = data[cs:cs + 2]              # ICMP: no pseudo-header, its checksum stays
-        elif udp:
-            l4cs = _FOLD[hc + nd] if hc else b"\0\0"
-        else:
-            l4cs = _FOLDZ[hc + nd]
-        if v4:
-            new = _FOLDZ[((data[a - 2] << 8) | data[a - 1]) + nd] + new
-            a -= 2
-        return (b"".join((data[:a], new, data[b:cs], l4cs, data[cs + 2:])),) + rec[1:]
-
-    def _dns_layout(self, data, o, v4):
-        """``(udp_off, udp_end, ip_end)`` of a DNS-port UDP frame on the inline shapes, or None when the
-        general walk must decide (a payload that could be Teredo)."""
-        n = len(data)
-        if v4:
-            t = o + 20
-            end = o + ((data[o + 2] << 8) | data[o + 3])
-            if end > n or end == o:
-                end = n
-        else:
-            t = o + 40
-            end = t + ((data[o + 4] << 8) | data[o + 5])
-            if end > n:
-                end = n
-        uend = t + ((data[t + 4] << 8) | data[t + 5])
-        if uend < t + 8 or uend > end:
-            uend = end
-        p = t + 8
-        if p < uend and (data[p] == 0 or data[p] >> 4 == 6) and udp_tunnel_at(
-                data, (data[t] << 8) | data[t + 1], (data[t + 2] << 8) | data[t + 3], p, uend):
-            return None                 # Teredo by content: the general walk follows it
-        return t, uend, end
-
-    def _addr(self, old: bytes):
-        """DNS fast path: ``(mapped address, d)`` with d the ones'-complement change of its sum (even byte
-        position; 0 when unchanged)."""
-        v4 = len(old) == 4
-        new = (self._map4 if v4 else self._map6).get(old) or self._new(old, v4)
-        d = ones_sum(new) + 0xFFFF - ones_sum(old)
-        d = (d & 0xFFFF) + (d >> 16)
-        cache = self._addrs
-        if len(cache) >= _PAIR_CACHE:
-            cache.clear()
-        cache[old] = hit = (new, 0 if d == 0xFFFF else d)
-        return hit
-
-    def _dns_frame(self, rec, o, v4):
-        """A DNS message over UDP on the inline shapes: the IP addresses and the A / AAAA answers mapped,
-        the checksums updated for both. None for one the general way must take (a prefix such as a client
+    def _dns_frame(self, rec, o, t, end):
+        """A DNS message over UDP on the usual shape: the IP addresses and the A / AAAA answers mapped, the
+        checksums updated for both. None for one the general way must take (a prefix such as a client
         subnet, a field cut short or past the UDP length): its self-check then goes field by field too."""
         data = rec[0]
-        lay = self._dns_layout(data, o, v4)
-        if lay is None:
-            return None
-        t, uend, end = lay
+        v4 = t - o == 20
+        uend = _udp_end(data, t, end)
         p = t + 8
         a = o + 12 if v4 else o + 8
         new, nd = self._pairs.get(data[a:t]) or self._pair(data[a:t], v4)
@@ -673,6 +513,19 @@ class AnonymizeStage(Stage):
         else:
             head = data[:a]
         return (head + b"".join(pieces),) + rec[1:]
+
+    def _addr(self, old: bytes):
+        """DNS fast path: ``(mapped address, d)`` with d the ones'-complement change of its sum (even byte
+        position; 0 when unchanged)."""
+        v4 = len(old) == 4
+        new = (self._map4 if v4 else self._map6).get(old) or self._new(old, v4)
+        d = ones_sum(new) + 0xFFFF - ones_sum(old)
+        d = (d & 0xFFFF) + (d >> 16)
+        cache = self._addrs
+        if len(cache) >= _PAIR_CACHE:
+            cache.clear()
+        cache[old] = hit = (new, 0 if d == 0xFFFF else d)
+        return hit
 
     # ---- pcapng metadata -----------------------------------------------------------------------------
     def _metadata(self, rec):
@@ -822,8 +675,7 @@ class AnonymizeStage(Stage):
         pairs = self._pairs
         pair = self._pair
         slow = self._check_one
-        slow_udp = _SLOW_UDP_PORTS
-        least = 52 if self._fast else 1 << 62
+        shape_of = usual if self._fast else _no_shape
         try:
             for b, a in todo:
                 db = b[0]
@@ -834,76 +686,34 @@ class AnonymizeStage(Stage):
                     # no stage makes a frame longer (masking may cut one): bytes past the input's end are
                     # not its fields, and could be anything, an original frame included
                     raise _Mismatch(b, " is longer in the output than in the input")
-                if lt == 1 and len(db) >= least:
+                s = shape_of(db, lt)
+                if s is not None:
                     # The inline shapes of process(), read again from the input: when the output's headers
                     # around the two addresses are the input's, they are its only address fields.
-                    o = 14
-                    e = db[12]
-                    if e == 0x81 and db[13] == 0:
-                        o = 18
-                        e = db[16] if len(db) >= 56 else 0
-                    if e == 8:
-                        et2, vihl, tot, frag, proto, hc, key, sport, dport = _V4(db, o - 1)
-                        if et2 == 0 and vihl == 0x45 and not frag & 0x3FFF and (tot == 0 or tot >= 38):
-                            if proto == 6:
-                                cs = 0 if sport == 53 or dport == 53 else o + 36
-                            elif proto == 17:
-                                if sport in slow_udp or dport in slow_udp:
-                                    cs = -1
-                                else:
-                                    cs = o + 26
-                                    x = db[o + 28]
-                                    if x == 0 or x >> 4 == 6:
-                                        cs = 0
-                            else:
-                                cs = 0
-                            if cs > 0:
-                                da = a[0]
-                                if da[:o + 10] == db[:o + 10] and da[o + 20:cs] == db[o + 20:cs]:
-                                    if da[o + 12:o + 20] != (pairs.get(key) or pair(key, True))[0]:
-                                        raise _Mismatch(b, ": the IP addresses do not hold their anonymized form")
-                                    continue
-                            elif cs < 0 and (sport in _DNS_PORTS or dport in _DNS_PORTS) and \
-                                    sport not in _TUNNEL_DHCP_PORTS and dport not in _TUNNEL_DHCP_PORTS and \
-                                    self._check_dns(b, a, o, True):
-                                continue
-                    elif e == 0x86 and len(db) >= o + 58:
-                        et2, vtc, plen, nh, key, sport, dport = _V6(db, o - 1)
-                        if et2 == 0xDD and vtc >> 4 == 6 and plen >= 18:
-                            if nh == 6:
-                                cs = 0 if sport == 53 or dport == 53 else o + 56
-                            elif nh == 17:
-                                if sport in slow_udp or dport in slow_udp:
-                                    cs = -1
-                                else:
-                                    cs = o + 46
-                                    x = db[o + 48]
-                                    if x == 0 or x >> 4 == 6:
-                                        cs = 0
-                            else:
-                                cs = 0
-                            if cs > 0:
-                                da = a[0]
-                                if da[:o + 8] == db[:o + 8] and da[o + 40:cs] == db[o + 40:cs]:
-                                    if da[o + 8:o + 40] != (pairs.get(key) or pair(key, False))[0]:
-                                        raise _Mismatch(b, ": the IP addresses do not hold their anonymized form")
-                                    continue
-                            elif cs < 0 and (sport in _DNS_PORTS or dport in _DNS_PORTS) and \
-                                    sport not in _TUNNEL_DHCP_PORTS and dport not in _TUNNEL_DHCP_PORTS and \
-                                    self._check_dns(b, a, o, False):
-                                continue
+                    kind, o, t, end = s
+                    if kind == TCP or kind == UDP or kind == ECHO:
+                        da = a[0]
+                        v4 = t - o == 20
+                        at = o + 12 if v4 else o + 8
+                        head = at - 2 if v4 else at                 # up to the IPv4 checksum / the addresses
+                        cs = t + 16 if kind == TCP else t + 6 if kind == UDP else t + 2
+                        if da[:head] == db[:head] and da[t:cs] == db[t:cs]:
+                            key = db[at:t]
+                            if da[at:t] != (pairs.get(key) or pair(key, v4))[0]:
+                                raise _Mismatch(b, ": the IP addresses do not hold their anonymized form")
+                            continue
+                    elif kind == UDP_DNS and self._check_dns(b, a, o, t, end):
+                        continue
                 slow(b, a)
         except _Mismatch as exc:
             pos = next(i for i, r in enumerate(before) if r is exc.rec)
             raise StageError(f"self-check failed: frame {base + pos + 1}{exc.tail}") from None
 
-    def _check_dns(self, b, a, o, v4) -> bool:
+    def _check_dns(self, b, a, o, t, end) -> bool:
         """Self-check of a frame _dns_frame rewrote; False: let the general check decide."""
         db, da = b[0], a[0]
-        lay = self._dns_layout(db, o, v4)
-        if lay is None:
-            return False
-        t, uend, end = lay
+        v4 = t - o == 20
+        uend = _udp_end(db, t, end)
         at = o + 12 if v4 else o + 8
         head = at - 2 if v4 else at
         if da[:head] != db[:head] or da[t:t + 6] != db[t:t + 6]:
@@ -930,26 +740,20 @@ class AnonymizeStage(Stage):
         return True
 
     def _check_one(self, b, a) -> None:
-        """The general self-check of one frame: both walked, every address field compared."""
-        if self._fast:
-            db, da = b[0], a[0]
-            c = _plain_frame(db, b[1])
-            if c is not None:
-                at, size, cs = c[0], c[1] * 2, c[2]
-                head = at - 2 if size == 8 else at          # up to the IPv4 checksum / the addresses
-                # same headers around the rewritten fields: the output reads as the input did
-                if da[:head] == db[:head] and da[at + size:cs] == db[at + size:cs]:
-                    key = db[at:at + size]
-                    if da[at:at + size] != (self._pairs.get(key) or self._pair(key, size == 8))[0]:
-                        raise _Mismatch(b, ": the IP addresses do not hold their anonymized form")
-                    return
-        wb = walk(b[0], b[1])
-        if wb[0] != OK:
-            if wb[0] == UNINSPECTABLE and not self._allow:
-                raise _Mismatch(b, f" cannot be inspected: {wb[1]}")
+        """The general self-check of one frame: both walked, every address field compared, every range the
+        walker could not read zero (or cut)."""
+        db, da = b[0], a[0]
+        wb = walk(db, b[1])
+        if wb[0] == NON_IP or (wb[0] == UNINSPECTABLE and self._policy == "pass"):
             return
-        da, db = a[0], b[0]
+        if wb[0] == UNINSPECTABLE and self._policy == "fail":
+            raise _Mismatch(b, f" cannot be inspected: {wb[1]}")
         na = len(da)
+        blind = wb[W_BLIND]
+        for start, end, _reason in blind:
+            if any(da[start:end]):
+                raise _Mismatch(b, f": bytes {start} to {min(end, na)} (where the walker cannot read: "
+                                   f"{_reason}) are not zeroed")
         # Fields in the innermost transport's payload (DNS, DHCP, ICMP-quoted headers) may have been
         # masked by a later stage: there zeros are accepted too, and the structure is not compared.
         l4 = wb[4]
@@ -963,7 +767,7 @@ class AnonymizeStage(Stage):
         if not self._payload and l4 is not None and l4[0] in (6, 17):
             skip_from = min(na, pay)
         for off, size, plen in wb[3]:
-            if off >= skip_from:
+            if off >= skip_from or (blind and _inside(blind, off)):
                 continue
             old = bytes(db[off:off + field_length(size, plen)])
             want = self.map_address(old, size, plen)[:max(0, na - off)]
@@ -974,7 +778,7 @@ class AnonymizeStage(Stage):
             for off in wb[6]:
                 got = da[off:off + 6]
                 if off + 6 <= na and got != self.map_mac(bytes(db[off:off + 6])) and \
-                        not (off >= pay and not any(got)):
+                        not (off >= pay and not any(got)) and not (blind and _inside(blind, off)):
                     raise _Mismatch(b, f": the MAC address at byte {off} does not hold its anonymized form")
 
     # ---- memory, report, mapping export -----------------------------------------------------------------
@@ -1014,6 +818,8 @@ class AnonymizeStage(Stage):
         }
         if self._uninspected:
             rep["not_inspected_reasons"] = dict(self._reasons)
+        if self._zeroed:
+            rep["frames_zeroed_unreadable"] = report_zeroed(self._zeroed, self.context)
         if self._macs:
             rep["macs_mapped"] = self._nmac
         if self._overflow:

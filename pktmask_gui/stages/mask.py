@@ -43,11 +43,13 @@ import struct
 from array import array
 from bisect import bisect_right
 
-from . import Option, Stage, StageError
-from .. import checksum, frames
-from ..frames import (F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DST, IP_END, IP_FLAGS, IP_FRAG_ID,
+from . import UNINSPECTED_OPTION, Option, Stage, StageError, count_zeroed, report_zeroed, uninspected_policy
+from .. import checksum
+from ..frames import (F_FRAGMENT, F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DST, IP_END, IP_FLAGS, IP_FRAG_ID,
                       IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO, IP_SRC, IP_VER, L4F_ECHO, L4F_FRAGMENT,
-                      L4F_ICMP_ERROR, L4F_NO_HEADER, UNINSPECTABLE, Uninspectable, walk)
+                      L4F_ICMP_ERROR, L4F_NO_HEADER, L4F_QUOTES, UNINSPECTABLE, W_BLIND, W_QUOTED, Uninspectable,
+                      walk)
+from ..shape import TCP_DNS, UDP, UDP_DNS, usual
 from ..checksum import updated
 from ..tcpstream import HALF, MASK32, RangeMap, Reassembler, unwrap
 from ..tls import DONE, RECORD_NAMES, SYNC, TlsWalker
@@ -57,8 +59,6 @@ _H = struct.Struct("!H").unpack_from
 _HH = struct.Struct("!HH").unpack_from
 _HHH = struct.Struct("!HHH").unpack_from
 _ZERO = memoryview(bytes(1 << 16))
-# does frames.walk read a UDP payload as a tunnel? (without the helper every UDP frame is walked)
-_udp_tunnel_at = getattr(frames, "udp_tunnel_at", lambda data, sport, dport, p, uend: True)
 _KEPT_PROTOS = frozenset((1, 58, 2, 103))   # ICMP / ICMPv6 control messages, IGMP, PIM: structure, kept
 
 
@@ -120,14 +120,6 @@ def _range_sums(zeroing: list) -> list:
     return (np.add.reduceat(words, starts, dtype=np.uint64) % 0xFFFF).tolist()
 
 
-def _ip_wire_end(data, ip) -> int:
-    """End of an IP packet by its length field (beyond the captured bytes when the frame is cut)."""
-    off = ip[IP_OFF]
-    if ip[IP_VER] == 4:
-        return off + _H(data, off + 2)[0]
-    return off + 40 + _H(data, off + 4)[0]
-
-
 def _flow_key(data, ips, l4):
     """Addresses and ports of one direction (records hold bytes, so the key is hashable bytes)."""
     ip = ips[l4[4]]
@@ -143,18 +135,6 @@ def _frag_key(data, ip):
     return (bytes(data[s:s + size]), bytes(data[d:d + size]), ip[IP_PROTO], ip[IP_FRAG_ID])
 
 
-def _plain_udp(data, t: int, end: int) -> int:
-    """The payload offset of a UDP datagram at ``t`` (in an IP packet ending at ``end``) that frames.walk
-    reports as the frame's transport (not a tunnel), else 0."""
-    if t + 8 > end:
-        return 0
-    sport, dport, ulen = _HHH(data, t)
-    uend = t + ulen
-    if ulen < 8 or uend > end:
-        uend = end
-    return 0 if _udp_tunnel_at(data, sport, dport, t + 8, uend) else t + 8
-
-
 # A finished direction instance is one bytes object: an array of first frame, last frame, base sequence
 # number, #kept ranges, #re-sent ranges, the kept starts, ends, the re-sent starts, ends; then its typecode
 # ("I" when every number fits 32 bits, else "q"), last so that the array stays aligned for a memoryview
@@ -167,6 +147,7 @@ _DEAD = False                       # P_KEEP of a direction given up as not TLS 
 P_BASE, P_HIGH, P_FIRST, P_LAST, P_KEEP, P_WALKER, P_REASM, P_STRICT = range(8)
 # main-pass state of one direction instance holding kept ranges
 S_FIRST, S_LAST, S_BASE, S_HIGH, S_STARTS, S_ENDS, S_OVS, S_OVE, S_FSTARTS, S_FBYTES = range(10)
+MAX_HEADER = 60                     # the longest transport header a later fragment may carry part of (TCP)
 LIVE_LIMIT = 1 << 16                # pre-scan directions open at once; beyond it the longest idle are closed
 CLOSED_BITS = 1 << 23               # a 1 MiB bitmap of closed direction keys (see _open)
 SWEEP_EVERY = 1 << 13               # main pass: frames between sweeps of finished states
@@ -242,9 +223,7 @@ class MaskStage(Stage):
         Option("keep_ports", "Keep payload on ports", "int_list", [],
                "TCP or UDP ports whose payload is kept unmasked, for example 53 to keep DNS readable "
                "(none by default).", minimum=0, maximum=65535),
-        Option("allow_uninspected", "Pass frames it cannot parse unchanged", "bool", False,
-               "A frame PktMask cannot parse normally fails the whole file. With this on, such frames are "
-               "kept unchanged, payload included, and counted as 'frames not inspected'."),
+        UNINSPECTED_OPTION,
     )
 
     def __init__(self, options, context):
@@ -256,15 +235,16 @@ class MaskStage(Stage):
             raise StageError("Mask Payloads: mode must be zero or trim, not %r." % (opts["mode"],))
         self.trim = opts["mode"] == "trim"
         self.keep_ports = frozenset(int(p) for p in opts["keep_ports"] or ())
-        self.allow_uninspected = bool(opts["allow_uninspected"])
+        self.policy = uninspected_policy(opts, options)
         self.record_counts = {}
         self.frame = 0                  # packet records met in the current pass (the pre-scan's, then the main's)
         self.prescan_frames = 0
         self.live = {}                  # direction key -> its open state (pre-scan: P_*, main pass: S_*)
         self.tls = {}                   # direction key -> packed entry (a tuple of them after port reuse)
         self.closed = None              # bitmap of closed direction keys (pre-scan only)
-        self.frag_sums = {}             # datagram key -> {fragment offset: ones' sum of its data}
+        self.frag_sums = {}             # datagram key -> {fragment offset: (end, ones' sum of its data, head)}
         self.frag_kept = set()          # datagrams whose first fragment has a kept port
+        self.frag_thl = {}              # datagram key -> its TCP header length (from the fragment holding it)
         self.finished = False
         self.next_sweep = SWEEP_EVERY
         self.bytes_kept = 0
@@ -273,6 +253,7 @@ class MaskStage(Stage):
         self.frames_trimmed = 0
         self.copies_masked = 0
         self.uninspected = 0
+        self.zeroed = {}                # (status, reason) -> frames zeroed where the walker cannot read
         self.tls_flows = self.gaps = self.resyncs = 0
 
     # ---- pre-scan -------------------------------------------------------------------------------------
@@ -293,38 +274,13 @@ class MaskStage(Stage):
             i += 1
             data = rec[0]
             n = len(data)
-            t = -1
-            if lt == 1 and n >= 38:
-                # the usual frame, read at fixed offsets exactly as frames.walk's fast path does; frames
-                # that cannot carry a TCP segment (ICMP, plain UDP) are skipped without a walk
-                o = 14
-                et = (data[12] << 8) | data[13]
-                if et == 0x8100:
-                    et = (data[16] << 8) | data[17]
-                    o = 18
-                if et == 0x0800:
-                    if data[o] == 0x45 and not _H(data, o + 6)[0] & 0x3FFF:
-                        proto = data[o + 9]
-                        tot = _H(data, o + 2)[0]
-                        end = o + tot
-                        if end > n or tot == 0:
-                            end = n
-                        if proto == 6:
-                            if o + 40 <= end:
-                                t = o + 20
-                        elif proto == 1 or (proto == 17 and _plain_udp(data, o + 20, end)):
-                            continue
-                elif et == 0x86DD and n >= o + 40:
-                    proto = data[o + 6]
-                    end = o + 40 + ((data[o + 4] << 8) | data[o + 5])
-                    if end > n:
-                        end = n
-                    if proto == 6:
-                        if o + 60 <= end:
-                            t = o + 40
-                    elif proto == 58 or (proto == 17 and _plain_udp(data, o + 40, end)):
-                        continue
-            if t >= 0:
+            sh = usual(data, lt)
+            if sh is not None:
+                # the usual frame (shape.usual): a TCP segment at fixed offsets; frames that cannot carry
+                # one (plain UDP, DNS over UDP, echo) are skipped without a walk
+                kind, o, t, end = sh
+                if kind > TCP_DNS:
+                    continue
                 pay = t + (data[t + 12] >> 4) * 4
                 if pay > end:
                     pay = end
@@ -332,8 +288,9 @@ class MaskStage(Stage):
             else:
                 w = walk(data, lt)
                 if w[0] == UNINSPECTABLE:
-                    if not self.allow_uninspected:
-                        raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
+                    if self.policy == "fail":
+                        raise Uninspectable("Mask Payloads cannot inspect frame %d: %s (--strict fails the file on "
+                                            "such a frame)." % (i, w[1]))
                     continue
                 l4 = w[4]
                 if l4 is None:
@@ -475,17 +432,33 @@ class MaskStage(Stage):
         return sport in self.keep_ports or dport in self.keep_ports
 
     def _prescan_fragment(self, data, ips, l4) -> None:
+        """A fragment in the pre-scan. Later fragments are opaque data, zeroed in the main pass, except the
+        bytes of the transport header when a small fragment carries part of it (``head``: their data in the
+        first MAX_HEADER bytes of the datagram); their sums let the first fragment's transport checksum
+        account for what is zeroed."""
         proto, l4off, pay, end, ipi, fl = l4
-        ip = ips[ipi]
+        ip = next(x for x in ips if x[IP_FLAGS] & F_FRAGMENT)        # the fragmented packet (maybe a tunnel's)
         key = _frag_key(data, ip)
         if fl & L4F_NO_HEADER:
             sums = self.frag_sums.setdefault(key, {})
-            if ip[IP_FRAG_OFF] not in sums and end > pay:
-                start = ip[IP_FRAG_OFF]
-                sums[start] = (start + end - pay, checksum.ones_sum(data, pay, end))
+            start = ip[IP_FRAG_OFF]
+            if start not in sums and end > pay:
+                head = bytes(data[pay:min(end, pay + MAX_HEADER - start)]) if start < MAX_HEADER else b""
+                sums[start] = (start + end - pay, checksum.ones_sum(data, pay, end), head)
+            at = pay + 12 - start                   # the TCP header length's byte, if in this fragment
+            if proto == 6 and start <= 12 and at < end:
+                self.frag_thl[key] = (data[at] >> 4) * 4
         elif proto in (6, 17) and l4off + 4 <= len(data):
             if self.keep_ports and self._kept_port(data, l4off):
                 self.frag_kept.add(key)
+            if proto == 6 and l4off + 13 <= len(data) and ips[ipi] is ip:
+                self.frag_thl[key] = (data[l4off + 12] >> 4) * 4
+
+    def _frag_header(self, key, proto) -> int:
+        """Bytes of a fragmented datagram's transport header (kept in whichever fragment holds them)."""
+        if proto == 6:
+            return max(20, self.frag_thl.get(key, 20))
+        return 8 if proto in (17, 1, 58, 136) else 0
 
     def _end_prescan(self) -> None:
         self.finished = True
@@ -619,30 +592,12 @@ class MaskStage(Stage):
             i += 1
             data = rec[0]
             n = len(data)
-            if lt == 1 and n >= 38:
-                # the usual frame (see prescan): TCP and plain UDP without a walk
-                o = 14
-                et = (data[12] << 8) | data[13]
-                if et == 0x8100:
-                    et = (data[16] << 8) | data[17]
-                    o = 18
-                t = -1
-                if et == 0x0800:
-                    if data[o] == 0x45 and not _H(data, o + 6)[0] & 0x3FFF:
-                        proto = data[o + 9]
-                        tot = _H(data, o + 2)[0]
-                        end = o + tot
-                        if end > n or tot == 0:
-                            end = n
-                        t = o + 20
-                elif et == 0x86DD and n >= o + 40:
-                    proto = data[o + 6]
-                    end = o + 40 + ((data[o + 4] << 8) | data[o + 5])
-                    if end > n:
-                        end = n
-                    t = o + 40
-                if t >= 0 and (end == n or not any(data[end:])):        # no trailer to zero
-                    if proto == 6 and t + 20 <= end:
+            sh = usual(data, lt)
+            if sh is not None:
+                # the usual frame (shape.usual, as in the pre-scan): TCP and plain UDP without a walk
+                kind, o, t, end = sh
+                if end == n or not any(data[end:]):                     # no trailer to zero
+                    if kind <= TCP_DNS:
                         pay = t + (data[t + 12] >> 4) * 4
                         if pay >= end:
                             append(rec)
@@ -671,8 +626,8 @@ class MaskStage(Stage):
                                 a, b = ranges[0]
                         cs = t + 16
                         udp = False
-                    elif proto == 17 and t + 8 <= end and _H(data, t + 4)[0] == end - t \
-                            and _plain_udp(data, t, end):   # a UDP datagram filling its packet
+                    elif (kind == UDP or kind == UDP_DNS) and _H(data, t + 4)[0] == end - t:
+                        # a UDP datagram filling its packet
                         pay = a = t + 8
                         b = end
                         if pay == end:
@@ -733,14 +688,22 @@ class MaskStage(Stage):
         """One frame through the general walk."""
         w = walk(data, lt)
         if w[0] == UNINSPECTABLE:
-            if not self.allow_uninspected:
-                raise Uninspectable("Mask Payloads cannot inspect a frame: %s." % w[1])
-            self.uninspected += 1                   # the user let it through unchanged
-            return rec
+            if self.policy == "fail":
+                raise Uninspectable("Mask Payloads cannot inspect frame %d: %s (--strict fails the file on such "
+                                    "a frame)." % (i, w[1]))
+            if self.policy == "pass":
+                self.uninspected += 1               # the user let it through unchanged
+                return rec
+            # fail closed on this frame only: everything after the last header understood is zeroed
+            count_zeroed(self.zeroed, w)
+            stop = w[W_BLIND][0][0]
+            if stop >= len(data) or not any(data[stop:]):
+                return rec
+            return self._rewrite(rec, data, w[5], w[4], [(stop, len(data))], 0)
         l4 = w[4]
         if l4 is None:                              # ARP, non-IP protocols, headers cut short: no payload
             return rec
-        ranges = self._masked_ranges(data, w[2], l4, i)
+        ranges = self._masked_ranges(data, w, i)
         tail = w[2][0][IP_END] if w[2] else len(data)
         if tail < len(data) and any(data[tail:]):
             # a link-layer trailer with something in it: padding that leaked memory (Etherleak) or
@@ -749,9 +712,9 @@ class MaskStage(Stage):
                 ranges[-1] = (ranges[-1][0], len(data))
             else:
                 ranges.append((tail, len(data)))
-        extra = 0
+        extra = None
         if l4[5] & L4F_FRAGMENT and not l4[5] & L4F_NO_HEADER:
-            extra = self._fragment_delta(data, w[2], l4)
+            extra = self._fragment_deltas(data, w[2], w[5])
         if not ranges and not extra:
             if l4[3] > l4[2]:
                 self.bytes_kept += l4[3] - l4[2]
@@ -762,32 +725,53 @@ class MaskStage(Stage):
                 return new
         return self._rewrite(rec, data, w[5], l4, ranges, extra)
 
-    def _fragment_delta(self, data, ips, l4) -> int:
-        """Checksum delta a first fragment takes for the zeroed data of its datagram's later fragments."""
-        key = _frag_key(data, ips[l4[4]])
+    def _fragment_deltas(self, data, ips, csums) -> dict | None:
+        """For a first fragment: {checksum offset: delta} of the checksums that cover its datagram to the end
+        (its transport's, and a tunnelled transport's) for the zeroed data of the later fragments."""
+        ip = next((x for x in ips if x[IP_FLAGS] & F_FRAGMENT), None)
+        if ip is None:
+            return None
+        key = _frag_key(data, ip)
         sums = self.frag_sums.get(key)
         if not sums or key in self.frag_kept:
-            return 0
+            return None
+        base = ip[IP_PAY]
         limit = 1 << 62
-        if l4[0] == 17 and l4[1] + 6 <= len(data) and _H(data, l4[1] + 4)[0] >= 8:
-            limit = _H(data, l4[1] + 4)[0]          # bytes past the UDP length are not covered
-        own = l4[3] - l4[1]                         # this fragment's own data (overlapping copies do not count)
+        if ip[IP_PROTO] == 17 and base + 6 <= len(data) and _H(data, base + 4)[0] >= 8:
+            limit = _H(data, base + 4)[0]           # bytes past the UDP length are not covered
+        own = ip[IP_END] - base                     # this fragment's own data (overlapping copies do not count)
+        hdr = self._frag_header(key, ip[IP_PROTO])
         total = 0
-        for start, (end, s) in sums.items():
+        for start, (end, s, head) in sums.items():
             if start >= own and end <= limit:
                 total += s
-        total = total % 0xFFFF if total else 0
-        return ~total & 0xFFFF                      # zeroing bytes of sum S adds ~S (RFC 1624 eqn. 3)
+                if start < hdr:                     # the header bytes it carries stay
+                    total += 0xFFFF - checksum.ones_sum(head[:hdr - start]) % 0xFFFF
+        if not total % 0xFFFF:
+            return None
+        d = ~(total % 0xFFFF) & 0xFFFF              # zeroing bytes of sum S adds ~S (RFC 1624 eqn. 3)
+        out = {}
+        for cs_off, start, _end, kind, _ip in csums:
+            if kind != "ipv4" and start >= base and cs_off < ip[IP_END]:
+                out[cs_off] = ((d << 8) | (d >> 8)) & 0xFFFF if (start - base) & 1 else d
+        return out
 
-    def _masked_ranges(self, data, ips, l4, i) -> list:
+    def _masked_ranges(self, data, w, i) -> list:
         """The [a, b) byte ranges of this frame to zero (``i``: the frame's number, for TCP streams)."""
+        ips, l4 = w[2], w[4]
         proto, l4off, pay, end, ipi, fl = l4
         if end <= pay:
             return []
         if fl & L4F_FRAGMENT:
-            if self.frag_kept and _frag_key(data, ips[ipi]) in self.frag_kept:
+            ip = next(x for x in ips if x[IP_FLAGS] & F_FRAGMENT)
+            key = _frag_key(data, ip) if self.frag_kept or fl & L4F_NO_HEADER else None
+            if key in self.frag_kept:
                 return []
-            return [(pay, end)]
+            if fl & L4F_NO_HEADER:                  # a later fragment: what it holds of the header stays
+                keep = self._frag_header(key, proto) - ip[IP_FRAG_OFF]
+                if keep > 0:
+                    pay = min(pay + keep, end)
+            return [(pay, end)] if pay < end else []
         if proto == 6:
             if l4off + 14 > len(data):
                 return [(pay, end)]
@@ -801,7 +785,10 @@ class MaskStage(Stage):
                 return []
             ip_end = ips[ipi][IP_END]
             # bytes after the UDP length but inside the IP packet belong to no header: masked too
-            return [(pay, ip_end if ip_end > end else end)]
+            stop = ip_end if ip_end > end else end
+            if fl & L4F_QUOTES:
+                return self._quoting_ranges(data, ips, w[W_QUOTED], w[W_BLIND], pay, end, stop)
+            return [(pay, stop)]
         if fl & L4F_ECHO:
             return [(pay, end)]
         if fl & L4F_ICMP_ERROR:
@@ -809,6 +796,42 @@ class MaskStage(Stage):
         if proto in _KEPT_PROTOS:
             return []
         return [(pay, end)]                         # opaque protocol: fail closed
+
+    def _quoting_ranges(self, data, ips, quoted, blind, pay, end, stop) -> list:
+        """A payload that carries other packets' headers (sFlow samples): its own fields and each quoted
+        header up to its transport header are kept; what the walker could not read (``blind``), what each
+        quoted packet carries after its transport header, and anything after the payload are zeroed."""
+        zero = [(a, b) for a, b, _r in blind]
+        for h, hend in quoted:
+            inner = None
+            for ip in ips:
+                if ip[IP_FLAGS] & F_QUOTED and h <= ip[IP_OFF] < hend:
+                    inner = ip                      # the innermost IP header of this sample
+            if inner is None or inner[IP_FLAGS] & F_TRUNCATED:
+                continue
+            keep = min(inner[IP_PAY] + self._quoted_header(data, inner), hend)
+            if keep < hend:
+                zero.append((keep, hend))
+        if end < stop:
+            zero.append((end, stop))
+        zero = sorted((max(a, pay), min(b, stop)) for a, b in zero if min(b, stop) > max(a, pay))
+        merged = []
+        for a, b in zero:
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            else:
+                merged.append((a, b))
+        return merged
+
+    @staticmethod
+    def _quoted_header(data, ip) -> int:
+        """Bytes of the transport header a quoted packet keeps after its IP header (0: none)."""
+        if ip[IP_FLAGS] & F_LATER_FRAGMENT:
+            return 0
+        p, proto = ip[IP_PAY], ip[IP_PROTO]
+        if proto == 6:
+            return (data[p + 12] >> 4) * 4 if p + 13 <= len(data) else 20
+        return 8 if proto in (17, 1, 58) else 0
 
     def _icmp_error_ranges(self, data, ips, l4) -> list:
         proto, l4off, pay, end, ipi, fl = l4
@@ -830,18 +853,7 @@ class MaskStage(Stage):
             return [(pay, stop)]
         if quoted[IP_FLAGS] & F_TRUNCATED:
             return []
-        p = quoted[IP_PAY]
-        qproto = quoted[IP_PROTO]
-        n = len(data)
-        if quoted[IP_FLAGS] & F_LATER_FRAGMENT:
-            hl = 0
-        elif qproto == 6:
-            hl = (data[p + 12] >> 4) * 4 if p + 13 <= n else 20
-        elif qproto in (17, 1, 58):
-            hl = 8
-        else:
-            hl = 0
-        keep_end = min(p + hl, stop)
+        keep_end = min(quoted[IP_PAY] + self._quoted_header(data, quoted), stop)
         return [(keep_end, stop)] if keep_end < stop else []
 
     def _rewrite(self, rec, data, csums, l4, ranges, extra):
@@ -855,15 +867,15 @@ class MaskStage(Stage):
                 changes.append((a, b, 0xFFFF - _osum(view[a:b]), True))      # new 0 - old sum
                 masked += b - a
         n = len(buf)
-        first_l4 = l4[1] if extra else -2
         lo, hi = (ranges[0][0], ranges[-1][1]) if ranges else (n, 0)     # where the changes are
         # RFC 1624 eqn. 3 for every checksum covering a change, innermost first; an updated checksum field
-        # is itself a change for the checksums around it (quoting ICMP, tunnel UDP, GRE).
+        # is itself a change for the checksums around it (quoting ICMP, tunnel UDP, GRE). ``extra``: the
+        # deltas of checksums that also cover the zeroed data of later fragments (_fragment_deltas).
         for cs_off, start, end, kind, _ip in csums:
             if cs_off + 2 > n:
                 continue
-            if start == first_l4 and kind != "ipv4":
-                d = extra
+            if extra and cs_off in extra:
+                d = extra[cs_off]
             elif end <= lo or start >= hi:
                 continue                            # covers nothing that changed (an IPv4 header)
             else:
@@ -888,12 +900,12 @@ class MaskStage(Stage):
             if new != old:
                 changes.append((cs_off, cs_off + 2, (new + 0xFFFF - old) % 0xFFFF, False))
                 lo, hi = min(lo, cs_off), max(hi, cs_off + 2)
-        pay, end = l4[2], l4[3]
+        pay, end = (l4[2], l4[3]) if l4 is not None else (n, n)
         in_payload = sum(min(b, end) - max(a, pay) for a, b in ranges if a < end and b > pay)
         self.bytes_masked += masked
         self.bytes_kept += end - pay - in_payload if end > pay else 0
         self.frames_masked += 1
-        if self.trim and ranges and not l4[5] & L4F_FRAGMENT:     # fragments stay whole: reassembly
+        if self.trim and ranges and not (l4 is not None and l4[5] & L4F_FRAGMENT):   # fragments stay whole
             a, b = ranges[-1]
             block = rec[5]
             if b >= n and a < b and not (block is not None and block[0] == 3):
@@ -951,6 +963,8 @@ class MaskStage(Stage):
             out["frames_trimmed"] = self.frames_trimmed
         if self.uninspected:
             out["uninspected_frames"] = self.uninspected
+        if self.zeroed:
+            out["frames_zeroed_unreadable"] = report_zeroed(self.zeroed, self.context)
         if self.copies_masked:
             out["resent_ranges_differing"] = self.copies_masked
         return out

@@ -180,14 +180,41 @@ def test_truncated_frames_are_mapped_as_far_as_they_go():
             assert o == whole[:cut]
 
 
-def test_uninspectable_fails_closed_or_passes_counted():
-    f = b"\x01\x02" * 30
-    with pytest.raises(Uninspectable, match=r"link type 147 \(USER0\) is not supported"):
-        make().process(recs([f], 147))
-    st = make(allow_uninspected=True)
-    assert st.process(recs([f], 147))[0][0] == f
+def test_a_frame_it_cannot_read_is_zeroed_after_its_last_header_or_passed_or_fails_the_file():
+    # GRE (with a checksum) of an unknown protocol type: the outer addresses are mapped, everything after
+    # the GRE header is zeroed, and the GRE checksum, which covers it, stays valid
+    f = tf.eth(tf.ipv4(tf.A, tf.B, 47, tf.gre(0x0042, bytes(range(1, 41)), checksum=True)))
+    stop = 14 + 20 + 8
+    st = make()
+    out = st.process(recs([f, f]))[0][0]
+    assert len(out) == len(f) and out[stop:] == bytes(len(f) - stop) and out[:24] == f[:24]
+    assert out[26:34] == REF.anonymize_v4(int.from_bytes(f[26:30], "big")).to_bytes(4, "big") + \
+        REF.anonymize_v4(int.from_bytes(f[30:34], "big")).to_bytes(4, "big")
+    assert out[34:38] == f[34:38] and out[40:stop] == f[40:stop]          # the GRE checksum at 38 changes
+    tf.assert_checksums_valid(out, walk(out, 1))
+    # PPPoE carrying PPP of an unknown protocol: zeroed after the PPP protocol field
+    g = tf.eth(struct.pack("!BBHH", 0x11, 0, 7, 42) + b"\x21\x45" + bytes(range(1, 41)), 0x8864)
+    assert st.process(recs([g]))[0][0] == g[:22] + bytes(40)
     rep = st.report()
-    assert rep["frames_not_inspected"] == 1 and "link type 147" in list(rep["not_inspected_reasons"])[0]
+    assert rep["frames_zeroed_unreadable"] == {"GRE protocol type 0x0042 is not supported": 2,
+                                               "PPP protocol 0x2145 is not supported": 1}
+    assert st.context.warnings == [
+        "2 frames could not be inspected (GRE protocol type 0x0042 is not supported): zeroed after the last "
+        "header understood.",
+        "1 frame could not be inspected (PPP protocol 0x2145 is not supported): zeroed after the last header "
+        "understood."]
+    # an unknown link type: nothing is understood, so the whole frame is zeroed (its length kept)
+    g = b"\x01\x02" * 30
+    assert make().process(recs([g], 147))[0][0] == bytes(60)
+    # --strict: the file fails, naming the frame
+    with pytest.raises(Uninspectable, match=r"frame 1 cannot be inspected: link type 147 \(USER0\) is not"):
+        make(uninspected="fail").process(recs([g], 147))
+    # --allow-uninspected (and a settings file of an earlier version): unchanged, counted
+    for opts in ({"uninspected": "pass"}, {"allow_uninspected": True}):
+        st = make(**opts)
+        assert st.process(recs([g], 147))[0][0] == g
+        rep = st.report()
+        assert rep["frames_not_inspected"] == 1 and "link type 147" in list(rep["not_inspected_reasons"])[0]
 
 
 def test_non_ip_frames_pass_unchanged_and_are_counted():
@@ -719,7 +746,7 @@ def test_self_check_catches_wrong_addresses_on_the_inline_paths(vlan, built):
 
 def test_frame_numbers_in_errors_count_packets_across_batches():
     good = tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x")))
-    st = make()
+    st = make(uninspected="fail")
     st.process(recs([good, good, good]))
     meta = (b"\0" * 8, -1, 0, 0, 0, 99)               # a metadata record: not a frame
     bad = (b"\x01\x02" * 30, 147, 0, 60, 0, None)
@@ -793,10 +820,10 @@ def test_check_without_what_was_built_falls_back_to_fields():
 
 def test_frames_of_the_general_path_are_always_checked_field_by_field(monkeypatch):
     """Only what the inline paths build is taken as built: a DNS message the inline path hands on (a client
-    subnet prefix), ICMP and ARP go through the walk and the field check even when the output is right."""
+    subnet prefix) and an ICMP error go through the walk and the field check even when the output is right."""
     A, B, C = tf.A, tf.B, tf.C
     frames_ = [tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C], ecs=("198.51.100.0", 24)), 53, 40000))),
-               tf.eth(tf.ipv4(A, B, 1, tf.icmp(8, 0, b"\0\1\0\1", b"ping" * 10))),
+               tf.eth(tf.ipv4(A, B, 1, tf.icmp(3, 1, b"\0" * 4, tf.ipv4(B, A, 17, tf.udp(B, A, b"q"))))),
                tf.eth(tf.ipv4(A, B, 6, tf.tcp(A, B, b"x" * 10)))]
     st = _checked_stage()
     before = recs(frames_)

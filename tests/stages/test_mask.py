@@ -362,12 +362,24 @@ def test_keep_ports_and_mask_handshake_option():
     assert p[:5] == CH[:5] and not any(p[5:len(CH)])
 
 
-def test_uninspectable_frame_fails_closed_unless_allowed():
-    bad = [(b"\x00" * 40, 147, 0, 40, 0, None)]
-    with pytest.raises(Uninspectable):
-        run(bad)
-    out, stage = run(bad, allow_uninspected=True)
-    assert out[0] == bad[0] and stage.report()["uninspected_frames"] == 1
+def test_a_frame_it_cannot_read_is_zeroed_after_its_last_header_or_passed_or_fails_the_file():
+    # VLAN, then an EtherType nobody knows: zeroed after the VLAN tag (trim: cut there), the rest of the
+    # capture goes on; --allow-uninspected passes it unchanged; --strict fails the file naming the frame
+    odd = struct.pack("!6s6sHHH", b"\x02" * 6, b"\x04" * 6, 0x8100, 5, 0x7878) + bytes(range(1, 50))
+    good = tcp_frame(1, b"hello")
+    bad = recs([good, odd, good])
+    out, stage = run(bad)
+    assert out[1][0] == odd[:18] + bytes(len(odd) - 18) and out[0][0] == out[2][0]
+    assert stage.report()["frames_zeroed_unreadable"] == {"EtherType 0x7878 is not supported": 1}
+    assert stage.context.warnings == ["1 frame could not be inspected (EtherType 0x7878 is not supported): zeroed "
+                                      "after the last header understood."]
+    out, _ = run(bad, mode="trim")
+    assert out[1][0] == odd[:18] and out[1][3] == len(odd)
+    with pytest.raises(Uninspectable, match="frame 2: EtherType 0x7878 is not supported"):
+        run(bad, uninspected="fail")
+    for opts in ({"uninspected": "pass"}, {"allow_uninspected": True}):
+        out, stage = run(bad, **opts)
+        assert out[1] == bad[1] and stage.report()["uninspected_frames"] == 1
 
 
 def test_stream_unknown_to_prescan_is_an_error():
