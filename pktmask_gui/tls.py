@@ -31,10 +31,11 @@ confirmation), a refused upgrade (SMTP 454, a proxy's 407, ...) is followed by m
 hello validates in, and other protocols that turn to TLS the same way are covered too. Without a SYN
 (a capture started mid-connection) the resync rule alone applies, as for a stream that starts
 mid-record. Limits, all failing closed: TLS that starts more than ``SEARCH_LIMIT`` bytes into the
-direction, a hello whose first ``PREFIX`` bytes are cut between segments that both arrived ahead of a
-hole (digests keep only ``HEAD`` bytes), an SSLv2-format hello after plaintext. Wireshark follows such an
-upgrade by reading the plaintext exchange, which the output has zeroed: it shows the kept handshake when
-told the port carries TLS (Decode As), as verify.py does with ``tshark -d tcp.port==N,tls``.
+direction, a hello whose first ``PREFIX`` bytes are cut by a segment boundary where the later segment
+arrived first (a digest keeps only ``HEAD`` bytes of its start), an SSLv2-format hello after plaintext.
+Wireshark follows such an upgrade by reading the plaintext exchange, which the output has zeroed: it
+shows the kept handshake when told that the port carries TLS (Decode As, ``tshark -d tcp.port==N,tls``;
+the tests run verify.py that way).
 
 Hand-written: TLS libraries (dpkt, scapy, tlslite) parse records from reassembled buffers; this walks
 record boundaries over a stream it never holds, segment by segment.
@@ -253,7 +254,7 @@ class TlsWalker:
         # SEARCH state
         self.s_from = 0             # candidates must start at or after this offset
         self.s_limit = 0            # ... and before this one
-        self.cands = {}             # offset -> 5 header bytes
+        self.cands = {}             # offset -> 5 header bytes (PREFIX bytes of one that may open TLS)
         self.order = []             # candidate offsets, increasing
         self.ci = 0                 # next candidate to judge
         self.holes = []             # (start, end) of missing stream parts inside the search region
