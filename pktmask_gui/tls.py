@@ -3,7 +3,8 @@
 ``TlsWalker`` receives a direction's bytes in stream order (from tcpstream.Reassembler) and writes the
 stream ranges to keep into a ``RangeMap``; everything else in that direction is masked. It never keeps
 payload bytes: only the few bytes of a record header cut by a segment boundary, and while it searches for
-record boundaries, the positions of plausible headers (five bytes each, at most ``MAX_CANDIDATES``).
+record boundaries, the positions of plausible headers (five bytes each, at most ``MAX_CANDIDATES``; the
+rare header that may open TLS, see below, with up to ``PREFIX`` bytes of its record).
 
 Rules (issue 5):
 - a record header is plausible when its type is 20..24, its version 3.0..3.4, its length at most
@@ -12,10 +13,29 @@ Rules (issue 5):
 - the first byte of a stream may start a record on its own (one plausible header suffices), or an SSLv2
   CLIENT-HELLO / SERVER-HELLO (checked field by field); the SSLv2 CLIENT-MASTER-KEY that follows a
   CLIENT-HELLO is kept like a handshake, later SSLv2 records (encrypted) keep only their headers.
-- elsewhere (after a gap, a header that is not plausible, a capture started mid-stream, STARTTLS plaintext)
-  bytes are masked until a confident resync: a plausible header whose record ends exactly at another
-  plausible header, or where the captured stream does not go on (a hole or its end). The search looks at
-  most ``SEARCH_LIMIT`` bytes ahead, then gives the direction up (all masked), like verify.py's walker.
+- elsewhere (after a gap, a header that is not plausible, a capture started mid-stream) bytes are masked
+  until a confident resync: a plausible header whose record ends exactly at another plausible header, or
+  where the captured stream does not go on (a hole or its end). The search looks at most ``SEARCH_LIMIT``
+  bytes ahead, then gives the direction up (all masked), like verify.py's walker.
+
+TLS after plaintext (issue 13): STARTTLS in SMTP, IMAP, POP3, FTP (AUTH TLS), XMPP and LDAP, an HTTP
+proxy's CONNECT, PostgreSQL's SSLRequest. When the direction began at its SYN (``at_syn``: offset 0 is
+the connection's first byte) and its first bytes are not TLS, they are plaintext and stay masked, and TLS
+is taken only from a record that opens a connection (``opens_tls``: a ClientHello or ServerHello whose
+fixed fields all agree, or the alert of a server refusing the hello) that the resync rule above also
+confirms; from there on the records are walked as from the first byte. A plausible header, or a chain of
+them, inside the plaintext is never a start: a failed guess stays masked. The upgrade exchange itself
+(the command, and the answer in the other direction) is not needed and not trusted: the walker sees one
+direction, the hello is the stronger evidence (random bytes pass ~2^-55 per offset before the
+confirmation), a refused upgrade (SMTP 454, a proxy's 407, ...) is followed by more plaintext that no
+hello validates in, and other protocols that turn to TLS the same way are covered too. Without a SYN
+(a capture started mid-connection) the resync rule alone applies, as for a stream that starts
+mid-record. Limits, all failing closed: TLS that starts more than ``SEARCH_LIMIT`` bytes into the
+direction, a hello whose first ``PREFIX`` bytes are cut by a segment boundary where the later segment
+arrived first (a digest keeps only ``HEAD`` bytes of its start), an SSLv2-format hello after plaintext.
+Wireshark follows such an upgrade by reading the plaintext exchange, which the output has zeroed: it
+shows the kept handshake when told that the port carries TLS (Decode As, ``tshark -d tcp.port==N,tls``;
+the tests run verify.py that way).
 
 Hand-written: TLS libraries (dpkt, scapy, tlslite) parse records from reassembled buffers; this walks
 record boundaries over a stream it never holds, segment by segment.
@@ -28,6 +48,7 @@ MAX_CANDIDATES = 8192
 MAX_DIGEST_CANDIDATES = 65536   # per run of segments waiting behind a hole (one per record when it is TLS)
 MAX_HOLES = 1024
 HEAD = 16                       # bytes of a digest's start (enough for an SSLv2 hello check)
+PREFIX = 81                     # bytes kept of a candidate that may open TLS (a hello's fixed fields)
 
 RECORD_NAMES = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data",
                 24: "heartbeat", 2: "sslv2"}
@@ -75,9 +96,75 @@ def ssl2_master_key(b) -> bool:
     return 10 + clear + enc + arg == ln
 
 
+def opens_tls(b) -> int:
+    """Can the record at the start of ``b`` be the first one of a TLS connection? 1 yes, 0 no, -1 when
+    ``b`` (the record's first bytes, at most ``PREFIX``) is too short to tell.
+
+    Yes for a ClientHello or ServerHello record whose fixed fields all agree: record version 3.0-3.3,
+    handshake length below 64 KiB and large enough for the fields, hello version 3.0-3.3, session id at
+    most 32 bytes, and every field read lies inside the record; a ClientHello's cipher suites length is
+    even, non-zero and fits; a ServerHello's compression method is a known one and its extensions length
+    accounts for the message to the byte. Yes also for an alert record as a server refusing the
+    ClientHello sends first: 2 bytes, fatal with a defined description, or the warning unrecognized_name.
+    Random bytes pass with a probability near 2^-55 per offset (an alert near 2^-45), before the
+    confirmation the walker also demands."""
+    n = len(b)
+    if n < 6:
+        return -1
+    if b[1] != 3 or b[2] > 3:
+        return 0
+    ln = (b[3] << 8) | b[4]
+    if b[0] == 21:
+        if ln != 2 or b[5] not in (1, 2):
+            return 0
+        return -1 if n < 7 else int(b[6] in _ALERTS if b[5] == 2 else b[6] == 112)
+    mt = b[5]
+    if b[0] != 22 or mt not in (1, 2):
+        return 0
+    if n < 11:
+        return -1
+    hl = (b[6] << 16) | (b[7] << 8) | b[8]
+    if b[6] or b[9] != 3 or b[10] > 3 or hl < 38:
+        return 0
+    if n < 44:
+        return -1
+    sid = b[43]
+    if sid > 32:
+        return 0
+    if mt == 1:                             # version, random, session id, cipher suites, compression
+        end = 46 + sid                      # after the cipher suites length
+        if 5 + ln < end:
+            return 0
+        if n < end:
+            return -1
+        cs = (b[end - 2] << 8) | b[end - 1]
+        return int(cs >= 2 and not cs & 1 and 2 + 32 + 1 + sid + 2 + cs + 2 <= hl)
+    fixed = 2 + 32 + 1 + sid + 2 + 1       # version, random, session id, cipher suite, compression method
+    if hl < fixed or 5 + ln < 9 + fixed:
+        return 0
+    if n < 9 + fixed:
+        return -1
+    if b[8 + fixed] not in (0, 1, 64):
+        return 0
+    if hl == fixed:                         # no extensions (SSL 3.0, old TLS)
+        return 1
+    end = 9 + fixed + 2                     # after the extensions length
+    if hl < fixed + 2 or 5 + ln < end:
+        return 0
+    if n < end:
+        return -1
+    return int((b[end - 2] << 8) | b[end - 1] == hl - fixed - 2)
+
+
+_ALERTS = frozenset((0, 10, 20, 21, 22, 30, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 60, 70, 71, 80,
+                     86, 90, 100, 109, 110, 111, 112, 113, 114, 115, 116, 120))
+
+
 def find_candidates(buf, base: int, first: int, cands: dict, order: list) -> None:
     """Add every plausible header fully inside ``buf`` (stream offset ``base``) at offsets >= ``first``.
-    Looks for the version's 0x03 byte with bytes.find (C speed; rare in text, ~6 a segment in ciphertext)."""
+    Looks for the version's 0x03 byte with bytes.find (C speed; rare in text, ~6 a segment in ciphertext).
+    A header that may open TLS (a hello's or an alert's) is kept with up to ``PREFIX`` bytes of its record
+    (see opens_tls); one found again with more bytes behind it gets the longer prefix."""
     room = MAX_CANDIDATES - len(order)
     if isinstance(buf, memoryview):
         buf = bytes(buf)
@@ -91,12 +178,46 @@ def find_candidates(buf, base: int, first: int, cands: dict, order: list) -> Non
             if p >= first:
                 hdr = bytes(buf[i - 1:i + 4])
                 if plausible(hdr) >= 0:
-                    if room <= 0:
+                    if _may_open(hdr) and (t == 21 or i + 4 == len(buf) or buf[i + 4] in (1, 2)):
+                        hdr = bytes(buf[i - 1:i - 1 + PREFIX])
+                    old = cands.get(p)
+                    if old is not None:
+                        if len(hdr) > len(old):
+                            cands[p] = hdr
+                    elif room <= 0:
                         return              # fail closed: an unrecorded offset is never a resync point
-                    cands[p] = hdr
-                    order.append(p)
-                    room -= 1
+                    else:
+                        cands[p] = hdr
+                        order.append(p)
+                        room -= 1
         i = find(b"\x03", i + 1)
+
+
+def _may_open(v) -> bool:
+    """Is candidate value ``v`` (a header, or a longer prefix) one whose first bytes opens_tls reads?"""
+    return (v[0] == 22 and (len(v) == 5 or v[5] in (1, 2))) or (v[0] == 21 and v[3] == 0 and v[4] == 2)
+
+
+def _extend(cands: dict, grow, more) -> None:
+    """Lengthen the prefixes of the candidates ``grow`` (cut where ``more`` begins) with its first bytes."""
+    for p in grow:
+        v = cands[p]
+        cands[p] = v + bytes(more[:PREFIX - len(v)])
+
+
+def _growing(cands: dict, ps, end: int) -> tuple:
+    """The candidates among ``ps`` whose prefix is still short and cut at stream offset ``end`` (a tuple:
+    the empty one, by far the most common, costs nothing per digest)."""
+    return tuple(p for p in dict.fromkeys(ps)
+                 if p in cands and p + len(cands[p]) == end and len(cands[p]) < PREFIX and _may_open(cands[p]))
+
+
+def _recent(order: list, end: int) -> tuple:
+    """The candidates of ``order`` (increasing) that start in the last PREFIX bytes before ``end``."""
+    i = len(order)
+    while i and order[i - 1] > end - PREFIX:
+        i -= 1
+    return tuple(order[i:])
 
 
 _KEEP_TYPES = {}
@@ -115,7 +236,8 @@ class TlsWalker:
     """Classifies one direction; see the module docstring. ``keep``: a tcpstream.RangeMap to fill."""
 
     __slots__ = ("keep", "keep_types", "counts", "records", "lost", "pos", "mode", "nxt", "part", "ssl2",
-                 "ssl2_client", "s_from", "s_limit", "cands", "order", "ci", "holes", "tail")
+                 "ssl2_client", "s_from", "s_limit", "cands", "order", "ci", "holes", "tail", "syn", "plain",
+                 "grow")
 
     def __init__(self, keep, keep_handshake: bool = True, keep_alerts_ccs: bool = True, counts=None):
         self.keep = keep
@@ -132,11 +254,21 @@ class TlsWalker:
         # SEARCH state
         self.s_from = 0             # candidates must start at or after this offset
         self.s_limit = 0            # ... and before this one
-        self.cands = {}             # offset -> 5 header bytes
+        self.cands = {}             # offset -> 5 header bytes (PREFIX bytes of one that may open TLS)
         self.order = []             # candidate offsets, increasing
         self.ci = 0                 # next candidate to judge
         self.holes = []             # (start, end) of missing stream parts inside the search region
         self.tail = b""             # SEARCH: the last (up to 4) bytes before pos, when contiguous
+        self.grow = ()              # SEARCH: candidates whose prefix is cut at pos (see _extend)
+        self.syn = False            # offset 0 is the connection's first byte (at_syn)
+        self.plain = False          # SEARCH: the direction began with plaintext; TLS must open with a hello
+
+    def at_syn(self) -> None:
+        """Before the first byte: the direction began at its SYN, so offset 0 is the connection's first
+        byte. When those first bytes are not TLS they are plaintext (STARTTLS, an HTTP CONNECT, ...), and
+        TLS is then taken only from a record that opens it (opens_tls), never from a chain of plausible
+        headers that plaintext may happen to contain."""
+        self.syn = True
 
     def midstream(self) -> None:
         """Before the first byte: the stream is known to start in the middle (its earlier part was already
@@ -145,20 +277,33 @@ class TlsWalker:
 
     # ---- digests (Reassembler: segments waiting behind a hole) ------------------------------------
     def make_digest(self, start: int, data) -> list:
+        """[start, end, first HEAD bytes, last 4 bytes, {offset: candidate}, [candidates cut at end]]"""
         cands = {}
         order = []
+        end = start + len(data)
         if self.mode != DONE:
             find_candidates(data, start, start, cands, order)
-        return [start, start + len(data), bytes(data[:HEAD]), bytes(data[-4:]), cands]
+        grow = _growing(cands, _recent(order, end), end) if order and order[-1] > end - PREFIX else ()
+        return [start, end, bytes(data[:HEAD]), bytes(data[-4:]), cands, grow]
 
     def merge_digest(self, piece: list, start: int, data) -> None:
-        self.join_digests(piece, self.make_digest(start, data))
+        if piece[5]:
+            _extend(piece[4], piece[5], data)
+        self.join_digests(piece, self.make_digest(start, data), data)
 
-    def join_digests(self, first: list, second: list) -> None:
-        s0, e0, head, tail, cands = first
+    def join_digests(self, first: list, second: list, data=None) -> None:
+        """``second`` (made from ``data`` when given) follows ``first`` directly: merge it into ``first``."""
+        s0, e0, head, tail, cands, grow = first
         order = []
         if self.mode != DONE:
+            if grow and data is None:
+                _extend(cands, grow, second[2])         # a digest keeps HEAD bytes: a long prefix stays cut
             find_candidates(tail + second[2][:4], e0 - len(tail), e0 - len(tail), cands, order)
+            if order and data is not None:              # headers cut at the boundary: prefixes from data
+                buf = tail + bytes(data[:PREFIX])
+                for p in order:
+                    if _may_open(cands[p]):
+                        cands[p] = buf[p - e0 + len(tail):][:PREFIX]
         if len(cands) + len(second[4]) <= MAX_DIGEST_CANDIDATES:
             cands.update(second[4])
         # else: fail closed, an unlisted offset reads as "no plausible header" (those bytes get masked)
@@ -166,6 +311,8 @@ class TlsWalker:
             first[2] = (head + second[2])[:HEAD]
         first[1] = second[1]
         first[3] = (tail + second[3])[-4:] if second[1] - second[0] < 4 else second[3]
+        if grow or order or second[5]:
+            first[5] = _growing(cands, grow + tuple(order) + second[5], second[1])
 
     # ---- input -------------------------------------------------------------------------------------
     def data(self, start: int, data) -> None:
@@ -184,7 +331,7 @@ class TlsWalker:
             self.pos = end
 
     def sparse(self, piece: list) -> None:
-        start, end, head, tail, cands = piece
+        start, end = piece[0], piece[1]
         mode = self.mode
         if mode == SYNC:
             self._sync(start, end, None, piece)
@@ -208,6 +355,7 @@ class TlsWalker:
             if len(self.holes) < MAX_HOLES:
                 self.holes.append((start, end))
             self.tail = b""
+            self.grow = ()
             self._resolve(False)
 
     def finish(self) -> None:
@@ -215,7 +363,7 @@ class TlsWalker:
             self._resolve(True)
             if self.mode == SEARCH:
                 self.mode = DONE
-        self.cands, self.order, self.holes = {}, [], []
+        self.cands, self.order, self.holes, self.grow = {}, [], [], ()
 
     # ---- in sync: read headers where the records say they are ---------------------------------------
     def _window(self, h: int, start: int, end: int, data, piece):
@@ -249,6 +397,7 @@ class TlsWalker:
             else:
                 w = self._window(h, start, end, data, piece)
                 if w is None:
+                    self.plain = self.syn and h == 0 and not self.records
                     self._lost(h + 1, start, end, data, piece)
                     break
                 hdr = bytes(w)
@@ -258,6 +407,7 @@ class TlsWalker:
                     break
             self.part = b""
             if not self._header(h, hdr, start, end, data, piece):
+                self.plain = self.syn and h == 0 and not self.records
                 self._lost(h + 1, start, end, data, piece, hdr)
                 break
         self.pos = end
@@ -334,6 +484,7 @@ class TlsWalker:
         self.s_limit = first - 1 + SEARCH_LIMIT
         self.cands, self.order, self.ci, self.holes = {}, [], 0, []
         self.tail = b""
+        self.grow = ()
         if start is None:
             return
         h = first - 1
@@ -347,16 +498,24 @@ class TlsWalker:
             self._scan_digest(piece)
 
     def _scan(self, start: int, data) -> None:
+        if self.grow:
+            _extend(self.cands, self.grow, data)
         tail = self.tail
         buf = tail + bytes(data) if tail else data
         find_candidates(buf, start - len(tail), self.s_from, self.cands, self.order)
         self.tail = bytes(buf[-4:])
+        end = start + len(data)
+        order = self.order
+        if self.grow or (order and order[-1] > end - PREFIX):
+            self.grow = _growing(self.cands, self.grow + _recent(order, end), end)
 
     def _scan_digest(self, piece: list) -> None:
-        start, end, head, tail, cands = piece
+        start, end, head, tail, cands, grow = piece
+        if self.grow:
+            _extend(self.cands, self.grow, head)        # a digest keeps HEAD bytes: a long prefix stays cut
         if self.tail:
-            find_candidates(self.tail + head[:4], start - len(self.tail), max(self.s_from, start - len(self.tail)),
-                            self.cands, self.order)
+            a = start - len(self.tail)
+            find_candidates(self.tail + head[:4], a, max(self.s_from, a), self.cands, self.order)
         first = self.s_from
         room = MAX_CANDIDATES - len(self.order)
         for p in sorted(cands):
@@ -366,6 +525,7 @@ class TlsWalker:
                 room -= 1
         self.order.sort()
         self.tail = tail if end - start >= 4 or not self.tail else (self.tail + tail)[-4:]
+        self.grow = _growing(self.cands, self.grow + grow, end)
 
     def _in_hole(self, p: int):
         for a, b in self.holes:
@@ -394,10 +554,18 @@ class TlsWalker:
             if ci == len(order) or order[ci] >= self.s_limit:
                 if final or self.pos >= self.s_limit or (ci < len(order) and order[ci] >= self.s_limit):
                     self.mode = DONE                # nothing within reach: the rest stays masked
-                    self.cands, self.order, self.holes = {}, [], []
+                    self.cands, self.order, self.holes, self.grow = {}, [], [], ()
                 return
             q = order[ci]
-            st = self._status(q + 5 + plausible(self.cands[q]), final)
+            hdr = self.cands[q]
+            if self.plain:
+                ok = opens_tls(hdr)
+                if ok < 0 and q in self.grow and not final:
+                    return                          # its first bytes are still coming
+                if ok <= 0:
+                    self.ci = ci + 1                # plaintext: only a record that opens TLS may start it
+                    continue
+            st = self._status(q + 5 + plausible(hdr), final)
             if st is None:
                 return
             if not st:
@@ -408,6 +576,7 @@ class TlsWalker:
     def _chain(self, q: int) -> None:
         """Walk records from the confirmed header q through the searched region."""
         cands, pos = self.cands, self.pos
+        self.plain = False
         h = q
         while True:
             hdr = cands[h]
@@ -435,5 +604,5 @@ class TlsWalker:
             return
         self.mode = SYNC
         self.ssl2 = 0
-        self.cands, self.order, self.ci, self.holes = {}, [], 0, []
+        self.cands, self.order, self.ci, self.holes, self.grow = {}, [], 0, [], ()
         self.tail = b""

@@ -241,3 +241,28 @@ def test_shipped_samples_are_small_readable_and_have_duplicates():
         frames = [r[DATA] for r in read(path)]
         assert len(frames) - len(set(frames)) >= 2, path
     assert 250 <= len(read(ng)) <= 350
+
+
+@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+def test_upgrade_conversations_are_followed_by_tshark(workdir):
+    """tshark reads each generated upgrade as its protocol and follows it into TLS on the protocol's own
+    port (so the plaintext is a genuine upgrade exchange); after a refusal it sees no TLS."""
+    import random
+    path = workdir / "upgrades.pcap"
+    cases = [(p, ok) for p in sorted(sg.UPGRADE_PORTS) for ok in (True, False)]
+    frames = []
+    for i, (proto, ok) in enumerate(cases):
+        msgs = sg.upgrade_messages(proto, ok) + (sg.tls_flights(random.Random(i)) if ok else [])
+        frames += sg.tcp_conversation(msgs, sg.UPGRADE_PORTS[proto], seed=i)
+    sg.write_pcap(path, frames)
+    assert all(walk(f)["ip_ok"] and walk(f)["l4_ok"] for f in frames)
+    proc = subprocess.run([TSHARK, "-n", "-r", str(path), "-T", "fields", "-e", "tcp.stream", "-e",
+                           "tls.handshake.type", "-e", "_ws.malformed"], capture_output=True, text=True,
+                          timeout=120)
+    hello = Counter()
+    for line in proc.stdout.splitlines():
+        stream, types, malformed = (line.split("\t") + ["", ""])[:3]
+        assert not malformed, line
+        hello[int(stream)] += sum(t in ("1", "2") for t in types.split(",") if t)
+    assert {cases[s] for s, n in hello.items() if n} == {c for c in cases if c[1]}
+    assert all(hello[i] == 2 for i, c in enumerate(cases) if c[1])

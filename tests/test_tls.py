@@ -5,8 +5,9 @@ import random
 
 import pytest
 
+from pktmask_gui import samplegen as sg
 from pktmask_gui.tcpstream import RangeMap, Reassembler
-from pktmask_gui.tls import TlsWalker, plausible, ssl2_hello
+from pktmask_gui.tls import PREFIX, TlsWalker, opens_tls, plausible, ssl2_hello
 
 
 def rec(t: int, body: bytes, ver: int = 0x0303) -> bytes:
@@ -167,6 +168,138 @@ def test_midstream_start_needs_a_confirmed_header():
     assert walk_from_midstream([(0, HS)]) == [(0, len(HS))]
 
 
+# ---- TLS after plaintext (STARTTLS, HTTP CONNECT, SSLRequest): a direction that began at its SYN ------
+def walk_syn(segments, **kw):
+    """As walk(), for a direction whose first byte is known (its SYN was seen): plaintext at its start
+    is followed by TLS only from a record that opens it."""
+    keep = RangeMap()
+    w = TlsWalker(keep, **kw)
+    w.at_syn()
+    r = Reassembler(w)
+    for off, data in segments:
+        r.feed(off, data)
+    r.finish()
+    return list(zip(keep.starts, keep.ends)), w
+
+
+def hellos(seed=1):
+    rg = random.Random(seed)
+    ch = sg.tls_record(22, sg.tls_client_hello("mail.example.com", rg.randbytes(32), rg.randbytes(32)), 0x0301)
+    sh13 = sg.tls_record(22, sg.tls_server_hello(rg.randbytes(32), rg.randbytes(32), True))
+    sh12 = sg.tls_record(22, sg.tls_server_hello(rg.randbytes(32), b"", False) + sg.tls_handshake(14, b""))
+    return ch, sh13, sh12
+
+
+def test_opens_tls_accepts_real_hellos_and_alerts_only():
+    ch, sh13, sh12 = hellos()
+    ssl3 = sg.tls_record(22, sg.tls_handshake(2, b"\x03\x00" + bytes(32) + b"\x00\x00\x0a\x00"), 0x0300)
+    fragmented = ch[:5 + 100]                                   # the hello goes on in a second record
+    fragmented = fragmented[:3] + (100).to_bytes(2, "big") + fragmented[5:]
+    for good in (ch, sh13, sh12, ssl3, fragmented, rec(21, b"\x02\x28"), rec(21, b"\x01\x70")):
+        assert opens_tls(good[:PREFIX]) == 1, good[:12].hex()
+        assert opens_tls(good[:7]) in (-1, 1)                   # a short prefix: "cannot tell yet"
+    bad = [rec(22, b"\x0b" + ch[6:]),                            # a Certificate first
+           rec(22, ch[5:9] + b"\x03\x05" + ch[11:]),               # hello version 3.5
+           ch[:43] + b"\x21" + ch[44:],                            # session id of 33 bytes
+           ch[:9 + 2 + 32 + 1 + 32] + b"\x00\x03" + ch[78:],      # an odd cipher suites length
+           rec(22, b"\x01\x00\x00\x10" + ch[9:]),                 # handshake length too short for a hello
+           rec(21, b"\x03\x28"), rec(21, b"\x02\x28\x00"), rec(21, b"\x01\x00"), rec(21, b"\x02\x05"),
+           rec(23, b"\x01" * 60),
+           rec(22, b"\x01" + rnd(300, 5), 0x0301)]
+    sh_bad = bytearray(sh13)
+    sh_bad[5 + 4 + 38 + 32 + 1] ^= 1                           # extensions length != what is left
+    bad.append(bytes(sh_bad))
+    for b in bad:
+        assert opens_tls(b[:PREFIX]) == 0, b[:12].hex()
+    # random bytes behind a plausible handshake header essentially never pass
+    r = random.Random(7)
+    hits = sum(opens_tls(b"\x16\x03\x01\x01\x00" + bytes([r.choice((1, 2))]) + r.randbytes(PREFIX - 6)) == 1
+               for _ in range(100000))
+    assert hits == 0
+
+
+@pytest.mark.parametrize("sizes", [[4000], [1], [3], [7, 1, 100], [50, 1460], [30, 2, 5]])
+def test_plaintext_then_tls_kept_in_any_segmentation(sizes):
+    ch, _, _ = hellos()
+    plain = b"CONNECT mail.example.com:443 HTTP/1.1\r\nProxy-Authorization: Basic YWxpY2U6c2VjcmV0\r\n\r\n"
+    stream = plain + ch + CCS + APP1
+    p = len(plain)
+    want = [(p, p + len(ch) + len(CCS) + 5)]
+    assert walk_syn(cut(stream, sizes))[0] == want
+    assert walk(cut(stream, sizes))[0] == want                  # no SYN seen: the resync finds it too
+    segs = cut(stream, sizes)
+    if len(segs) > 1:                                           # the second segment late: the rest waits
+        assert walk_syn(segs[:1] + segs[2:] + segs[1:2])[0] == want    # as digests, merged in order
+    # every segment ahead of a hole on its own (reversed): the hello's first PREFIX bytes must lie in one
+    # segment, else its prefix stays cut (a digest keeps HEAD bytes) and it fails closed
+    whole = any(o <= p and p + PREFIX <= o + len(d) for o, d in segs)
+    assert walk_syn(list(reversed(segs)))[0] == (want if whole else [])
+
+
+def test_plaintext_with_a_fake_header_chained_to_the_hello_is_masked():
+    ch, _, _ = hellos()
+    fake = b"\x16\x03\x01\x00\x0aSECRET1234"                    # a plausible record ending at the hello
+    plain = b"CONNECT a.example:443 HTTP/1.1\r\nX-Note: " + fake
+    stream = plain + ch + CCS + APP1
+    p = len(plain)
+    kept, _ = walk_syn(cut(stream, [p, 2000]))
+    assert kept == [(p, p + len(ch) + len(CCS) + 5)]
+
+
+def test_plaintext_fake_header_confirmed_by_end_or_hole_is_masked():
+    text = b"EHLO x\r\nSTARTTLS\r\nQUIT \x16\x03\x01\x01\x00 my secret password\r\n"
+    assert walk_syn([(0, text)])[0] == []                       # its length runs past the end
+    hole = b"USER bob\r\nPASS \x16\x03\x01\x00\x30hunter2, secret" + b"x" * 200
+    assert walk_syn([(0, hole[:40]), (80, hole[80:])])[0] == []    # its end falls into a hole
+
+
+def test_refused_upgrade_then_more_plaintext_masked():
+    for proto in sg.UPGRADE_PORTS:
+        msgs = sg.upgrade_messages(proto, accept=False)
+        for side in (True, False):
+            stream = b"".join(d for up, d in msgs if up == side)
+            if stream:
+                assert walk_syn(cut(stream, [7, 1460]))[0] == [], proto
+
+
+def test_server_alert_opens_tls_after_plaintext():
+    alert = rec(21, b"\x02\x28")                                # handshake_failure
+    plain = b"220 2.0.0 Ready to start TLS\r\n"
+    assert walk_syn([(0, plain), (len(plain), alert)])[0] == [(len(plain), len(plain) + 7)]
+    assert walk_syn([(0, plain), (len(plain), rec(21, b"\x07\x28"))])[0] == []
+
+
+def test_gaps_after_plaintext():
+    ch, _, sh12 = hellos()
+    plain = b"220 (vsFTPd 3.0.3)\r\n" * 20
+    p = len(plain)
+    stream = plain + sh12 + CCS + APP1 + APP2 + rec(23, rnd(500, 9)) + ALERT
+    segs = cut(stream, [100])
+    # a plaintext segment lost: the hello after the hole still opens TLS
+    kept, _ = walk_syn([s for s in segs if s[0] != 200])
+    assert kept[0] == (p, p + len(sh12) + len(CCS) + 5)
+    # the segment holding the hello's start lost: the records after it stay masked (fail closed)
+    kept, _ = walk_syn([s for s in segs if not s[0] <= p < s[0] + 100])
+    assert kept == []
+    # a hole inside the TLS (the second application-data header lost): the usual resync
+    a2 = p + len(sh12) + len(CCS) + len(APP1)
+    kept, w = walk_syn([s for s in segs if not s[0] <= a2 < s[0] + 100])
+    a3 = a2 + len(APP2)
+    assert kept == [(p, a2 - len(APP1) + 5), (a3, a3 + 5), (len(stream) - len(ALERT), len(stream))]
+    assert w.lost == 1
+
+
+def test_plaintext_prefix_options_and_tls12():
+    ch, _, sh12 = hellos(3)
+    plain = b"* OK IMAP4rev1 ready\r\na1 OK Begin TLS negotiation now.\r\n"
+    p = len(plain)
+    stream = plain + sh12 + rec(22, rnd(40, 3)) + CCS + ALERT
+    kept, w = walk_syn(cut(stream, [60, 1460]), keep_handshake=False, keep_alerts_ccs=False)
+    a = p + len(sh12)
+    assert kept == [(p, p + 5), (a, a + 5), (a + 45, a + 50), (a + 51, a + 56)]
+    assert w.counts == {22: 2, 20: 1, 21: 1}
+
+
 def sslv2_client_hello():
     cs = bytes.fromhex("010080 030080 070080c0")[:9]
     challenge = rnd(16, 7)
@@ -259,7 +392,11 @@ def test_find_candidates_finds_every_plausible_header_brute_force():
         find_candidates(memoryview(buf), 100, 102, cands, order)
         want = [100 + i for i in range(2, len(buf) - 4) if plausible(buf[i:i + 5]) >= 0]
         assert order == want, buf.hex()
-        assert all(cands[p] == buf[p - 100:p - 95] for p in order)
+        for p in order:
+            i = p - 100
+            may_open = (buf[i] == 22 and (i + 5 == len(buf) or buf[i + 5] in (1, 2))) or \
+                (buf[i] == 21 and buf[i + 3:i + 5] == b"\0\2")
+            assert cands[p] == buf[i:i + (PREFIX if may_open else 5)], buf.hex()
 
 
 def _oracle():
@@ -278,12 +415,17 @@ def _oracle():
 def test_differential_against_the_independent_walker(seed):
     """Random record streams, segmentations, losses, reorderings and duplicates: whatever we keep, the
     independent walker of verify.py must class as TLS structure, never application data or plaintext;
-    without losses we keep every byte it says must be kept."""
+    without losses we keep every byte it says must be kept. Half of the streams with a plaintext prefix
+    open with a real hello and are walked as having begun at their SYN."""
     v = _oracle()
     r = random.Random(seed)
     parts = []
+    syn = hello = False
     if r.random() < 0.3:
         parts.append(b"EHLO x\r\nSTARTTLS\r\n"[:r.randrange(1, 19)])
+        syn = hello = r.random() < 0.5
+        if hello:
+            parts.append(hellos(seed)[r.randrange(3)])
     for _ in range(r.randrange(1, 12)):
         t = r.choice([20, 21, 22, 22, 23, 23, 23, 24])
         parts.append(rec(t, rnd(r.randrange(1, 3000), r.randrange(1000)), r.choice([0x0301, 0x0303])))
@@ -300,7 +442,9 @@ def test_differential_against_the_independent_walker(seed):
     for i in range(1, len(feed) - 1):
         if r.random() < 0.2:
             feed[i], feed[i + 1] = feed[i + 1], feed[i]
-    kept, _ = walk(feed)
+    kept, _ = walk_syn(feed) if syn else walk(feed)
+    if parts[0][:1] == b"E" and not hello:
+        assert walk_syn(feed)[0] == []          # from the SYN, plaintext then no hello: nothing is TLS
     end = max(o + len(d) for o, d in feed)
     buf, have = bytearray(end), bytearray(end)
     for o, d in feed:

@@ -143,7 +143,8 @@ _HEAD = 5
 _DEAD = False                       # P_KEEP of a direction given up as not TLS (the rest of it is masked)
 # pre-scan direction state, a plain list: sequence base, highest offset, first / last frame located in it,
 # the kept ranges (tcpstream.RangeMap; None before the first payload byte), walker, reassembler (after
-# the walk: the re-sent ranges), and whether it starts mid-stream after its key was closed
+# the walk: the re-sent ranges), and whether it starts mid-stream after its key was closed (None: it
+# began at its SYN)
 P_BASE, P_HIGH, P_FIRST, P_LAST, P_KEEP, P_WALKER, P_REASM, P_STRICT = range(8)
 # main-pass state of one direction instance holding kept ranges
 S_FIRST, S_LAST, S_BASE, S_HIGH, S_STARTS, S_ENDS, S_OVS, S_OVE, S_FSTARTS, S_FBYTES = range(10)
@@ -370,7 +371,7 @@ class MaskStage(Stage):
             by_age = sorted(live.items(), key=lambda kv: kv[1][P_LAST])
             for k, st in by_age[:len(by_age) // 4]:
                 self._close(k, st)
-        strict = False
+        strict = False if midstream else None
         if midstream and self.closed is not None:
             h = hash(key) & (CLOSED_BITS - 1)
             strict = bool(self.closed[h >> 3] & (1 << (h & 7)))
@@ -384,6 +385,8 @@ class MaskStage(Stage):
         wk = TlsWalker(keep, self.keep_handshake, self.keep_alerts_ccs, self.record_counts)
         if st[P_STRICT]:
             wk.midstream()
+        elif st[P_STRICT] is None:
+            wk.at_syn()                             # plaintext at its start: TLS only from a hello on
         st[P_KEEP], st[P_WALKER], st[P_REASM] = keep, wk, Reassembler(wk)
         return wk
 

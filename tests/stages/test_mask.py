@@ -3,6 +3,7 @@ where tshark is installed, by the independent verify.py."""
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pktmask_gui import checksum
+from pktmask_gui import samplegen as sg
 from pktmask_gui.capture import CaptureReader, CaptureWriter
 from pktmask_gui.frames import Uninspectable, walk
 from pktmask_gui.stages import StageContext, StageError
@@ -634,6 +636,229 @@ def test_real_tls_sessions(case, workdir):
                 w.close()
         p = subprocess.run([sys.executable, str(VERIFY), str(src), str(dst), "--mask", "-v"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+        assert p.returncode == 0, p.stdout.decode()
+
+
+# ---- TLS after plaintext: STARTTLS, HTTP CONNECT, PostgreSQL SSLRequest (samplegen conversations) --------
+def _truth(messages, tls):
+    """Per direction (0 client, 1 server): 'z' for every plaintext byte, then _classes of the TLS records."""
+    out = []
+    for side in (True, False):
+        plain = b"".join(d for up, d in messages if up == side)
+        records = b"".join(d for up, d in tls if up == side)
+        out.append("z" * len(plain) + _classes(records))
+    return out
+
+
+def _check_conversation(frames, out, truth, port, ran=None):
+    """Every payload byte of ``out`` against ``truth``. ``ran``: the frames that were masked, when not all of
+    ``frames`` (whose SYN and SYN-ACK give the sequence bases)."""
+    isn = {}
+    for f in frames[:2]:
+        t = walk(f, 1)[4][1]
+        isn[int(struct.unpack_from("!H", f, t)[0] == port)] = struct.unpack_from("!I", f, t + 4)[0] + 1
+    ran = frames if ran is None else ran
+    assert len(ran) == len(out)
+    for f, o in zip(ran, out):
+        o = o[0]
+        assert len(o) == len(f) and all(checksums_ok(o))
+        _, t, pay, end, _, _ = walk(f, 1)[4]
+        side = int(struct.unpack_from("!H", f, t)[0] == port)
+        off = (struct.unpack_from("!I", f, t + 4)[0] - isn[side]) & 0xFFFFFFFF
+        for j in range(end - pay):
+            want = f[pay + j] if truth[side][off + j] == "k" else 0
+            assert o[pay + j] == want, (side, off + j, truth[side][off + j])
+
+
+def _decode_as_verifier(tmp: Path, ports):
+    """verify.py's command with tshark told that ``ports`` carry TLS: tshark follows an upgrade only when
+    it reads the plaintext exchange, which the output has zeroed (None where tshark or verify.py is missing)."""
+    if not (shutil.which("tshark") and VERIFY.is_file()) or sys.platform == "win32":
+        return None
+    wrapper = tmp / "tshark-decode-as-tls"
+    wrapper.write_text('#!/bin/sh\nexec tshark %s "$@"\n' % " ".join("-d tcp.port==%d,tls" % p for p in ports))
+    wrapper.chmod(0o755)
+    return [sys.executable, str(VERIFY), "--mask", "-v", "--tshark", str(wrapper)]
+
+
+def _write_pair(tmp: Path, frames, out):
+    src, dst = tmp / "in.pcap", tmp / "out.pcap"
+    sg.write_pcap(src, frames)
+    sg.write_pcap(dst, [o[0] for o in out])
+    return src, dst
+
+
+def _upgrade(proto, tls13):
+    msgs = sg.upgrade_messages(proto)
+    tls = sg.tls_flights(random.Random(5), tls13=tls13)
+    return sg.tcp_conversation(msgs + tls, sg.UPGRADE_PORTS[proto], seed=len(proto), v6=not tls13), \
+        _truth(msgs, tls)
+
+
+@pytest.mark.parametrize("proto", sorted(sg.UPGRADE_PORTS))
+@pytest.mark.parametrize("tls13", [True, False])
+def test_tls_after_plaintext_upgrade_keeps_the_handshake(proto, tls13):
+    port = sg.UPGRADE_PORTS[proto]
+    frames, truth = _upgrade(proto, tls13)
+    out, stage = run(recs(frames), batch=9)
+    _check_conversation(frames, out, truth, port)
+    rep = stage.report()
+    assert rep["tls_flows"] == 1 and rep["tls_resyncs"] == 0
+    assert rep["tls_records"]["handshake"] == (2 if tls13 else 5)
+    out2, _ = run(recs(frames[3:]), batch=9)                  # the capture began after the SYNs
+    _check_conversation(frames, out2, truth, port, ran=frames[3:])
+
+
+def test_upgrades_pass_the_independent_verifier(workdir):
+    """All the upgrades above in one capture, checked by verify.py (with Decode As on their ports)."""
+    cmd = _decode_as_verifier(workdir, sg.UPGRADE_PORTS.values())
+    if cmd is None:
+        pytest.skip("tshark or verify.py is missing (or Windows: the tshark wrapper is a shell script)")
+    frames = [f for proto in sorted(sg.UPGRADE_PORTS) for tls13 in (True, False) for f in _upgrade(proto, tls13)[0]]
+    out, stage = run(recs(frames), batch=50)
+    assert stage.report()["tls_flows"] == 16
+    src, dst = _write_pair(workdir, frames, out)
+    p = subprocess.run(cmd + [str(src), str(dst)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert p.returncode == 0, p.stdout.decode()
+    assert re.search(r"mask\.tls_handshake\s+PASS", p.stdout.decode())      # compared, not skipped
+
+
+@pytest.mark.parametrize("proto", sorted(sg.UPGRADE_PORTS))
+def test_refused_upgrade_and_the_plaintext_after_it_masked(proto):
+    msgs = sg.upgrade_messages(proto, accept=False)
+    frames = sg.tcp_conversation(msgs, sg.UPGRADE_PORTS[proto], seed=7, mss=40)
+    out, stage = run(recs(frames))
+    assert all(not any(payload(o[0])) for o in out)
+    assert stage.report()["tls_flows"] == 0
+
+
+def test_plaintext_that_looks_like_tls_is_masked():
+    """A STARTTLS refused with 454, then plaintext holding a chain of plausible TLS headers (a chain the
+    resync rule accepts in a capture that began mid-connection): from the SYN on, TLS must open with a
+    hello, so nothing is kept."""
+    chain = b"\x16\x03\x01\x00\x05SECRE\x17\x03\x03\x00\x02TS\x16\x03\x01\x00\x03PIN"
+    msgs = sg.upgrade_messages("smtp", accept=False) + [(True, b"DATA\r\n"), (False, b"354 go ahead\r\n"),
+                                                         (True, b"Subject: x\r\n\r\n" + chain)]
+    frames = sg.tcp_conversation(msgs, 25, seed=3)
+    out, _ = run(recs(frames))
+    assert all(not any(payload(o[0])) for o in out)
+    # a fake header in the CONNECT request whose record ends exactly where the real ClientHello begins
+    fake = b"\x16\x03\x01\x00\x0bsecret-hash"
+    msgs = [(True, b"CONNECT www.example.com:443 HTTP/1.1\r\nX-Trace: " + fake),
+            (False, b"HTTP/1.1 200 Connection established\r\n\r\n")]
+    tls = sg.tls_flights(random.Random(8))
+    frames = sg.tcp_conversation(msgs + tls, 3128, seed=4)
+    out, _ = run(recs(frames))
+    _check_conversation(frames, out, _truth(msgs, tls), 3128)
+
+
+def test_connect_answered_407_then_retried_then_tls():
+    refused = sg.upgrade_messages("connect", accept=False)[:2]
+    msgs = refused + sg.upgrade_messages("connect")
+    tls = sg.tls_flights(random.Random(9), tls13=False)
+    frames = sg.tcp_conversation(msgs + tls, 3128, seed=5)
+    out, stage = run(recs(frames))
+    _check_conversation(frames, out, _truth(msgs, tls), 3128)
+    assert stage.report()["tls_records"]["handshake"] == 5
+
+
+def test_gap_in_the_plaintext_or_the_hello_before_tls():
+    msgs = sg.upgrade_messages("imap")
+    tls = sg.tls_flights(random.Random(10))
+    frames = sg.tcp_conversation(msgs + tls, 143, seed=6, mss=20)
+    truth = _truth(msgs, tls)
+    # the second plaintext segment from the server is lost: the ServerHello after the hole opens TLS
+    server_plain = [i for i, f in enumerate(frames) if payload(f) and not payload(f).startswith(b"\x16")
+                    and struct.unpack_from("!H", f, 34)[0] == 143]
+    lost = server_plain[1]
+    ran = frames[:lost] + frames[lost + 1:]
+    out, stage = run(recs(ran))
+    _check_conversation(frames, out, truth, 143, ran=ran)
+    assert stage.report()["streams_with_gaps"] == 1
+    # the first segment of the ClientHello is lost: the client's TLS stays masked (fail closed), the
+    # server's is kept
+    first_tls = next(i for i, f in enumerate(frames) if payload(f).startswith(b"\x16\x03\x01"))
+    ran = frames[:first_tls] + frames[first_tls + 1:]
+    out, _ = run(recs(ran))
+    _check_conversation(frames, out, ["z" * len(truth[0]), truth[1]], 143, ran=ran)
+
+
+# ---- real captures with TLS after plaintext (../shared/corpus-wild) ----------------------------------
+WILD = REPO.parent / "shared" / "corpus-wild"
+UPGRADE_FILES = {"sv__tests_bug-2430_backwards.pcap": 8080,                # HTTP CONNECT, then TLS 1.2
+                 "sv__tests_pgsql_pgsql-upgrade-tls_input.pcap": 5432,     # SSLRequest, 'S', TLS 1.2
+                 "sv__tests_http-connect_http-connect-tls_input.pcap": 8002,   # CONNECT, an empty record
+                 "sv__tests_http-connect_http-connect-fragmented_input.pcap": 8001,   # CONNECT, then HTTP
+                 "sv__tests_ldap-extended_ldap.pcap": 389,                 # StartTLS asked and granted
+                 "sv__tests_firewall_app-layer-protocol-negated-unknown-shortcircuit_input.pcap": 443}
+
+
+def _tcp_directions(path: Path):
+    """{(src, dst, sport, dport): [(frame index, stream offset, payload)]} of a small capture."""
+    dirs, isn = {}, {}
+    with CaptureReader(path) as r:
+        frames = [rec[0] for b in r.batches() for rec in b if rec[1] >= 0]
+    for i, f in enumerate(frames):
+        w = walk(f, 1)
+        l4 = w[4]
+        if l4 is None or l4[0] != 6:
+            continue
+        ip = w[2][l4[4]]
+        size = 4 if ip[1] == 4 else 16
+        key = (f[ip[6]:ip[6] + size], f[ip[11]:ip[11] + size], f[l4[1]:l4[1] + 4])
+        seq = struct.unpack_from("!I", f, l4[1] + 4)[0]
+        if f[l4[1] + 13] & 2:
+            isn[key] = seq + 1
+            continue
+        base = isn.setdefault(key, seq)
+        dirs.setdefault(key, []).append((i, (seq - base) & 0xFFFFFFFF, f[l4[2]:l4[3]]))
+    return frames, dirs
+
+
+@pytest.mark.parametrize("name", sorted(UPGRADE_FILES))
+def test_wild_captures_with_tls_after_plaintext(name, workdir):
+    """Byte by byte against verify.py's own TLS walker (independent of tshark): plaintext and application
+    data zero, record headers, handshake, CCS and alerts kept; then verify.py itself, with tshark told
+    that the port carries TLS."""
+    if not WILD.is_dir():
+        pytest.skip(f"wild corpus not present at {WILD} (a fresh clone has no ../shared)")
+    if not VERIFY.is_file():
+        pytest.skip("verify.py not present at %s" % VERIFY)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("verify_oracle", VERIFY)
+    v = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(v)
+    src, dst = workdir / name, workdir / ("out-" + name)
+    shutil.copyfile(WILD / name, src)
+    mask_file(src, dst)
+    frames, dirs = _tcp_directions(src)
+    outs, _ = _tcp_directions(dst)
+    kept = 0
+    for segs in dirs.values():
+        end = max(o + len(d) for _, o, d in segs)
+        buf, have = bytearray(end), bytearray(end)
+        for _, o, d in segs:
+            for j, b in enumerate(d):
+                if not have[o + j]:
+                    buf[o + j], have[o + j] = b, 1
+        cls, _ = v.walk_tls(buf, have)
+        for i, o, d in segs:
+            out = outs[i]
+            w = walk(out, 1)[4]
+            got = out[w[2]:w[3]]
+            for j, b in enumerate(d):
+                c = cls[o + j]
+                if c in (v.C_HDR, v.C_HS, v.C_CCS, v.C_ALERT, v.C_SSL2):
+                    assert got[j] == b, (name, i, j, c)
+                    kept += c == v.C_HS
+                else:
+                    assert got[j] == 0, (name, i, j, c)
+    if name in ("sv__tests_bug-2430_backwards.pcap", "sv__tests_pgsql_pgsql-upgrade-tls_input.pcap"):
+        assert kept > 1000                                    # the handshakes are there
+    cmd = _decode_as_verifier(workdir, [UPGRADE_FILES[name]])
+    if cmd and name in ("sv__tests_bug-2430_backwards.pcap", "sv__tests_pgsql_pgsql-upgrade-tls_input.pcap"):
+        p = subprocess.run(cmd + [str(src), str(dst)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=300)
         assert p.returncode == 0, p.stdout.decode()
 
 
