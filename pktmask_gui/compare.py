@@ -20,7 +20,7 @@ import struct
 from array import array
 from typing import NamedTuple
 
-from .capture import CaptureError, idb_info, ts_to_ns
+from .capture import MAX_CAPLEN, CaptureError, idb_info, ts_to_ns
 from .frames import LINKTYPE_NAMES, NON_IP, UNINSPECTABLE, walk
 
 CHUNK = 1 << 20
@@ -100,10 +100,12 @@ class CaptureIndex:
             n, p = len(buf), 0
             batch = [] if frames is not None else None
             while p + hl <= n:
-                end = p + hl + caplen_at(buf, p + 8)[0]
+                caplen = caplen_at(buf, p + 8)[0]
+                if caplen > MAX_CAPLEN:
+                    raise CaptureError(f"packet {len(offsets) + 1} claims a captured length of {caplen} bytes, "
+                                       f"above the {MAX_CAPLEN}-byte limit (offset {base + p})", base + p)
+                end = p + hl + caplen
                 if end > n:
-                    if end - p - hl > MAX_BLOCK:
-                        raise CaptureError(f"packet {len(offsets) + 1} claims an impossible length", base + p)
                     break
                 offsets.append(base + p)
                 if batch is not None:

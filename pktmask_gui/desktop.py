@@ -27,9 +27,6 @@ from pathlib import Path
 APP_ID = "io.github.pktmask.PktMaskGUI"
 ICON_NAME = "pktmask-gui"
 MANIFEST = Path("pktmask-gui") / "desktop-install.json"
-# Cache files the refresh tools write, per folder: removed at uninstall when the install created them.
-_MIME_CACHES = ("XMLnamespaces", "aliases", "generic-icons", "globs", "globs2", "icons", "magic", "mime.cache",
-                "subclasses", "treemagic", "types", "version")
 
 
 class DesktopError(Exception):
@@ -120,10 +117,20 @@ def _refresh(home: Path) -> None:
             _run_tool(["gtk-update-icon-cache", "-q", "-t", str(hicolor)])
 
 
-def _cache_files(home: Path) -> list[Path]:
-    """Cache files the refresh may create (relative to the data folder)."""
-    return ([Path("mime") / name for name in _MIME_CACHES] + [Path("applications") / "mimeinfo.cache"]
-            + [Path("icons") / "hicolor" / "icon-theme.cache"])
+def _generated_state(home: Path) -> set:
+    """Files and folders the refresh tools write: the MIME database (all of ``mime/`` but its packages) and
+    the menu's and the icon theme's caches (paths relative to the data folder; folders end in "/")."""
+    found = set()
+    mime = home / "mime"
+    if mime.is_dir():
+        for path in mime.rglob("*"):
+            rel = path.relative_to(home)
+            if rel.parts[1] != "packages":
+                found.add(str(rel) + ("/" if path.is_dir() else ""))
+    for rel in (Path("applications") / "mimeinfo.cache", Path("icons") / "hicolor" / "icon-theme.cache"):
+        if (home / rel).exists():
+            found.add(str(rel))
+    return found
 
 
 def installed(home: Path | None = None) -> dict | None:
@@ -154,8 +161,8 @@ def install(home: Path | None = None, command: list[str] | None = None) -> list[
             parent = parent.parent
         for folder in reversed(missing):
             folder.mkdir()
-            created_dirs.append(str(folder.relative_to(home)))
-    caches_before = {str(rel) for rel in _cache_files(home) if (home / rel).exists()}
+            created_dirs.append(str(folder))       # absolute: the data folder itself may be among them
+    caches_before = _generated_state(home)
     written: list[Path] = []
     try:
         for src, rel in plan[:-1]:
@@ -168,8 +175,7 @@ def install(home: Path | None = None, command: list[str] | None = None) -> list[
                 shutil.copyfile(src, target)
             written.append(target)
         _refresh(home)
-        generated = [str(rel) for rel in _cache_files(home)
-                     if (home / rel).exists() and str(rel) not in caches_before]
+        generated = sorted(_generated_state(home) - caches_before)
         manifest = {"app_id": APP_ID, "command": command, "files": [str(p.relative_to(home)) for p in written],
                     "created_dirs": created_dirs, "generated": generated,
                     "caches_before": sorted(caches_before)}
@@ -177,9 +183,9 @@ def install(home: Path | None = None, command: list[str] | None = None) -> list[
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
-        for rel in reversed(created_dirs):
+        for folder in reversed(created_dirs):
             try:
-                (home / rel).rmdir()
+                Path(folder).rmdir()
             except OSError:
                 pass
         raise
@@ -201,16 +207,22 @@ def uninstall(home: Path | None = None) -> list[Path]:
     # Caches that existed before the install are regenerated (now without our entries); those the install
     # created are removed, so the folder is as it was.
     _refresh(home)
-    for rel in manifest.get("generated", []):
+    generated = manifest.get("generated", [])
+    for rel in generated:
         path = home / rel
-        if path.is_file():
+        if not rel.endswith("/") and (path.is_file() or path.is_symlink()):
             path.unlink()
             removed.append(path)
+    for rel in sorted((r for r in generated if r.endswith("/")), key=lambda r: -len(Path(r).parts)):
+        try:
+            (home / rel).rmdir()
+        except OSError:
+            pass
     manifest_path = home / MANIFEST
     manifest_path.unlink(missing_ok=True)
     removed.append(manifest_path)
-    for rel in sorted(manifest.get("created_dirs", []), key=lambda r: -len(Path(r).parts)):
-        folder = home / rel
+    for folder in sorted(manifest.get("created_dirs", []), key=lambda r: -len(Path(r).parts)):
+        folder = home / folder          # absolute paths stay as they are
         try:
             folder.rmdir()          # only when empty: a folder the user filled since stays
         except OSError:
