@@ -243,6 +243,7 @@ class InspectDialog(QDialog):
         self.threads: list[threading.Thread] = []
         self.before = self.after = None
         self.error = ""
+        self.detail_waiting = False
         try:
             self.before = CaptureIndex(self.input_path)
             self.after = CaptureIndex(self.output_path)
@@ -346,6 +347,8 @@ class InspectDialog(QDialog):
         self.model.grow()
         if first and self.model.rows:
             self.table.selectRow(0)
+        elif self.detail_waiting:       # the selected frame's output frame was not read yet: show it now
+            self.show_frame(self.table.currentIndex().row())
         before, after, pairing = self.before, self.after, self.pairing
         self.heading.setText(f"<b>{self.input_path.name}</b> → <b>{self.output_path.name}</b> &nbsp; "
                              f"{len(before):,} frames in, {len(after):,} out"
@@ -388,9 +391,11 @@ class InspectDialog(QDialog):
     # --- the selected frame ----------------------------------------------------------------------------
     def show_frame(self, i: int) -> None:
         self.fields.clear()
+        self.detail_waiting = False
         if i < 0:
             return
         before, after, state = self.model.pair(i)
+        self.detail_waiting = state == "waiting"
         self.in_label.setText(f"Input frame {before.number:,} ({len(before.data):,} bytes)")
         if after is None:
             words = {"dropped": "Dropped by Remove Dupes: identical to an earlier frame of the input.",
