@@ -300,8 +300,7 @@ class InspectDialog(QDialog):
         upper = QSplitter(Qt.Vertical)
         upper.addWidget(self.table)
         upper.addWidget(lower)
-        upper.setStretchFactor(0, 2)
-        upper.setStretchFactor(1, 3)
+        upper.setSizes([330, 430])
         close = QPushButton("Close")
         close.clicked.connect(self.close)
         bottom = QHBoxLayout()
@@ -384,7 +383,7 @@ class InspectDialog(QDialog):
                             (OUT_NO, "1,000,000"), (OUT_TIME, "8640.000000"), (OUT_LEN, "Length")):
             self.table.setColumnWidth(col, fm.horizontalAdvance(sample) + 14)
         for col in (IN_PROTO, OUT_PROTO):        # longer summaries elide; the tooltip has them whole
-            self.table.setColumnWidth(col, fm.horizontalAdvance("TCP 192.168.100.200:65535 → 10.0.0.1:443") + 12)
+            self.table.setColumnWidth(col, fm.horizontalAdvance("TCP 192.168.100.200:65535 → 10.0.0.1") + 12)
         self.table.setColumnWidth(OUT_NO, self.table.columnWidth(OUT_NO) + 8)
         hh.setStretchLastSection(True)
 

@@ -271,7 +271,8 @@ class SummaryDialog(QDialog):
         if handoff is not None:
             self.table.doubleClicked.connect(lambda _index: self._with_output(lambda r: handoff.inspect_result(r)))
         self._show_details()
-        self.resize(1040, 520)
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        self.resize(min(1240, int(screen.width() * 0.95)) if screen else 1240, 540)
 
     @staticmethod
     def details_text(r) -> str:
