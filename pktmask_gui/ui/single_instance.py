@@ -33,10 +33,19 @@ def _names() -> tuple[str, str]:
     if sys.platform == "win32":
         user = os.environ.get("USERNAME", "user")
         return f"{base}-{user}", str(Path(tempfile.gettempdir()) / f"{base}-{user}.lock")
+    # The session's runtime folder (private, emptied at logout), else the settings folder (private too):
+    # never a shared temp folder, where a killed window's socket and lock would stay for everyone to see.
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if not (runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK)):
-        runtime = tempfile.gettempdir()
-        base += f"-{os.getuid()}"
+        folder = settings_mod.config_dir()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            runtime = str(folder)
+        except OSError:
+            runtime = tempfile.gettempdir()
+        if len(os.path.join(runtime, base + ".sock")) > 100:    # a socket path holds at most 107 bytes
+            runtime = tempfile.gettempdir()
+            base += f"-{os.getuid()}"
     return os.path.join(runtime, base + ".sock"), os.path.join(runtime, base + ".lock")
 
 
