@@ -33,11 +33,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def help_summary() -> str:
+    """What the tool does, how outputs are named and where the settings live: the first lines of --help."""
+    from .settings import config_dir
+
+    return ("Makes packet captures safe to share: removes duplicate frames, anonymizes IP addresses, masks "
+            "payloads; inputs are never modified.\n"
+            "Outputs: <name>-sanitized.<ext> (pcap stays pcap, pcapng stays pcapng), never overwriting a file "
+            "(-1, -2, ... instead).\n"
+            f"Settings file (shared with the window): {config_dir() / 'settings.json'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="pktmask-gui process",
-        description="Sanitize packet captures: remove duplicate frames, anonymize IP addresses, mask payloads. "
-                    "Each input gets a sanitized copy in the output folder; inputs are never modified.",
+        prog="pktmask-gui process", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=help_summary(),
         epilog="Exit status: 0 all files succeeded, 1 a file failed, 2 usage error, 130 interrupted.")
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="capture files (.pcap, .pcapng, .cap) or folders (searched recursively)")
@@ -198,13 +208,54 @@ class _Console:
         self.line(describe_result(result))
 
 
+def _user_order(stages: dict) -> list:
+    """Stage reports in the order the user sees the operations (then the metadata scrub)."""
+    from .stages import stage_by_name
+
+    def position(name):
+        try:
+            return stage_by_name(name).order
+        except KeyError:
+            return 10 ** 6
+    return sorted((stages or {}).items(), key=lambda item: position(item[0]))
+
+
+def _what_was_done(name: str, counts: dict) -> str:
+    """A few words per operation for the result line: what it did to this file."""
+    def n(key):
+        value = counts.get(key, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    def words(k, one, many):
+        return f"{k:,} {one if k == 1 else many}"
+
+    if name == "dedup":
+        return words(n("duplicates_removed"), "duplicate", "duplicates") + " removed"
+    if name == "anonymize":
+        text = words(n("addresses_mapped"), "address", "addresses") + " anonymized"
+        if n("macs_mapped"):
+            text += f" ({words(n('macs_mapped'), 'MAC address', 'MAC addresses')} too)"
+        if n("frames_not_inspected"):
+            text += f", {words(n('frames_not_inspected'), 'frame', 'frames')} not inspected"
+        return text
+    if name == "mask":
+        text = f"{words(n('frames_masked'), 'frame', 'frames')} masked"
+        if n("tls_flows"):
+            text += f" ({words(n('tls_flows'), 'TLS flow', 'TLS flows')} kept readable)"
+        if n("uninspected_frames"):
+            text += f", {words(n('uninspected_frames'), 'frame', 'frames')} not inspected"
+        return text
+    if name == "scrub":
+        removed = sum(v for v in counts.values() if isinstance(v, int) and not isinstance(v, bool))
+        return f"{words(removed, 'metadata item', 'metadata items')} removed" if removed else ""
+    return ""
+
+
 def describe_result(result) -> str:
     name = result.input
     if result.status == "ok":
-        extras = []
-        dedup = result.stages.get("dedup")
-        if dedup:
-            extras.append(f"{dedup.get('duplicates_removed', 0):,} duplicates removed")
+        extras = [text for text in (_what_was_done(n, c) for n, c in _user_order(result.stages)
+                                    if isinstance(c, dict)) if text]
         if result.warnings:
             extras.append(f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}: "
                           + "; ".join(result.warnings))
@@ -214,6 +265,16 @@ def describe_result(result) -> str:
     if result.status == "cancelled":
         return f"cancelled: {name} (no output written)"
     return f"FAILED: {name}: {result.error}"
+
+
+def _key_to_be_created(operations: list[str], key_file: Path | None) -> Path | None:
+    """The path of the user's anonymization key when this run is the one that creates it, else None."""
+    if "anonymize" not in operations or key_file is not None:
+        return None
+    from . import keys
+
+    path = keys.key_path()
+    return None if path.exists() else path
 
 
 class _ConsoleLogHandler(logging.Handler):
@@ -267,6 +328,10 @@ def process_main(argv: list[str]) -> int:
             return EXIT_USAGE
 
     out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        sys.stderr.write(f"pktmask-gui process: error: the output path {out_dir} is a file, not a folder: "
+                         "-o names the folder the sanitized copies go to\n")
+        return EXIT_USAGE
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -279,6 +344,11 @@ def process_main(argv: list[str]) -> int:
     jobs = [Job(input=path, output_dir=out_dir, stages=operations, rel_dir=rel, key_file=key_file)
             for path, rel in found]
     console.total_files = len(jobs) + len(missing)
+    if not jobs and not missing:
+        sys.stderr.write("pktmask-gui process: error: no capture files (.pcap, .pcapng, .cap) in "
+                         f"{', '.join(args.paths)}\n")
+        return EXIT_FAILED
+    new_key = _key_to_be_created(operations, key_file)
     results: list = [None] * len(jobs)
     cancel = threading.Event()
     workers = max(1, min(settings.parallel_jobs, len(jobs)))
@@ -331,8 +401,14 @@ def process_main(argv: list[str]) -> int:
         console.line(describe_result(r))
     all_results += [r if r is not None else JobResult(input=str(j.input), status="cancelled", error="cancelled")
                     for r, j in zip(results, jobs)]
-    if not all_results:
-        console.line("No capture files (.pcap, .pcapng, .cap) found in the given paths.")
+    if new_key is not None and new_key.exists():
+        console.line(f"note: created your anonymization key at {new_key} (mode 0600); later runs use it, so the "
+                     "same address maps to the same address; keep it private")
+    written = [r for r in all_results if r.status == "ok" and r.output]
+    if written and sys.stderr.isatty() and not args.quiet:
+        folders = sorted({str(Path(r.output).parent) for r in written})
+        console.line(f"Outputs are in {folders[0]}" if len(folders) == 1
+                     else f"Outputs are in {out_dir.resolve()} ({len(folders)} folders)")
     if args.json:
         files = []
         for r in all_results:
@@ -362,6 +438,12 @@ def gui_main(paths: list[str] | None = None) -> int:
                          "--mask' (see 'pktmask-gui process --help'), or run the window off-screen with "
                          "QT_QPA_PLATFORM=offscreen.\n")
         return EXIT_FAILED
+    from .qtdeps import xcb_problem
+
+    problem = xcb_problem()
+    if problem:             # instead of Qt's "Reinstalling the application may fix this problem"
+        sys.stderr.write(problem)
+        return EXIT_FAILED
     try:
         from .ui.app import run_gui
     except ImportError as exc:
@@ -380,12 +462,24 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write("pktmask-gui process: interrupted\n")
             return EXIT_INTERRUPTED
     if argv and argv[0] in ("-h", "--help"):
-        sys.stdout.write("usage: pktmask-gui [FILE_OR_FOLDER ...]      open the window (with these queued)\n"
+        sys.stdout.write(help_summary() + "\n\n"
+                         "usage: pktmask-gui [FILE_OR_FOLDER ...]      open the window (with these queued; "
+                         "a window already open takes them)\n"
                          "       pktmask-gui process PATH... -o DIR [--dedup] [--anonymize] [--mask] "
                          "[--jobs N] [--json]\n"
+                         "       pktmask-gui --install-desktop         add it to this user's menu and "
+                         "\"Open With\" for captures (Linux)\n"
+                         "       pktmask-gui --uninstall-desktop       remove exactly what --install-desktop "
+                         "added\n"
                          "       pktmask-gui --version\n\n"
                          "Run 'pktmask-gui process --help' for every option of the command line.\n")
         return EXIT_OK
+    if argv and argv[0] in ("--install-desktop", "--uninstall-desktop"):
+        if len(argv) > 1:
+            sys.stderr.write(f"pktmask-gui: {argv[0]} takes no other argument\n")
+            return EXIT_USAGE
+        from .desktop import main as desktop_main
+        return desktop_main("install" if argv[0] == "--install-desktop" else "uninstall")
     if argv and argv[0] == "--version":
         sys.stdout.write(f"pktmask-gui {__version__}\n")
         return EXIT_OK

@@ -58,6 +58,7 @@ class Settings:
     keep_metadata: bool = False             # True: skip the pcapng metadata scrub
     scrub: dict = field(default_factory=lambda: {k: True for k in SCRUB_ITEMS})
     stage_options: dict = field(default_factory=dict)
+    wireshark_path: str = ""                # "" = find Wireshark on PATH / in its usual install folder
 
     def temp_root_path(self) -> Path:
         return Path(self.temp_root) if self.temp_root else Path(tempfile.gettempdir())
@@ -86,6 +87,9 @@ class Settings:
         if not isinstance(suffix, str) or not suffix.strip() or any(c in suffix for c in '/\\:*?"<>|\0'):
             problems.append("The output name suffix must be non-empty and contain no path separators "
                             "or characters that file names cannot hold.")
+        if self.wireshark_path and not Path(self.wireshark_path).is_file():
+            problems.append(f"The Wireshark program {self.wireshark_path} does not exist (leave the field empty "
+                            "to find Wireshark on the PATH).")
         problems.extend(self._validate_stage_options())
         return problems
 

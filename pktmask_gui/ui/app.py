@@ -27,7 +27,15 @@ def make_app(argv: list[str] | None = None) -> QApplication:
 
 
 def run_gui(paths: list[str]) -> int:
-    """Open the window with ``paths`` queued, sweep temp folders left by a crashed run, run the loop."""
+    """Open the window with ``paths`` queued, sweep temp folders left by a crashed run, run the loop.
+
+    A window already open (single_instance) takes the paths instead: this launch then exits at once,
+    before it could sweep that window's temp folders."""
+    from . import single_instance
+
+    instance = single_instance.claim(paths)
+    if instance is None:
+        return 0
     app = make_app()
     from .main_window import MainWindow
 
@@ -36,8 +44,17 @@ def run_gui(paths: list[str]) -> int:
     window.sweep_stale()          # after show: its log lines land in the panel
     if paths:
         window.add_paths(paths)
+    instance.paths_received.connect(lambda received: (window.add_paths(received),
+                                                      single_instance.bring_to_front(window)))
+    if not instance.listen():
+        logging.getLogger("pktmask_gui.ui").warning(
+            "Captures opened while this window runs will open a second window: the local socket %s "
+            "could not be created.", instance.name)
     _stop_on_signals(app, window)
-    code = app.exec()
+    try:
+        code = app.exec()
+    finally:
+        instance.close()
     # aboutToQuit already cancelled and waited for any job; this is the backstop for a closed window.
     if window.runner.threads_alive():
         window.shutdown(show_progress=False)

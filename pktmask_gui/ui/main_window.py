@@ -24,6 +24,7 @@ from .. import __version__
 from .. import settings as settings_mod
 from ..pipeline import Job, find_captures, is_capture_name, output_name
 from ..stages import operations
+from . import handoff
 from .format import human_duration, human_size, plural
 from .log_panel import LogPanel
 from .queue import (CANCELLED, CANCELLING, COL_PROGRESS, COL_STATUS, DONE, FAILED, FINISHED, QUEUED,
@@ -230,7 +231,7 @@ class MainWindow(QMainWindow):
         self.queue_view.setup_columns()
         self.queue_view.paths_dropped.connect(self.add_paths)
         self.queue_view.customContextMenuRequested.connect(self._queue_menu)
-        self.queue_view.doubleClicked.connect(lambda index: self._open_row_output(self.model.rows[index.row()]))
+        self.queue_view.doubleClicked.connect(lambda index: self._row_activated(self.model.rows[index.row()]))
         self.log_panel = LogPanel()
         self.splitter = QSplitter(Qt.Vertical)
         self.splitter.setObjectName("mainSplitter")
@@ -299,18 +300,15 @@ class MainWindow(QMainWindow):
         else:
             screen = QApplication.primaryScreen()
             avail = screen.availableGeometry() if screen is not None else None
-            width, height = 1180, 740
+            width, height = 1240, 760      # the queue's columns read in full at 1280x800
             if avail is not None and avail.width() > 0:
-                width = min(width, int(avail.width() * 0.92))
+                width = min(width, int(avail.width() * 0.97))
                 height = min(height, int(avail.height() * 0.92))
             self.resize(width, height)
         self.setMinimumSize(900, 580)
         splitter = s.value("window/splitter")
         if isinstance(splitter, QByteArray) and not splitter.isEmpty():
             self.splitter.restoreState(splitter)
-        header = s.value("window/queueHeader")
-        if isinstance(header, QByteArray) and not header.isEmpty():
-            self.queue_view.horizontalHeader().restoreState(header)
         checked = s.value("run/operations")
         if isinstance(checked, str):
             checked = [checked] if checked else []
@@ -332,7 +330,6 @@ class MainWindow(QMainWindow):
         s = self.state
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/splitter", self.splitter.saveState())
-        s.setValue("window/queueHeader", self.queue_view.horizontalHeader().saveState())
         s.setValue("run/operations", [n for n, b in self.op_boxes.items() if b.isChecked()])
         s.setValue("run/outputMode", "folder" if self.out_folder.isChecked() else "beside")
         s.setValue("run/outputFolder", self.out_path.text())
@@ -496,9 +493,10 @@ class MainWindow(QMainWindow):
         act.triggered.connect(lambda: self._requeue(again))
         menu.addSeparator()
         done = [r for r in rows if r.status == DONE and r.result is not None and r.result.output]
-        act = menu.addAction(self.style().standardIcon(QStyle.SP_DirOpenIcon), "Open Output Folder")
-        act.setEnabled(bool(done))
-        act.triggered.connect(lambda: self._open_row_output(done[0]))
+        output = Path(done[0].result.output) if done else None
+        handoff.add_output_actions(menu, self, output, self.settings, self.open_settings,
+                                   lambda: self.inspect_result(done[0].result))
+        menu.addSeparator()
         act = menu.addAction("Open Input Folder")
         act.triggered.connect(lambda: self._open_folder(rows[0].path.parent))
         act = menu.addAction("Copy Path")
@@ -843,9 +841,16 @@ class MainWindow(QMainWindow):
         if folder is not None:
             self._open_folder(folder)
 
-    def _open_row_output(self, row) -> None:
-        if row.result is not None and row.result.output:
-            self._open_folder(Path(row.result.output).parent)
+    def _row_activated(self, row) -> None:
+        """Double-click on a finished row opens its before/after view."""
+        if row.status == DONE and row.result is not None and row.result.output:
+            self.inspect_result(row.result)
+
+    def inspect_result(self, result) -> None:
+        from .inspect import InspectDialog
+
+        dialog = InspectDialog(Path(result.input), Path(result.output), result, self)
+        dialog.show()
 
     def _open_folder(self, folder: Path) -> None:
         if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
@@ -874,7 +879,8 @@ class MainWindow(QMainWindow):
             self.summary_dialog.close()
             self.summary_dialog.deleteLater()
         self.summary_dialog = SummaryDialog(self.last_results, self.last_elapsed, self,
-                                            last_dir=str(self.state.value("recent/summaryDir", "") or ""))
+                                            last_dir=str(self.state.value("recent/summaryDir", "") or ""),
+                                            handoff=self)
         self.summary_dialog.setModal(False)
         dialog = self.summary_dialog
         dialog.finished.connect(lambda _code: self.state.setValue("recent/summaryDir", dialog.last_dir))

@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPalette, QPen
-from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHeaderView, QStyle,
-                               QStyledItemDelegate, QStyleOptionProgressBar, QTableView)
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate, QTableView
 
 from .format import count, human_size
 
@@ -166,7 +165,22 @@ class QueueModel(QAbstractTableModel):
 
 
 class ProgressDelegate(QStyledItemDelegate):
-    """Paints a native progress bar in the Progress column: phase, percent and packets so far."""
+    """Paints the Progress column: a flat bar in light colours with dark text over it, so that the text
+    reads the same on both sides of the fill edge (a native bar draws it in two colours, cut at the edge)."""
+
+    TRACK, FILL, DONE_FILL, TEXT = QColor("#e3e8ee"), QColor("#a8cdf7"), QColor("#b4e2c0"), QColor("#1d2329")
+
+    @staticmethod
+    def text(row, compact: bool = False) -> str:
+        """The bar's words; ``compact``: the percentage alone (the packets have a column of their own)."""
+        if row.status == RUNNING:
+            pct = f"{row.fraction() * 100:.0f}%"
+            if not row.phase:
+                return "Starting…"
+            if row.phase == "process" or compact:
+                return f"{pct} · {row.packets_done:,} packets" if row.packets_done and not compact else pct
+            return f"{PHASE_WORDS.get(row.phase, row.phase.title())} · {pct}"
+        return {CANCELLING: "Stopping…", DONE: "100%", FAILED: "Failed", CANCELLED: "Cancelled"}.get(row.status, "")
 
     def paint(self, painter: QPainter, option, index):
         row = index.data(Qt.UserRole)
@@ -174,36 +188,33 @@ class ProgressDelegate(QStyledItemDelegate):
             return super().paint(painter, option, index)
         if option.state & QStyle.State_Selected:
             painter.fillRect(option.rect, option.palette.highlight())
-        if row.status in (QUEUED,):
+        if row.status == QUEUED:
             return
-        bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(3, 3, -3, -3)
-        bar.minimum, bar.maximum = 0, 1000
-        bar.progress = int(row.fraction() * 1000)
-        bar.textVisible = True
-        bar.state = QStyle.State_Enabled | QStyle.State_Horizontal
-        bar.palette = QPalette(option.palette)
-        if row.status == RUNNING:
-            pct = f"{row.fraction() * 100:.0f}%"
-            if not row.phase:
-                bar.text = "Starting…"
-            elif row.phase == "process":
-                bar.text = f"{pct} · {row.packets_done:,} packets" if row.packets_done else pct
-            else:
-                bar.text = f"{PHASE_WORDS.get(row.phase, row.phase.title())} · {pct}"
-        elif row.status == CANCELLING:
-            bar.text = "Stopping…"
-        elif row.status == DONE:
-            bar.text = "100%"
-        elif row.status == FAILED:
-            bar.text = "Failed"
-            bar.progress = 0
-        else:
-            bar.text = "Cancelled"
-            bar.progress = 0
-        bar.textAlignment = Qt.AlignCenter
-        style = option.widget.style() if option.widget is not None else QApplication.style()
-        style.drawControl(QStyle.CE_ProgressBar, bar, painter, option.widget)
+        rect = option.rect.adjusted(3, 4, -3, -4)
+        fraction = row.fraction() if row.status in (RUNNING, CANCELLING, DONE) else 0.0
+        painter.save()
+        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(self.TRACK)
+        painter.drawRoundedRect(rect, 3, 3)
+        if fraction > 0:
+            filled = QRect(rect.left(), rect.top(), max(6, int(rect.width() * fraction)), rect.height())
+            painter.setBrush(self.DONE_FILL if row.status == DONE else self.FILL)
+            painter.drawRoundedRect(filled, 3, 3)
+        painter.setPen(QColor(STATUS_COLOURS[FAILED]) if row.status == FAILED else self.TEXT)
+        text = self.text(row)
+        if option.fontMetrics.horizontalAdvance(text) > rect.width() - 6:
+            text = self.text(row, compact=True)
+        painter.drawText(rect, Qt.AlignCenter, option.fontMetrics.elidedText(text, Qt.ElideRight, rect.width() - 4))
+        painter.restore()
+
+
+class ResultDelegate(QStyledItemDelegate):
+    """The Result column elides at its end: its start ("Saved …", "Will be saved as …") always reads."""
+
+    def initStyleOption(self, option, index):
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.ElideRight
 
 
 class QueueView(QTableView):
@@ -234,16 +245,66 @@ class QueueView(QTableView):
         hh = self.horizontalHeader()
         hh.setHighlightSections(False)
         hh.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
-        fm = self.fontMetrics()
-        widths = {COL_FILE: 260, COL_SIZE: fm.horizontalAdvance("1023.9 MB") + 24,
-                  COL_STATUS: fm.horizontalAdvance("Cancelling…") + 28,
-                  COL_PROGRESS: fm.horizontalAdvance("100% · 1,000,000 packets") + 36,
-                  COL_IN: fm.horizontalAdvance("Packets out") + 20, COL_OUT: fm.horizontalAdvance("Packets out") + 20}
-        for col, width in widths.items():
+        hh.setMinimumSectionSize(40)
+        for col in range(len(COLUMNS)):
             hh.setSectionResizeMode(col, QHeaderView.Interactive)
-            self.setColumnWidth(col, width)
         hh.setStretchLastSection(True)
         self.setItemDelegateForColumn(COL_PROGRESS, ProgressDelegate(self))
+        self.setItemDelegateForColumn(COL_RESULT, ResultDelegate(self))
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self._fitting = False
+        self.user_sized = False         # once the user drags a column border, the widths are theirs
+        hh.sectionResized.connect(self._section_resized)
+        # Rows come and go and their result words change: fit again, at most ~3 times a second.
+        self._fit_timer = QTimer(self)
+        self._fit_timer.setSingleShot(True)
+        self._fit_timer.setInterval(300)
+        self._fit_timer.timeout.connect(self.fit_columns)
+        model = self.model()
+        for signal in (model.rowsInserted, model.rowsRemoved, model.dataChanged, model.modelReset):
+            signal.connect(lambda *_: self._fit_timer.isActive() or self._fit_timer.start())
+        self.fit_columns()
+
+    def _section_resized(self, col: int, _old: int, _new: int) -> None:
+        if not self._fitting and col != len(COLUMNS) - 1 and self.isVisible():
+            self.user_sized = True
+
+    def fit_columns(self) -> None:
+        """Share the width so that a file's name, status, progress and result read in full when they can
+        (1280 px), and the name and the result share what is left when they cannot (900 px): fixed columns
+        at their content's width, the name at most 45 % of the rest, the result the remainder."""
+        if self.user_sized or self.model() is None:
+            return
+        fm = self.fontMetrics()
+        pad = 18
+        model = self.model()
+        rows = min(model.rowCount(), 300)
+        fixed = {COL_SIZE: fm.horizontalAdvance("1023.9 MB") + pad,
+                 COL_STATUS: fm.horizontalAdvance("Cancelling…") + pad,
+                 COL_PROGRESS: fm.horizontalAdvance("100% · 1,000,000 packets") + pad,
+                 COL_IN: fm.horizontalAdvance("Packets out") + pad, COL_OUT: fm.horizontalAdvance("Packets out") + pad}
+        names = [fm.horizontalAdvance(str(model.data(model.index(r, COL_FILE)) or "")) for r in range(rows)]
+        results = [fm.horizontalAdvance(str(model.data(model.index(r, COL_RESULT)) or "")) for r in range(rows)]
+        need_name = max([fm.horizontalAdvance("sample-capture.pcapng")] + names) + pad
+        need_result = max([fm.horizontalAdvance("Will be saved as sample-capture-sanitized.pcapng")] + results) + pad
+        free = self.viewport().width() - sum(fixed.values())
+        if free < need_name + need_result:
+            # Narrow: the progress text gives way first (its bar still shows), then the name and the result
+            # share the rest, the name eliding in the middle.
+            fixed[COL_PROGRESS] = fm.horizontalAdvance("Starting…") + pad
+            free = self.viewport().width() - sum(fixed.values())
+        name = need_name if need_name + need_result <= free else max(120, min(need_name, int(free * 0.45)))
+        self._fitting = True
+        try:
+            for col, width in fixed.items():
+                self.setColumnWidth(col, width)
+            self.setColumnWidth(COL_FILE, name)
+        finally:
+            self._fitting = False
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        self.fit_columns()
 
     # --- drag and drop ---------------------------------------------------------------------------
     @staticmethod

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from .. import settings as settings_mod
 from ..stages import operations
+from .handoff import find_wireshark
 
 INT_MAX = 2**31 - 1
 
@@ -242,8 +243,32 @@ class SettingsDialog(QDialog):
         self.keep_metadata.toggled.connect(self._update_scrub_enabled)
         meta_layout.addWidget(self.keep_metadata)
         layout.addWidget(meta)
+
+        handoff = QGroupBox("Wireshark")
+        rows = _Rows(handoff)
+        self.wireshark_path = QLineEdit()
+        self.wireshark_path.setObjectName("wireshark_path")
+        self.wireshark_path.setClearButtonEnabled(True)
+        found = find_wireshark("")
+        self.wireshark_path.setPlaceholderText(f"Found: {found}" if found else "Not found on the PATH")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_wireshark)
+        row = QWidget()
+        row_layout = QHBoxLayout(row)
+        row_layout.setContentsMargins(0, 0, 0, 0)
+        row_layout.addWidget(self.wireshark_path, 1)
+        row_layout.addWidget(browse)
+        rows.field("Program:", row, "“Open in Wireshark” starts this program with the output file. Leave it "
+                   "empty to use the Wireshark found on the PATH or in its usual install folder.")
+        layout.addWidget(handoff)
         layout.addStretch(1)
         return self._scroll(page)
+
+    def _browse_wireshark(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose the Wireshark Program",
+                                              str(Path(self.wireshark_path.text() or "/usr/bin").parent))
+        if path:
+            self.wireshark_path.setText(path)
 
     def _files_page(self) -> QWidget:
         page = QWidget()
@@ -334,6 +359,7 @@ class SettingsDialog(QDialog):
         for key, box in self.scrub_boxes.items():
             box.setChecked(bool(s.scrub.get(key, True)))
         self.temp_root.setText(s.temp_root)
+        self.wireshark_path.setText(s.wireshark_path)
         self.large_file_threshold_mb.setValue(int(s.large_file_threshold_mb))
         self.memory_rss_mb.setValue(int(s.memory_rss_mb))
         self.memory_available_pct.setValue(int(s.memory_available_pct))
@@ -351,6 +377,7 @@ class SettingsDialog(QDialog):
         s.keep_metadata = self.keep_metadata.isChecked()
         s.scrub = {key: box.isChecked() for key, box in self.scrub_boxes.items()}
         s.temp_root = self.temp_root.text().strip()
+        s.wireshark_path = self.wireshark_path.text().strip()
         s.large_file_threshold_mb = self.large_file_threshold_mb.value()
         s.memory_rss_mb = self.memory_rss_mb.value()
         s.memory_available_pct = self.memory_available_pct.value()

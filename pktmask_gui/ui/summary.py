@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLay
                                QVBoxLayout)
 
 from .. import __version__
+from .handoff import open_in_wireshark, show_in_folder
 from .format import count, describe_stage_counts, human_duration, plural, short_stage_text
 
 
@@ -149,7 +150,9 @@ class SummaryDialog(QDialog):
     HEADERS = ("File", "Status", "Packets in", "Packets out", "Duplicates removed", "What was done", "Output")
     COL_DETAILS, COL_OUTPUT = 5, 6
 
-    def __init__(self, results, elapsed_s: float | None = None, parent=None, last_dir: str = ""):
+    def __init__(self, results, elapsed_s: float | None = None, parent=None, last_dir: str = "", handoff=None):
+        """``handoff``: the window (``settings``, ``open_settings()``, ``inspect_result(result)``); with it the
+        selected file gets Inspect…, Open in Wireshark and Show in Folder."""
         super().__init__(parent)
         self.setObjectName("summaryDialog")
         self.setWindowTitle("Batch Summary — PktMask GUI")
@@ -231,6 +234,16 @@ class SummaryDialog(QDialog):
         self.open_button.setEnabled(bool(outputs))
         self.open_button.clicked.connect(lambda: QDesktopServices.openUrl(
             QUrl.fromLocalFile(str(Path(outputs[0]).parent))))
+        self.handoff = handoff
+        self.inspect_button = QPushButton("Inspect…")
+        self.inspect_button.setToolTip("Compare the selected file's output with its input, frame by frame")
+        self.inspect_button.clicked.connect(lambda: self._with_output(lambda r: handoff.inspect_result(r)))
+        self.wireshark_button = QPushButton("Open in Wireshark")
+        self.wireshark_button.clicked.connect(lambda: self._with_output(
+            lambda r: open_in_wireshark(self, Path(r.output), handoff.settings, handoff.open_settings)))
+        self.show_button = QPushButton("Show in Folder")
+        self.show_button.clicked.connect(lambda: self._with_output(lambda r: show_in_folder(Path(r.output))))
+        self.output_buttons = (self.inspect_button, self.wireshark_button, self.show_button)
         close = QPushButton("Close")
         close.setDefault(True)
         close.clicked.connect(self.accept)
@@ -238,7 +251,11 @@ class SummaryDialog(QDialog):
         buttons.addWidget(self.html_button)
         buttons.addWidget(self.json_button)
         buttons.addStretch(1)
-        buttons.addWidget(self.open_button)
+        if handoff is not None:
+            for button in self.output_buttons:
+                buttons.addWidget(button)
+        else:
+            buttons.addWidget(self.open_button)
         buttons.addWidget(close)
 
         layout = QVBoxLayout(self)
@@ -251,7 +268,11 @@ class SummaryDialog(QDialog):
         splitter.setStretchFactor(1, 2)
         layout.addWidget(splitter, 1)
         layout.addLayout(buttons)
-        self.resize(1040, 520)
+        if handoff is not None:
+            self.table.doubleClicked.connect(lambda _index: self._with_output(lambda r: handoff.inspect_result(r)))
+        self._show_details()
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        self.resize(min(1240, int(screen.width() * 0.95)) if screen else 1240, 540)
 
     @staticmethod
     def details_text(r) -> str:
@@ -269,6 +290,19 @@ class SummaryDialog(QDialog):
     def _show_details(self) -> None:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})
         self.details.setPlainText("\n\n".join(self.details_text(self.results[i]) for i in rows))
+        has_output = self._selected_output() is not None
+        for button in getattr(self, "output_buttons", ()):
+            button.setEnabled(has_output)
+
+    def _selected_output(self):
+        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        result = self.results[rows[0]] if rows else None
+        return result if result is not None and result.status == "ok" and result.output else None
+
+    def _with_output(self, action) -> None:
+        result = self._selected_output()
+        if result is not None:
+            action(result)
 
     def export_to(self, path: Path, kind: str) -> None:
         text = to_html(self.results, self.elapsed_s) if kind == "html" else to_json(self.results, self.elapsed_s)
