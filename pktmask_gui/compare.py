@@ -337,7 +337,7 @@ def explain(before: Frame, after: Frame | None) -> list[Field]:
     data = before.data
     out = after.data if after is not None else data
     w = walk(data, before.linktype)
-    status, label, ips, addrs, l4, csums, macs = w
+    status, label, ips, addrs, l4, csums, macs, blind, _quoted = w
     n = len(data)
     fields: list[Field] = []
 
@@ -412,12 +412,20 @@ def explain(before: Frame, after: Frame | None) -> list[Field]:
             add(1, _CS_NAMES.get(cs_at[c_off][3], "checksum"), c_off, c_off + 2, "checksum")
     covered = max((f.end for f in fields if f.depth == 0), default=0)
     if status == UNINSPECTABLE:
-        rest = _range_change(data, out, covered, n) if covered < n else ""
-        fields.append(Field(0, f"Not inspected: {label}", covered, n, "", "",
-                            ("frame zeroed: it could not be inspected" if rest.startswith("zeroed")
+        stop = blind[0][0] if blind else covered
+        if covered < stop:
+            add(0, "Headers understood", covered, stop, "range")
+        rest = _range_change(data, out, stop, n) if stop < n else ""
+        fields.append(Field(0, f"Not inspected: {label}", stop, n, "", "",
+                            ("zeroed after the last header understood" if rest.startswith("zeroed")
                              else "passed unchanged (let through uninspected)" if rest == "unchanged"
                              else rest) or "nothing after this point"))
-    elif covered < n:
+        return _in_order(fields)
+    for start, end, reason in blind:                # inside a payload: records the walker cannot read
+        if start < min(end, n):
+            fields.append(Field(1, f"Not readable: {reason}", start, min(end, n), "", "",
+                                _range_change(data, out, start, min(end, n))))
+    if covered < n:
         add(0, "Trailer (after the IP packet)" if ips else "Other bytes", covered, n, "range")
     if after is not None and len(out) > n:
         fields.append(Field(0, "Bytes only in the output", n, len(out), "", "", "added"))

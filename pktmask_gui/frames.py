@@ -94,7 +94,7 @@ from __future__ import annotations
 
 import struct
 
-from pktmask_gui.shape import (DHCP, DHCP6, DNS, ETH as _ETH, ETYPE as _ETYPE, IP as _IP, IP4 as _IP4,
+from pktmask_gui.shape import (TCP_HEADER, DHCP, DHCP6, DNS, ETH as _ETH, ETYPE as _ETYPE, IP as _IP, IP4 as _IP4,
                                IP6 as _IP6, MPLS as _MPLS, NETFLOW, PPP as _PPP, SFLOW, TCP_DNS, TEREDO, UDP_DNS,
                                teredo_origin, udp_payload, usual)
 from pktmask_gui.stages import StageError
@@ -218,7 +218,7 @@ def _usual_walk(data, s):
         ipcs = None
         label = "IPv6"
     if kind <= TCP_DNS:
-        pay = t + (data[t + 12] >> 4) * 4
+        pay = t + TCP_HEADER[data[t + 12]]
         if kind == TCP_DNS and pay + 14 <= end and _H(data, pay)[0] >= 12:   # a 2-byte length, a message
             _dns(data, end, pay + 2, end, addrs)
             if len(addrs) > 2:
@@ -950,14 +950,14 @@ def _transport(data, n, proto, off, end, wire, idx, flags0, fl, ips, addrs, csum
         if off + 18 <= n:
             csums.append((off + 16, off, end, CS_TCP, idx))
         if not quoted and l4 is None:
-            pay = off + (data[off + 12] >> 4) * 4 if off + 13 <= n else end
+            pay = off + TCP_HEADER[data[off + 12]] if off + 13 <= n else end
             if pay > end:
                 pay = end
             l4 = (6, off, pay, end, idx, frag)
         if off + 13 <= n:
             sport, dport = _HH(data, off)
             if sport == 53 or dport == 53:                   # DNS over TCP: a 2-byte length, then a message
-                pay = off + (data[off + 12] >> 4) * 4
+                pay = off + TCP_HEADER[data[off + 12]]
                 if pay + 14 <= end and _H(data, pay)[0] >= 12:
                     _dns(data, n, pay + 2, end, addrs)
         return _DONE, off, 0, l4, None, end, None
@@ -969,7 +969,8 @@ def _transport(data, n, proto, off, end, wire, idx, flags0, fl, ips, addrs, csum
             return _DONE, off, 0, l4, None, end, None
         sport, dport, ulen = _HHH(data, off)
         uend = off + ulen
-        uwire = uend if ulen >= 8 and uend <= wire else wire
+        # the datagram's end on the wire; in a first fragment only the UDP length knows it
+        uwire = uend if ulen >= 8 and (uend <= wire or frag) else wire
         if ulen < 8 or uend > end:
             uend = end
         csums.append((off + 6, off, uend, CS_UDP, idx))

@@ -253,10 +253,10 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
     _check_stamp(spec.read_path, stamp, final=True)
     clock.next_pass()
 
-    for message in context.warnings:
+    report = {s.name: s.report() for s in stages if not getattr(s, "hidden", False) or s.report()}
+    for message in context.warnings:            # after the reports: a report may warn (frames zeroed, ...)
         if message not in warnings:
             warnings.append(message)
-    report = {s.name: s.report() for s in stages if not getattr(s, "hidden", False) or s.report()}
     if monitor.events:
         report.setdefault("memory", {})["pressure_events"] = monitor.events
     return {"packets_in": packets_in, "packets_out": packets_out, "warnings": warnings, "stages": report}

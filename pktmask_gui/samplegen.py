@@ -785,3 +785,127 @@ def write_pcap(path, frames, start_ns: int = 1_709_294_400 * 10 ** 9) -> None:
         writer = CaptureWriter(fh, "pcap", make_pcap_header(1, 262144, False, "<"))
         writer.write_batch([(f, 1, start_ns // 1000 + 1000 * i, len(f), 0, None) for i, f in enumerate(frames)])
         writer.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# real-world shapes: encapsulations, fragments, flow export (tests of the walker, the wild mix)
+# ---------------------------------------------------------------------------------------------------
+
+ENCAPSULATIONS = ("qinq-pppoe", "etag", "vntag", "fabricpath", "vxlan", "geneve", "gtpu", "gre", "mpls",
+                  "ipip", "etherip")
+
+
+def encapsulate(frame: bytes, how: str, seed: int = 0) -> bytes:
+    """The Ethernet ``frame`` carried another way (``how`` in ENCAPSULATIONS): inside QinQ + PPPoE, behind
+    an 802.1BR E-Tag, a VN-Tag or a Cisco FabricPath header, or tunnelled (VXLAN, Geneve, GTP-U, GRE, MPLS,
+    IP-in-IP, EtherIP) between two outer hosts; tunnels over UDP take a flow-hash source port."""
+    rng = random.Random(seed)
+    dst, src, etype, payload = frame[:6], frame[6:12], _U16.unpack_from(frame, 12)[0], frame[14:]
+    if how == "qinq-pppoe":
+        proto = {ETH_IPV4: 0x0021, ETH_IPV6: 0x0057}[etype]
+        ppp = struct.pack("!BBHH", 0x11, 0, rng.randrange(1, 0xFFFF), len(payload) + 2) + _U16.pack(proto)
+        return eth(dst, src, 0x88A8, vlan(100, ETH_VLAN, vlan(200, 0x8864, ppp + payload)))
+    if how == "etag":
+        return dst + src + struct.pack("!HHHH", 0x893F, 0x2005, 0x0012, 0) + _U16.pack(etype) + payload
+    if how == "vntag":
+        return dst + src + struct.pack("!HI", 0x8926, 0x80120034) + _U16.pack(etype) + payload
+    if how == "fabricpath":
+        return _mac("02:fa:00:00:00:02") + _mac("02:fa:00:00:00:01") + struct.pack("!HH", 0x8903, 0x003F) + frame
+    v6 = etype == ETH_IPV6
+    outer_src, outer_dst = ("2001:db8:ffff::1", "2001:db8:ffff::2") if v6 else ("172.31.255.1", "172.31.255.2")
+    hashed = rng.randrange(49152, 65536)
+    if how == "vxlan":
+        inner = udp(outer_src, outer_dst, hashed, 4789, struct.pack("!II", 0x08000000, 0x001234 << 8) + frame)
+        proto = 17
+    elif how == "geneve":
+        inner = udp(outer_src, outer_dst, hashed, 6081, struct.pack("!HHI", 0, 0x6558, 0x00ABCD << 8) + frame)
+        proto = 17
+    elif how == "gtpu":
+        gtp = struct.pack("!BBHI", 0x30, 0xFF, len(payload), rng.randrange(1, 1 << 32))
+        inner = udp(outer_src, outer_dst, 2152, 2152, gtp + payload)
+        proto = 17
+    elif how == "gre":
+        inner, proto = struct.pack("!HH", 0, etype) + payload, 47
+    elif how == "mpls":
+        return eth(dst, src, 0x8847, struct.pack("!I", (1000 << 12) | 0x100 | 64) + payload)
+    elif how == "ipip":
+        inner, proto = payload, 41 if v6 else 4
+    elif how == "etherip":
+        inner, proto = b"\x30\x00" + frame, 97
+    else:
+        raise ValueError(f"unknown encapsulation {how!r}")
+    if v6:
+        return eth(dst, src, ETH_IPV6, ipv6(outer_src, outer_dst, proto, inner))
+    return eth(dst, src, ETH_IPV4, ipv4(outer_src, outer_dst, proto, inner, ident=rng.randrange(65536)))
+
+
+def fragment(frame: bytes, size: int) -> list:
+    """An Ethernet/IPv4 ``frame`` (no options) cut into IP fragments of ``size`` data bytes (a multiple of
+    8), in order; each keeps the original's identification."""
+    head, ip = frame[:14], frame[14:]
+    hdr, data = bytearray(ip[:20]), ip[20:_U16.unpack_from(ip, 2)[0]]
+    out = []
+    for at in range(0, len(data), size):
+        piece = data[at:at + size]
+        h = bytearray(hdr)
+        more = at + size < len(data)
+        struct.pack_into("!H", h, 2, 20 + len(piece))
+        struct.pack_into("!H", h, 6, (0x2000 if more else 0) | (at // 8))
+        h[10:12] = b"\0\0"
+        h[10:12] = _U16.pack(checksum(bytes(h)))
+        out.append(head + bytes(h) + piece)
+    return out
+
+
+def sflow_datagram(agent, samples, seq: int = 1) -> bytes:
+    """An sFlow v5 datagram from ``agent`` (IPv4 or IPv6) holding ``samples`` (from sflow_flow_sample /
+    sflow_counter_sample)."""
+    a = _addr(agent)
+    head = struct.pack("!II", 5, 1 if len(a) == 4 else 2) + a + struct.pack("!IIII", 0, seq, 1000 * seq, len(samples))
+    return head + b"".join(samples)
+
+
+def sflow_flow_sample(records, seq: int = 1) -> bytes:
+    """A flow sample (format 1) of ``records`` (from sflow_record and its helpers)."""
+    body = struct.pack("!IIIIIIII", seq, 3, 256, 256 * seq, 0, 3, 4, len(records)) + b"".join(records)
+    return struct.pack("!II", 1, len(body)) + body
+
+
+def sflow_counter_sample(records, seq: int = 1) -> bytes:
+    body = struct.pack("!III", seq, 3, len(records)) + b"".join(records)
+    return struct.pack("!II", 2, len(body)) + body
+
+
+def sflow_record(fmt: int, body: bytes) -> bytes:
+    """One sFlow record (flow or counter) of format ``fmt``, its body padded to 4 bytes."""
+    body += bytes(-len(body) % 4)
+    return struct.pack("!II", fmt, len(body)) + body
+
+
+def sflow_raw_header(frame: bytes, keep: int = 128) -> bytes:
+    """Flow record 1: the first ``keep`` bytes of an Ethernet ``frame``, as an sFlow agent samples them."""
+    h = frame[:keep]
+    return sflow_record(1, struct.pack("!IIII", 1, len(frame) + 4, 4, len(h)) + h)
+
+
+def sflow_ipv4_record(src, dst, sport: int, dport: int, proto: int = 6) -> bytes:
+    return sflow_record(3, struct.pack("!II4s4sIIII", 40, proto, _addr(src), _addr(dst), sport, dport, 0x18, 0))
+
+
+def netflow_v5(records) -> bytes:
+    """A NetFlow v5 export of ``records``: (source, destination, next hop) IPv4 addresses."""
+    head = struct.pack("!HHIIIIBBH", 5, len(records), 100000, 1_709_294_400, 0, 1, 0, 0, 0)
+    body = b"".join(_addr(s) + _addr(d) + _addr(h) + struct.pack("!HHIIIIHHBBBBHHBBH", 3, 4, 10, 1500, 0, 1000,
+                                                                    40000, 443, 0, 0x18, 6, 0, 0, 0, 24, 24, 0)
+                    for s, d, h in records)
+    return head + body
+
+
+def netflow_v9(template_id: int, data: bytes, with_template: bool = True) -> bytes:
+    """A NetFlow v9 export: a template (source and destination IPv4, ports) and one data flowset."""
+    sets = b""
+    if with_template:
+        tmpl = struct.pack("!HH", template_id, 4) + struct.pack("!HHHHHHHH", 8, 4, 12, 4, 7, 2, 11, 2)
+        sets += struct.pack("!HH", 0, 4 + len(tmpl)) + tmpl
+    sets += struct.pack("!HH", template_id, 4 + len(data)) + data
+    return struct.pack("!HHIII", 9, 2 if with_template else 1, 100000, 1_709_294_400, 1) + struct.pack("!I", 0) + sets

@@ -63,6 +63,10 @@ _IP6_EXT = frozenset((0, 43, 60))
 KNOWN_ETYPES = frozenset((0x0800, 0x86DD, 0x0806, 0x8035, 0x8100, 0x88A8, 0x9100, 0x8847, 0x8848, 0x8863,
                           0x8864, 0x88CC, 0x893F, 0x8926, 0x888E, 0x88F7, 0x8809, 0x894F))
 
+# A TCP header's length from its data-offset byte (byte 12): a bogus offset below 5 words still has the
+# 20-byte header, which stays a header (what follows it is payload)
+TCP_HEADER = tuple(max(20, (b >> 4) * 4) for b in range(256))
+
 _H = struct.Struct("!H").unpack_from
 _HHH = struct.Struct("!HHH").unpack_from
 

@@ -126,9 +126,9 @@ def report_zeroed(counts: dict, context: "StageContext") -> dict:
     for (status, reason), n in sorted(counts.items()):
         frames = "1 frame" if n == 1 else f"{n:,} frames"
         if status == 2:         # frames.UNINSPECTABLE
-            context.warn(f"{frames} could not be inspected ({reason}): zeroed after the last header understood.")
+            context.warn(f"{frames} could not be inspected ({reason}): zeroed after the last header understood")
         else:
-            context.warn(f"{frames} held {reason}: those bytes were zeroed.")
+            context.warn(f"{frames} held {reason}: those bytes were zeroed")
         out[reason] = out.get(reason, 0) + n
     return out
 

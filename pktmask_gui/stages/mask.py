@@ -49,7 +49,7 @@ from ..frames import (F_FRAGMENT, F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DS
                       IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO, IP_SRC, IP_VER, L4F_ECHO, L4F_FRAGMENT,
                       L4F_ICMP_ERROR, L4F_NO_HEADER, L4F_QUOTES, UNINSPECTABLE, W_BLIND, W_QUOTED, Uninspectable,
                       walk)
-from ..shape import TCP_DNS, UDP, UDP_DNS, usual
+from ..shape import TCP_DNS, TCP_HEADER, UDP, UDP_DNS, usual
 from ..checksum import updated
 from ..tcpstream import HALF, MASK32, RangeMap, Reassembler, unwrap
 from ..tls import DONE, RECORD_NAMES, SYNC, TlsWalker
@@ -129,6 +129,14 @@ def _flow_key(data, ips, l4):
     return data[s:s + 16] + data[d:d + 16] + data[t:t + 4]
 
 
+def _fragmented(ips):
+    """The fragmented IP header of a walked frame (the outermost that is a fragment), or None."""
+    for ip in ips:
+        if ip[IP_FLAGS] & F_FRAGMENT:
+            return ip
+    return None
+
+
 def _frag_key(data, ip):
     size = 4 if ip[IP_VER] == 4 else 16
     s, d = ip[IP_SRC], ip[IP_DST]
@@ -148,10 +156,31 @@ _DEAD = False                       # P_KEEP of a direction given up as not TLS 
 P_BASE, P_HIGH, P_FIRST, P_LAST, P_KEEP, P_WALKER, P_REASM, P_STRICT = range(8)
 # main-pass state of one direction instance holding kept ranges
 S_FIRST, S_LAST, S_BASE, S_HIGH, S_STARTS, S_ENDS, S_OVS, S_OVE, S_FSTARTS, S_FBYTES = range(10)
+DATAGRAM_LIMIT = 1 << 16            # fragmented datagrams the pre-scan keeps sums of (~300 bytes each)
 MAX_HEADER = 60                     # the longest transport header a later fragment may carry part of (TCP)
 LIVE_LIMIT = 1 << 16                # pre-scan directions open at once; beyond it the longest idle are closed
 CLOSED_BITS = 1 << 23               # a 1 MiB bitmap of closed direction keys (see _open)
 SWEEP_EVERY = 1 << 13               # main pass: frames between sweeps of finished states
+
+
+class _Datagram:
+    """What the pre-scan learns of one fragmented IP datagram: its later fragments' data sums (and the
+    transport header bytes they hold), its TCP header length, and whether a kept port protects it."""
+
+    __slots__ = ("first", "sums", "thl", "kept")
+
+    def __init__(self):
+        self.first = False
+        self.sums = {}          # fragment offset -> (end, ones' sum of its data, its data in the header area)
+        self.thl = 20
+        self.kept = False
+
+
+def _frag_header(dg, proto) -> int:
+    """Bytes of a fragmented datagram's transport header (kept in whichever fragment holds them)."""
+    if proto == 6:
+        return dg.thl if dg is not None else 20
+    return 8 if proto in (17, 1, 58, 136) else 0
 
 
 def _entry_head(e) -> tuple:
@@ -243,9 +272,10 @@ class MaskStage(Stage):
         self.live = {}                  # direction key -> its open state (pre-scan: P_*, main pass: S_*)
         self.tls = {}                   # direction key -> packed entry (a tuple of them after port reuse)
         self.closed = None              # bitmap of closed direction keys (pre-scan only)
-        self.frag_sums = {}             # datagram key -> {fragment offset: (end, ones' sum of its data, head)}
-        self.frag_kept = set()          # datagrams whose first fragment has a kept port
-        self.frag_thl = {}              # datagram key -> its TCP header length (from the fragment holding it)
+        self.datagrams = {}             # datagram key -> its instances (_Datagram), in capture order
+        self.cursors = {}               # datagram key -> the instance the main pass is in (see _datagram)
+        self.datagram_count = 0
+        self.untracked = 0              # fragments of datagrams beyond DATAGRAM_LIMIT
         self.finished = False
         self.next_sweep = SWEEP_EVERY
         self.bytes_kept = 0
@@ -282,7 +312,7 @@ class MaskStage(Stage):
                 kind, o, t, end = sh
                 if kind > TCP_DNS:
                     continue
-                pay = t + (data[t + 12] >> 4) * 4
+                pay = t + TCP_HEADER[data[t + 12]]
                 if pay > end:
                     pay = end
                 key = None
@@ -295,6 +325,9 @@ class MaskStage(Stage):
                     continue
                 l4 = w[4]
                 if l4 is None:
+                    ip = _fragmented(w[2])
+                    if ip is not None:                  # a first fragment that ends inside a header
+                        self._datagram(_frag_key(data, ip), True, True)
                     continue
                 proto, t, pay, end, _ipi, fl = l4
                 if fl & L4F_FRAGMENT:
@@ -436,32 +469,56 @@ class MaskStage(Stage):
 
     def _prescan_fragment(self, data, ips, l4) -> None:
         """A fragment in the pre-scan. Later fragments are opaque data, zeroed in the main pass, except the
-        bytes of the transport header when a small fragment carries part of it (``head``: their data in the
-        first MAX_HEADER bytes of the datagram); their sums let the first fragment's transport checksum
-        account for what is zeroed."""
+        bytes of the transport header when a small fragment carries part of it; their sums let the first
+        fragment's transport checksum account for what is zeroed."""
         proto, l4off, pay, end, ipi, fl = l4
-        ip = next(x for x in ips if x[IP_FLAGS] & F_FRAGMENT)        # the fragmented packet (maybe a tunnel's)
-        key = _frag_key(data, ip)
+        ip = _fragmented(ips)                                           # maybe a tunnel's packet
+        dg = self._datagram(_frag_key(data, ip), not fl & L4F_NO_HEADER, True)
+        if dg is None:
+            return
         if fl & L4F_NO_HEADER:
-            sums = self.frag_sums.setdefault(key, {})
             start = ip[IP_FRAG_OFF]
-            if start not in sums and end > pay:
+            if start not in dg.sums and end > pay:
                 head = bytes(data[pay:min(end, pay + MAX_HEADER - start)]) if start < MAX_HEADER else b""
-                sums[start] = (start + end - pay, checksum.ones_sum(data, pay, end), head)
+                dg.sums[start] = (start + end - pay, checksum.ones_sum(data, pay, end), head)
             at = pay + 12 - start                   # the TCP header length's byte, if in this fragment
             if proto == 6 and start <= 12 and at < end:
-                self.frag_thl[key] = (data[at] >> 4) * 4
+                dg.thl = TCP_HEADER[data[at]]
         elif proto in (6, 17) and l4off + 4 <= len(data):
             if self.keep_ports and self._kept_port(data, l4off):
-                self.frag_kept.add(key)
+                dg.kept = True
             if proto == 6 and l4off + 13 <= len(data) and ips[ipi] is ip:
-                self.frag_thl[key] = (data[l4off + 12] >> 4) * 4
+                dg.thl = TCP_HEADER[data[l4off + 12]]
 
-    def _frag_header(self, key, proto) -> int:
-        """Bytes of a fragmented datagram's transport header (kept in whichever fragment holds them)."""
-        if proto == 6:
-            return max(20, self.frag_thl.get(key, 20))
-        return 8 if proto in (17, 1, 58, 136) else 0
+    def _datagram(self, key, first: bool, prescan: bool):
+        """The instance of datagram ``key`` a fragment belongs to. IP identifications repeat, so a first
+        fragment starts a new instance, unless the current one has not met its first fragment yet (its
+        fragments came out of order); the pre-scan and the main pass advance alike, so they agree. At
+        most DATAGRAM_LIMIT instances are kept (beyond, None: the first fragment's checksum is then not
+        adjusted for the zeroed later ones, and they are counted)."""
+        if prescan:
+            insts = self.datagrams.get(key)
+            if insts is None:
+                insts = self.datagrams[key] = []
+            if not insts or (first and insts[-1].first):
+                if self.datagram_count >= DATAGRAM_LIMIT:
+                    self.untracked += 1
+                    return None
+                self.datagram_count += 1
+                insts.append(_Datagram())
+            dg = insts[-1]
+            dg.first = dg.first or first
+            return dg
+        insts = self.datagrams.get(key)
+        index, met = self.cursors.get(key, (-1, True))
+        if index < 0 or (first and met):
+            if index >= 0 and insts and index < len(insts):
+                insts[index] = None                 # the main pass is past it
+            index, met = index + 1, first
+        elif first:
+            met = True
+        self.cursors[key] = (index, met)
+        return insts[index] if insts and index < len(insts) else None
 
     def _end_prescan(self) -> None:
         self.finished = True
@@ -601,7 +658,7 @@ class MaskStage(Stage):
                 kind, o, t, end = sh
                 if end == n or not any(data[end:]):                     # no trailer to zero
                     if kind <= TCP_DNS:
-                        pay = t + (data[t + 12] >> 4) * 4
+                        pay = t + TCP_HEADER[data[t + 12]]
                         if pay >= end:
                             append(rec)
                             continue
@@ -705,8 +762,15 @@ class MaskStage(Stage):
             return self._rewrite(rec, data, w[5], w[4], [(stop, len(data))], 0)
         l4 = w[4]
         if l4 is None:                              # ARP, non-IP protocols, headers cut short: no payload
+            ip = _fragmented(w[2])
+            if ip is not None:                      # a first fragment that ends inside a header
+                self._datagram(_frag_key(data, ip), True, False)
             return rec
-        ranges = self._masked_ranges(data, w, i)
+        dg = None
+        if l4[5] & L4F_FRAGMENT:
+            ip = _fragmented(w[2])
+            dg = self._datagram(_frag_key(data, ip), not l4[5] & L4F_NO_HEADER, False)
+        ranges = self._masked_ranges(data, w, i, dg)
         tail = w[2][0][IP_END] if w[2] else len(data)
         if tail < len(data) and any(data[tail:]):
             # a link-layer trailer with something in it: padding that leaked memory (Etherleak) or
@@ -717,7 +781,7 @@ class MaskStage(Stage):
                 ranges.append((tail, len(data)))
         extra = None
         if l4[5] & L4F_FRAGMENT and not l4[5] & L4F_NO_HEADER:
-            extra = self._fragment_deltas(data, w[2], w[5])
+            extra = self._fragment_deltas(data, w[2], w[5], dg)
         if not ranges and not extra:
             if l4[3] > l4[2]:
                 self.bytes_kept += l4[3] - l4[2]
@@ -728,24 +792,21 @@ class MaskStage(Stage):
                 return new
         return self._rewrite(rec, data, w[5], l4, ranges, extra)
 
-    def _fragment_deltas(self, data, ips, csums) -> dict | None:
-        """For a first fragment: {checksum offset: delta} of the checksums that cover its datagram to the end
-        (its transport's, and a tunnelled transport's) for the zeroed data of the later fragments."""
-        ip = next((x for x in ips if x[IP_FLAGS] & F_FRAGMENT), None)
-        if ip is None:
-            return None
-        key = _frag_key(data, ip)
-        sums = self.frag_sums.get(key)
-        if not sums or key in self.frag_kept:
+    def _fragment_deltas(self, data, ips, csums, dg) -> dict | None:
+        """For a first fragment (of datagram instance ``dg``): {checksum offset: delta} of the checksums that
+        cover its datagram to the end (its transport's, and a tunnelled transport's) for the zeroed data of
+        the later fragments."""
+        ip = _fragmented(ips)
+        if dg is None or not dg.sums or dg.kept:
             return None
         base = ip[IP_PAY]
         limit = 1 << 62
         if ip[IP_PROTO] == 17 and base + 6 <= len(data) and _H(data, base + 4)[0] >= 8:
             limit = _H(data, base + 4)[0]           # bytes past the UDP length are not covered
         own = ip[IP_END] - base                     # this fragment's own data (overlapping copies do not count)
-        hdr = self._frag_header(key, ip[IP_PROTO])
+        hdr = _frag_header(dg, ip[IP_PROTO])
         total = 0
-        for start, (end, s, head) in sums.items():
+        for start, (end, s, head) in dg.sums.items():
             if start >= own and end <= limit:
                 total += s
                 if start < hdr:                     # the header bytes it carries stay
@@ -759,19 +820,18 @@ class MaskStage(Stage):
                 out[cs_off] = ((d << 8) | (d >> 8)) & 0xFFFF if (start - base) & 1 else d
         return out
 
-    def _masked_ranges(self, data, w, i) -> list:
-        """The [a, b) byte ranges of this frame to zero (``i``: the frame's number, for TCP streams)."""
+    def _masked_ranges(self, data, w, i, dg) -> list:
+        """The [a, b) byte ranges of this frame to zero (``i``: the frame's number, for TCP streams; ``dg``:
+        the datagram instance of a fragment)."""
         ips, l4 = w[2], w[4]
         proto, l4off, pay, end, ipi, fl = l4
         if end <= pay:
             return []
         if fl & L4F_FRAGMENT:
-            ip = next(x for x in ips if x[IP_FLAGS] & F_FRAGMENT)
-            key = _frag_key(data, ip) if self.frag_kept or fl & L4F_NO_HEADER else None
-            if key in self.frag_kept:
+            if dg is not None and dg.kept:
                 return []
             if fl & L4F_NO_HEADER:                  # a later fragment: what it holds of the header stays
-                keep = self._frag_header(key, proto) - ip[IP_FRAG_OFF]
+                keep = _frag_header(dg, proto) - _fragmented(ips)[IP_FRAG_OFF]
                 if keep > 0:
                     pay = min(pay + keep, end)
             return [(pay, end)] if pay < end else []
@@ -833,7 +893,7 @@ class MaskStage(Stage):
             return 0
         p, proto = ip[IP_PAY], ip[IP_PROTO]
         if proto == 6:
-            return (data[p + 12] >> 4) * 4 if p + 13 <= len(data) else 20
+            return TCP_HEADER[data[p + 12]] if p + 13 <= len(data) else 20
         return 8 if proto in (17, 1, 58) else 0
 
     def _icmp_error_ranges(self, data, ips, l4) -> list:
@@ -968,6 +1028,8 @@ class MaskStage(Stage):
             out["uninspected_frames"] = self.uninspected
         if self.zeroed:
             out["frames_zeroed_unreadable"] = report_zeroed(self.zeroed, self.context)
+        if self.untracked:
+            out["fragments_untracked"] = self.untracked
         if self.copies_masked:
             out["resent_ranges_differing"] = self.copies_masked
         return out

@@ -200,9 +200,9 @@ def test_a_frame_it_cannot_read_is_zeroed_after_its_last_header_or_passed_or_fai
                                                "PPP protocol 0x2145 is not supported": 1}
     assert st.context.warnings == [
         "2 frames could not be inspected (GRE protocol type 0x0042 is not supported): zeroed after the last "
-        "header understood.",
+        "header understood",
         "1 frame could not be inspected (PPP protocol 0x2145 is not supported): zeroed after the last header "
-        "understood."]
+        "understood"]
     # an unknown link type: nothing is understood, so the whole frame is zeroed (its length kept)
     g = b"\x01\x02" * 30
     assert make().process(recs([g], 147))[0][0] == bytes(60)

@@ -374,7 +374,7 @@ def test_a_frame_it_cannot_read_is_zeroed_after_its_last_header_or_passed_or_fai
     assert out[1][0] == odd[:18] + bytes(len(odd) - 18) and out[0][0] == out[2][0]
     assert stage.report()["frames_zeroed_unreadable"] == {"EtherType 0x7878 is not supported": 1}
     assert stage.context.warnings == ["1 frame could not be inspected (EtherType 0x7878 is not supported): zeroed "
-                                      "after the last header understood."]
+                                      "after the last header understood"]
     out, _ = run(bad, mode="trim")
     assert out[1][0] == odd[:18] and out[1][3] == len(odd)
     with pytest.raises(Uninspectable, match="frame 2: EtherType 0x7878 is not supported"):
