@@ -5,14 +5,16 @@ returns offsets only (plain tuples and lists, no per-layer objects). It never co
 (``bytes``, ``bytearray`` or ``memoryview``). Frames cut by the snap length are normal: every end is
 clipped to ``len(data)`` and a header that stops early simply ends the walk.
 
-Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names ``W_STATUS`` ... ``W_MACS``.
+Result: a 9-tuple ``(status, label, ips, addrs, l4, csums, macs, blind, quoted)``; index names ``W_STATUS``
+... ``W_QUOTED``.
 
 ``status``
     ``OK`` (an IP or ARP frame, walked to its end), ``NON_IP`` (a known protocol that carries no IP
     header: ``label`` names it, e.g. ``"LLDP"``), or ``UNINSPECTABLE`` (``label`` is a one-sentence reason
     naming the link type or encapsulation, e.g. ``"link type 147 (USER0) is not supported"``). An
-    uninspectable frame may still list the outer layers it got through; stages fail closed on it
-    (``raise Uninspectable(label)``) unless their ``allow_uninspected`` option is set.
+    uninspectable frame lists the outer layers it got through, and ``blind`` holds one range, from the
+    first byte after the last header understood to the frame's end: the stages zero it (fail closed on the
+    frame, not the file), pass the frame unchanged, or fail the file, by their ``uninspected`` option.
 ``label``
     For ``OK``: the outermost network protocol (``"IPv4"``, ``"IPv6"``, ``"ARP"``, ``"RARP"``, ``"NHRP"``,
     ``"PPP IPCP"``, or ``"truncated"`` when the frame ends before one); use it to count frames by type.
@@ -55,8 +57,12 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
     ``flags``: ``L4F_ECHO`` (ICMP/ICMPv6 echo: payload is the echo data), ``L4F_ICMP_ERROR`` (the payload is a
     quoted packet, see ``ips`` with ``F_QUOTED``), ``L4F_FRAGMENT`` (part of a fragmented datagram; the
     checksum of a fragmented datagram sits in its first fragment and covers all of them),
-    ``L4F_NO_HEADER`` (a later fragment: ``l4_off`` is -1, the payload is the fragment data).
-    A tunnel's carrier (outer UDP of VXLAN, GRE, ...) is never ``l4``; the tunnelled transport is.
+    ``L4F_NO_HEADER`` (a later fragment: ``l4_off`` is -1, the payload is the fragment data), ``L4F_QUOTES``
+    (a UDP payload that carries other packets' headers: sFlow samples, see ``quoted``).
+    A tunnel's carrier (outer UDP of VXLAN, GRE, ...) is never ``l4``; the tunnelled transport is. The first
+    fragment of a datagram is walked like a whole packet (tunnels and inner headers included, its transport
+    flagged ``L4F_FRAGMENT``); later fragments are opaque data, and a small one that holds the TCP
+    checksum lists it (covering none of its bytes) so that its pseudo-header addresses update it.
 ``csums``
     Every checksum field present in the frame, innermost first (apply updates in list order), as
     ``(cs_off, cover_start, cover_end, kind, ip_index)``. ``kind``: ``CS_IPV4``, ``CS_TCP``, ``CS_UDP``,
@@ -71,24 +77,37 @@ Result: a 7-tuple ``(status, label, ips, addrs, l4, csums, macs)``; index names 
     Offsets of 6-byte MAC address fields: Ethernet destination/source at any depth (except an MPLS
     pseudo-wire's Ethernet header, recognised only by its first bytes), ARP hardware
     addresses of length 6, Linux cooked capture addresses of length 6, ICMPv6 link-layer address options,
-    the DHCP client hardware address.
+    the DHCP client hardware address, sFlow Ethernet frame data records.
+``blind``
+    ``(start, end, reason)`` ranges the walker cannot read but which may hold addresses: after the last
+    header of an UNINSPECTABLE frame; in flow export, sFlow records of formats it does not know, NetFlow
+    v9 / IPFIX data records (their layout is in templates) and bytes after the last record it could read.
+    ``end`` may pass the frame's end (a datagram cut by the snap length). ``()`` when there are none.
+``quoted``
+    ``(start, end)`` regions of headers quoted for other packets inside a UDP payload (sFlow sampled
+    headers, walked like the packet an ICMP error quotes: their IP headers are flagged ``F_QUOTED``);
+    ``()`` when there are none.
 
-Link types: Ethernet (1), NULL (0), LOOP (108), raw IP (101, 12, 14, 228 IPv4, 229 IPv6), PPP (9, 50 PPP
-in HDLC framing, 204 with direction), Cisco HDLC (104), Linux SLL (113) and SLL2 (276), NFLOG (239), IP over
-InfiniBand (242). Encapsulations: 802.1Q/802.1ad/QinQ at any depth, MPLS stacks (with pseudo-wire Ethernet),
-PPPoE sessions, Arista timestamp header, LLC/SNAP, NSH, IP-in-IP (4, 41), GRE (versions 0 and 1, keyed, with
-checksum, carrying IP, Ethernet (TEB), ERSPAN I/II/III, PPP, MPLS, WCCP), MPLS in IP (137), VXLAN (4789; 8472 with
-the I flag), VXLAN-GPE (4790), Geneve (6081), GTP-U (2152), Teredo (3544 and, like Wireshark's heuristic, any
-UDP port; its origin indication too), MPLS over UDP (6635), L2TPv2 (1701), PIM Register, IPv4 AH, IPv6
-extension headers and fragments, ICMP and ICMPv6 errors (quoted headers, walked like any other).
+Link types: Ethernet (1), NULL (0), LOOP (108), raw IP (101, 12, 14, 228, 229: by the version nibble, as
+Wireshark reads them), PPP (9, 50 PPP in HDLC framing, 204 with direction), Cisco HDLC (104), Linux SLL (113)
+and SLL2 (276), NFLOG (239), IP over InfiniBand (242). Encapsulations: 802.1Q/802.1ad/QinQ at any depth,
+802.1BR E-Tag, VN-Tag, Cisco FabricPath, MPLS stacks (with pseudo-wire Ethernet), PPPoE sessions, Arista
+timestamp header, LLC/SNAP, NSH, IP-in-IP (4, 41), EtherIP (97), GRE (versions 0 and 1, keyed, with checksum,
+carrying IP, Ethernet (TEB), ERSPAN I/II/III, PPP, MPLS, WCCP), MPLS in IP (137), PIM Register, IPv4 AH,
+IPv6 extension headers and fragments, ICMP and ICMPv6 errors (quoted headers, walked like any other), and
+the UDP tunnels shape.udp_payload() recognises (VXLAN, VXLAN-GPE, Geneve, MPLS over UDP and LISP by their
+destination port; GTP-U, L2TPv2 and Teredo by either port; Teredo by content where no port names the
+datagram; each only when its inner header validates). Payloads read for addresses: DNS (UDP/TCP 53, mDNS,
+LLMNR), DHCP, DHCPv6, sFlow v5 and NetFlow v5 (NetFlow v9 / IPFIX data records are ``blind``). At most
+MAX_HEADERS layers are walked.
 
-Cost: the usual frame (Ethernet with at most one 802.1Q tag, IPv4 without options or IPv6 without extension
-headers, not a fragment, TCP, UDP not carrying a tunnel or DHCP, DNS, ICMP / ICMPv6 echo) takes a fast path
-at the top of ``walk`` (under a microsecond) that returns exactly what the general walk ``_walk`` would
-(tests/test_frames.py compares the two on crafted and mutated frames); everything else goes through the
-general walk, one loop with ``struct.unpack_from`` and direct indexing. Nothing is cached per packet.
-Stages with a fast path of their own for these shapes ask ``dns_addresses()`` for a DNS message's fields and
-``udp_tunnel_at()`` whether a UDP payload is a tunnel, so that they decide exactly as ``walk`` does.
+Cost: the usual frame (shape.usual: Ethernet with at most one 802.1Q tag or raw IP, IPv4 without options or
+IPv6 without extension headers, not a fragment, TCP, UDP whose payload is plain or DNS, ICMP / ICMPv6 echo)
+takes a fast path at the top of ``walk`` (under a microsecond) that returns exactly what the general walk
+``_walk`` would (tests/test_shape.py compares the two on crafted and mutated frames); everything else goes
+through the general walk, one loop with ``struct.unpack_from`` and direct indexing. Nothing is cached per
+packet. Stages with a fast path of their own start from shape.usual too, and ask ``dns_addresses()`` for a
+DNS message's fields, so that they decide exactly as ``walk`` does.
 """
 from __future__ import annotations
 

@@ -155,3 +155,26 @@ def test_no_payload_addresses_leaves_dns_answers_alone(workdir):
         after = _dns_payloads(out / "in-sanitized.pcap")
         assert len(after) == len(before)
         assert (after == before) is same
+
+
+def test_a_frame_it_cannot_read_is_zeroed_passed_with_allow_uninspected_or_fails_the_file_with_strict(workdir):
+    from pktmask_gui import samplegen as sg
+
+    good = sg.tcp4_frame("10.0.0.1", "10.0.0.2", 40000, 443, 1, 1, sg.ACK, b"data")
+    odd = sg.eth("02:00:00:00:00:02", "02:00:00:00:00:01", 0x8100, sg.vlan(9, 0x7878, b"secret" * 8))
+    src = workdir / "odd.pcap"
+    sg.write_pcap(src, [good, odd, good])
+    ok = cli("process", src, "-o", workdir / "a", "--anonymize", "--mask", "--json", "--temp-dir", workdir)
+    assert ok.returncode == 0, ok.stderr
+    (entry,) = json.loads(ok.stdout)["files"]
+    assert entry["packets_out"] == 3 and "zeroed after the last header understood" in entry["warnings"][0]
+    assert b"secret" not in Path(entry["output"]).read_bytes()
+    passed = cli("process", src, "-o", workdir / "b", "--mask", "--allow-uninspected", "--json")
+    assert passed.returncode == 0 and b"secret" in Path(json.loads(passed.stdout)["files"][0]["output"]).read_bytes()
+    strict = cli("process", src, "-o", workdir / "c", "--anonymize", "--strict", "--json")
+    assert strict.returncode == 1
+    (entry,) = json.loads(strict.stdout)["files"]
+    assert entry["error_kind"] == "uninspectable" and "frame 2" in entry["error"] and entry["output"] is None
+    assert not list((workdir / "c").glob("*.pcap"))
+    both = cli("process", src, "-o", workdir / "d", "--mask", "--strict", "--allow-uninspected")
+    assert both.returncode == 2 and "contradict" in both.stderr
