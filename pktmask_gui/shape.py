@@ -107,7 +107,7 @@ def udp_payload(data, n: int, sport: int, dport: int, p: int, uend: int, wire_en
 def plain_or_dns(data, n: int, t: int, end: int, wire: int) -> int:
     """For the usual frame's UDP datagram at ``t`` in an IP packet ending at ``end`` (``wire`` on the
     wire): PLAIN or DNS when that is what udp_payload() makes of it, else -1 (the general walk must
-    follow it)."""
+    follow it). shapes() answers the plain cases itself, the same way, without the call."""
     sport, dport, ulen = _HHH(data, t)
     p = t + 8
     uend = t + ulen
@@ -371,8 +371,21 @@ TCP, TCP_DNS, UDP, UDP_DNS, ECHO = 1, 2, 3, 4, 5
 RAW_IP_LINKTYPES = frozenset((101, 12, 14, 228, 229))
 
 
+# From the Ethertype on (offset 12, or 16 behind an 802.1Q tag): Ethertype, IPv4 version/IHL, total length,
+# flags/fragment offset, protocol, and the first four bytes after a 20-byte IPv4 header (the ports of TCP and
+# UDP): one C call for the usual IPv4 frame's whole decision
+_ETH_IP4 = struct.Struct("!HBxH2xHxB10xHH").unpack_from
+_HH = struct.Struct("!HH").unpack_from
+
+
 def usual(data, linktype: int = 1):
-    """``(kind, o, t, end)`` for a frame of the usual shape, else None (walk it).
+    """``(kind, o, t, end)`` for one frame of the usual shape, else None (walk it): ``shapes()`` of one."""
+    return shapes(((data, linktype),))[0]
+
+
+def shapes(records) -> list:
+    """For each record ``(data, linktype, ...)``: ``(kind, o, t, end)`` when its frame has the usual shape,
+    else None (walk it). One loop for a whole batch: the per-frame cost is the decision, not a call.
 
     The usual shape: Ethernet (link type 1) with at most one 802.1Q tag, or raw IP (by the version
     nibble); IPv4 without options or IPv6 without extension headers; not a fragment. kind: TCP (TCP_DNS
@@ -380,58 +393,78 @@ def usual(data, linktype: int = 1):
     message by port), ECHO (ICMP echo over IPv4, ICMPv6 echo over IPv6); ``o`` the IP header (IPv4 when
     ``t - o == 20``), ``t`` the transport header, ``end`` the IP packet's end (its length field, clipped
     to the frame; bytes after it are a trailer). TCP has its 20 header bytes, UDP its 8, ECHO its 4."""
-    n = len(data)
-    if linktype == 1:
-        if n < 34:
-            return None
-        et = (data[12] << 8) | data[13]
-        o = 14
-        if et == 0x8100:
-            et = (data[16] << 8) | data[17]
-            o = 18
-    elif linktype in RAW_IP_LINKTYPES:
-        if n < 20:
-            return None
-        v = data[0] >> 4
-        et = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
-        o = 0
-    else:
-        return None
-    if et == 0x0800:
-        if n < o + 20 or data[o] != 0x45 or (data[o + 6] & 0x3F) or data[o + 7]:
-            return None
-        proto = data[o + 9]
-        t = o + 20
-        tot = (data[o + 2] << 8) | data[o + 3]
-        end = wire = o + tot
-        if tot == 0:
-            end = wire = n
-        elif end > n:
-            end = n
-    elif et == 0x86DD:
-        if n < o + 40:
-            return None
-        proto = data[o + 6]
-        t = o + 40
-        end = wire = t + ((data[o + 4] << 8) | data[o + 5])
-        if end > n:
-            end = n
-    else:
-        return None
-    if proto == 6:
-        if t + 20 > end:
-            return None
-        if (data[t] == 0 and data[t + 1] == 53) or (data[t + 2] == 0 and data[t + 3] == 53):
-            return TCP_DNS, o, t, end
-        return TCP, o, t, end
-    if proto == 17:
-        if t + 8 > end:
-            return None
-        role = plain_or_dns(data, n, t, end, wire)
-        if role < 0:
-            return None
-        return (UDP_DNS if role else UDP), o, t, end
-    if proto == 1 if t - o == 20 else proto == 58:
-        if t + 4 <= end and data[t] in ((0, 8) if proto == 1 else (128, 129)):
-            return ECHO, o, t, end
-    return None
+    out = []
+    add = out.append
+    eth_ip4, hh = _ETH_IP4, _HH
+    any_role, dst_role = ANY_ROLE, DST_ROLE
+    for rec in records:
+        data, linktype = rec[0], rec[1]
+        n = len(data)
+        if linktype == 1:
+            if n < 38:
+                add(None)
+                continue
+            et, vihl, tot, frag, proto, sport, dport = eth_ip4(data, 12)
+            o = 14
+            if et == 0x8100:
+                if n < 42:
+                    add(None)
+                    continue
+                et, vihl, tot, frag, proto, sport, dport = eth_ip4(data, 16)
+                o = 18
+        elif linktype in RAW_IP_LINKTYPES and n >= 24:
+            v = data[0] >> 4
+            et = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
+            if et == 0x0800:
+                _e, vihl, tot, frag, proto, sport, dport = eth_ip4(b"\0\0" + data[:24], 0)
+            o = 0
+        else:
+            add(None)
+            continue
+        if et == 0x0800:
+            if vihl != 0x45 or frag & 0x3FFF:
+                add(None)
+                continue
+            t = o + 20
+            end = wire = o + tot
+            if tot == 0:
+                end = wire = n
+            elif end > n:
+                end = n
+        elif et == 0x86DD:
+            if n < o + 44:
+                add(None)
+                continue
+            proto = data[o + 6]
+            t = o + 40
+            end = wire = t + ((data[o + 4] << 8) | data[o + 5])
+            if end > n:
+                end = n
+            sport, dport = hh(data, t)
+        else:
+            add(None)
+            continue
+        if proto == 6:
+            if t + 20 > end:
+                add(None)
+            else:
+                add(((TCP_DNS if sport == 53 or dport == 53 else TCP), o, t, end))
+        elif proto == 17:
+            if t + 8 > end:
+                add(None)
+                continue
+            # plain_or_dns(), its plain cases inline: no role on either port, or service ports only (the OR
+            # of role numbers is SERVICE only then), and a payload that cannot be Teredo by content
+            r = any_role[sport] | any_role[dport] | dst_role[dport]
+            p = t + 8
+            if r == SERVICE or (not r and (p >= end or (data[p] and data[p] >> 4 != 6))):
+                add((UDP, o, t, end))
+            else:
+                role = plain_or_dns(data, n, t, end, wire)
+                add(None if role < 0 else ((UDP_DNS if role else UDP), o, t, end))
+        elif (proto == 1 if t - o == 20 else proto == 58) and t + 4 <= end and \
+                data[t] in ((0, 8) if proto == 1 else (128, 129)):
+            add((ECHO, o, t, end))
+        else:
+            add(None)
+    return out

@@ -316,7 +316,7 @@ def test_the_anonymizer_and_the_masker_give_the_same_bytes_with_and_without_thei
     fast_mask = MaskStage({}, StageContext())
     fast_mask.prescan(batch)
     want = fast_mask.process(batch)
-    monkeypatch.setattr(mask_module, "usual", lambda data, linktype: None)
+    monkeypatch.setattr(mask_module, "shapes", lambda batch: [None] * len(batch))
     slow_mask = MaskStage({}, StageContext())
     slow_mask.prescan(batch)
     assert slow_mask.process(batch) == want

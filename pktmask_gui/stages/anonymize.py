@@ -31,7 +31,7 @@ import ipaddress
 import os
 import struct
 import time
-from itertools import compress
+from itertools import compress, repeat
 from operator import and_, eq, itemgetter, not_, sub
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from .. import capture
 from ..checksum import fix_checksums, ones_sum
 from ..cryptopan import CryptoPAn
 from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, W_BLIND, dns_addresses, field_length, walk
-from ..shape import ECHO, TCP, TCP_DNS, UDP, UDP_DNS, usual
+from ..shape import ECHO, TCP, UDP, UDP_DNS, shapes
 from ..settings import write_text_atomically
 from . import (UNINSPECTED_OPTION, Option, Stage, StageError, count_zeroed, report_zeroed,
                uninspected_policy)
@@ -110,11 +110,6 @@ def _inside(blind, off: int) -> bool:
         if start <= off < end:
             return True
     return False
-
-
-def _no_shape(data, linktype):
-    """shape.usual for a stage whose fast path is off: every frame is walked."""
-    return None
 
 
 def _udp_end(data, t: int, end: int) -> int:
@@ -378,18 +373,16 @@ class AnonymizeStage(Stage):
         one = self._one
         join = b"".join
         fold, foldz = _FOLD, _FOLDZ
-        shape_of = usual if self._fast else _no_shape
         n4 = n6 = 0                         # inline-path frames by type, added to the counts after the batch
         expect = self._expect.append if self._expecting else [].append
         base = self._frames
         self._frames = base + len(batch)    # _one takes metadata records off again
         try:
-            for rec in batch:
+            for rec, s in zip(batch, shapes(batch) if self._fast else repeat(None)):
                 data = rec[0]
-                s = shape_of(data, rec[1])
                 if s is not None:
                     # Inline fast path, same bytes out as the general one (tests compare them): the usual
-                    # frame (shape.usual) whose only address fields are the IP source and destination, side
+                    # frame (shape.shapes) whose only address fields are the IP source and destination, side
                     # by side before the transport header; one cached pair mapping and RFC 1624 updates of
                     # the IPv4 header checksum and the transport's from a table (see _FOLD; a UDP 0 stays 0).
                     kind, o, t, end = s
@@ -675,18 +668,15 @@ class AnonymizeStage(Stage):
         pairs = self._pairs
         pair = self._pair
         slow = self._check_one
-        shape_of = usual if self._fast else _no_shape
         try:
-            for b, a in todo:
+            for (b, a), s in zip(todo, shapes([b for b, _a in todo]) if self._fast else repeat(None)):
                 db = b[0]
-                lt = b[1]
-                if lt != a[1]:
+                if b[1] != a[1]:
                     raise _Mismatch(b, " changed link type")
                 if len(a[0]) > len(db):
                     # no stage makes a frame longer (masking may cut one): bytes past the input's end are
                     # not its fields, and could be anything, an original frame included
                     raise _Mismatch(b, " is longer in the output than in the input")
-                s = shape_of(db, lt)
                 if s is not None:
                     # The inline shapes of process(), read again from the input: when the output's headers
                     # around the two addresses are the input's, they are its only address fields.

@@ -49,7 +49,7 @@ from ..frames import (F_FRAGMENT, F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DS
                       IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO, IP_SRC, IP_VER, L4F_ECHO, L4F_FRAGMENT,
                       L4F_ICMP_ERROR, L4F_NO_HEADER, L4F_QUOTES, UNINSPECTABLE, W_BLIND, W_QUOTED, Uninspectable,
                       walk)
-from ..shape import TCP_DNS, TCP_HEADER, UDP, UDP_DNS, usual
+from ..shape import TCP_DNS, TCP_HEADER, UDP, UDP_DNS, shapes
 from ..checksum import updated
 from ..tcpstream import HALF, MASK32, RangeMap, Reassembler, unwrap
 from ..tls import DONE, RECORD_NAMES, SYNC, TlsWalker
@@ -298,16 +298,15 @@ class MaskStage(Stage):
         keep_ports = self.keep_ports
         live = self.live
         i = self.frame
-        for rec in batch:
+        for rec, sh in zip(batch, shapes(batch)):
             lt = rec[1]
             if lt < 0:
                 continue
             i += 1
             data = rec[0]
             n = len(data)
-            sh = usual(data, lt)
             if sh is not None:
-                # the usual frame (shape.usual): a TCP segment at fixed offsets; frames that cannot carry
+                # the usual frame (shape.shapes): a TCP segment at fixed offsets; frames that cannot carry
                 # one (plain UDP, DNS over UDP, echo) are skipped without a walk
                 kind, o, t, end = sh
                 if kind > TCP_DNS:
@@ -644,7 +643,7 @@ class MaskStage(Stage):
         masked = kept = frames = 0
         zeroing = []                    # frames of the fast path to zero, finished by _zeroed
         i = self.frame
-        for rec in batch:
+        for rec, sh in zip(batch, shapes(batch)):
             lt = rec[1]
             if lt < 0:
                 append(rec)
@@ -652,9 +651,8 @@ class MaskStage(Stage):
             i += 1
             data = rec[0]
             n = len(data)
-            sh = usual(data, lt)
             if sh is not None:
-                # the usual frame (shape.usual, as in the pre-scan): TCP and plain UDP without a walk
+                # the usual frame (shape.shapes, as in the pre-scan): TCP and plain UDP without a walk
                 kind, o, t, end = sh
                 if end == n or not any(data[end:]):                     # no trailer to zero
                     if kind <= TCP_DNS:
