@@ -21,7 +21,9 @@ from array import array
 from typing import NamedTuple
 
 from .capture import MAX_CAPLEN, CaptureError, idb_info, ts_to_ns
-from .frames import LINKTYPE_NAMES, NON_IP, UNINSPECTABLE, walk
+from .frames import walk
+from .layout import NON_IP, UNINSPECTABLE
+from .linklayer import LINKTYPE_NAMES
 
 CHUNK = 1 << 20
 MAX_BLOCK = 16 * 1024 * 1024

@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..layout import UNINSPECTABLE
+
 
 class StageError(Exception):
     """A stage cannot produce a safe output: the file fails with this one-sentence reason."""
@@ -125,7 +127,7 @@ def report_zeroed(counts: dict, context: "StageContext") -> dict:
     out = {}
     for (status, reason), n in sorted(counts.items()):
         frames = "1 frame" if n == 1 else f"{n:,} frames"
-        if status == 2:         # frames.UNINSPECTABLE
+        if status == UNINSPECTABLE:
             context.warn(f"{frames} could not be inspected ({reason}): zeroed after the last header understood")
         else:
             context.warn(f"{frames} held {reason}: those bytes were zeroed")

@@ -40,7 +40,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .. import capture
 from ..checksum import fix_checksums, ones_sum
 from ..cryptopan import CryptoPAn
-from ..frames import NON_IP, OK, UNINSPECTABLE, Uninspectable, W_BLIND, dns_addresses, field_length, walk
+from ..addressfields import dns_addresses
+from ..frames import Uninspectable, walk
+from ..layout import NON_IP, OK, UNINSPECTABLE, W_BLIND, field_length
 from ..shape import ECHO, TCP, UDP, UDP_DNS, shapes
 from ..settings import write_text_atomically
 from . import (UNINSPECTED_OPTION, Option, Stage, StageError, count_zeroed, report_zeroed,

@@ -45,10 +45,10 @@ from bisect import bisect_right
 
 from . import UNINSPECTED_OPTION, Option, Stage, StageError, count_zeroed, report_zeroed, uninspected_policy
 from .. import checksum
-from ..frames import (F_FRAGMENT, F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DST, IP_END, IP_FLAGS, IP_FRAG_ID,
+from ..frames import Uninspectable, walk
+from ..layout import (F_FRAGMENT, F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_DST, IP_END, IP_FLAGS, IP_FRAG_ID,
                       IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO, IP_SRC, IP_VER, L4F_ECHO, L4F_FRAGMENT,
-                      L4F_ICMP_ERROR, L4F_NO_HEADER, L4F_QUOTES, UNINSPECTABLE, W_BLIND, W_QUOTED, Uninspectable,
-                      walk)
+                      L4F_ICMP_ERROR, L4F_NO_HEADER, L4F_QUOTES, UNINSPECTABLE, W_BLIND, W_QUOTED)
 from ..shape import TCP_DNS, TCP_HEADER, UDP, UDP_DNS, shapes
 from ..checksum import updated
 from ..tcpstream import HALF, MASK32, RangeMap, Reassembler, unwrap
