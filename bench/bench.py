@@ -6,6 +6,12 @@
     python3 bench/bench.py --growth             # peak RSS at 200k vs 1M packets (all three operations)
     python3 bench/bench.py --parallel           # two files, --jobs 1 vs --jobs 2, all three operations
     python3 bench/bench.py --cancel             # Ctrl-C mid-file: time to exit, leftovers
+    python3 bench/bench.py --compressed         # the capture as .pcap.gz and .pcap.zst, all three operations,
+                                                # as a ratio to the same run on the plain file
+    python3 bench/bench.py --stage-choice       # compressed input: decompressing on every pass (what the
+                                                # engine does) vs once into a temp file, then plain passes
+    python3 bench/bench.py --levels [FILE ...]  # output compression levels: ratio and speed of each (default
+                                                # files: the capture and its output after all three operations)
     add --repeat N (default 3; medians) and --workdir DIR (keep the generated captures between runs)
 
 Everything is timed as a whole CLI process (`python -m pktmask_gui process ...`, start-up included); peak RSS
@@ -125,6 +131,10 @@ def main() -> int:
     ap.add_argument("--growth", action="store_true", help="peak RSS at 200k vs --packets (default 1M)")
     ap.add_argument("--parallel", action="store_true", help="two files: --jobs 1 vs --jobs 2")
     ap.add_argument("--cancel", action="store_true", help="time from Ctrl-C to exit of a CLI run mid-file")
+    ap.add_argument("--compressed", action="store_true", help=".pcap.gz and .pcap.zst vs plain, all operations")
+    ap.add_argument("--stage-choice", action="store_true",
+                    help="compressed input: decompress on each pass vs once into a temp file")
+    ap.add_argument("--levels", nargs="*", metavar="FILE", help="compression levels: ratio and speed")
     ap.add_argument("--workdir", help="keep generated captures here between runs (default: a temp dir)")
     args = ap.parse_args()
 
@@ -145,6 +155,12 @@ def main() -> int:
             return parallel(work, env, args, available)
         if args.cancel:
             return cancel_latency(work, env, args, available)
+        if args.compressed:
+            return compressed(work, env, args, available)
+        if args.stage_choice:
+            return stage_choice(work, env, args, available)
+        if args.levels is not None:
+            return levels(work, env, args, available)
         return throughput(work, env, args, ops)
     finally:
         print(f"({load()} at the end)")
@@ -245,6 +261,152 @@ def cancel_latency(work: Path, env: dict, args, available: list[str]) -> int:
         shutil.rmtree(out, ignore_errors=True)
     print(f"cancel: median {median(latencies) * 1000:.0f} ms, worst {max(latencies) * 1000:.0f} ms (goal <= 500 ms)")
     return 0
+
+
+def compressed_copy(src: Path, kind: str) -> Path:
+    """``src`` compressed as the standard tools do by default (gzip -6; zstd -3 with its checksum), kept in
+    the work dir beside it; made with the codec libraries so that the bench needs no tool installed."""
+    from pktmask_gui.compression import _zstd
+
+    path = src.with_name(src.name + {"gzip": ".gz", "zstd": ".zst"}[kind])
+    if path.exists():
+        return path
+    t0 = time.perf_counter()
+    tmp = path.with_name(path.name + ".part")
+    with open(src, "rb") as fh, open(tmp, "wb") as out:
+        if kind == "gzip":
+            import zlib
+            comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+        else:
+            zstd = _zstd()
+            P = zstd.CompressionParameter
+            comp = zstd.ZstdCompressor(options={P.compression_level: 3, P.checksum_flag: 1})
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            out.write(comp.compress(chunk))
+        out.write(comp.flush())
+    tmp.rename(path)
+    print(f"compressed {src.name} -> {path.name} ({path.stat().st_size / 1e6:.0f} MB) in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return path
+
+
+def compressed(work: Path, env: dict, args, available: list[str]) -> int:
+    """All three operations on the capture plain, as .pcap.gz and as .pcap.zst (outputs compressed as the
+    input: the default), interleaved; each a ratio to the plain run of the same round."""
+    src = make_capture(work, args.packets)
+    runs = [("plain .pcap", src), (".pcap.zst", compressed_copy(src, "zstd")),
+            (".pcap.gz", compressed_copy(src, "gzip"))]
+    results = {name: [] for name, _ in runs}
+    for _ in range(args.repeat):
+        for name, path in runs:
+            out = work / "out-compressed"
+            results[name].append(run_measured(cli([path], out, available), env))
+            shutil.rmtree(out)
+    plain = results["plain .pcap"]
+    print(f"\n{'input (all three operations)':<30} {'MB in':>7} {'wall s':>7} {'ratio':>6} {'cpu s':>7} "
+          f"{'cpu ratio':>9} {'peak MB':>8}")
+    for name, path in runs:
+        rs = results[name]
+        ratio = median(r[0] / p[0] for p, r in zip(plain, rs))
+        cpu_ratio = median(r[2] / p[2] for p, r in zip(plain, rs))
+        print(f"{name:<30} {path.stat().st_size / 1e6:>7.0f} {median(r[0] for r in rs):>7.2f} {ratio:>6.2f} "
+              f"{median(r[2] for r in rs):>7.2f} {cpu_ratio:>9.2f} {max(r[1] for r in rs) / 2**20:>8.0f}",
+              flush=True)
+    print("\nratio = time of the run / time of the plain run in the same round (goal for .pcap.zst: <= 1.2); "
+          "cpu = user + system of the whole process tree (the compressing thread included)")
+    return 0
+
+
+def stage_choice(work: Path, env: dict, args, available: list[str]) -> int:
+    """What a compressed input costs read as the engine reads it (decompressed on every pass: the pre-scan,
+    the main pass) against decompressing it once into a temp file and running the plain passes on that
+    (the same output compression in both). One pass (Remove Dupes) and two (all three operations)."""
+    src = make_capture(work, args.packets)
+    kinds = {"gzip": compressed_copy(src, "gzip"), "zstd": compressed_copy(src, "zstd")}
+    print(f"\n{'input':<10} {'operations':<24} {'every pass s':>12} {'temp file s':>12} "
+          f"{'(decompress + run)':>19} {'cpu every pass':>15} {'cpu temp file':>14} {'temp MB':>8}")
+    for kind, path in kinds.items():
+        for ops in ([available[0]], available):
+            per_pass, staged, cpu_a, cpu_b, decomp = [], [], [], [], []
+            for _ in range(args.repeat):
+                out = work / "out-stage"
+                wall, _peak, cpu = run_measured(cli([path], out, ops), env)
+                shutil.rmtree(out)
+                per_pass.append(wall)
+                cpu_a.append(cpu)
+                temp = work / "stage-copy.pcap"
+                cmd = [sys.executable, "-c", DECOMPRESS, str(path), str(temp)]
+                d_wall, _p, d_cpu = run_measured(cmd, env)
+                wall, _peak, cpu = run_measured(cli([temp], out, ops) + ["--compress", kind], env)
+                shutil.rmtree(out)
+                size = temp.stat().st_size
+                temp.unlink()
+                staged.append(d_wall + wall)
+                cpu_b.append(d_cpu + cpu)
+                decomp.append(d_wall)
+            print(f"{kind:<10} {'+'.join(ops):<24} {median(per_pass):>12.2f} {median(staged):>12.2f} "
+                  f"{'(' + format(median(decomp), '.2f') + ' + ' + format(median(staged) - median(decomp), '.2f') + ')':>19} "
+                  f"{median(cpu_a):>15.2f} {median(cpu_b):>14.2f} {size / 1e6:>8.0f}", flush=True)
+    print("\nevery pass = what pktmask-gui does; temp file = decompress once into a file in the same folder "
+          "(written and read back through the page cache), then the plain run on it")
+    return 0
+
+
+LEVELS = {"gzip": (1, 3, 6), "zstd": (-1, 1, 3), "lz4": (0, 3)}      # 6 / 3 / 0: the tools' defaults
+
+
+def levels(work: Path, env: dict, args, available: list[str]) -> int:
+    """Compression ratio and speed (MB of input per CPU second, one thread) of each candidate level on the
+    given files, or on the generated capture and its output after all three operations (what the engine
+    compresses: sanitized, so masked payloads are zeros)."""
+    from pktmask_gui.compression import _compressor
+
+    files = [Path(f) for f in args.levels]
+    if not files:
+        src = make_capture(work, args.packets)
+        out = work / "out-levels"
+        if not (out / f"{src.stem}-sanitized.pcap").exists():
+            run_measured(cli([src], out, available), env)
+        files = [src, out / f"{src.stem}-sanitized.pcap"]
+    print(f"\n{'file':<34} {'MB':>6} " + " ".join(f"{k + ' ' + str(lv):>13}" for k, lvs in LEVELS.items()
+                                                  for lv in lvs))
+    for path in files:
+        cells = []
+        for kind, lvs in LEVELS.items():
+            for level in lvs:
+                compress, finish, first = _compressor(kind, level)
+                size, c0 = len(first), time.process_time()
+                with open(path, "rb") as fh:
+                    while True:
+                        chunk = fh.read(1 << 20)
+                        if not chunk:
+                            break
+                        size += len(compress(chunk))
+                size += len(finish())
+                cpu = max(time.process_time() - c0, 1e-6)
+                total = path.stat().st_size
+                cells.append(f"{total / size:>5.2f}x {total / cpu / 1e6:>4.0f}MB/s")
+        print(f"{path.name[:34]:<34} {path.stat().st_size / 1e6:>6.0f} " + " ".join(f"{c:>13}" for c in cells),
+              flush=True)
+    print("\neach cell: ratio (input / compressed) and MB of input compressed per CPU second, one thread")
+    return 0
+
+
+DECOMPRESS = r"""
+import sys
+from pktmask_gui.compression import DecompressingReader, detect
+with open(sys.argv[1], "rb") as fh, open(sys.argv[2], "wb") as out:
+    head = fh.read(65536)
+    reader = DecompressingReader(fh, detect(head), head)
+    while True:
+        chunk = reader.read(1 << 20)
+        if not chunk:
+            break
+        out.write(chunk)
+"""
 
 
 if __name__ == "__main__":

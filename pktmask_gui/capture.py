@@ -87,11 +87,15 @@ class CaptureError(Exception):
         self.reason = reason
         self.offset = offset
         self.located = located      # False: the whole file is concerned (cannot open, empty, wrong format)
+        self.compression = None     # "gzip" …: the offset is in the data of a file compressed so
 
     def __str__(self) -> str:
         if not self.located:
             return self.reason
         joiner = ", at" if self.reason.endswith(")") else " at"
+        if self.compression:
+            return (f"{self.reason}{joiner} byte {self.offset} of the decompressed capture (the file is "
+                    f"{self.compression}-compressed)")
         return f"{self.reason}{joiner} file offset {self.offset}"
 
 
@@ -203,6 +207,11 @@ def make_idb_body(linktype: int = 1, snaplen: int = 0, endian: str = "<", option
     return struct.pack(endian + "HHI", linktype, 0, snaplen) + options
 
 
+def is_capture_start(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes, decompressed) starts like a pcap or pcapng file."""
+    return bytes(head[:4]) in _PCAP_MAGICS or bytes(head[:4]) == _SHB_MAGIC
+
+
 # ---------------------------------------------------------------------------------------------------
 # reader
 
@@ -244,22 +253,40 @@ class RawBatch(list):
 class CaptureReader:
     """Streaming reader of one pcap or pcapng file; see the module docstring for the records."""
 
-    def __init__(self, path, fileobj=None):
-        """``fileobj``: read this object (``read(n)``, ``close()``) instead of opening ``path``."""
+    def __init__(self, path, fileobj=None, compressed: str | None = None):
+        """``fileobj``: read this object (``read(n)``, ``close()``) instead of opening ``path``;
+        ``compressed``: its data is compressed so (known: the reader does not look), and a read of it may
+        return fewer bytes than asked for before its end.
+
+        A gzip, zstd or lz4 compressed file (told by its first bytes, never its name) is read through a
+        streaming decompressor (compression.py): ``compression`` names it, ``size`` and ``position`` are
+        then in compressed bytes, ``offset`` and error offsets in the decompressed capture's."""
         self.path = path
         self.format = None
         self.pcap_header = None
+        self.section_length = None  # pcapng: the first section's length, when its header gives one
         self.offset = 0
         self.packets = 0            # packet records yielded so far
+        self.compression = None
         self._fh, self.size = _open_regular(path) if fileobj is None else (fileobj, 0)
         self._sections = []         # pcapng: one list of Interface per section
         self._counts = {"snaplen": 0, "origlen": 0, "fraction": 0}
         self._notes = []
         self._started = False
         try:
-            self._buf = self._read(CHUNK)
+            from .compression import DecompressingReader, detect
+            first = b"" if compressed else self._read(CHUNK)
+            self.compression = compressed or detect(first)
+            if self.compression:
+                self._fh = DecompressingReader(self._fh, self.compression, first, self.size)
+                first = self._read(CHUNK)
+            self._buf = first
             self._eof = len(self._buf) < CHUNK
             self._read_file_header()
+        except CaptureError as exc:
+            exc = self._located(exc)
+            self.close()
+            raise exc from None
         except BaseException:
             self.close()
             raise
@@ -278,6 +305,11 @@ class CaptureReader:
 
     # public views ---------------------------------------------------------------------------------
     @property
+    def position(self) -> int:
+        """Bytes of the file read so far (compressed bytes for a compressed file): progress."""
+        return self._fh.position if self.compression and self._fh is not None else self.offset
+
+    @property
     def warnings(self) -> list:
         out = []
         counts = self._counts
@@ -290,6 +322,8 @@ class CaptureReader:
         if counts["fraction"]:
             out.append(f"{counts['fraction']} packet(s) have an invalid timestamp (fraction of a second "
                        f"of one second or more); kept as they are")
+        if self.compression and self._fh is not None:
+            out += self._fh.notes
         return out + self._notes
 
     def interfaces(self, section: int = 0) -> list:
@@ -321,8 +355,13 @@ class CaptureReader:
 
     def _read_file_header(self) -> None:
         buf = self._buf
+        packed = self.compression
         if not buf:
-            raise CaptureError("the file is empty (0 bytes)", 0, located=False)
+            if packed and self._fh.truncated:
+                raise CaptureError(f"the {packed}-compressed file is cut short before the end of its first "
+                                   f"block, so no packet can be read from it", 0, located=False)
+            raise CaptureError(f"the {packed}-compressed file holds no data" if packed else
+                               "the file is empty (0 bytes)", 0, located=False)
         magic = buf[:4]
         if len(buf) < 4 and any(m.startswith(buf) for m in (*_PCAP_MAGICS, _SHB_MAGIC)):
             raise CaptureError(f"the file header is cut short: the file has only {len(buf)} bytes", 0)
@@ -347,10 +386,13 @@ class CaptureReader:
                                    f"{bytes(buf[8:12]).hex()}", 0)
             self.format = "pcapng"
             self._base = 0
-        elif magic[:2] == b"\x1f\x8b":
-            raise CaptureError("the file is gzip-compressed: decompress it first", 0, located=False)
+            length = struct.unpack_from(_BOM[bytes(buf[8:12])] + "q", buf, 16)[0] if len(buf) >= 24 else -1
+            self.section_length = None if length == -1 else length
         else:
             shown = " ".join(f"{b:02x}" for b in magic)
+            if packed:
+                raise CaptureError(f"the {packed}-compressed file does not hold a pcap or pcapng capture "
+                                   f"(its data starts with the bytes {shown})", 0, located=False)
             raise CaptureError(f"not a pcap or pcapng capture (it starts with the bytes {shown})", 0)
 
     def batches(self, max_records: int = 2048):
@@ -359,8 +401,31 @@ class CaptureReader:
             raise RuntimeError("batches() can be iterated only once per reader")
         self._started = True
         if self.format == "pcap":
-            return self._pcap_batches(max_records)
-        return self._pcapng_batches(max_records)
+            batches = self._pcap_batches(max_records)
+        else:
+            batches = self._pcapng_batches(max_records)
+        return self._compressed(batches) if self.compression else batches
+
+    def _compressed(self, batches):
+        """A compressed file's batches: an error in the capture inside says where in the decompressed
+        data — unless the compressed data itself is corrupt there (its checksum may come only at the end
+        of its member or frame, after the damage has reached the capture reader), which is said instead."""
+        try:
+            yield from batches
+        except CaptureError as exc:
+            raise self._located(exc) from None
+
+    def _located(self, exc: CaptureError) -> CaptureError:
+        from .compression import CompressedDataError
+
+        if not self.compression or isinstance(exc, CompressedDataError) or self._fh is None:
+            return exc
+        try:
+            self._fh.verify_rest()
+        except CompressedDataError as corrupt:
+            return corrupt
+        exc.compression = self.compression
+        return exc
 
     def frame_spans(self, max_records: int = 2048):
         """pcap only: generator of ``(buffer, starts, ends)``, the frames of up to ``max_records`` records
@@ -372,7 +437,8 @@ class CaptureReader:
         if self.format != "pcap":
             raise ValueError("frame_spans() reads pcap files only")
         self._started = True
-        return self._pcap_spans(max_records)
+        spans = self._pcap_spans(max_records)
+        return self._compressed(spans) if self.compression else spans
 
     def _pcap_spans(self, max_records: int):
         e, _unit, hl, _snap = self._pcap
@@ -423,8 +489,8 @@ class CaptureReader:
         self.offset = base + pos
 
     def _cut_short(self, what: str, offset: int, kept: int) -> None:
-        self._notes.append(f"file is cut short inside its last {what} at offset {offset}: "
-                           f"{kept} complete packets kept")
+        where = f"byte {offset} of the decompressed data" if self.compression else f"offset {offset}"
+        self._notes.append(f"file is cut short inside its last {what} at {where}: {kept} complete packets kept")
 
     def _refill(self, buf: bytes, base: int, pos: int, hl: int) -> tuple:
         """A pcap reader's next buffer, from ``pos`` of ``buf``: ``(buf, base, 0, len(buf))``; fewer than

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, wait as futures_wait
 from pathlib import Path
 
 from . import __version__
+from .settings import COMPRESS_CHOICES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -39,8 +40,8 @@ def help_summary() -> str:
 
     return ("Makes packet captures safe to share: removes duplicate frames, anonymizes IP addresses, masks "
             "payloads; inputs are never modified.\n"
-            "Outputs: <name>-sanitized.<ext> (pcap stays pcap, pcapng stays pcapng), never overwriting a file "
-            "(-1, -2, ... instead).\n"
+            "Outputs: <name>-sanitized.<ext> (pcap stays pcap, pcapng stays pcapng; compressed as the input "
+            "was: x.pcapng.gz -> x-sanitized.pcapng.gz), never overwriting a file (-1, -2, ... instead).\n"
             f"Settings file (shared with the window): {config_dir() / 'settings.json'}")
 
 
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=help_summary(),
         epilog="Exit status: 0 all files succeeded, 1 a file failed, 2 usage error, 130 interrupted.")
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="capture files (.pcap, .pcapng, .cap) or folders (searched recursively)")
+                        help="capture files (.pcap, .pcapng, .cap; gzip, zstd or lz4 compressed too) or folders "
+                             "(searched recursively)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR",
                         help="output folder (created if missing); folder inputs keep their layout under it")
     ops = parser.add_argument_group("operations (at least one; never taken from saved settings)")
@@ -82,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--keep-port", action="append", type=int, default=None, metavar="N",
                       help="keep the payload of this TCP/UDP port as is (repeatable)")
     general = parser.add_argument_group("general")
+    general.add_argument("--compress", choices=COMPRESS_CHOICES, default=None,
+                         help="output compression: 'same' as each input, 'none', or gzip, zstd, lz4 "
+                              "(default: the setting, itself 'same')")
     general.add_argument("--keep-metadata", action="store_true",
                          help="do not scrub pcapng metadata (comments, name resolution, keys, custom blocks)")
     general.add_argument("-j", "--jobs", type=int, metavar="N", help="files processed in parallel "
@@ -123,6 +128,8 @@ def _apply_flags(args, settings) -> list[str]:
         settings.memory_rss_mb = args.memory_limit
     if args.keep_metadata:
         settings.keep_metadata = True
+    if args.compress is not None:
+        settings.compress = args.compress
     anon = settings.stage_options.setdefault("anonymize", {})
     if args.keep is not None:
         anon["keep_cidrs"] = list(args.keep)
@@ -252,6 +259,8 @@ def _what_was_done(name: str, counts: dict) -> str:
 
 
 def describe_result(result) -> str:
+    from .compression import words as compression_words
+
     name = result.input
     if result.status == "ok":
         extras = [text for text in (_what_was_done(n, c) for n, c in _user_order(result.stages)
@@ -259,6 +268,9 @@ def describe_result(result) -> str:
         if result.warnings:
             extras.append(f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''}: "
                           + "; ".join(result.warnings))
+        packing = compression_words(result.input_compression, result.output_compression)
+        if packing:
+            extras.insert(0, packing)
         extra = (", " + ", ".join(extras)) if extras else ""
         return (f"ok: {name} -> {result.output} ({result.packets_in:,} packets in, {result.packets_out:,} out"
                 f"{extra}, {result.elapsed_s:.2f} s)")
@@ -345,7 +357,8 @@ def process_main(argv: list[str]) -> int:
             for path, rel in found]
     console.total_files = len(jobs) + len(missing)
     if not jobs and not missing:
-        sys.stderr.write("pktmask-gui process: error: no capture files (.pcap, .pcapng, .cap) in "
+        sys.stderr.write("pktmask-gui process: error: no capture files (.pcap, .pcapng, .cap, also gzip, zstd or "
+                         "lz4 compressed) in "
                          f"{', '.join(args.paths)}\n")
         return EXIT_FAILED
     new_key = _key_to_be_created(operations, key_file)
@@ -414,7 +427,8 @@ def process_main(argv: list[str]) -> int:
         for r in all_results:
             d = r.to_dict()
             files.append({k: d[k] for k in ("input", "output", "status", "error", "error_kind", "warnings",
-                                            "packets_in", "packets_out", "elapsed_s", "stages")})
+                                            "packets_in", "packets_out", "elapsed_s", "stages",
+                                            "input_compression", "output_compression")})
         ok = bool(all_results) and all(r.status == "ok" for r in all_results)
         print(json.dumps({"ok": ok, "files": files}, indent=2))
     if interrupted:

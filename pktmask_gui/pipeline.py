@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .capture import CaptureError, CaptureReader, CaptureWriter
+from . import compression
+from .capture import CaptureError, CaptureReader, CaptureWriter, is_capture_start
 from .settings import Settings
 from .stages import Stage, StageContext, StageError, all_stages, stage_by_name
 from .workspace import JobWorkspace, MemoryMonitor
@@ -69,6 +70,8 @@ class JobResult:
     stages: dict = field(default_factory=dict)
     renamed: bool = False                   # True: the planned name existed, the output took the next free one
     error_kind: str | None = None           # a failure's kind (see describe_failure)
+    input_compression: str | None = None    # "gzip" | "zstd" | "lz4" | None (not compressed)
+    output_compression: str | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -77,11 +80,24 @@ class JobResult:
 
 
 def is_capture_name(path: Path | str) -> bool:
-    return Path(path).suffix.lower() in CAPTURE_SUFFIXES
+    """A capture's name: ``.pcap``, ``.pcapng`` or ``.cap``, maybe then ``.gz``, ``.zst`` or ``.lz4``."""
+    base, _ = compression.split_name(Path(path).name)
+    return os.path.splitext(base)[1].lower() in CAPTURE_SUFFIXES
+
+
+def is_capture_file(path: Path | str) -> bool:
+    """A capture's name, or a compressed file of another name (``trace.gz``, tcpdump's rotated
+    ``dump.pcap1.gz``) whose decompressed first bytes are a capture's."""
+    if is_capture_name(path):
+        return True
+    if not compression.split_name(Path(path).name)[1]:
+        return False
+    return is_capture_start(compression.peek(path))
 
 
 def find_captures(paths) -> list[tuple[Path, Path]]:
-    """(file, relative dir) for every capture named or found (recursively, sorted) under the given paths."""
+    """(file, relative dir) for every capture named or found (recursively, sorted) under the given paths;
+    compressed captures too (is_capture_file)."""
     found: list[tuple[Path, Path]] = []
     for raw in paths:
         path = Path(raw)
@@ -89,7 +105,7 @@ def find_captures(paths) -> list[tuple[Path, Path]]:
             for dirpath, dirnames, filenames in os.walk(path):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("pktmask_"))
                 for name in sorted(filenames):
-                    if is_capture_name(name):
+                    if is_capture_file(Path(dirpath) / name):
                         file = Path(dirpath) / name
                         found.append((file, file.parent.relative_to(path)))
         else:
@@ -97,16 +113,35 @@ def find_captures(paths) -> list[tuple[Path, Path]]:
     return found
 
 
-def output_name(input_path: Path, suffix: str = "-sanitized") -> str:
-    """``<stem><suffix><ext>``, from the input's base name only (no directory part can come through)."""
-    name = Path(input_path).name
-    stem, ext = os.path.splitext(name)
-    return f"{stem}{suffix}{ext}"
+def output_name(input_path: Path, suffix: str = "-sanitized", input_kind: str | None = None,
+                output_kind: str | None = None) -> str:
+    """``<stem><suffix><ext>``, from the input's base name only (no directory part can come through).
+
+    Compression: the input name's compression suffix (``.gz``, ``.zst``, ``.zstd``, ``.lz4``) is left out,
+    and the output's (``output_kind``; None: not compressed) goes last — the input's own spelling when it
+    names the same compression: ``x.pcapng.gz`` -> ``x-sanitized.pcapng.gz``; a plain ``x.pcap.gz`` ->
+    ``x-sanitized.pcap``; ``x.pcap`` holding gzip, same compression -> ``x-sanitized.pcap.gz``.
+    """
+    base, spelled = compression.split_name(Path(input_path).name)
+    stem, ext = os.path.splitext(base)
+    name = f"{stem}{suffix}{ext}"
+    if output_kind:
+        same = spelled and compression.NAME_SUFFIXES[spelled.lower()] == output_kind
+        name += spelled if same else compression.SUFFIX[output_kind]
+    return name
 
 
-def planned_output(job: Job, settings: Settings) -> Path:
+def compression_plan(input_path: Path, settings: Settings) -> tuple[str | None, str | None]:
+    """(the input's compression, by its first bytes; the output's, by the compress setting)."""
+    kind = compression.sniff(input_path)
+    return kind, compression.output_kind(settings.compress, kind)
+
+
+def planned_output(job: Job, settings: Settings, plan: tuple | None = None) -> Path:
+    """Where the output goes; ``plan``: compression_plan() of the input (read from the file when None)."""
     base = Path(job.input).parent if job.output_dir is None else Path(job.output_dir) / job.rel_dir
-    return base / output_name(job.input, settings.output_suffix)
+    kinds = plan if plan is not None else compression_plan(job.input, settings)
+    return base / output_name(job.input, settings.output_suffix, *kinds)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -117,12 +152,15 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _publish(staged: Path, target: Path, input_path: Path) -> tuple[Path, bool]:
-    """Move the finished file to ``target`` or the next free ``-1``, ``-2`` … name; never overwrite.
+    """Move the finished file to ``target`` or the next free ``-1``, ``-2`` … name (before the capture
+    extension and any compression suffix: ``x-sanitized-1.pcapng.gz``); never overwrite.
 
     os.link fails if the name exists, so choosing the name and claiming it is one atomic step; filesystems
     without hard links get a check-then-replace instead.
     """
-    stem, ext = os.path.splitext(target.name)
+    base, spelled = compression.split_name(target.name)
+    stem, ext = os.path.splitext(base)
+    ext += spelled
     for n in range(0, 10000):
         candidate = target if n == 0 else target.with_name(f"{stem}-{n}{ext}")
         if candidate.exists() or candidate.is_symlink():
@@ -160,6 +198,9 @@ class ExecSpec:
     memory_available_pct: int
     config_dir: str | None = None
     display_name: str = ""
+    input_compression: str | None = None    # the input is compressed so (as run_job found it)
+    output_compression: str | None = None   # compress the output so ("gzip" | "zstd" | "lz4")
+    compress_level: int | None = None       # None: compression.LEVELS
 
 
 def _make_stages(spec: ExecSpec, context: StageContext) -> list[Stage]:
@@ -176,7 +217,12 @@ def _run_order(names: list[str]) -> list[str]:
 def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> dict:
     """Run the passes; write the output to ``spec.staged_path`` (flushed and fsynced).
 
-    Returns {"packets_in", "packets_out", "warnings", "stages"}. Raises Cancelled, CaptureError, StageError.
+    Returns {"packets_in", "packets_out", "warnings", "stages", "input_compression"}. Raises Cancelled,
+    CaptureError, StageError.
+
+    A compressed input is decompressed as it is read, in each pass (no decompressed copy on disk); a
+    compressed output is compressed as it is written, on a thread of its own, and the self-check reads it
+    back through a decompressor. See docs/ARCHITECTURE.md, "Compressed captures".
 
     Passes over the input: the pre-scan (when a stage needs one) and the main pass, during which the
     self-check reads the output back as it is written (_MainPass.check_while_writing).
@@ -196,8 +242,10 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
 
 def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
     stamp = _input_stamp(spec.read_path)
+    # stages size their tables from the capture's size: a compressed file's, decompressed, is estimated
+    size = compression.estimated_size(spec.read_path, stamp[0]) if spec.input_compression else stamp[0]
     context = StageContext(log=logging.getLogger("pktmask_gui.stage"), key=spec.key,
-                           config_dir=spec.config_dir, extra={"input_size": stamp[0]})
+                           config_dir=spec.config_dir, extra={"input_size": size})
     names = _run_order(spec.stages)
     stages = _make_stages(ExecSpec(**{**asdict(spec), "stages": names}), context)
     monitor = MemoryMonitor(spec.memory_rss_mb, spec.memory_available_pct)
@@ -224,7 +272,7 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
                 for earlier in before:
                     batch = earlier.process(batch)
                 stage.prescan(batch)
-                clock.tick("prescan", reader.offset, reader.size, len(batch))
+                clock.tick("prescan", reader.position, reader.size, len(batch))
                 reason = monitor.pressure()
                 if reason:
                     _relieve(reason, before, context)
@@ -239,18 +287,38 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
     # Pass 2: the fused streaming pass; the self-check reads the output back as it is written.
     stages = [_replay(decided[s.name], context) if s.name in decided else s for s in stages]
     checkers = [s for s in stages if s.self_check]
-    with CaptureReader(spec.read_path) as reader, open(spec.staged_path, "xb") as fh:
-        main = _MainPass(reader, fh, stages, checkers, clock, monitor, context)
-        if checkers:
-            main.check_while_writing(spec.staged_path)
-        else:
-            while main.step():
-                pass
+    packed = spec.output_compression
+    with CaptureReader(spec.read_path) as reader:
+        input_compression = reader.compression
+        # A pcapng section header that gives its section's length gets the output's length patched in at
+        # the end, which a compressed stream cannot take: such an output is written plain, then compressed
+        # (rare: capture tools write "unknown"). Otherwise the output is compressed as it is written.
+        later = bool(packed) and reader.section_length is not None
+        write_path = spec.staged_path + ".plain" if later else spec.staged_path
+        direct = bool(packed) and not later
+        with open(write_path, "xb", buffering=0 if direct else -1) as fh:
+            sink = compression.CompressingWriter(fh, packed, spec.compress_level) if direct else None
+            try:
+                main = _MainPass(reader, fh, stages, checkers, clock, monitor, context, sink)
+                if checkers:
+                    main.check_while_writing(write_path)
+                else:
+                    while main.step():
+                        pass
+            finally:
+                if sink is not None:
+                    sink.abort()            # stops its thread if the pass failed; nothing after close()
         for message in reader.warnings:
             if message not in warnings:
                 warnings.append(message)
     packets_in, packets_out = main.packets_in, main.packets_out
     _check_stamp(spec.read_path, stamp, final=True)
+    if later:
+        with open(spec.staged_path, "xb") as out:
+            compression.compress_file(write_path, out, packed, spec.compress_level,
+                                      tick=lambda: clock.tick("process", stamp[0], stamp[0], packets_in))
+            os.fsync(out.fileno())
+        os.unlink(write_path)
     clock.next_pass()
 
     report = {s.name: s.report() for s in stages if not getattr(s, "hidden", False) or s.report()}
@@ -259,7 +327,8 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
             warnings.append(message)
     if monitor.events:
         report.setdefault("memory", {})["pressure_events"] = monitor.events
-    return {"packets_in": packets_in, "packets_out": packets_out, "warnings": warnings, "stages": report}
+    return {"packets_in": packets_in, "packets_out": packets_out, "warnings": warnings, "stages": report,
+            "input_compression": input_compression}
 
 
 def _start_writeback(fh, length: int = 0) -> None:
@@ -343,10 +412,12 @@ class _MainPass:
     read once; what waits for its comparison is about one batch or one read chunk of records.
     """
 
-    def __init__(self, reader, fh, stages, checkers, clock, monitor, context):
+    def __init__(self, reader, fh, stages, checkers, clock, monitor, context, sink=None):
+        """``sink``: a CompressingWriter into ``fh`` (a compressed output), else the writer writes ``fh``."""
         self.reader, self.fh, self.clock, self.monitor, self.context = reader, fh, clock, monitor, context
         self.stages = stages
-        self.writer = CaptureWriter(fh, reader.format, reader.pcap_header)
+        self.sink = sink
+        self.writer = CaptureWriter(fh if sink is None else sink, reader.format, reader.pcap_header)
         self.only_packets = reader.format == "pcap"      # pcap: every record is a packet
         # a stage that only rewrites pcapng blocks (pcapng_only = True) has nothing to do in a pcap file
         self.active = [s for s in stages if not (self.only_packets and getattr(s, "pcapng_only", False))]
@@ -368,6 +439,8 @@ class _MainPass:
         if source is None:
             _finish(self.stages)
             self.writer.close()
+            if self.sink is not None:
+                self.sink.close()
             self.fh.flush()
             os.fsync(self.fh.fileno())
             self.done = True
@@ -388,20 +461,25 @@ class _MainPass:
             if self.read_back >= self.next_writeback:
                 _start_writeback(self.fh, self.read_back)      # only what the check has read back
                 self.next_writeback = self.read_back + WRITEBACK_EVERY
-        elif writer.bytes_written >= self.next_writeback:
+        elif self.flushed() >= self.next_writeback:
             _start_writeback(self.fh)
-            self.next_writeback = writer.bytes_written + WRITEBACK_EVERY
+            self.next_writeback = self.flushed() + WRITEBACK_EVERY
         self.packets_out += len(batch) if only_packets else _count_packets(batch)
-        self.clock.tick("process", self.reader.offset, self.reader.size, self.packets_in)
+        self.clock.tick("process", self.reader.position, self.reader.size, self.packets_in)
         reason = self.monitor.pressure()
         if reason:
             _relieve(reason, self.stages, self.context)
         return True
 
+    def flushed(self) -> int:
+        """Bytes of the output in its file so far (compressed bytes for a compressed output)."""
+        return self.writer.bytes_flushed if self.sink is None else self.sink.written
+
     def check_while_writing(self, path: str) -> None:
-        follow = _FollowFile(path, self)
+        packed = self.sink.kind if self.sink is not None else None
+        follow = _FollowFile(path, self, partial=packed is not None)
         try:
-            with CaptureReader(path, fileobj=follow) as out:
+            with CaptureReader(path, fileobj=follow, compressed=packed) as out:
                 if out.format == "pcap":        # frames as spans of the read buffer: no record objects
                     for buf, starts, ends in out.frame_spans(BATCH):
                         for checker, before in self._entered(len(starts)):
@@ -438,23 +516,31 @@ class _MainPass:
 
 class _FollowFile:
     """The output file as it is being written, for a reader: a read first runs the main pass until the
-    bytes it asks for are in the file (or the pass has ended), so it never meets a false end of file."""
+    bytes it asks for are in the file (or the pass has ended), so it never meets a false end of file.
 
-    def __init__(self, path: str, main: _MainPass):
+    ``partial`` (a compressed output, read by a decompressor): a read returns what the file holds, once it
+    holds anything new. A compressed byte may stand for a thousand of the capture's (zeroed payloads): the
+    main pass must not run on until a whole read's worth of them exists, nor hold their records meanwhile.
+    """
+
+    def __init__(self, path: str, main: _MainPass, partial: bool = False):
         self.fh = open(path, "rb", buffering=0)
         self.main = main
         self.pos = 0
+        self.partial = partial
 
     def read(self, n: int) -> bytes:
         main = self.main
-        want = self.pos + n
+        want = self.pos + (1 if self.partial else n)
         try:
-            while main.writer.bytes_flushed < want and main.step():
+            while main.flushed() < want and main.step():
                 pass
         except Exception as exc:
             # through the read-back reader unchanged: it would call an OSError of the writer (disk full)
             # "cannot read the file", and the input's own errors are not the output's
             raise _Relayed(exc) from exc
+        if self.partial:
+            n = min(n, main.flushed() - self.pos)
         parts = []
         while n > 0:
             chunk = self.fh.read(n)
@@ -589,7 +675,9 @@ def run_job(job: Job, settings: Settings, progress=None, cancel=None, executor=N
         if not job.stages:
             raise JobError("no operation selected")
         _check_input(input_path)
-        target = planned_output(job, settings)
+        plan = compression_plan(input_path, settings)
+        result.input_compression, result.output_compression = plan
+        target = planned_output(job, settings, plan)
         output_dir = target.parent
         output_dir.mkdir(parents=True, exist_ok=True)
         if _same_file(target, input_path):
@@ -604,18 +692,22 @@ def run_job(job: Job, settings: Settings, progress=None, cancel=None, executor=N
         key = _load_key(job) if "anonymize" in stage_names else None
         with JobWorkspace(settings.temp_root_path()) as ws:
             read_path = ws.link_input(input_path, settings.large_file_threshold_mb * 1024 * 1024)
+            _log_compression(name, input_path, plan)
             staging = ws.output_staging(output_dir)
             staged = staging / target.name
             spec = ExecSpec(read_path=str(read_path), staged_path=str(staged), stages=stage_names,
                             stage_options=stage_options, key=key, memory_rss_mb=settings.memory_rss_mb,
                             memory_available_pct=settings.memory_available_pct,
-                            config_dir=str(settings_config_dir()), display_name=name)
+                            config_dir=str(settings_config_dir()), display_name=name,
+                            input_compression=plan[0], output_compression=plan[1])
             if executor is None:
                 outcome = execute(spec, progress, cancel)
             else:
                 outcome = executor(spec, progress, cancel, ws)
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
+            if outcome.get("input_compression") != plan[0]:     # the name was chosen by what it held
+                raise StageError("the input file changed while it was being processed; nothing was written")
             final, renamed = _publish(staged, target, input_path)
         result.output = str(final)
         result.renamed = renamed
@@ -660,6 +752,27 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
         return "io", _os_message(exc)
     log.debug("Unexpected error", exc_info=(type(exc), exc, exc.__traceback__))
     return "internal", f"internal error ({type(exc).__name__}: {exc})"
+
+
+def _log_compression(name: str, path: Path, plan: tuple) -> None:
+    """Say how a compressed input is read and an output compressed (beside the hard-link decision)."""
+    kind, out = plan
+    wlog = logging.getLogger("pktmask_gui.workspace")
+    if kind:
+        wlog.info("%s: %s-compressed input (%s): decompressed as it is read, on every pass; no decompressed "
+                  "copy is written to disk.", name, kind, _size_text(path))
+    if out:
+        wlog.info("%s: the output is %s-compressed (level %d) as it is written.", name, out,
+                  compression.LEVELS[out])
+
+
+def _size_text(path: Path) -> str:
+    from .workspace import _fmt_size
+
+    try:
+        return _fmt_size(path.stat().st_size)
+    except OSError:
+        return "size unknown"
 
 
 def settings_config_dir() -> Path:

@@ -26,6 +26,10 @@ SCRUB_ITEMS = {
 }
 
 
+# Output compression: "same" as the input, "none", or one format (compression.KINDS).
+COMPRESS_CHOICES = ("same", "none", "gzip", "zstd", "lz4")
+
+
 def config_dir() -> Path:
     """The folder holding settings.json and the anonymization key.
 
@@ -55,6 +59,7 @@ class Settings:
     parallel_jobs: int = field(default_factory=_default_jobs)
     temp_root: str = ""                     # "" = the system temp dir
     output_suffix: str = "-sanitized"       # <stem><suffix><ext>
+    compress: str = "same"                  # output compression: same (as the input) | none | gzip | zstd | lz4
     keep_metadata: bool = False             # True: skip the pcapng metadata scrub
     scrub: dict = field(default_factory=lambda: {k: True for k in SCRUB_ITEMS})
     stage_options: dict = field(default_factory=dict)
@@ -90,6 +95,8 @@ class Settings:
         if self.wireshark_path and not Path(self.wireshark_path).is_file():
             problems.append(f"The Wireshark program {self.wireshark_path} does not exist (leave the field empty "
                             "to find Wireshark on the PATH).")
+        if self.compress not in COMPRESS_CHOICES:
+            problems.append("Output compression must be one of: " + ", ".join(COMPRESS_CHOICES) + ".")
         problems.extend(self._validate_stage_options())
         return problems
 

@@ -32,7 +32,8 @@ def test_process_dedup_json_and_exit_0(workdir):
     assert report["ok"] is True
     (entry,) = report["files"]
     assert set(entry) == {"input", "output", "status", "error", "error_kind", "warnings", "packets_in",
-                          "packets_out", "elapsed_s", "stages"}
+                          "packets_out", "elapsed_s", "stages", "input_compression", "output_compression"}
+    assert entry["input_compression"] is None and entry["output_compression"] is None
     assert entry["status"] == "ok" and entry["error"] is None
     assert entry["packets_in"] > entry["packets_out"] > 0
     assert entry["stages"]["dedup"]["duplicates_removed"] == entry["packets_in"] - entry["packets_out"]

@@ -167,6 +167,10 @@ def _deep_damage() -> tuple[bytes, int]:
 DEEP, DEEP_OFFSET = _deep_damage()
 
 # name -> (file name, bytes, words the one-line error must contain)
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x55]) + data[at + 1:]
+
+
 DAMAGED = {
     "zero-byte": ("zero.pcap", b"", ["empty"]),
     "text renamed .pcap": ("notes.pcap", b"Meeting notes, not a capture.\n" * 20, ["not a pcap", "offset 0"]),
@@ -195,8 +199,11 @@ DAMAGED = {
     "interface id never defined": ("iface.pcapng", _patch(GOOD_PCAPNG, EPB0 + 8, "<I", 5),
                                    ["interface 5", f"offset {EPB0}"]),
     "interface used before defined (SPB)": ("spb.pcapng", _spb_before_idb(), ["before any interface"]),
-    "gzip-compressed capture": ("zipped.pcap", gzip.compress(GOOD_PCAP), ["gzip"]),
-    "gzip-compressed pcapng": ("zipped.pcapng", gzip.compress(GOOD_PCAPNG), ["gzip"]),
+    # a compressed capture is read (tests/test_compression.py); corrupt compressed data fails
+    "corrupt gzip data": ("zipped.pcap", _flip(gzip.compress(GOOD_PCAP), 30),
+                          ["gzip data is corrupt", "of the compressed file"]),
+    "gzip holding text": ("zipped.pcapng", gzip.compress(b"Meeting notes, not a capture.\n" * 20),
+                          ["gzip-compressed file does not hold a pcap or pcapng capture"]),
     "damage deep in a large file": ("deep.pcap", DEEP, ["packet 3001", f"offset {DEEP_OFFSET}"]),
 }
 

@@ -22,7 +22,8 @@ from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QLabel, Q
 
 from .. import __version__
 from .. import settings as settings_mod
-from ..pipeline import Job, find_captures, is_capture_name, output_name
+from ..compression import output_kind
+from ..pipeline import Job, find_captures, is_capture_file, output_name
 from ..stages import operations
 from . import handoff
 from .format import human_duration, human_size, plural
@@ -39,7 +40,8 @@ log = logging.getLogger("pktmask_gui.ui")
 
 SHUTDOWN_TIMEOUT_S = 10.0
 MAX_RECENT = 8
-CAPTURE_FILTER = "Packet captures (*.pcap *.pcapng *.cap);;All files (*)"
+CAPTURE_FILTER = ("Packet captures (*.pcap *.pcapng *.cap *.gz *.zst *.zstd *.lz4);;"
+                  "Compressed captures (*.gz *.zst *.zstd *.lz4);;All files (*)")
 
 
 def ui_state() -> QSettings:
@@ -395,7 +397,8 @@ class MainWindow(QMainWindow):
             if path.is_dir():
                 found = find_captures([path])
                 if not found:
-                    refused.append((path.name or str(path), "the folder holds no .pcap, .pcapng or .cap file"))
+                    refused.append((path.name or str(path), "the folder holds no .pcap, .pcapng or .cap file, "
+                                                            "plain or compressed"))
                     continue
             elif not path.exists():
                 refused.append((path.name or str(path), "it does not exist"))
@@ -403,8 +406,9 @@ class MainWindow(QMainWindow):
             elif not path.is_file():
                 refused.append((path.name, "it is not a regular file"))
                 continue
-            elif not is_capture_name(path):
-                refused.append((path.name, "not a capture file (only .pcap, .pcapng and .cap are accepted)"))
+            elif not is_capture_file(path):
+                refused.append((path.name, "not a capture file (only .pcap, .pcapng and .cap are accepted, "
+                                           "also gzip, zstd or lz4 compressed)"))
                 continue
             else:
                 found = [(path, Path(""))]
@@ -733,7 +737,8 @@ class MainWindow(QMainWindow):
     def planned_output(self, row) -> Path:
         batch_dir = self.batch.output_dir if (self.batch is not None and row.status != QUEUED) else self.output_dir()
         base = row.path.parent if batch_dir is None else batch_dir / row.rel_dir
-        return base / output_name(row.path, self.settings.output_suffix)
+        return base / output_name(row.path, self.settings.output_suffix, row.compression,
+                                  output_kind(self.settings.compress, row.compression))
 
     def _update_overall(self, finished: Batch | None = None) -> None:
         batch = self.batch

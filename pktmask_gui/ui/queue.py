@@ -12,6 +12,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, Qt, QTimer, 
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate, QTableView
 
+from ..compression import sniff
 from .format import count, human_size
 
 QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
@@ -36,6 +37,7 @@ class QueueRow:
     started: float | None = None
     finished: float | None = None
     extra: dict = field(default_factory=dict)
+    compression: str | None = None  # "gzip" | "zstd" | "lz4", by the file's first bytes; None: plain
 
     @property
     def display_name(self) -> str:
@@ -89,8 +91,8 @@ class QueueModel(QAbstractTableModel):
         if role == Qt.DisplayRole:
             if col == COL_FILE:
                 return row.display_name
-            if col == COL_SIZE:
-                return human_size(row.size)
+            if col == COL_SIZE:     # on disk: compressed; the capture inside is known by its packets
+                return f"{human_size(row.size)} ({row.compression})" if row.compression else human_size(row.size)
             if col == COL_STATUS:
                 return row.status
             if col == COL_IN:
@@ -109,6 +111,9 @@ class QueueModel(QAbstractTableModel):
                 return self.result_text(row) or None
             if col == COL_STATUS and row.error:
                 return row.error
+            if col == COL_SIZE and row.compression:
+                return (f"{human_size(row.size)} on disk, {row.compression}-compressed: the capture inside is "
+                        f"larger; progress follows the compressed bytes read")
             return None
         if role == Qt.TextAlignmentRole and col in (COL_SIZE, COL_IN, COL_OUT):
             return int(Qt.AlignRight | Qt.AlignVCenter)
@@ -129,7 +134,7 @@ class QueueModel(QAbstractTableModel):
 
     # --- rows ------------------------------------------------------------------------------------
     def add(self, path: Path, rel_dir: Path, size: int) -> QueueRow:
-        row = QueueRow(self._next_id, path, rel_dir, size)
+        row = QueueRow(self._next_id, path, rel_dir, size, compression=sniff(path))
         self._next_id += 1
         pos = len(self.rows)
         self.beginInsertRows(QModelIndex(), pos, pos)
@@ -279,7 +284,8 @@ class QueueView(QTableView):
         pad = 18
         model = self.model()
         rows = min(model.rowCount(), 300)
-        fixed = {COL_SIZE: fm.horizontalAdvance("1023.9 MB") + pad,
+        packed = any(getattr(r, "compression", None) for r in getattr(model, "rows", ())[:rows])
+        fixed = {COL_SIZE: fm.horizontalAdvance("1023.9 MB (gzip)" if packed else "1023.9 MB") + pad,
                  COL_STATUS: fm.horizontalAdvance("Cancelling…") + pad,
                  COL_PROGRESS: fm.horizontalAdvance("100% · 1,000,000 packets") + pad,
                  COL_IN: fm.horizontalAdvance("Packets out") + pad, COL_OUT: fm.horizontalAdvance("Packets out") + pad}
@@ -375,6 +381,7 @@ class QueueView(QTableView):
         painter.setFont(self.font())
         painter.setPen(QColor("#6b7580"))
         painter.drawText(QRect(area.left(), mid + 2, area.width(), 44), Qt.AlignHCenter | Qt.AlignTop,
-                         ".pcap, .pcapng and .cap files; folders are searched for captures.\n"
+                         ".pcap, .pcapng and .cap files, also gzip, zstd or lz4 compressed; folders are "
+                         "searched for captures.\n"
                          "Or use File → Add Files… (Ctrl+O) or Add Folder… (Ctrl+Shift+O).")
         painter.end()

@@ -19,10 +19,14 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QVBoxLayout, QWidget)
 
 from .. import settings as settings_mod
+from ..compression import output_kind
+from ..pipeline import output_name
 from ..stages import operations
 from .handoff import find_wireshark
 
 INT_MAX = 2**31 - 1
+COMPRESS_LABELS = {"same": "Same as the input", "none": "None", "gzip": "gzip (.gz)", "zstd": "zstd (.zst)",
+                   "lz4": "lz4 (.lz4)"}
 
 
 def _note(text: str) -> QLabel:
@@ -225,8 +229,19 @@ class SettingsDialog(QDialog):
         self.output_suffix.setObjectName("output_suffix")
         self.output_suffix.setToolTip("Added to each input's name to name its output")
         rows.field("Name suffix:", self.output_suffix)
+        self.compress = QComboBox()
+        self.compress.setObjectName("compress")
+        for value, text in COMPRESS_LABELS.items():
+            self.compress.addItem(text, value)
+        self.compress.setToolTip("How outputs are compressed (inputs are recognised by their content, "
+                                 "gzip, zstd and lz4 alike)")
+        rows.field("Compression:", self.compress,
+                   "Same as the input: a gzip, zstd or lz4 compressed capture gives an output compressed "
+                   "the same way, a plain one a plain output. Levels are the fast ones (gzip 1, zstd 1, "
+                   "lz4 0): gzip is by far the slowest of the three to write.")
         self.suffix_example = rows.note("", column=1)
         self.output_suffix.textChanged.connect(self._update_suffix_example)
+        self.compress.currentIndexChanged.connect(self._update_suffix_example)
         layout.addWidget(naming)
 
         meta = QGroupBox("pcapng metadata")
@@ -355,6 +370,7 @@ class SettingsDialog(QDialog):
     def load(self, s: settings_mod.Settings) -> None:
         self.parallel_jobs.setValue(int(s.parallel_jobs))
         self.output_suffix.setText(s.output_suffix)
+        self.compress.setCurrentIndex(max(0, self.compress.findData(s.compress)))
         self.keep_metadata.setChecked(bool(s.keep_metadata))
         for key, box in self.scrub_boxes.items():
             box.setChecked(bool(s.scrub.get(key, True)))
@@ -374,6 +390,7 @@ class SettingsDialog(QDialog):
         problems = []
         s.parallel_jobs = self.parallel_jobs.value()
         s.output_suffix = self.output_suffix.text()
+        s.compress = self.compress.currentData()
         s.keep_metadata = self.keep_metadata.isChecked()
         s.scrub = {key: box.isChecked() for key, box in self.scrub_boxes.items()}
         s.temp_root = self.temp_root.text().strip()
@@ -424,7 +441,11 @@ class SettingsDialog(QDialog):
 
     def _update_suffix_example(self) -> None:
         suffix = self.output_suffix.text()
-        self.suffix_example.setText(f"Example: capture.pcapng → capture{suffix}.pcapng")
+        choice = self.compress.currentData() or "same"
+        examples = [(name, kind) for name, kind in (("capture.pcapng", None), ("capture.pcapng.gz", "gzip"))]
+        shown = [f"{name} → {output_name(name, suffix, kind, output_kind(choice, kind))}"
+                 for name, kind in examples]
+        self.suffix_example.setText("Examples: " + "; ".join(shown))
 
     def _browse_temp(self) -> None:
         start = self.temp_root.text() or tempfile.gettempdir()

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLay
                                QVBoxLayout)
 
 from .. import __version__
+from ..compression import words as compression_words
 from .handoff import open_in_wireshark, show_in_folder
 from .format import count, describe_stage_counts, human_duration, plural, short_stage_text
 
@@ -78,6 +79,13 @@ def status_word(result) -> str:
     return {"ok": "Done", "failed": "Failed", "cancelled": "Cancelled"}.get(result.status, result.status)
 
 
+def _packing(result) -> list[str]:
+    """["Compression: zstd in and out"] …; [] when neither the input nor the output was compressed."""
+    text = compression_words(getattr(result, "input_compression", None),
+                             getattr(result, "output_compression", None), short=True)
+    return [f"Compression: {text}"] if text else []
+
+
 def headline(results, elapsed_s: float | None = None) -> str:
     ok = sum(1 for r in results if r.status == "ok")
     failed = sum(1 for r in results if r.status == "failed")
@@ -109,7 +117,8 @@ def to_html(results, elapsed_s: float | None = None) -> str:
     rows = []
     for r in results:
         dupes = duplicates_removed(r)
-        details = esc(reason(r)) if r.status != "ok" else "<br>".join(esc(line) for line in stage_lines(r))
+        details = esc(reason(r)) if r.status != "ok" else "<br>".join(esc(line) for line in stage_lines(r)
+                                                                        + _packing(r))
         warnings = "".join(f"<div class='warn'>⚠ {esc(w)}</div>" for w in (r.warnings or []))
         output = esc(r.output or "—")
         rows.append(
@@ -187,6 +196,9 @@ class SummaryDialog(QDialog):
             ok = r.status == "ok"
             # Duplicates have their own column.
             details = (short_lines(r, skip=("dedup",)) or "Duplicates removed") if ok else reason(r)
+            packing = compression_words(r.input_compression, r.output_compression, short=True)
+            if ok and packing:          # first: the column elides its end
+                details = f"{packing} · {details}"
             if r.warnings:
                 details += f" · ⚠ {plural(len(r.warnings), 'warning')}"
             cells = (Path(r.input).name, status_word(r), count(r.packets_in) if ok else "",
@@ -279,7 +291,7 @@ class SummaryDialog(QDialog):
         lines = [f"{Path(r.input).name}: {status_word(r)}"]
         if r.status == "ok":
             lines.append(f"{r.packets_in:,} packets in, {r.packets_out:,} packets out, {r.elapsed_s:.1f} s")
-            lines += stage_lines(r)
+            lines += stage_lines(r) + _packing(r)
             lines.append(f"Saved as {r.output}")
         else:
             lines.append(reason(r))

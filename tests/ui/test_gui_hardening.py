@@ -199,13 +199,15 @@ def damaged_inputs(folder: Path) -> dict[str, str]:
     (folder / "empty.pcap").write_bytes(b"")
     (folder / "notes.pcap").write_text("Meeting notes: do not share.\n" * 20)
     (folder / "cut-header.pcap").write_bytes(data[:17])
-    (folder / "packed.pcap").write_bytes(gzip.compress(data))
+    packed = bytearray(gzip.compress(data))             # a compressed capture is read; a corrupt one fails
+    packed[len(packed) // 2] ^= 0xFF
+    (folder / "packed.pcap").write_bytes(bytes(packed))
     ng = folder / "_seed.pcapng"
     generate(ng, packets=20, seed=9, fmt="pcapng")
     (folder / "cut-section.pcapng").write_bytes(ng.read_bytes()[:20])
     ng.unlink()
     return {"empty.pcap": "empty", "notes.pcap": "not a pcap or pcapng capture",
-            "cut-header.pcap": "cut short", "packed.pcap": "gzip", "cut-section.pcapng": "cut short"}
+            "cut-header.pcap": "cut short", "packed.pcap": "gzip data is corrupt", "cut-section.pcapng": "cut short"}
 
 
 def test_damaged_inputs_fail_with_one_sentence_each_while_the_good_ones_finish(window, ui_env, qtbot):
