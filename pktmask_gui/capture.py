@@ -207,11 +207,6 @@ def make_idb_body(linktype: int = 1, snaplen: int = 0, endian: str = "<", option
     return struct.pack(endian + "HHI", linktype, 0, snaplen) + options
 
 
-def is_capture_start(head: bytes) -> bool:
-    """Whether ``head`` (a file's first bytes, decompressed) starts like a pcap or pcapng file."""
-    return bytes(head[:4]) in _PCAP_MAGICS or bytes(head[:4]) == _SHB_MAGIC
-
-
 # ---------------------------------------------------------------------------------------------------
 # reader
 
@@ -255,12 +250,9 @@ class CaptureReader:
 
     def __init__(self, path, fileobj=None, compressed: str | None = None):
         """``fileobj``: read this object (``read(n)``, ``close()``) instead of opening ``path``;
-        ``compressed``: its data is compressed so (known: the reader does not look), and a read of it may
-        return fewer bytes than asked for before its end.
-
-        A gzip, zstd or lz4 compressed file (told by its first bytes, never its name) is read through a
-        streaming decompressor (compression.py): ``compression`` names it, ``size`` and ``position`` are
-        then in compressed bytes, ``offset`` and error offsets in the decompressed capture's."""
+        ``compressed``: its data is compressed so (known: not looked at), and a read may return less than
+        asked for before the end. A gzip, zstd or lz4 file (told by its first bytes) is read through a
+        decompressor: ``compression`` names it; ``size`` and ``position`` count compressed bytes."""
         self.path = path
         self.format = None
         self.pcap_header = None
@@ -357,11 +349,7 @@ class CaptureReader:
         buf = self._buf
         packed = self.compression
         if not buf:
-            if packed and self._fh.truncated:
-                raise CaptureError(f"the {packed}-compressed file is cut short before the end of its first "
-                                   f"block, so no packet can be read from it", 0, located=False)
-            raise CaptureError(f"the {packed}-compressed file holds no data" if packed else
-                               "the file is empty (0 bytes)", 0, located=False)
+            raise self._fh.no_data() if packed else CaptureError("the file is empty (0 bytes)", 0, located=False)
         magic = buf[:4]
         if len(buf) < 4 and any(m.startswith(buf) for m in (*_PCAP_MAGICS, _SHB_MAGIC)):
             raise CaptureError(f"the file header is cut short: the file has only {len(buf)} bytes", 0)
@@ -386,7 +374,7 @@ class CaptureReader:
                                    f"{bytes(buf[8:12]).hex()}", 0)
             self.format = "pcapng"
             self._base = 0
-            length = struct.unpack_from(_BOM[bytes(buf[8:12])] + "q", buf, 16)[0] if len(buf) >= 24 else -1
+            length = struct.unpack_from(_BOM[bytes(buf[8:12])] + "q", buf, 16)[0]
             self.section_length = None if length == -1 else length
         else:
             shown = " ".join(f"{b:02x}" for b in magic)
@@ -407,25 +395,14 @@ class CaptureReader:
         return self._compressed(batches) if self.compression else batches
 
     def _compressed(self, batches):
-        """A compressed file's batches: an error in the capture inside says where in the decompressed
-        data — unless the compressed data itself is corrupt there (its checksum may come only at the end
-        of its member or frame, after the damage has reached the capture reader), which is said instead."""
+        """A compressed file's batches, whose errors the decompressor explains (DecompressingReader.explain)."""
         try:
             yield from batches
         except CaptureError as exc:
             raise self._located(exc) from None
 
     def _located(self, exc: CaptureError) -> CaptureError:
-        from .compression import CompressedDataError
-
-        if not self.compression or isinstance(exc, CompressedDataError) or self._fh is None:
-            return exc
-        try:
-            self._fh.verify_rest()
-        except CompressedDataError as corrupt:
-            return corrupt
-        exc.compression = self.compression
-        return exc
+        return self._fh.explain(exc) if self.compression and self._fh is not None else exc
 
     def frame_spans(self, max_records: int = 2048):
         """pcap only: generator of ``(buffer, starts, ends)``, the frames of up to ``max_records`` records

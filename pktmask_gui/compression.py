@@ -20,7 +20,7 @@ import struct
 import threading
 import zlib
 
-from .capture import CaptureError
+from .capture import _PCAP_MAGICS, _SHB_MAGIC, CaptureError
 
 KINDS = ("gzip", "zstd", "lz4")
 SUFFIX = {"gzip": ".gz", "zstd": ".zst", "lz4": ".lz4"}             # what an output gets
@@ -74,18 +74,18 @@ def sniff(path) -> str | None:
         return None
 
 
-def peek(path, n: int = 4) -> bytes:
-    """The first ``n`` bytes of the file's data, decompressed when it is compressed (b"" when it cannot
-    be read). Reads little: one piece, or one block of an lz4 file."""
+def holds_capture(path) -> bool:
+    """Whether the file's data, decompressed when it is compressed, starts like a pcap or pcapng file.
+    Reads little: one piece, or one block of an lz4 file."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(PIECE)
             kind = detect(head)
-            if kind is None:
-                return head[:n]
-            return DecompressingReader(fh, kind, head).read(n)
+            if kind is not None:
+                head = DecompressingReader(fh, kind, head).read(4)
     except (OSError, CaptureError):
-        return b""
+        return False
+    return bytes(head[:4]) in _PCAP_MAGICS or bytes(head[:4]) == _SHB_MAGIC
 
 
 def estimated_size(path, size: int) -> int:
@@ -249,6 +249,26 @@ class DecompressingReader:
         stop = self.position + limit
         while not self._done and self.position < stop:
             self._step(1 << 20)
+
+    def explain(self, exc: CaptureError) -> CaptureError:
+        """The error to raise for ``exc``, met in the capture inside: the compressed data's own corruption
+        when decoding on finds it there (its checksum may come only at the end of its member or frame,
+        after the damage reached the capture reader), else ``exc`` saying it is about decompressed data."""
+        if isinstance(exc, CompressedDataError):
+            return exc
+        try:
+            self.verify_rest()
+        except CompressedDataError as corrupt:
+            return corrupt
+        exc.compression = self.kind
+        return exc
+
+    def no_data(self) -> CaptureError:
+        """The error for a compressed file that gives no byte of data."""
+        if self.truncated:
+            return CaptureError(f"the {self.kind}-compressed file is cut short before the end of its first "
+                                f"block, so no packet can be read from it", 0, located=False)
+        return CaptureError(f"the {self.kind}-compressed file holds no data", 0, located=False)
 
     def close(self) -> None:
         self.raw.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import compression
-from .capture import CaptureError, CaptureReader, CaptureWriter, is_capture_start
+from .capture import CaptureError, CaptureReader, CaptureWriter
 from .settings import Settings
 from .stages import Stage, StageContext, StageError, all_stages, stage_by_name
 from .workspace import JobWorkspace, MemoryMonitor
@@ -92,7 +92,7 @@ def is_capture_file(path: Path | str) -> bool:
         return True
     if not compression.split_name(Path(path).name)[1]:
         return False
-    return is_capture_start(compression.peek(path))
+    return compression.holds_capture(path)
 
 
 def find_captures(paths) -> list[tuple[Path, Path]]:
