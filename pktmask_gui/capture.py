@@ -39,6 +39,7 @@ MAX_CAPLEN = 262144             # 256 KiB, as Wireshark's standard maximum packe
 MAX_BLOCK = 16 * 1024 * 1024    # a pcapng block above 16 MiB is damage, not data
 CHUNK = 1 << 20                 # read size
 FLUSH = 1 << 20                 # the writer writes once this much is buffered
+READ_AHEAD = True               # a compressed file is decompressed on a thread of its own (compression.ReadAhead)
 
 _PCAP_MAGICS = {                # magic bytes -> (endian, ts unit, record header length)
     b"\xd4\xc3\xb2\xa1": ("<", 10 ** 6, 16),
@@ -266,11 +267,13 @@ class CaptureReader:
         self._notes = []
         self._started = False
         try:
-            from .compression import DecompressingReader, detect
+            from .compression import DecompressingReader, ReadAhead, detect
             first = b"" if compressed else self._read(CHUNK)
             self.compression = compressed or detect(first)
             if self.compression:
                 self._fh = DecompressingReader(self._fh, self.compression, first, self.size)
+                if fileobj is None and READ_AHEAD:
+                    self._fh = ReadAhead(self._fh)
                 first = self._read(CHUNK)
             self._buf = first
             self._eof = len(self._buf) < CHUNK

@@ -34,6 +34,7 @@ LEVELS = {"gzip": 1, "zstd": 1, "lz4": 0}
 PIECE = 64 * 1024           # compressed bytes fed at a time: an error's offset is known to within a piece
 VERIFY_LIMIT = 64 << 20     # after the capture inside looked damaged: compressed bytes checked for corruption
 _QUEUE_CHUNKS = 4           # writer: chunks (~1 MiB each) waiting for the compressing thread
+_AHEAD = 2                  # reader: MiB decompressed ahead of the capture reader (ReadAhead)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -362,6 +363,77 @@ class DecompressingReader:
         self._done = True
         self.notes.append(f"the last {ignored:,} bytes of the file are not {self.kind} data and were "
                           f"ignored")
+
+
+class ReadAhead:
+    """A DecompressingReader run on a thread of its own, ``_AHEAD`` MiB ahead of its reader: the codecs
+    release the GIL, so decompressing overlaps the packet work where a core is free. The same interface;
+    an error of the thread is raised where the data it stopped at is reached. (Pieces of a MiB instead of
+    64 KiB, for fewer waits on the GIL, measured no different.)"""
+
+    def __init__(self, reader: DecompressingReader):
+        self.reader = reader
+        self.kind = reader.kind
+        self.position = reader.position
+        self._queue: queue.Queue = queue.Queue(_AHEAD)
+        self._rest = b""
+        self._end = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name=f"pktmask-read-{self.kind}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        reader, put = self.reader, self._queue.put
+        try:
+            while not self._stop:
+                data = reader.read(1 << 20)
+                put((data, reader.position, None))
+                if not data:
+                    return
+        except BaseException as exc:
+            put((b"", reader.position, exc))
+
+    def read(self, n: int) -> bytes:
+        parts = [self._rest] if self._rest else []
+        got = len(self._rest)
+        while got < n and not self._end:
+            data, self.position, error = self._queue.get()
+            if error is not None:
+                self._end = True
+                raise error
+            if not data:
+                self._end = True
+            parts.append(data)
+            got += len(data)
+        data = b"".join(parts) if len(parts) != 1 else parts[0]
+        self._rest = data[n:]
+        return data[:n] if self._rest else data
+
+    def _halt(self) -> None:
+        """Stop the thread (what it read ahead is dropped); the reader is then this thread's alone."""
+        self._stop = True
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)       # a put() waiting for room returns
+            except queue.Empty:
+                pass
+        self._end = True
+
+    @property
+    def notes(self) -> list:
+        return self.reader.notes
+
+    def explain(self, exc: CaptureError) -> CaptureError:
+        self._halt()
+        return self.reader.explain(exc)
+
+    def no_data(self) -> CaptureError:
+        self._halt()
+        return self.reader.no_data()
+
+    def close(self) -> None:
+        self._halt()
+        self.reader.close()
 
 
 class CompressingWriter:

@@ -637,7 +637,7 @@ def test_cancel_mid_file_leaves_nothing(workdir, kind):
         assert result.status == "cancelled" and result.output is None
         assert not (workdir / "out").exists() or not any((workdir / "out").iterdir())
         assert leftovers(workdir) == []
-        assert threading.active_count() < 8        # the compressing thread ended
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("pktmask-")]   # threads ended
 
 
 def test_cancel_in_a_child_process_leaves_nothing(workdir):
@@ -665,7 +665,7 @@ def test_progress_follows_the_compressed_bytes_read(workdir, captures):
     assert result.status == "ok"
     assert {total for _, _, total in seen} == {size}
     dones = [done for _, done, _ in seen]
-    assert dones == sorted(dones) and dones[-1] > 0.9 * size
+    assert dones == sorted(dones) and 0.5 * size < dones[-1] <= size and len(dones) >= 3
     assert {phase for phase, _, _ in seen} == {"prescan", "process"}
 
 
