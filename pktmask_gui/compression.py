@@ -226,6 +226,7 @@ class DecompressingReader:
         self._extra = b""
         self._member_at = 0                 # where the current member or frame starts
         self._tail = b"" if kind == "lz4" else None     # lz4: the frame's last 64 KiB out (_lz4_cut_block)
+        self.piece = PIECE                  # compressed bytes read and fed at a time
 
     @property
     def position(self) -> int:
@@ -279,7 +280,7 @@ class DecompressingReader:
         if self._raw_eof:
             return b""
         try:
-            data = self.raw.read(PIECE)
+            data = self.raw.read(self.piece)
         except OSError as exc:
             raise CaptureError(f"cannot read the file: {exc.strerror or exc}", self._fed) from None
         if not data:
@@ -368,12 +369,17 @@ class DecompressingReader:
 class ReadAhead:
     """A DecompressingReader run on a thread of its own, ``_AHEAD`` MiB ahead of its reader: the codecs
     release the GIL, so decompressing overlaps the packet work where a core is free. The same interface;
-    an error of the thread is raised where the data it stopped at is reached. (Pieces of a MiB instead of
-    64 KiB, for fewer waits on the GIL, measured no different.)"""
+    an error of the thread is raised where the data it stopped at is reached.
+
+    The thread feeds its decoder a MiB at a time, not 64 KiB: every call into a codec gives up the GIL,
+    and taking it back from a busy main thread can take up to the switch interval (5 ms); 16 times fewer
+    calls cost 3 s less CPU and 1.4 s less time on the 623 MB bench capture as .gz, all three operations.
+    An error's offset is then known to within a MiB."""
 
     def __init__(self, reader: DecompressingReader):
         self.reader = reader
         self.kind = reader.kind
+        reader.piece = 1 << 20
         self.position = reader.position
         self._queue: queue.Queue = queue.Queue(_AHEAD)
         self._rest = b""
