@@ -610,7 +610,7 @@ class CaptureReader:
                     pos, end = 0, len(buf)
                     nxt = blen
                     if nxt > end:
-                        if is_shb:
+                        if is_shb and not (base and self.compression and self._fh.truncated):
                             raise CaptureError(f"a pcapng section header is cut short: {end} of "
                                                f"{blen} bytes", base)
                         self._cut_short("block", base, npk)

@@ -183,6 +183,17 @@ class CompressedDataError(CaptureError):
         return self.reason
 
 
+class CutBeforeCapture(CaptureError):
+    """A compressed file cut short before its capture's header could be decoded (zstd and lz4 give
+    nothing of a block they do not have whole: a small capture cut in half gives no byte). A stream cut
+    short is a capture cut short, so this is no failure: the executor writes an output with no packet."""
+
+    def __init__(self, kind: str):
+        super().__init__(f"the {kind} stream is cut short before the capture's header could be decoded, so "
+                         f"no packet could be read from it", 0, located=False)
+        self.compression = kind
+
+
 def _detail(exc: Exception) -> str:
     """The library's words for what is wrong, without its prefixes."""
     text = str(exc)
@@ -258,6 +269,8 @@ class DecompressingReader:
         after the damage reached the capture reader), else ``exc`` saying it is about decompressed data."""
         if isinstance(exc, CompressedDataError):
             return exc
+        if self.truncated and not exc.offset and "cut short" in exc.reason:
+            return CutBeforeCapture(self.kind)      # the capture's own header is cut
         try:
             self.verify_rest()
         except CompressedDataError as corrupt:
@@ -268,8 +281,7 @@ class DecompressingReader:
     def no_data(self) -> CaptureError:
         """The error for a compressed file that gives no byte of data."""
         if self.truncated:
-            return CaptureError(f"the {self.kind}-compressed file is cut short before the end of its first "
-                                f"block, so no packet can be read from it", 0, located=False)
+            return CutBeforeCapture(self.kind)
         return CaptureError(f"the {self.kind}-compressed file holds no data", 0, located=False)
 
     def close(self) -> None:
@@ -428,6 +440,10 @@ class ReadAhead:
     @property
     def notes(self) -> list:
         return self.reader.notes
+
+    @property
+    def truncated(self) -> bool:
+        return self.reader.truncated
 
     def explain(self, exc: CaptureError) -> CaptureError:
         self._halt()

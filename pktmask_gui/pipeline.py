@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import compression
-from .capture import CaptureError, CaptureReader, CaptureWriter
+from .capture import META, SHB, CaptureError, CaptureReader, CaptureWriter, make_shb_body
 from .settings import Settings
 from .stages import Stage, StageContext, StageError, all_stages, stage_by_name
 from .workspace import JobWorkspace, MemoryMonitor
@@ -236,8 +236,35 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
     gc.set_threshold(*_GC_THRESHOLDS)
     try:
         return _execute(spec, progress, cancel)
+    except compression.CutBeforeCapture as cut:     # raised when a pass opens the input: nothing staged yet
+        return _empty_output(spec, cut)
     finally:
         gc.set_threshold(*previous)
+
+
+def _empty_output(spec: ExecSpec, cut: CaptureError) -> dict:
+    """A compressed input cut short before its capture's header: as for any stream cut short, an output and
+    a warning, not a failure — with no packet, in the format the input's name says (the only thing a name
+    decides here; nothing of the input is in it)."""
+    base, _ = compression.split_name(spec.display_name or Path(spec.read_path).name)
+    fmt = "pcapng" if base.lower().endswith(".pcapng") else "pcap"
+    packed = spec.output_compression
+    with open(spec.staged_path, "xb") as fh:
+        sink = compression.CompressingWriter(fh, packed, spec.compress_level) if packed else None
+        try:
+            writer = CaptureWriter(fh if sink is None else sink, fmt)
+            if fmt == "pcapng":
+                writer.write_batch([(make_shb_body(), META, 0, 0, 0, SHB)])
+            writer.close()
+            if sink is not None:
+                sink.close()
+        finally:
+            if sink is not None:
+                sink.abort()
+        fh.flush()
+        os.fsync(fh.fileno())
+    return {"packets_in": 0, "packets_out": 0, "warnings": [f"{cut}; the output holds no packet"], "stages": {},
+            "input_compression": cut.compression}
 
 
 def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
