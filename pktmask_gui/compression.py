@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import struct
 import threading
 import zlib
@@ -172,7 +173,7 @@ class CompressedDataError(CaptureError):
             text = (f"the {kind} data needs a window of more than 128 MiB to decompress (as zstd --long=28 "
                     f"or more makes), above what this reader allows, at byte {offset:,} of the compressed "
                     f"file; decompress it with zstd --long=31 -d first")
-        elif member is not None and "check" in detail:
+        elif member is not None and "check" in detail.lower():
             text = (f"the {kind} data is corrupt somewhere in bytes {member[0]:,}–{member[1]:,} of the "
                     f"compressed file ({detail})")
         else:
@@ -203,7 +204,7 @@ def _detail(exc: Exception) -> str:
     if text.startswith("Error ") and ": " in text:          # zlib: "Error -3 while decompressing data: …"
         text = text.split(": ", 1)[1]
     if text.startswith("ERROR_"):                           # lz4: ERROR_contentChecksum_invalid
-        text = text[6:].replace("_", " ")
+        text = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", text[6:].replace("_", " ")).lower()
     return (text[:1].lower() + text[1:]) if text else type(exc).__name__
 
 
