@@ -65,6 +65,11 @@ class CaptureIndex:
             self.format = "pcapng"
         else:
             os.close(self.fd)
+            from .compression import detect
+            kind = detect(head)
+            if kind:        # records are found by their offsets in the file: a compressed one has none
+                raise CaptureError(f"the file is {kind}-compressed, and the before/after view reads "
+                                   f"uncompressed captures only", 0, located=False)
             raise CaptureError("not a pcap or pcapng capture", 0)
 
     def __len__(self) -> int:
