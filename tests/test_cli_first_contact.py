@@ -34,7 +34,8 @@ def test_a_folder_without_captures_is_an_error_in_the_same_style(workdir):
     (empty / "notes.txt").write_text("x")
     run = cli("process", empty, "-o", workdir / "out", "--dedup")
     assert run.returncode == 1
-    assert run.stderr.startswith(f"pktmask-gui process: error: no capture files (.pcap, .pcapng, .cap) in {empty}")
+    assert run.stderr.startswith("pktmask-gui process: error: no capture files (.pcap, .pcapng, .cap, also gzip, "
+                                 f"zstd or lz4 compressed) in {empty}")
 
 
 def test_the_run_that_creates_the_key_says_where_once(workdir):

@@ -77,6 +77,9 @@ def test_dropped_mixed_folder_is_processed_whole(window, ui_env, qtbot, mixed_fo
         size_text = window.model.data(window.model.index(window.model.position(row), COL_SIZE))
         assert size_text.endswith(f"({kind})") if kind else "(" not in size_text
         assert window.result_text(row) == f"Will be saved as {EXPECTED[name]}"
+    fm = window.queue_view.fontMetrics()          # the column fits "715 KB (gzip)" once it is refitted
+    qtbot.waitUntil(lambda: window.queue_view.columnWidth(COL_SIZE) > fm.horizontalAdvance("1023.9 MB (gzip)"),
+                    timeout=3000)
     shot(window, "compressed-1-queued")
 
     for name, box in window.op_boxes.items():
