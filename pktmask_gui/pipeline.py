@@ -14,7 +14,7 @@ import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from . import compression
 from .capture import META, SHB, CaptureError, CaptureReader, CaptureWriter, make_shb_body
@@ -305,7 +305,7 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
                     _relieve(reason, before, context)
         _finish(before)
         for earlier in before:
-            if getattr(earlier, "drops_frames", False) and hasattr(earlier, "replayer"):
+            if earlier.drops_frames:
                 decided[earlier.name] = earlier
         del before
         _check_stamp(spec.read_path, stamp)
@@ -348,7 +348,11 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
         os.unlink(write_path)
     clock.next_pass()
 
-    report = {s.name: s.report() for s in stages if not getattr(s, "hidden", False) or s.report()}
+    report = {}
+    for stage in stages:
+        counts = stage.report()
+        if counts or not stage.hidden:
+            report[stage.name] = counts
     for message in context.warnings:            # after the reports: a report may warn (frames zeroed, ...)
         if message not in warnings:
             warnings.append(message)
@@ -397,9 +401,7 @@ def _replay(stage: Stage, context: StageContext) -> Stage:
 def _finish(stages: list) -> None:
     """End of a pass: a replaying stage checks that it met every frame it had decided on."""
     for stage in stages:
-        finish = getattr(stage, "finish", None)
-        if finish is not None:
-            finish()
+        stage.finish()
 
 
 def _count_packets(batch: list) -> int:
@@ -425,7 +427,7 @@ def _check_order(stages: list) -> None:
     frames (the registry's order guarantees it; a new stage that breaks it fails loudly here)."""
     seen_checker = False
     for stage in stages:
-        if getattr(stage, "drops_frames", False) and seen_checker:
+        if stage.drops_frames and seen_checker:
             raise StageError(f"internal error: {stage.name} drops frames after a self-checking stage")
         seen_checker = seen_checker or stage.self_check
 
@@ -447,7 +449,7 @@ class _MainPass:
         self.writer = CaptureWriter(fh if sink is None else sink, reader.format, reader.pcap_header)
         self.only_packets = reader.format == "pcap"      # pcap: every record is a packet
         # a stage that only rewrites pcapng blocks (pcapng_only = True) has nothing to do in a pcap file
-        self.active = [s for s in stages if not (self.only_packets and getattr(s, "pcapng_only", False))]
+        self.active = [s for s in stages if not (self.only_packets and s.pcapng_only)]
         self.checkers = [c for c in checkers if c in self.active]    # in the order the stages run
         for checker in self.checkers:
             checker.will_check()
@@ -688,7 +690,28 @@ def validate_stages(names: list[str]) -> None:
             raise JobError(f"the operation '{name}' is not available in this version")
 
 
-def run_job(job: Job, settings: Settings, progress=None, cancel=None, executor=None) -> JobResult:
+def with_implicit(operations: list[str], settings: Settings) -> list[str]:
+    """The stages a job runs: the operations chosen, and the implicit stages that want to run beside them."""
+    names = list(operations)
+    if any(not stage_by_name(n).hidden for n in names):
+        names += [cls.name for cls in all_stages() if cls.implicit and cls.name not in names and cls.wanted(settings)]
+    return names
+
+
+class CancelToken(Protocol):
+    """What a job's cancel flag must offer (threading.Event does)."""
+
+    def is_set(self) -> bool: ...
+
+
+ProgressCallback = Callable[[str, int, int, int], None]     # (phase, bytes done, bytes total, packets done)
+# Runs the streaming passes of a prepared job and returns execute()'s outcome dict: execute() in this
+# process (the default), or jobs.run_job_process in a child process.
+Executor = Callable[[ExecSpec, "ProgressCallback | None", "CancelToken | None", JobWorkspace], dict]
+
+
+def run_job(job: Job, settings: Settings, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+            executor: Executor | None = None) -> JobResult:
     """Process one file; never raises for a problem with the file (the result says what happened).
 
     ``executor(spec, progress, cancel, workspace)`` runs the streaming passes; default: in this process.
@@ -709,14 +732,10 @@ def run_job(job: Job, settings: Settings, progress=None, cancel=None, executor=N
         output_dir.mkdir(parents=True, exist_ok=True)
         if _same_file(target, input_path):
             raise JobError("the output would overwrite the input")
-        stage_names = list(job.stages)
-        if any(not cls.hidden for cls in map(stage_by_name, stage_names)) and not settings.keep_metadata:
-            if "scrub" in {cls.name for cls in all_stages()} and "scrub" not in stage_names:
-                stage_names.append("scrub")
-        stage_options = {n: settings.options_for(n) for n in stage_names}
-        if "scrub" in stage_options:
-            stage_options["scrub"] = {**settings.scrub, **stage_options["scrub"]}
-        key = _load_key(job) if "anonymize" in stage_names else None
+        stage_names = with_implicit(job.stages, settings)
+        classes = [stage_by_name(n) for n in stage_names]
+        stage_options = {cls.name: cls.options_from(settings) for cls in classes}
+        key = _load_key(job) if any(cls.needs_key for cls in classes) else None
         with JobWorkspace(settings.temp_root_path()) as ws:
             read_path = ws.link_input(input_path, settings.large_file_threshold_mb * 1024 * 1024)
             _log_compression(name, input_path, plan)

@@ -8,6 +8,7 @@ marker and is named in the pipeline dir's marker, so the sweep finds it too.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -54,47 +55,6 @@ def _is_alive(identity: dict) -> bool:
         return False
 
 
-class ResourceManager:
-    """A thread-safe registry of temp files and cleanup callbacks.
-
-    ``cleanup()`` runs the callbacks in reverse order of registration, once (idempotent); one that fails is
-    logged and the others still run.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._callbacks: list[tuple[str, Callable[[], None]]] = []
-        self._temp_files: list[Path] = []
-
-    def register_temp_file(self, path: Path) -> None:
-        with self._lock:
-            self._temp_files.append(Path(path))
-            self._callbacks.append((f"remove {path}", lambda p=Path(path): p.unlink(missing_ok=True)))
-
-    def register_cleanup(self, description: str, callback: Callable[[], None]) -> None:
-        with self._lock:
-            self._callbacks.append((description, callback))
-
-    @property
-    def temp_files(self) -> list[Path]:
-        with self._lock:
-            return list(self._temp_files)
-
-    def cleanup(self) -> list[str]:
-        """Run every callback (newest first); return the descriptions of those that failed."""
-        with self._lock:
-            callbacks, self._callbacks = self._callbacks, []
-            self._temp_files = []
-        failed = []
-        for description, callback in reversed(callbacks):
-            try:
-                callback()
-            except Exception as exc:  # one failure must not stop the rest
-                failed.append(description)
-                log.warning("Cleanup step failed (%s): %s", description, exc)
-        return failed
-
-
 class JobWorkspace:
     """The private temp dir of one job, as a context manager.
 
@@ -104,7 +64,8 @@ class JobWorkspace:
 
     def __init__(self, temp_root: Path | str | None = None):
         self.temp_root = Path(temp_root) if temp_root else Path(tempfile.gettempdir())
-        self.resources = ResourceManager()
+        # cleanup steps, run newest first on exit; every one runs even when another fails (_logged)
+        self.cleanups = contextlib.ExitStack()
         self.path: Path | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._owners = [_process_identity(os.getpid())]
@@ -127,7 +88,7 @@ class JobWorkspace:
         self.close()
 
     def close(self) -> None:
-        self.resources.cleanup()
+        self.cleanups.close()
         if self._tmp is not None:
             try:
                 self._tmp.cleanup()
@@ -149,7 +110,7 @@ class JobWorkspace:
     def stage_dir(self) -> Path:
         """A fresh ``pktmask_stage_`` dir for stage scratch, removed with the workspace."""
         path = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=self.path))
-        self.resources.register_cleanup(f"remove {path}", lambda: shutil.rmtree(path, ignore_errors=True))
+        self.cleanups.callback(_logged, f"remove {path}", shutil.rmtree, path, ignore_errors=True)
         return path
 
     def output_staging(self, output_dir: Path) -> Path:
@@ -158,7 +119,7 @@ class JobWorkspace:
             path = Path(tempfile.mkdtemp(prefix=OUTPUT_PREFIX, dir=output_dir))
         except OSError as exc:
             raise OSError(f"the output folder {output_dir} is not writable ({exc.strerror or exc})") from exc
-        self.resources.register_cleanup(f"remove {path}", lambda: shutil.rmtree(path, ignore_errors=True))
+        self.cleanups.callback(_logged, f"remove {path}", shutil.rmtree, path, ignore_errors=True)
         self._staging.append(str(path))
         marker = {"owners": self._owners, "started": time.time(), "pipeline": str(self.path)}
         try:
@@ -190,11 +151,19 @@ class JobWorkspace:
                         "falling back to reading the original file directly.",
                         source.name, _fmt_size(size), self.temp_root, reason)
             return source
-        self.resources.register_temp_file(link)
+        self.cleanups.callback(_logged, f"remove {link}", link.unlink, missing_ok=True)
         log.info("%s: large input (%s, threshold %s) hard-linked into the temp folder; "
                  "all passes read the private link, no copy made.",
                  source.name, _fmt_size(size), _fmt_size(threshold_bytes))
         return link
+
+
+def _logged(description: str, step, *args, **kwargs) -> None:
+    """One cleanup step; a failure is logged, never raised, so that the steps after it still run."""
+    try:
+        step(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - one failure must not stop the rest
+        log.warning("Cleanup step failed (%s): %s", description, exc)
 
 
 def _read_marker(path: Path) -> dict | None:

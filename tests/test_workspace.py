@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pktmask_gui.workspace import (MARKER, JobWorkspace, MemoryMonitor, ResourceManager, sweep_stale)
+from pktmask_gui.workspace import MARKER, JobWorkspace, MemoryMonitor, _logged, sweep_stale
 
 
 def test_workspace_removed_on_success_and_exception(workdir):
@@ -32,19 +32,20 @@ def test_workspace_removed_on_success_and_exception(workdir):
     assert not path.exists() and not staging.exists()
 
 
-def test_resource_manager_reverse_order_idempotent_and_robust(workdir):
-    rm = ResourceManager()
+def test_cleanup_steps_run_newest_first_once_and_all_of_them_even_when_one_fails(workdir, caplog):
     order = []
-    temp = workdir / "t.bin"
-    temp.write_bytes(b"1")
-    rm.register_temp_file(temp)
-    rm.register_cleanup("first", lambda: order.append("first"))
-    rm.register_cleanup("broken", lambda: 1 / 0)
-    rm.register_cleanup("last", lambda: order.append("last"))
-    assert rm.cleanup() == ["broken"]
+    with JobWorkspace(workdir) as ws:
+        big = workdir / "big.bin"
+        big.write_bytes(b"x" * 100)
+        link = ws.link_input(big, 10)                   # a hard link: removed on exit
+        ws.cleanups.callback(order.append, "first")
+        ws.cleanups.callback(_logged, "broken", lambda: 1 / 0)
+        ws.cleanups.callback(order.append, "last")
+        assert link.exists()
+    assert order == ["last", "first"] and not link.exists() and big.exists()
+    assert "Cleanup step failed (broken)" in caplog.text
+    ws.close()                                          # idempotent: nothing runs twice
     assert order == ["last", "first"]
-    assert not temp.exists()
-    assert rm.cleanup() == [] and order == ["last", "first"]
 
 
 def test_sweep_removes_dead_owner_dirs_only(workdir):

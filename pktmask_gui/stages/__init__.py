@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..layout import UNINSPECTABLE
 
@@ -51,16 +51,25 @@ class StageContext:
 
 
 class Stage:
-    name = ""
-    title = ""
-    description = ""
-    order = 50
-    OPTIONS: tuple = ()
-    needs_prescan = False
-    self_check = False
-    hidden = False              # True: not an operation the user picks (metadata scrub)
-    drops_frames = False        # True: the self-check replays this stage to line input up with output
-    run_order = None            # execution position when it must differ from ``order`` (see pipeline)
+    """A sans-I/O transformation of record batches, and what the executor (pipeline.py) may rely on.
+
+    The executor names no stage: what it must know of one is declared here, as class attributes.
+    """
+
+    name = ""                   # id: CLI flag --<name>, settings key, report key
+    title = ""                  # the user's name for it
+    description = ""            # a sentence or two for tooltips and --help
+    order = 50                  # position in the pipeline the user sees
+    run_order: int | None = None    # execution position when it must differ from ``order`` (see pipeline)
+    OPTIONS: tuple = ()         # schema: the settings dialog, the settings file and the CLI are built from it
+    needs_prescan = False       # the executor first runs prescan(batch) over the whole input
+    self_check = False          # the executor calls check() / check_spans() on the output read back
+    hidden = False              # not an operation the user picks
+    implicit = False            # hidden and run whenever an operation runs and wanted(settings) says so
+    needs_key = False           # the executor loads the anonymization key into StageContext.key
+    drops_frames = False        # decides once per frame; later passes repeat the decisions (replayer)
+    pcapng_only = False         # nothing to do in a pcap file: the main pass leaves it out there
+    stand_in = False            # a stand-in a later pass uses (a replayer): not registered as a stage
 
     def __init__(self, options: dict | None, context: StageContext):
         merged = {opt.key: opt.default for opt in self.OPTIONS}
@@ -68,11 +77,28 @@ class Stage:
         self.options = merged
         self.context = context
 
+    @classmethod
+    def options_from(cls, settings) -> dict:
+        """This stage's options from the settings (``settings.Settings``)."""
+        return settings.options_for(cls.name)
+
+    @classmethod
+    def wanted(cls, settings) -> bool:
+        """For an implicit stage: should it run beside the operations the user chose?"""
+        return True
+
     def prescan(self, batch: list) -> None:
         pass
 
     def process(self, batch: list) -> list:
         return batch
+
+    def finish(self) -> None:
+        """The end of a pass (a replaying stage checks there that it met every frame it decided on)."""
+
+    def replayer(self, context: StageContext) -> "Stage":
+        """For a stage that drops frames: a stand-in that repeats this pass's decisions in a later pass."""
+        raise NotImplementedError(f"{self.name} decides nothing a later pass could replay")
 
     def check(self, before: list, after: list) -> None:
         pass
@@ -142,15 +168,10 @@ _STAGE_MODULES = ("dedup", "anonymize", "mask", "scrub")
 def _load() -> list[type[Stage]]:
     found = []
     for mod_name in _STAGE_MODULES:
-        try:
-            mod = importlib.import_module(f"{__name__}.{mod_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{mod_name}":
-                continue  # not built yet
-            raise
+        mod = importlib.import_module(f"{__name__}.{mod_name}")
         for obj in vars(mod).values():
             if isinstance(obj, type) and issubclass(obj, Stage) and obj is not Stage and obj.name \
-                    and obj.__module__ == mod.__name__:
+                    and obj.__module__ == mod.__name__ and not obj.stand_in:
                 found.append(obj)
     return sorted(found, key=lambda cls: cls.order)
 
@@ -177,8 +198,6 @@ def stage_by_name(name: str) -> type[Stage]:
             return cls
     raise KeyError(name)
 
-
-ProgressFn = Callable[[str, int, int, int], None]
 
 
 def validate_option(opt: Option, value) -> str | None:

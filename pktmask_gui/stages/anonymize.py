@@ -140,6 +140,7 @@ class AnonymizeStage(Stage):
                    "whom survive, the same key gives the same mapping in every file; checksums stay valid.")
     order = 20
     self_check = True
+    needs_key = True
     fast_path = True                # plain TCP/UDP packets skip the general walk (tests compare both paths)
     OPTIONS = (
         Option("keep_special", "Keep special addresses", "bool", True,

@@ -441,36 +441,27 @@ class DedupStage(Stage):
         }
 
 
-class DedupReplay:
+class DedupReplay(Stage):
     """Remove Dupes' decisions, replayed: drops exactly the frames the first pass found duplicate.
 
     One bit per frame (``decisions``); a batch without a duplicate goes through untouched. If the input
-    yields more frames than were decided, it changed between passes: the file fails. It has the Stage
-    interface but is not a Stage subclass, so that the registry does not list it as a second operation.
+    yields more frames than were decided, it changed between passes: the file fails. A stand-in, not a
+    stage of its own: the registry does not list it as a second operation.
     """
 
     name = DedupStage.name
     title = DedupStage.title
     order = DedupStage.order
     drops_frames = True
-    hidden = False
-    needs_prescan = False
-    self_check = False
-    run_order = None
+    stand_in = True
 
     def __init__(self, options, context):
+        super().__init__(None, context)
         self.options = dict(options or {})
-        self.context = context
         self.decisions = bytearray()
         self.decided = 0
         self.source: dict = {}
         self.frames = 0
-
-    def prescan(self, batch: list) -> None:
-        pass
-
-    def check(self, before: list, after: list) -> None:
-        pass
 
     def release_memory(self) -> None:
         return None                     # one bit per frame: nothing worth giving back

@@ -94,8 +94,17 @@ class ScrubStage(Stage):
                    "resolution, decryption secrets, custom blocks, capture and interface strings.")
     order = 90
     hidden = True
+    implicit = True             # runs whenever an operation runs, unless the user keeps the metadata
     pcapng_only = True          # pcap records carry no metadata: the executor skips this stage there
     OPTIONS = tuple(Option(key, label, "bool", True) for key, label in SCRUB_ITEMS.items())
+
+    @classmethod
+    def options_from(cls, settings) -> dict:
+        return {**settings.scrub, **settings.options_for(cls.name)}    # the settings' own scrub items first
+
+    @classmethod
+    def wanted(cls, settings) -> bool:
+        return not settings.keep_metadata
 
     def __init__(self, options, context):
         super().__init__(options, context)
