@@ -282,10 +282,16 @@ def _layers(data, n, state, off, t, ips, addrs, csums, macs, flags0):
             elif t == 0x8847 or t == 0x8848:
                 state = _MPLS
             elif t == 0x8864:                                # PPPoE session: 6-byte header, then PPP
-                if off + 8 > n:
+                if off + 7 > n:
                     break
-                t = _H(data, off + 6)[0]
-                off += 8
+                if data[off + 6] & 1:                        # protocol field compressed to one byte (PFC)
+                    t = data[off + 6]
+                    off += 7
+                else:
+                    if off + 8 > n:
+                        break
+                    t = _H(data, off + 6)[0]
+                    off += 8
                 state = _PPPPROTO
             elif t == 0x6558:                                # transparent Ethernet bridging
                 state = _ETH

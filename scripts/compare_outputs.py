@@ -87,7 +87,7 @@ def _generated(folder: Path) -> list[Path]:
     """Captures of the project's generator: the usual mix (pcap, pcapng with metadata, big-endian with
     nanoseconds) and one frame of every real-world shape it builds (encapsulations, fragments, flow export,
     DNS from tunnel ports)."""
-    from pktmask_gui import samplegen as sg
+    from pktmask_gui import samplegen as sg, wildgen as wg
 
     folder.mkdir()
     sg.generate(folder / "mix.pcap", packets=20000, seed=5)
@@ -95,13 +95,13 @@ def _generated(folder: Path) -> list[Path]:
     sg.generate(folder / "mix-be-ns.pcapng", packets=3000, seed=7, fmt="pcapng", endian=">", nanos=True)
     tcp = sg.tcp4_frame("10.1.1.1", "10.2.2.2", 40000, 443, 1, 1, sg.ACK | sg.PSH, b"payload" * 9)
     tcp6 = sg.tcp6_frame("2001:db8::1", "2001:db8::2", 40000, 443, 1, 1, sg.ACK | sg.PSH, b"payload" * 9)
-    frames = [sg.encapsulate(f, how) for how in sg.ENCAPSULATIONS for f in (tcp, tcp6)]
+    frames = [wg.encapsulate(f, how) for how in wg.ENCAPSULATIONS for f in (tcp, tcp6)]
     big = sg.udp4_frame("10.3.3.3", "10.4.4.4", 40000, 9999, b"z" * 400)
-    frames += sg.fragment(sg.encapsulate(big, "gtpu"), 128) + sg.fragment(big, 64)
-    frames.append(sg.udp4_frame("10.9.9.9", "10.8.8.8", 40000, 6343, sg.sflow_datagram("10.9.9.9", [
-        sg.sflow_flow_sample([sg.sflow_raw_header(tcp), sg.sflow_ipv4_record("10.5.5.5", "10.6.6.6", 1, 2)])])))
+    frames += wg.fragment(wg.encapsulate(big, "gtpu"), 128) + wg.fragment(big, 64)
+    frames.append(sg.udp4_frame("10.9.9.9", "10.8.8.8", 40000, 6343, wg.sflow_datagram("10.9.9.9", [
+        wg.sflow_flow_sample([wg.sflow_raw_header(tcp), wg.sflow_ipv4_record("10.5.5.5", "10.6.6.6", 1, 2)])])))
     frames.append(sg.udp4_frame("10.9.9.9", "10.8.8.8", 40000, 2055,
-                                sg.netflow_v5([("10.7.7.1", "10.7.7.2", "10.7.7.3")])))
+                                wg.netflow_v5([("10.7.7.1", "10.7.7.2", "10.7.7.3")])))
     frames += [sg.udp4_frame("10.11.0.1", "10.11.0.2", port, 53, sg.dns_query(0x6100 + port % 256, "a.example"))
                for port in (1701, 2152, 4789, 4790, 6081, 6635, 8472)]
     sg.write_pcap(folder / "shapes.pcap", frames)
