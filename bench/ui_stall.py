@@ -92,7 +92,7 @@ def main() -> int:
         timer.setInterval(TICK_MS)
         timer.timeout.connect(tick)
         progress_events = [0]
-        window.runner.progress.connect(lambda *a: progress_events.__setitem__(0, progress_events[0] + 1))
+        window.controller.runner.progress.connect(lambda *a: progress_events.__setitem__(0, progress_events[0] + 1))
 
         # Measure while the jobs run: from Start until the last result has arrived (the summary dialog
         # that opens then is reported separately).
@@ -102,9 +102,9 @@ def main() -> int:
             if all(r.status in ("Done", "Failed", "Cancelled") for r in window.model.rows) and not ended:
                 ended.append(time.perf_counter())
 
-        window.runner.finished.connect(on_result)
-        window.runner.failed.connect(on_result)
-        window.runner.idle.connect(lambda: QTimer.singleShot(100, app.quit))
+        window.controller.runner.finished.connect(on_result)
+        window.controller.runner.failed.connect(on_result)
+        window.controller.runner.idle.connect(lambda: QTimer.singleShot(100, app.quit))
         started = time.perf_counter()
         timer.start()
         last[0] = time.perf_counter()

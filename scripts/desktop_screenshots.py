@@ -52,7 +52,7 @@ def main() -> int:
         window.out_path.setText(str(root / "sanitized"))
         window.start()
         deadline = time.monotonic() + 120
-        while (window.batch is not None or window.summary_dialog is None) and time.monotonic() < deadline:
+        while (window.controller.run is not None or window.summary_dialog is None) and time.monotonic() < deadline:
             app.processEvents()
             time.sleep(0.01)
         summary = window.summary_dialog

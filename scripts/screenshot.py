@@ -99,7 +99,7 @@ def main() -> int:
                 grabbed = True
                 print(f"saved {out}")
                 break
-            if window.batch is None:
+            if window.controller.run is None:
                 break
         window.confirm_quit = lambda running: True
         window.close()

@@ -1,8 +1,9 @@
 """The desktop GUI: the only package of PktMask GUI that imports Qt.
 
-The window (``MainWindow``) queues captures, runs each job in a QThread worker that calls the engine's
-``jobs.run_job_process`` (the packet work happens in a child process), and shows progress, the engine's
-log and a summary. ``app.run_gui`` is the entry point the CLI calls.
+The window (``MainWindow``) queues captures and shows progress, the engine's log and a summary; its run
+controller (``run_controller.RunController``) runs each job in a QThread worker that calls the engine's
+``jobs.run_job_process`` (the packet work happens in a child process). ``app.run_gui`` is the entry point
+the CLI calls.
 """
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ def run_gui(paths: list[str]) -> int:
     finally:
         instance.close()
     # aboutToQuit already cancelled and waited for any job; this is the backstop for a closed window.
-    if window.runner.threads_alive():
+    if window.controller.threads_alive():
         window.shutdown(show_progress=False)
     logging.getLogger("pktmask_gui").removeHandler(window.log_panel.handler)
     return int(code)

@@ -1,4 +1,4 @@
-"""Small, Qt-free text helpers for the GUI: sizes, durations, counts and stage reports in plain words."""
+"""Small, Qt-free text helpers for the GUI: sizes, durations, counts, and a job's result in plain words."""
 from __future__ import annotations
 
 
@@ -111,3 +111,52 @@ def short_stage_text(name: str, title: str, counts: dict) -> str:
     if name == "memory":
         return "memory pressure handled"
     return title
+
+
+# --- a job result in words (the queue's Result column, the log, the summary) ---------------------------
+def _stage_title(name: str) -> str:
+    try:
+        from ..stages import stage_by_name
+        return stage_by_name(name).title
+    except (KeyError, ImportError):
+        return {"memory": "Memory"}.get(name, name.replace("_", " ").title())
+
+
+def duplicates_removed(result) -> int | None:
+    dedup = (result.stages or {}).get("dedup")
+    if not isinstance(dedup, dict):
+        return None
+    for key in ("duplicates_removed", "removed", "duplicates"):
+        if isinstance(dedup.get(key), int):
+            return dedup[key]
+    return None
+
+
+def _user_order(stages: dict) -> list:
+    """Stage reports in the order the user sees the operations (Remove Dupes, Anonymize IPs, Mask
+    Payloads, then the metadata scrub), not the order the engine ran them in; "memory" last."""
+    def position(name):
+        try:
+            from ..stages import stage_by_name
+            return stage_by_name(name).order
+        except (KeyError, ImportError):
+            return 10**6
+    return sorted((stages or {}).items(), key=lambda item: position(item[0]))
+
+
+def stage_lines(result) -> list[str]:
+    lines = []
+    for name, counts in _user_order(result.stages):
+        if name == "memory" and isinstance(counts, dict):
+            events = counts.get("pressure_events")
+            n = events if isinstance(events, int) else len(events or [])
+            lines.append(f"Memory pressure: {plural(n, 'time')}; caches were released, no packet was dropped")
+            continue
+        lines.append(describe_stage_counts(name, _stage_title(name), counts if isinstance(counts, dict) else {}))
+    return lines
+
+
+def short_lines(result, skip=()) -> str:
+    parts = [short_stage_text(name, _stage_title(name), counts if isinstance(counts, dict) else {})
+             for name, counts in _user_order(result.stages) if name not in skip]
+    return " · ".join(p for p in parts if p)

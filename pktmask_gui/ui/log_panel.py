@@ -25,9 +25,6 @@ WORKSPACE_LOGGER = "pktmask_gui.workspace"   # temp dirs, hard links, sweeps, me
 # (created, levelno, job, logger name, message)
 CREATED, LEVELNO, JOB, NAME, MESSAGE = range(5)
 
-LEVEL_WORDS = {logging.DEBUG: "Debug", logging.INFO: "Info", logging.WARNING: "Warning",
-               logging.ERROR: "Error", logging.CRITICAL: "Error"}
-
 FILTERS = (("Errors only", logging.ERROR), ("Warnings and errors", logging.WARNING),
            ("Info, warnings and errors", logging.INFO), ("Everything (debug too)", logging.DEBUG))
 

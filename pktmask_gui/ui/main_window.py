@@ -1,17 +1,16 @@
 """The main window: queue captures, pick operations and an output folder, run, watch, cancel, summarise.
 
-The UI thread only handles names, sizes and signals: it never reads or writes capture data. Each job
-runs on a QThread worker (workers.py) that calls the engine's ``jobs.run_job_process``; at most
-``settings.parallel_jobs`` run at once. Closing the window (or Ctrl+Q, or ``aboutToQuit``) while jobs run
-goes through ``shutdown``: cancel, wait bounded while showing it, then close.
+The window holds the widgets, menus and dialogs; the run itself (which rows start on which job slot,
+their results, the end of the run, cancel) belongs to the run controller (run_controller.py), which the
+window asks and listens to. The UI thread only handles names, sizes and signals: it never reads or writes
+capture data. Closing the window (or Ctrl+Q, or ``aboutToQuit``) while jobs run goes through
+``shutdown``: cancel, wait bounded while showing it, then close.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, QUrl
@@ -22,19 +21,15 @@ from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QLabel, Q
 
 from .. import __version__
 from .. import settings as settings_mod
-from ..compression import output_kind
-from ..pipeline import Job, find_captures, is_capture_file, output_name
-from ..stages import operations
 from . import handoff
 from .format import human_duration, human_size, plural
 from .log_panel import LogPanel
-from .queue import (CANCELLED, CANCELLING, COL_PROGRESS, COL_STATUS, DONE, FAILED, FINISHED, QUEUED,
-                    RUNNING, QueueModel, QueueView)
+from .queue import CANCELLED, CANCELLING, DONE, FAILED, FINISHED, QUEUED, RUNNING, QueueModel, QueueView
 from .resources import app_icon, style_sheet
+from .run_controller import Run, RunController
 from .run_options import NoticeBar, RunOptions
 from .settings_dialog import SettingsDialog
-from .summary import SummaryDialog, duplicates_removed, stage_lines
-from .workers import JobRunner
+from .summary import SummaryDialog
 
 log = logging.getLogger("pktmask_gui.ui")
 
@@ -50,23 +45,8 @@ def ui_state() -> QSettings:
     return QSettings(str(settings_mod.config_dir() / "ui-state.ini"), QSettings.IniFormat)
 
 
-class Batch:
-    """One press of Start: what it runs with and what it produced."""
-
-    def __init__(self, operations: list[str], output_dir: Path | None):
-        self.operations = operations
-        self.output_dir = output_dir
-        self.started = time.monotonic()
-        self.row_ids: list[int] = []
-        self.results: list = []
-        self.finished: float | None = None
-
-    def elapsed(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
-
-
 class MainWindow(QMainWindow):
-    def __init__(self, paths: list[str] | None = None):
+    def __init__(self):
         super().__init__()
         self.setObjectName("mainWindow")
         self.setWindowTitle("PktMask GUI")
@@ -74,15 +54,9 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if app is not None and not app.styleSheet():
             app.setStyleSheet(style_sheet())
-        self.settings = settings_mod.load_settings()
         self.model = QueueModel(self)
-        self.model.result_text = self.result_text
-        self.runner = JobRunner(self)
-        self.batch: Batch | None = None
-        self.last_results: list = []
-        self.last_elapsed: float | None = None
+        self.controller = RunController(self.model, settings_mod.load_settings(), self)
         self.summary_dialog: SummaryDialog | None = None
-        self._closing = False
         self._shut_down = False
 
         self._build_actions()
@@ -92,10 +66,12 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._attach_log()
 
-        self.runner.progress.connect(self._on_progress)
-        self.runner.finished.connect(self._on_result)
-        self.runner.failed.connect(self._on_worker_failed)
-        self.runner.idle.connect(self._on_runner_idle)
+        self.controller.started.connect(self._on_run_started)
+        self.controller.changed.connect(self._update_actions)
+        self.controller.row_finished.connect(self._on_row_finished)
+        self.controller.cancelling.connect(
+            lambda words: self.statusBar().showMessage(f"Cancelling: {words}…", 5000))
+        self.controller.finished.connect(self._on_run_finished)
         self.model.rowsInserted.connect(self._update_actions)
         self.model.rowsRemoved.connect(self._update_actions)
         self.queue_view.selectionModel().selectionChanged.connect(self._update_actions)
@@ -103,11 +79,6 @@ class MainWindow(QMainWindow):
         self.clock = QTimer(self)
         self.clock.setInterval(500)
         self.clock.timeout.connect(self._update_overall)
-        # Progress arrives up to 20 times a second per job; rows repaint at most 10 times a second.
-        self._dirty: set[int] = set()
-        self.repaint_timer = QTimer(self)
-        self.repaint_timer.setInterval(100)
-        self.repaint_timer.timeout.connect(self._flush_progress)
 
         self._restore_state()
         self._update_actions()
@@ -115,8 +86,11 @@ class MainWindow(QMainWindow):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self._on_about_to_quit)
-        if paths:
-            self.add_paths(paths)
+
+    @property
+    def settings(self) -> settings_mod.Settings:
+        """The settings in force (the run controller starts each job with a copy of them)."""
+        return self.controller.settings
 
     @property
     def state(self) -> QSettings:
@@ -389,59 +363,16 @@ class MainWindow(QMainWindow):
 
         Returns (number queued, [(name, reason), ...] refused).
         """
-        refused: list[tuple[str, str]] = []
-        already = {self._key(p) for p in self.model.queued_paths()}
-        added = 0
-        for raw in paths:
-            path = Path(raw)
-            if path.is_dir():
-                found = find_captures([path])
-                if not found:
-                    refused.append((path.name or str(path), "the folder holds no .pcap, .pcapng or .cap file, "
-                                                            "plain or compressed"))
-                    continue
-            elif not path.exists():
-                refused.append((path.name or str(path), "it does not exist"))
-                continue
-            elif not path.is_file():
-                refused.append((path.name, "it is not a regular file"))
-                continue
-            elif not is_capture_file(path):
-                refused.append((path.name, "not a capture file (only .pcap, .pcapng and .cap are accepted, "
-                                           "also gzip, zstd or lz4 compressed)"))
-                continue
-            else:
-                found = [(path, Path(""))]
-            for file, rel_dir in found:
-                key = self._key(file)
-                if key in already:
-                    refused.append((file.name, "it is already in the queue"))
-                    continue
-                try:
-                    size = file.stat().st_size
-                except OSError as exc:
-                    refused.append((file.name, f"it cannot be read ({exc.strerror or exc})"))
-                    continue
-                already.add(key)
-                self.model.add(file, rel_dir, size)
-                added += 1
+        added, refused = self.model.add_paths(paths)
         if refused:
             self._show_refused(refused)
         else:
             self.notice.hide()
         if added:
-            self.statusBar().showMessage(f"Queued {plural(added, 'file')}.", 5000)
-            if self.batch is not None:
-                self._fill_slots()   # a running batch picks up what was just queued
+            self.statusBar().showMessage(f"Queued {plural(len(added), 'file')}.", 5000)
+            self.controller.fill_slots()   # a run going on takes in what was just queued
         self._update_actions()
-        return added, refused
-
-    @staticmethod
-    def _key(path: Path) -> str:
-        try:
-            return os.path.normcase(str(Path(path).resolve()))
-        except OSError:
-            return os.path.normcase(str(path))
+        return len(added), refused
 
     def _show_refused(self, refused) -> None:
         for name, reason in refused:
@@ -508,13 +439,8 @@ class MainWindow(QMainWindow):
         menu.exec(self.queue_view.viewport().mapToGlobal(pos))
 
     def _requeue(self, rows) -> None:
-        for row in rows:
-            if row.status in FINISHED:
-                row.status, row.result, row.error = QUEUED, None, ""
-                row.phase, row.bytes_done, row.bytes_total, row.packets_done = "", 0, 0, 0
-                self.model.changed(row)
-        if self.batch is not None:
-            self._fill_slots()
+        self.model.requeue(rows)
+        self.controller.fill_slots()
         self._update_actions()
 
     # ================================================================================ running ===
@@ -526,7 +452,7 @@ class MainWindow(QMainWindow):
 
     def start(self) -> bool:
         """Start the queued files. Returns False (and says why) when nothing can start."""
-        if self._closing:
+        if self.controller.closing:
             return False
         ops = self.selected_operations()
         if not ops:
@@ -558,191 +484,42 @@ class MainWindow(QMainWindow):
             if not os.access(output_dir, os.W_OK | os.X_OK):
                 self._warn("Start", f"The output folder {output_dir} is not writable.")
                 return False
-        if self.batch is None:
-            self.batch = Batch(ops, output_dir)
-            if self.summary_dialog is not None:
-                self.summary_dialog.close()
-            self.clock.start()
-            what = f"{plural(sum(r.status == QUEUED for r in self.model.rows), 'file')} with " \
-                   f"{', '.join(self._titles(ops))}"
-            log.info("Started: %s.", what)
-            self.statusBar().showMessage(f"Running: {what}. Outputs go "
-                                         + (f"to {output_dir}." if output_dir else "beside each input."))
-        self._fill_slots()
+        self.controller.start(ops, output_dir)
         self._update_actions()
         return True
 
-    def _titles(self, names) -> list[str]:
-        titles = {stage.name: stage.title for stage in operations()}
-        return [titles.get(n, n) for n in names]
+    def _on_run_started(self, run: Run, what: str) -> None:
+        if self.summary_dialog is not None:
+            self.summary_dialog.close()
+        self.clock.start()
+        self.statusBar().showMessage(f"Running: {what}. Outputs go "
+                                     + (f"to {run.output_dir}." if run.output_dir else "beside each input."))
 
-    def _fill_slots(self) -> None:
-        batch = self.batch
-        if batch is None or self._closing:
-            return
-        limit = max(1, int(self.settings.parallel_jobs))
-        for row in self.model.rows:
-            if self.runner.running_count() >= limit:
-                break
-            if row.status != QUEUED:
-                continue
-            job = Job(input=row.path, output_dir=batch.output_dir, stages=list(batch.operations),
-                      rel_dir=row.rel_dir)
-            row.status, row.phase, row.started = RUNNING, "", time.monotonic()
-            row.bytes_done = row.bytes_total = row.packets_done = 0
-            if row.id not in batch.row_ids:
-                batch.row_ids.append(row.id)
-            # A copy: a settings change while this job runs applies to the next job only.
-            self.runner.start(row.id, job, copy.deepcopy(self.settings))
-            self.model.changed(row)
-        self._maybe_finish_batch()
+    def _on_row_finished(self, row) -> None:
+        if row.result.output:
+            self._remember_output_dir(Path(row.result.output).parent)
 
-    def _on_progress(self, row_id: int, phase: str, done: int, total: int, packets: int) -> None:
-        row = self.model.row_by_id(row_id)
-        if row is None or row.status not in (RUNNING, CANCELLING):
-            return
-        row.phase, row.bytes_done, row.bytes_total, row.packets_done = phase, done, total, packets
-        self._dirty.add(row.id)
-        if not self.repaint_timer.isActive():
-            self.repaint_timer.start()
-
-    def _flush_progress(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for row_id in dirty:
-            row = self.model.row_by_id(row_id)
-            if row is not None:
-                self.model.changed(row, COL_STATUS, COL_PROGRESS + 1)
-        if not dirty:
-            self.repaint_timer.stop()
-
-    def _on_result(self, row_id: int, result) -> None:
-        row = self.model.row_by_id(row_id)
-        if row is None:
-            return
-        row.result = result
-        row.finished = time.monotonic()
-        row.status = {"ok": DONE, "cancelled": CANCELLED}.get(result.status, FAILED)
-        row.error = "" if result.status == "ok" else (result.error or "")
-        if self.batch is not None:
-            self.batch.results.append(result)
-        if result.output:
-            self._remember_output_dir(Path(result.output).parent)
-        if result.status == "ok":
-            details = " · ".join(stage_lines(result)[:3])
-            log.info("Done in %.1f s: %s → %s packets, saved as %s. %s", result.elapsed_s,
-                     f"{result.packets_in:,}", f"{result.packets_out:,}", Path(result.output).name, details,
-                     extra={"job": row.path.name})
-        self.model.changed(row)
-        self._fill_slots()
-        self._update_actions()
-
-    def _on_worker_failed(self, row_id: int, error: str) -> None:
-        from ..pipeline import JobResult
-
-        row = self.model.row_by_id(row_id)
-        if row is None:
-            return
-        self._on_result(row_id, JobResult(input=str(row.path), status="failed", error=error))
-
-    def _on_runner_idle(self) -> None:
-        self._maybe_finish_batch()
-        self._update_actions()
-
-    def _maybe_finish_batch(self) -> None:
-        batch = self.batch
-        if batch is None or self.runner.running_count() or any(r.status == QUEUED for r in self.model.rows):
-            return
-        batch.finished = time.monotonic()
-        self.batch = None
+    def _on_run_finished(self, run: Run) -> None:
         self.clock.stop()
-        order = {str(r.path): i for i, r in enumerate(self.model.rows)}
-        self.last_results = sorted(batch.results, key=lambda res: order.get(res.input, len(order)))
-        self.last_elapsed = batch.elapsed()
-        self._update_overall(finished=batch)
-        if not batch.results:
+        self._update_overall(finished=run)
+        if not run.results:
             return
-        ok = sum(r.status == "ok" for r in batch.results)
-        failed = sum(r.status == "failed" for r in batch.results)
-        cancelled = sum(r.status == "cancelled" for r in batch.results)
-        words = [f"{plural(ok, 'file')} sanitized"] + ([f"{failed} failed"] if failed else []) + \
-                ([f"{cancelled} cancelled"] if cancelled else [])
-        log.info("Finished in %s: %s.", human_duration(self.last_elapsed), ", ".join(words))
-        self.statusBar().showMessage(f"Finished: {', '.join(words)}.", 15000)
-        if not self._closing and (ok or failed):
+        ok, failed, _cancelled = run.counts()
+        self.statusBar().showMessage(f"Finished: {run.outcome()}.", 15000)
+        if not self.controller.closing and (ok or failed):
             self.show_summary()
         self._update_actions()
 
     def cancel_all(self) -> None:
-        """Stop every running file (the engine's cancel token: each stops within ~0.5 s and removes its
-        temp files and partial output) and drop the queued ones."""
-        dropped = 0
-        for row in self.model.rows:
-            if row.status == QUEUED and (self.batch is not None):
-                row.status = CANCELLED
-                row.error = "cancelled before it started"
-                dropped += 1
-                self.model.changed(row)
-        running = 0
-        for row in self.model.rows:
-            if row.status == RUNNING and self.runner.cancel(row.id):
-                row.status = CANCELLING
-                running += 1
-                self.model.changed(row)
-        if running or dropped:
-            parts = ([f"stopping {plural(running, 'running file')}"] if running else []) + \
-                    ([f"dropped {plural(dropped, 'queued file')}"] if dropped else [])
-            log.warning("Cancel: %s.", ", ".join(parts))
-            self.statusBar().showMessage("Cancelling: " + ", ".join(parts) + "…", 5000)
-        self._maybe_finish_batch()
-        self._update_actions()
+        self.controller.cancel_all()
 
     def cancel_row(self, row) -> None:
-        if row.status == QUEUED:
-            row.status = CANCELLED
-            row.error = "cancelled before it started"
-            self.model.changed(row)
-        elif row.status == RUNNING and self.runner.cancel(row.id):
-            row.status = CANCELLING
-            self.model.changed(row)
-            log.warning("%s: cancel requested.", row.path.name, extra={"job": row.path.name})
-        self._maybe_finish_batch()
-        self._update_actions()
+        self.controller.cancel_row(row)
 
     # ============================================================================ presentation ===
-    def result_text(self, row) -> str:
-        if row.status == QUEUED:
-            return f"Will be saved as {self.planned_output(row).name}"
-        if row.status == RUNNING:
-            return f"Writing {self.planned_output(row).name}"
-        if row.status == CANCELLING:
-            return "Stopping; removing its temp files…"
-        result = row.result
-        if row.status == DONE and result is not None:
-            parts = [f"Saved {Path(result.output).name}" if result.output else "Done"]
-            dupes = duplicates_removed(result)
-            if dupes is not None:
-                parts.append(f"{plural(dupes, 'duplicate')} removed")
-            if result.warnings:
-                parts.append(plural(len(result.warnings), "warning"))
-            return " · ".join(parts)
-        if row.status == CANCELLED:
-            if row.error == "cancelled before it started":
-                return "Cancelled before it started"
-            return "Cancelled; nothing was written"
-        if row.status == FAILED:
-            text = " ".join((row.error or "failed").split())
-            return text[:1].upper() + text[1:]
-        return ""
-
-    def planned_output(self, row) -> Path:
-        batch_dir = self.batch.output_dir if (self.batch is not None and row.status != QUEUED) else self.output_dir()
-        base = row.path.parent if batch_dir is None else batch_dir / row.rel_dir
-        return base / output_name(row.path, self.settings.output_suffix, row.compression,
-                                  output_kind(self.settings.compress, row.compression))
-
-    def _update_overall(self, finished: Batch | None = None) -> None:
-        batch = self.batch
-        if batch is None:
+    def _update_overall(self, finished: Run | None = None) -> None:
+        run = self.controller.run
+        if run is None:
             if finished is not None:
                 self.overall.setValue(1000)
                 self.overall.setFormat("Finished")
@@ -759,17 +536,10 @@ class MainWindow(QMainWindow):
                     size = sum(r.size for r in self.model.rows if r.status == QUEUED)
                     self.time_label.setText(f"{plural(queued, 'file')} queued ({human_size(size)})")
             return
-        rows = [r for r in self.model.rows if r.id in batch.row_ids or r.status == QUEUED]
-        rows = [r for r in rows if not (r.status == CANCELLED and r.error == "cancelled before it started")]
-        total = sum(max(r.size, 1) for r in rows) or 1
-        done = 0.0
-        for r in rows:
-            done += max(r.size, 1) * (1.0 if r.status in FINISHED else r.fraction())
-        fraction = min(1.0, done / total)
+        fraction, finished_n, files = self.controller.progress()
         self.overall.setValue(int(fraction * 1000))
-        finished_n = sum(r.status in FINISHED for r in rows)
-        self.overall.setFormat(f"{finished_n} of {len(rows)} files · {fraction * 100:.0f}%")
-        elapsed = batch.elapsed()
+        self.overall.setFormat(f"{finished_n} of {files} files · {fraction * 100:.0f}%")
+        elapsed = run.elapsed()
         text = f"Elapsed {human_duration(elapsed)}"
         if fraction > 0.01 and elapsed > 1.0:
             left = elapsed * (1.0 - fraction) / fraction
@@ -787,13 +557,14 @@ class MainWindow(QMainWindow):
         self.counts_label.setText("  ·  ".join(parts) if parts else "Queue empty")
 
     def _update_actions(self, *_args) -> None:
-        running = self.runner.running_count()
+        running = self.controller.running_count()
+        run, closing = self.controller.run, self.controller.closing
         queued = any(r.status == QUEUED for r in self.model.rows)
         ops = bool(self.selected_operations())
-        can_start = queued and ops and not self._closing and self.batch is None   # a running batch takes new files itself
+        can_start = queued and ops and not closing and run is None   # a run going on takes new files itself
         self.act_start.setEnabled(can_start)
         self.start_button.setEnabled(can_start)
-        if self.batch is not None:
+        if run is not None:
             self.start_button.setToolTip("Running; files you add now join this run")
         elif not ops:
             self.start_button.setToolTip("Choose at least one operation first")
@@ -801,7 +572,7 @@ class MainWindow(QMainWindow):
             self.start_button.setToolTip("Queue capture files first")
         else:
             self.start_button.setToolTip(self.act_start.toolTip())
-        can_cancel = (running > 0 or (self.batch is not None and queued)) and not self._closing
+        can_cancel = (running > 0 or (run is not None and queued)) and not closing
         self.act_cancel.setEnabled(can_cancel)
         self.cancel_button.setEnabled(can_cancel)
         selected = self._selected_rows() if self.queue_view.selectionModel() is not None else []
@@ -809,10 +580,10 @@ class MainWindow(QMainWindow):
         self.act_clear.setEnabled(any(r.status in FINISHED for r in self.model.rows))
         self.act_open_output.setEnabled(self._output_folder_to_open() is not None)
         self.open_button.setEnabled(self.act_open_output.isEnabled())
-        self.act_summary.setEnabled(bool(self.last_results))
-        self.options.set_busy(self.batch is not None)
+        self.act_summary.setEnabled(bool(self.controller.last_results))
+        self.options.set_busy(run is not None)
         self._update_counts()
-        if self.batch is None:
+        if run is None:
             self._update_overall()
         title = "PktMask GUI"
         if running:
@@ -820,13 +591,10 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(title)
 
     def _output_mode_changed(self) -> None:
-        self.model.refresh_all()      # the "Will be saved as" words follow the output choice
+        self.model.set_destination(self.settings, self.output_dir())   # the "Will be saved as" words follow it
         self._update_actions()
 
     # ================================================================================ folders ===
-    def choose_output_folder(self) -> None:
-        self.options.browse()
-
     def _output_folder_to_open(self) -> Path | None:
         if self.out_folder.isChecked():
             folder = self.output_dir()
@@ -868,22 +636,21 @@ class MainWindow(QMainWindow):
             self.apply_settings(dialog.result_settings)
 
     def apply_settings(self, new: settings_mod.Settings) -> None:
-        self.settings = new
+        self.controller.settings = new
         self.options.set_suffix(new.output_suffix)
-        self.model.refresh_all()
-        note = " Running files keep the settings they started with." if self.runner.running_count() else ""
+        self.model.set_destination(new, self.output_dir())
+        note = " Running files keep the settings they started with." if self.controller.running_count() else ""
         self.statusBar().showMessage("Settings saved; they apply to the next file that starts." + note, 8000)
         log.info("Settings saved; they apply from the next file that starts.")
-        if self.batch is not None:
-            self._fill_slots()   # more parallel jobs may start now
+        self.controller.fill_slots()   # more parallel jobs may start now
 
     def show_summary(self) -> None:
-        if not self.last_results:
+        if not self.controller.last_results:
             return
         if self.summary_dialog is not None:
             self.summary_dialog.close()
             self.summary_dialog.deleteLater()
-        self.summary_dialog = SummaryDialog(self.last_results, self.last_elapsed, self,
+        self.summary_dialog = SummaryDialog(self.controller.last_results, self.controller.last_elapsed, self,
                                             last_dir=str(self.state.value("recent/summaryDir", "") or ""),
                                             handoff=self)
         self.summary_dialog.setModal(False)
@@ -933,22 +700,13 @@ class MainWindow(QMainWindow):
         """Cancel every job and wait (bounded) for the workers to end and clean up. Idempotent."""
         if self._shut_down:
             return True
-        self._closing = True
-        running = self.runner.threads_alive()
-        for row in self.model.rows:
-            if row.status == QUEUED:
-                row.status, row.error = CANCELLED, "cancelled before it started"
-                self.model.changed(row)
-            elif row.status == RUNNING:
-                row.status = CANCELLING
-                self.model.changed(row)
+        running = self.controller.begin_shutdown()
         # The window says it is cleaning up (and Cancel / Start are off) before the dialog paints.
         self.clock.stop()
         self._update_actions()
         if running:
             self.time_label.setText("Cleaning up…")
             self.statusBar().showMessage("Cleaning up: cancelling running jobs…")
-            log.warning("Quitting: cancelling %s.", plural(running, "running job"))
         progress = None
         if running and show_progress:
             progress = QProgressDialog(f"Cancelling {plural(running, 'job')} and removing their temporary files…",
@@ -959,12 +717,12 @@ class MainWindow(QMainWindow):
             progress.setMinimumDuration(0)
             progress.show()
             QApplication.processEvents()
-        stopped = self.runner.cancel_all_and_wait(SHUTDOWN_TIMEOUT_S)
+        stopped = self.controller.wait_for_jobs(SHUTDOWN_TIMEOUT_S)
         if progress is not None:
             progress.close()
             progress.deleteLater()
         if not stopped:
-            message = (f"{plural(self.runner.threads_alive(), 'job')} did not stop within "
+            message = (f"{plural(self.controller.threads_alive(), 'job')} did not stop within "
                        f"{SHUTDOWN_TIMEOUT_S:.0f} s; their child processes are killed when this program exits.")
             log.error(message)
             sys.stderr.write(f"pktmask-gui: {message}\n")
@@ -972,15 +730,15 @@ class MainWindow(QMainWindow):
         return stopped
 
     def closeEvent(self, event) -> None:
-        running = self.runner.running_count()
+        running = self.controller.running_count()
         if running and not self._shut_down:
             if not self.confirm_quit(running):
                 event.ignore()
                 return
-        if self.runner.threads_alive() and not self.shutdown(show_progress=True):
+        if self.controller.threads_alive() and not self.shutdown(show_progress=True):
             # A thread still runs: keep the window (and its QThread objects) alive rather than abort.
-            self.runner.cancel_all_and_wait(SHUTDOWN_TIMEOUT_S)
-        self._closing = True
+            self.controller.wait_for_jobs(SHUTDOWN_TIMEOUT_S)
+        self.controller.closing = True
         self.clock.stop()
         try:
             self._save_state()
@@ -992,7 +750,7 @@ class MainWindow(QMainWindow):
         event.accept()
 
     def _on_about_to_quit(self) -> None:
-        if self.runner.threads_alive():
+        if self.controller.threads_alive():
             self.shutdown(show_progress=False)
         self._detach_log()
 

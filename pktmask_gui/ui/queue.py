@@ -1,23 +1,28 @@
 """The job queue: one row per capture, its table model, the per-row progress bar and the drop area.
 
 The rows are plain Python objects owned by the UI thread; workers never touch them (they send
-signals, and the window updates the row).
+signals, and the run controller updates the row). The model words each row's Result itself: where a
+queued file will be saved (the window tells it the output choice and settings of the moment,
+``set_destination``), what a finished job did.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QRect, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPalette, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPen
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate, QTableView
 
-from ..compression import sniff
-from .format import count, human_size
+from .. import pipeline
+from ..compression import output_kind, sniff
+from .format import count, duplicates_removed, human_size, plural
 
 QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
     "Queued", "Running", "Cancelling…", "Done", "Failed", "Cancelled")
 FINISHED = (DONE, FAILED, CANCELLED)
+NOT_STARTED = "cancelled before it started"     # the error of a cancelled row that never ran
 PHASE_WORDS = {"prescan": "Pre-scan", "process": "Processing"}     # the self-check runs within "process"
 
 
@@ -34,10 +39,8 @@ class QueueRow:
     packets_done: int = 0
     result: object = None          # pipeline.JobResult once finished
     error: str = ""
-    started: float | None = None
-    finished: float | None = None
-    extra: dict = field(default_factory=dict)
     compression: str | None = None  # "gzip" | "zstd" | "lz4", by the file's first bytes; None: plain
+    output: Path | None = None      # where its job writes, set when the job starts
 
     @property
     def display_name(self) -> str:
@@ -52,6 +55,21 @@ class QueueRow:
             return 0.0
         return max(0.0, min(1.0, self.bytes_done / self.bytes_total))
 
+    def planned_output(self, output_dir: Path | None, settings) -> Path:
+        """Where a job of this file writes with ``output_dir`` (None: beside the input) and ``settings``: the
+        engine's naming rule, with the compression the file's first bytes told when it was queued."""
+        job = pipeline.Job(input=self.path, output_dir=output_dir, rel_dir=self.rel_dir)
+        plan = (self.compression, output_kind(settings.compress, self.compression))
+        return pipeline.planned_output(job, settings, plan)
+
+
+def _path_key(path: Path) -> str:
+    """The same file gives the same key, whatever the spelling of its path."""
+    try:
+        return os.path.normcase(str(Path(path).resolve()))
+    except OSError:
+        return os.path.normcase(str(path))
+
 
 COLUMNS = ("File", "Size", "Status", "Progress", "Packets in", "Packets out", "Result")
 COL_FILE, COL_SIZE, COL_STATUS, COL_PROGRESS, COL_IN, COL_OUT, COL_RESULT = range(len(COLUMNS))
@@ -65,7 +83,8 @@ class QueueModel(QAbstractTableModel):
         super().__init__(parent)
         self.rows: list[QueueRow] = []
         self._next_id = 1
-        self.result_text = lambda row: ""   # set by the window: the short "Result" words of a row
+        self.settings = None               # where queued rows would be saved now (set_destination)
+        self.output_dir: Path | None = None
 
     # --- Qt model API ----------------------------------------------------------------------------
     def rowCount(self, parent=QModelIndex()):
@@ -142,6 +161,56 @@ class QueueModel(QAbstractTableModel):
         self.endInsertRows()
         return row
 
+    def add_paths(self, paths) -> tuple[list[QueueRow], list[tuple[str, str]]]:
+        """Queue the captures named or found under ``paths`` (recognised as the engine does); refuse the rest.
+
+        Returns (the rows added, [(name, reason), ...] refused).
+        """
+        refused: list[tuple[str, str]] = []
+        already = {_path_key(p) for p in self.queued_paths()}
+        added: list[QueueRow] = []
+        for raw in paths:
+            path = Path(raw)
+            if path.is_dir():
+                found = pipeline.find_captures([path])
+                if not found:
+                    refused.append((path.name or str(path), "the folder holds no .pcap, .pcapng or .cap file, "
+                                                            "plain or compressed"))
+                    continue
+            elif not path.exists():
+                refused.append((path.name or str(path), "it does not exist"))
+                continue
+            elif not path.is_file():
+                refused.append((path.name, "it is not a regular file"))
+                continue
+            elif not pipeline.is_capture_file(path):
+                refused.append((path.name, "not a capture file (only .pcap, .pcapng and .cap are accepted, "
+                                           "also gzip, zstd or lz4 compressed)"))
+                continue
+            else:
+                found = [(path, Path(""))]
+            for file, rel_dir in found:
+                key = _path_key(file)
+                if key in already:
+                    refused.append((file.name, "it is already in the queue"))
+                    continue
+                try:
+                    size = file.stat().st_size
+                except OSError as exc:
+                    refused.append((file.name, f"it cannot be read ({exc.strerror or exc})"))
+                    continue
+                already.add(key)
+                added.append(self.add(file, rel_dir, size))
+        return added, refused
+
+    def requeue(self, rows) -> None:
+        """Finished rows wait in the queue again, as if just added."""
+        for row in rows:
+            if row.status in FINISHED:
+                row.status, row.result, row.error, row.output = QUEUED, None, "", None
+                row.phase, row.bytes_done, row.bytes_total, row.packets_done = "", 0, 0, 0
+                self.changed(row)
+
     def row_by_id(self, row_id: int) -> QueueRow | None:
         for row in self.rows:
             if row.id == row_id:
@@ -167,6 +236,40 @@ class QueueModel(QAbstractTableModel):
 
     def queued_paths(self) -> set:
         return {row.path for row in self.rows if row.status not in FINISHED}
+
+    def set_destination(self, settings, output_dir: Path | None) -> None:
+        """The output choice and settings a queued row would start with now: its "Will be saved as" words."""
+        self.settings, self.output_dir = settings, output_dir
+        self.refresh_all()
+
+    # --- the Result column ---------------------------------------------------------------------
+    def result_text(self, row: QueueRow) -> str:
+        """A row's Result words: where it will be or is being saved, what its job did, or why it did not."""
+        if row.status == QUEUED:
+            if self.settings is None:
+                return ""
+            return f"Will be saved as {row.planned_output(self.output_dir, self.settings).name}"
+        if row.status == RUNNING:
+            return f"Writing {row.output.name}" if row.output is not None else ""
+        if row.status == CANCELLING:
+            return "Stopping; removing its temp files…"
+        result = row.result
+        if row.status == DONE and result is not None:
+            parts = [f"Saved {Path(result.output).name}" if result.output else "Done"]
+            dupes = duplicates_removed(result)
+            if dupes is not None:
+                parts.append(f"{plural(dupes, 'duplicate')} removed")
+            if result.warnings:
+                parts.append(plural(len(result.warnings), "warning"))
+            return " · ".join(parts)
+        if row.status == CANCELLED:
+            if row.error == NOT_STARTED:
+                return "Cancelled before it started"
+            return "Cancelled; nothing was written"
+        if row.status == FAILED:
+            text = " ".join((row.error or "failed").split())
+            return text[:1].upper() + text[1:]
+        return ""
 
 
 class ProgressDelegate(QStyledItemDelegate):

@@ -96,7 +96,7 @@ def window(qtbot, ui_env):
 
     w = make_window(qtbot)
     yield w
-    if w.runner.threads_alive():
+    if w.controller.threads_alive():
         w.shutdown(show_progress=False)
     if w.summary_dialog is not None:
         w.summary_dialog.close()

@@ -76,7 +76,7 @@ def test_dropped_mixed_folder_is_processed_whole(window, ui_env, qtbot, mixed_fo
         assert row.compression == kind
         size_text = window.model.data(window.model.index(window.model.position(row), COL_SIZE))
         assert size_text.endswith(f"({kind})") if kind else "(" not in size_text
-        assert window.result_text(row) == f"Will be saved as {EXPECTED[name]}"
+        assert window.model.result_text(row) == f"Will be saved as {EXPECTED[name]}"
     fm = window.queue_view.fontMetrics()          # the column fits "715 KB (gzip)" once it is refitted
     qtbot.waitUntil(lambda: window.queue_view.columnWidth(COL_SIZE) > fm.horizontalAdvance("1023.9 MB (gzip)"),
                     timeout=3000)
@@ -156,11 +156,11 @@ def test_compression_setting_in_the_dialog(window, ui_env, qtbot):
     d.accept()
     assert d.result_settings.compress == "zstd"
     assert settings_mod.load_settings().compress == "zstd"
-    window.settings = d.result_settings
+    window.apply_settings(d.result_settings)          # what Edit → Settings… does on OK
     src = ui_env.inputs / "y.pcap"
     generate(src, packets=50, seed=1)
     keep = drop(window.queue_view.viewport(), [src])
-    assert window.result_text(window.model.rows[0]) == "Will be saved as y-sanitized.pcap.zst"
+    assert window.model.result_text(window.model.rows[0]) == "Will be saved as y-sanitized.pcap.zst"
     d2 = SettingsDialog(window.settings, window)
     qtbot.addWidget(d2)
     d2.restore_defaults()

@@ -135,14 +135,14 @@ def test_cancel_at_100_random_moments_leaves_no_temp_dir_and_no_partial_output(w
             window.out_folder.setChecked(True)
             window.out_path.setText(str(out))
             qtbot.mouseClick(window.start_button, Qt.LeftButton)
-            assert window.batch is not None
+            assert window.controller.run is not None
             started = time.monotonic()
             moments = sorted(rng.uniform(0.0, 1.5) for _ in range(min(12, 100 - sum(presses.values()))))
             for moment in moments:
-                qtbot.waitUntil(lambda: time.monotonic() - started >= moment or window.batch is None,
+                qtbot.waitUntil(lambda: time.monotonic() - started >= moment or window.controller.run is None,
                                 timeout=10000)
                 live = [r for r in window.model.rows if r.status in ("Queued", "Running")]
-                if not live or window.batch is None:
+                if not live or window.controller.run is None:
                     break                                      # the rest of the presses go to the next batch
                 if rng.random() < 0.06 and window.cancel_button.isEnabled():
                     qtbot.mouseClick(window.cancel_button, Qt.LeftButton)    # Cancel All: the batch ends
@@ -175,7 +175,7 @@ def test_cancel_at_100_random_moments_leaves_no_temp_dir_and_no_partial_output(w
                     assert row.result is None or not row.result.output
                     assert not (out / f"{row.path.stem}-sanitized{row.path.suffix}").exists()
             qtbot.waitUntil(lambda: not job_children(), timeout=5000)
-            assert window.isVisible() and not window.runner.threads_alive()
+            assert window.isVisible() and not window.controller.threads_alive()
             assert not window.start_button.isEnabled() and not window.cancel_button.isEnabled()
     finally:
         meter.stop()
@@ -228,7 +228,7 @@ def test_damaged_inputs_fail_with_one_sentence_each_while_the_good_ones_finish(w
     for name, words in bad.items():
         row = rows[name]
         assert row.status == "Failed", (name, row.status)
-        shown = window.result_text(row)
+        shown = window.model.result_text(row)
         assert words in shown.lower(), (name, shown)
         assert "\n" not in shown and "Traceback" not in shown and "internal error" not in shown.lower()
         assert shown[0].isupper() and shown.count(". ") == 0, shown      # one sentence

@@ -105,7 +105,7 @@ def test_start_processes_real_captures_to_done_with_a_correct_summary(window, ui
         assert res.packets_out == st["packets"] - st["duplicates"]
         assert len(packets(Path(res.output))) == res.packets_out
         assert row.fraction() == 1.0
-        assert f"{st['duplicates']:,} duplicate" in window.result_text(row)
+        assert f"{st['duplicates']:,} duplicate" in window.model.result_text(row)
     assert {p: digest(p) for p in before} == before          # inputs never modified
     assert ui_env.leftovers() == []
 
@@ -156,7 +156,7 @@ def test_default_output_goes_beside_each_input_and_failures_say_why(window, ui_e
     assert rows["good.pcap"].status == "Done"
     assert Path(rows["good.pcap"].result.output) == ui_env.inputs / "good-sanitized.pcap"
     assert rows["bad.pcap"].status == "Failed"
-    reason = window.result_text(rows["bad.pcap"])
+    reason = window.model.result_text(rows["bad.pcap"])
     assert reason.startswith("Not a pcap or pcapng capture")
     assert not (ui_env.inputs / "bad-sanitized.pcap").exists()
     assert ui_env.leftovers() == []
@@ -199,10 +199,10 @@ def test_queue_row_actions_remove_cancel_and_requeue(window, ui_env):
     assert [r.path.name for r in window.model.rows] == ["f1.pcap", "f2.pcap"]
     row = window.model.rows[0]
     window.cancel_row(row)
-    assert row.status == "Cancelled" and window.result_text(row) == "Cancelled before it started"
+    assert row.status == "Cancelled" and window.model.result_text(row) == "Cancelled before it started"
     window._requeue([row])
     assert row.status == "Queued"
-    assert window.result_text(row) == "Will be saved as f1-sanitized.pcap"
+    assert window.model.result_text(row) == "Will be saved as f1-sanitized.pcap"
     window.clear_finished()
     assert len(window.model.rows) == 2
 

@@ -1,10 +1,13 @@
-"""Cancel and close while real jobs run: QThread workers, the engine's cancel token, nothing left behind."""
+"""Cancel and close while real jobs run: QThread workers, the engine's cancel token, nothing left behind;
+the order of the runner's signals."""
 from __future__ import annotations
 
 import os
 import time
 
+from pktmask_gui.pipeline import Job
 from pktmask_gui.samplegen import generate
+from pktmask_gui.ui.workers import JobRunner
 
 from ui_helpers import make_window, wait_idle, wait_running
 
@@ -24,7 +27,7 @@ def test_cancel_stops_a_large_job_within_half_a_second_and_leaves_nothing(window
     assert window.start()
     row = wait_running(qtbot, window, "big.pcap")
     assert 0 < row.fraction() < 1 and row.packets_done > 0
-    _thread, worker = window.runner._active[row.id]
+    _thread, worker = window.controller.runner._active[row.id]
 
     started = time.monotonic()
     window.cancel_all()
@@ -35,8 +38,8 @@ def test_cancel_stops_a_large_job_within_half_a_second_and_leaves_nothing(window
     wait_idle(qtbot, window)
     statuses = {r.path.name: r.status for r in window.model.rows}
     assert statuses == {"big.pcap": "Cancelled", "small.pcap": "Cancelled"}
-    assert window.result_text(window.model.rows[0]) == "Cancelled; nothing was written"
-    assert window.result_text(window.model.rows[1]) == "Cancelled before it started"
+    assert window.model.result_text(window.model.rows[0]) == "Cancelled; nothing was written"
+    assert window.model.result_text(window.model.rows[1]) == "Cancelled before it started"
     assert outputs(ui_env.out) == []                         # no partial output
     assert ui_env.leftovers(big_capture.parent) == []         # no pktmask_* dir anywhere
     assert os.listdir(ui_env.temp_root) == []
@@ -76,7 +79,7 @@ def test_closing_mid_run_cancels_waits_and_cleans_up(qtbot, ui_env, big_capture,
     assert window.close()
     assert asked == [2]
     assert not window.isVisible()
-    assert window.runner.threads_alive() == 0
+    assert window.controller.threads_alive() == 0
     assert {r.status for r in window.model.rows} == {"Cancelled"}
     assert outputs(ui_env.out) == []
     assert ui_env.leftovers(big_capture.parent) == []
@@ -108,7 +111,7 @@ def test_about_to_quit_takes_the_same_cleanup_path(qtbot, ui_env, big_capture):
     assert window.start()
     wait_running(qtbot, window, "big.pcap")
     window._on_about_to_quit()                               # what QApplication.aboutToQuit runs
-    assert window.runner.threads_alive() == 0
+    assert window.controller.threads_alive() == 0
     assert window.model.rows[0].status == "Cancelled"
     assert outputs(ui_env.out) == [] and ui_env.leftovers(big_capture.parent) == []
 
@@ -121,9 +124,9 @@ def test_parallel_jobs_limit_is_respected(window, ui_env, qtbot):
     window.apply_settings(window.settings.__class__(**{**window.settings.__dict__, "parallel_jobs": 2}))
     window.add_paths(files)
     peak = []
-    window.runner.progress.connect(lambda *a: peak.append(window.runner.running_count()))
+    window.controller.runner.progress.connect(lambda *a: peak.append(window.controller.runner.running_count()))
     assert window.start()
-    assert window.runner.running_count() == 2
+    assert window.controller.runner.running_count() == 2
     assert [r.status for r in window.model.rows] == ["Running", "Running", "Queued", "Queued"]
     wait_idle(qtbot, window)
     assert max(peak or [0]) <= 2
@@ -144,7 +147,7 @@ def test_files_added_during_a_run_join_it(window, ui_env, qtbot, big_capture):
     window.cancel_row(row)
     wait_idle(qtbot, window)
     assert [r.status for r in window.model.rows] == ["Cancelled", "Done"]
-    assert [r.status for r in window.last_results] == ["cancelled", "ok"]
+    assert [r.status for r in window.controller.last_results] == ["cancelled", "ok"]
 
 
 def test_the_quit_question_names_the_running_jobs(window, qtbot):
@@ -176,3 +179,60 @@ def test_progress_of_captures_above_2_gib_is_not_truncated(qtbot):
     with qtbot.waitSignal(runner.progress, timeout=2000) as blocker:
         worker._progress("process", 5_000_000_000, 6_000_000_000, 40_000_000)
     assert blocker.args == [7, "process", 5_000_000_000, 6_000_000_000, 40_000_000]
+
+
+def _ok(row_id):
+    return lambda rid, result: rid == row_id and result.status == "ok"
+
+
+def test_a_job_reports_its_result_then_the_runner_says_it_is_idle(qtbot, ui_env):
+    src = ui_env.inputs / "one.pcap"
+    generate(src, packets=500, seed=1)
+    runner = JobRunner()
+    seen = []
+    for name in ("progress", "finished", "idle"):
+        getattr(runner, name).connect(lambda *_args, name=name: seen.append(name))
+    with qtbot.waitSignals([runner.finished, runner.idle], order="strict", timeout=30000,
+                           check_params_cbs=[_ok(1), None]):
+        runner.start(1, Job(src, ui_env.out, ["dedup"]), ui_env.settings())
+    assert runner.threads_alive() == 0 and runner.running_count() == 0
+    # Progress (queued from the worker's thread before its result) never comes after the result.
+    assert seen[-2:] == ["finished", "idle"] and "progress" in seen
+    assert (ui_env.out / "one-sanitized.pcap").is_file() and ui_env.leftovers() == []
+
+
+def test_jobs_report_in_the_order_they_end_and_the_runner_is_idle_once_after_the_last(qtbot, ui_env, big_capture):
+    small = ui_env.inputs / "small.pcap"
+    generate(small, packets=300, seed=2)
+    runner = JobRunner()
+    settings = ui_env.settings()
+    # The small job ends first; its result cancels the large one, which then reports as cancelled.
+    runner.finished.connect(lambda rid, _result: rid == 1 and runner.cancel(2))
+    cancelled = lambda rid, result: rid == 2 and result.status == "cancelled"   # noqa: E731
+    with qtbot.waitSignal(runner.progress, timeout=30000):    # every operation: the large job takes seconds
+        runner.start(2, Job(big_capture, ui_env.out, ["dedup", "anonymize", "mask"]), settings)
+    with qtbot.waitSignals([runner.finished, runner.finished, runner.idle], order="strict", timeout=60000,
+                           check_params_cbs=[_ok(1), cancelled, None]):
+        runner.start(1, Job(small, ui_env.out, ["dedup"]), settings)
+    assert outputs(ui_env.out) == ["small-sanitized.pcap"]
+    assert ui_env.leftovers(big_capture.parent) == []
+
+
+def test_a_job_that_cannot_start_reports_a_failed_result_then_idle(qtbot, ui_env):
+    runner = JobRunner()
+    failed = lambda rid, result: rid == 5 and result.status == "failed" and "does not exist" in result.error  # noqa: E731
+    with qtbot.waitSignals([runner.finished, runner.idle], order="strict", timeout=30000,
+                           check_params_cbs=[failed, None]):
+        runner.start(5, Job(ui_env.inputs / "missing.pcap", ui_env.out, ["dedup"]), ui_env.settings())
+    assert runner.threads_alive() == 0 and ui_env.leftovers() == []
+
+
+def test_cancel_and_wait_delivers_the_cancelled_result_before_it_returns(qtbot, ui_env, big_capture):
+    runner = JobRunner()
+    with qtbot.waitSignal(runner.progress, timeout=30000):
+        runner.start(3, Job(big_capture, ui_env.out, ["dedup"]), ui_env.settings())
+    with qtbot.waitSignals([runner.finished, runner.idle], order="strict", timeout=1000,
+                           check_params_cbs=[lambda _rid, result: result.status == "cancelled", None]):
+        assert runner.cancel_all_and_wait(10.0)     # pumps events: both signals arrive inside it
+    assert runner.threads_alive() == 0 and outputs(ui_env.out) == []
+    assert ui_env.leftovers(big_capture.parent) == []

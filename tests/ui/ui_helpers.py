@@ -43,7 +43,7 @@ def drop(widget, paths):
 
 
 def wait_idle(qtbot, window, timeout=60000):
-    qtbot.waitUntil(lambda: window.batch is None and not window.runner.threads_alive(), timeout=timeout)
+    qtbot.waitUntil(window.controller.is_idle, timeout=timeout)
 
 
 def wait_running(qtbot, window, name, min_fraction=0.02, timeout=30000):

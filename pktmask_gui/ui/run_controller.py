@@ -1,0 +1,272 @@
+"""The run controller: one press of Start, from its first job to its summary, with no widget in it.
+
+``RunController`` owns the current ``Run`` (what it runs with, the rows it took, their results), the
+``JobRunner`` (workers.py: one QThread worker per job, the packet work in a child process) and the
+queue rows' states while they run. It starts queued rows while a job slot is free (at most
+``settings.parallel_jobs`` at once; rows queued during a run join it), turns each result into the row's
+state and its log lines, ends the run once nothing runs or waits, and cancels: one row, everything, or
+everything for good when the window closes (``begin_shutdown``, then ``wait_for_jobs``: bounded,
+pumping events, so that every job's cleanup is reported before the window goes).
+
+The window asks (``start``, ``fill_slots``, ``cancel_all``, ``cancel_row``, ``begin_shutdown``,
+``wait_for_jobs``) and listens (``started``, ``changed``, ``row_finished``, ``cancelling``, ``finished``);
+it keeps the widgets, menus and dialogs.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from ..pipeline import Job, JobResult
+from ..stages import operations
+from .format import human_duration, plural, stage_lines
+from .queue import (CANCELLED, CANCELLING, COL_PROGRESS, COL_STATUS, DONE, FAILED, FINISHED, NOT_STARTED, QUEUED,
+                    RUNNING, QueueModel, QueueRow)
+from .workers import JobRunner
+
+log = logging.getLogger("pktmask_gui.ui")
+
+
+class Run:
+    """One press of Start: what it runs with and what it produced (not the engine's record batches)."""
+
+    def __init__(self, operations: list[str], output_dir: Path | None):
+        self.operations = operations
+        self.output_dir = output_dir          # None: beside each input
+        self.started = time.monotonic()
+        self.row_ids: list[int] = []          # the rows it took, in the order they started
+        self.results: list[JobResult] = []    # in the order they arrived
+        self.finished: float | None = None
+
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def counts(self) -> tuple[int, int, int]:
+        """(sanitized, failed, cancelled) files."""
+        return tuple(sum(r.status == status for r in self.results) for status in ("ok", "failed", "cancelled"))
+
+    def outcome(self) -> str:
+        """"3 files sanitized, 1 failed, 2 cancelled"."""
+        ok, failed, cancelled = self.counts()
+        return ", ".join([f"{plural(ok, 'file')} sanitized"] + ([f"{failed} failed"] if failed else [])
+                         + ([f"{cancelled} cancelled"] if cancelled else []))
+
+
+def titles(names) -> list[str]:
+    """The operations' names as the user reads them (Remove Dupes, …)."""
+    known = {stage.name: stage.title for stage in operations()}
+    return [known.get(n, n) for n in names]
+
+
+class RunController(QObject):
+    started = Signal(object, str)     # a Run began; what it runs, in words ("2 files with Remove Dupes")
+    changed = Signal()                # a row's state or the run's changed
+    row_finished = Signal(object)     # a row's job reported its result (the QueueRow)
+    cancelling = Signal(str)          # Cancel took effect: what it stopped, in words
+    finished = Signal(object)         # the Run ended: nothing of it runs and nothing waits
+
+    def __init__(self, model: QueueModel, settings, parent=None):
+        super().__init__(parent)
+        self.model = model
+        self.settings = settings          # in force: the window sets new ones; each job starts with a copy
+        self.runner = JobRunner(self)
+        self.run: Run | None = None
+        self.last_results: list[JobResult] = []   # the last run's results, in queue order (its summary)
+        self.last_elapsed: float | None = None
+        self.closing = False              # the window is closing: nothing starts any more
+        # Progress arrives up to 20 times a second per job; rows repaint at most 10 times a second.
+        self._dirty: set[int] = set()
+        self._repaint = QTimer(self)
+        self._repaint.setInterval(100)
+        self._repaint.timeout.connect(self._flush_progress)
+        self.runner.progress.connect(self._on_progress)
+        self.runner.finished.connect(self._on_result)
+        self.runner.failed.connect(self._on_worker_failed)
+        self.runner.idle.connect(self._on_idle)
+
+    # --- state -----------------------------------------------------------------------------------
+    def running_count(self) -> int:
+        """Jobs that have not reported a result yet."""
+        return self.runner.running_count()
+
+    def threads_alive(self) -> int:
+        return self.runner.threads_alive()
+
+    def is_idle(self) -> bool:
+        """No run, and every job thread has ended (its cleanup done)."""
+        return self.run is None and not self.runner.threads_alive()
+
+    def progress(self) -> tuple[float, int, int]:
+        """(fraction of the run's work done, files finished, files) — by size: a file's share of the work is
+        its size on disk. Rows still queued count (they will join); rows dropped before they started do not."""
+        run = self.run
+        if run is None:
+            return 0.0, 0, 0
+        rows = [r for r in self.model.rows if (r.id in run.row_ids or r.status == QUEUED)
+                and not (r.status == CANCELLED and r.error == NOT_STARTED)]
+        total = sum(max(r.size, 1) for r in rows) or 1
+        done = sum(max(r.size, 1) * (1.0 if r.status in FINISHED else r.fraction()) for r in rows)
+        return min(1.0, done / total), sum(r.status in FINISHED for r in rows), len(rows)
+
+    # --- starting --------------------------------------------------------------------------------
+    def start(self, operations: list[str], output_dir: Path | None) -> None:
+        """Start the queued rows with ``operations``, their outputs in ``output_dir`` (None: beside each
+        input). While a run goes on, queued rows join it, with its operations and output folder."""
+        if self.closing:
+            return
+        if self.run is None:
+            self.run = Run(list(operations), output_dir)
+            what = (f"{plural(sum(r.status == QUEUED for r in self.model.rows), 'file')} with "
+                    f"{', '.join(titles(operations))}")
+            log.info("Started: %s.", what)
+            self.started.emit(self.run, what)
+        self.fill_slots()
+        self.changed.emit()
+
+    def fill_slots(self) -> None:
+        """Start queued rows while a job slot is free (nothing without a run, or while closing)."""
+        run = self.run
+        if run is None or self.closing:
+            return
+        limit = max(1, int(self.settings.parallel_jobs))
+        for row in self.model.rows:
+            if self.runner.running_count() >= limit:
+                break
+            if row.status != QUEUED:
+                continue
+            # A copy: a settings change while this job runs applies to the next job only.
+            settings = copy.deepcopy(self.settings)
+            job = Job(input=row.path, output_dir=run.output_dir, stages=list(run.operations), rel_dir=row.rel_dir)
+            row.status, row.phase = RUNNING, ""
+            row.bytes_done = row.bytes_total = row.packets_done = 0
+            row.output = row.planned_output(run.output_dir, settings)
+            if row.id not in run.row_ids:
+                run.row_ids.append(row.id)
+            self.runner.start(row.id, job, settings)
+            self.model.changed(row)
+        self._maybe_finish()
+
+    # --- progress and results --------------------------------------------------------------------
+    def _on_progress(self, row_id: int, phase: str, done: int, total: int, packets: int) -> None:
+        row = self.model.row_by_id(row_id)
+        if row is None or row.status not in (RUNNING, CANCELLING):
+            return
+        row.phase, row.bytes_done, row.bytes_total, row.packets_done = phase, done, total, packets
+        self._dirty.add(row.id)
+        if not self._repaint.isActive():
+            self._repaint.start()
+
+    def _flush_progress(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for row_id in dirty:
+            row = self.model.row_by_id(row_id)
+            if row is not None:
+                self.model.changed(row, COL_STATUS, COL_PROGRESS + 1)
+        if not dirty:
+            self._repaint.stop()
+
+    def _on_result(self, row_id: int, result: JobResult) -> None:
+        row = self.model.row_by_id(row_id)
+        if row is None:
+            return
+        if result.status == "ok":
+            details = " · ".join(stage_lines(result)[:3])
+            log.info("Done in %.1f s: %s → %s packets, saved as %s. %s", result.elapsed_s,
+                     f"{result.packets_in:,}", f"{result.packets_out:,}", Path(result.output).name, details,
+                     extra={"job": row.path.name})
+        self._take_result(row, result)
+
+    def _on_worker_failed(self, row_id: int, error: str) -> None:
+        row = self.model.row_by_id(row_id)
+        if row is not None:
+            self._take_result(row, JobResult(input=str(row.path), status="failed", error=error))
+
+    def _take_result(self, row: QueueRow, result: JobResult) -> None:
+        row.result = result
+        row.status = {"ok": DONE, "cancelled": CANCELLED}.get(result.status, FAILED)
+        row.error = "" if result.status == "ok" else (result.error or "")
+        if self.run is not None:
+            self.run.results.append(result)
+        self.model.changed(row)
+        self.row_finished.emit(row)
+        self.fill_slots()
+        self.changed.emit()
+
+    def _on_idle(self) -> None:
+        self._maybe_finish()
+        self.changed.emit()
+
+    def _maybe_finish(self) -> None:
+        run = self.run
+        if run is None or self.runner.running_count() or any(r.status == QUEUED for r in self.model.rows):
+            return
+        run.finished = time.monotonic()
+        self.run = None
+        order = {str(r.path): i for i, r in enumerate(self.model.rows)}
+        self.last_results = sorted(run.results, key=lambda res: order.get(res.input, len(order)))
+        self.last_elapsed = run.elapsed()
+        if run.results:
+            log.info("Finished in %s: %s.", human_duration(self.last_elapsed), run.outcome())
+        self.finished.emit(run)
+
+    # --- cancel ----------------------------------------------------------------------------------
+    def cancel_all(self) -> None:
+        """Stop every running file (the engine's cancel token: each stops within ~0.5 s and removes its
+        temp files and partial output) and drop the queued ones of the run."""
+        dropped = 0
+        for row in self.model.rows:
+            if row.status == QUEUED and self.run is not None:
+                row.status, row.error = CANCELLED, NOT_STARTED
+                dropped += 1
+                self.model.changed(row)
+        running = 0
+        for row in self.model.rows:
+            if row.status == RUNNING and self.runner.cancel(row.id):
+                row.status = CANCELLING
+                running += 1
+                self.model.changed(row)
+        if running or dropped:
+            words = ", ".join(([f"stopping {plural(running, 'running file')}"] if running else [])
+                              + ([f"dropped {plural(dropped, 'queued file')}"] if dropped else []))
+            log.warning("Cancel: %s.", words)
+            self.cancelling.emit(words)
+        self._maybe_finish()
+        self.changed.emit()
+
+    def cancel_row(self, row: QueueRow) -> None:
+        if row.status == QUEUED:
+            row.status, row.error = CANCELLED, NOT_STARTED
+            self.model.changed(row)
+        elif row.status == RUNNING and self.runner.cancel(row.id):
+            row.status = CANCELLING
+            self.model.changed(row)
+            log.warning("%s: cancel requested.", row.path.name, extra={"job": row.path.name})
+        self._maybe_finish()
+        self.changed.emit()
+
+    # --- closing ---------------------------------------------------------------------------------
+    def begin_shutdown(self) -> int:
+        """The window closes: nothing starts any more, queued rows are cancelled and running ones marked as
+        stopping. Returns how many job threads are still alive (``wait_for_jobs`` ends them)."""
+        self.closing = True
+        for row in self.model.rows:
+            if row.status == QUEUED:
+                row.status, row.error = CANCELLED, NOT_STARTED
+                self.model.changed(row)
+            elif row.status == RUNNING:
+                row.status = CANCELLING
+                self.model.changed(row)
+        alive = self.runner.threads_alive()
+        if alive:
+            log.warning("Quitting: cancelling %s.", plural(alive, "running job"))
+        self.changed.emit()
+        return alive
+
+    def wait_for_jobs(self, timeout_s: float) -> bool:
+        """Cancel every job and wait, bounded and pumping events (results, log lines and the end of each
+        run still arrive), until every job thread has ended, its temp files removed. True when all did."""
+        return self.runner.cancel_all_and_wait(timeout_s)
