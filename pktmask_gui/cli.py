@@ -295,13 +295,9 @@ class _ConsoleLogHandler(logging.Handler):
         self.console = console
 
     def emit(self, record):
-        if record.name == "pktmask_gui.pipeline" and record.levelno >= logging.WARNING:
-            return      # run_job's end-of-file summary: the result line says it (one line per file)
         try:
-            job = getattr(record, "job", None)
-            text = record.getMessage()
-            prefix = record.levelname.lower()
-            self.console.line(f"{prefix}: {job + ': ' if job and job not in text else ''}{text}")
+            job = getattr(record, "job", "")     # the file a job's line is about (its LoggerAdapter's extra)
+            self.console.line(f"{record.levelname.lower()}: {job + ': ' if job else ''}{record.getMessage()}")
         except Exception:
             pass
 

@@ -27,7 +27,8 @@ def run_job_process(job: Job, settings: Settings, progress=None, cancel=None, on
     """Like pipeline.run_job, with the streaming passes in a child process. Blocking.
 
     Log records from the child are re-emitted through this process's ``logging`` (loggers under
-    ``pktmask_gui``), with ``record.job`` set to the input's file name; ``on_log``, when given, also gets them.
+    ``pktmask_gui``), ``record.job`` (the input's file name) as the child's job log set it; ``on_log``, when
+    given, also gets them.
     """
     def executor(spec, progress_cb, cancel_evt, workspace):
         return _run_child(spec, progress_cb, cancel_evt, workspace, on_log)
@@ -68,7 +69,6 @@ def _run_child(spec: ExecSpec, progress, cancel, workspace, on_log) -> dict:
                         progress(*message[1:])
                 elif kind == "log":
                     record = logging.makeLogRecord(message[1])
-                    record.job = spec.display_name
                     logger = logging.getLogger(record.name)
                     if logger.isEnabledFor(record.levelno):
                         logger.handle(record)
@@ -110,7 +110,7 @@ class _PipeLogHandler(logging.Handler):
                     "msecs": record.msecs, "relativeCreated": record.relativeCreated,
                     "process": record.process, "thread": record.thread, "threadName": record.threadName,
                     "pathname": record.pathname, "lineno": record.lineno, "funcName": record.funcName,
-                    "module": record.module, "filename": record.filename}
+                    "module": record.module, "filename": record.filename, "job": getattr(record, "job", "")}
             if record.exc_info:
                 data["exc_text"] = logging.Formatter().formatException(record.exc_info)
             self.conn.send(("log", data))
@@ -156,6 +156,7 @@ def _child_main(spec: ExecSpec, conn, stop_conn, parent_pid: int) -> None:
     root.handlers[:] = [_PipeLogHandler(conn)]
     root.setLevel(logging.DEBUG)
     root.propagate = False
+    job_log = logging.LoggerAdapter(logging.getLogger(__name__), {"job": spec.display_name})
 
     def progress(*args):
         conn.send(("progress",) + args)
@@ -166,6 +167,9 @@ def _child_main(spec: ExecSpec, conn, stop_conn, parent_pid: int) -> None:
     except Cancelled:
         conn.send(("error", "cancelled", "cancelled", "cancelled"))
     except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence for the owner
-        conn.send(("error", "failed", *describe_failure(exc)))
+        kind, sentence = describe_failure(exc)
+        if kind == "internal":
+            job_log.debug("Unexpected error", exc_info=exc)
+        conn.send(("error", "failed", kind, sentence))
     finally:
         conn.close()

@@ -22,7 +22,7 @@ from .settings import Settings
 from .stages import Stage, StageContext, StageError, all_stages, stage_by_name
 from .workspace import JobWorkspace, MemoryMonitor
 
-log = logging.getLogger("pktmask_gui.pipeline")
+log = logging.getLogger(__name__)
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 PROGRESS_INTERVAL = 0.05        # seconds between progress callbacks
@@ -271,7 +271,7 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
     stamp = _input_stamp(spec.read_path)
     # stages size their tables from the capture's size: a compressed file's, decompressed, is estimated
     size = compression.estimated_size(spec.read_path, stamp[0]) if spec.input_compression else stamp[0]
-    context = StageContext(log=logging.getLogger("pktmask_gui.stage"), key=spec.key,
+    context = StageContext(log=logging.LoggerAdapter(log, {"job": spec.display_name}), key=spec.key,
                            config_dir=spec.config_dir, extra={"input_size": size})
     names = _run_order(spec.stages)
     stages = _make_stages(ExecSpec(**{**asdict(spec), "stages": names}), context)
@@ -415,11 +415,10 @@ def _count_packets(batch: list) -> int:
 def _relieve(reason: str, stages: list[Stage], context: StageContext) -> None:
     actions = [msg for msg in (s.release_memory() for s in stages) if msg]
     if actions:
-        logging.getLogger("pktmask_gui.workspace").warning(
-            "Memory pressure (%s): %s", reason, " ".join(actions))
+        context.log.warning("Memory pressure (%s): %s", reason, " ".join(actions))
     else:
-        logging.getLogger("pktmask_gui.workspace").info(
-            "Memory pressure (%s): nothing left to release; the job goes on, no packet is dropped.", reason)
+        context.log.info("Memory pressure (%s): nothing left to release; the job goes on, no packet is dropped.",
+                         reason)
 
 
 def _check_order(stages: list) -> None:
@@ -720,6 +719,7 @@ def run_job(job: Job, settings: Settings, progress: ProgressCallback | None = No
     input_path = Path(job.input)
     result = JobResult(input=str(input_path))
     name = input_path.name
+    job_log = logging.LoggerAdapter(log, {"job": name})     # its lines carry the file's name as record.job
     try:
         validate_stages(job.stages)
         if not job.stages:
@@ -736,9 +736,9 @@ def run_job(job: Job, settings: Settings, progress: ProgressCallback | None = No
         classes = [stage_by_name(n) for n in stage_names]
         stage_options = {cls.name: cls.options_from(settings) for cls in classes}
         key = _load_key(job) if any(cls.needs_key for cls in classes) else None
-        with JobWorkspace(settings.temp_root_path()) as ws:
+        with JobWorkspace(settings.temp_root_path(), job=name) as ws:
             read_path = ws.link_input(input_path, settings.large_file_threshold_mb * 1024 * 1024)
-            _log_compression(name, input_path, plan)
+            _log_compression(job_log, input_path, plan)
             staging = ws.output_staging(output_dir)
             staged = staging / target.name
             spec = ExecSpec(read_path=str(read_path), staged_path=str(staged), stages=stage_names,
@@ -769,14 +769,9 @@ def run_job(job: Job, settings: Settings, progress: ProgressCallback | None = No
         result.error = "cancelled"
     except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence in the result
         result.error_kind, result.error = describe_failure(exc)
+        if result.error_kind == "internal":
+            job_log.debug("Unexpected error", exc_info=exc)
     result.elapsed_s = time.monotonic() - started
-    if result.status == "failed":
-        log.error("%s: failed: %s", name, result.error)
-    elif result.status == "cancelled":
-        log.warning("%s: cancelled; its temp files and partial output were removed.", name)
-    else:
-        for message in result.warnings:
-            log.warning("%s: %s", name, message)
     return result
 
 
@@ -787,7 +782,7 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
     ``"input"`` (no such file, empty, a folder, ...), ``"uninspectable"`` (a frame the engine cannot
     parse, with --strict), ``"stage"`` (an operation refused the file, or its self-check failed),
     ``"io"`` (reading or writing failed: disk full, permissions), ``"internal"`` (a bug: the traceback
-    goes to the debug log)."""
+    goes to the caller's debug log)."""
     if isinstance(exc, CaptureError):
         return "damage", str(exc)
     if isinstance(exc, JobError):
@@ -796,20 +791,17 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
         return exc.kind, str(exc)
     if isinstance(exc, OSError):
         return "io", _os_message(exc)
-    log.debug("Unexpected error", exc_info=(type(exc), exc, exc.__traceback__))
     return "internal", f"internal error ({type(exc).__name__}: {exc})"
 
 
-def _log_compression(name: str, path: Path, plan: tuple) -> None:
+def _log_compression(job_log: logging.LoggerAdapter, path: Path, plan: tuple) -> None:
     """Say how a compressed input is read and an output compressed (beside the hard-link decision)."""
     kind, out = plan
-    wlog = logging.getLogger("pktmask_gui.workspace")
     if kind:
-        wlog.info("%s: %s-compressed input (%s): decompressed as it is read, on every pass; no decompressed "
-                  "copy is written to disk.", name, kind, _size_text(path))
+        job_log.info("%s-compressed input (%s): decompressed as it is read, on every pass; no decompressed "
+                     "copy is written to disk.", kind, _size_text(path))
     if out:
-        wlog.info("%s: the output is %s-compressed (level %d) as it is written.", name, out,
-                  compression.LEVELS[out])
+        job_log.info("the output is %s-compressed (level %d) as it is written.", out, compression.LEVELS[out])
 
 
 def _size_text(path: Path) -> str:

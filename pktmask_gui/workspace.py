@@ -21,7 +21,7 @@ from typing import Callable
 
 import psutil
 
-log = logging.getLogger("pktmask_gui.workspace")
+log = logging.getLogger(__name__)
 
 PIPELINE_PREFIX = "pktmask_pipeline_"
 STAGE_PREFIX = "pktmask_stage_"
@@ -62,8 +62,9 @@ class JobWorkspace:
     removed on exit, whatever happened inside (success, error, cancel).
     """
 
-    def __init__(self, temp_root: Path | str | None = None):
+    def __init__(self, temp_root: Path | str | None = None, job: str = ""):
         self.temp_root = Path(temp_root) if temp_root else Path(tempfile.gettempdir())
+        self.log = logging.LoggerAdapter(log, {"job": job})    # ``job``: the input's file name
         # cleanup steps, run newest first on exit; every one runs even when another fails (_logged)
         self.cleanups = contextlib.ExitStack()
         self.path: Path | None = None
@@ -93,7 +94,7 @@ class JobWorkspace:
             try:
                 self._tmp.cleanup()
             except OSError as exc:
-                log.warning("Could not remove the temp folder %s: %s", self.path, exc)
+                self.log.warning("Could not remove the temp folder %s: %s", self.path, exc)
             self._tmp = None
 
     def _write_marker(self) -> None:
@@ -138,8 +139,8 @@ class JobWorkspace:
         """
         size = source.stat().st_size
         if size < threshold_bytes:
-            log.debug("%s: %s is below the hard-link threshold (%s); reading it in place.",
-                      source.name, _fmt_size(size), _fmt_size(threshold_bytes))
+            self.log.debug("%s is below the hard-link threshold (%s); reading it in place.",
+                           _fmt_size(size), _fmt_size(threshold_bytes))
             return source
         stage = self.stage_dir()
         link = stage / f"input{source.suffix}"
@@ -147,14 +148,13 @@ class JobWorkspace:
             os.link(source, link)
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            log.warning("%s: large input (%s) could not be hard-linked into the temp folder %s (%s); "
-                        "falling back to reading the original file directly.",
-                        source.name, _fmt_size(size), self.temp_root, reason)
+            self.log.warning("large input (%s) could not be hard-linked into the temp folder %s (%s); "
+                             "falling back to reading the original file directly.",
+                             _fmt_size(size), self.temp_root, reason)
             return source
         self.cleanups.callback(_logged, f"remove {link}", link.unlink, missing_ok=True)
-        log.info("%s: large input (%s, threshold %s) hard-linked into the temp folder; "
-                 "all passes read the private link, no copy made.",
-                 source.name, _fmt_size(size), _fmt_size(threshold_bytes))
+        self.log.info("large input (%s, threshold %s) hard-linked into the temp folder; "
+                      "all passes read the private link, no copy made.", _fmt_size(size), _fmt_size(threshold_bytes))
         return link
 
 

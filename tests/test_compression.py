@@ -702,7 +702,7 @@ def test_progress_follows_the_compressed_bytes_read(workdir, captures):
 def test_the_decision_is_logged(workdir, captures, caplog):
     src = workdir / "x.pcapng.lz4"
     src.write_bytes(pack("lz4", captures["pcapng"]))
-    with caplog.at_level("INFO", logger="pktmask_gui.workspace"):
+    with caplog.at_level("INFO", logger="pktmask_gui"):
         result = run_job(Job(src, workdir / "out", ["dedup"]), settings_for(workdir))
     assert result.status == "ok"
     text = caplog.text

@@ -12,6 +12,12 @@ from .. import __version__
 from .resources import app_icon, style_sheet
 
 
+def log_everything() -> None:
+    """The app's logging set-up (the CLI does its own): every record of the engine's loggers reaches the
+    log panel, whose level filter decides what shows. Done once at start; a widget never changes it."""
+    logging.getLogger("pktmask_gui").setLevel(logging.DEBUG)
+
+
 def make_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance()
     if app is None:
@@ -23,6 +29,7 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     app.setWindowIcon(app_icon())
     if not app.styleSheet():
         app.setStyleSheet(style_sheet())
+    log_everything()
     return app
 
 
@@ -47,7 +54,7 @@ def run_gui(paths: list[str]) -> int:
     instance.paths_received.connect(lambda received: (window.add_paths(received),
                                                       single_instance.bring_to_front(window)))
     if not instance.listen():
-        logging.getLogger("pktmask_gui.ui").warning(
+        logging.getLogger(__name__).warning(
             "Captures opened while this window runs will open a second window: the local socket %s "
             "could not be created.", instance.name)
     _stop_on_signals(app, window)

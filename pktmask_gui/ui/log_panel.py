@@ -3,6 +3,11 @@
 ``QtLogHandler`` is a plain ``logging.Handler``: attached to the ``pktmask_gui`` logger, and fed the
 records that ``jobs.run_job_process`` relays from its child process. ``emit`` may run in any thread;
 it only formats the record and emits a signal, which Qt queues to the UI thread.
+
+A line about a job carries the job's file name as ``record.job`` (the engine logs it through a
+``logging.LoggerAdapter`` with ``extra={"job": name}``) and never in its message, which is worded to
+follow "name: " (the CLI prints it so); the panel shows the name in its File column and starts the
+message with a capital.
 """
 from __future__ import annotations
 
@@ -17,10 +22,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
                                QLabel, QMessageBox, QPushButton, QStyle, QTableView, QVBoxLayout,
                                QWidget)
 
-from .workers import THREAD_JOBS
-
 MAX_ENTRIES = 20000
-WORKSPACE_LOGGER = "pktmask_gui.workspace"   # temp dirs, hard links, sweeps, memory pressure
+WORKSPACE_LOGGER = "pktmask_gui.workspace"   # temp dirs, hard links, sweeps
 
 # (created, levelno, job, logger name, message)
 CREATED, LEVELNO, JOB, NAME, MESSAGE = range(5)
@@ -59,11 +62,10 @@ class QtLogHandler(logging.Handler):
             levelno = record.levelno
             if record.name == WORKSPACE_LOGGER and levelno < logging.INFO:
                 levelno = logging.INFO   # every hard-link decision is shown, "read in place" included
-            job = getattr(record, "job", "") or THREAD_JOBS.get(record.thread, "") or ""
-            if job and message.startswith(job + ": "):
-                message = message[len(job) + 2:]   # the File column already names it
+            job = str(getattr(record, "job", "") or "")
+            if job:
                 message = message[:1].upper() + message[1:]
-            self.bridge.entry.emit((record.created, levelno, str(job), record.name, message))
+            self.bridge.entry.emit((record.created, levelno, job, record.name, message))
         except RuntimeError:
             pass  # the panel is gone (window closed); a late record has nowhere to go
         except Exception:  # a logging handler must never raise into the engine
@@ -252,7 +254,7 @@ class LogPanel(QWidget):
 
     def add_message(self, levelno: int, message: str, job: str = "") -> None:
         """A line from the GUI itself (refused drops, cancel requests), shown like engine lines."""
-        self.add_entry((time.time(), levelno, job, "pktmask_gui.ui", message))
+        self.add_entry((time.time(), levelno, job, __name__, message))
 
     def clear(self) -> None:
         self.model.clear()

@@ -31,7 +31,7 @@ from .run_options import NoticeBar, RunOptions
 from .settings_dialog import SettingsDialog
 from .summary import SummaryDialog
 
-log = logging.getLogger("pktmask_gui.ui")
+log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
 MAX_RECENT = 8
@@ -259,10 +259,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Ready. Drop captures or folders on the queue to begin.")
 
     def _attach_log(self) -> None:
-        engine = logging.getLogger("pktmask_gui")
-        engine.addHandler(self.log_panel.handler)
-        if engine.level == logging.NOTSET or engine.level > logging.DEBUG:
-            engine.setLevel(logging.DEBUG)   # the panel's filter decides what is shown
+        # The level the engine's loggers let through is the app's to set (app.log_everything), not a widget's.
+        logging.getLogger("pktmask_gui").addHandler(self.log_panel.handler)
 
     def _detach_log(self) -> None:
         logging.getLogger("pktmask_gui").removeHandler(self.log_panel.handler)

@@ -28,7 +28,7 @@ from .queue import (CANCELLED, CANCELLING, COL_PROGRESS, COL_STATUS, DONE, FAILE
                     RUNNING, QueueModel, QueueRow)
 from .workers import JobRunner
 
-log = logging.getLogger("pktmask_gui.ui")
+log = logging.getLogger(__name__)
 
 
 class Run:
@@ -173,16 +173,22 @@ class RunController(QObject):
         row = self.model.row_by_id(row_id)
         if row is None:
             return
+        job_log = logging.LoggerAdapter(log, {"job": row.path.name})
         if result.status == "ok":
+            for warning in result.warnings:
+                job_log.warning("%s", warning)
             details = " · ".join(stage_lines(result)[:3])
-            log.info("Done in %.1f s: %s → %s packets, saved as %s. %s", result.elapsed_s,
-                     f"{result.packets_in:,}", f"{result.packets_out:,}", Path(result.output).name, details,
-                     extra={"job": row.path.name})
+            job_log.info("Done in %.1f s: %s → %s packets, saved as %s. %s", result.elapsed_s,
+                         f"{result.packets_in:,}", f"{result.packets_out:,}", Path(result.output).name, details)
+        elif result.status == "cancelled":
+            job_log.warning("cancelled; its temp files and partial output were removed.")
+        else:
+            job_log.error("failed: %s", result.error)
         self._take_result(row, result)
 
     def _on_worker_failed(self, row_id: int, error: str) -> None:
         row = self.model.row_by_id(row_id)
-        if row is not None:
+        if row is not None:     # the worker has logged what went wrong
             self._take_result(row, JobResult(input=str(row.path), status="failed", error=error))
 
     def _take_result(self, row: QueueRow, result: JobResult) -> None:
@@ -244,7 +250,7 @@ class RunController(QObject):
         elif row.status == RUNNING and self.runner.cancel(row.id):
             row.status = CANCELLING
             self.model.changed(row)
-            log.warning("%s: cancel requested.", row.path.name, extra={"job": row.path.name})
+            logging.LoggerAdapter(log, {"job": row.path.name}).warning("cancel requested.")
         self._maybe_finish()
         self.changed.emit()
 

@@ -18,11 +18,7 @@ import traceback
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QThread, Signal, Slot
 
-log = logging.getLogger("pktmask_gui.ui")
-
-# Worker thread id -> the file its job processes: tags this thread's own engine log lines (the
-# workspace's hard-link decisions run here, not in the child) with the file, as the child's lines are.
-THREAD_JOBS: dict[int, str] = {}
+log = logging.getLogger(__name__)
 
 
 # Byte and packet counts pass as 64-bit: a plain ``int`` signal argument is a C int, which would
@@ -52,18 +48,16 @@ class JobWorker(QObject):
             from .. import jobs
             # Log records (the child's, relayed by the engine, and this thread's own workspace lines)
             # reach the panel through the pktmask_gui logger, which carries the window's QtLogHandler.
-            THREAD_JOBS[threading.get_ident()] = self.job.input.name
             result = jobs.run_job_process(self.job, self.settings, progress=self._progress,
                                           cancel=self.cancel_event)
         except BaseException as exc:  # an engine bug must surface as a failed row, not a dead thread
-            log.error("The job for %s stopped with an internal error: %s", self.job.input.name, exc,
-                      extra={"job": self.job.input.name})
-            log.debug("%s", traceback.format_exc(), extra={"job": self.job.input.name})
+            job_log = logging.LoggerAdapter(log, {"job": self.job.input.name})
+            job_log.error("the job stopped with an internal error: %s", exc)
+            job_log.debug("%s", traceback.format_exc())
             self.failed.emit(self.row_id, f"Internal error: {exc}")
         else:
             self.finished.emit(self.row_id, result)
         finally:
-            THREAD_JOBS.pop(threading.get_ident(), None)
             self.done.set()
             # Quit from inside the worker thread: works even while the UI thread is blocked in wait().
             QThread.currentThread().quit()

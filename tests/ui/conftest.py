@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -40,6 +41,18 @@ def _qt_private_paths(_private_config):
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(root / "qt"))
     QSettings.setPath(QSettings.NativeFormat, QSettings.UserScope, str(root / "qt"))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _engine_logs_reach_the_panel():
+    """The app's logging set-up, as ``make_app`` does it at start (a window never changes a logger's level)."""
+    from pktmask_gui.ui.app import log_everything
+
+    engine = logging.getLogger("pktmask_gui")
+    before = engine.level
+    log_everything()
+    yield
+    engine.setLevel(before)
 
 
 class UiEnv:

@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtWidgets import QApplication
 
 from pktmask_gui.samplegen import generate
-from pktmask_gui.ui.log_panel import LogPanel
+from pktmask_gui.ui.log_panel import JOB, MESSAGE, LogPanel
 
 from ui_helpers import wait_idle
 
@@ -67,7 +67,7 @@ def test_filter_copy_and_save(qtbot, tmp_path_factory):
     finally:
         log.removeHandler(panel.handler)
     assert [line.split("  ", 1)[1].strip().split()[0] for line in panel.visible_lines()] == ["Info", "Warning", "Error"]
-    assert "[x.pcap] a warning line" in panel.text()
+    assert "[x.pcap] A warning line" in panel.text()          # a job's line starts with a capital
     assert panel.counts.text() == "1 error · 1 warning"
     panel.filter_box.setCurrentIndex(0)                       # errors only
     assert len(panel.visible_lines()) == 1 and "an error line" in panel.visible_lines()[0]
@@ -79,7 +79,7 @@ def test_filter_copy_and_save(qtbot, tmp_path_factory):
         target = Path(d) / "log.txt"
         panel.save_to(target)
         saved = target.read_text().splitlines()
-        assert len(saved) == 5 and "a warning line" in saved[2]
+        assert len(saved) == 5 and "A warning line" in saved[2]
         assert saved[4] == " " * 19 + "with a second line"     # a continuation line stays under its entry
     # Entries from a worker thread arrive through the signal, in order.
     import threading
@@ -104,3 +104,45 @@ def test_log_shows_the_read_in_place_decision_below_the_threshold(window, ui_env
     assert row.status == "Done"
     lines = [line for line in window.log_panel.visible_lines() if "below the hard-link threshold" in line]
     assert lines and "Info" in lines[0] and "reading it in place" in lines[0]
+
+
+def test_a_job_s_lines_name_its_file_in_the_file_column_and_read_as_sentences(window, ui_env, qtbot):
+    from test_logging import UNREADABLE, compressed_capture, unreadable_capture
+
+    window.apply_settings(ui_env.settings(large_file_threshold_mb=0))
+    odd = unreadable_capture(ui_env.inputs / "odd.pcap")
+    packed = compressed_capture(ui_env.inputs / "packed.pcapng.gz")
+    bad = ui_env.inputs / "bad.pcap"
+    bad.write_bytes(b"not a capture at all" * 10)
+    window.add_paths([odd, packed, bad])
+    for name, box in window.op_boxes.items():
+        box.setChecked(name in ("dedup", "mask"))
+    assert window.start()
+    wait_idle(qtbot, window)
+    entries = [(entry[JOB], entry[MESSAGE]) for entry in window.log_panel.model.entries]
+    # The child's line and the result's warning, each under its file.
+    assert entries.count(("odd.pcap", UNREADABLE)) == 2
+    assert ("bad.pcap", "Failed: not a pcap or pcapng capture (it starts with the bytes 6e 6f 74 20), "
+                        "at file offset 0") in entries
+    assert ("packed.pcapng.gz", "The output is gzip-compressed (level 1) as it is written.") in entries
+    assert any(job == "packed.pcapng.gz" and message.startswith("Gzip-compressed input (") for job, message in entries)
+    jobs = {job for job, _message in entries if job}
+    assert jobs == {"odd.pcap", "packed.pcapng.gz", "bad.pcap"}
+    for job, message in entries:
+        assert job not in message if job else True
+        assert message[:1].isupper() or message[:1].isdigit(), message
+    assert sum("hard-linked into the temp folder" in m for j, m in entries) == 3
+    assert ui_env.leftovers() == []
+
+
+def test_a_window_leaves_the_level_of_the_engine_s_loggers_to_the_app(qtbot):
+    from pktmask_gui.ui.main_window import MainWindow
+
+    engine = logging.getLogger("pktmask_gui")
+    engine.setLevel(logging.WARNING)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    assert engine.level == logging.WARNING
+    assert window.log_panel.handler in engine.handlers
+    window.close()
+    assert window.log_panel.handler not in engine.handlers
