@@ -111,7 +111,7 @@ class JobWorkspace:
     def stage_dir(self) -> Path:
         """A fresh ``pktmask_stage_`` dir for stage scratch, removed with the workspace."""
         path = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=self.path))
-        self.cleanups.callback(_logged, f"remove {path}", shutil.rmtree, path, ignore_errors=True)
+        self.cleanups.callback(_logged, self.log, f"remove {path}", shutil.rmtree, path, ignore_errors=True)
         return path
 
     def output_staging(self, output_dir: Path) -> Path:
@@ -120,7 +120,7 @@ class JobWorkspace:
             path = Path(tempfile.mkdtemp(prefix=OUTPUT_PREFIX, dir=output_dir))
         except OSError as exc:
             raise OSError(f"the output folder {output_dir} is not writable ({exc.strerror or exc})") from exc
-        self.cleanups.callback(_logged, f"remove {path}", shutil.rmtree, path, ignore_errors=True)
+        self.cleanups.callback(_logged, self.log, f"remove {path}", shutil.rmtree, path, ignore_errors=True)
         self._staging.append(str(path))
         marker = {"owners": self._owners, "started": time.time(), "pipeline": str(self.path)}
         try:
@@ -152,18 +152,19 @@ class JobWorkspace:
                              "falling back to reading the original file directly.",
                              _fmt_size(size), self.temp_root, reason)
             return source
-        self.cleanups.callback(_logged, f"remove {link}", link.unlink, missing_ok=True)
+        self.cleanups.callback(_logged, self.log, f"remove {link}", link.unlink, missing_ok=True)
         self.log.info("large input (%s, threshold %s) hard-linked into the temp folder; "
                       "all passes read the private link, no copy made.", _fmt_size(size), _fmt_size(threshold_bytes))
         return link
 
 
-def _logged(description: str, step, *args, **kwargs) -> None:
-    """One cleanup step; a failure is logged, never raised, so that the steps after it still run."""
+def _logged(logger, description: str, step, *args, **kwargs) -> None:
+    """One cleanup step; a failure is logged (to the job's ``logger``), never raised, so that the steps
+    after it still run."""
     try:
         step(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - one failure must not stop the rest
-        log.warning("Cleanup step failed (%s): %s", description, exc)
+        logger.warning("Cleanup step failed (%s): %s", description, exc)
 
 
 def _read_marker(path: Path) -> dict | None:

@@ -39,7 +39,7 @@ def test_cleanup_steps_run_newest_first_once_and_all_of_them_even_when_one_fails
         big.write_bytes(b"x" * 100)
         link = ws.link_input(big, 10)                   # a hard link: removed on exit
         ws.cleanups.callback(order.append, "first")
-        ws.cleanups.callback(_logged, "broken", lambda: 1 / 0)
+        ws.cleanups.callback(_logged, ws.log, "broken", lambda: 1 / 0)
         ws.cleanups.callback(order.append, "last")
         assert link.exists()
     assert order == ["last", "first"] and not link.exists() and big.exists()

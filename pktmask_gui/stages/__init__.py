@@ -37,7 +37,7 @@ class Option:
 class StageContext:
     """What a stage may use from its surroundings."""
 
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("pktmask_gui.stage"))
+    log: logging.Logger | logging.LoggerAdapter = field(default_factory=lambda: logging.getLogger(__name__))
     warnings: list = field(default_factory=list)
     config_dir: Any = None      # pathlib.Path of the settings folder (key file lives there)
     key: bytes | None = None    # 32-byte anonymization key, when the anonymizer runs
