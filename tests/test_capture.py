@@ -11,13 +11,16 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from conftest import leftovers, sample_frames, settings_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pktmask_gui import capture
-from pktmask_gui.capture import (BLOCK, DATA, IFACE, LINKTYPE, META, ORIGLEN, TS, CaptureError,
+from pktmask_gui.capture import (BLOCK, DATA, EPB, IDB, IFACE, LINKTYPE, META, ORIGLEN, SHB, TS, CaptureError,
                                  CaptureReader, CaptureWriter, Interface, RawPcapTime, build_options,
-                                 idb_info, make_pcap_header, parse_options, section_endian, ts_to_ns)
+                                 idb_info, make_idb_body, make_pcap_header, make_shb_body, parse_options,
+                                 section_endian, ts_to_ns)
+from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import generate
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
@@ -266,6 +269,43 @@ def test_section_length_patched_after_flush_and_unknown_on_pipes(workdir):
             writer.write_batch(batch)
         writer.close()
     assert [f for _, f, _ in section_lengths(pipe.getvalue())] == [-1, -1]
+
+
+def _section(e: str, frames: list, first: int) -> list:
+    """The records of one pcapng section (byte order ``e``, one Ethernet interface) holding ``frames``."""
+    recs = [(make_shb_body(e, b"", 0), -1, 0, 0, 0, SHB), (make_idb_body(1, 0, e), -1, 0, 0, 0, IDB)]
+    return recs + [(f, 1, first + i, len(f), 0, (EPB, b"")) for i, f in enumerate(frames)]
+
+
+def test_a_later_pcapng_section_with_a_known_length_is_kept(workdir):
+    frames = sample_frames(4000, seed=3)
+    recs = _section("<", frames[:2500], 0) + _section(">", frames[2500:], 10 ** 6)
+    src = workdir / "sections.pcapng"
+    with open(src, "wb") as fh:
+        writer = CaptureWriter(fh, "pcapng")
+        for i in range(0, len(recs), 512):          # as the pipeline writes: batch by batch
+            writer.write_batch(recs[i:i + 512])
+        writer.close()
+    with CaptureReader(src) as reader:
+        assert sum(1 for b in reader.batches() for r in b if r[1] >= 0) == len(frames)
+
+
+def test_remove_dupes_keeps_every_section_of_a_multi_section_pcapng(work):
+    frames = sample_frames(4000, seed=3)
+    recs = _section("<", frames[:2500], 0) + _section(">", frames[2500:], 10 ** 6)
+    src = work / "sections.pcapng"
+    with open(src, "wb") as fh:
+        writer = CaptureWriter(fh, "pcapng")
+        writer.write_batch(recs)                     # one batch: the section length is patched in memory
+        writer.close()
+    with CaptureReader(src) as reader:               # the input itself is sound
+        assert sum(1 for b in reader.batches() for r in b if r[1] >= 0) == len(frames)
+    result = run_job(Job(src, work / "out", ["dedup"]), settings_for(work))
+    assert result.status == "ok", result.error
+    with CaptureReader(result.output) as reader:
+        got = [r[0] for b in reader.batches() for r in b if r[1] >= 0]
+    assert got == list(dict.fromkeys(frames))
+    assert leftovers(work / "temp", work / "out") == []
 
 
 # --- classic pcap ---------------------------------------------------------------------------------
@@ -606,110 +646,3 @@ def test_ts_to_ns_is_exact():
     assert ts_to_ns(5, 6, tsoffset=10) == 10_000_005_000
     assert isinstance(ts_to_ns(2 ** 70, 0x9F), int)
 
-
-# --- unchanged records copied as spans of the reader's bytes --------------------------------------------
-
-def _spans_vs_packed(path, transform):
-    """The writer's output with ``source`` (spans) and without it (packed): both, for comparison."""
-    outs = []
-    for with_source in (True, False):
-        buf = io.BytesIO()
-        with CaptureReader(path) as reader:
-            writer = CaptureWriter(buf, reader.format, reader.pcap_header)
-            for batch in reader.batches(max_records=300):
-                writer.write_batch(transform(batch), batch if with_source else None)
-            writer.close()
-        outs.append(buf.getvalue())
-    return outs
-
-
-@pytest.mark.parametrize("kind", ["plain", "modified", "big-endian-nanos"])
-def test_spans_of_unchanged_records_equal_the_packed_output(workdir, monkeypatch, kind):
-    if kind == "modified":
-        header = struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 65535, 1)
-        body = b"".join(struct.pack("<IIII", 10, i, 60 + i % 7, 60 + i % 7) + struct.pack("<IHBx", 2, 0x0800, i & 255)
-                        + frame(i, 60 + i % 7) for i in range(2000))
-        path = write(workdir, "k.pcap", header + body)
-    else:
-        e, nanos = (">", True) if kind == "big-endian-nanos" else ("<", False)
-        path = write(workdir, "x.pcap", pcap_file([(1 + i // 100, i * 7, frame(i, 60 + i % 50), 1500)
-                                                   for i in range(2000)], e=e, nanos=nanos))
-    copied = []
-    real = CaptureWriter._copy_spans
-
-    def spy(self, records, source):
-        ok = real(self, records, source)
-        copied.append(ok)
-        return ok
-    monkeypatch.setattr(CaptureWriter, "_copy_spans", spy)
-    every_third = lambda batch: [r for i, r in enumerate(batch) if i % 3]       # drops, order kept
-    spans, packed = _spans_vs_packed(path, every_third)
-    assert spans == packed and all(copied) and copied
-    assert _spans_vs_packed(path, lambda b: b)[0] == path.read_bytes()
-    # a new record (a stage rewrote it) or a reordered batch: packed as before, same bytes
-    copied.clear()
-    rewritten = lambda batch: [r if i != 5 else (b"\1" * 40,) + r[1:] for i, r in enumerate(batch)]
-    spans, packed = _spans_vs_packed(path, rewritten)
-    assert spans == packed and not any(copied)
-    spans, packed = _spans_vs_packed(path, lambda b: b[::-1])
-    assert spans == packed
-
-
-def test_a_batch_lies_in_one_buffer_even_across_chunks(workdir, monkeypatch):
-    monkeypatch.setattr(capture, "CHUNK", 4096)
-    path = write(workdir, "x.pcap", pcap_file([(1, i, frame(i, 60 + i % 900), 2000) for i in range(3000)]))
-    with CaptureReader(path) as reader:
-        n = 0
-        for batch in reader.batches(max_records=500):
-            at = batch.start
-            for rec in batch:                         # each record's header and data sit at its place
-                sec, frac, caplen, origlen = struct.unpack_from("<IIII", batch.raw, at)
-                assert batch.raw[at + 16:at + 16 + caplen] == rec[DATA]
-                at += 16 + caplen
-            n += len(batch)
-    assert n == 3000
-
-
-# --- frame_spans(): frames as spans of the read buffer (the self-check's reader of pcap outputs) -----------
-
-def spans_of(path, max_records=512):
-    with CaptureReader(path) as reader:
-        frames = [buf[a:b] for buf, starts, ends in reader.frame_spans(max_records) for a, b in zip(starts, ends)]
-        return frames, reader
-
-
-@pytest.mark.parametrize("e, nanos", [("<", False), (">", True)])
-def test_frame_spans_give_the_frames_batches_give(workdir, monkeypatch, e, nanos):
-    """Across buffer refills (a small read chunk), records larger than a chunk, both byte orders."""
-    monkeypatch.setattr(capture, "CHUNK", 4096)
-    sizes = [60, 1514, 9000, 17, 0, 300] * 40
-    recs = [(i, i, bytes([i & 0xFF]) * n, n) for i, n in enumerate(sizes)]
-    path = write(workdir, "spans.pcap", pcap_file(recs, e=e, nanos=nanos))
-    frames, reader = spans_of(path, max_records=7)
-    assert frames == [r[2] for r in recs]
-    assert reader.packets == len(recs) and reader.warnings == []
-
-
-def test_frame_spans_of_a_modified_pcap(workdir):
-    header = struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 65535, 1)
-    recs = b"".join(struct.pack("<IIII", 10, i, 60, 60) + struct.pack("<IHBx", 2, 0x0800, i) + frame(i)
-                    for i in range(3))
-    frames, _ = spans_of(write(workdir, "kuznetsov.pcap", header + recs))
-    assert frames == [frame(i) for i in range(3)]
-
-
-@pytest.mark.parametrize("cut", [1, 16, 40])
-def test_frame_spans_stop_at_a_record_cut_short_and_say_so(workdir, cut):
-    frames, reader = spans_of(write(workdir, "cut.pcap", GOOD_PCAP[:176 + cut]))
-    assert frames == [frame(1), frame(2)]
-    assert reader.warnings == [
-        "file is cut short inside its last packet at offset 176: 2 complete packets kept"]
-
-
-def test_frame_spans_refuse_an_absurd_length_and_pcapng(workdir):
-    huge = pcap_file([(1, 0, frame(1), 60), (2, 0, frame(2), 60, capture.MAX_CAPLEN + 1)])
-    with pytest.raises(CaptureError, match="above the 262144-byte limit"):
-        spans_of(write(workdir, "huge.pcap", huge + bytes(100)))
-    ng = write(workdir, "x.pcapng", block("<", 0x0A0D0D0A, b"\x4d\x3c\x2b\x1a" + struct.pack("<HHq", 1, 0, -1)))
-    with CaptureReader(ng) as reader, pytest.raises(ValueError):
-        reader.frame_spans()

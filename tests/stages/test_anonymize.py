@@ -16,11 +16,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import packets_of
 
 from pktmask_gui import capture
 from pktmask_gui.capture import CaptureReader, CaptureWriter, build_options, make_idb_body, make_shb_body
 from pktmask_gui.cryptopan import CryptoPAn
 from pktmask_gui.frames import OK, Uninspectable, field_length, walk
+from pktmask_gui.samplegen import generate
 from pktmask_gui.stages import StageContext, StageError
 from pktmask_gui.stages.anonymize import AnonymizeStage
 
@@ -863,3 +865,55 @@ def test_check_spans_fails_a_frame_that_goes_on_past_the_frame_built(with_genera
     buf = b"".join(b"\0" * 16 + f for f in built)
     starts = [sum(16 + len(f) for f in built[:i]) + 16 for i in range(len(built))]
     st.check_spans(before, buf, starts, [s + len(f) for s, f in zip(starts, built)], 1)
+
+
+def test_check_spans_with_equal_frames_never_passes_an_original(workdir):
+    """Spans: each frame is compared with its own built frame, bounded by its own end (start/end of
+    startswith), even when a neighbouring span holds exactly another frame's built bytes."""
+    stage = _checked_stage()
+    src = workdir / "a.pcap"
+    generate(src, packets=50, seed=5, vlan_ratio=0.0, ipv6_ratio=0.0, dup_ratio=0.0)
+    before = packets_of(src)
+    built = [r[0] for r in stage.process(before)]
+    assert len(stage._expect) == len(before)
+    # the output: frame 0 swapped for the original of frame 1 placed right after built[0]'s bytes
+    out = [built[0], before[1][0]] + built[2:]
+    buf = b"".join(out)
+    starts, ends, at = [], [], 0
+    for d in out:
+        starts.append(at)
+        at += len(d)
+        ends.append(at)
+    with pytest.raises(StageError, match="self-check failed: frame 2"):
+        stage.check_spans(before, buf, starts, ends, 1)
+
+
+def test_expectations_stay_aligned_through_metadata_uninspectable_and_dns_fallbacks():
+    """process() keeps exactly one expectation per packet frame (none per metadata record), whichever path
+    it takes: inline, DNS inline, DNS falling back (None), general walk, uninspected (allowed)."""
+    A, B = tf.A, tf.B
+    dns_ok = tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, bytes.fromhex(
+        "12348180000100010000000003777777000001000100000100010000003c00040a0a0a0a") + bytes(8), 53, 4000)))
+    # an EDNS client subnet (a /24 prefix, not a whole address): _dns_frame returns None, the general way
+    dns_ecs = tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, bytes.fromhex("123481800000000000000001") +
+                                               bytes.fromhex("000029100000000000") + struct.pack("!H", 11) +
+                                               struct.pack("!HHHBB", 8, 7, 1, 24, 0) + bytes([10, 20, 30]) +
+                                               bytes(8), 53, 4000)))
+    plain = tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, bytes(40), 1234, 5678)))
+    arp = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + bytes(28) + bytes(18)
+    garbage = tf.eth(b"\x46" + bytes(13))                                  # IPv4 header cut short
+    meta = (b"meta", -1, 0, 0, 0, (1, None))
+    frames_ = [(d, 1, i, len(d), 0, None) for i, d in enumerate([dns_ok, dns_ecs, plain, arp, garbage])]
+    frames_.append((bytes(40), 147, 9, 40, 0, None))                  # link type USER0: uninspected
+    stage = AnonymizeStage({"allow_uninspected": True}, StageContext(key=KEY))
+    stage.will_check()
+    out = stage.process(frames_[:2] + [meta] + frames_[2:])
+    packets = [r for r in out if r[1] >= 0]
+    assert len(stage._expect) == len(frames_)
+    assert [e != () for e in stage._expect] == [True, False, True, False, False, False]
+    assert stage._uninspected == 1 and packets[1][0] != dns_ecs     # the ECS prefix mapped the general way
+    stage.check(frames_, packets)            # its own output passes
+    assert stage._expect == []
+    stage.process(frames_)                   # the same frames again: numbered on, 7 to 12
+    with pytest.raises(StageError, match="self-check failed: frame 8:"):
+        stage.check(frames_, [packets[0], frames_[1]] + packets[2:])    # the original of the ECS frame fails

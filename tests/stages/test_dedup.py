@@ -1,6 +1,7 @@
 """Remove Dupes: exact duplicates go, everything else stays in order; the table, the window and the replay."""
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from pktmask_gui.capture import META, CaptureReader, CaptureWriter
 from pktmask_gui.pipeline import ExecSpec, execute
@@ -81,12 +85,25 @@ def test_frames_alike_but_for_their_tail_are_kept():
     assert stage.report()["duplicates_removed"] == len(frames)
 
 
-def test_the_head_crc_separates_frames_whose_keyed_hash_collides(monkeypatch):
-    # force every frame onto one 64-bit hash: only the CRC-32 of the first HEAD bytes tells them apart
-    monkeypatch.setattr(dedup_mod, "hash", lambda data: 12345, raising=False)
+def force_hash(monkeypatch, fake) -> None:
+    """Stages made from now on hash frames with ``fake``, whatever PYTHONHASHSEED says: with it set, a stage
+    hashes with a keyed BLAKE2b, not hash(), so patching the builtin alone would change nothing."""
+    monkeypatch.setattr(dedup_mod, "_frame_hash", lambda: fake)
+
+
+@pytest.mark.parametrize("hash_seed", ["random", "0"])
+def test_the_head_crc_separates_frames_whose_keyed_hash_collides(monkeypatch, hash_seed):
+    # every frame on one 64-bit keyed hash: only the CRC-32 of the first HEAD bytes tells them apart
+    monkeypatch.setenv("PYTHONHASHSEED", hash_seed)            # "0": the stage would take the BLAKE2b path
+    force_hash(monkeypatch, lambda data: 12345)
     frames = [pkt(os.urandom(HEAD + 10)) for _ in range(200)] + [pkt(os.urandom(20)) for _ in range(200)]
     stage = DedupStage({}, StageContext())
-    assert stage.process(frames) == frames                     # a 200-long probe chain, nothing dropped
+    assert len({r[0] for r in frames}) == 400 and {stage._hash(r[0]) for r in frames} == {12345}
+    assert stage.process(frames) == frames                     # a 400-long probe chain, nothing dropped
+    taken = stage._table.fpv != 0
+    assert int(taken.sum()) == 400                              # the table holds every frame ...
+    assert len(set(stage._table.fpv[taken].tolist())) == 1      # ... under one fingerprint: they collided
+    assert len(set(stage._table.crcv[taken].tolist())) == 400   # ... and their CRCs alone tell them apart
     assert stage.process(frames[::-1]) == []
 
 
@@ -252,8 +269,9 @@ class FrameByFrame:
     and window generations (a generation ends at the frame that fills its table past LOAD, once it holds
     WINDOW frames), so window mode can be compared exactly too."""
 
-    def __init__(self, slots: int = MIN_SLOTS):
+    def __init__(self, slots: int = MIN_SLOTS, min_slots: int = MIN_SLOTS):
         self.table, self.previous, self.slots, self.window = set(), None, slots, False
+        self.min_slots = min_slots      # the size of a new generation's table
         self.ends_inside = 0            # generations that ended before the last frame of a batch
 
     def process(self, records: list) -> list:
@@ -267,18 +285,21 @@ class FrameByFrame:
                 self.table.add(key)
                 if len(self.table) > int(self.slots * LOAD):
                     if self.window and len(self.table) >= dedup_mod.WINDOW:
-                        self.previous, self.table, self.slots = self.table, set(), MIN_SLOTS
+                        self.previous, self.table, self.slots = self.table, set(), self.min_slots
                         self.ends_inside += n < len(records)
                     else:
                         self.slots *= 2
         return out
 
     def release_memory(self) -> None:
+        """Window mode from here on (once, as the stage: a second call changes nothing)."""
+        if self.window:
+            return
         self.window = True
         if len(self.table) >= dedup_mod.WINDOW:
-            self.previous, self.table, self.slots = self.table, set(), MIN_SLOTS
-        elif len(self.table) * 4 < self.slots and self.slots > MIN_SLOTS:
-            self.slots = max(MIN_SLOTS, int(len(self.table) / LOAD) + 1)
+            self.previous, self.table, self.slots = self.table, set(), self.min_slots
+        elif len(self.table) * 4 < self.slots and self.slots > self.min_slots:
+            self.slots = max(self.min_slots, int(len(self.table) / LOAD) + 1)
 
 
 def ids(records: list) -> list:
@@ -312,7 +333,7 @@ def _same_home_hash(slots: int, home: int, lt: int = 1):
 @pytest.mark.parametrize("tail", [0, 32])
 def test_fingerprints_sharing_one_home_slot(monkeypatch, tail):
     monkeypatch.setattr(dedup_mod, "_TAIL", tail)                  # 0: every step in numpy rounds
-    monkeypatch.setattr(dedup_mod, "hash", _same_home_hash(MIN_SLOTS, home=100), raising=False)
+    force_hash(monkeypatch, _same_home_hash(MIN_SLOTS, home=100))
     rng = random.Random(5)
     pool = [os.urandom(30 + i % 50) for i in range(150)]
     batch = [pkt(rng.choice(pool), ts=i) for i in range(600)]
@@ -400,6 +421,183 @@ def test_window_generations_inside_batches_match_frame_by_frame(monkeypatch, see
     assert stage.report()["unique_frames_remembered"] == remembered
     replay = stage.replayer()
     assert ids(run_stage(replay, records, batch=1000)) == ids(out)
+
+
+# --- whole batches through the probe: the digest table, growth and the window switch inside a batch ---
+
+FUZZ = hsettings(max_examples=120, deadline=None)
+
+
+@FUZZ
+@given(slots=st.integers(16, 400), tail=st.sampled_from([0, 3, 32]), seed=st.integers(0, 1 << 30),
+       pool=st.integers(1, 60), crcs=st.integers(1, 3), n=st.integers(0, 300))
+def test_the_digest_table_add_answers_as_a_set_does(slots, tail, seed, pool, crcs, n):
+    """Keys from a small pool (many equal keys in one call, fingerprints equal with other CRCs, negative
+    fingerprints, chains wrapping past the table's end): add() reports exactly the keys already known."""
+    dedup_mod._numpy()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dedup_mod, "_TAIL", tail)
+        rng = random.Random(seed)
+        table = _DigestTable(slots)
+        fps = [rng.choice([1, -1]) * rng.randrange(1, 1 << 62) for _ in range(pool)]
+        fps += [slots * rng.randrange(1, 5) - 1 for _ in range(3)]       # homes at the last slot
+        seen = set()
+        for _round in range(4):
+            room = table.limit - table.count
+            m = min(n, room)
+            if m <= 0:
+                break
+            keys = [(rng.choice(fps), rng.randrange(crcs)) for _ in range(m)]
+            expected = []
+            new = 0
+            for k, key in enumerate(keys):
+                if key in seen:
+                    expected.append(k)
+                else:
+                    seen.add(key)
+                    new += 1
+                    if new > room:
+                        break
+            keys = keys[:k + 1] if new > room else keys
+            expected = [k for k in expected if k < len(keys)]
+            f = np.array([key[0] for key in keys], np.int64)
+            c = np.array([key[1] for key in keys], np.uint32)
+            assert table.add(f, c) == expected
+            assert table.count == len(seen)
+            assert all(table.contains(a, b) for a, b in seen)
+            assert sorted(table.find(f, c)) == list(range(len(keys)))
+            if new > room or m < n:
+                break
+        assert int((table.fpv != 0).sum()) == len(seen)
+
+
+@FUZZ
+@given(seed=st.integers(0, 1 << 30), sizes=st.lists(st.integers(0, 400), min_size=1, max_size=8),
+       pool=st.integers(2, 400), with_meta=st.booleans(), linktypes=st.sampled_from([(1,), (1, 101), (1, 113, 0)]),
+       releases=st.sets(st.integers(0, 7), max_size=2), window=st.sampled_from([60, 100, 250]))
+def test_the_stage_decides_as_frame_by_frame_probing(seed, sizes, pool, with_meta, linktypes, releases, window):
+    """Whole batches through the numpy probe: growth inside a batch, metadata records, mixed link types,
+    window mode (two generations) switched on between batches: the same frames kept as the model."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dedup_mod, "MIN_SLOTS", 64)
+        mp.setattr(dedup_mod, "WINDOW", window)
+        mp.setattr(dedup_mod._DigestTable.__init__, "__defaults__", (64,))
+        rng = random.Random(seed)
+        frames = [(rng.randbytes(rng.choice([1, 20, 70, 200])), rng.choice(linktypes)) for _ in range(pool)]
+        batches = []
+        for size in sizes:
+            batch = []
+            for _ in range(size):
+                if with_meta and rng.random() < 0.05:
+                    batch.append((b"\x01\x02\x03\x04", -1, 0, 0, 0, (6, None)))
+                data, lt = rng.choice(frames)
+                batch.append((data, lt, 0, len(data), 0, None))
+            batches.append(batch)
+        stage = DedupStage({}, None)
+        model = FrameByFrame(64, min_slots=64)
+        got, expected = [], []
+        for b, batch in enumerate(batches):
+            if b in releases:
+                stage.release_memory()
+                model.release_memory()
+            got.append(list(stage.process(batch)))
+            expected.append(model.process(batch))
+        assert [[(r[0], r[1]) for r in batch] for batch in got] == \
+            [[(r[0], r[1]) for r in batch] for batch in expected]
+        replay = stage.replayer()
+        again = [list(replay.process(batch)) for batch in batches]
+        assert [[(r[0], r[1]) for r in batch] for batch in again] == \
+            [[(r[0], r[1]) for r in batch] for batch in expected]
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(unique: int) -> list:
+    rng = random.Random(unique)
+    return [rng.randbytes(rng.choice([20, 60, 64, 65, 200])) for _ in range(unique)]
+
+
+def _records(n: int, seed: int, unique: int) -> list:
+    """Frames from a pool (so: duplicates, across batches too); every third batch mixes in a second link type
+    (the general path), the others have one (the plain path), so frames inserted by one path are looked up
+    by the other."""
+    rng = random.Random(seed)
+    pool = _pool(unique)
+    mixed = seed % 3 == 0
+    return [(pool[rng.randrange(unique)], 101 if mixed and rng.random() < 0.3 else 1, i, 0, 0, None)
+            for i in range(n)]
+
+
+@pytest.fixture
+def plain_calls(monkeypatch):
+    """The sizes of the batches that took the plain path (one link type, room in the table)."""
+    calls = []
+    real = DedupStage._process_plain
+
+    def spy(self, batch, lt):
+        calls.append(len(batch))
+        return real(self, batch, lt)
+    monkeypatch.setattr(DedupStage, "_process_plain", spy)
+    return calls
+
+
+def _replayed(stage: DedupStage, batches: list) -> list:
+    replay = stage.replayer(StageContext())
+    out = [r for b in batches for r in replay.process(b)]
+    replay.finish()
+    return out
+
+
+def test_a_presize_far_too_small_grows_inside_batches_and_replays_the_same(plain_calls):
+    batches = [_records(512, seed=s, unique=40000) for s in range(120)]      # ~61k frames, 40k distinct
+    stage = DedupStage({}, StageContext(extra={"input_size": 10}))         # presized to the minimum
+    out, seen, want = [], set(), []
+    for b in batches:
+        out += stage.process(b)
+        for r in b:
+            if (r[0], r[1]) not in seen:
+                seen.add((r[0], r[1]))
+                want.append(r)
+    assert [id(r) for r in out] == [id(r) for r in want]
+    assert stage._table.slots > MIN_SLOTS
+    assert 0 < len(plain_calls) < len(batches)             # both paths ran
+    assert [id(r) for r in _replayed(stage, batches)] == [id(r) for r in want]
+
+
+def test_the_window_switch_inside_a_batch_keeps_unique_frames_and_replays_the_same(monkeypatch, plain_calls):
+    monkeypatch.setattr(dedup_mod, "WINDOW", 3000)
+    window_batches = []
+    real_window = DedupStage._process_window
+
+    def spy(self, batch):
+        window_batches.append(len(batch))
+        return real_window(self, batch)
+    monkeypatch.setattr(DedupStage, "_process_window", spy)
+    # more distinct frames than the smallest table holds: a generation ends inside a batch
+    batches = [_records(512, seed=100 + s, unique=40000) for s in range(100)]
+    stage = DedupStage({}, StageContext(extra={"input_size": 10}))
+    out = []
+    for k, b in enumerate(batches):
+        out += stage.process(b)
+        if k == 1:
+            assert stage.release_memory()                   # pressure: window mode from here on
+    assert stage.report()["mode"].startswith("window")
+    assert plain_calls                                      # the plain path ran before the window
+    assert any(0 < n < 512 for n in window_batches)         # the switch came inside a batch
+    kept = {id(r) for r in out}
+    seen_at = {}                                            # frame -> index among unique frames seen
+    uniques = 0
+    for r in (r for b in batches for r in b):
+        key = (r[0], r[1])
+        if id(r) in kept:
+            uniques += 1
+            seen_at[key] = uniques
+        else:   # dropped: a real duplicate of a frame kept recently enough
+            assert key in seen_at
+    first = {}
+    for r in (r for b in batches for r in b):
+        first.setdefault((r[0], r[1]), r)
+    assert all(id(r) in kept for r in first.values())      # no first occurrence is ever dropped
+    assert [id(r) for r in _replayed(stage, batches)] == [id(r) for r in out]
 
 
 def _corpus_files() -> list:
