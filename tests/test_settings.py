@@ -1,14 +1,24 @@
 """The shared settings file: defaults, validation in words, persistence, damage tolerance, test isolation."""
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 from pktmask_gui.settings import Settings, config_dir, load_settings, save_settings
 
 
-def test_config_dir_is_isolated_in_tests():
-    assert "pktmask_test_" in str(config_dir())
-    assert Path.home() not in config_dir().parents or "pktmask_test_" in str(config_dir())
+def test_config_dir_is_isolated_in_tests(monkeypatch):
+    """The settings folder is a fresh temp folder of this test, not the user's: through the override and
+    through the platform's convention too (XDG_CONFIG_HOME, which any library that knows nothing of the
+    override reads)."""
+    temp = Path(tempfile.gettempdir()).resolve()
+    folder = config_dir().resolve()
+    assert folder.parent.name.startswith("pktmask_test_config_") and folder.parent.parent == temp
+    assert folder.parent.is_dir() and list(folder.parent.iterdir()) == []       # fresh: nothing saved yet
+    if sys.platform not in ("win32", "darwin"):                             # where XDG_CONFIG_HOME rules
+        monkeypatch.delenv("PKTMASK_CONFIG_DIR")
+        assert config_dir().resolve() == folder                              # the convention lands there too
 
 
 def test_defaults_follow_the_brief():
