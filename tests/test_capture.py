@@ -8,10 +8,9 @@ import signal
 import struct
 import subprocess
 import tracemalloc
-from pathlib import Path
 
 import pytest
-from conftest import leftovers, sample_frames, settings_for
+from conftest import CORPUS, leftovers, sample_frames, settings_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +22,6 @@ from pktmask_gui.capture import (BLOCK, DATA, EPB, IDB, IFACE, LINKTYPE, META, O
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import generate
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 TSHARK = shutil.which("tshark")
 CORPUS_FILES = sorted(p.name for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
 

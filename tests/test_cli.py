@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from pktmask_gui.samplegen import generate
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, env_extra=None, **kwargs):

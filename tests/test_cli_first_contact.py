@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import REPO
+
 from pktmask_gui.samplegen import generate
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "resources" / "samples" / "sample.pcapng"
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import lz4.frame
 import pytest
 
-from conftest import leftovers
+from conftest import REPO, leftovers
 from pktmask_gui import compression
 from pktmask_gui.capture import META, SHB, CaptureReader, CaptureWriter, make_shb_body
 from pktmask_gui.compression import DecompressingReader, detect, output_kind, sniff, split_name
@@ -31,7 +31,6 @@ from pktmask_gui.settings import Settings
 
 zstd = compression._zstd()
 
-REPO = Path(__file__).resolve().parents[1]
 KINDS = ("gzip", "zstd", "lz4")
 SUFFIX = {"gzip": ".gz", "zstd": ".zst", "lz4": ".lz4"}
 TOOL = {"gzip": ["gzip", "-c"], "zstd": ["zstd", "-q", "-c"], "lz4": ["lz4", "-q", "-c"]}

@@ -5,16 +5,13 @@ generated regression tests of their own (tests/test_shape.py), which also run on
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
 from pktmask_gui.pipeline import Job, find_captures, run_job
 from pktmask_gui.settings import Settings
 
-from conftest import REPO, leftovers
-
-WILD = REPO.parent / "shared" / "corpus-wild"
+from conftest import WILD, leftovers
 
 
 @pytest.fixture(scope="module")

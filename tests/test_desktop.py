@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from pktmask_gui import desktop
 
-REPO = Path(__file__).resolve().parents[1]
 LINUX = REPO / "resources" / "linux"
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="freedesktop.org integration is Linux's")

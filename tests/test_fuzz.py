@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, REPO
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pktmask_gui.capture import (CaptureError, CaptureReader, CaptureWriter, EPB, IDB, META, SHB, build_options,
@@ -31,8 +32,6 @@ from pktmask_gui.samplegen import generate, tcp4_frame
 from pktmask_gui.settings import Settings
 from pktmask_gui.stages import operations
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
 REGRESSIONS = REPO / "tests" / "data" / "fuzz"
 HANG_S = 20
 INTERESTING = (0, 1, 3, 4, 8, 11, 12, 13, 16, 20, 28, 31, 32, 0xFF, 0xFFFF, 65536, 262143, 262144, 262145,

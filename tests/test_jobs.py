@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import REPO
 
 from pktmask_gui.jobs import run_job_process
 from pktmask_gui.pipeline import Job
@@ -20,7 +21,6 @@ from pktmask_gui.samplegen import generate
 from pktmask_gui.settings import Settings
 from pktmask_gui.workspace import MARKER
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

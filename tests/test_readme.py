@@ -1,8 +1,7 @@
 """The README's quick start is the contract with users and with CI: two commands, CI runs the second."""
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def quick_start_commands() -> list[str]:

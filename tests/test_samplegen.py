@@ -6,15 +6,14 @@ import struct
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from pktmask_gui import capture
 from pktmask_gui import samplegen as sg
 from pktmask_gui.capture import BLOCK, DATA, LINKTYPE, META, TS, CaptureReader
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "resources" / "samples"
 TSHARK = shutil.which("tshark")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from conftest import VERIFY
 
 from pktmask_gui import samplegen as sg
 from pktmask_gui.tcpstream import RangeMap, Reassembler
@@ -401,11 +402,9 @@ def test_find_candidates_finds_every_plausible_header_brute_force():
 
 def _oracle():
     import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "verify.py"
-    if not path.is_file():
-        pytest.skip("verify.py (the independent checker) not present at %s" % path)
-    spec = importlib.util.spec_from_file_location("verify_oracle", path)
+    if not VERIFY.is_file():
+        pytest.skip("verify.py (the independent checker) not present at %s" % VERIFY)
+    spec = importlib.util.spec_from_file_location("verify_oracle", VERIFY)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import packets_of
+from conftest import CORPUS, packets_of
 
 from pktmask_gui import capture
 from pktmask_gui.capture import CaptureReader, CaptureWriter, build_options, make_idb_body, make_shb_body
@@ -424,8 +424,7 @@ TSHARK_SET = ["tcpdump__vxlan.pcap", "zeek__tunnels_gre-within-gre.pcap", "zeek_
 
 
 def _corpus_files():
-    corpus = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
-    return sorted(p.name for p in corpus.glob("*.pcap*")) if corpus.is_dir() else []
+    return sorted(p.name for p in CORPUS.glob("*.pcap*")) if CORPUS.is_dir() else []
 
 
 @pytest.mark.parametrize("name", _corpus_files() or ["(corpus absent)"])

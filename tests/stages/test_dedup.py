@@ -8,10 +8,10 @@ import random
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CORPUS, REPO
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -24,7 +24,6 @@ from pktmask_gui.stages import dedup as dedup_mod
 from pktmask_gui.stages.dedup import (_LT_MIX, _MIX_BITS, HEAD, LOAD, MIN_SLOTS, PRESIZE_CAP, SLOT_BYTES,
                                       DedupReplay, DedupStage, _DigestTable, presized_slots)
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
 
 def pkt(data: bytes, lt: int = 1, ts: int = 0) -> tuple:
@@ -648,7 +647,6 @@ def test_numpy_is_loaded_only_when_remove_dupes_runs():
             "before = 'numpy' in sys.modules\n"
             "DedupStage({}, StageContext()).process([(b'x', 1, 0, 1, 0, None)])\n"
             "print(before, 'numpy' in sys.modules)\n")
-    repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(repo)})
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.stdout.split() == ["False", "True"], done.stderr

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import VERIFY, WILD
 
 from pktmask_gui import checksum
 from pktmask_gui import samplegen as sg
@@ -19,9 +20,6 @@ from pktmask_gui.frames import Uninspectable, walk
 from pktmask_gui.stages import StageContext, StageError
 from pktmask_gui.stages.mask import MaskStage
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus"
-VERIFY = REPO.parent / "shared" / "tools" / "verify.py"
 
 A4, B4 = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 A6, B6 = bytes.fromhex("20010db8000000000000000000000001"), bytes.fromhex("20010db8000000000000000000000002")
@@ -784,7 +782,6 @@ def test_gap_in_the_plaintext_or_the_hello_before_tls():
 
 
 # ---- real captures with TLS after plaintext (../shared/corpus-wild) ----------------------------------
-WILD = REPO.parent / "shared" / "corpus-wild"
 UPGRADE_FILES = {"sv__tests_bug-2430_backwards.pcap": 8080,                # HTTP CONNECT, then TLS 1.2
                  "sv__tests_pgsql_pgsql-upgrade-tls_input.pcap": 5432,     # SSLRequest, 'S', TLS 1.2
                  "sv__tests_http-connect_http-connect-tls_input.pcap": 8002,   # CONNECT, an empty record

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS
 
 from pktmask_gui.capture import (CB_COPY, CB_NOCOPY, DSB, EPB, IDB, ISB, META, NRB, PB, SHB, CaptureReader,
                                  CaptureWriter, build_options, make_idb_body, make_shb_body, parse_options)
@@ -17,8 +18,6 @@ from pktmask_gui.settings import SCRUB_ITEMS, Settings
 from pktmask_gui.stages import StageContext
 from pktmask_gui.stages.scrub import ScrubStage
 
-REPO = Path(__file__).resolve().parents[2]
-CORPUS = REPO.parent / "shared" / "corpus"
 
 # Every string below must vanish from the output bytes when its item is scrubbed.
 SECRETS = {
