@@ -23,25 +23,45 @@ Frame builders (public; each returns ``bytes`` with correct lengths and checksum
 - ``eth(dst, src, ethertype, payload) -> bytes``: Ethernet II frame (no FCS, no padding).
 - ``vlan(vid, ethertype, payload, pcp=0) -> bytes``: 802.1Q tag body + payload; use as
   ``eth(dst, src, 0x8100, vlan(10, 0x0800, ip_packet))``.
-- ``ipv4(src, dst, proto, payload, ttl=64, ident=0, df=True, tos=0) -> bytes``.
-- ``ipv6(src, dst, next_header, payload, hop_limit=64, flow=0, tclass=0) -> bytes``.
-- ``tcp(src, dst, sport, dport, seq, ack, flags, payload=b"", window=64240, options=b"") -> bytes``:
-  a TCP segment whose checksum covers the pseudo-header of ``src``/``dst`` (IPv4 or IPv6 by length).
-  Flag constants: ``FIN SYN RST PSH ACK``.
-- ``udp(src, dst, sport, dport, payload) -> bytes``.
+- ``ipv4(src, dst, proto, payload, ttl=64, ident=0, df=True, tos=0, options=b"", frag=None, total=None)
+  -> bytes``: ``options`` (padded to 4 bytes) lengthen the header; ``frag`` is the whole flags and
+  fragment-offset word (then ``df`` is not looked at); ``total`` overrides the total length (0: a TSO frame).
+- ``ipv6(src, dst, next_header, payload, hop_limit=64, flow=0, tclass=0) -> bytes``; extension headers go
+  at the head of ``payload``: ``ipv6_ext(next_header, body)`` (Hop-by-Hop, Routing, Destination Options:
+  the length byte is computed, ``body`` padded to 8 bytes), ``ipv6_fragment(next_header, offset, ident,
+  more=False)``.
+- ``tcp(src, dst, sport, dport, seq=0, ack=0, flags=PSH | ACK, payload=b"", window=64240, options=b"")
+  -> bytes``: a TCP segment whose checksum covers the pseudo-header of ``src``/``dst`` (IPv4 or IPv6 by
+  length). Flag constants: ``FIN SYN RST PSH ACK``.
+- ``udp(src, dst, sport, dport, payload, zero_checksum=False) -> bytes`` (``zero_checksum``: 0, "none", as
+  IPv4 allows).
 - ``icmp_echo(ident, seq, payload=b"", reply=False) -> bytes``: ICMPv4 echo request / reply.
 - ``icmp_error(type_, code, quoted, rest=0) -> bytes``: ICMPv4 error quoting an IP datagram head
   (``icmp_error(3, 3, udp_datagram)`` = port unreachable).
 - ``icmp6_echo(src, dst, ident, seq, payload=b"", reply=False) -> bytes``: ICMPv6 echo.
+- ``icmp(type_, code, rest, payload=b"") -> bytes``: any ICMPv4 message (``rest``: the 4 bytes after the
+  checksum: a gateway, an echo's identifier and sequence, an RFC 4884 length); IGMP has the same layout.
+- ``icmp6(src, dst, type_, code, body) -> bytes``: any ICMPv6 message (``body``: all after the checksum).
+- ``gre(protocol, payload, with_checksum=False, key=None, seq=None) -> bytes``: a GRE header (version 0)
+  with the optional fields asked for, then ``payload``.
+- ``arp(spa, tpa, op=1, sha="02:00:00:00:00:01", tha=bytes(6)) -> bytes``: an Ethernet/IPv4 ARP message
+  (op 3 / 4: RARP).
+- ``mpls(labels, payload) -> bytes``: a label stack (bottom of stack on the last, TTL 64), then ``payload``.
+- ``pseudo_checksummed(src, dst, proto, body, at) -> bytes``: ``body`` with the Internet checksum over the
+  pseudo-header and ``body`` written at offset ``at`` (VRRP v3, UDP-Lite, DCCP).
 - ``tls_record(content_type, body, version=0x0303) -> bytes``; ``tls_handshake(msg_type, body)``.
 - ``tls_client_hello(sni, rnd, session_id=b"", tls13=True) -> bytes`` (a handshake message, SNI
   extension included); ``tls_server_hello(rnd, session_id=b"", tls13=True, cipher=None)``;
   ``tls_certificate(names, rnd) -> bytes`` (handshake message with DER certificates naming ``names``);
   ``x509_certificate(subject, issuer, rnd, san=()) -> bytes`` (one structurally valid DER certificate).
-- ``dns_query(qid, name, qtype=1) -> bytes``; ``dns_response(qid, name, addrs, qtype=1) -> bytes``.
+- ``dns_query(qid, name, qtype=1) -> bytes``; ``dns_response(qid, name, addrs, qtype=1, ecs=None, ttl=300)
+  -> bytes``: an answer per address (A or AAAA by its length); ``ecs=(network, prefix length)`` adds an
+  EDNS OPT record with that client subnet.
 - ``http_request(host, path="/") -> bytes``; ``http_response(body) -> bytes``.
 - ``tcp4_frame(src, dst, sport, dport, seq, ack, flags, payload=b"", ...)``,
-  ``udp4_frame(...)``, ``tcp6_frame(...)``, ``udp6_frame(...)``: whole Ethernet frames, handy in tests.
+  ``udp4_frame(...)``, ``tcp6_frame(...)``, ``udp6_frame(...)``: whole Ethernet frames, handy in tests;
+  ``ip_frame(packet, src_mac=..., dst_mac=..., vlans=())``: an Ethernet frame around any IPv4 or IPv6
+  packet (the EtherType from its version), behind the 802.1Q tags of ``vlans`` (VLAN ids, outermost first).
 - TLS after plaintext: ``upgrade_messages(protocol, accept=True)`` (STARTTLS in SMTP, IMAP, POP3, FTP,
   XMPP, LDAP; PostgreSQL's SSLRequest; an HTTP proxy's CONNECT; ports in ``UPGRADE_PORTS``),
   ``tls_flights(rng, host, tls13)``, ``tcp_conversation(messages, dport, seed, v6, mss)`` (the frames of
@@ -107,10 +127,12 @@ def vlan(vid: int, ethertype: int, payload: bytes, pcp: int = 0) -> bytes:
 
 
 def ipv4(src, dst, proto: int, payload: bytes, ttl: int = 64, ident: int = 0, df: bool = True,
-         tos: int = 0) -> bytes:
+         tos: int = 0, options: bytes = b"", frag: int | None = None, total: int | None = None) -> bytes:
     src, dst = _addr(src), _addr(dst)
-    head = _IPV4_HDR.pack(0x45, tos, 20 + len(payload), ident & 0xFFFF, 0x4000 if df else 0, ttl, proto,
-                          0, src, dst)
+    options += b"\0" * (-len(options) & 3)
+    hlen = 20 + len(options)
+    head = _IPV4_HDR.pack(0x40 | hlen >> 2, tos, hlen + len(payload) if total is None else total, ident & 0xFFFF,
+                          (0x4000 if df else 0) if frag is None else frag, ttl, proto, 0, src, dst) + options
     return head[:10] + _U16.pack(checksum(head)) + head[12:] + payload
 
 
@@ -126,8 +148,8 @@ def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
     return src + dst + struct.pack("!IxxxB", length, proto)
 
 
-def tcp(src, dst, sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes = b"",
-        window: int = 64240, options: bytes = b"") -> bytes:
+def tcp(src, dst, sport: int, dport: int, seq: int = 0, ack: int = 0, flags: int = PSH | ACK,
+        payload: bytes = b"", window: int = 64240, options: bytes = b"") -> bytes:
     src, dst = _addr(src), _addr(dst)
     options += b"\0" * (-len(options) & 3)
     hlen = 20 + len(options)
@@ -137,10 +159,12 @@ def tcp(src, dst, sport: int, dport: int, seq: int, ack: int, flags: int, payloa
     return head[:16] + _U16.pack(csum) + head[18:] + payload
 
 
-def udp(src, dst, sport: int, dport: int, payload: bytes) -> bytes:
+def udp(src, dst, sport: int, dport: int, payload: bytes, zero_checksum: bool = False) -> bytes:
     src, dst = _addr(src), _addr(dst)
     length = 8 + len(payload)
     head = struct.pack("!HHHH", sport, dport, length, 0)
+    if zero_checksum:
+        return head + payload
     csum = checksum(_pseudo(src, dst, 17, length) + head + payload) or 0xFFFF
     return head[:6] + _U16.pack(csum) + payload
 
@@ -183,6 +207,64 @@ def udp4_frame(src, dst, sport, dport, payload=b"", src_mac="02:00:00:00:00:01",
 def udp6_frame(src, dst, sport, dport, payload=b"", src_mac="02:00:00:00:00:01",
                dst_mac="02:00:00:00:00:02") -> bytes:
     return eth(dst_mac, src_mac, ETH_IPV6, ipv6(src, dst, 17, udp(src, dst, sport, dport, payload)))
+
+
+def ip_frame(packet: bytes, src_mac="02:00:00:00:00:01", dst_mac="02:00:00:00:00:02", vlans=()) -> bytes:
+    etype = ETH_IPV6 if packet[:1] and packet[0] >> 4 == 6 else ETH_IPV4
+    for vid in reversed(vlans):
+        packet, etype = vlan(vid, etype, packet), ETH_VLAN
+    return eth(dst_mac, src_mac, etype, packet)
+
+
+# more shapes for tests: IPv6 extension headers, any ICMP / ICMPv6 message, GRE, ARP, MPLS ----------------
+
+def ipv6_ext(next_header: int, body: bytes) -> bytes:
+    """A Hop-by-Hop, Routing or Destination Options header: ``body`` (all after the length byte) padded with
+    zeros to a multiple of 8 bytes in all."""
+    body += b"\0" * (-(len(body) + 2) & 7)
+    return bytes((next_header, (len(body) + 2) // 8 - 1)) + body
+
+
+def ipv6_fragment(next_header: int, offset: int, ident: int, more: bool = False) -> bytes:
+    """A Fragment header: ``offset`` in bytes (a multiple of 8)."""
+    return struct.pack("!BBHI", next_header, 0, offset | more, ident)
+
+
+def icmp(type_: int, code: int, rest: bytes, payload: bytes = b"") -> bytes:
+    body = struct.pack("!BBH", type_, code, 0) + rest + payload
+    return body[:2] + _U16.pack(checksum(body)) + body[4:]
+
+
+def icmp6(src, dst, type_: int, code: int, body: bytes) -> bytes:
+    msg = struct.pack("!BBH", type_, code, 0) + body
+    return msg[:2] + _U16.pack(checksum(_pseudo(_addr(src), _addr(dst), 58, len(msg)) + msg)) + msg[4:]
+
+
+def gre(protocol: int, payload: bytes, with_checksum: bool = False, key: int | None = None,
+        seq: int | None = None) -> bytes:
+    flags = (0x8000 if with_checksum else 0) | (0x2000 if key is not None else 0) | (0x1000 if seq is not None else 0)
+    fields = (b"\0\0\0\0" if with_checksum else b"") + (b"" if key is None else struct.pack("!I", key)) \
+        + (b"" if seq is None else struct.pack("!I", seq))
+    packet = struct.pack("!HH", flags, protocol) + fields + payload
+    if with_checksum:
+        packet = packet[:4] + _U16.pack(checksum(packet)) + packet[6:]
+    return packet
+
+
+def arp(spa, tpa, op: int = 1, sha="02:00:00:00:00:01", tha=bytes(6)) -> bytes:
+    return struct.pack("!HHBBH", 1, ETH_IPV4, 6, 4, op) + _mac(sha) + _addr(spa) + _mac(tha) + _addr(tpa)
+
+
+def mpls(labels, payload: bytes) -> bytes:
+    last = len(labels) - 1
+    return b"".join(struct.pack("!I", label << 12 | (0x100 if i == last else 0) | 64)
+                    for i, label in enumerate(labels)) + payload
+
+
+def pseudo_checksummed(src, dst, proto: int, body: bytes, at: int) -> bytes:
+    src, dst = _addr(src), _addr(dst)
+    body = body[:at] + b"\0\0" + body[at + 2:]
+    return body[:at] + _U16.pack(checksum(_pseudo(src, dst, proto, len(body)) + body)) + body[at + 2:]
 
 
 # TLS --------------------------------------------------------------------------------------------------
@@ -309,11 +391,17 @@ def dns_query(qid: int, name: str, qtype: int = 1) -> bytes:
     return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + _qname(name) + struct.pack("!HH", qtype, 1)
 
 
-def dns_response(qid: int, name: str, addrs, qtype: int = 1) -> bytes:
-    answers = b"".join(struct.pack("!HHHIH", 0xC00C, qtype, 1, 300, len(_addr(a))) + _addr(a)
-                       for a in addrs)
-    return (struct.pack("!HHHHHH", qid, 0x8180, 1, len(addrs), 0, 0) + _qname(name)
-            + struct.pack("!HH", qtype, 1) + answers)
+def dns_response(qid: int, name: str, addrs, qtype: int = 1, ecs=None, ttl: int = 300) -> bytes:
+    addrs = [_addr(a) for a in addrs]
+    answers = b"".join(struct.pack("!HHHIH", 0xC00C, 1 if len(a) == 4 else 28, 1, ttl, len(a)) + a for a in addrs)
+    extra = b""
+    if ecs is not None:                     # an OPT record holding an EDNS client subnet (RFC 7871)
+        network, prefix = _addr(ecs[0]), ecs[1]
+        subnet = struct.pack("!HBB", 1 if len(network) == 4 else 2, prefix, 0) + network[:(prefix + 7) // 8]
+        option = struct.pack("!HH", 8, len(subnet)) + subnet
+        extra = b"\0" + struct.pack("!HHIH", 41, 4096, 0, len(option)) + option
+    return (struct.pack("!HHHHHH", qid, 0x8180, 1, len(addrs), 0, 1 if extra else 0) + _qname(name)
+            + struct.pack("!HH", qtype, 1) + answers + extra)
 
 
 def http_request(host: str, path: str = "/") -> bytes:

@@ -6,6 +6,7 @@ import struct
 
 from hypothesis import given, settings, strategies as st
 
+from pktmask_gui import samplegen as sg
 from pktmask_gui.checksum import field_delta, fix_checksums, internet_checksum, ones_sum, update
 from pktmask_gui.frames import walk
 
@@ -99,14 +100,14 @@ M = {tf.ip(tf.A): tf.ip("172.20.0.1"), tf.ip(tf.B): tf.ip("172.20.9.9"), tf.ip(t
 
 def test_fix_checksums_over_icmp_quoted_headers_and_tunnels():
     frames_ = [
-        tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(3, 3, b"\0\0\0\0",
-                                              tf.ipv4(tf.B, tf.C, 17, tf.udp(tf.B, tf.C, b"abcd"))))),
-        tf.eth(tf.ipv4(tf.A, tf.B, 17, tf.udp(tf.A, tf.B, b"\x08\0\0\0\0\0\x01\0" + tf.eth(tf.ipv4(
-            tf.C, tf.D, 6, tf.tcp(tf.C, tf.D, b"xyz"))), 40000, 4789))),
-        tf.eth(tf.ipv4(tf.A, tf.B, 47, tf.gre(0x0800, tf.ipv4(tf.C, tf.D, 17, tf.udp(tf.C, tf.D, b"q" * 7)),
-                                               checksum=True))),
-        tf.eth(tf.ipv6(tf.A6, tf.B6, 58, tf.icmp6(tf.A6, tf.B6, 1, 0, b"\0\0\0\0" + tf.ipv6(
-            tf.B6, tf.A6, 6, tf.tcp(tf.B6, tf.A6, b"hello")))), 0x86DD),
+        sg.ip_frame(sg.ipv4(tf.A, tf.B, 1, sg.icmp(3, 3, b"\0\0\0\0",
+                                                   sg.ipv4(tf.B, tf.C, 17, sg.udp(tf.B, tf.C, 5353, 53, b"abcd"))))),
+        sg.ip_frame(sg.ipv4(tf.A, tf.B, 17, sg.udp(tf.A, tf.B, 40000, 4789, b"\x08\0\0\0\0\0\x01\0" + sg.ip_frame(
+            sg.ipv4(tf.C, tf.D, 6, sg.tcp(tf.C, tf.D, 1234, 80, payload=b"xyz")))))),
+        sg.ip_frame(sg.ipv4(tf.A, tf.B, 47, sg.gre(
+            0x0800, sg.ipv4(tf.C, tf.D, 17, sg.udp(tf.C, tf.D, 5353, 53, b"q" * 7)), with_checksum=True))),
+        sg.ip_frame(sg.ipv6(tf.A6, tf.B6, 58, sg.icmp6(tf.A6, tf.B6, 1, 0, b"\0\0\0\0" + sg.ipv6(
+            tf.B6, tf.A6, 6, sg.tcp(tf.B6, tf.A6, 1234, 80, payload=b"hello"))))),
     ]
     for f in frames_:
         out = _rewrite(f, M)
@@ -115,7 +116,7 @@ def test_fix_checksums_over_icmp_quoted_headers_and_tunnels():
 
 
 def test_truncated_frame_checksum_is_right_for_the_whole_packet():
-    full = tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"z" * 200)))
+    full = sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80, payload=b"z" * 200)))
     cut = full[:80]
     out_full = _rewrite(full, M)
     out_cut = _rewrite(cut, M)
@@ -123,15 +124,15 @@ def test_truncated_frame_checksum_is_right_for_the_whole_packet():
 
 
 def test_fix_checksums_changes_nothing_without_changes():
-    f = tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x")))
+    f = sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80, payload=b"x")))
     w = walk(f, 1)
     buf = bytearray(f)
     assert fix_checksums(buf, w[5], w[2], {}) == 0 and bytes(buf) == f
 
 
 def test_mask_style_payload_zeroing_updates_every_covering_checksum():
-    f = tf.eth(tf.ipv4(tf.A, tf.B, 17, tf.udp(tf.A, tf.B, b"\x08\0\0\0\0\0\x01\0" + tf.eth(tf.ipv4(
-        tf.C, tf.D, 17, tf.udp(tf.C, tf.D, b"secret!"))), 40000, 4789)))
+    inner = sg.ip_frame(sg.ipv4(tf.C, tf.D, 17, sg.udp(tf.C, tf.D, 5353, 53, b"secret!")))
+    f = sg.ip_frame(sg.ipv4(tf.A, tf.B, 17, sg.udp(tf.A, tf.B, 40000, 4789, b"\x08\0\0\0\0\0\x01\0" + inner)))
     w = walk(f, 1)
     l4 = w[4]
     buf = bytearray(f)

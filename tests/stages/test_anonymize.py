@@ -19,6 +19,7 @@ import pytest
 from conftest import CORPUS, packets_of
 
 from pktmask_gui import capture
+from pktmask_gui import samplegen as sg
 from pktmask_gui.capture import CaptureReader, CaptureWriter, build_options, make_idb_body, make_shb_body
 from pktmask_gui.cryptopan import CryptoPAn
 from pktmask_gui.frames import OK, Uninspectable, field_length, walk
@@ -92,35 +93,37 @@ def _crafted():
     out = [(name, f, 1) for name, f in tf._tunnel_cases()]
     out += [("lt%d" % lt, f, lt) for lt, f, _ in tf._linktype_cases()]
     out += [
-        ("icmp-error", tf.eth(tf.ipv4(A, B, 1, tf.icmp(3, 3, b"\0\0\0\0",
-                                                     tf.ipv4(B, C, 17, tf.udp(B, C, b"q" * 8))))), 1),
-        ("icmp-error-tcp", tf.eth(tf.ipv4(A, B, 1, tf.icmp(11, 0, b"\0\0\0\0",
-                                                         tf.ipv4(B, C, 6, tf.tcp(B, C, b"t"))))), 1),
-        ("icmp6-error", tf.eth(tf.ipv6(A6, B6, 58, tf.icmp6(A6, B6, 3, 0, b"\0\0\0\0" + tf.ipv6(
-            B6, "2001:db8:5::5", 17, tf.udp(B6, "2001:db8:5::5", b"u")))), 0x86DD), 1),
-        ("arp", tf.eth(tf.arp(A, B), 0x0806), 1),
-        ("rarp", tf.eth(tf.arp(A, B, op=3), 0x8035), 1),
-        ("lsrr", tf.eth(tf.ipv4(A, B, 6, tf.tcp(A, D, b"x"),
-                                options=bytes([131, 11, 4]) + tf.ip(C) + tf.ip(D) + b"\0")), 1),
-        ("ipv6-frag", tf.eth(tf.ipv6(A6, B6, 44, tf.udp(A6, B6, b"f" * 30)[:16], ext=struct.pack("!BBHI", 17, 0, 1, 9)),
-                             0x86DD), 1),
-        ("ipv4-frag2", tf.eth(tf.ipv4(A, B, 17, b"z" * 24, frag=0x0002)), 1),
-        ("tcp6", tf.eth(tf.ipv6(A6, B6, 6, tf.tcp(A6, B6, b"six")), 0x86DD), 1),
-        ("ns", tf.eth(tf.ipv6(A6, "ff02::1:ff00:99", 58, tf.icmp6(A6, "ff02::1:ff00:99", 135, 0, b"\0" * 4 + tf.ip(
-            "2001:db8::99") + bytes([1, 1]) + tf.MAC1)), 0x86DD), 1),
-        ("igmp", tf.eth(tf.ipv4(A, "224.0.0.22", 2, tf.icmp(0x16, 0, tf.ip("239.1.2.3")))), 1),
-        ("vrrp3", tf.eth(tf.ipv4(A, "224.0.0.18", 112, tf.pseudo_l4(A, "224.0.0.18", 112, bytes(
+        ("icmp-error", sg.ip_frame(sg.ipv4(A, B, 1, sg.icmp(3, 3, b"\0\0\0\0",
+                                                       sg.ipv4(B, C, 17, sg.udp(B, C, 5353, 53, b"q" * 8))))), 1),
+        ("icmp-error-tcp", sg.ip_frame(sg.ipv4(A, B, 1, sg.icmp(11, 0, b"\0\0\0\0", sg.ipv4(
+            B, C, 6, sg.tcp(B, C, 1234, 80, payload=b"t"))))), 1),
+        ("icmp6-error", sg.ip_frame(sg.ipv6(A6, B6, 58, sg.icmp6(A6, B6, 3, 0, b"\0\0\0\0" + sg.ipv6(
+            B6, "2001:db8:5::5", 17, sg.udp(B6, "2001:db8:5::5", 5353, 53, b"u"))))), 1),
+        ("arp", sg.eth(tf.MAC2, tf.MAC1, 0x0806, sg.arp(A, B)), 1),
+        ("rarp", sg.eth(tf.MAC2, tf.MAC1, 0x8035, sg.arp(A, B, op=3)), 1),
+        ("lsrr", sg.ip_frame(sg.ipv4(A, B, 6, sg.tcp(A, D, 1234, 80, payload=b"x"),
+                                     options=bytes([131, 11, 4]) + tf.ip(C) + tf.ip(D))), 1),
+        ("ipv6-frag", sg.ip_frame(sg.ipv6(A6, B6, 44, sg.ipv6_fragment(17, 0, 9, more=True)
+                                          + sg.udp(A6, B6, 5353, 53, b"f" * 30)[:16])), 1),
+        ("ipv4-frag2", sg.ip_frame(sg.ipv4(A, B, 17, b"z" * 24, frag=0x0002)), 1),
+        ("tcp6", sg.ip_frame(sg.ipv6(A6, B6, 6, sg.tcp(A6, B6, 1234, 80, payload=b"six"))), 1),
+        ("ns", sg.ip_frame(sg.ipv6(A6, "ff02::1:ff00:99", 58, sg.icmp6(A6, "ff02::1:ff00:99", 135, 0, b"\0" * 4 + tf.ip(
+            "2001:db8::99") + bytes([1, 1]) + tf.MAC1))), 1),
+        ("igmp", sg.ip_frame(sg.ipv4(A, "224.0.0.22", 2, sg.icmp(0x16, 0, tf.ip("239.1.2.3")))), 1),
+        ("vrrp3", sg.ip_frame(sg.ipv4(A, "224.0.0.18", 112, sg.pseudo_checksummed(A, "224.0.0.18", 112, bytes(
             [0x31, 7, 100, 1, 0, 100, 0, 0]) + tf.ip(C), 6))), 1),
-        ("udplite", tf.eth(tf.ipv4(A, B, 136, tf.pseudo_l4(A, B, 136, struct.pack("!HHHH", 1, 2, 0, 0) + b"x", 6))), 1),
-        ("teredo-origin", tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, b"\x00\x00\xf2\x27" + bytes(
-            b ^ 0xFF for b in tf.ip(D)) + tf.ipv6(A6, B6, 59, b""), 3544, 40000))), 1),
-        ("nhrp", tf.eth(tf.ipv4(A, B, 47, tf.gre(0x2001, bytes.fromhex(
+        ("udplite", sg.ip_frame(sg.ipv4(A, B, 136, sg.pseudo_checksummed(A, B, 136, struct.pack("!HHHH", 1, 2, 0, 0)
+                                                                         + b"x", 6))), 1),
+        ("teredo-origin", sg.ip_frame(sg.ipv4(A, B, 17, sg.udp(A, B, 3544, 40000, b"\x00\x00\xf2\x27" + bytes(
+            b ^ 0xFF for b in tf.ip(D)) + sg.ipv6(A6, B6, 59, b"")))), 1),
+        ("nhrp", sg.ip_frame(sg.ipv4(A, B, 47, sg.gre(0x2001, bytes.fromhex(
             "000108000000000000ff0068af1500340103040004048002000000156401021b0a4100030a4100010020000045fc1c2000"
             "00000080030000800400008005000080070008000000014f545553000900140020000045fc0000040004006401000e0a41"
             "000180000000")))), 1),
-        ("dhcp", tf.eth(tf.ipv4(A, "255.255.255.255", 17, tf.udp(A, "255.255.255.255", bytes([2, 1, 6]) + bytes(
-            13) + tf.ip(C) + tf.ip(D) + bytes(212) + b"\x63\x82\x53\x63\x36\x04" + tf.ip(B) + b"\xff", 67, 68))), 1),
-        ("dns", tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C], [A6], ecs=(D, 24)), 53, 4000))), 1),
+        ("dhcp", sg.ip_frame(sg.ipv4(A, "255.255.255.255", 17, sg.udp(A, "255.255.255.255", 67, 68, bytes(
+            [2, 1, 6]) + bytes(13) + tf.ip(C) + tf.ip(D) + bytes(212) + b"\x63\x82\x53\x63\x36\x04" + tf.ip(B)
+            + b"\xff"))), 1),
+        ("dns", sg.ip_frame(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 4000, tf.dns_answer([C, A6], ecs=(D, 24))))), 1),
     ]
     return out
 
@@ -138,8 +141,8 @@ def test_crafted_frames_every_address_mapped(name, frame, linktype):
 
 def test_special_addresses_kept_unless_told_otherwise():
     specials = ["0.0.0.0", "255.255.255.255", "127.0.0.1", "224.0.0.251", "239.255.255.250"]
-    frames_ = [tf.eth(tf.ipv4(s, tf.A, 17, tf.udp(s, tf.A, b"x"))) for s in specials]
-    frames_ += [tf.eth(tf.ipv6(s, tf.A6, 17, tf.udp(s, tf.A6, b"x")), 0x86DD) for s in ("::", "::1", "ff02::fb")]
+    frames_ = [sg.ip_frame(sg.ipv4(s, tf.A, 17, sg.udp(s, tf.A, 5353, 53, b"x"))) for s in specials]
+    frames_ += [sg.ip_frame(sg.ipv6(s, tf.A6, 17, sg.udp(s, tf.A6, 5353, 53, b"x"))) for s in ("::", "::1", "ff02::fb")]
     out = make().process(recs(frames_))
     for f, o in zip(frames_, out):
         w = walk(f, 1)
@@ -153,7 +156,7 @@ def test_special_addresses_kept_unless_told_otherwise():
 
 
 def test_keep_cidrs():
-    f = tf.eth(tf.ipv4("8.8.8.8", "8.8.4.4", 17, tf.udp("8.8.8.8", "8.8.4.4", b"x")))
+    f = sg.ip_frame(sg.ipv4("8.8.8.8", "8.8.4.4", 17, sg.udp("8.8.8.8", "8.8.4.4", 5353, 53, b"x")))
     o = make(keep_cidrs=["8.8.8.0/24"]).process(recs([f]))[0][0]
     assert o[26:30] == tf.ip("8.8.8.8") and o[30:34] == REF.map4(tf.ip("8.8.4.4"))
     with pytest.raises(StageError, match="not a valid"):
@@ -161,18 +164,21 @@ def test_keep_cidrs():
 
 
 def test_udp_zero_checksum_stays_zero_and_bad_checksum_stays_bad():
-    inner = tf.eth(tf.ipv4(tf.C, tf.D, 6, tf.tcp(tf.C, tf.D, b"p")))
-    f = tf.eth(tf.ipv4(tf.A, tf.B, 17, tf.udp(tf.A, tf.B, b"\x08\0\0\0\0\0\x01\0" + inner, 40000, 4789, zero=True)))
+    inner = sg.ip_frame(sg.ipv4(tf.C, tf.D, 6, sg.tcp(tf.C, tf.D, 1234, 80, payload=b"p")))
+    f = sg.ip_frame(sg.ipv4(tf.A, tf.B, 17, sg.udp(tf.A, tf.B, 40000, 4789, b"\x08\0\0\0\0\0\x01\0" + inner,
+                                                   zero_checksum=True)))
     o = make().process(recs([f]))[0][0]
     assert o[40:42] == b"\0\0"
-    bad = tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"data", bad=True)))
+    seg = bytearray(sg.tcp(tf.A, tf.B, 1234, 80, payload=b"data"))
+    seg[16] ^= 0x11                                     # the TCP checksum made wrong
+    bad = sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, bytes(seg)))
     ob = make().process(recs([bad]))[0][0]
     with pytest.raises(AssertionError):
         tf.assert_checksums_valid(ob, walk(ob, 1))
 
 
 def test_truncated_frames_are_mapped_as_far_as_they_go():
-    full = tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x" * 100)))
+    full = sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80, payload=b"x" * 100)))
     st = make()
     whole = st.process(recs([full]))[0][0]
     for cut in (20, 28, 32, 34, 40, 60):
@@ -185,7 +191,7 @@ def test_truncated_frames_are_mapped_as_far_as_they_go():
 def test_a_frame_it_cannot_read_is_zeroed_after_its_last_header_or_passed_or_fails_the_file():
     # GRE (with a checksum) of an unknown protocol type: the outer addresses are mapped, everything after
     # the GRE header is zeroed, and the GRE checksum, which covers it, stays valid
-    f = tf.eth(tf.ipv4(tf.A, tf.B, 47, tf.gre(0x0042, bytes(range(1, 41)), checksum=True)))
+    f = sg.ip_frame(sg.ipv4(tf.A, tf.B, 47, sg.gre(0x0042, bytes(range(1, 41)), with_checksum=True)))
     stop = 14 + 20 + 8
     st = make()
     out = st.process(recs([f, f]))[0][0]
@@ -195,7 +201,7 @@ def test_a_frame_it_cannot_read_is_zeroed_after_its_last_header_or_passed_or_fai
     assert out[34:38] == f[34:38] and out[40:stop] == f[40:stop]          # the GRE checksum at 38 changes
     tf.assert_checksums_valid(out, walk(out, 1))
     # PPPoE carrying PPP of an unknown protocol: zeroed after the PPP protocol field
-    g = tf.eth(struct.pack("!BBHH", 0x11, 0, 7, 42) + b"\x21\x45" + bytes(range(1, 41)), 0x8864)
+    g = sg.eth(tf.MAC2, tf.MAC1, 0x8864, struct.pack("!BBHH", 0x11, 0, 7, 42) + b"\x21\x45" + bytes(range(1, 41)))
     assert st.process(recs([g]))[0][0] == g[:22] + bytes(40)
     rep = st.report()
     assert rep["frames_zeroed_unreadable"] == {"GRE protocol type 0x0042 is not supported": 2,
@@ -220,10 +226,10 @@ def test_a_frame_it_cannot_read_is_zeroed_after_its_last_header_or_passed_or_fai
 
 
 def test_non_ip_frames_pass_unchanged_and_are_counted():
-    lldp = tf.eth(b"\x02\x07\x04" + tf.MAC1 + b"\0\0", 0x88CC)
+    lldp = sg.eth(tf.MAC2, tf.MAC1, 0x88CC, b"\x02\x07\x04" + tf.MAC1 + b"\0\0")
     stp = tf.MAC2 + tf.MAC1 + struct.pack("!H", 38) + b"\x42\x42\x03" + b"\0" * 35
     st = make()
-    out = st.process(recs([lldp, stp, tf.eth(tf.arp(tf.A, tf.B), 0x0806)]))
+    out = st.process(recs([lldp, stp, sg.eth(tf.MAC2, tf.MAC1, 0x0806, sg.arp(tf.A, tf.B))]))
     assert out[0][0] == lldp and out[1][0] == stp
     assert st.report()["frames_by_type"] == {"ARP": 1, "LLDP": 1, "STP": 1}
 
@@ -231,9 +237,9 @@ def test_non_ip_frames_pass_unchanged_and_are_counted():
 def test_mac_anonymization_keeps_group_and_local_bits():
     uni = bytes.fromhex("001122334455")
     loc = bytes.fromhex("0a1122334455")
-    f = tf.eth(tf.arp(tf.A, tf.B, sha=uni), 0x0806, dst=b"\xff" * 6, src=uni)
-    g = tf.eth(tf.ipv4(tf.A, "224.0.0.1", 17, tf.udp(tf.A, "224.0.0.1", b"m")), dst=bytes.fromhex("01005e000001"),
-               src=loc)
+    f = sg.eth(b"\xff" * 6, uni, 0x0806, sg.arp(tf.A, tf.B, sha=uni))
+    g = sg.ip_frame(sg.ipv4(tf.A, "224.0.0.1", 17, sg.udp(tf.A, "224.0.0.1", 5353, 53, b"m")), src_mac=loc,
+                    dst_mac=bytes.fromhex("01005e000001"))
     st = make(anonymize_macs=True)
     of, og = (r[0] for r in st.process(recs([f, g])))
     assert of[0:6] == b"\xff" * 6 and og[0:6] == g[0:6]           # broadcast / group kept
@@ -245,7 +251,7 @@ def test_mac_anonymization_keeps_group_and_local_bits():
 
 
 def test_consistent_across_instances_and_key_dependent():
-    f = tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x")))
+    f = sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80, payload=b"x")))
     assert make().process(recs([f])) == make().process(recs([f]))
     other = AnonymizeStage({}, StageContext(key=bytes(32))).process(recs([f]))
     assert other[0][0] != make().process(recs([f]))[0][0]
@@ -254,7 +260,8 @@ def test_consistent_across_instances_and_key_dependent():
 
 
 def test_self_check_catches_an_unmapped_field():
-    frames_ = [tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(3, 3, b"\0\0\0\0", tf.ipv4(tf.B, tf.C, 17, tf.udp(tf.B, tf.C)))))]
+    quoted = sg.ipv4(tf.B, tf.C, 17, sg.udp(tf.B, tf.C, 5353, 53, b""))
+    frames_ = [sg.ip_frame(sg.ipv4(tf.A, tf.B, 1, sg.icmp(3, 3, b"\0\0\0\0", quoted)))]
     st = make()
     before = recs(frames_)
     after = st.process(before)
@@ -279,7 +286,7 @@ def test_collision_with_a_kept_address_is_reported():
     y = REF.map4(x)                                # keep the address that x maps to
     ytext = str(ipaddress.ip_address(y))
     st = make(keep_cidrs=[ytext + "/32"])
-    f = tf.eth(tf.ipv4("10.9.8.7", ytext, 6, tf.tcp("10.9.8.7", ytext, b"c")))
+    f = sg.ip_frame(sg.ipv4("10.9.8.7", ytext, 6, sg.tcp("10.9.8.7", ytext, 1234, 80, payload=b"c")))
     out = st.process(recs([f]))[0][0]
     assert out[26:30] == y and out[30:34] == y
     assert st.report()["collisions"] == 1
@@ -289,9 +296,10 @@ def test_collision_with_a_kept_address_is_reported():
 
 def test_report_holds_counts_not_addresses():
     st = make()
-    st.process(recs([tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B))),
-                     tf.eth(tf.ipv6(tf.A6, tf.B6, 6, tf.tcp(tf.A6, tf.B6)), 0x86DD),
-                     tf.eth(tf.ipv4(tf.A, "255.255.255.255", 17, tf.udp(tf.A, "255.255.255.255")))]))
+    st.process(recs([sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80))),
+                     sg.ip_frame(sg.ipv6(tf.A6, tf.B6, 6, sg.tcp(tf.A6, tf.B6, 1234, 80))),
+                     sg.ip_frame(sg.ipv4(tf.A, "255.255.255.255", 17,
+                                         sg.udp(tf.A, "255.255.255.255", 5353, 53, b"")))]))
     rep = st.report()
     assert rep["addresses_mapped"] == 4 and rep["ipv4_addresses_mapped"] == 2 and rep["ipv6_addresses_mapped"] == 2
     assert rep["addresses_kept"] == 1 and rep["frames_by_type"] == {"IPv4": 2, "IPv6": 1}
@@ -303,20 +311,20 @@ def test_report_holds_counts_not_addresses():
 def test_export_mapping_only_on_request_and_merged(workdir):
     path = workdir / "map" / "mapping.tsv"
     st = make(export_mapping=str(path))
-    st.process(recs([tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B)))]))
+    st.process(recs([sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80)))]))
     st.report()
     lines = path.read_text().splitlines()
     assert f"{tf.A}\t{ipaddress.ip_address(REF.map4(tf.ip(tf.A)))}" in lines
     if os.name == "posix":
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     st2 = make(export_mapping=str(path))
-    st2.process(recs([tf.eth(tf.ipv4(tf.C, tf.D, 6, tf.tcp(tf.C, tf.D)))]))
+    st2.process(recs([sg.ip_frame(sg.ipv4(tf.C, tf.D, 6, sg.tcp(tf.C, tf.D, 1234, 80)))]))
     st2.report()
     text = path.read_text()
     assert tf.A in text and tf.C in text and tf.D in text
     assert sorted(p.name for p in path.parent.iterdir()) == ["mapping.tsv"]
     plain = make()
-    plain.process(recs([tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B)))]))
+    plain.process(recs([sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80)))]))
     assert "mapping_exported" not in plain.report()
 
 
@@ -483,7 +491,7 @@ def test_cross_file_consistency_one_key(corpus_dir, workdir):
 
 def test_payload_addresses_option_and_masked_payload_passes_self_check():
     msg = tf.dns_answer(["93.184.216.34"], ecs=("198.51.100.0", 24))
-    f = tf.eth(tf.ipv4(tf.A, tf.B, 17, tf.udp(tf.A, tf.B, msg, 53, 40000)))
+    f = sg.ip_frame(sg.ipv4(tf.A, tf.B, 17, sg.udp(tf.A, tf.B, 53, 40000, msg)))
     st = make()
     out = st.process(recs([f]))
     o = out[0][0]
@@ -524,16 +532,17 @@ def test_mutated_frames_never_crash_and_pass_the_self_check():
 
 def test_release_memory_keeps_the_mapping():
     st = make()
-    frames_ = [tf.eth(tf.ipv4(f"10.0.{i >> 8}.{i & 255}", tf.B, 6, tf.tcp(tf.A, tf.B))) for i in range(300)]
+    frames_ = [sg.ip_frame(sg.ipv4(f"10.0.{i >> 8}.{i & 255}", tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80)))
+               for i in range(300)]
     first = st.process(recs(frames_))
     assert st.release_memory() is not None
     assert st.process(recs(frames_)) == first
 
 
 def test_teredo_origin_address_is_mapped_inverted():
-    inner = tf.ipv6(tf.A6, tf.B6, 59, b"")
+    inner = sg.ipv6(tf.A6, tf.B6, 59, b"")
     origin = b"\x00\x00\xf2\x27" + bytes(b ^ 0xFF for b in tf.ip(tf.C))
-    f = tf.eth(tf.ipv4(tf.A, tf.B, 17, tf.udp(tf.A, tf.B, origin + inner, 3544, 40000)))
+    f = sg.ip_frame(sg.ipv4(tf.A, tf.B, 17, sg.udp(tf.A, tf.B, 3544, 40000, origin + inner)))
     st = make()
     o = st.process(recs([f]))[0][0]
     at = f.find(origin) + 4
@@ -549,17 +558,18 @@ def test_fast_path_gives_the_same_bytes_as_the_general_walk(corpus_dir):
     import random
     rnd = random.Random(5)
     frames_ = [(f, lt) for _, f, lt in _crafted()]
-    frames_ += [(tf.eth(tf.ipv4(tf.A, "255.255.255.255", 17, tf.udp(tf.A, "255.255.255.255", b"x", zero=True))), 1),
-                (tf.eth(tf.ipv4("127.0.0.1", "127.0.0.1", 6, tf.tcp("127.0.0.1", "127.0.0.1", b"lo"))), 1),
-                (tf.ipv6(tf.A6, tf.B6, 17, tf.udp(tf.A6, tf.B6, b"raw6")), 229),
-                (tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"raw4")), 228),
-                (tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(8, 0, b"\0\1\0\1", b"ping"))), 1),
-                (tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(0, 0, b"\0\1\0\1", b"pong"))), 1),
-                (tf.eth(tf.ipv4(tf.A, tf.B, 1, tf.icmp(13, 0, b"\0\1\0\1", b"t" * 12))), 1),
-                (tf.eth(tf.ipv6(tf.A6, tf.B6, 58, tf.icmp6(tf.A6, tf.B6, 128, 0, b"\0\1\0\1ping")), 0x86DD), 1),
-                (tf.eth(tf.ipv6(tf.A6, tf.B6, 58, tf.icmp6(tf.A6, tf.B6, 129, 0, b"\0\1\0\1pong")), 0x86DD), 1),
-                (tf.eth(tf.vlan(7, 0x86DD) + tf.ipv6(tf.A6, tf.B6, 58, tf.icmp6(tf.A6, tf.B6, 128, 0, b"\0\1\0\1")),
-                        0x8100), 1)]
+    frames_ += [(sg.ip_frame(sg.ipv4(tf.A, "255.255.255.255", 17,
+                                     sg.udp(tf.A, "255.255.255.255", 5353, 53, b"x", zero_checksum=True))), 1),
+                (sg.ip_frame(sg.ipv4("127.0.0.1", "127.0.0.1", 6,
+                                     sg.tcp("127.0.0.1", "127.0.0.1", 1234, 80, payload=b"lo"))), 1),
+                (sg.ipv6(tf.A6, tf.B6, 17, sg.udp(tf.A6, tf.B6, 5353, 53, b"raw6")), 229),
+                (sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80, payload=b"raw4")), 228),
+                (sg.ip_frame(sg.ipv4(tf.A, tf.B, 1, sg.icmp(8, 0, b"\0\1\0\1", b"ping"))), 1),
+                (sg.ip_frame(sg.ipv4(tf.A, tf.B, 1, sg.icmp(0, 0, b"\0\1\0\1", b"pong"))), 1),
+                (sg.ip_frame(sg.ipv4(tf.A, tf.B, 1, sg.icmp(13, 0, b"\0\1\0\1", b"t" * 12))), 1),
+                (sg.ip_frame(sg.ipv6(tf.A6, tf.B6, 58, sg.icmp6(tf.A6, tf.B6, 128, 0, b"\0\1\0\1ping"))), 1),
+                (sg.ip_frame(sg.ipv6(tf.A6, tf.B6, 58, sg.icmp6(tf.A6, tf.B6, 129, 0, b"\0\1\0\1pong"))), 1),
+                (sg.ip_frame(sg.ipv6(tf.A6, tf.B6, 58, sg.icmp6(tf.A6, tf.B6, 128, 0, b"\0\1\0\1")), vlans=[7]), 1)]
     for name in ("pktmask__tls_1_2_single_vlan.pcap", "tcpdump__mptcp-v1.pcap", "zeek__tcp_ssh-dups.pcap",
                  "tcpdump__LINKTYPE_IPV6.pcap", "tcpdump__afs.pcap"):
         with CaptureReader(corpus_dir / name) as r:
@@ -583,8 +593,8 @@ def test_fast_path_gives_the_same_bytes_as_the_general_walk(corpus_dir):
 @pytest.mark.parametrize("fast", [True, False])
 def test_self_check_catches_an_original_address_on_plain_tcp(fast):
     stage = make() if fast else _General({}, StageContext(key=KEY))
-    frames_ = [tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x"))),
-               tf.eth(tf.ipv6(tf.A6, tf.B6, 17, tf.udp(tf.A6, tf.B6, b"y")), 0x86DD)]
+    frames_ = [sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80, payload=b"x"))),
+               sg.ip_frame(sg.ipv6(tf.A6, tf.B6, 17, sg.udp(tf.A6, tf.B6, 5353, 53, b"y")))]
     before = recs(frames_)
     after = stage.process(before)
     stage.check(before, after)
@@ -600,31 +610,29 @@ def _inline_shapes():
     without an 802.1Q tag, and the near misses they must leave to the general path."""
     A, B, C, A6, B6 = tf.A, tf.B, tf.C, tf.A6, tf.B6
     out = list(tf._fast_shapes())
-    for wrap4, wrap6 in ((lambda p: tf.eth(p), lambda p: tf.eth(p, 0x86DD)),
-                         (lambda p: tf.eth(tf.vlan(9, 0x0800) + p, 0x8100),
-                          lambda p: tf.eth(tf.vlan(9, 0x86DD) + p, 0x8100))):
+    for wrap in (sg.ip_frame, lambda packet: sg.ip_frame(packet, vlans=[9])):
         out += [
-            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"", flags=0x10))),                   # a bare ACK: 54 bytes
-            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"q" * 700))),
-            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"\x00\x1e" + tf.dns_answer([C]), dport=53))),
-            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, b"x" * 20, 40000, 443, zero=True))),   # no UDP checksum
-            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, b"\x60" + b"x" * 60, 40000, 443))),
-            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C, "198.51.100.7"], [A6]), 53, 40000))),
-            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C], ecs=("198.51.100.0", 24)), 53, 40000))),
-            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, b"\x61" + tf.dns_answer([C])[1:], 53, 40000))),  # ID 0x61..
-            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, b"\x00" + tf.dns_answer([C])[1:], 5353, 5353))),
-            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C]), 53, 67))),          # DHCP port too
-            wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer(["127.0.0.1"]), 53, 40000))),
-            wrap4(tf.ipv4(A, B, 1, tf.icmp(8, 0, b"\0\1\0\1", b"ping" * 10))),
-            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"z" * 30), frag=0x4000)),             # DF set: not a fragment
-            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"z" * 30), total=0)),                 # total length 0 (TSO)
-            wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"z" * 30), options=b"\x01\x01\x01\x00")),
-            wrap4(tf.ipv4("127.0.0.1", "127.0.0.1", 6, tf.tcp("127.0.0.1", "127.0.0.1", b"lo" * 20))),
-            wrap6(tf.ipv6(A6, B6, 6, tf.tcp(A6, B6, b"", flags=0x10))),
-            wrap6(tf.ipv6(A6, B6, 17, tf.udp(A6, B6, b"y" * 40, 40000, 443))),
-            wrap6(tf.ipv6(A6, B6, 17, tf.udp(A6, B6, tf.dns_answer([C], [A6, "2001:db8:9::9"]), 53, 40000))),
-            wrap6(tf.ipv6(A6, B6, 17, tf.udp(A6, B6, tf.dns_answer([], ["2001:db8:9::9"]), 40000, 53)) + b"\0" * 6),
-            wrap6(tf.ipv6("::1", "::1", 6, tf.tcp("::1", "::1", b"lo" * 20))),
+            wrap(sg.ipv4(A, B, 6, sg.tcp(A, B, 1234, 80, flags=0x10))),                   # a bare ACK: 54 bytes
+            wrap(sg.ipv4(A, B, 6, sg.tcp(A, B, 1234, 80, payload=b"q" * 700))),
+            wrap(sg.ipv4(A, B, 6, sg.tcp(A, B, 1234, 53, payload=b"\x00\x1e" + tf.dns_answer([C])))),
+            wrap(sg.ipv4(A, B, 17, sg.udp(A, B, 40000, 443, b"x" * 20, zero_checksum=True))),   # no UDP checksum
+            wrap(sg.ipv4(A, B, 17, sg.udp(A, B, 40000, 443, b"\x60" + b"x" * 60))),
+            wrap(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 40000, tf.dns_answer([C, "198.51.100.7", A6])))),
+            wrap(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 40000, tf.dns_answer([C], ecs=("198.51.100.0", 24))))),
+            wrap(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 40000, b"\x61" + tf.dns_answer([C])[1:]))),  # ID 0x61..
+            wrap(sg.ipv4(A, B, 17, sg.udp(A, B, 5353, 5353, b"\x00" + tf.dns_answer([C])[1:]))),
+            wrap(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 67, tf.dns_answer([C])))),          # DHCP port too
+            wrap(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 40000, tf.dns_answer(["127.0.0.1"])))),
+            wrap(sg.ipv4(A, B, 1, sg.icmp(8, 0, b"\0\1\0\1", b"ping" * 10))),
+            wrap(sg.ipv4(A, B, 6, sg.tcp(A, B, 1234, 80, payload=b"z" * 30), frag=0x4000)),     # DF: not a fragment
+            wrap(sg.ipv4(A, B, 6, sg.tcp(A, B, 1234, 80, payload=b"z" * 30), total=0)),         # total length 0 (TSO)
+            wrap(sg.ipv4(A, B, 6, sg.tcp(A, B, 1234, 80, payload=b"z" * 30), options=b"\x01\x01\x01\x00")),
+            wrap(sg.ipv4("127.0.0.1", "127.0.0.1", 6, sg.tcp("127.0.0.1", "127.0.0.1", 1234, 80, payload=b"lo" * 20))),
+            wrap(sg.ipv6(A6, B6, 6, sg.tcp(A6, B6, 1234, 80, flags=0x10))),
+            wrap(sg.ipv6(A6, B6, 17, sg.udp(A6, B6, 40000, 443, b"y" * 40))),
+            wrap(sg.ipv6(A6, B6, 17, sg.udp(A6, B6, 53, 40000, tf.dns_answer([C, A6, "2001:db8:9::9"])))),
+            wrap(sg.ipv6(A6, B6, 17, sg.udp(A6, B6, 40000, 53, tf.dns_answer(["2001:db8:9::9"]))) + b"\0" * 6),
+            wrap(sg.ipv6("::1", "::1", 6, sg.tcp("::1", "::1", 1234, 80, payload=b"lo" * 20))),
         ]
     return out
 
@@ -706,13 +714,12 @@ def test_checksum_tables_match_rfc1624_updates():
 def _inline_frames(vlan):
     """Frames of each inline shape, and where their addresses lie: (frames, [((lo, hi), frame index)])."""
     A, B, C, A6, B6 = tf.A, tf.B, tf.C, tf.A6, tf.B6
-    wrap4 = (lambda p: tf.eth(tf.vlan(3, 0x0800) + p, 0x8100)) if vlan else tf.eth
-    wrap6 = (lambda p: tf.eth(tf.vlan(3, 0x86DD) + p, 0x8100)) if vlan else (lambda p: tf.eth(p, 0x86DD))
+    wrap = (lambda packet: sg.ip_frame(packet, vlans=[3])) if vlan else sg.ip_frame
     shift = 4 if vlan else 0
-    frames_ = [wrap4(tf.ipv4(A, B, 6, tf.tcp(A, B, b"", flags=0x10))),
-               wrap4(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C]), 53, 40000))),
-               wrap6(tf.ipv6(A6, B6, 17, tf.udp(A6, B6, tf.dns_answer([], ["2001:db8:9::9"]), 53, 40000))),
-               wrap6(tf.ipv6(A6, B6, 6, tf.tcp(A6, B6, b"data" * 30)))]
+    frames_ = [wrap(sg.ipv4(A, B, 6, sg.tcp(A, B, 1234, 80, flags=0x10))),
+               wrap(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 40000, tf.dns_answer([C])))),
+               wrap(sg.ipv6(A6, B6, 17, sg.udp(A6, B6, 53, 40000, tf.dns_answer(["2001:db8:9::9"])))),
+               wrap(sg.ipv6(A6, B6, 6, sg.tcp(A6, B6, 1234, 80, payload=b"data" * 30)))]
     spots = [((26 + shift, 30 + shift), 0), ((30 + shift, 34 + shift), 0),
              ((len(frames_[1]) - 4, len(frames_[1])), 1), ((22 + shift, 38 + shift), 2),
              ((len(frames_[2]) - 16, len(frames_[2])), 2), ((38 + shift, 54 + shift), 3)]
@@ -746,7 +753,7 @@ def test_self_check_catches_wrong_addresses_on_the_inline_paths(vlan, built):
 
 
 def test_frame_numbers_in_errors_count_packets_across_batches():
-    good = tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x")))
+    good = sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80, payload=b"x")))
     st = make(uninspected="fail")
     st.process(recs([good, good, good]))
     meta = (b"\0" * 8, -1, 0, 0, 0, 99)               # a metadata record: not a frame
@@ -793,7 +800,7 @@ def test_check_against_built_frames_walks_only_what_differs(vlan, monkeypatch):
 
 def test_only_a_checked_stage_keeps_what_it_built():
     """The pre-scan's own instances never have check() called: they keep nothing per frame."""
-    frames_ = [tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x" * i))) for i in range(50)]
+    frames_ = [sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80, payload=b"x" * i))) for i in range(50)]
     st = make()
     for _ in range(20):
         st.process(recs(frames_))
@@ -809,7 +816,7 @@ def test_only_a_checked_stage_keeps_what_it_built():
 
 def test_check_without_what_was_built_falls_back_to_fields():
     """A run longer than what process() left (check() on records it never built) is checked field by field."""
-    frames_ = [tf.eth(tf.ipv4(tf.A, tf.B, 6, tf.tcp(tf.A, tf.B, b"x")))] * 3
+    frames_ = [sg.ip_frame(sg.ipv4(tf.A, tf.B, 6, sg.tcp(tf.A, tf.B, 1234, 80, payload=b"x")))] * 3
     st = _checked_stage()
     before = recs(frames_)
     after = st.process(before[:1]) + make().process(before[1:])
@@ -823,9 +830,9 @@ def test_frames_of_the_general_path_are_always_checked_field_by_field(monkeypatc
     """Only what the inline paths build is taken as built: a DNS message the inline path hands on (a client
     subnet prefix) and an ICMP error go through the walk and the field check even when the output is right."""
     A, B, C = tf.A, tf.B, tf.C
-    frames_ = [tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, tf.dns_answer([C], ecs=("198.51.100.0", 24)), 53, 40000))),
-               tf.eth(tf.ipv4(A, B, 1, tf.icmp(3, 1, b"\0" * 4, tf.ipv4(B, A, 17, tf.udp(B, A, b"q"))))),
-               tf.eth(tf.ipv4(A, B, 6, tf.tcp(A, B, b"x" * 10)))]
+    frames_ = [sg.ip_frame(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 40000, tf.dns_answer([C], ecs=("198.51.100.0", 24))))),
+               sg.ip_frame(sg.ipv4(A, B, 1, sg.icmp(3, 1, b"\0" * 4, sg.ipv4(B, A, 17, sg.udp(B, A, 5353, 53, b"q"))))),
+               sg.ip_frame(sg.ipv4(A, B, 6, sg.tcp(A, B, 1234, 80, payload=b"x" * 10)))]
     st = _checked_stage()
     before = recs(frames_)
     after = st.process(before)
@@ -842,9 +849,9 @@ def test_check_spans_fails_a_frame_that_goes_on_past_the_frame_built(with_genera
     """Read back as spans, a frame that starts with the frame built but is longer (here the original
     appended) fails, whether or not the run also holds frames checked field by field."""
     A, B = tf.A, tf.B
-    frames_ = [tf.eth(tf.ipv4(A, B, 6, tf.tcp(A, B, b"x" * n))) for n in (10, 20, 30)]
+    frames_ = [sg.ip_frame(sg.ipv4(A, B, 6, sg.tcp(A, B, 1234, 80, payload=b"x" * n))) for n in (10, 20, 30)]
     if with_general:
-        frames_.insert(1, tf.eth(tf.ipv4(A, B, 1, tf.icmp(8, 0, b"\0\1\0\1", b"ping" * 10))))
+        frames_.insert(1, sg.ip_frame(sg.ipv4(A, B, 1, sg.icmp(8, 0, b"\0\1\0\1", b"ping" * 10))))
     before = recs(frames_)
     for bad in range(len(frames_)):
         st = _checked_stage()
@@ -891,16 +898,16 @@ def test_expectations_stay_aligned_through_metadata_uninspectable_and_dns_fallba
     """process() keeps exactly one expectation per packet frame (none per metadata record), whichever path
     it takes: inline, DNS inline, DNS falling back (None), general walk, uninspected (allowed)."""
     A, B = tf.A, tf.B
-    dns_ok = tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, bytes.fromhex(
-        "12348180000100010000000003777777000001000100000100010000003c00040a0a0a0a") + bytes(8), 53, 4000)))
+    dns_ok = sg.ip_frame(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 4000, bytes.fromhex(
+        "12348180000100010000000003777777000001000100000100010000003c00040a0a0a0a") + bytes(8))))
     # an EDNS client subnet (a /24 prefix, not a whole address): _dns_frame returns None, the general way
-    dns_ecs = tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, bytes.fromhex("123481800000000000000001") +
+    dns_ecs = sg.ip_frame(sg.ipv4(A, B, 17, sg.udp(A, B, 53, 4000, bytes.fromhex("123481800000000000000001") +
                                                bytes.fromhex("000029100000000000") + struct.pack("!H", 11) +
                                                struct.pack("!HHHBB", 8, 7, 1, 24, 0) + bytes([10, 20, 30]) +
-                                               bytes(8), 53, 4000)))
-    plain = tf.eth(tf.ipv4(A, B, 17, tf.udp(A, B, bytes(40), 1234, 5678)))
+                                               bytes(8))))
+    plain = sg.ip_frame(sg.ipv4(A, B, 17, sg.udp(A, B, 1234, 5678, bytes(40))))
     arp = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + bytes(28) + bytes(18)
-    garbage = tf.eth(b"\x46" + bytes(13))                                  # IPv4 header cut short
+    garbage = sg.eth(tf.MAC2, tf.MAC1, 0x0800, b"\x46" + bytes(13))                   # IPv4 header cut short
     meta = (b"meta", -1, 0, 0, 0, (1, None))
     frames_ = [(d, 1, i, len(d), 0, None) for i, d in enumerate([dns_ok, dns_ecs, plain, arp, garbage])]
     frames_.append((bytes(40), 147, 9, 40, 0, None))                  # link type USER0: uninspected

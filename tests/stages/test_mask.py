@@ -25,17 +25,7 @@ A4, B4 = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 A6, B6 = bytes.fromhex("20010db8000000000000000000000001"), bytes.fromhex("20010db8000000000000000000000002")
 
 
-# ---- frame builders (valid checksums) ---------------------------------------------------------------
-def ipv4(src, dst, proto, payload, ident=1, frag=0):
-    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, frag, 64, proto, 0, src, dst))
-    struct.pack_into("!H", hdr, 10, checksum.internet_checksum(hdr))
-    return bytes(hdr) + payload
-
-
-def ipv6(src, dst, proto, payload):
-    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), proto, 64, src, dst) + payload
-
-
+# ---- frames (samplegen's builders) and the checksums recomputed for the checks ----------------------------
 def pseudo(src, dst, proto, length):
     if len(src) == 4:
         return src + dst + struct.pack("!BBH", 0, proto, length)
@@ -46,33 +36,12 @@ def l4sum(src, dst, proto, seg):
     return checksum.internet_checksum(pseudo(src, dst, proto, len(seg)) + seg)
 
 
-def tcp(src, dst, sport, dport, seq, payload=b"", flags=0x18, ack=1):
-    seg = bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack, 5 << 4, flags, 65535, 0, 0))
-    seg += payload
-    struct.pack_into("!H", seg, 16, l4sum(src, dst, 6, bytes(seg)))
-    return bytes(seg)
-
-
-def udp(src, dst, sport, dport, payload, zero_sum=False):
-    seg = bytearray(struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)) + payload
-    if not zero_sum:
-        struct.pack_into("!H", seg, 6, l4sum(src, dst, 17, bytes(seg)) or 0xFFFF)
-    return bytes(seg)
-
-
-def eth(l3, v6=False, vlans=()):
-    out = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02"
-    for vid in vlans:
-        out += struct.pack("!HH", 0x8100, vid)
-    return out + struct.pack("!H", 0x86DD if v6 else 0x0800) + l3
-
-
 def tcp_frame(seq, payload, flags=0x18, v6=False, vlans=(), back=False, sport=40000, dport=443):
     src, dst = (A6, B6) if v6 else (A4, B4)
     if back:
         src, dst, sport, dport = dst, src, dport, sport
-    seg = tcp(src, dst, sport, dport, seq, payload, flags)
-    return eth(ipv6(src, dst, 6, seg) if v6 else ipv4(src, dst, 6, seg), v6, vlans)
+    seg = sg.tcp(src, dst, sport, dport, seq, 1, flags, payload)
+    return sg.ip_frame(sg.ipv6(src, dst, 6, seg) if v6 else sg.ipv4(src, dst, 6, seg), vlans=vlans)
 
 
 def recs(frames, block=None):
@@ -278,14 +247,12 @@ def test_sslv2_client_hello_kept():
 def test_udp_icmp_and_opaque_payloads_zeroed_with_valid_checksums():
     dns = rnd(60, 5)
     frames = [
-        eth(ipv4(A4, B4, 17, udp(A4, B4, 5353, 53, dns))),
-        eth(ipv4(A4, B4, 17, udp(A4, B4, 5353, 53, dns, zero_sum=True))),
-        eth(ipv6(A6, B6, 17, udp(A6, B6, 5353, 53, dns)), True),
-        eth(ipv4(A4, B4, 50, rnd(40, 6))),                                      # ESP: opaque
+        sg.ip_frame(sg.ipv4(A4, B4, 17, sg.udp(A4, B4, 5353, 53, dns))),
+        sg.ip_frame(sg.ipv4(A4, B4, 17, sg.udp(A4, B4, 5353, 53, dns, zero_checksum=True))),
+        sg.ip_frame(sg.ipv6(A6, B6, 17, sg.udp(A6, B6, 5353, 53, dns))),
+        sg.ip_frame(sg.ipv4(A4, B4, 50, rnd(40, 6))),                                      # ESP: opaque
     ]
-    icmp = bytearray(b"\x08\x00\x00\x00\x12\x34\x00\x01" + rnd(56, 7))
-    struct.pack_into("!H", icmp, 2, checksum.internet_checksum(icmp))
-    frames.append(eth(ipv4(A4, B4, 1, bytes(icmp))))
+    frames.append(sg.ip_frame(sg.ipv4(A4, B4, 1, sg.icmp(8, 0, b"\x12\x34\x00\x01", rnd(56, 7)))))
     out, _ = run(recs(frames))
     for f, o in zip(frames, out):
         o = o[0]
@@ -299,20 +266,18 @@ def test_udp_checksum_never_becomes_zero():
     # find a payload whose masked datagram would checksum to 0: then 0xFFFF must be stored
     for i in range(1, 70000):
         p = i.to_bytes(4, "big")
-        masked = udp(A4, B4, 1, 2, bytes(4))
+        masked = sg.udp(A4, B4, 1, 2, bytes(4))
         if masked[6:8] == b"\xff\xff":
             break
-    seg = udp(A4, B4, 1, 2, p)
-    out, _ = run(recs([eth(ipv4(A4, B4, 17, seg))]))
+    seg = sg.udp(A4, B4, 1, 2, p)
+    out, _ = run(recs([sg.ip_frame(sg.ipv4(A4, B4, 17, seg))]))
     assert out[0][0][-6:-4] == b"\xff\xff" or out[0][0][34 + 6:34 + 8] != b"\x00\x00"
     assert all(checksums_ok(out[0][0]))
 
 
 def test_icmp_error_keeps_quoted_headers_and_zeroes_quoted_payload():
-    inner = ipv4(B4, A4, 17, udp(B4, A4, 53, 5353, rnd(40, 8)))
-    icmp = bytearray(b"\x03\x03\x00\x00\x00\x00\x00\x00" + inner)
-    struct.pack_into("!H", icmp, 2, checksum.internet_checksum(icmp))
-    f = eth(ipv4(A4, B4, 1, bytes(icmp)))
+    inner = sg.ipv4(B4, A4, 17, sg.udp(B4, A4, 53, 5353, rnd(40, 8)))
+    f = sg.ip_frame(sg.ipv4(A4, B4, 1, sg.icmp(3, 3, bytes(4), inner)))
     out, _ = run(recs([f]))
     o = out[0][0]
     q = 14 + 20 + 8
@@ -323,12 +288,12 @@ def test_icmp_error_keeps_quoted_headers_and_zeroes_quoted_payload():
 
 def test_fragments_zeroed_and_first_fragment_checksum_accounts_for_them():
     data = rnd(3000, 9)
-    seg = udp(A4, B4, 1000, 2000, data)
+    seg = sg.udp(A4, B4, 1000, 2000, data)
     pieces = [(0, seg[:1480]), (1480, seg[1480:2960]), (2960, seg[2960:])]
     frames = []
     for off, chunk in reversed(pieces):                   # later fragments first
         more = 0x2000 if off + len(chunk) < len(seg) else 0
-        frames.append(eth(ipv4(A4, B4, 17, chunk, ident=77, frag=more | off // 8)))
+        frames.append(sg.ip_frame(sg.ipv4(A4, B4, 17, chunk, ident=77, frag=more | off // 8)))
     out, _ = run(recs(frames))
     datagram = b""
     for o in reversed(out):
@@ -345,7 +310,7 @@ def test_trim_mode_cuts_after_kept_bytes_but_never_shortens_spb():
     assert o[:50] + o[52:] == f[:50] + f[52:len(o)]       # all but the TCP checksum (updated as if zeroed)
     assert len(out[0][0]) == 14 + 20 + 20 + len(CH) + 5
     assert out[0][3] == len(segs[0][1])                   # the original length stays
-    u = eth(ipv4(A4, B4, 17, udp(A4, B4, 1, 2, rnd(100, 1))))
+    u = sg.ip_frame(sg.ipv4(A4, B4, 17, sg.udp(A4, B4, 1, 2, rnd(100, 1))))
     out, _ = run(recs([u]), mode="trim")
     assert len(out[0][0]) == 42
     out, _ = run(recs([u], block=(3, b"")), mode="trim")
@@ -473,13 +438,12 @@ def test_port_reuse_and_syn_defines_the_stream_start():
 
 
 def test_tunnel_headers_stay_and_outer_checksums_follow_the_inner_payload():
-    inner = eth(ipv4(A4, B4, 17, udp(A4, B4, 5000, 53, rnd(80, 11))))
+    inner = sg.ip_frame(sg.ipv4(A4, B4, 17, sg.udp(A4, B4, 5000, 53, rnd(80, 11))))
     vxlan = b"\x08\x00\x00\x00\x00\x01\x00\x00" + inner
     outer_a, outer_b = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
-    f_vxlan = eth(ipv4(outer_a, outer_b, 17, udp(outer_a, outer_b, 40000, 4789, vxlan)))
-    gre_body = bytearray(b"\x80\x00\x08\x00\x00\x00\x00\x00" + ipv4(A4, B4, 6, tcp(A4, B4, 1, 2, 5, b"secret" * 20)))
-    struct.pack_into("!H", gre_body, 4, checksum.internet_checksum(gre_body))
-    f_gre = eth(ipv4(outer_a, outer_b, 47, bytes(gre_body)))
+    f_vxlan = sg.ip_frame(sg.ipv4(outer_a, outer_b, 17, sg.udp(outer_a, outer_b, 40000, 4789, vxlan)))
+    gre = sg.gre(0x0800, sg.ipv4(A4, B4, 6, sg.tcp(A4, B4, 1, 2, 5, 1, 0x18, b"secret" * 20)), with_checksum=True)
+    f_gre = sg.ip_frame(sg.ipv4(outer_a, outer_b, 47, gre))
     out, _ = run(recs([f_vxlan, f_gre]))
     for f, o in zip((f_vxlan, f_gre), out):
         o = o[0]
@@ -493,18 +457,15 @@ def test_tunnel_headers_stay_and_outer_checksums_follow_the_inner_payload():
 
 
 def test_icmpv6_echo_and_error_and_icmp_extensions():
-    echo = bytearray(b"\x80\x00\x00\x00\x00\x01\x00\x01" + rnd(32, 12))
-    struct.pack_into("!H", echo, 2, l4sum(A6, B6, 58, bytes(echo)))
-    quoted = ipv6(B6, A6, 6, tcp(B6, A6, 443, 40000, 9, rnd(100, 13)))
-    err = bytearray(b"\x01\x04\x00\x00\x00\x00\x00\x00" + quoted)
-    struct.pack_into("!H", err, 2, l4sum(A6, B6, 58, bytes(err)))
+    echo = sg.icmp6(A6, B6, 128, 0, b"\x00\x01\x00\x01" + rnd(32, 12))
+    quoted = sg.ipv6(B6, A6, 6, sg.tcp(B6, A6, 443, 40000, 9, 1, 0x18, rnd(100, 13)))
+    err = sg.icmp6(A6, B6, 1, 4, bytes(4) + quoted)
     # ICMPv4 time exceeded with an RFC 4884 length (original datagram: 32 words) and an MPLS extension
-    orig = ipv4(B4, A4, 17, udp(B4, A4, 33434, 33435, rnd(100, 14)))[:128]
+    orig = sg.ipv4(B4, A4, 17, sg.udp(B4, A4, 33434, 33435, rnd(100, 14)))[:128]
     ext = b"\x20\x00\x00\x00" + b"\x00\x08\x01\x01" + b"\x00\x01\x41\x01"
-    te = bytearray(b"\x0b\x00\x00\x00\x00\x20\x00\x00" + orig + ext)
-    struct.pack_into("!H", te, 2, checksum.internet_checksum(te))
-    frames = [eth(ipv6(A6, B6, 58, bytes(echo)), True), eth(ipv6(A6, B6, 58, bytes(err)), True),
-              eth(ipv4(A4, B4, 1, bytes(te)))]
+    te = sg.icmp(11, 0, b"\x00\x20\x00\x00", orig + ext)
+    frames = [sg.ip_frame(sg.ipv6(A6, B6, 58, echo)), sg.ip_frame(sg.ipv6(A6, B6, 58, err)),
+              sg.ip_frame(sg.ipv4(A4, B4, 1, te))]
     out, _ = run(recs(frames))
     o = [x[0] for x in out]
     assert all(all(checksums_ok(x)) for x in o)
@@ -860,10 +821,9 @@ def test_wild_captures_with_tls_after_plaintext(name, workdir):
 
 
 def test_icmp_redirect_gateway_is_not_an_extension_length():
-    inner = ipv4(A4, B4, 17, udp(A4, B4, 53, 5353, rnd(200, 15)))
-    red = bytearray(b"\x05\x01\x00\x00" + bytes([10, 0, 40, 0]) + inner)     # gateway byte 5 = 40 "words"
-    struct.pack_into("!H", red, 2, checksum.internet_checksum(red))
-    f = eth(ipv4(B4, A4, 1, bytes(red)))
+    inner = sg.ipv4(A4, B4, 17, sg.udp(A4, B4, 53, 5353, rnd(200, 15)))
+    red = sg.icmp(5, 1, bytes([10, 0, 40, 0]), inner)                          # gateway byte 5 = 40 "words"
+    f = sg.ip_frame(sg.ipv4(B4, A4, 1, red))
     o = run(recs([f]))[0][0][0]
     q = 14 + 20 + 8
     assert not any(o[q + 28:]) and o[q:q + 26] == f[q:q + 26]
@@ -880,7 +840,7 @@ def test_tls_confirmed_by_the_end_of_the_stream_with_fin():
 
 def test_link_layer_trailer_zeroed_only_when_not_already_zero():
     ack = tcp_frame(1, b"", 0x10) + bytes(6)                    # padded to 60 bytes with zeros
-    leaky = eth(ipv4(A4, B4, 17, udp(A4, B4, 1, 2, b"ab"))) + b"SECRET!!"
+    leaky = sg.ip_frame(sg.ipv4(A4, B4, 17, sg.udp(A4, B4, 1, 2, b"ab"))) + b"SECRET!!"
     out, stage = run(recs([ack, leaky]))
     assert out[0][0] is ack
     o = out[1][0]
@@ -1009,8 +969,8 @@ def test_live_limit_closes_idle_directions_and_fails_closed(monkeypatch):
 
 
 def test_bytes_after_the_udp_length_inside_the_ip_packet_are_masked():
-    dgram = udp(A4, B4, 1000, 2000, b"hello")               # UDP length 13 ...
-    frame = eth(ipv4(A4, B4, 17, dgram + b"SECRET"))        # ... inside an IP packet 6 bytes longer
+    dgram = sg.udp(A4, B4, 1000, 2000, b"hello")               # UDP length 13 ...
+    frame = sg.ip_frame(sg.ipv4(A4, B4, 17, dgram + b"SECRET"))        # ... inside an IP packet 6 bytes longer
     out, stage = run(recs([frame]))
     o = out[0][0]
     assert len(o) == len(frame) and o[-11:] == bytes(11)
