@@ -200,16 +200,17 @@ def test_a_frame_it_cannot_read_is_zeroed_after_its_last_header_or_passed_or_fai
         REF.anonymize_v4(int.from_bytes(f[30:34], "big")).to_bytes(4, "big")
     assert out[34:38] == f[34:38] and out[40:stop] == f[40:stop]          # the GRE checksum at 38 changes
     tf.assert_checksums_valid(out, walk(out, 1))
-    # PPPoE carrying PPP of an unknown protocol: zeroed after the PPP protocol field
-    g = sg.eth(tf.MAC2, tf.MAC1, 0x8864, struct.pack("!BBHH", 0x11, 0, 7, 42) + b"\x21\x45" + bytes(range(1, 41)))
+    # PPPoE carrying PPP of an unknown protocol: zeroed after the PPP protocol field (0x0245: a whole
+    # two-byte field; one starting with an odd byte is a compressed one, PFC, which is walked)
+    g = sg.eth(tf.MAC2, tf.MAC1, 0x8864, struct.pack("!BBHH", 0x11, 0, 7, 42) + b"\x02\x45" + bytes(range(1, 41)))
     assert st.process(recs([g]))[0][0] == g[:22] + bytes(40)
     rep = st.report()
     assert rep["frames_zeroed_unreadable"] == {"GRE protocol type 0x0042 is not supported": 2,
-                                               "PPP protocol 0x2145 is not supported": 1}
+                                               "PPP protocol 0x0245 is not supported": 1}
     assert st.context.warnings == [
         "2 frames could not be inspected (GRE protocol type 0x0042 is not supported): zeroed after the last "
         "header understood",
-        "1 frame could not be inspected (PPP protocol 0x2145 is not supported): zeroed after the last header "
+        "1 frame could not be inspected (PPP protocol 0x0245 is not supported): zeroed after the last header "
         "understood"]
     # an unknown link type: nothing is understood, so the whole frame is zeroed (its length kept)
     g = b"\x01\x02" * 30
