@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 from conftest import FRAMES, GOOD_PCAP, GOOD_PCAPNG, REPO, cli, leftovers, packets_of, settings_for
 
-from pktmask_gui.pipeline import Job, run_job
+from pktmask_gui.pipeline import Job, output_name, run_job
 from pktmask_gui.samplegen import generate
+
+
+def test_output_name_uses_only_the_base_name_of_the_input_path():
+    assert output_name(Path("/x/../evil/cap.pcap")) == "cap-sanitized.pcap"
+    assert output_name(Path("noext")) == "noext-sanitized"
 
 
 @pytest.mark.parametrize("name", ["..\\..\\evil.pcap", "-rf .pcap", "a\nb.pcap", " .pcap", "..pcap",
@@ -37,6 +42,34 @@ def test_a_traversal_through_a_relative_input_path_stays_in_the_output_folder(wo
     src = deep / ".." / ".." / "victim.pcap"
     result = run_job(Job(src, work / "out", ["dedup"]), settings_for(work))
     assert result.status == "ok" and Path(result.output) == work / "out" / "victim-sanitized.pcap"
+
+
+def test_an_existing_output_is_never_overwritten(work):
+    out, settings = work / "out", settings_for(work)
+    src = work / "a.pcapng"
+    generate(src, packets=50, seed=1, fmt="pcapng")
+    out.mkdir()
+    (out / "a-sanitized.pcapng").write_bytes(b"precious")
+    first = run_job(Job(src, out, ["dedup"]), settings)
+    second = run_job(Job(src, out, ["dedup"]), settings)
+    assert (out / "a-sanitized.pcapng").read_bytes() == b"precious"
+    assert Path(first.output).name == "a-sanitized-1.pcapng" and first.renamed
+    assert Path(second.output).name == "a-sanitized-2.pcapng"
+    assert any("already existed" in w for w in first.warnings)
+
+
+def test_the_input_is_never_modified_and_an_output_onto_it_is_refused(work):
+    settings = settings_for(work)
+    src = work / "x-sanitized.pcap"
+    generate(src, packets=100, seed=5)
+    before = src.read_bytes()
+    stat_before = os.stat(src)
+    # The planned output for "x" beside the input would be this very file: refused, input intact.
+    twin = work / "x.pcap"
+    os.link(src, twin)
+    result = run_job(Job(twin, None, ["dedup"]), settings)
+    assert result.status == "failed" and "overwrite the input" in result.error
+    assert src.read_bytes() == before and os.stat(src).st_mtime_ns == stat_before.st_mtime_ns
 
 
 def test_symlinked_input_pointing_at_the_output_location_is_refused(work):
@@ -116,8 +149,8 @@ def test_paths_with_spaces_and_non_ascii_names_are_kept_in_the_output_tree(work)
 
 
 def test_the_package_never_runs_a_shell_or_unpickles_data():
-    pattern = re.compile(r"shell\s*=\s*True|pickle\.loads?\(|marshal\.loads?\(|(?<![.\w])eval\(|(?<![.\w])exec\(|os\.system\(|"
-                         r"yaml\.load\(|shelve\.open\(")
+    pattern = re.compile(r"shell\s*=\s*True|pickle\.loads?\(|marshal\.loads?\(|(?<![.\w])eval\(|"
+                         r"(?<![.\w])exec\(|os\.system\(|yaml\.load\(|shelve\.open\(")
     hits = []
     for path in sorted((REPO / "pktmask_gui").rglob("*.py")):
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -16,7 +16,7 @@ from conftest import CORPUS, VERIFY, leftovers
 from pktmask_gui import pipeline as pipeline_mod
 from pktmask_gui.capture import CaptureReader
 from pktmask_gui.jobs import run_job_process
-from pktmask_gui.pipeline import Job, find_captures, output_name, run_job
+from pktmask_gui.pipeline import Job, find_captures, run_job
 from pktmask_gui.samplegen import generate
 from pktmask_gui.settings import Settings
 from pktmask_gui.stages import StageError, all_stages
@@ -75,20 +75,6 @@ def test_no_duplicates_gives_byte_identical_copy(env):
         assert Path(result.output).read_bytes() == src.read_bytes()
 
 
-def test_existing_output_is_never_overwritten(env):
-    workdir, temp_root, out, settings = env
-    src = workdir / "a.pcapng"
-    generate(src, packets=50, seed=1, fmt="pcapng")
-    out.mkdir()
-    (out / "a-sanitized.pcapng").write_bytes(b"precious")
-    first = run_job(Job(src, out, ["dedup"]), settings)
-    second = run_job(Job(src, out, ["dedup"]), settings)
-    assert (out / "a-sanitized.pcapng").read_bytes() == b"precious"
-    assert Path(first.output).name == "a-sanitized-1.pcapng" and first.renamed
-    assert Path(second.output).name == "a-sanitized-2.pcapng"
-    assert any("already existed" in w for w in first.warnings)
-
-
 def test_output_beside_input_by_default_and_folder_layout(env):
     workdir, temp_root, out, settings = env
     tree = workdir / "tree"
@@ -104,25 +90,6 @@ def test_output_beside_input_by_default_and_folder_layout(env):
     assert (out / "sub dir é" / "deep-sanitized.pcapng").is_file()
     beside = run_job(Job(tree / "top.pcap", None, ["dedup"]), settings)
     assert Path(beside.output) == tree / "top-sanitized.pcap"
-
-
-def test_output_name_uses_only_the_base_name():
-    assert output_name(Path("/x/../evil/cap.pcap")) == "cap-sanitized.pcap"
-    assert output_name(Path("noext")) == "noext-sanitized"
-
-
-def test_input_is_never_modified_and_same_file_refused(env):
-    workdir, temp_root, out, settings = env
-    src = workdir / "x-sanitized.pcap"
-    generate(src, packets=100, seed=5)
-    before = src.read_bytes()
-    stat_before = os.stat(src)
-    # The planned output for "x" beside the input would be this very file: refused, input intact.
-    twin = workdir / "x.pcap"
-    os.link(src, twin)
-    result = run_job(Job(twin, None, ["dedup"]), settings)
-    assert result.status == "failed" and "overwrite the input" in result.error
-    assert src.read_bytes() == before and os.stat(src).st_mtime_ns == stat_before.st_mtime_ns
 
 
 def test_exception_inside_a_stage_cleans_up(env, monkeypatch):
