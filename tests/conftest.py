@@ -7,11 +7,14 @@ what more than one test module needs (test modules import these: ``from conftest
 - ``packets_of(path)``: the packet records of a capture (metadata records left out).
 - ``assert_clean_failure(result, work, out, words)``: a job failed in one line naming ``words``, no output,
   nothing left behind.
+- ``settings_for(work, **kw)``: one job at a time, temp files under ``work / "temp"``; ``sha(path)``.
 - ``cli(...)`` / ``cli_popen(...)``: ``python -m pktmask_gui`` of this checkout, as a real process.
-- ``FRAMES``, ``GOOD_PCAP``, ``GOOD_PCAPNG``: three small UDP frames and two sound captures holding them.
-- ``pcap_file(path, records, ...)``, ``big_frame(i, size)``, ``make_kind(folder, kind)``: pcap files
-  written byte by byte (not through the writer): every byte order, unit and header variant, cut short,
-  with odd lengths and with records up to the 256 KiB limit (``KINDS``).
+- ``FRAMES``, ``GOOD_PCAP``, ``GOOD_PCAPNG``: three small UDP frames and two sound captures holding them
+  (``PCAP_RECORDS``, ``EPB_RECORDS``; ``written_pcap`` / ``written_pcapng`` write records through the writer).
+- ``pcap_bytes(records, ...)`` / ``pcap_file(path, records, ...)``, ``sample_frames(n, seed)``,
+  ``big_frame(i, size)``, ``make_kind(folder, kind)``: pcap files written byte by byte (not through the
+  writer): every byte order, unit and header variant, cut short, with odd lengths and with records up to
+  the 256 KiB limit (``KINDS``).
 - Fixtures: ``corpus_dir``, ``workdir`` (a fresh ``pktmask_test_*`` dir), ``work`` (a workdir with a
   ``temp`` folder, the temp root ``settings_for(work)`` names) and the autouse private config folder.
 """

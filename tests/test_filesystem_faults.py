@@ -32,6 +32,7 @@ from pktmask_gui.workspace import JobWorkspace
 
 @contextmanager
 def tmpfs(path: Path, size: str = "1m"):
+    """A real tmpfs of ``size`` mounted at ``path`` (root only: the test is skipped, saying why, elsewhere)."""
     path.mkdir(parents=True, exist_ok=True)
     if os.name != "posix" or not shutil.which("mount"):
         pytest.skip("no mount command on this machine")
@@ -48,6 +49,7 @@ def tmpfs(path: Path, size: str = "1m"):
 
 
 def remount_ro(path: Path) -> None:
+    """The mount at ``path`` made read-only."""
     proc = subprocess.run(["mount", "-o", "remount,ro", str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot remount read-only here: {proc.stderr.strip()}")
