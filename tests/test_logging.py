@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from pktmask_gui.jobs import run_job_process
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import eth, generate
 from pktmask_gui.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
 UNREADABLE = ("1 frame could not be inspected (EtherType 0x88b5 is not supported): zeroed after the last "
               "header understood")
 
