@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--dedup", action="store_true", help="Remove Dupes: drop frames identical to an earlier one")
     ops.add_argument("--anonymize", action="store_true", help="Anonymize IPs: keyed prefix-preserving Crypto-PAn")
     ops.add_argument("--mask", action="store_true", help="Mask Payloads: keep TLS handshakes, zero everything else")
+    ops.add_argument("--preset", metavar="NAME",
+                     help="a preset's operations and options: vendor (Share with a vendor), publish (Publish), "
+                          "internal (Troubleshoot internally); operation flags beside it replace its "
+                          "operations, option flags its options")
     anon = parser.add_argument_group("Anonymize IPs options")
     anon.add_argument("--key-file", metavar="PATH", help="32-byte key, raw or as 64 hex digits "
                       "(default: your key in the config folder, created at first use)")
@@ -69,7 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     anon.add_argument("--no-payload-addresses", action="store_true", default=None,
                       help="leave the addresses inside DNS answers and DHCP messages as they are "
                            "(mapped by default)")
-    anon.add_argument("--export-mapping", metavar="PATH", help="write the address mapping table to PATH")
+    anon.add_argument("--export-mapping", metavar="PATH",
+                      help="write the address (and host name) mapping table to PATH (mode 0600)")
+    anon.add_argument("--keep-oui", action="store_true", default=None,
+                      help="anonymize MAC addresses but keep their vendor prefix (the first three bytes)")
+    anon.add_argument("--anonymize-only", action="append", default=None, metavar="CIDR",
+                      help="anonymize only addresses in this network (repeatable); all others stay as they are")
+    anon.add_argument("--internal-only", action="store_true", default=None,
+                      help="anonymize only the private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, "
+                           "fe80::/10): public servers stay readable")
+    anon.add_argument("--pseudonymize-names", action="store_true", default=None,
+                      help="replace host names (DNS, mDNS, LLMNR, NetBIOS, DHCP, TLS server names and "
+                           "certificates) by keyed pseudonyms of the same length; needs --anonymize")
+    anon.add_argument("--keep-domain", action="append", default=None, metavar="DOMAIN",
+                      help="leave host names equal to or under DOMAIN as they are (repeatable; *.local keeps "
+                           "only the suffix)")
     anon.add_argument("--allow-uninspected", action="store_true", default=None,
                       help="let frames the engine cannot parse through unchanged (counted) instead of zeroing "
                            "everything after their last header understood (also for Mask Payloads)")
@@ -107,11 +125,23 @@ def _apply_flags(args, settings) -> list[str]:
     """Fold flags into the settings (flags win); return the operations in pipeline order."""
     from .stages import operations
 
+    from . import presets
+
     available = {cls.name: cls for cls in operations()}
+    preset = None
+    if args.preset is not None:
+        preset = presets.find(args.preset)
+        if preset is None:
+            raise UsageError(f"no preset is called '{args.preset}': choose one of {presets.names()}")
+        presets.apply(preset, settings)             # before the flags, which override it
     chosen = [name for flag, name in OPERATION_FLAGS.items() if getattr(args, flag[2:])]
+    if not chosen and preset is not None:
+        chosen = [name for name in OPERATION_FLAGS.values() if name in preset.operations]
     if not chosen:
-        raise UsageError("no operation chosen: give at least one of --dedup, --anonymize, --mask "
-                         "(a sanitized file is never a plain copy)")
+        raise UsageError("no operation chosen: give at least one of --dedup, --anonymize, --mask, or a "
+                         "--preset (a sanitized file is never a plain copy)")
+    if args.pseudonymize_names and "anonymize" not in chosen:
+        raise UsageError("--pseudonymize-names needs --anonymize: the pseudonyms use the anonymization key")
     for name in chosen:
         if name not in available:
             raise UsageError(f"--{ {'dedup': 'dedup', 'anonymize': 'anonymize', 'mask': 'mask'}[name] } "
@@ -135,6 +165,18 @@ def _apply_flags(args, settings) -> list[str]:
         anon["keep_cidrs"] = list(args.keep)
     if args.anonymize_macs:
         anon["anonymize_macs"] = True
+    if args.keep_oui:
+        anon["keep_oui"] = True
+    only = list(args.anonymize_only or [])
+    if args.internal_only:
+        from .hostnames import PRIVATE_NETWORKS
+        only += [n for n in PRIVATE_NETWORKS if n not in only]
+    if only:
+        anon["anonymize_only"] = only
+    if args.pseudonymize_names:
+        anon["pseudonymize_names"] = True
+    if args.keep_domain is not None:
+        anon["keep_domains"] = list(args.keep_domain)
     if args.allow_uninspected and args.strict:
         raise UsageError("--allow-uninspected and --strict contradict each other: choose one")
     if args.allow_uninspected or args.strict:
@@ -251,6 +293,11 @@ def _what_was_done(name: str, counts: dict) -> str:
             text += f" ({words(n('tls_flows'), 'TLS flow', 'TLS flows')} kept readable)"
         if n("uninspected_frames"):
             text += f", {words(n('uninspected_frames'), 'frame', 'frames')} not inspected"
+        return text
+    if name == "names":
+        text = words(n("names_pseudonymized"), "host name", "host names") + " pseudonymized"
+        if n("names_zeroed"):
+            text += f" ({words(n('names_zeroed'), 'name', 'names')} zeroed)"
         return text
     if name == "scrub":
         removed = sum(v for v in counts.values() if isinstance(v, int) and not isinstance(v, bool))
@@ -471,12 +518,17 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:   # Ctrl-C outside the cancellable wait (start-up, shutdown): no traceback
             sys.stderr.write("pktmask-gui process: interrupted\n")
             return EXIT_INTERRUPTED
+    if argv and argv[0] == "reveal":
+        from .reveal import main as reveal_main
+        return reveal_main(argv[1:])
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write(help_summary() + "\n\n"
                          "usage: pktmask-gui [FILE_OR_FOLDER ...]      open the window (with these queued; "
                          "a window already open takes them)\n"
                          "       pktmask-gui process PATH... -o DIR [--dedup] [--anonymize] [--mask] "
                          "[--jobs N] [--json]\n"
+                         "       pktmask-gui reveal [--key-file K] ADDRESS...  the original of each anonymized "
+                         "address\n"
                          "       pktmask-gui --install-desktop         add it to this user's menu and "
                          "\"Open With\" for captures (Linux)\n"
                          "       pktmask-gui --uninstall-desktop       remove exactly what --install-desktop "

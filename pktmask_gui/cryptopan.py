@@ -109,6 +109,25 @@ class CryptoPAn:
     def anonymize_v6(self, addr: int) -> int:
         return addr ^ self._otp(addr, 128)
 
+    # ---- the way back, for the key holder (pktmask-gui reveal) ---------------------------------------
+    def deanonymize_v4(self, out: int) -> int:
+        """The IPv4 address whose mapping is ``out`` (32 AES blocks, one after another)."""
+        return self._inverse(out, 32, self._pad4, _HI32, _LO32, self._tail)
+
+    def deanonymize_v6(self, out: int) -> int:
+        """The IPv6 address whose mapping is ``out`` (128 AES blocks)."""
+        return self._inverse(out, 128, self._pad, _HI128, _LO128, b"")
+
+    def _inverse(self, out: int, width: int, pad: int, hi, lo, tail: bytes) -> int:
+        """Bit i of the input is bit i of the output XOR the first bit of AES(the input's first i bits ||
+        pad bits), and those i bits are known by then: the mapping is undone bit by bit."""
+        x = 0
+        update = self._ecb.update
+        for i in range(width):
+            bit = update(((x & hi[i]) | (pad & lo[i])).to_bytes(width // 8, "big") + tail)[0] >> 7
+            x |= (((out >> (width - 1 - i)) & 1) ^ bit) << (width - 1 - i)
+        return x
+
     # ---- bytes API with per-address caches -----------------------------------------------------------
     def map4(self, addr: bytes) -> bytes:
         out = self._v4.get(addr)
@@ -141,3 +160,4 @@ class CryptoPAn:
 
     def cache_size(self) -> int:
         return len(self._bits) + len(self._bits4) + len(self._v4) + len(self._v6)
+

@@ -286,14 +286,15 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
     decided: dict[str, Stage] = {}      # name -> the stage whose frame decisions later passes replay
 
     # Pass 1 (when asked): pre-scan. The stages before a pre-scan stage run on separate instances (or
-    # replay earlier decisions), so that it sees exactly the frames it will see in the main pass.
+    # replay earlier decisions), so that it sees exactly the frames it will see in the main pass; a stage
+    # whose changes no pre-scan depends on (prescan_transparent: host names) is left out there.
     for idx, stage in enumerate(stages):
         if not stage.needs_prescan:
             continue
         before = [_replay(decided[n], context) if n in decided else
                   stage_by_name(n)(spec.stage_options.get(n, {}), StageContext(
                       log=context.log, key=spec.key, config_dir=spec.config_dir, extra=context.extra))
-                  for n in names[:idx]]
+                  for n in names[:idx] if not stage_by_name(n).prescan_transparent]
         with CaptureReader(spec.read_path) as reader:
             for batch in reader.batches(BATCH):
                 for earlier in before:
@@ -693,7 +694,8 @@ def with_implicit(operations: list[str], settings: Settings) -> list[str]:
     """The stages a job runs: the operations chosen, and the implicit stages that want to run beside them."""
     names = list(operations)
     if any(not stage_by_name(n).hidden for n in names):
-        names += [cls.name for cls in all_stages() if cls.implicit and cls.name not in names and cls.wanted(settings)]
+        names += [cls.name for cls in all_stages() if cls.implicit and cls.name not in names
+                  and cls.wanted(settings, tuple(operations))]
     return names
 
 

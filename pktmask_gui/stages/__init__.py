@@ -25,7 +25,7 @@ class Option:
 
     key: str
     label: str
-    kind: str  # "bool" | "int" | "choice" | "str" | "cidr_list" | "int_list"
+    kind: str  # "bool" | "int" | "choice" | "str" | "cidr_list" | "int_list" | "domain_list"
     default: Any
     help: str = ""
     choices: tuple = ()
@@ -65,11 +65,13 @@ class Stage:
     needs_prescan = False       # the executor first runs prescan(batch) over the whole input
     self_check = False          # the executor calls check() / check_spans() on the output read back
     hidden = False              # not an operation the user picks
-    implicit = False            # hidden and run whenever an operation runs and wanted(settings) says so
+    implicit = False            # hidden and run whenever an operation runs and wanted() says so
     needs_key = False           # the executor loads the anonymization key into StageContext.key
     drops_frames = False        # decides once per frame; later passes repeat the decisions (replayer)
     pcapng_only = False         # nothing to do in a pcap file: the main pass leaves it out there
     stand_in = False            # a stand-in a later pass uses (a replayer): not registered as a stage
+    prescan_transparent = False  # a later stage's pre-scan need not run it first (it changes no length or
+                                 # structure a pre-scan reads: host names)
 
     def __init__(self, options: dict | None, context: StageContext):
         merged = {opt.key: opt.default for opt in self.OPTIONS}
@@ -83,8 +85,8 @@ class Stage:
         return settings.options_for(cls.name)
 
     @classmethod
-    def wanted(cls, settings) -> bool:
-        """For an implicit stage: should it run beside the operations the user chose?"""
+    def wanted(cls, settings, operations: tuple = ()) -> bool:
+        """For an implicit stage: should it run beside the operations the user chose (``operations``)?"""
         return True
 
     def prescan(self, batch: list) -> None:
@@ -162,7 +164,7 @@ def report_zeroed(counts: dict, context: "StageContext") -> dict:
 
 
 # Modules that define stages; a new stage is one module and one line here, nothing else.
-_STAGE_MODULES = ("dedup", "anonymize", "mask", "scrub")
+_STAGE_MODULES = ("dedup", "anonymize", "names", "mask", "scrub")
 
 
 def _load() -> list[type[Stage]]:
@@ -226,6 +228,15 @@ def validate_option(opt: Option, value) -> str | None:
                 ipaddress.ip_network(str(item), strict=False)
             except ValueError:
                 return f"{opt.label}: '{item}' is not a network such as 192.0.2.0/24 or 2001:db8::/32."
+        return None
+    if opt.kind == "domain_list":
+        from ..hostnames import parse_domains
+        if not isinstance(value, list):
+            return f"{opt.label} must be a list of domains such as example.com."
+        try:
+            parse_domains(value)
+        except ValueError as exc:
+            return f"{opt.label}: {exc}."
         return None
     if opt.kind == "int_list":
         if not isinstance(value, list):

@@ -42,6 +42,7 @@ from ..checksum import fix_checksums, ones_sum
 from ..cryptopan import CryptoPAn
 from ..addressfields import dns_addresses
 from ..frames import Uninspectable, walk
+from ..hostnames import PRIVATE_NETWORKS
 from ..layout import NON_IP, OK, UNINSPECTABLE, W_BLIND, field_length
 from ..shape import ECHO, TCP, UDP, UDP_DNS, shapes
 from ..settings import write_text_atomically
@@ -154,6 +155,23 @@ class AnonymizeStage(Stage):
                "payload bytes stay as they are."),
         Option("anonymize_macs", "Anonymize MAC addresses", "bool", False,
                "Also map MAC addresses with the same key, keeping their group and local bits."),
+        Option("keep_oui", "Keep the vendor prefix (OUI) of MAC addresses", "bool", False,
+               "Map only the last three bytes of each MAC address: the device is hidden, its vendor stays "
+               "readable (turns MAC anonymization on)."),
+        Option("anonymize_only", "Anonymize only these networks", "cidr_list", [],
+               "When not empty, only addresses in these networks are anonymized and every other address "
+               "stays as it is: internal hosts are hidden, public servers stay readable. The private ranges "
+               + ", ".join(PRIVATE_NETWORKS) + " are the usual choice (--internal-only)."),
+        Option("pseudonymize_names", "Pseudonymize host names", "bool", False,
+               "Replace host names in DNS, mDNS, LLMNR, NetBIOS, DHCP, the TLS server name and certificates "
+               "sent in clear by keyed pseudonyms of the same length, label by label (the same key gives "
+               "the same pseudonym in every file); reverse names follow the mapped addresses."),
+        Option("keep_public_suffix", "Keep the public suffix of host names", "bool", True,
+               "Leave the public suffix (com, co.uk, ...: the ICANN section of the Public Suffix List) of "
+               "each pseudonymized name as it is."),
+        Option("keep_domains", "Domains to keep", "domain_list", [],
+               "Host names equal to or under these domains stay as they are (a vendor's own domain, say); "
+               "an entry *.local keeps only the suffix local."),
         UNINSPECTED_OPTION,
         Option("export_mapping", "Save the address mapping to", "str", "",
                "A text file that lists each original address and its anonymized form, tab-separated "
@@ -172,7 +190,11 @@ class AnonymizeStage(Stage):
         nets = _parse_cidrs(self.options["keep_cidrs"])
         self._keep4 = [(net >> (32 - plen), 32 - plen) for ver, net, plen in nets if ver == 4]
         self._keep6 = [(net >> (128 - plen), 128 - plen) for ver, net, plen in nets if ver == 6]
-        self._macs = bool(self.options["anonymize_macs"])
+        only = _parse_cidrs(self.options["anonymize_only"])     # internal-only: the rest is kept
+        self._only4 = [(net >> (32 - plen), 32 - plen) for ver, net, plen in only if ver == 4] if only else None
+        self._only6 = [(net >> (128 - plen), 128 - plen) for ver, net, plen in only if ver == 6] if only else None
+        self._oui = bool(self.options["keep_oui"])
+        self._macs = bool(self.options["anonymize_macs"]) or self._oui
         self._fast = self.fast_path and not self._macs      # the fast paths know no MAC fields
         self._payload = bool(self.options["payload_addresses"])
         self._policy = uninspected_policy(self.options, options)
@@ -209,6 +231,8 @@ class AnonymizeStage(Stage):
         for net, shift in self._keep4:
             if a >> shift == net:
                 return True
+        if self._only4 is not None:
+            return not any(a >> shift == net for net, shift in self._only4)
         return False
 
     def _kept6(self, a: int) -> bool:
@@ -217,6 +241,8 @@ class AnonymizeStage(Stage):
         for net, shift in self._keep6:
             if a >> shift == net:
                 return True
+        if self._only6 is not None:
+            return not any(a >> shift == net for net, shift in self._only6)
         return False
 
     def _new(self, addr: bytes, v4: bool) -> bytes:
@@ -284,6 +310,8 @@ class AnonymizeStage(Stage):
             else:
                 block = self._mac_ecb.update(_MAC_DOMAIN + bytes(old))
                 new = bytes(((block[0] & 0xFC) | (old[0] & 0x03),)) + block[1:6]
+                if self._oui:
+                    new = bytes(old[:3]) + new[3:]         # the vendor stays readable
                 self._nmac += 1
             if len(self._mapmac) < _MAP_LIMIT:
                 self._mapmac[bytes(old)] = new
@@ -859,6 +887,7 @@ class AnonymizeStage(Stage):
             for old, new in self._mapmac.items():
                 if old != new:
                     lines[old.hex(":")] = new.hex(":")
+            lines.update(self.context.extra.get("name_mapping") or {})     # host names (stages/names.py)
             text = "# original\tanonymized\n" + "".join(f"{k}\t{v}\n" for k, v in sorted(lines.items()))
             write_text_atomically(path, text, mode=0o600)    # the table undoes the anonymization
         except OSError as exc:

@@ -103,7 +103,7 @@ class ScrubStage(Stage):
         return {**settings.scrub, **settings.options_for(cls.name)}    # the settings' own scrub items first
 
     @classmethod
-    def wanted(cls, settings) -> bool:
+    def wanted(cls, settings, operations=()) -> bool:
         return not settings.keep_metadata
 
     def __init__(self, options, context):

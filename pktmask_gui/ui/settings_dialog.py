@@ -103,9 +103,10 @@ class OptionEditor:
             for choice in option.choices:
                 text = str(choice)
                 self.widget.addItem(text[:1].upper() + text[1:], choice)
-        elif kind == "cidr_list":
+        elif kind in ("cidr_list", "domain_list"):
             self.widget = QPlainTextEdit()
-            self.widget.setPlaceholderText("One network per line, e.g. 192.0.2.0/24 or 2001:db8::/32")
+            self.widget.setPlaceholderText("One network per line, e.g. 192.0.2.0/24 or 2001:db8::/32"
+                                           if kind == "cidr_list" else "One domain per line, e.g. example.com")
             self.widget.setFixedHeight(self.widget.fontMetrics().height() * 4 + 12)
             self.widget.setTabChangesFocus(True)
         elif kind == "int_list":
@@ -127,7 +128,7 @@ class OptionEditor:
         elif kind == "choice":
             idx = w.findData(value)
             w.setCurrentIndex(idx if idx >= 0 else max(0, w.findData(self.option.default)))
-        elif kind == "cidr_list":
+        elif kind in ("cidr_list", "domain_list"):
             w.setPlainText("\n".join(map(str, value or [])))
         elif kind == "int_list":
             w.setText(", ".join(map(str, value or [])))
@@ -144,7 +145,7 @@ class OptionEditor:
             return w.value(), None
         if kind == "choice":
             return w.currentData(), None
-        if kind == "cidr_list":
+        if kind in ("cidr_list", "domain_list"):
             return _split_list(w.toPlainText()), None
         if kind == "int_list":
             items = _split_list(w.text())

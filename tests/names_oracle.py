@@ -1,0 +1,91 @@
+"""tshark as the oracle of host-name pseudonyms: every name field Wireshark decodes, in input and output.
+
+``name_fields(path)`` -> ``{(frame, field): [value, ...]}`` for the fields below (tshark's own decoding,
+TLS on any port it recognises); ``leaks(in_path, out_path)`` -> the original labels (outside the ICANN
+public suffix) that are still in the output's name fields, frame by frame; ``labels_of(fields)``: every
+such label of a capture. Used by the tests; skips are the caller's (``tshark_available``).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+FIELDS = ("dns.qry.name", "dns.resp.name", "dns.cname", "dns.ns", "dns.ptr.domain_name", "dns.mx.mail_exchange",
+          "dns.srv.target", "dns.srv.name", "dns.soa.mname", "dns.soa.rname", "dns.svcb.targetname", "dns.dname",
+          "nbns.name", "dhcp.option.hostname", "dhcp.option.domain_name", "dhcp.fqdn.name", "dhcp.server",
+          "dhcpv6.client_domain", "dhcpv6.search_list_entry", "tls.handshake.extensions_server_name", "x509sat.uTF8String",
+          "x509sat.printableString", "x509sat.teletexString", "x509sat.IA5String", "x509ce.dNSName",
+          "x509ce.uniformResourceIdentifier", "x509ce.rfc822Name")
+_SEP = "\x01"
+
+
+def tshark_available() -> bool:
+    return shutil.which("tshark") is not None
+
+
+def name_fields(path, extra=()) -> dict:
+    cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-E", f"aggregator={_SEP}", "-E", "separator=\t",
+           "-E", "quote=n", "-e", "frame.number", *[a for f in FIELDS for a in ("-e", f)], *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=300).stdout
+    found = {}
+    for line in out.splitlines():
+        cols = line.split("\t")
+        frame = int(cols[0])
+        for field, value in zip(FIELDS, cols[1:]):
+            if value:
+                found[frame, field] = value.split(_SEP)
+    return found
+
+
+def malformed(path, extra=()) -> int:
+    cmd = ["tshark", "-n", "-r", str(path), "-Y", "_ws.malformed", "-T", "fields", "-e", "frame.number", *extra]
+    return len(subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout.split())
+
+
+def _labels(value: str) -> list:
+    """The labels of a name (a NetBIOS name's <xx> suffix and a URL's parts around its host dropped)."""
+    text = value.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0]
+    if "@" in text:
+        text = text.rsplit("@", 1)[1]
+    if text.endswith(">") and "<" in text:
+        text = text[:text.rfind("<")]
+    return [lb for lb in text.rstrip(".").split(".") if lb]
+
+
+def _private(labels: list) -> list:
+    """The labels outside the name's ICANN public suffix, in lower case."""
+    from pktmask_gui.hostnames import public_suffix_list
+
+    low = [lb.lower() for lb in labels]
+    suffix = public_suffix_list().publicsuffix(tuple(lb.encode() for lb in low), accept_unknown=False) \
+        if low and "" not in low else None
+    keep = len(suffix) if suffix else 0
+    return low[:len(low) - keep]
+
+
+def labels_of(fields: dict) -> set:
+    out = set()
+    for values in fields.values():
+        for value in values:
+            out.update(_private(_labels(value)))
+    return out
+
+
+def leaks(in_path, out_path, extra=(), min_length: int = 1) -> list:
+    """``(frame, field, original value, output value)`` wherever an output name field holds a label of the
+    same input field at the same place, or any original label of ``min_length`` or more characters."""
+    before, after = name_fields(in_path, extra), name_fields(out_path, extra)
+    originals = {lb for lb in labels_of(before) if len(lb) >= min_length and lb != "*"}
+    found = []
+    for key, values in after.items():
+        olds = before.get(key, [])
+        for i, value in enumerate(values):
+            labels = _private(_labels(value))
+            old = olds[i] if i < len(olds) else ""
+            old_labels = _private(_labels(old)) if old else []
+            same_place = any(a == b and a not in ("*", "") for a, b in zip(reversed(labels), reversed(old_labels)))
+            if same_place or any(lb in originals for lb in labels):
+                found.append((key[0], key[1], old, value))
+    return found
