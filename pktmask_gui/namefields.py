@@ -193,11 +193,12 @@ class _Names:
 
 def dns_message(b, p: int, end: int, hn, kind: str, edits: dict, netbios: bool = False) -> int:
     """Rewrite every name of the DNS message ``b[p:end]`` (``end``: the message's end, clipped to the bytes
-    there are); returns the names zeroed. ``netbios``: a NetBIOS name service message."""
+    there are); returns the names zeroed. ``netbios``: a NetBIOS name service message. Any opcode is read
+    (Wireshark decodes the names of every one; NetBIOS refreshes are opcode 8), the counts must be sane."""
     if p + 12 > end:
         return 0
     qd, an, ns, ar = _HHHH(b, p + 4)
-    if qd > 32 or an + ns + ar > 512 or (b[p + 2] >> 3) & 15 > 6:
+    if qd > 32 or an + ns + ar > 512:
         return 0                                            # not a plausible DNS message: plain payload
     names = _Names(b, p, end, hn, kind, edits)
     q = p + 12

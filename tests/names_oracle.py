@@ -73,15 +73,24 @@ def labels_of(fields: dict) -> set:
     return out
 
 
-def leaks(in_path, out_path, extra=(), min_length: int = 1) -> list:
+def is_reverse(value: str) -> bool:
+    return value.lower().rstrip(".").endswith((".in-addr.arpa", ".ip6.arpa"))
+
+
+def leaks(in_path, out_path, extra=(), min_length: int = 4) -> list:
     """``(frame, field, original value, output value)`` wherever an output name field holds a label of the
-    same input field at the same place, or any original label of ``min_length`` or more characters."""
+    same input field at the same place, or any original label of ``min_length`` or more characters (a
+    shorter pseudonym may equal another name's label by chance: 36 one-letter labels exist). Reverse
+    names are reverse_mismatches' to check."""
     before, after = name_fields(in_path, extra), name_fields(out_path, extra)
-    originals = {lb for lb in labels_of(before) if len(lb) >= min_length and lb != "*"}
+    originals = {lb for lb in labels_of({k: [v for v in vs if not is_reverse(v)] for k, vs in before.items()})
+                 if len(lb) >= min_length and lb != "*"}
     found = []
     for key, values in after.items():
         olds = before.get(key, [])
         for i, value in enumerate(values):
+            if is_reverse(value) or (i < len(olds) and is_reverse(olds[i])):
+                continue
             labels = _private(_labels(value))
             old = olds[i] if i < len(olds) else ""
             old_labels = _private(_labels(old)) if old else []
@@ -89,3 +98,47 @@ def leaks(in_path, out_path, extra=(), min_length: int = 1) -> list:
             if same_place or any(lb in originals for lb in labels):
                 found.append((key[0], key[1], old, value))
     return found
+
+
+def reverse_mismatches(in_path, out_path, mapping, extra=()) -> list:
+    """``(frame, field, original, output)`` for each reverse name of the input whose output is not the
+    reverse name of ``mapping(original address)`` (None: the name was zeroed, which is allowed where the
+    digits differ in number and counted by the job)."""
+    import ipaddress
+
+    before, after = name_fields(in_path, extra), name_fields(out_path, extra)
+    bad = []
+    for key, values in before.items():
+        outs = after.get(key, [])
+        for i, value in enumerate(values):
+            if not is_reverse(value) or i >= len(outs):
+                continue
+            labels = value.lower().rstrip(".").split(".")
+            try:
+                if labels[-2] == "in-addr" and len(labels) == 6:
+                    addr = ipaddress.IPv4Address(".".join(reversed(labels[:4])))
+                elif labels[-2] == "ip6" and len(labels) == 34:
+                    addr = ipaddress.IPv6Address(int("".join(reversed(labels[:32])), 16))
+                else:
+                    continue
+            except ValueError:
+                continue
+            want = mapping(addr).reverse_pointer
+            got = outs[i].lower().rstrip(".")
+            if got != want and "\\000" not in got and "\x00" not in got:
+                bad.append((key[0], key[1], value, outs[i]))
+    return bad
+
+
+def byte_leaks(in_path, out_path, extra=(), min_length: int = 4) -> list:
+    """Original labels (from the input's name fields, ``min_length`` characters or more, reverse names
+    left out) found anywhere in the output file's bytes, as text in any case or in wire form."""
+    before = name_fields(in_path, extra)
+    from pktmask_gui.hostnames import public_suffix_list
+
+    psl = public_suffix_list()
+    labels = {lb for lb in labels_of({k: [v for v in vs if not is_reverse(v)] for k, vs in before.items()})
+              if len(lb) >= min_length and lb.isascii()
+              and not psl.is_public((lb.encode(),), accept_unknown=False)}     # .google is a TLD too
+    data = open(out_path, "rb").read().lower()
+    return sorted(lb for lb in labels if lb.encode() in data)

@@ -34,7 +34,10 @@ from ..hostnames import HostNames
 from ..layout import F_LATER_FRAGMENT, NON_IP, UNINSPECTABLE, L4F_FRAGMENT
 from ..namefields import dhcp, dhcp6, dns_message, nrb
 from ..namestreams import Direction, DnsTcpNames, TlsNames, pack
-from ..shape import (DHCP, DHCP6, DNS, ECHO, TCP, TCP_DNS, TCP_HEADER, UDP, UDP_DNS, shapes, udp_payload)
+from ..quicnames import VERSIONS as QUIC_VERSIONS, QuicNames, client_initials
+from ..shape import ANY_ROLE, DHCP, DHCP6, DNS, DST_ROLE, ECHO, TCP, TCP_DNS, TCP_HEADER, UDP, shapes
+
+NBNS = -1
 from .. import capture
 
 _I = __import__("struct").Struct("!I").unpack_from
@@ -44,12 +47,47 @@ HALF = 1 << 31
 LIVE_LIMIT = 1 << 16            # directions open at once in the pre-scan (the longest idle are closed)
 CLOSED_BITS = 1 << 23           # a 1 MiB bitmap of closed direction keys (a later start is mid-stream)
 _DNS_KINDS = {53: "dns", 5353: "mdns", 5355: "llmnr"}
+# UDP ports whose payload holds names, as Wireshark dispatches them (the lower port first; a port with
+# another role, a well-known service or a tunnel, decides for its own protocol)
+_NAME_PORTS = {53: DNS, 5353: DNS, 5355: DNS, 137: NBNS, 67: DHCP, 68: DHCP, 546: DHCP6, 547: DHCP6}
 # pre-scan state of one direction instance (a list)
 P_BASE, P_HIGH, P_FIRST, P_LAST, P_DIR = range(5)
 
 
+def _maybe_quic(data, p: int, end: int) -> bool:
+    """Can a QUIC long-header packet of a version this stage decrypts start at ``p``?"""
+    return p + 7 <= end and data[p] & 0xC0 == 0xC0 and int.from_bytes(data[p + 1:p + 5], "big") in QUIC_VERSIONS
+
+
+def _udp_end(data, t: int, end: int) -> int:
+    ulen = (data[t + 4] << 8) | data[t + 5]
+    return t + ulen if 8 <= ulen and t + ulen <= end else end
+
+
+def _flow(data, o: int, t: int) -> bytes:
+    """Addresses and ports of the usual frame (a QUIC connection's client side, as sent)."""
+    return data[o + 12:o + 20] + data[t:t + 4] if t - o == 20 else data[o + 8:o + 40] + data[t:t + 4]
+
+
+def _flow_walked(data, ip, t: int) -> bytes:
+    size = 4 if ip[1] == 4 else 16
+    return data[ip[6]:ip[6] + size] + data[ip[7]:ip[7] + size] + data[t:t + 4]
+
+
 def _dns_kind(sport: int, dport: int) -> str:
     return _DNS_KINDS.get(sport) or _DNS_KINDS.get(dport) or "dns"
+
+
+def names_role(sport: int, dport: int):
+    """DNS, NBNS, DHCP, DHCP6 or None for a UDP datagram between these ports: the lower port first, as
+    Wireshark dispatches; a port of another protocol (a service, a tunnel by its destination) ends it."""
+    for port in ((sport, dport) if sport <= dport else (dport, sport)):
+        role = _NAME_PORTS.get(port)
+        if role is not None:
+            return role
+        if ANY_ROLE[port] or (port == dport and DST_ROLE[port]):
+            return None
+    return None
 
 
 class NamesStage(Stage):
@@ -99,6 +137,7 @@ class NamesStage(Stage):
         self.frames_changed = 0
         self.frames_zeroed = 0
         self.streams_with_names = 0
+        self.quic = QuicNames(self.hn)
         self._endian = "<"
 
     # ---- pre-scan: TCP streams --------------------------------------------------------------------
@@ -115,6 +154,8 @@ class NamesStage(Stage):
             if sh is not None:
                 kind, o, t, end = sh
                 if kind > TCP_DNS:
+                    if kind == UDP and _maybe_quic(data, t + 8, end):
+                        self.quic.collect(_flow(data, o, t), client_initials(data, t + 8, _udp_end(data, t, end)))
                     continue
                 key = data[o + 12:o + 20] + data[t:t + 4] if t - o == 20 else data[o + 8:o + 40] + data[t:t + 4]
                 pay = t + TCP_HEADER[data[t + 12]]
@@ -162,14 +203,17 @@ class NamesStage(Stage):
         self.frame = i
 
     def _tcp_walked(self, data, lt):
-        """(key, ip offset, tcp offset, payload start, payload end) of a walked TCP frame, else None."""
+        """(key, ip offset, tcp offset, payload start, payload end) of a walked TCP frame, else None (a
+        walked UDP frame's QUIC Initials are collected on the way)."""
         w = walk(data, lt)
         if w[0] != 0 or w[4] is None:
             return None
         proto, t, pay, end, ipi, fl = w[4]
+        ip = w[2][ipi]
+        if proto == 17 and not fl & L4F_FRAGMENT and _maybe_quic(data, pay, end):
+            self.quic.collect(_flow_walked(data, ip, t), client_initials(data, pay, end))
         if proto != 6 or fl & L4F_FRAGMENT or t + 20 > len(data):
             return None
-        ip = w[2][ipi]
         o, s, dst = ip[0], ip[6], ip[7]
         size = 4 if ip[1] == 4 else 16
         return data[s:s + size] + data[dst:dst + size] + data[t:t + 4], o, t, pay, end
@@ -211,6 +255,7 @@ class NamesStage(Stage):
 
     def _end_prescan(self) -> None:
         self.finished = True
+        self.quic.finish()
         for key, st in list(self.live.items()):
             self._close(key, st)
         self.closed = None
@@ -238,7 +283,8 @@ class NamesStage(Stage):
                     continue
                 if kind == UDP:
                     sport, dport = _HH(data, t)
-                    if sport != 137 and dport != 137:
+                    if sport not in _NAME_PORTS and dport not in _NAME_PORTS and \
+                            not (self.quic.edits and _maybe_quic(data, t + 8, end)):
                         add(rec)
                         continue
                 elif kind == TCP or kind == TCP_DNS:
@@ -267,16 +313,19 @@ class NamesStage(Stage):
             if u + 8 > n:
                 continue
             sport, dport = _HH(data, u)
+            role = names_role(sport, dport)
             ulen = (data[u + 4] << 8) | data[u + 5]
             uend = min(ip[5], u + ulen if ulen >= 8 else ip[5], n)
             p = u + 8
             if p >= uend:
                 continue
-            if sport == 137 or dport == 137:
-                bad += dns_message(data, p, uend, self.hn, "netbios", edits, netbios=True)
+            if role is None:
+                if self.quic.edits and _maybe_quic(data, p, uend):
+                    bad += self.quic.rewrite(_flow_walked(data, ip, u), data, p, uend, edits)
                 continue
-            role = udp_payload(data, n, sport, dport, p, uend, u + ulen if ulen >= 8 else ip[5])[0]
-            if role == DNS:
+            if role == NBNS:
+                bad += dns_message(data, p, uend, self.hn, "netbios", edits, netbios=True)
+            elif role == DNS:
                 bad += dns_message(data, p, uend, self.hn, _dns_kind(sport, dport), edits)
             elif role == DHCP:
                 bad += dhcp(data, p, uend, self.hn, edits)
