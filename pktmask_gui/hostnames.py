@@ -122,23 +122,26 @@ class HostNames:
                 self.export_full = True
 
     # ---- names ------------------------------------------------------------------------------------
-    def map_labels(self, labels: tuple) -> tuple:
+    def map_labels(self, labels: tuple, bare_suffix: bool = False) -> tuple:
         """``(new labels, rule)`` for a name given as a tuple of label bytes (leftmost first). A new label
-        is ``None`` where the label cannot keep its length (a reverse name's octet): zero it."""
-        hit = self._names.get(labels)
+        is ``None`` where the label cannot keep its length (a reverse name's octet): zero it.
+        ``bare_suffix``: a name that is a public suffix and nothing else (``com``, ``co.uk``) stays, as
+        in a DNS question for a zone; elsewhere (a DHCP host name, a NetBIOS or LLMNR name ``dev`` or
+        ``finance``) such a name is a host's, and is pseudonymized."""
+        hit = self._names.get((labels, bare_suffix))
         if hit is not None:
             return hit
-        hit = self._map(labels)
+        hit = self._map(labels, bare_suffix)
         names = self._names
         if len(names) >= _CACHE:
             names.clear()
-        names[labels] = hit
+        names[labels, bare_suffix] = hit
         if self.export is not None and hit[1] in (PSEUDONYMIZED, REVERSE):
             self._remember(b".".join(labels), b".".join(b"\0" * len(o) if n is None else n
                                                          for o, n in zip(labels, hit[0])))
         return hit
 
-    def map_text(self, text: bytes) -> tuple:
+    def map_text(self, text: bytes, bare_suffix: bool = False) -> tuple:
         """``(new text, rule)`` for a name written as text (``www.example.com``, a trailing dot kept);
         labels that cannot keep their length come back zeroed."""
         body = text[:-1] if text.endswith(b".") else text
@@ -146,7 +149,7 @@ class HostNames:
         labels = tuple(body[lead:].split(b"."))
         if not body[lead:]:
             return text, SPECIAL
-        new, rule = self.map_labels(labels)
+        new, rule = self.map_labels(labels, bare_suffix)
         out = b".".join(bytes(len(o)) if n is None else n for o, n in zip(labels, new))
         return body[:lead] + out + text[len(body):], rule
 
@@ -159,7 +162,7 @@ class HostNames:
         punctuation and spaces stay."""
         return _WORD.sub(lambda m: self.map_word(m.group()), text)
 
-    def _map(self, labels: tuple) -> tuple:
+    def _map(self, labels: tuple, bare_suffix: bool) -> tuple:
         n = len(labels)
         if not n or labels == (b"*",):
             return labels, SPECIAL
@@ -181,7 +184,9 @@ class HostNames:
             if k > keep and n >= k and low[n - k:] == dom:
                 keep = k
         if keep >= n:
-            return labels, PUBLIC_SUFFIX
+            if bare_suffix:
+                return labels, PUBLIC_SUFFIX
+            keep = 0
         return self._chain(labels, low, n - keep, self._root(low[n - keep:])), PSEUDONYMIZED
 
     def _chain(self, labels, low, upto: int, digest: bytes) -> tuple:

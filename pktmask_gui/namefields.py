@@ -82,6 +82,8 @@ def _read_name(b, q: int, base: int, end: int, limit: int):
         if ln > 63:
             return labels, (_BAD if after < 0 else _POINTER)
         if pos + 1 + ln > stop:
+            if stop > pos + 1:
+                labels.append((pos + 1, stop - pos - 1))    # the part of it there is: zeroed by the caller
             return labels, (_CUT if after < 0 else _POINTER)
         labels.append((pos + 1, ln))
         pos += 1 + ln
@@ -124,7 +126,7 @@ class _Names:
             self._netbios(labels)
             return after
         texts = tuple(bytes(b[o:o + ln]) for o, ln in labels)
-        new, rule = self.hn.map_labels(texts)
+        new, rule = self.hn.map_labels(texts, self.kind == "dns")
         self.hn.note(self.kind, rule)
         if rule != PSEUDONYMIZED and rule != REVERSE:
             return after
