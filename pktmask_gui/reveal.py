@@ -7,10 +7,11 @@ stay as they are, both when both hold (a mapped address that landed on a kept on
 such collisions). MAC addresses and host names are one-way (their mapping drops bits or is a keyed hash):
 their originals are only in the mapping export (``--export-mapping``).
 
-``main(argv)`` is ``pktmask-gui reveal [--key-file K] ADDRESS...``: one line per address, the address, a
-tab, the original (two of them joined by " or " when ambiguous); exit 0 when every address was revealed,
-1 when one is no address this key and these rules can give, 2 on a usage error (an argument that is not
-an address included).
+``main(argv)`` is ``pktmask-gui reveal [--key-file K] ADDRESS...``: one line per address with its original
+(``--pairs``: the address, a tab, the original); an address that may also be one kept as it is gets the
+original it was anonymized from, and a note on stderr; exit 0 when every address was revealed, 1 when
+one is no address this key and these rules can give, 2 on a usage error (an argument that is not an
+address included).
 """
 from __future__ import annotations
 
@@ -27,12 +28,10 @@ class Revealed:
     originals: list                 # ipaddress objects, the anonymized-from one first
     error: str = ""                 # why none (not an address)
 
-    def line(self) -> str:
-        if self.error:
-            return f"{self.text}\t({self.error})"
-        if not self.originals:
-            return f"{self.text}\t(no address maps to it under these rules)"
-        return f"{self.text}\t" + " or ".join(str(a) for a in self.originals)
+    def line(self, pairs: bool = False) -> str:
+        """The original (the one it was anonymized from, when it may also be one kept as it is)."""
+        text = str(self.originals[0]) if self.originals else "-"
+        return f"{self.text}\t{text}" if pairs else text
 
 
 class Revealer:
@@ -82,6 +81,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--anonymize-only", action="append", metavar="CIDR",
                         help="only these networks were anonymized (repeatable)")
     parser.add_argument("--internal-only", action="store_true", help="only the private ranges were anonymized")
+    parser.add_argument("--pairs", action="store_true", help="print each address, a tab, then its original")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -130,7 +130,12 @@ def main(argv: list[str]) -> int:
     status = 0
     for text in args.addresses:
         result = revealer.reveal(text)
-        sys.stdout.write(result.line() + "\n")
-        if result.error or not result.originals:
+        sys.stdout.write(result.line(args.pairs) + "\n")
+        if not result.originals:
+            sys.stderr.write(f"pktmask-gui reveal: {text}: no address maps to it with this key and these rules\n")
             status = 1
+        elif len(result.originals) > 1:
+            sys.stderr.write(f"pktmask-gui reveal: note: {text} is the anonymized form of {result.originals[0]}, "
+                             "and also lies where addresses are kept as they are: if it was kept, it is its own "
+                             "original\n")
     return status
