@@ -92,7 +92,7 @@ def names_role(sport: int, dport: int):
 
 class NamesStage(Stage):
     name = "names"
-    title = "Pseudonymize host names"
+    title = "Host names"
     description = ("Replace host names (DNS, mDNS, LLMNR, NetBIOS, DHCP, TLS server names and certificates) "
                    "by keyed pseudonyms of the same length, keeping the public suffix.")
     hidden = True

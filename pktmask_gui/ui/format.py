@@ -81,6 +81,18 @@ def describe_stage_counts(name: str, title: str, counts: dict) -> str:
         if _n(counts, "uninspected_frames"):
             extras.append(f"{plural(_n(counts, 'uninspected_frames'), 'frame')} not inspected")
         return text + ("; " + ", ".join(extras) if extras else "")
+    if name == "names":
+        kinds = counts.get("names_by_kind") if isinstance(counts.get("names_by_kind"), dict) else {}
+        text = f"{title}: {_n(counts, 'names_pseudonymized'):,} pseudonymized"
+        if kinds:
+            text += " (" + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in kinds.items()) + ")"
+        kept = counts.get("names_kept_by_rule") if isinstance(counts.get("names_kept_by_rule"), dict) else {}
+        extras = [f"{sum(kept.values()):,} kept by rule (" + ", ".join(f"{k} {v:,}" for k, v in kept.items()) + ")"
+                  ] if kept else []
+        if _n(counts, "names_zeroed"):
+            extras.append(f"{plural(_n(counts, 'names_zeroed'), 'name')} zeroed in "
+                          f"{plural(_n(counts, 'frames_zeroed'), 'frame')} (not rewritable in place)")
+        return text + ("; " + ", ".join(extras) if extras else "")
     # Any other stage (new ones, the metadata scrub): its non-zero whole-number counts, in words.
     items = [(k, v) for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool) and v]
     if name == "scrub":
@@ -108,6 +120,8 @@ def short_stage_text(name: str, title: str, counts: dict) -> str:
     if name == "scrub":
         removed = sum(v for v in counts.values() if isinstance(v, int) and not isinstance(v, bool))
         return f"{plural(removed, 'metadata item')} removed" if removed else ""
+    if name == "names":
+        return f"{plural(_n(counts, 'names_pseudonymized'), 'host name')} pseudonymized"
     if name == "memory":
         return "memory pressure handled"
     return title

@@ -26,6 +26,7 @@ from .format import human_duration, human_size, plural
 from .log_panel import LogPanel
 from .queue import CANCELLED, CANCELLING, DONE, FAILED, FINISHED, QUEUED, RUNNING, QueueModel, QueueView
 from .resources import app_icon, style_sheet
+from .presets import install as install_presets
 from .run_controller import Run, RunController
 from .run_options import NoticeBar, RunOptions
 from .settings_dialog import SettingsDialog
@@ -64,6 +65,7 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self._build_central()
         self._build_status_bar()
+        install_presets(self)           # the Presets menu, the options they set, Tools → Reveal…
         self._attach_log()
 
         self.controller.started.connect(self._on_run_started)
@@ -580,6 +582,7 @@ class MainWindow(QMainWindow):
         self.open_button.setEnabled(self.act_open_output.isEnabled())
         self.act_summary.setEnabled(bool(self.controller.last_results))
         self.options.set_busy(run is not None)
+        self.preset_bar.set_busy(run is not None)
         self._update_counts()
         if run is None:
             self._update_overall()
@@ -635,6 +638,7 @@ class MainWindow(QMainWindow):
 
     def apply_settings(self, new: settings_mod.Settings) -> None:
         self.controller.settings = new
+        self.preset_bar.load(new)
         self.options.set_suffix(new.output_suffix)
         self.model.set_destination(new, self.output_dir())
         note = " Running files keep the settings they started with." if self.controller.running_count() else ""
