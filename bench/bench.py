@@ -12,6 +12,8 @@
                                                 # engine does) vs once into a temp file, then plain passes
     python3 bench/bench.py --levels [FILE ...]  # output compression levels: ratio and speed of each (default
                                                 # files: the capture and its output after all three operations)
+    python3 bench/bench.py --names              # host-name pseudonyms: Anonymize IPs and all three operations,
+                                                # each without and with --pseudonymize-names
     add --repeat N (default 3; medians) and --workdir DIR (keep the generated captures between runs)
 
 Everything is timed as a whole CLI process (`python -m pktmask_gui process ...`, start-up included); peak RSS
@@ -135,6 +137,7 @@ def main() -> int:
     ap.add_argument("--stage-choice", action="store_true",
                     help="compressed input: decompress on each pass vs once into a temp file")
     ap.add_argument("--levels", nargs="*", metavar="FILE", help="compression levels: ratio and speed")
+    ap.add_argument("--names", action="store_true", help="the cost of --pseudonymize-names")
     ap.add_argument("--workdir", help="keep generated captures here between runs (default: a temp dir)")
     args = ap.parse_args()
 
@@ -161,6 +164,8 @@ def main() -> int:
             return stage_choice(work, env, args, available)
         if args.levels is not None:
             return levels(work, env, args, available)
+        if args.names:
+            return throughput(work, env, args, [], names=True)
         return throughput(work, env, args, ops)
     finally:
         print(f"({load()} at the end)")
@@ -168,12 +173,16 @@ def main() -> int:
             ctx.cleanup()
 
 
-def throughput(work: Path, env: dict, args, ops: list[str]) -> int:
+def throughput(work: Path, env: dict, args, ops: list[str], names: bool = False) -> int:
     src = make_capture(work, args.packets)
     size = src.stat().st_size
     runs = [("copy loop (floor)", None)] + [(op, [op]) for op in ops]
     if len(ops) > 1:
         runs.append(("+".join(ops), ops))
+    if names:       # flags after the operations' (cli() turns each into --NAME)
+        runs += [("anonymize", ["anonymize"]), ("anonymize, names", ["anonymize", "pseudonymize-names"]),
+                 ("all three", ["dedup", "anonymize", "mask"]),
+                 ("all three, names", ["dedup", "anonymize", "mask", "pseudonymize-names"])]
     results = {name: [] for name, _ in runs}
     for _ in range(args.repeat):         # interleaved, so that a load change hits every row alike
         for name, op_list in runs:
@@ -198,6 +207,11 @@ def throughput(work: Path, env: dict, args, ops: list[str]) -> int:
         cpu_ratio = median(f[2] / r[2] for f, r in zip(floor_runs, rs))
         print(f"{name:<26} {args.packets / wall:>10,.0f} {size / wall / 1e6:>7.1f} {peak / 2**20:>8.0f} "
               f"{wall:>7.2f} {ratio:>6.2f} {cpu:>7.2f} {cpu_ratio:>9.2f}", flush=True)
+    if names:
+        for base, with_names in (("anonymize", "anonymize, names"), ("all three", "all three, names")):
+            wall = median(w[0] / b[0] for b, w in zip(results[base], results[with_names]))
+            cpu = median(w[2] / b[2] for b, w in zip(results[base], results[with_names]))
+            print(f"{with_names}: {wall:.2f}x the time of {base} (CPU {cpu:.2f}x), per round, medians")
     print("\nratio = packets/s of the run / packets/s of the copy loop in the same round (wall clock; "
           "goals: dedup >= 0.5, anonymize >= 0.25, mask >= 0.12, all >= 0.10);\ncpu ratio = the same with "
           "CPU seconds of the whole process tree (steadier when other work shares the machine).")

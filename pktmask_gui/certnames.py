@@ -89,11 +89,16 @@ def _parses(b, s: int, e: int) -> bool:
 class _Der:
     """One walk over DER bytes, adding edits (offsets into ``b``)."""
 
-    __slots__ = ("b", "hn", "everything", "edits", "bad")
+    __slots__ = ("b", "hn", "everything", "edits", "bad", "notes")
 
     def __init__(self, b, hn, everything: bool, edits: dict):
         self.b, self.hn, self.everything, self.edits = b, hn, everything, edits
         self.bad = 0
+        self.notes = []             # the rules met, to count again when a cached certificate comes back
+
+    def note(self, rule: str) -> None:
+        self.hn.note("certificate", rule)
+        self.notes.append(rule)
 
     def fail(self, s: int, e: int) -> None:
         if s < e:
@@ -251,7 +256,7 @@ class _Der:
         if not raw:
             return
         new, rule = self.hn.map_text(raw)
-        self.hn.note("certificate", rule)
+        self.note(rule)
         self._write(tag, cs, ce, new)
 
     def words(self, tag: int, cs: int, ce: int, count: bool = False) -> None:
@@ -261,7 +266,7 @@ class _Der:
         if not raw:
             return
         if count:
-            self.hn.note("certificate", PSEUDONYMIZED)
+            self.note(PSEUDONYMIZED)
         self._write(tag, cs, ce, self.hn.map_words(raw))
 
     def email(self, tag: int, cs: int, ce: int) -> None:
@@ -274,7 +279,7 @@ class _Der:
         if self.everything:
             local = self.hn.map_words(local)
         new, rule = self.hn.map_text(domain) if domain else (domain, PSEUDONYMIZED)
-        self.hn.note("certificate", rule)
+        self.note(rule)
         self._write(tag, cs, ce, local + new)
 
     def uri(self, cs: int, ce: int) -> None:
@@ -300,7 +305,7 @@ class _Der:
             host, port = (hostport[:colon], hostport[colon:]) if colon >= 0 else (hostport, b"")
         if host and not host.startswith(b"["):
             new_host, rule = self.hn.map_text(host)
-            self.hn.note("certificate", rule)
+            self.note(rule)
         else:
             new_host = host
         rest = raw[stop:]
@@ -364,11 +369,35 @@ def _cert_list(der: _Der, s: int, end: int, tls13: bool) -> bool:
             if q > end:
                 return False
     for cs, ce in certs:
-        if _parses(b, cs, ce):
-            der.walk(cs, ce)
-        else:
-            der.fail(cs, ce)
+        _certificate(der, cs, ce)
     return True
+
+
+_CERT_CACHE = 1 << 12          # certificates remembered per mapping (servers send the same chain each time)
+
+
+def _certificate(der: _Der, cs: int, ce: int) -> None:
+    """One certificate's names (its edits again when the mapping met the same certificate before)."""
+    cache = der.hn.certificates
+    key = (der.everything, bytes(der.b[cs:ce]))
+    hit = cache.get(key)
+    if hit is None:
+        sub = _Der(der.b, der.hn, der.everything, {})
+        if _parses(der.b, cs, ce):
+            sub.walk(cs, ce)
+        else:
+            sub.fail(cs, ce)
+        hit = ({off - cs: new for off, new in sub.edits.items()}, tuple(sub.notes), sub.bad)
+        if sub.bad == 0:
+            if len(cache) >= _CERT_CACHE:
+                cache.clear()
+            cache[key] = hit
+        der.bad += sub.bad
+    else:
+        for rule in hit[1]:
+            der.hn.note("certificate", rule)
+    for off, new in hit[0].items():
+        der.edits[cs + off] = new
 
 
 def _cert_request(der: _Der, s: int, end: int, sigalgs: bool) -> bool:

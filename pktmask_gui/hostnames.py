@@ -104,6 +104,15 @@ class HostNames:
         self.zeroed = 0             # names (or their labels) that could not be rewritten and were zeroed
         self.export = {} if export else None
         self.export_full = False
+        self.certificates = {}      # certnames.py: a certificate's edits, by its bytes
+
+    def release(self) -> int:
+        """Memory pressure: drop the caches (recomputed on demand); how many entries went."""
+        n = len(self._names) + len(self._labels) + len(self.certificates)
+        self._names.clear()
+        self._labels.clear()
+        self.certificates.clear()
+        return n
 
     # ---- counting ---------------------------------------------------------------------------------
     def note(self, kind: str, rule: str) -> None:

@@ -27,7 +27,7 @@ Hand-written: the TLS walker and the stream positions are the project's own (tls
 """
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_right, insort
 from collections import deque
 
 from .certnames import handshake
@@ -388,6 +388,31 @@ def _dns_start(chunk) -> bool:
 
 
 def pack(edits: list) -> tuple:
-    """Edits sorted and packed for the main pass: (starts, ends, new bytes or None), tuples."""
-    edits.sort(key=lambda x: (x[0], x[2] is not None))
-    return tuple(e[0] for e in edits), tuple(e[1] for e in edits), tuple(e[2] for e in edits)
+    """Edits for the main pass: ``(starts, ends, new bytes or None)``, sorted and not overlapping. Where a
+    zeroed range and a rewrite meet, the zeros win (fail closed); two rewrites of the same bytes agree."""
+    zeros = []
+    for a, b, new in sorted(e for e in edits if e[2] is None):
+        if zeros and a <= zeros[-1][1]:
+            if b > zeros[-1][1]:
+                zeros[-1] = (zeros[-1][0], b, None)
+        else:
+            zeros.append((a, b, None))
+    out = list(zeros)
+    starts = [z[0] for z in zeros]
+    done_to = -1
+    for a, b, new in sorted((e for e in edits if e[2] is not None), key=lambda e: e[0]):
+        if a < done_to:                                     # the same bytes again (pointers, copies)
+            new, a = new[done_to - a:], done_to
+            if a >= b:
+                continue
+        done_to = max(done_to, b)
+        k = bisect_right(starts, a) - 1
+        pieces = [(a, b)]
+        for za, zb, _n in zeros[max(k, 0):]:
+            if za >= b:
+                break
+            pieces = [(x, y) for lo, hi in pieces
+                      for x, y in ((lo, min(hi, za)), (max(lo, zb), hi)) if x < y]
+        out += [(x, y, new[x - a:y - a]) for x, y in pieces]
+    out.sort(key=lambda e: e[0])
+    return tuple(e[0] for e in out), tuple(e[1] for e in out), tuple(e[2] for e in out)

@@ -30,12 +30,26 @@ from bisect import bisect_right
 from . import Stage, StageContext, StageError
 from ..checksum import fix_checksums
 from ..frames import walk
-from ..hostnames import HostNames
 from ..layout import F_LATER_FRAGMENT, NON_IP, UNINSPECTABLE, L4F_FRAGMENT
-from ..namefields import dhcp, dhcp6, dns_message, nrb
-from ..namestreams import Direction, DnsTcpNames, TlsNames, pack
-from ..quicnames import VERSIONS as QUIC_VERSIONS, QuicNames, client_initials
 from ..shape import ANY_ROLE, DHCP, DHCP6, DNS, DST_ROLE, ECHO, TCP, TCP_DNS, TCP_HEADER, UDP, shapes
+
+# The modules that do the work are imported when the stage is first made: a run without host names
+# does not pay for them (the registry imports every stage module).
+HostNames = dhcp = dhcp6 = dns_message = nrb = Direction = DnsTcpNames = TlsNames = pack = None
+QUIC_VERSIONS = QuicNames = client_initials = None
+
+
+def _load() -> None:
+    global HostNames, dhcp, dhcp6, dns_message, nrb, Direction, DnsTcpNames, TlsNames, pack
+    global QUIC_VERSIONS, QuicNames, client_initials
+    if HostNames is None:
+        from ..hostnames import HostNames as _hn
+        from ..namefields import dhcp as _d4, dhcp6 as _d6, dns_message as _dm, nrb as _nrb
+        from ..namestreams import Direction as _dir, DnsTcpNames as _dns, TlsNames as _tls, pack as _pack
+        from ..quicnames import VERSIONS as _qv, QuicNames as _qn, client_initials as _ci
+        HostNames, dhcp, dhcp6, dns_message, nrb = _hn, _d4, _d6, _dm, _nrb
+        Direction, DnsTcpNames, TlsNames, pack = _dir, _dns, _tls, _pack
+        QUIC_VERSIONS, QuicNames, client_initials = _qv, _qn, _ci
 
 NBNS = -1
 from .. import capture
@@ -114,6 +128,7 @@ class NamesStage(Stage):
 
     def __init__(self, options, context: StageContext):
         super().__init__(options, context)
+        _load()
         opts = self.options
         if context.key is None or len(context.key) != 32:
             raise StageError("host-name pseudonyms need the anonymization key")
@@ -293,6 +308,14 @@ class NamesStage(Stage):
                     if key not in streams:
                         add(rec)
                         continue
+                    pay = t + TCP_HEADER[data[t + 12]]
+                    edits = {}
+                    zeroed = self._stream_edits(key, data, t, pay if pay < end else end, end, i, edits)
+                    if not edits:
+                        add(rec)
+                        continue
+                    add(self._write(rec, walk(data, rec[1]), edits, zeroed))
+                    continue
             add(self._frame(rec, i))
         self.frame = i
         return out
@@ -332,10 +355,21 @@ class NamesStage(Stage):
             elif role == DHCP6:
                 bad += dhcp6(data, p, uend, self.hn, edits)
         l4 = w[4]
-        if self.streams and l4 is not None and l4[0] == 6 and not l4[5] & L4F_FRAGMENT:
-            bad += self._stream_edits(data, w, l4, i, edits)
+        if self.streams and l4 is not None and l4[0] == 6 and not l4[5] & L4F_FRAGMENT and l4[1] + 20 <= n:
+            ip = w[2][l4[4]]
+            size = 4 if ip[1] == 4 else 16
+            t = l4[1]
+            key = data[ip[6]:ip[6] + size] + data[ip[7]:ip[7] + size] + data[t:t + 4]
+            if key in self.streams:
+                bad += self._stream_edits(key, data, t, l4[2], min(l4[3], n), i, edits)
         if not edits:
             return rec
+        return self._write(rec, w, edits, bad)
+
+    def _write(self, rec, w, edits: dict, bad: int):
+        """The frame with ``edits`` written and its checksums updated (``w``: its walk)."""
+        data = rec[0]
+        n = len(data)
         buf = bytearray(data)
         changed = {}
         for off in sorted(edits):
@@ -355,15 +389,11 @@ class NamesStage(Stage):
             self.frames_zeroed += 1
         return (bytes(buf),) + rec[1:]
 
-    def _stream_edits(self, data, w, l4, i: int, edits: dict) -> int:
-        """The edits of this segment's instance that fall into its payload; returns zeroed edits met."""
-        _proto, t, pay, end, ipi, _fl = l4
-        ip = w[2][ipi]
-        size = 4 if ip[1] == 4 else 16
-        key = data[ip[6]:ip[6] + size] + data[ip[7]:ip[7] + size] + data[t:t + 4]
-        entries = self.streams.get(key)
-        if entries is None or t + 20 > len(data):
-            return 0
+    def _stream_edits(self, key, data, t: int, pay: int, end: int, i: int, edits: dict) -> int:
+        """The edits of this segment's instance that fall into its payload ``[pay, end)``; returns 1 when one
+        zeroes bytes. Every payload segment of a key with edits comes here, in frame order, so that the
+        sequence unwrapping sees what the pre-scan saw."""
+        entries = self.streams[key]
         cur = self.cursor.get(key)
         if cur is None:
             cur = self.cursor[key] = [0, 0]
@@ -377,7 +407,6 @@ class NamesStage(Stage):
         first, _last, base, starts, ends, news = entries[cur[0]]
         if i < first:
             return 0
-        end = min(end, len(data))
         nb = end - pay
         if nb <= 0:
             return 0
@@ -427,9 +456,7 @@ class NamesStage(Stage):
 
     # ---- report -----------------------------------------------------------------------------------------
     def release_memory(self) -> str | None:
-        n = len(self.hn._names) + len(self.hn._labels)
-        self.hn._names.clear()
-        self.hn._labels.clear()
+        n = self.hn.release()
         return f"host names: dropped {n} cached pseudonyms (recomputed on demand)" if n else None
 
     def report(self) -> dict:
