@@ -27,6 +27,7 @@ Hand-written: the TLS walker and the stream positions are the project's own (tls
 """
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right, insort
 from collections import deque
 
@@ -388,8 +389,10 @@ def _dns_start(chunk) -> bool:
 
 
 def pack(edits: list) -> tuple:
-    """Edits for the main pass: ``(starts, ends, new bytes or None)``, sorted and not overlapping. Where a
-    zeroed range and a rewrite meet, the zeros win (fail closed); two rewrites of the same bytes agree."""
+    """Edits for the main pass, sorted and not overlapping, in four compact objects: ``(starts, ends,
+    offsets, blob)`` (arrays; an edit's new bytes are ``blob[offset:offset + end - start]``, and offset -1
+    means zeros). Where a zeroed range and a rewrite meet, the zeros win (fail closed); two rewrites of the
+    same bytes agree."""
     zeros = []
     for a, b, new in sorted(e for e in edits if e[2] is None):
         if zeros and a <= zeros[-1][1]:
@@ -415,4 +418,9 @@ def pack(edits: list) -> tuple:
                       for x, y in ((lo, min(hi, za)), (max(lo, zb), hi)) if x < y]
         out += [(x, y, new[x - a:y - a]) for x, y in pieces]
     out.sort(key=lambda e: e[0])
-    return tuple(e[0] for e in out), tuple(e[1] for e in out), tuple(e[2] for e in out)
+    blob = b"".join(e[2] for e in out if e[2] is not None)
+    offs, at = array("q"), 0
+    for _a, _b, new in out:
+        offs.append(-1 if new is None else at)
+        at += 0 if new is None else len(new)
+    return array("q", (e[0] for e in out)), array("q", (e[1] for e in out)), offs, blob

@@ -5,7 +5,8 @@ The bundle runs with an empty environment (no PYTHONPATH, no virtualenv, a PATH 
 HOME, config, temp and runtime folder), from a folder outside the clone:
 
 1. ``pktmask-gui --version``;
-2. ``pktmask-gui process --dedup --anonymize --mask`` on the samples the bundle ships, two jobs side by side
+2. ``pktmask-gui process --dedup --anonymize --mask --pseudonymize-names`` on the samples the bundle ships (their
+   host names need the Public Suffix List the bundle carries), two jobs side by side
    (each in a child process: the frozen multiprocessing path), checked with the project's own reader: every
    output reads to its end with the packet count the run reported, and no IPv4/IPv6 address of an input's
    IP headers is left in its output's;
@@ -111,8 +112,9 @@ def main() -> int:
         packed[0].write_bytes(gzip.compress(raw))
         packed[1].write_bytes(zstd.compress(raw))
         packed[2].write_bytes(lz4.frame.compress(raw))
-        run = subprocess.run([str(EXE), "process", "--dedup", "--anonymize", "--mask", "--jobs", "2", "--json",
-                              *map(str, inputs + packed), "-o", str(out)],
+        # host names too: the bundle must carry the Public Suffix List and the QUIC / TLS name modules
+        run = subprocess.run([str(EXE), "process", "--dedup", "--anonymize", "--mask", "--pseudonymize-names",
+                              "--jobs", "2", "--json", *map(str, inputs + packed), "-o", str(out)],
                              env=env, cwd=root, capture_output=True, text=True, timeout=300)
         if run.returncode != 0:
             fail(f"process: exit {run.returncode}: {run.stderr.strip()}")
@@ -121,12 +123,14 @@ def main() -> int:
             output = Path(item["output"])
             if item["status"] != "ok" or not output.is_file():
                 fail(f"process: {item}")
+            if not item["stages"].get("names", {}).get("names_pseudonymized"):
+                fail(f"process: {output.name}: no host name was pseudonymized ({item['stages'].get('names')})")
             if packets(output) != item["packets_out"]:
                 fail(f"{output.name}: our reader counts {packets(output)} packets, the run said {item['packets_out']}")
             leaked = ip_addresses(Path(item["input"])) & ip_addresses(output)
             if leaked:
                 fail(f"{output.name} still holds {len(leaked)} of the input's IP addresses")
-        say(f"process --dedup --anonymize --mask --jobs 2: {len(report['files'])} outputs verified "
+        say(f"process --dedup --anonymize --mask --pseudonymize-names --jobs 2: {len(report['files'])} outputs verified "
             f"({time.monotonic() - t:.2f} s)")
 
         gui_env = dict(env, QT_QPA_PLATFORM="offscreen")

@@ -1,27 +1,29 @@
-"""Pseudonymize host names: a hidden stage, run when Anonymize IPs' option "Pseudonymize host names" is on.
+"""Host names: a hidden stage, run when Anonymize IPs' option "Pseudonymize host names" is on.
 
-The pipeline adds it (``run_job``) with Anonymize IPs' options. What it rewrites, and how names map, are in namefields.py, certnames.py, namestreams.py and
-hostnames.py; this module walks the frames:
+The pipeline adds it (``run_job``) with Anonymize IPs' options. How names map is hostnames.py's; where
+they are, namefields.py (DNS, NetBIOS, DHCP, NRB), certnames.py (TLS hellos, certificates),
+namestreams.py (TCP streams) and quicnames.py (QUIC Initials). This module walks the frames:
 
-- pre-scan: TCP only. Each direction instance (from its SYN, or first segment, to a SYN with another
-  sequence number, FIN or RST, or ``LIVE_LIMIT`` open directions, as Mask Payloads counts them) goes
+- pre-scan: TCP directions and QUIC Initials. Each TCP direction instance (from its SYN, or first
+  segment, to a SYN with another sequence number, FIN or RST, or ``LIVE_LIMIT`` open directions) goes
   through a ``namestreams.Direction`` into a TLS parser (any port: by content, as Mask Payloads finds TLS)
   or, on ports 53 and 5355, a DNS-over-TCP parser; a direction whose parser is done (not TLS, or past its
-  handshake) costs one dict lookup a segment. A finished instance with edits keeps them, with its first
-  and last frame numbers and sequence base.
-- main pass: per frame, the usual shapes (shape.shapes) decide without a walk: UDP to 53, 5353 or 5355
-  (a DNS message by shape.udp_payload's rules), UDP on port 137 (NetBIOS name service), TCP segments of an
-  instance with edits; any other usual frame is skipped at once. Other frames are walked, and every UDP
-  header in them (tunnelled, or quoted by an ICMP error) is looked at: DNS, DHCP, DHCPv6 by the roles
-  shape.udp_payload gives, NetBIOS on port 137. A frame that changes is written with its checksums
-  updated (RFC 1624: the transport's, a tunnel's, an ICMP error's). pcapng Name Resolution Blocks (kept
-  with --keep-metadata) get their names mapped.
+  handshake) costs a dict lookup a segment. A finished instance with edits keeps them (packed) with its
+  first and last frame numbers and sequence base. Client QUIC Initials are decrypted and their
+  ClientHellos put together (quicnames.QuicNames).
+- main pass: per frame, the usual shapes (shape.shapes) decide without a walk: a UDP datagram on no name
+  port (DNS 53, mDNS 5353, LLMNR 5355, NetBIOS 137, DHCP 67/68, DHCPv6 546/547) and, with QUIC edits, no
+  QUIC long header, or a TCP segment of a direction without edits, is passed on at once; a segment whose
+  instance has an edit that lands in it is walked and written. Other frames are walked, and every UDP
+  header in them (tunnelled, or quoted by an ICMP error) is looked at, its role taken as Wireshark takes
+  it (``names_role``: the lower port first). A changed frame has its checksums updated (RFC 1624: the
+  transport's, a tunnel's, an ICMP error's). pcapng Name Resolution Blocks get their names mapped.
 
-Run order (docs/ARCHITECTURE.md): after Remove Dupes, before Mask Payloads and Anonymize IPs, so that its
-TCP keys and its names are the original ones in both its passes, the reverse names it maps are the
-original addresses, and the handshake Mask Payloads keeps already holds pseudonyms. Every change keeps
-lengths and record structure, so Mask Payloads' pre-scan, which runs this stage's main pass without its
-pre-scan (``prescan_transparent``), needs none of it: the pipeline leaves it out there.
+Run order (docs/ARCHITECTURE.md, "Host names"): after Remove Dupes, before Mask Payloads and Anonymize
+IPs, so that its TCP keys and its names are the original ones in both its passes, the reverse names it
+maps are the original addresses, and the handshake Mask Payloads keeps already holds pseudonyms. Every
+change keeps lengths and record structure, so Mask Payloads' pre-scan does not run it first
+(``prescan_transparent``).
 """
 from __future__ import annotations
 
@@ -146,7 +148,7 @@ class NamesStage(Stage):
         self.frame = 0
         self.live = {}              # pre-scan: key -> direction instance state (P_*)
         self.closed = None
-        self.streams = {}           # key -> [(first, last, base, starts, ends, news), ...] in frame order
+        self.streams = {}           # key -> its instances with edits, in frame order (see the main pass)
         self.cursor = {}            # main pass: key -> [entry index, high]
         self.finished = False
         self.frames_changed = 0
@@ -277,6 +279,7 @@ class NamesStage(Stage):
         self.frame = 0
 
     # ---- main pass ------------------------------------------------------------------------------------
+    # self.streams: key -> [(first frame, last frame, sequence base, starts, ends, offsets, blob), ...]
     def process(self, batch: list) -> list:
         if not self.finished:
             self._end_prescan()
@@ -404,7 +407,7 @@ class NamesStage(Stage):
             del self.streams[key]
             del self.cursor[key]
             return 0
-        first, _last, base, starts, ends, news = entries[cur[0]]
+        first, _last, base, starts, ends, offs, blob = entries[cur[0]]
         if i < first:
             return 0
         nb = end - pay
@@ -423,14 +426,16 @@ class NamesStage(Stage):
             k = 0
         zeroed = 0
         while k < len(starts) and starts[k] < e:
-            a, b, new = starts[k], ends[k], news[k]
+            a, b, at = starts[k], ends[k], offs[k]
             k += 1
             if b <= off:
                 continue
             lo, hi = max(a, off), min(b, e)
-            piece = bytes(hi - lo) if new is None else new[lo - a:hi - a]
-            if new is None:
+            if at < 0:
+                piece = bytes(hi - lo)
                 zeroed = 1
+            else:
+                piece = blob[at + lo - a:at + hi - a]
             edits[pay + lo - off] = piece
         return zeroed
 
