@@ -6,12 +6,14 @@ flows carrying TLS 1.2 and 1.3 (ClientHello with SNI, ServerHello, Certificate, 
 ApplicationData; records span segments), plain HTTP over TCP, DNS over UDP, ICMP / ICMPv6 echo, ICMP
 port-unreachable errors quoting a UDP datagram, 802.1Q-tagged flows and about ``dup_ratio`` exact
 duplicate frames. Every checksum is correct, timestamps increase, the same seed gives the same bytes.
+``probe_ratio`` adds Internet background noise (TCP SYN probes from public addresses met once, half of them
+answered by a RST): a capture with as many distinct addresses as a busy border link (bench.py's growth rows).
 
 ``iter_frames(packets, seed, dup_ratio, ...)`` yields the same ``(time_ns, frame, is_duplicate)``
 stream without writing a file.
 
 CLI: ``python -m pktmask_gui.samplegen OUT --packets N --seed S [--pcapng] [--dup-ratio R]
-[--big-endian] [--nanos] [--metadata]``. The shipped samples were made with
+[--big-endian] [--nanos] [--metadata] [--probe-ratio R]``. The shipped samples were made with
 ``python -m pktmask_gui.samplegen resources/samples/sample.pcapng --packets 300 --seed 2043
 --metadata`` and ``python -m pktmask_gui.samplegen resources/samples/sample.pcap --packets 100
 --seed 3045``.
@@ -625,13 +627,48 @@ def _unreachable_session(rng: random.Random, net: _Net, v6: bool, vid):
                                 ident=rng.getrandbits(16), df=False))
 
 
+def _public_address(rng: random.Random, v6: bool) -> bytes:
+    """A random unicast address of the public Internet: IPv4 outside 0/8, 10/8, 127/8 and 224/3; IPv6 in
+    2000::/3."""
+    if v6:
+        return bytes((0x20 | rng.randrange(32),)) + rng.randbytes(15)
+    first = rng.randrange(1, 224)
+    while first in (10, 127):
+        first = rng.randrange(1, 224)
+    return bytes((first,)) + rng.randbytes(3)
+
+
+def _probe_session(rng: random.Random, net: _Net, v6: bool, vid):
+    """Internet background noise at a client (scanners, backscatter): a TCP SYN from a public address met
+    only once, answered by a RST half the time."""
+    client, cmac = net.client(v6)
+    link = _Link(cmac, v6, vid)
+    source = _public_address(rng, v6)
+    sport, dport = rng.randrange(1024, 65536), rng.choice((22, 23, 80, 443, 445, 3389, 8080))
+    seq = rng.getrandbits(32)
+    ttl = rng.choice((44, 50, 113, 241))
+    probe = tcp(source, client, sport, dport, seq, 0, SYN, window=1024)
+    ip = ipv6(source, client, 6, probe, hop_limit=ttl) if v6 else ipv4(source, client, 6, probe, ttl=ttl,
+                                                                         ident=rng.getrandbits(16), df=False)
+    yield _pad(link.down + ip)
+    if rng.random() < 0.5:
+        reset = tcp(client, source, dport, sport, 0, (seq + 1) & 0xFFFFFFFF, RST | ACK, window=0)
+        ip = ipv6(client, source, 6, reset) if v6 else ipv4(client, source, 6, reset)
+        yield link.up + ip
+
+
 _SESSIONS = ((_tls_session, 0.30), (_http_session, 0.08), (_dns_session, 0.45), (_ping_session, 0.10),
              (_unreachable_session, 0.07))
 
 
 def iter_frames(packets: int, seed: int = 0, dup_ratio: float = 0.05, ipv6_ratio: float = 0.25,
-                vlan_ratio: float = 0.1, start_ns: int = 1_709_294_400 * 10 ** 9, concurrency: int = 6):
-    """Yield ``(time_ns, frame, is_duplicate)`` for ``packets`` Ethernet frames (deterministic per seed)."""
+                vlan_ratio: float = 0.1, start_ns: int = 1_709_294_400 * 10 ** 9, concurrency: int = 6,
+                probe_ratio: float = 0.0):
+    """Yield ``(time_ns, frame, is_duplicate)`` for ``packets`` Ethernet frames (deterministic per seed).
+
+    ``probe_ratio``: share of sessions that are Internet background noise (``_probe_session``: one or two
+    frames, a public source address met once). 0.99 makes about 85 % of the frames probes: some 110,000
+    distinct addresses in 200,000 frames, 550,000 in a million; 0 (the default) leaves the stream as it was."""
     rng = random.Random(seed)
     net = _Net(rng)
     kinds = [k for k, _ in _SESSIONS]
@@ -640,6 +677,8 @@ def iter_frames(packets: int, seed: int = 0, dup_ratio: float = 0.05, ipv6_ratio
     def new_session():
         v6 = rng.random() < ipv6_ratio
         vid = rng.choice((10, 20, 110)) if rng.random() < vlan_ratio else None
+        if probe_ratio and rng.random() < probe_ratio:
+            return _probe_session(rng, net, v6, vid)
         return rng.choices(kinds, weights)[0](rng, net, v6, vid)
 
     active = [new_session() for _ in range(concurrency)]
@@ -663,19 +702,20 @@ def iter_frames(packets: int, seed: int = 0, dup_ratio: float = 0.05, ipv6_ratio
 
 def generate(path, packets: int = 1000, seed: int = 0, fmt: str = "pcap", dup_ratio: float = 0.05,
              endian: str = "<", nanos: bool = False, ipv6_ratio: float = 0.25, vlan_ratio: float = 0.1,
-             metadata: bool = False) -> dict:
+             metadata: bool = False, probe_ratio: float = 0.0) -> dict:
     """Write a realistic capture of ``packets`` Ethernet frames to ``path``; return a summary dict.
 
     ``fmt`` "pcap" or "pcapng"; ``endian`` "<" or ">"; ``nanos`` nanosecond timestamps. For pcapng,
     ``metadata`` adds what capture tools write: SHB/IDB options (application, interface name), a name
     resolution block and a final interface statistics block; without it (the default) the file holds
-    only an SHB, one IDB and EPBs, so that the metadata scrub leaves it unchanged.
+    only an SHB, one IDB and EPBs, so that the metadata scrub leaves it unchanged. ``probe_ratio``: see
+    ``iter_frames`` (many distinct addresses).
     """
     if fmt not in ("pcap", "pcapng"):
         raise ValueError(f"unknown format {fmt!r}")
     unit_div = 1 if nanos else 1000
     stats = {"packets": 0, "duplicates": 0, "bytes": 0, "format": fmt}
-    frames = iter_frames(packets, seed, dup_ratio, ipv6_ratio, vlan_ratio)
+    frames = iter_frames(packets, seed, dup_ratio, ipv6_ratio, vlan_ratio, probe_ratio=probe_ratio)
     with open(path, "wb") as fh:
         if fmt == "pcap":
             writer = CaptureWriter(fh, "pcap", make_pcap_header(1, 262144, nanos, endian))
@@ -744,12 +784,16 @@ def main(argv=None) -> int:
     ap.add_argument("--nanos", action="store_true", help="nanosecond timestamps")
     ap.add_argument("--metadata", action="store_true",
                     help="pcapng: add capture-tool metadata (SHB/IDB options, name resolution, statistics)")
+    ap.add_argument("--probe-ratio", type=float, default=0.0,
+                    help="share of sessions that are Internet background noise, each from a new public "
+                         "address (0.99: some 110,000 distinct addresses in 200,000 frames)")
     args = ap.parse_args(argv)
-    if args.packets < 0 or not 0 <= args.dup_ratio < 1:
-        ap.error("--packets must be >= 0 and --dup-ratio within [0, 1)")
+    if args.packets < 0 or not 0 <= args.dup_ratio < 1 or not 0 <= args.probe_ratio <= 1:
+        ap.error("--packets must be >= 0, --dup-ratio within [0, 1) and --probe-ratio within [0, 1]")
     fmt = "pcapng" if args.pcapng or args.out.suffix.lower() == ".pcapng" else "pcap"
     stats = generate(args.out, packets=args.packets, seed=args.seed, fmt=fmt, dup_ratio=args.dup_ratio,
-                     endian=">" if args.big_endian else "<", nanos=args.nanos, metadata=args.metadata)
+                     endian=">" if args.big_endian else "<", nanos=args.nanos, metadata=args.metadata,
+                     probe_ratio=args.probe_ratio)
     print(f"{args.out}: {stats['packets']} packets ({stats['duplicates']} duplicates), "
           f"{stats['bytes']} bytes, {fmt}", file=sys.stderr)
     return 0
