@@ -8,7 +8,9 @@ address that starts with it.
 
 Work is shared across addresses: the pad bits for each (prefix length, prefix) are cached (IPv4 in 32-bit
 arithmetic, IPv6 in 128-bit), a binary search finds the deepest cached prefix of an address, and every AES
-block it still needs goes through a single ECB call. Both caches are bounded (``release()`` empties them).
+block it still needs goes through a single ECB call. Both caches are bounded: a full cache takes no more
+entries (it holds the top of the tree, which later addresses share; a caller memoizing whole addresses
+rarely asks twice), and ``release()`` empties them.
 Hand-written because no maintained package does IPv6 and prefix caching; AES comes from ``cryptography``.
 """
 from __future__ import annotations
@@ -18,8 +20,11 @@ import struct
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 KEY_SIZE = 32
-PREFIX_CACHE_MAX = 1 << 19      # prefix -> pad-bits entries (~100 bytes each), both families
-ADDRESS_CACHE_MAX = 1 << 20     # address -> mapped address entries, per family
+# prefix -> pad-bits entries per family: ~100 bytes each (IPv4), ~120 (IPv6): at most ~3 and ~4 MB (plus one
+# address's path). A new IPv4 address adds up to 32 entries, an IPv6 address up to 128 (those its prefix
+# does not share).
+PREFIX_CACHE_MAX = 1 << 15
+ADDRESS_CACHE_MAX = 1 << 15     # address -> mapped address entries of map4 / map6, per family
 
 _M128 = (1 << 128) - 1
 _HI32 = [(0xFFFFFFFF << (32 - i)) & 0xFFFFFFFF for i in range(33)]     # the first i bits
@@ -134,7 +139,7 @@ class CryptoPAn:
         if out is None:
             a = int.from_bytes(addr, "big")
             out = (a ^ self._otp4(a)).to_bytes(4, "big")
-            if len(self._v4) > ADDRESS_CACHE_MAX:
+            if len(self._v4) >= ADDRESS_CACHE_MAX:
                 self._v4.clear()
             self._v4[bytes(addr)] = out
         return out
@@ -144,7 +149,7 @@ class CryptoPAn:
         if out is None:
             a = int.from_bytes(addr, "big")
             out = (a ^ self._otp(a, 128)).to_bytes(16, "big")
-            if len(self._v6) > ADDRESS_CACHE_MAX:
+            if len(self._v6) >= ADDRESS_CACHE_MAX:
                 self._v6.clear()
             self._v6[bytes(addr)] = out
         return out

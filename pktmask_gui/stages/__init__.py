@@ -141,11 +141,17 @@ def uninspected_policy(merged: dict, given: dict | None) -> str:
     return policy
 
 
+ZEROED_REASONS = 256            # distinct reasons counted (and warned about) one by one; the rest together
+
+
 def count_zeroed(counts: dict, w) -> None:
     """Count a walked frame (frames.walk's result) whose unreadable ranges a stage zeroed, once per reason:
-    ``counts[(status, reason)]``."""
+    ``counts[(status, reason)]``. Reasons name numbers from the frame (an EtherType, an OUI): past
+    ZEROED_REASONS of them, the others are counted as "other reasons"."""
     for reason in {b[2] for b in w[7]}:
         key = (w[0], reason)
+        if key not in counts and len(counts) >= ZEROED_REASONS:
+            key = (w[0], "other reasons")
         counts[key] = counts.get(key, 0) + 1
 
 

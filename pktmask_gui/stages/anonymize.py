@@ -38,6 +38,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .. import capture
+from ..addressset import AddressSet
 from ..checksum import fix_checksums, ones_sum
 from ..cryptopan import CryptoPAn
 from ..addressfields import dns_addresses
@@ -54,10 +55,19 @@ _SHB, _IDB, _NRB = 0x0A0D0D0A, 1, 4
 _SPECIAL_HELP = ("unspecified (0.0.0.0, ::), broadcast (255.255.255.255), loopback (127.0.0.0/8, ::1) and "
                  "multicast (224.0.0.0/4, ff00::/8)")
 _MAC_DOMAIN = b"pktmaskMAC"     # 10 bytes + 6 MAC bytes = one AES block (domain-separated from Crypto-PAn)
-_MAP_LIMIT = 1 << 20            # distinct addresses remembered (counts, mapping export): ~100 bytes each
-
-
-_PAIR_CACHE = 1 << 16
+# Memory, whatever the traffic (docs/ARCHITECTURE.md, "Memory"): every table is bounded. The mapping memos
+# hold at most _MEMO addresses a family (~115 bytes each for IPv4, ~140 for IPv6; emptied when full, the
+# mapping is recomputed on demand), the pair cache _PAIR_CACHE pairs (~210 / ~260 bytes), the DNS answers'
+# cache _ADDR_CACHE addresses; the distinct addresses, for the counts and the export, are kept in an
+# AddressSet (6 to 12 bytes an IPv4 address, 24 to 48 an IPv6 one); the kept addresses seen and the mapped
+# ones that land on a kept address (collisions) at most _SEEN each (~80 bytes); reasons for frames not
+# inspected, at most _REASONS.
+_MEMO = 1 << 15
+_PAIR_CACHE = 1 << 15
+_ADDR_CACHE = 1 << 14
+_SEEN = 1 << 15
+_REASONS = 256
+_NAMED_COLLISIONS = 10          # collisions named in a warning each (the report counts them all)
 _DATA = itemgetter(0)
 _FIELD_BY_FIELD = ()            # equals no frame (and bytes.startswith(()) is False): see AnonymizeStage._expect
 # RFC 1624 eqn. 3, HC' = ~(~HC + d), equals the ones'-complement HC + ~d except for its zero: eqn. 3 gives
@@ -204,11 +214,15 @@ class AnonymizeStage(Stage):
         self._mapmac = {}
         self._pairs = {}            # fast path: source+destination bytes -> (mapped bytes, ~checksum delta)
         self._addrs = {}            # DNS fast path: address bytes -> (mapped bytes, checksum delta)
-        self._kept_seen = set()
-        self._landed_on_kept = set()
+        self._kept_seen = set()     # kept addresses met (at most _SEEN)
+        self._landed_on_kept = set()    # mapped addresses that are kept addresses too (at most _SEEN)
         self._collisions = 0
-        self._n4 = self._n6 = self._nkept = self._nmac = 0
-        self._overflow = False
+        # the distinct addresses mapped (with their mapping when it is exported): counts and export
+        self._seen4 = AddressSet(8 if self._export else 4)
+        self._seen6 = AddressSet(32 if self._export else 16)
+        self._nmac = 0
+        self._seen_full = False     # _kept_seen or _landed_on_kept was full: counts approximate
+        self._macs_lost = False     # the MAC memo was cleared: its count approximate, its export partial
         self._types = {}
         self._uninspected = 0
         self._reasons = {}                  # reason -> frames passed unchanged (policy "pass")
@@ -246,35 +260,47 @@ class AnonymizeStage(Stage):
         return False
 
     def _new(self, addr: bytes, v4: bool) -> bytes:
+        """Map an address the memo does not hold (new, or forgotten when the memo was cleared)."""
         a = int.from_bytes(addr, "big")
-        if (self._kept4 if v4 else self._kept6)(a):
+        kept = self._kept4 if v4 else self._kept6
+        if kept(a):
             out = addr
-            self._nkept += 1
-            if addr in self._landed_on_kept:
-                self._collision(addr)
-            self._kept_seen.add(addr)
+            if addr not in self._kept_seen:
+                if addr in self._landed_on_kept:
+                    self._collision(addr)
+                self._seen(self._kept_seen, addr)
         else:
             if v4:
                 m = self._cp.anonymize_v4(a)
                 out = m.to_bytes(4, "big")
-                self._n4 += 1
+                self._seen4.add(addr + out if self._export else addr)
             else:
                 m = self._cp.anonymize_v6(a)
                 out = m.to_bytes(16, "big")
-                self._n6 += 1
-            if (self._kept4 if v4 else self._kept6)(m):
-                self._landed_on_kept.add(out)
+                self._seen6.add(addr + out if self._export else addr)
+            if kept(m) and out not in self._landed_on_kept:
                 if out in self._kept_seen:
                     self._collision(out)
+                self._seen(self._landed_on_kept, out)
         table = self._map4 if v4 else self._map6
-        if len(self._map4) + len(self._map6) >= _MAP_LIMIT:
-            self._overflow = True
+        if len(table) >= _MEMO:
             table.clear()
         table[addr] = out
         return out
 
+    def _seen(self, table: set, addr: bytes) -> None:
+        if len(table) < _SEEN:
+            table.add(addr)
+        else:
+            self._seen_full = True
+
     def _collision(self, addr: bytes) -> None:
         self._collisions += 1
+        if self._collisions > _NAMED_COLLISIONS:
+            if self._collisions == _NAMED_COLLISIONS + 1:
+                self.context.warn("More anonymized addresses equal addresses kept as they are; the report "
+                                  "counts them all ('collisions').")
+            return
         self.context.warn(
             f"The anonymized form of an address equals {ipaddress.ip_address(addr)}, an address kept as it is: "
             "in the output two different addresses look alike (use another key or keep fewer addresses).")
@@ -313,8 +339,10 @@ class AnonymizeStage(Stage):
                 if self._oui:
                     new = bytes(old[:3]) + new[3:]         # the vendor stays readable
                 self._nmac += 1
-            if len(self._mapmac) < _MAP_LIMIT:
-                self._mapmac[bytes(old)] = new
+            if len(self._mapmac) >= _MEMO:
+                self._mapmac.clear()
+                self._macs_lost = True
+            self._mapmac[bytes(old)] = new
         return new
 
     # ---- frames ------------------------------------------------------------------------------------
@@ -489,7 +517,8 @@ class AnonymizeStage(Stage):
                 raise _FrameError(rec, w[1])
             if self._policy == "pass":
                 self._uninspected += 1
-                self._reasons[w[1]] = self._reasons.get(w[1], 0) + 1
+                reason = w[1] if w[1] in self._reasons or len(self._reasons) < _REASONS else "other reasons"
+                self._reasons[reason] = self._reasons.get(reason, 0) + 1
                 return rec
         else:
             types[w[1]] = types.get(w[1], 0) + 1
@@ -546,7 +575,7 @@ class AnonymizeStage(Stage):
         d = ones_sum(new) + 0xFFFF - ones_sum(old)
         d = (d & 0xFFFF) + (d >> 16)
         cache = self._addrs
-        if len(cache) >= _PAIR_CACHE:
+        if len(cache) >= _ADDR_CACHE:
             cache.clear()
         cache[old] = hit = (new, 0 if d == 0xFFFF else d)
         return hit
@@ -804,32 +833,29 @@ class AnonymizeStage(Stage):
 
     # ---- memory, report, mapping export -----------------------------------------------------------------
     def release_memory(self) -> str | None:
-        n = self._cp.release() + len(self._pairs) + len(self._addrs)
-        self._pairs.clear()
-        self._addrs.clear()
-        m = len(self._map4) + len(self._map6) + len(self._mapmac)
-        if m > 65536:
-            # the mapping itself never changes; only the exact counts and the export table lose entries
-            self._map4.clear()
-            self._map6.clear()
-            self._mapmac.clear()
-            self._overflow = True
-        else:
-            m = 0
-        if not n and not m:
+        # the memos and caches only (the address sets keep the counts and the export)
+        n = self._cp.release() + len(self._pairs) + len(self._addrs) + len(self._map4) + len(self._map6)
+        for table in (self._pairs, self._addrs, self._map4, self._map6):
+            table.clear()
+        if not n:
             return None
-        return (f"anonymize: dropped {n + m} cached addresses and prefixes (recomputed on demand; the mapping "
+        return (f"anonymize: dropped {n} cached addresses and prefixes (recomputed on demand; the mapping "
                 "is unchanged)")
+
+    def _complete(self) -> bool:
+        """Does the export hold every address mapped?"""
+        return self._seen4.complete and self._seen6.complete and not (self._macs and self._macs_lost)
 
     def report(self) -> dict:
         if self._export and not self._exported:
             self._exported = True
             self._write_mapping(Path(self._export))
+        n4, n6 = len(self._seen4), len(self._seen6)
         rep = {
-            "addresses_mapped": self._n4 + self._n6,
-            "ipv4_addresses_mapped": self._n4,
-            "ipv6_addresses_mapped": self._n6,
-            "addresses_kept": self._nkept,
+            "addresses_mapped": n4 + n6,
+            "ipv4_addresses_mapped": n4,
+            "ipv6_addresses_mapped": n6,
+            "addresses_kept": len(self._kept_seen),
             "frames_by_type": dict(sorted(self._types.items())),
             "frames_not_inspected": self._uninspected,
             "collisions": self._collisions,
@@ -843,7 +869,7 @@ class AnonymizeStage(Stage):
             rep["frames_zeroed_unreadable"] = report_zeroed(self._zeroed, self.context)
         if self._macs:
             rep["macs_mapped"] = self._nmac
-        if self._overflow:
+        if not self._complete() or self._seen_full:
             rep["counts_approximate"] = True
         if self._export:
             rep["mapping_exported"] = True
@@ -852,7 +878,7 @@ class AnonymizeStage(Stage):
     def _write_mapping(self, path: Path) -> None:
         """Merge this file's mapping into ``path`` (one key: entries never conflict), atomically, mode 0600."""
         lines = {}
-        if self._overflow:
+        if not self._complete():
             self.context.warn("The mapping table is incomplete: the file has more distinct addresses than the "
                               "stage remembers.")
         lock = path.with_name(path.name + ".lock")
@@ -880,8 +906,9 @@ class AnonymizeStage(Stage):
                             lines[parts[0]] = parts[1]
             except FileNotFoundError:
                 pass
-            for table in (self._map4, self._map6):
-                for old, new in table.items():
+            for seen, size in ((self._seen4, 4), (self._seen6, 16)):      # entries: address + mapping
+                for entry in seen:
+                    old, new = entry[:size], entry[size:]
                     if old != new:
                         lines[str(ipaddress.ip_address(old))] = str(ipaddress.ip_address(new))
             for old, new in self._mapmac.items():

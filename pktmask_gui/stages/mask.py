@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import struct
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from itertools import islice
 
 from . import UNINSPECTED_OPTION, Option, Stage, StageError, count_zeroed, report_zeroed, uninspected_policy
 from .. import checksum
@@ -156,24 +157,31 @@ _DEAD = False                       # P_KEEP of a direction given up as not TLS 
 P_BASE, P_HIGH, P_FIRST, P_LAST, P_KEEP, P_WALKER, P_REASM, P_STRICT = range(8)
 # main-pass state of one direction instance holding kept ranges
 S_FIRST, S_LAST, S_BASE, S_HIGH, S_STARTS, S_ENDS, S_OVS, S_OVE, S_FSTARTS, S_FBYTES = range(10)
-DATAGRAM_LIMIT = 1 << 16            # fragmented datagrams the pre-scan keeps sums of (~300 bytes each)
+# fragmented datagrams the pre-scan gathers at once (~300 bytes each); when it is full the oldest quarter
+# is settled (a fragment more than that many datagrams away from the rest of its own comes too late for it)
+FRAG_WINDOW = 1 << 13
 MAX_HEADER = 60                     # the longest transport header a later fragment may carry part of (TCP)
-LIVE_LIMIT = 1 << 16                # pre-scan directions open at once; beyond it the longest idle are closed
+LIVE_LIMIT = 1 << 15                # pre-scan directions open at once; beyond it the longest idle are closed
 CLOSED_BITS = 1 << 23               # a 1 MiB bitmap of closed direction keys (see _open)
 SWEEP_EVERY = 1 << 13               # main pass: frames between sweeps of finished states
 
 
 class _Datagram:
     """What the pre-scan learns of one fragmented IP datagram: its later fragments' data sums (and the
-    transport header bytes they hold), its TCP header length, and whether a kept port protects it."""
+    transport header bytes they hold), its TCP header length, whether a kept port protects it, and its
+    fragments' frame numbers; settled, what the main pass needs of it for one frame (``d``: the first
+    fragment's checksum delta, or None)."""
 
-    __slots__ = ("first", "sums", "thl", "kept")
+    __slots__ = ("first", "sums", "thl", "kept", "frames", "head", "d")
 
     def __init__(self):
         self.first = False
         self.sums = {}          # fragment offset -> (end, ones' sum of its data, its data in the header area)
         self.thl = 20
         self.kept = False
+        self.frames = []        # frame numbers of its later fragments
+        self.head = None        # its first fragment's (frame, own data, UDP length limit, IP protocol)
+        self.d = None
 
 
 def _frag_header(dg, proto) -> int:
@@ -272,10 +280,9 @@ class MaskStage(Stage):
         self.live = {}                  # direction key -> its open state (pre-scan: P_*, main pass: S_*)
         self.tls = {}                   # direction key -> packed entry (a tuple of them after port reuse)
         self.closed = None              # bitmap of closed direction keys (pre-scan only)
-        self.datagrams = {}             # datagram key -> its instances (_Datagram), in capture order
-        self.cursors = {}               # datagram key -> the instance the main pass is in (see _datagram)
-        self.datagram_count = 0
-        self.untracked = 0              # fragments of datagrams beyond DATAGRAM_LIMIT
+        self.datagrams = {}             # pre-scan: datagram key -> its open instance (_Datagram), FRAG_WINDOW
+        # at most; settled, a fragment's frame number and what the main pass needs (see _settle), sorted
+        self.settled = array("Q")
         self.finished = False
         self.next_sweep = SWEEP_EVERY
         self.bytes_kept = 0
@@ -326,11 +333,11 @@ class MaskStage(Stage):
                 if l4 is None:
                     ip = _fragmented(w[2])
                     if ip is not None:                  # a first fragment that ends inside a header
-                        self._datagram(_frag_key(data, ip), True, True)
+                        self._datagram(_frag_key(data, ip), True)
                     continue
                 proto, t, pay, end, _ipi, fl = l4
                 if fl & L4F_FRAGMENT:
-                    self._prescan_fragment(data, w[2], l4)
+                    self._prescan_fragment(data, w[2], l4, i)
                     continue
                 if proto != 6 or t + 14 > n:
                     continue
@@ -466,16 +473,15 @@ class MaskStage(Stage):
         sport, dport = _HH(data, l4off)
         return sport in self.keep_ports or dport in self.keep_ports
 
-    def _prescan_fragment(self, data, ips, l4) -> None:
+    def _prescan_fragment(self, data, ips, l4, i: int) -> None:
         """A fragment in the pre-scan. Later fragments are opaque data, zeroed in the main pass, except the
         bytes of the transport header when a small fragment carries part of it; their sums let the first
         fragment's transport checksum account for what is zeroed."""
         proto, l4off, pay, end, ipi, fl = l4
         ip = _fragmented(ips)                                           # maybe a tunnel's packet
-        dg = self._datagram(_frag_key(data, ip), not fl & L4F_NO_HEADER, True)
-        if dg is None:
-            return
+        dg = self._datagram(_frag_key(data, ip), not fl & L4F_NO_HEADER)
         if fl & L4F_NO_HEADER:
+            dg.frames.append(i)
             start = ip[IP_FRAG_OFF]
             if start not in dg.sums and end > pay:
                 head = bytes(data[pay:min(end, pay + MAX_HEADER - start)]) if start < MAX_HEADER else b""
@@ -483,47 +489,90 @@ class MaskStage(Stage):
             at = pay + 12 - start                   # the TCP header length's byte, if in this fragment
             if proto == 6 and start <= 12 and at < end:
                 dg.thl = TCP_HEADER[data[at]]
-        elif proto in (6, 17) and l4off + 4 <= len(data):
-            if self.keep_ports and self._kept_port(data, l4off):
-                dg.kept = True
-            if proto == 6 and l4off + 13 <= len(data) and ips[ipi] is ip:
-                dg.thl = TCP_HEADER[data[l4off + 12]]
+        else:
+            base = ip[IP_PAY]
+            limit = 1 << 62
+            if ip[IP_PROTO] == 17 and base + 6 <= len(data) and _H(data, base + 4)[0] >= 8:
+                limit = _H(data, base + 4)[0]       # bytes past the UDP length are not covered
+            # its own data (overlapping copies do not count)
+            dg.head = (i, ip[IP_END] - base, limit, ip[IP_PROTO])
+            if proto in (6, 17) and l4off + 4 <= len(data):
+                if self.keep_ports and self._kept_port(data, l4off):
+                    dg.kept = True
+                if proto == 6 and l4off + 13 <= len(data) and ips[ipi] is ip:
+                    dg.thl = TCP_HEADER[data[l4off + 12]]
 
-    def _datagram(self, key, first: bool, prescan: bool):
-        """The instance of datagram ``key`` a fragment belongs to. IP identifications repeat, so a first
-        fragment starts a new instance, unless the current one has not met its first fragment yet (its
-        fragments came out of order); the pre-scan and the main pass advance alike, so they agree. At
-        most DATAGRAM_LIMIT instances are kept (beyond, None: the first fragment's checksum is then not
-        adjusted for the zeroed later ones, and they are counted)."""
-        if prescan:
-            insts = self.datagrams.get(key)
-            if insts is None:
-                insts = self.datagrams[key] = []
-            if not insts or (first and insts[-1].first):
-                if self.datagram_count >= DATAGRAM_LIMIT:
-                    self.untracked += 1
-                    return None
-                self.datagram_count += 1
-                insts.append(_Datagram())
-            dg = insts[-1]
-            dg.first = dg.first or first
-            return dg
-        insts = self.datagrams.get(key)
-        index, met = self.cursors.get(key, (-1, True))
-        if index < 0 or (first and met):
-            if index >= 0 and insts and index < len(insts):
-                insts[index] = None                 # the main pass is past it
-            index, met = index + 1, first
-        elif first:
-            met = True
-        self.cursors[key] = (index, met)
-        return insts[index] if insts and index < len(insts) else None
+    def _datagram(self, key, first: bool):
+        """The open instance of datagram ``key`` a fragment belongs to (pre-scan). IP identifications repeat,
+        so a first fragment starts a new instance, unless the current one has not met its first fragment
+        yet (its fragments came out of order); the one it ends is settled. At most FRAG_WINDOW are open: the
+        oldest quarter is settled to make room."""
+        datagrams = self.datagrams
+        dg = datagrams.get(key)
+        if dg is None or (first and dg.first):
+            if dg is not None:
+                self._settle(dg)
+            elif len(datagrams) >= FRAG_WINDOW:
+                for old in list(islice(datagrams, FRAG_WINDOW // 4)):
+                    self._settle(datagrams.pop(old))
+            dg = datagrams[key] = _Datagram()
+        dg.first = dg.first or first
+        return dg
+
+    def _settle(self, dg) -> None:
+        """What the main pass needs of a datagram's fragments, by frame number, as ``frame << 24 | kept << 23
+        | has delta << 22 | TCP header length << 16 | delta``: for its first fragment, the delta of the
+        checksums that cover the zeroed data of the later ones; for those, the header bytes they keep.
+        Frames that need nothing of it are not listed."""
+        kept = dg.kept << 23
+        if dg.head is not None:
+            i, own, limit, proto = dg.head
+            d = None
+            if dg.sums and not dg.kept:
+                hdr = _frag_header(dg, proto)
+                total = 0
+                for start, (end, s, head) in dg.sums.items():
+                    if start >= own and end <= limit:
+                        total += s
+                        if start < hdr:                     # the header bytes it carries stay
+                            total += 0xFFFF - checksum.ones_sum(head[:hdr - start]) % 0xFFFF
+                if total % 0xFFFF:
+                    d = ~(total % 0xFFFF) & 0xFFFF          # zeroing bytes of sum S adds ~S (RFC 1624 eqn. 3)
+            if d is not None or kept:
+                self.settled.append(i << 24 | kept | (d is not None) << 22 | (d or 0))
+        if kept or dg.thl != 20:
+            info = kept | dg.thl << 16
+            for i in dg.frames:
+                self.settled.append(i << 24 | info)
+
+    def _settled(self, i: int):
+        """The settled datagram of fragment frame ``i`` (main pass; None: nothing is kept of it, no delta)."""
+        settled = self.settled
+        j = bisect_left(settled, i << 24)
+        if j == len(settled) or settled[j] >> 24 != i:
+            return None
+        v = settled[j]
+        dg = _Datagram()
+        dg.kept = bool(v >> 23 & 1)
+        dg.thl = v >> 16 & 0x3F
+        if v >> 22 & 1:
+            dg.d = v & 0xFFFF
+        return dg
 
     def _end_prescan(self) -> None:
         self.finished = True
         for key, st in list(self.live.items()):
             self._close(key, st)
         self.closed = None
+        for dg in self.datagrams.values():
+            self._settle(dg)
+        self.datagrams = {}
+        if len(self.settled) > 1:
+            global np
+            if np is None:
+                import numpy
+                np = numpy
+            np.frombuffer(self.settled, dtype=np.uint64).sort()        # in place, by frame number
         # flows: the n-th instances of a direction and of its reverse are one flow
         tls = self.tls
         flows = 0
@@ -760,14 +809,8 @@ class MaskStage(Stage):
             return self._rewrite(rec, data, w[5], w[4], [(stop, len(data))], 0)
         l4 = w[4]
         if l4 is None:                              # ARP, non-IP protocols, headers cut short: no payload
-            ip = _fragmented(w[2])
-            if ip is not None:                      # a first fragment that ends inside a header
-                self._datagram(_frag_key(data, ip), True, False)
             return rec
-        dg = None
-        if l4[5] & L4F_FRAGMENT:
-            ip = _fragmented(w[2])
-            dg = self._datagram(_frag_key(data, ip), not l4[5] & L4F_NO_HEADER, False)
+        dg = self._settled(i) if l4[5] & L4F_FRAGMENT else None
         ranges = self._masked_ranges(data, w, i, dg)
         tail = w[2][0][IP_END] if w[2] else len(data)
         if tail < len(data) and any(data[tail:]):
@@ -791,27 +834,14 @@ class MaskStage(Stage):
         return self._rewrite(rec, data, w[5], l4, ranges, extra)
 
     def _fragment_deltas(self, data, ips, csums, dg) -> dict | None:
-        """For a first fragment (of datagram instance ``dg``): {checksum offset: delta} of the checksums that
+        """For a first fragment (of settled datagram ``dg``): {checksum offset: delta} of the checksums that
         cover its datagram to the end (its transport's, and a tunnelled transport's) for the zeroed data of
-        the later fragments."""
+        the later fragments (the delta settled in the pre-scan, _settle)."""
+        if dg is None or dg.d is None:
+            return None
         ip = _fragmented(ips)
-        if dg is None or not dg.sums or dg.kept:
-            return None
         base = ip[IP_PAY]
-        limit = 1 << 62
-        if ip[IP_PROTO] == 17 and base + 6 <= len(data) and _H(data, base + 4)[0] >= 8:
-            limit = _H(data, base + 4)[0]           # bytes past the UDP length are not covered
-        own = ip[IP_END] - base                     # this fragment's own data (overlapping copies do not count)
-        hdr = _frag_header(dg, ip[IP_PROTO])
-        total = 0
-        for start, (end, s, head) in dg.sums.items():
-            if start >= own and end <= limit:
-                total += s
-                if start < hdr:                     # the header bytes it carries stay
-                    total += 0xFFFF - checksum.ones_sum(head[:hdr - start]) % 0xFFFF
-        if not total % 0xFFFF:
-            return None
-        d = ~(total % 0xFFFF) & 0xFFFF              # zeroing bytes of sum S adds ~S (RFC 1624 eqn. 3)
+        d = dg.d
         out = {}
         for cs_off, start, _end, kind, _ip in csums:
             if kind != "ipv4" and start >= base and cs_off < ip[IP_END]:
@@ -1026,8 +1056,6 @@ class MaskStage(Stage):
             out["uninspected_frames"] = self.uninspected
         if self.zeroed:
             out["frames_zeroed_unreadable"] = report_zeroed(self.zeroed, self.context)
-        if self.untracked:
-            out["fragments_untracked"] = self.untracked
         if self.copies_masked:
             out["resent_ranges_differing"] = self.copies_masked
         return out
