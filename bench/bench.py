@@ -3,7 +3,9 @@
 
     python3 bench/bench.py                      # 200,000 packets, every operation alone and all three
     python3 bench/bench.py --packets 1000000    # the issue's reference size
-    python3 bench/bench.py --growth             # peak RSS at 200k vs 1M packets (all three operations)
+    python3 bench/bench.py --growth             # peak RSS at 200k, 600k and 1M packets: each operation alone
+                                                # and all three, on the usual mix and on one with 100,000+
+                                                # distinct addresses (one run each unless --repeat is given)
     python3 bench/bench.py --parallel           # two files, --jobs 1 vs --jobs 2, all three operations
     python3 bench/bench.py --cancel             # Ctrl-C mid-file: time to exit, leftovers
     python3 bench/bench.py --compressed         # the capture as .pcap.gz and .pcap.zst, all three operations,
@@ -14,14 +16,16 @@
                                                 # files: the capture and its output after all three operations)
     python3 bench/bench.py --names              # host-name pseudonyms: Anonymize IPs and all three operations,
                                                 # each without and with --pseudonymize-names
-    add --repeat N (default 3; medians) and --workdir DIR (keep the generated captures between runs)
+    add --repeat N (default 3; medians) and --workdir DIR (keep the generated captures between runs);
+    --growth --format pcapng measures pcapng captures
 
 Everything is timed as a whole CLI process (`python -m pktmask_gui process ...`, start-up included); peak RSS
 is that of the largest process of the run (the CLI or a job's child), sampled every 20 ms with psutil (the
 kernel's ru_maxrss would count the bench's own pages in a forked child before its exec). CPU time (user + system of the whole process tree) is shown beside
 wall time: on a shared machine it is the steadier of the two.
 The capture comes from the project's own seeded generator (pktmask_gui.samplegen): TLS, HTTP, DNS, ICMP,
-IPv6, VLAN and ~5% duplicates. Needs nothing but the project itself.
+IPv6, VLAN and ~5% duplicates; the growth rows add one with Internet background noise (``probe_ratio``
+0.99: ~110,000 distinct addresses in 200,000 packets, ~550,000 in a million). Needs nothing but the project.
 """
 from __future__ import annotations
 
@@ -102,11 +106,16 @@ def bench_env(work: Path) -> dict:
     return env
 
 
-def make_capture(work: Path, packets: int, seed: int = 1, name: str | None = None) -> Path:
-    path = work / (name or f"bench-{packets}.pcap")
+PROBES = 0.99                   # probe_ratio of the growth rows' many-address capture
+
+
+def make_capture(work: Path, packets: int, seed: int = 1, name: str | None = None, probes: float = 0.0,
+                 fmt: str = "pcap") -> Path:
+    kind = f"-probes{probes}" if probes else ""
+    path = work / (name or f"bench-{packets}{kind}.{fmt}")
     if not path.exists():
         t0 = time.perf_counter()
-        generate(path, packets=packets, seed=seed)
+        generate(path, packets=packets, seed=seed, fmt=fmt, probe_ratio=probes)
         print(f"generated {path.name}: {packets:,} packets, {path.stat().st_size / 1e6:.0f} MB "
               f"in {time.perf_counter() - t0:.1f} s", flush=True)
     return path
@@ -129,8 +138,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", type=int, default=200_000)
     ap.add_argument("--ops", default="dedup,anonymize,mask", help="operations to time alone (comma list)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement; medians are shown")
-    ap.add_argument("--growth", action="store_true", help="peak RSS at 200k vs --packets (default 1M)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="runs of each measurement; medians are shown (default 3; --growth: 1)")
+    ap.add_argument("--format", choices=("pcap", "pcapng"), default="pcap", help="--growth: of the captures")
+    ap.add_argument("--growth", action="store_true",
+                    help="peak RSS at 200k, 600k and --packets (default 1M), each operation and all three")
     ap.add_argument("--parallel", action="store_true", help="two files: --jobs 1 vs --jobs 2")
     ap.add_argument("--cancel", action="store_true", help="time from Ctrl-C to exit of a CLI run mid-file")
     ap.add_argument("--compressed", action="store_true", help=".pcap.gz and .pcap.zst vs plain, all operations")
@@ -140,6 +152,8 @@ def main() -> int:
     ap.add_argument("--names", action="store_true", help="the cost of --pseudonymize-names")
     ap.add_argument("--workdir", help="keep generated captures here between runs (default: a temp dir)")
     args = ap.parse_args()
+    if args.repeat is None:
+        args.repeat = 1 if args.growth else 3
 
     from pktmask_gui.stages import operations
 
@@ -219,19 +233,30 @@ def throughput(work: Path, env: dict, args, ops: list[str], names: bool = False)
 
 
 def growth(work: Path, env: dict, args, available: list[str]) -> int:
+    """Peak RSS of each operation alone and all three, at three sizes of two captures: what grows with the
+    packets (or the addresses) shows as the difference between the first and the last size."""
     big = args.packets if args.packets > 200_000 else 1_000_000
-    print(f"\n{'capture':<28} {'peak RSS MB':>12}   (all operations: {', '.join(available)}; largest of "
-          f"{args.repeat} run(s))")
-    peaks = {}
-    for n in (200_000, big):
-        src = make_capture(work, n)
-        out = work / f"out-growth-{n}"
-        peaks[n] = 0
-        for _ in range(args.repeat):
-            peaks[n] = max(peaks[n], run_measured(cli([src], out, available), env)[1])
-            shutil.rmtree(out)
-        print(f"{n:>12,} packets{'':<11} {peaks[n] / 2**20:>12.0f}", flush=True)
-    print(f"growth: {(peaks[big] - peaks[200_000]) / 2**20:.0f} MB (goal: <= 25 MB; peak goal <= 150 MB)")
+    sizes = sorted({200_000, (200_000 + big) // 2 // 100_000 * 100_000, big})
+    runs = [(op, [op]) for op in available] + [("all three", available)]
+    print(f"\npeak RSS in MB (largest of {args.repeat} run(s)), {args.format}; goals: peak <= 150 MB, growth from "
+          f"{sizes[0]:,} to {sizes[-1]:,} packets <= 25 MB")
+    print(f"{'capture':<24} {'operation':<11}" + "".join(f"{n:>10,}" for n in sizes) + f"{'growth':>8}")
+    worst = highest = 0
+    for label, probes in (("usual mix", 0.0), ("100,000+ addresses", PROBES)):
+        captures = {n: make_capture(work, n, probes=probes, fmt=args.format) for n in sizes}
+        for name, ops in runs:
+            peaks = []
+            for n in sizes:
+                out = work / f"out-growth-{n}"
+                peak = 0
+                for _ in range(args.repeat):
+                    peak = max(peak, run_measured(cli([captures[n]], out, ops), env)[1])
+                    shutil.rmtree(out)
+                peaks.append(peak / 2**20)
+            worst, highest = max(worst, peaks[-1] - peaks[0]), max(highest, *peaks)
+            print(f"{label:<24} {name:<11}" + "".join(f"{p:>10.0f}" for p in peaks)
+                  + f"{peaks[-1] - peaks[0]:>8.0f}", flush=True)
+    print(f"highest peak: {highest:.0f} MB; largest growth: {worst:.0f} MB")
     return 0
 
 
