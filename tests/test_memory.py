@@ -251,3 +251,29 @@ def test_mask_fragment_state_stays_within_its_window(monkeypatch):
         assert len(seg) == length and not any(seg[8:])
         pseudo = src + dst + struct.pack("!BBH", 0, 17, length)
         assert checksum.internet_checksum(pseudo + seg) == 0
+
+
+def test_dedup_table_growth_holds_little_besides_the_tables():
+    """A file whose first frames are larger than the rest: the table is sized too small and grows. Growing
+    takes the keys back _REFILL at a time with the old arrays let go (before: all keys in one vectorized
+    round, ~250 bytes of temporaries a key, and both tables at once: 348 MB for a million small frames)."""
+    from pktmask_gui.stages import dedup
+
+    rng = random.Random(8)
+    frames = [rng.randbytes(1400) for _ in range(2048)] + [rng.randbytes(64) for _ in range(150_000)]
+    frames += frames[:1000]                                     # and some duplicates
+    records = [(f, 1, i, len(f), 0, None) for i, f in enumerate(frames)]
+    size = sum(len(f) + 16 for f in frames)
+    stage = dedup.DedupStage({}, StageContext(extra={"input_size": size}))
+    dedup._numpy()                                              # its import is not the table's
+    tracemalloc.start()
+    try:
+        kept = 0
+        for i in range(0, len(records), 2048):
+            kept += len(stage.process(records[i:i + 2048]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert kept == len(frames) - 1000
+    assert stage._table.slots > dedup.MIN_SLOTS                 # it did grow
+    assert peak < stage._table.nbytes + (8 << 20), (peak, stage._table.nbytes)

@@ -8,9 +8,10 @@ see _frame_hash), mixed with the link type, plus the CRC-32 of the frame's first
 sequence numbers and IDs differ between frames; a CRC of the whole frame would cost a third of the stage's
 time). Two different frames are confused only on a 64-bit keyed-hash collision (about N²/2⁶⁵ for N frames)
 that is also, when their first 64 bytes differ, a CRC-32 collision of those.
-The table is sized once from the file size and the mean record size of the first batch (capped at
-``PRESIZE_CAP`` slots), so that a large file does not pay for a chain of doublings, each of which briefly
-holds the old and the new table. On top of that, one bit per frame records each decision, so that later
+The table is sized from the file size and the mean record size of the first batch (capped at
+``PRESIZE_CAP`` slots), and once more when 1/32 of the file is read (the first frames may be larger than
+the rest), so that a large file does not pay for a chain of doublings; a doubling holds the new table and
+the keys (12 bytes each), and takes them back a chunk at a time. On top of that, one bit per frame records each decision, so that later
 passes over the same input (the main pass after a pre-scan) repeat them without hashing (``replayer``).
 
 Hand-written table: Python has no compact fixed-width hash set, and this one is the hot path. Why numpy:
@@ -40,6 +41,7 @@ np = None                       # numpy, imported by the first table: a run with
 
 WINDOW = 262144
 MIN_SLOTS = 1 << 15
+RESIZE_SHARE = 32               # the table is sized again once 1/32 of the file is read
 PRESIZE_CAP = 1 << 22           # 48 MiB of table at most before any frame proves it is needed
 LOAD = 0.65                     # fullest the table gets: linear probing stays short (~3 slots a miss)
 HEAD = 64                       # bytes of a frame under its CRC-32
@@ -50,6 +52,7 @@ _ZERO_Q, _ZERO_I = (0,), (0,)
 _RECORD_OVERHEAD = 16           # bytes of a record header in the file, besides the frame itself
 _DATA, _LINKTYPE, _HEAD = itemgetter(0), itemgetter(1), itemgetter(slice(0, HEAD))
 _W = 16                         # slots a vectorized round looks at from each key's position
+_REFILL = 1 << 14                # keys a growing table takes back per add() call (see insert_all)
 _TAIL = 32                      # keys left to probe in Python rather than in another numpy round
 _MARK = 1 << 62                 # claim marks: k - _MARK, negative and distinct, the lowest k the smallest
 _ARANGE = _ONES = None          # 0, 1, 2, ... and True, True, ... (4096 of each), made with the first table
@@ -101,16 +104,26 @@ class _DigestTable:
         self.count = 0
         self.limit = int(slots * LOAD)
 
-    def grow(self) -> None:
-        old_fp, old_crc, count = self.fpv, self.crcv, self.count
-        self.__init__(self.slots * 2)
-        self.insert_all(old_fp, old_crc)
+    def grow(self, slots: int = 0) -> None:
+        """Twice the slots (or ``slots``). The keys are taken out first and the old arrays let go before the
+        new ones are made: the peak is the new table and 12 bytes a key, not both tables."""
+        taken = np.flatnonzero(self.fpv)
+        fps, crcs, count = self.fpv[taken], self.crcv[taken], self.count
+        slots = slots or self.slots * 2
+        del taken
+        self.fp = self.crc = self.fpv = self.crcv = self.windows = None
+        self.__init__(slots)
+        self.insert_all(fps, crcs)
         self.count = count
 
     def insert_all(self, fps, crcs) -> None:
-        """Insert the non-empty slots of another table's numpy arrays (count is left to the caller)."""
+        """Insert the non-empty entries of numpy arrays of fingerprints and CRCs (count is left to the caller),
+        _REFILL keys at a time: a round of ``add`` holds ~250 bytes of temporaries a key (one call for a
+        million keys peaked at 300 MB), and keys added in turn get the answers one call would give."""
         taken = np.flatnonzero(fps)
-        self.add(fps[taken], crcs[taken])
+        for i in range(0, len(taken), _REFILL):
+            part = taken[i:i + _REFILL]
+            self.add(fps[part], crcs[part])
 
     def add(self, f, c) -> list:
         """Remember the keys ``(f[k], c[k])`` (``f`` never 0) in order of ``k``, as frame-by-frame probing
@@ -295,12 +308,19 @@ class DedupStage(Stage):
         self.dropped = bytearray()      # bit n set: frame n (0-based) was a duplicate
         self._final: dict | None = None     # the report, once the tables are handed over and freed
         self._hash = _frame_hash()
+        # the first batch may not be typical of the file: once RESIZE_SHARE of it is read, the table is sized
+        # again from what came so far (while it is small, instead of doubling later with both tables held)
+        self._sample_bytes = self._sample_frames = 0
+        self._resize_at = None
 
     def process(self, batch: list) -> list:
         table = self._table
         if table is None:
             size = self.context.extra.get("input_size", 0) if self.context is not None else 0
             table = self._table = _DigestTable(presized_slots(size, batch))
+            self._resize_at = size // RESIZE_SHARE or None
+        if self._resize_at is not None:
+            self._resize(table, batch)
         if self._previous is not None:
             return self._process_window(batch)
         if table.count + len(batch) <= table.limit and batch:
@@ -310,6 +330,20 @@ class DedupStage(Stage):
             if len(lts) == 1 and min(lts) >= 0:
                 return self._process_plain(batch, min(lts))
         return self._process_general(batch, hand_over=True)
+
+    def _resize(self, table, batch: list) -> None:
+        """Count the sample's bytes and frames; once it is large enough, make the table as large as the file
+        then seems to need (the decisions do not depend on its size)."""
+        lengths = [len(rec[0]) for rec in batch if rec[1] >= 0]
+        self._sample_bytes += sum(lengths) + _RECORD_OVERHEAD * len(lengths)
+        self._sample_frames += len(lengths)
+        if self._sample_bytes < self._resize_at:
+            return
+        size = self._resize_at * RESIZE_SHARE
+        self._resize_at = None
+        frames = size * self._sample_frames // self._sample_bytes
+        if frames > table.limit and self._previous is None:             # it would double later on
+            table.grow(min(PRESIZE_CAP, int(frames * 1.125 / LOAD) + 1))
 
     def _process_plain(self, batch: list, lt: int) -> list:
         """The common batch: frames of one link type, room for all of them in the table. Returns ``batch``
