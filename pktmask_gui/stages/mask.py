@@ -169,10 +169,9 @@ SWEEP_EVERY = 1 << 13               # main pass: frames between sweeps of finish
 class _Datagram:
     """What the pre-scan learns of one fragmented IP datagram: its later fragments' data sums (and the
     transport header bytes they hold), its TCP header length, whether a kept port protects it, and its
-    fragments' frame numbers; settled, what the main pass needs of it for one frame (``d``: the first
-    fragment's checksum delta, or None)."""
+    fragments' frame numbers."""
 
-    __slots__ = ("first", "sums", "thl", "kept", "frames", "head", "d")
+    __slots__ = ("first", "sums", "thl", "kept", "frames", "head")
 
     def __init__(self):
         self.first = False
@@ -181,7 +180,18 @@ class _Datagram:
         self.kept = False
         self.frames = []        # frame numbers of its later fragments
         self.head = None        # its first fragment's (frame, own data, UDP length limit, IP protocol)
-        self.d = None
+
+
+class _Settled:
+    """What the main pass needs of a fragment's datagram (see MaskStage._settle); ``d``: a first fragment's
+    checksum delta, or None."""
+
+    __slots__ = ("thl", "kept", "d")
+
+    def __init__(self, v: int):
+        self.kept = bool(v >> 23 & 1)
+        self.thl = v >> 16 & 0x3F
+        self.d = v & 0xFFFF if v >> 22 & 1 else None
 
 
 def _frag_header(dg, proto) -> int:
@@ -551,13 +561,7 @@ class MaskStage(Stage):
         j = bisect_left(settled, i << 24)
         if j == len(settled) or settled[j] >> 24 != i:
             return None
-        v = settled[j]
-        dg = _Datagram()
-        dg.kept = bool(v >> 23 & 1)
-        dg.thl = v >> 16 & 0x3F
-        if v >> 22 & 1:
-            dg.d = v & 0xFFFF
-        return dg
+        return _Settled(settled[j])
 
     def _end_prescan(self) -> None:
         self.finished = True
