@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
-from conftest import GOOD_PCAP, REPO, cli, cli_popen, leftovers, settings_for, sha
+from helpers import GOOD_PCAP, REPO, cli, cli_popen, leftovers, settings_for, sha
 
 from pktmask_gui.jobs import run_job_process
 from pktmask_gui.pipeline import Job, run_job

@@ -10,7 +10,7 @@ import subprocess
 import tracemalloc
 
 import pytest
-from conftest import CORPUS, leftovers, sample_frames, settings_for
+from helpers import CORPUS, leftovers, sample_frames, settings_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

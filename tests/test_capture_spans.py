@@ -15,7 +15,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import GOOD_PCAPNG, KINDS, leftovers, make_kind, pcap_bytes, settings_for
+from helpers import GOOD_PCAPNG, KINDS, leftovers, make_kind, pcap_bytes, settings_for
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st

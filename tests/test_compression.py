@@ -21,7 +21,7 @@ from pathlib import Path
 import lz4.frame
 import pytest
 
-from conftest import REPO, leftovers
+from helpers import REPO, leftovers
 from pktmask_gui import compression
 from pktmask_gui.capture import META, SHB, CaptureReader, CaptureWriter, make_shb_body
 from pktmask_gui.compression import DecompressingReader, detect, output_kind, sniff, split_name

@@ -11,7 +11,7 @@ import pytest
 from pktmask_gui.pipeline import Job, find_captures, run_job
 from pktmask_gui.settings import Settings
 
-from conftest import WILD, leftovers
+from helpers import WILD, leftovers
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import (EPB_RECORDS, FRAMES, GOOD_PCAP, GOOD_PCAPNG, PCAP_RECORDS, assert_clean_failure, cli,
+from helpers import (EPB_RECORDS, FRAMES, GOOD_PCAP, GOOD_PCAPNG, PCAP_RECORDS, assert_clean_failure, cli,
                       leftovers, packets_of, settings_for, written_pcap, written_pcapng)
 
 from pktmask_gui.capture import EPB, IDB, META, SHB, SPB, CaptureReader, CaptureWriter, make_idb_body, make_shb_body

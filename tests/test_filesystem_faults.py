@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import GOOD_PCAP, assert_clean_failure, cli, leftovers, settings_for, sha
+from helpers import GOOD_PCAP, assert_clean_failure, cli, leftovers, settings_for, sha
 
 from pktmask_gui.jobs import run_job_process
 from pktmask_gui.pipeline import Job, run_job

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, REPO
+from helpers import CORPUS, REPO
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pktmask_gui.capture import (CaptureError, CaptureReader, CaptureWriter, EPB, IDB, META, SHB, build_options,

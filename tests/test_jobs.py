@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from pktmask_gui.jobs import run_job_process
 from pktmask_gui.pipeline import Job

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from pktmask_gui.jobs import run_job_process
 from pktmask_gui.pipeline import Job, run_job

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import FRAMES, GOOD_PCAP, GOOD_PCAPNG, REPO, cli, leftovers, packets_of, settings_for
+from helpers import FRAMES, GOOD_PCAP, GOOD_PCAPNG, REPO, cli, leftovers, packets_of, settings_for
 
 from pktmask_gui.pipeline import Job, output_name, run_job
 from pktmask_gui.samplegen import generate

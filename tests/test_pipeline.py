@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, VERIFY, leftovers
+from helpers import CORPUS, VERIFY, leftovers
 
 from pktmask_gui import pipeline as pipeline_mod
 from pktmask_gui.capture import CaptureReader

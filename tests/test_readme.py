@@ -1,7 +1,7 @@
 """The README's quick start is the contract with users and with CI: two commands, CI runs the second."""
 import re
 
-from conftest import REPO
+from helpers import REPO
 
 
 def quick_start_commands() -> list[str]:

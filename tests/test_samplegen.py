@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from pktmask_gui import capture
 from pktmask_gui import samplegen as sg

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import big_frame, leftovers, make_kind, pcap_file, settings_for
+from helpers import big_frame, leftovers, make_kind, pcap_file, settings_for
 
 from pktmask_gui import pipeline as pipeline_mod
 from pktmask_gui.capture import CaptureWriter

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import VERIFY
+from helpers import VERIFY
 
 from pktmask_gui import samplegen as sg
 from pktmask_gui.tcpstream import RangeMap, Reassembler

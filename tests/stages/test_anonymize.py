@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, packets_of
+from helpers import CORPUS, packets_of
 
 from pktmask_gui import capture
 from pktmask_gui import samplegen as sg

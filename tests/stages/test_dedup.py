@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import CORPUS, REPO
+from helpers import CORPUS, REPO
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st

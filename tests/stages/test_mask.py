@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import VERIFY, WILD
+from helpers import VERIFY, WILD
 
 from pktmask_gui import checksum
 from pktmask_gui import samplegen as sg

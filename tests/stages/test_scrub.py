@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS
+from helpers import CORPUS
 
 from pktmask_gui.capture import (CB_COPY, CB_NOCOPY, DSB, EPB, IDB, ISB, META, NRB, PB, SHB, CaptureReader,
                                  CaptureWriter, build_options, make_idb_body, make_shb_body, parse_options)
