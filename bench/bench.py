@@ -3,6 +3,9 @@
 
     python3 bench/bench.py                      # 200,000 packets, every operation alone and all three
     python3 bench/bench.py --packets 1000000    # the issue's reference size
+    python3 bench/bench.py --wild 0.2           # the same with real-world oddities mixed in (samplegen's
+                                                # wild_ratio: tunnels, fragments, flow export, DNS from tunnel
+                                                # ports, frames no walker reads): no run may fail
     python3 bench/bench.py --growth             # peak RSS at 200k, 600k and 1M packets: each operation alone
                                                 # and all three, on the usual mix and on one with 100,000+
                                                 # distinct addresses (one run each unless --repeat is given)
@@ -110,12 +113,12 @@ PROBES = 0.99                   # probe_ratio of the growth rows' many-address c
 
 
 def make_capture(work: Path, packets: int, seed: int = 1, name: str | None = None, probes: float = 0.0,
-                 fmt: str = "pcap") -> Path:
-    kind = f"-probes{probes}" if probes else ""
+                 fmt: str = "pcap", wild: float = 0.0) -> Path:
+    kind = (f"-probes{probes}" if probes else "") + (f"-wild{wild}" if wild else "")
     path = work / (name or f"bench-{packets}{kind}.{fmt}")
     if not path.exists():
         t0 = time.perf_counter()
-        generate(path, packets=packets, seed=seed, fmt=fmt, probe_ratio=probes)
+        generate(path, packets=packets, seed=seed, fmt=fmt, probe_ratio=probes, wild_ratio=wild)
         print(f"generated {path.name}: {packets:,} packets, {path.stat().st_size / 1e6:.0f} MB "
               f"in {time.perf_counter() - t0:.1f} s", flush=True)
     return path
@@ -150,6 +153,8 @@ def main() -> int:
                     help="compressed input: decompress on each pass vs once into a temp file")
     ap.add_argument("--levels", nargs="*", metavar="FILE", help="compression levels: ratio and speed")
     ap.add_argument("--names", action="store_true", help="the cost of --pseudonymize-names")
+    ap.add_argument("--wild", type=float, default=0.0, metavar="RATIO",
+                    help="throughput rows: share of real-world oddity sessions in the capture (0.2 is a rough mix)")
     ap.add_argument("--workdir", help="keep generated captures here between runs (default: a temp dir)")
     args = ap.parse_args()
     if args.repeat is None:
@@ -188,7 +193,7 @@ def main() -> int:
 
 
 def throughput(work: Path, env: dict, args, ops: list[str], names: bool = False) -> int:
-    src = make_capture(work, args.packets)
+    src = make_capture(work, args.packets, wild=args.wild)
     size = src.stat().st_size
     runs = [("copy loop (floor)", None)] + [(op, [op]) for op in ops]
     if len(ops) > 1:

@@ -663,8 +663,12 @@ _SESSIONS = ((_tls_session, 0.30), (_http_session, 0.08), (_dns_session, 0.45), 
 
 def iter_frames(packets: int, seed: int = 0, dup_ratio: float = 0.05, ipv6_ratio: float = 0.25,
                 vlan_ratio: float = 0.1, start_ns: int = 1_709_294_400 * 10 ** 9, concurrency: int = 6,
-                probe_ratio: float = 0.0):
+                probe_ratio: float = 0.0, wild_ratio: float = 0.0):
     """Yield ``(time_ns, frame, is_duplicate)`` for ``packets`` Ethernet frames (deterministic per seed).
+
+    ``wild_ratio``: share of sessions that are real-world oddities (``wildgen.wild_session``: DNS from tunnel
+    ports, sessions inside every encapsulation, fragments, flow export, frames no walker reads); 0 (the
+    default) leaves the stream as it was.
 
     ``probe_ratio``: share of sessions that are Internet background noise (``_probe_session``: one or two
     frames, a public source address met once). 0.99 makes about 85 % of the frames probes: some 110,000
@@ -679,6 +683,9 @@ def iter_frames(packets: int, seed: int = 0, dup_ratio: float = 0.05, ipv6_ratio
         vid = rng.choice((10, 20, 110)) if rng.random() < vlan_ratio else None
         if probe_ratio and rng.random() < probe_ratio:
             return _probe_session(rng, net, v6, vid)
+        if wild_ratio and rng.random() < wild_ratio:
+            from .wildgen import wild_session       # wildgen builds on this module
+            return wild_session(rng, net, v6, vid)
         return rng.choices(kinds, weights)[0](rng, net, v6, vid)
 
     active = [new_session() for _ in range(concurrency)]
@@ -702,20 +709,21 @@ def iter_frames(packets: int, seed: int = 0, dup_ratio: float = 0.05, ipv6_ratio
 
 def generate(path, packets: int = 1000, seed: int = 0, fmt: str = "pcap", dup_ratio: float = 0.05,
              endian: str = "<", nanos: bool = False, ipv6_ratio: float = 0.25, vlan_ratio: float = 0.1,
-             metadata: bool = False, probe_ratio: float = 0.0) -> dict:
+             metadata: bool = False, probe_ratio: float = 0.0, wild_ratio: float = 0.0) -> dict:
     """Write a realistic capture of ``packets`` Ethernet frames to ``path``; return a summary dict.
 
     ``fmt`` "pcap" or "pcapng"; ``endian`` "<" or ">"; ``nanos`` nanosecond timestamps. For pcapng,
     ``metadata`` adds what capture tools write: SHB/IDB options (application, interface name), a name
     resolution block and a final interface statistics block; without it (the default) the file holds
-    only an SHB, one IDB and EPBs, so that the metadata scrub leaves it unchanged. ``probe_ratio``: see
-    ``iter_frames`` (many distinct addresses).
+    only an SHB, one IDB and EPBs, so that the metadata scrub leaves it unchanged. ``probe_ratio`` and
+    ``wild_ratio``: see ``iter_frames`` (many distinct addresses; real-world oddities).
     """
     if fmt not in ("pcap", "pcapng"):
         raise ValueError(f"unknown format {fmt!r}")
     unit_div = 1 if nanos else 1000
     stats = {"packets": 0, "duplicates": 0, "bytes": 0, "format": fmt}
-    frames = iter_frames(packets, seed, dup_ratio, ipv6_ratio, vlan_ratio, probe_ratio=probe_ratio)
+    frames = iter_frames(packets, seed, dup_ratio, ipv6_ratio, vlan_ratio, probe_ratio=probe_ratio,
+                         wild_ratio=wild_ratio)
     with open(path, "wb") as fh:
         if fmt == "pcap":
             writer = CaptureWriter(fh, "pcap", make_pcap_header(1, 262144, nanos, endian))
@@ -787,13 +795,17 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-ratio", type=float, default=0.0,
                     help="share of sessions that are Internet background noise, each from a new public "
                          "address (0.99: some 110,000 distinct addresses in 200,000 frames)")
+    ap.add_argument("--wild-ratio", type=float, default=0.0,
+                    help="share of sessions that are real-world oddities: DNS from tunnel ports, tunnels, "
+                         "fragments, flow export, frames no walker reads (0.2: about one frame in ten)")
     args = ap.parse_args(argv)
-    if args.packets < 0 or not 0 <= args.dup_ratio < 1 or not 0 <= args.probe_ratio <= 1:
-        ap.error("--packets must be >= 0, --dup-ratio within [0, 1) and --probe-ratio within [0, 1]")
+    if args.packets < 0 or not 0 <= args.dup_ratio < 1 or not 0 <= args.probe_ratio <= 1 \
+            or not 0 <= args.wild_ratio <= 1:
+        ap.error("--packets must be >= 0, --dup-ratio within [0, 1), --probe-ratio and --wild-ratio within [0, 1]")
     fmt = "pcapng" if args.pcapng or args.out.suffix.lower() == ".pcapng" else "pcap"
     stats = generate(args.out, packets=args.packets, seed=args.seed, fmt=fmt, dup_ratio=args.dup_ratio,
                      endian=">" if args.big_endian else "<", nanos=args.nanos, metadata=args.metadata,
-                     probe_ratio=args.probe_ratio)
+                     probe_ratio=args.probe_ratio, wild_ratio=args.wild_ratio)
     print(f"{args.out}: {stats['packets']} packets ({stats['duplicates']} duplicates), "
           f"{stats['bytes']} bytes, {fmt}", file=sys.stderr)
     return 0

@@ -363,3 +363,22 @@ def test_the_wild_mix_goes_through_every_operation_without_a_failed_file_or_a_le
                             a = bytes(rec[0][x[6]:x[6] + size])
                             assert a not in addresses or a in (b"\0" * size,) or a[0] in (127, 224, 255) \
                                 or a[:1] == b"\xff"
+
+
+def test_frames_zeroed_for_reasons_that_differ_only_in_a_number_share_one_warning():
+    # garbage read as an EtherType gives a new reason per frame: one warning names the kind, counts the
+    # frames and shows a few values, and the report keeps every reason's count
+    from pktmask_gui.layout import UNINSPECTABLE
+    from pktmask_gui.stages import StageContext, report_zeroed
+
+    warned = []
+    ctx = StageContext(warnings=warned)
+    counts = {(UNINSPECTABLE, f"EtherType 0x{t:04x} is not supported"): 2 for t in range(0x7000, 0x7005)}
+    counts[(UNINSPECTABLE, "PPP protocol 0x0a41 is not supported")] = 31
+    report = report_zeroed(counts, ctx)
+    assert len(report) == 6 and report["EtherType 0x7003 is not supported"] == 2
+    assert warned == [
+        "10 frames could not be inspected (EtherType … is not supported: 5 different values, 0x7000, 0x7001, "
+        "0x7002, …): zeroed after the last header understood",
+        "31 frames could not be inspected (PPP protocol 0x0a41 is not supported): zeroed after the last header "
+        "understood"]

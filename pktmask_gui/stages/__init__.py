@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,17 +157,36 @@ def count_zeroed(counts: dict, w) -> None:
 
 
 def report_zeroed(counts: dict, context: "StageContext") -> dict:
-    """``{reason: frames}`` for the report, and one warning per reason (the same sentence from every stage
-    that zeroed them, so a job shows it once)."""
+    """``{reason: frames}`` for the report, and a warning per reason (the same sentence from every stage
+    that zeroed them, so a job shows it once). Reasons that differ only in their numbers (garbage read as
+    an EtherType gives a new one per frame) share one warning past ``GROUPED_AFTER`` of them."""
     out = {}
+    families: dict = {}
     for (status, reason), n in sorted(counts.items()):
-        frames = "1 frame" if n == 1 else f"{n:,} frames"
-        if status == UNINSPECTABLE:
-            context.warn(f"{frames} could not be inspected ({reason}): zeroed after the last header understood")
-        else:
-            context.warn(f"{frames} held {reason}: those bytes were zeroed")
         out[reason] = out.get(reason, 0) + n
+        families.setdefault((status, _NUMBER.sub("…", reason)), []).append((reason, n))
+    for (status, family), members in families.items():
+        if len(members) > GROUPED_AFTER:
+            shown = ", ".join(_NUMBER.search(r).group() for r, _ in members[:GROUPED_AFTER])
+            reason = f"{family}: {len(members)} different values, {shown}, …"
+        else:
+            for reason, n in members:
+                _warn_zeroed(context, status, reason, n)
+            continue
+        _warn_zeroed(context, status, reason, sum(n for _, n in members))
     return out
+
+
+GROUPED_AFTER = 3
+_NUMBER = re.compile(r"0x[0-9a-fA-F]+|\b\d+\b")
+
+
+def _warn_zeroed(context: "StageContext", status: int, reason: str, n: int) -> None:
+    frames = "1 frame" if n == 1 else f"{n:,} frames"
+    if status == UNINSPECTABLE:
+        context.warn(f"{frames} could not be inspected ({reason}): zeroed after the last header understood")
+    else:
+        context.warn(f"{frames} held {reason}: those bytes were zeroed")
 
 
 # Modules that define stages; a new stage is one module and one line here, nothing else.
