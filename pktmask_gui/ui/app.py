@@ -44,16 +44,22 @@ def run_gui(paths: list[str]) -> int:
     if instance is None:
         return 0
     app = make_app()
+    # Listen before building the window: a launch meanwhile connects at once and waits for the answer,
+    # which the event loop gives once it runs (the paths then join the queue), instead of timing out.
+    listening = instance.listen()
+    early: list[str] = []           # paths handed over while the window is built (should events run then)
+    instance.paths_received.connect(early.extend)
     from .main_window import MainWindow
 
     window = MainWindow()
     window.show()
     window.sweep_stale()          # after show: its log lines land in the panel
-    if paths:
-        window.add_paths(paths)
+    instance.paths_received.disconnect(early.extend)
+    if paths or early:
+        window.add_paths(paths + early)
     instance.paths_received.connect(lambda received: (window.add_paths(received),
                                                       single_instance.bring_to_front(window)))
-    if not instance.listen():
+    if not listening:
         logging.getLogger(__name__).warning(
             "Captures opened while this window runs will open a second window: the local socket %s "
             "could not be created.", instance.name)

@@ -24,6 +24,8 @@ from .. import settings as settings_mod
 
 CONNECT_TIMEOUT_MS = 1500
 HAND_OFF_WAIT_S = 6.0       # a first window still starting up gets this long to start listening
+ANSWER_WAIT_S = 30.0        # a window that accepted the connection (it listens before it builds its widgets)
+                            # gets this long to answer: its event loop may not run yet on a loaded machine
 
 
 def _names() -> tuple[str, str]:
@@ -59,7 +61,7 @@ def send(paths: list[str], name: str | None = None, timeout_ms: int = CONNECT_TI
     socket.write(message)
     socket.flush()
     answer = b""
-    deadline = time.monotonic() + timeout_ms / 1000 * 2
+    deadline = time.monotonic() + ANSWER_WAIT_S
     while not answer.endswith(b"\n") and time.monotonic() < deadline:
         if socket.bytesAvailable() or socket.waitForReadyRead(100):
             answer += bytes(socket.readAll().data())
