@@ -117,7 +117,7 @@ def test_reverse_names_follow_the_mapped_address():
     # the anonymizer's keep rules: loopback stays, so does its reverse name
     from pktmask_gui.stages import StageContext
     from pktmask_gui.stages.anonymize import AnonymizeStage
-    keep = HostNames(KEY, map_address=AnonymizeStage({}, StageContext(key=KEY)).map_address)
+    keep = HostNames(KEY, map_address=AnonymizeStage({}, StageContext(key=KEY)).mapper.map_address)
     assert keep.map_text(b"1.0.0.127.in-addr.arpa") == (b"1.0.0.127.in-addr.arpa", KEPT_ADDRESS)
 
 

@@ -140,7 +140,7 @@ class NamesStage(Stage):
                                  and k != "export_mapping"}, StageContext(log=context.log, key=context.key))
         try:
             self.hn = HostNames(context.key, bool(opts.get("keep_public_suffix", True)),
-                                opts.get("keep_domains") or (), mapper.map_address,
+                                opts.get("keep_domains") or (), mapper.mapper.map_address,
                                 export=bool(opts.get("export_mapping")))
         except ValueError as exc:
             raise StageError(f"Domains to keep: {exc}") from None
