@@ -210,7 +210,7 @@ def test_mask_fragment_state_stays_within_its_window(monkeypatch):
     two tables, ~600 bytes a datagram, to the end). Same bytes out as with a window holding them all;
     reassembled checksums hold."""
     from pktmask_gui import checksum
-    from pktmask_gui.stages import mask
+    from pktmask_gui.stages import mask, mask_prescan
 
     rng = random.Random(7)
     frames, datagrams = [], []
@@ -232,7 +232,7 @@ def test_mask_fragment_state_stays_within_its_window(monkeypatch):
     records = [(f, 1, i, len(f), 0, None) for i, f in enumerate(frames)]
 
     def run(window):
-        monkeypatch.setattr(mask, "FRAG_WINDOW", window)
+        monkeypatch.setattr(mask_prescan, "FRAG_WINDOW", window)
         stage = mask.MaskStage({}, StageContext())
         most = 0
         for i in range(0, len(records), 16):

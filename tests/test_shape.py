@@ -10,6 +10,7 @@ import struct
 import pytest
 
 import pktmask_gui.stages.mask as mask_module
+import pktmask_gui.stages.mask_prescan as mask_prescan
 from pktmask_gui import frames, samplegen as sg, shape, wildgen as wg
 from pktmask_gui.cryptopan import CryptoPAn
 from pktmask_gui.frames import F_QUOTED, OK, W_ADDRS, W_BLIND, W_IPS, walk
@@ -317,6 +318,7 @@ def test_the_anonymizer_and_the_masker_give_the_same_bytes_with_and_without_thei
     fast_mask.prescan(batch)
     want = fast_mask.process(batch)
     monkeypatch.setattr(mask_module, "shapes", lambda batch: [None] * len(batch))
+    monkeypatch.setattr(mask_prescan, "shapes", lambda batch: [None] * len(batch))
     slow_mask = MaskStage({}, StageContext())
     slow_mask.prescan(batch)
     assert slow_mask.process(batch) == want

@@ -851,7 +851,7 @@ def test_link_layer_trailer_zeroed_only_when_not_already_zero():
 
 def test_ones_sum_folding_matches_the_plain_residue():
     # _osum folds long payloads before dividing: the residue must be the plain one for every length
-    from pktmask_gui.stages.mask import _osum
+    from pktmask_gui.checksum import osum as _osum
     rnd = random.Random(11)
     for n in list(range(0, 300)) + [255, 256, 257, 1460, 1461, 8999, 65535, 65536, 70001]:
         for b in (bytes(rnd.randrange(256) for _ in range(n)), b"\xff" * n):
@@ -942,8 +942,8 @@ def test_state_stays_bounded_over_many_sequential_flows(monkeypatch):
 
 
 def test_live_limit_closes_idle_directions_and_fails_closed(monkeypatch):
-    from pktmask_gui.stages import mask as mask_module
-    monkeypatch.setattr(mask_module, "LIVE_LIMIT", 8)
+    from pktmask_gui.stages import mask_prescan
+    monkeypatch.setattr(mask_prescan, "LIVE_LIMIT", 8)
     stream, cls = layout([CH, APP[0], APP[2], APP[1]])
     per_flow = [segments(stream, [700], 1000) for _ in range(40)]
     frames, where = [], []
@@ -1003,9 +1003,9 @@ def test_packed_ranges_read_back_in_the_main_pass(big):
 # ---- the zeroed ranges' sums, one numpy reduction per batch ------------------------------------------------
 
 def test_range_sums_equal_the_per_range_sums():
-    """_range_sums (numpy, the batch's ranges at once) gives _osum of each range aligned on its checksum's
+    """checksum.range_sums (numpy, the batch's ranges at once) gives checksum.osum of each range aligned on its checksum's
     words, for every start parity and length, the first and the last range included."""
-    from pktmask_gui.stages import mask as mask_mod
+    from pktmask_gui import checksum
     r = random.Random(7)
     zeroing = []
     for k in range(400):
@@ -1014,19 +1014,19 @@ def test_range_sums_equal_the_per_range_sums():
         b = r.randrange(a + 1, len(data) + 1)
         t = r.randrange(a + 1)
         zeroing.append((k, (data, 1, 0, len(data), 0, None), a, b, 0, False, t))
-    want = [mask_mod._osum(b"\0" + rec[0][a:b] if (a - t) & 1 else rec[0][a:b])
+    want = [checksum.osum(b"\0" + rec[0][a:b] if (a - t) & 1 else rec[0][a:b])
             for _k, rec, a, b, _cs, _u, t in zeroing]
-    assert mask_mod._range_sums(zeroing) == want
+    assert checksum.range_sums(zeroing) == want
     # the big-integer sum of a range read from an odd offset is the even sum moved by a byte
     for _k, rec, a, b, _cs, _u, t in zeroing[:50]:
-        even = mask_mod._osum(rec[0][a:b])
-        assert mask_mod._osum(b"\0" + rec[0][a:b]) == (even << 8) % 0xFFFF
+        even = checksum.osum(rec[0][a:b])
+        assert checksum.osum(b"\0" + rec[0][a:b]) == (even << 8) % 0xFFFF
 
 
 @pytest.mark.parametrize("trim", [False, True])
 def test_batched_sums_give_the_bytes_of_frame_by_frame_sums(trim):
-    """Batches above and below _BATCH_SUMS (numpy reduction or _osum per range) write the same frames, and
-    every checksum the input had right is still right; a wrong one stays wrong."""
+    """Batches above and below checksum.BATCH_SUMS (numpy reduction or osum per range) write the same
+    frames, and every checksum the input had right is still right; a wrong one stays wrong."""
     stream, _cls = layout([CH, SH, CCS] + APP * 6)
     frames = [f for _off, f in segments(stream, [100, 1460, 7, 999, 1], 1000)
               + segments(stream, [1400, 3], 5000, v6=True)]
@@ -1111,8 +1111,8 @@ def test_masked_checksums_match_a_from_scratch_sum(mode, batch_sums, monkeypatch
     TSO frame), UDP without checksum, right and wrong checksums; through the numpy reduction (16) and the
     per-range sums: every payload byte gone, a right checksum right against a from-scratch sum, a wrong one
     wrong by the same amount, a UDP 0 still 0."""
-    from pktmask_gui.stages import mask as mask_mod
-    monkeypatch.setattr(mask_mod, "_BATCH_SUMS", batch_sums)
+    from pktmask_gui import checksum
+    monkeypatch.setattr(checksum, "BATCH_SUMS", batch_sums)
     rng = random.Random(99)
     built = []
     for i in range(120):
