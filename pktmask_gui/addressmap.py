@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -34,6 +34,7 @@ _MAC_DOMAIN = b"pktmaskMAC"     # 10 bytes + 6 MAC bytes = one AES block (domain
 MEMO = 1 << 15
 SEEN = 1 << 15
 NAMED_COLLISIONS = 10           # collisions named in a warning each (the report counts them all)
+Network = tuple[int, int, int]  # IP version, network address as an int, prefix length
 
 
 class MappingError(Exception):
@@ -48,7 +49,8 @@ class AddressMapper:
     ``write_mapping``. ``warn`` receives the user's sentences about collisions and an incomplete table.
     """
 
-    def __init__(self, key: bytes, *, keep_special: bool = True, keep_cidrs=(), anonymize_only=(),
+    def __init__(self, key: bytes, *, keep_special: bool = True, keep_cidrs: Sequence[Network] = (),
+                 anonymize_only: Sequence[Network] = (),
                  macs: bool = False, keep_oui: bool = False, export: bool = False,
                  warn: Callable[[str], None] = lambda _message: None):
         self.cp = CryptoPAn(key)
@@ -63,11 +65,11 @@ class AddressMapper:
         self._oui = keep_oui
         self.macs = macs or keep_oui
         self._export = export
-        self.map4: dict = {}        # original bytes -> output bytes (kept addresses map to themselves)
-        self.map6: dict = {}
-        self.mapmac: dict = {}
-        self.kept_seen: set = set()         # kept addresses met (at most SEEN)
-        self.landed_on_kept: set = set()    # mapped addresses that are kept addresses too (at most SEEN)
+        self.map4: dict[bytes, bytes] = {}  # original bytes -> output bytes (kept addresses map to themselves)
+        self.map6: dict[bytes, bytes] = {}
+        self.mapmac: dict[bytes, bytes] = {}
+        self.kept_seen: set[bytes] = set()          # kept addresses met (at most SEEN)
+        self.landed_on_kept: set[bytes] = set()     # mapped addresses that are kept addresses too (at most SEEN)
         self.collisions = 0
         # the distinct addresses mapped (with their mapping when it is exported): counts and export
         self.seen4 = AddressSet(8 if export else 4)
@@ -127,7 +129,7 @@ class AddressMapper:
         table[addr] = out
         return out
 
-    def _seen(self, table: set, addr: bytes) -> None:
+    def _seen(self, table: set[bytes], addr: bytes) -> None:
         if len(table) < SEEN:
             table.add(addr)
         else:
@@ -153,8 +155,8 @@ class AddressMapper:
         have = len(old)
         if have == size and plen >= size * 8:
             table = self.map4 if size == 4 else self.map6
-            new = table.get(old)
-            return new if new is not None else self.new(bytes(old), size == 4)
+            hit = table.get(old)
+            return hit if hit is not None else self.new(bytes(old), size == 4)
         # a part of an address or a prefix: mapped like the whole, not counted as an address of its own
         full = old + bytes(size - have)
         a = int.from_bytes(full, "big")
@@ -196,7 +198,7 @@ class AddressMapper:
         """Does the export hold every address mapped?"""
         return self.seen4.complete and self.seen6.complete and not (self.macs and self.macs_lost)
 
-    def write_mapping(self, path: Path, names: dict) -> None:
+    def write_mapping(self, path: Path, names: dict[str, str]) -> None:
         """Merge this mapping (and the host names ``names``) into ``path`` (one key: entries never
         conflict), atomically, mode 0600; MappingError when it cannot."""
         lines = {}

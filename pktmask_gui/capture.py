@@ -255,7 +255,7 @@ class CaptureReader:
         asked for before the end. A gzip, zstd or lz4 file (told by its first bytes) is read through a
         decompressor: ``compression`` names it; ``size`` and ``position`` count compressed bytes."""
         self.path = path
-        self.format = None
+        self.format: str | None = None     # "pcap" | "pcapng" once the header is read
         self.pcap_header = None
         self.section_length = None  # pcapng: the first section's length, when its header gives one
         self.offset = 0
@@ -580,7 +580,7 @@ class CaptureReader:
                     buf = self._more(buf, pos, 12)
                     base += pos
                     pos, end = 0, len(buf)
-                    if 12 > end:
+                    if end < 12:
                         if end:
                             self._cut_short("block", base, npk)
                         done = True

@@ -15,28 +15,37 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
 
-from .pipeline import Cancelled, ExecSpec, Job, JobError, JobResult, describe_failure, execute, run_job
+from .pipeline import (CancelToken, Cancelled, ExecSpec, Job, JobError, JobResult, ProgressCallback, describe_failure,
+                       execute, run_job)
 from .settings import Settings
+from .workspace import JobWorkspace
 
 CANCEL_GRACE_S = 0.25       # then the child is killed: cancel must take effect within 0.5 s
 _CONTEXT = multiprocessing.get_context("spawn")
 
 
-def run_job_process(job: Job, settings: Settings, progress=None, cancel=None, on_log=None) -> JobResult:
+def run_job_process(job: Job, settings: Settings, progress: ProgressCallback | None = None,
+                    cancel: CancelToken | None = None,
+                    on_log: Callable[[logging.LogRecord], None] | None = None) -> JobResult:
     """Like pipeline.run_job, with the streaming passes in a child process. Blocking.
 
     Log records from the child are re-emitted through this process's ``logging`` (loggers under
     ``pktmask_gui``), ``record.job`` (the input's file name) as the child's job log set it; ``on_log``, when
     given, also gets them.
     """
-    def executor(spec, progress_cb, cancel_evt, workspace):
+    def executor(spec: ExecSpec, progress_cb: ProgressCallback | None, cancel_evt: CancelToken | None,
+                 workspace: JobWorkspace) -> dict[str, Any]:
         return _run_child(spec, progress_cb, cancel_evt, workspace, on_log)
 
     return run_job(job, settings, progress=progress, cancel=cancel, executor=executor)
 
 
-def _run_child(spec: ExecSpec, progress, cancel, workspace, on_log) -> dict:
+def _run_child(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelToken | None,
+               workspace: JobWorkspace, on_log: Callable[[logging.LogRecord], None] | None) -> dict[str, Any]:
     receiver, sender = _CONTEXT.Pipe(duplex=False)
     # Cancel goes down a pipe of its own rather than a multiprocessing.Event: no named semaphore to create,
     # register with the resource tracker and clean up; the child polls it once per batch.
@@ -46,9 +55,10 @@ def _run_child(spec: ExecSpec, progress, cancel, workspace, on_log) -> dict:
     proc.start()
     sender.close()
     stop_receiver.close()
-    outcome = None
+    outcome: dict[str, Any] | None = None
     failure = None
     try:
+        assert proc.pid is not None             # started
         workspace.add_owner(proc.pid)
         while True:
             if cancel is not None and cancel.is_set():
@@ -78,10 +88,8 @@ def _run_child(spec: ExecSpec, progress, cancel, workspace, on_log) -> dict:
                     outcome = message[1]
                 elif kind == "error":
                     failure = message[1:]
-            elif not proc.is_alive():
-                # Drain what the child sent just before it exited.
-                if not receiver.poll(0):
-                    break
+            elif not proc.is_alive() and not receiver.poll(0):
+                break           # the child exited and sent nothing more (what it sent last was drained)
         proc.join(5)
     finally:
         if proc.is_alive():
@@ -99,7 +107,7 @@ def _run_child(spec: ExecSpec, progress, cancel, workspace, on_log) -> dict:
 
 
 class _PipeLogHandler(logging.Handler):
-    def __init__(self, conn):
+    def __init__(self, conn: Connection) -> None:
         super().__init__(logging.DEBUG)
         self.conn = conn
 
@@ -127,7 +135,7 @@ def _die_with_parent(parent_pid: int) -> None:
         except Exception:
             pass
 
-    def watch():
+    def watch() -> None:
         while True:
             if os.getppid() != parent_pid:
                 os._exit(3)
@@ -139,7 +147,7 @@ def _die_with_parent(parent_pid: int) -> None:
 class _StopFlag:
     """The child's cancel token: set once the owner writes to the stop pipe (or closes it)."""
 
-    def __init__(self, conn):
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.set = False
 
@@ -149,7 +157,7 @@ class _StopFlag:
         return self.set
 
 
-def _child_main(spec: ExecSpec, conn, stop_conn, parent_pid: int) -> None:
+def _child_main(spec: ExecSpec, conn: Connection, stop_conn: Connection, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the owner decides; Ctrl-C reaches it, not us
     _die_with_parent(parent_pid)
     root = logging.getLogger("pktmask_gui")
@@ -158,7 +166,7 @@ def _child_main(spec: ExecSpec, conn, stop_conn, parent_pid: int) -> None:
     root.propagate = False
     job_log = logging.LoggerAdapter(logging.getLogger(__name__), {"job": spec.display_name})
 
-    def progress(*args):
+    def progress(*args: Any) -> None:
         conn.send(("progress",) + args)
 
     try:

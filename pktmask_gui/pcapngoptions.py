@@ -7,15 +7,16 @@ in place. Shared by the metadata scrub (``stages/scrub.py``: options removed) an
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from .capture import DSB, IDB, ISB, NRB, SHB
 
 OPTION_HEADER = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}     # code, length
 _U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
+Buffer = bytes | bytearray | memoryview
 
 
-def options_start(btype: int, body, endian: str) -> int | None:
+def options_start(btype: int, body: Buffer, endian: str) -> int | None:
     """Where a metadata block's options begin inside its body, or None when it has no room for any."""
     if btype == SHB:
         start = 16
@@ -40,7 +41,7 @@ def options_start(btype: int, body, endian: str) -> int | None:
     return start if start < len(body) else None
 
 
-def has_code(buf, endian: str, codes, known=None) -> bool:
+def has_code(buf: Buffer, endian: str, codes: Container[int], known: Container[int] | None = None) -> bool:
     """True when the option bytes ``buf`` hold an option whose code is in ``codes`` or, when ``known`` is
     given, not in ``known`` (no allocation)."""
     unpack = OPTION_HEADER[endian].unpack_from

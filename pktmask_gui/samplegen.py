@@ -613,7 +613,7 @@ def _ping_session(rng: random.Random, net: _Net, v6: bool, vid):
             yield _pad(frame) if reply else frame
 
 
-def _unreachable_session(rng: random.Random, net: _Net, v6: bool, vid):
+def _unreachable_session(rng: random.Random, net: _Net, _v6: bool, vid):
     """A UDP datagram to a closed port and the ICMP port-unreachable quoting it (IPv4)."""
     client, cmac = net.client(False)
     link = _Link(cmac, False, vid)

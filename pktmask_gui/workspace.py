@@ -14,10 +14,10 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import psutil
 
@@ -29,7 +29,7 @@ OUTPUT_PREFIX = "pktmask_output_"
 MARKER = "pktmask-owner.json"
 
 
-def _fmt_size(nbytes: int) -> str:
+def _fmt_size(nbytes: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if nbytes < 1024 or unit == "TB":
             return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
@@ -37,7 +37,7 @@ def _fmt_size(nbytes: int) -> str:
     return str(nbytes)
 
 
-def _process_identity(pid: int) -> dict:
+def _process_identity(pid: int) -> dict[str, Any]:
     try:
         created = psutil.Process(pid).create_time()
     except psutil.Error:
@@ -45,7 +45,7 @@ def _process_identity(pid: int) -> dict:
     return {"pid": pid, "created": created}
 
 
-def _is_alive(identity: dict) -> bool:
+def _is_alive(identity: dict[str, Any]) -> bool:
     try:
         proc = psutil.Process(int(identity["pid"]))
         # A recycled pid belongs to another process: compare start times (psutil rounds them).
@@ -68,11 +68,11 @@ class JobWorkspace:
         # cleanup steps, run newest first on exit; every one runs even when another fails (_logged)
         self.cleanups = contextlib.ExitStack()
         self.path: Path | None = None
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._owners = [_process_identity(os.getpid())]
         self._staging: list[str] = []
 
-    def __enter__(self) -> "JobWorkspace":
+    def __enter__(self) -> JobWorkspace:
         try:
             self._tmp = tempfile.TemporaryDirectory(prefix=PIPELINE_PREFIX, dir=self.temp_root)
         except OSError as exc:
@@ -85,7 +85,7 @@ class JobWorkspace:
             raise
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -99,6 +99,7 @@ class JobWorkspace:
 
     def _write_marker(self) -> None:
         marker = {"owners": self._owners, "started": time.time(), "staging": self._staging}
+        assert self.path is not None            # only inside the with block
         tmp = self.path / (MARKER + ".tmp")
         tmp.write_text(json.dumps(marker), encoding="utf-8")
         os.replace(tmp, self.path / MARKER)
@@ -158,7 +159,8 @@ class JobWorkspace:
         return link
 
 
-def _logged(logger, description: str, step, *args, **kwargs) -> None:
+def _logged(logger: logging.Logger | logging.LoggerAdapter[Any], description: str, step: Callable[..., object],
+            *args: Any, **kwargs: Any) -> None:
     """One cleanup step; a failure is logged (to the job's ``logger``), never raised, so that the steps
     after it still run."""
     try:
@@ -167,7 +169,7 @@ def _logged(logger, description: str, step, *args, **kwargs) -> None:
         logger.warning("Cleanup step failed (%s): %s", description, exc)
 
 
-def _read_marker(path: Path) -> dict | None:
+def _read_marker(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((path / MARKER).read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else None
@@ -188,7 +190,8 @@ def _stale(path: Path, min_age_s: float) -> bool:
     return not any(_is_alive(owner) for owner in owners)
 
 
-def sweep_stale(temp_root: Path | str | None = None, extra_dirs=(), min_age_s: float = 60.0) -> list[Path]:
+def sweep_stale(temp_root: Path | str | None = None, extra_dirs: Iterable[Path | str] = (),
+                min_age_s: float = 60.0) -> list[Path]:
     """Remove workspace dirs whose owning processes are all gone; log each; return what was removed.
 
     ``extra_dirs``: output folders to search for ``pktmask_output_`` staging dirs as well (the staging
@@ -230,7 +233,7 @@ class MemoryMonitor:
     """
 
     def __init__(self, rss_mb: int = 1024, available_pct: int = 10, interval: float = 0.25,
-                 pids: Callable[[], list[int]] | None = None):
+                 pids: Callable[[], list[int]] | None = None):  # noqa: ARG002 (accepted, unused: own RSS only)
         self.rss_limit = rss_mb * 1024 * 1024 if rss_mb else 0
         self.available_pct = available_pct
         self.interval = interval

@@ -121,7 +121,8 @@ def _compare(args, files: list[Path], tmp: Path) -> int:
         runs = {}
         for label, checkout in (("base", args.base.resolve()), ("this", REPO)):
             with ThreadPoolExecutor(len(shards)) as pool:
-                parts = pool.map(lambda k: _run(checkout, shards[k], flags, tmp / name / label / str(k), cfg),
+                out = tmp / name / label
+                parts = pool.map(lambda k, c=checkout, f=flags, o=out: _run(c, shards[k], f, o / str(k), cfg),
                                  range(len(shards)))
                 runs[label] = {k: v for part in parts for k, v in part.items()}
         same, differ, status = 0, [], []

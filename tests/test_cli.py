@@ -54,7 +54,7 @@ def test_one_bad_file_fails_the_run_but_not_the_batch(workdir):
     assert files["bad.pcap"]["status"] == "failed" and files["bad.pcap"]["error"]
     assert files["missing.pcap"]["status"] == "failed"
     assert not (workdir / "out" / "bad-sanitized.pcap").exists()
-    failed_lines = [l for l in proc.stderr.splitlines() if l.startswith("FAILED")]
+    failed_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED")]
     assert len(failed_lines) == 2 and "Traceback" not in proc.stderr
 
 

@@ -57,7 +57,7 @@ def _deep_damage() -> tuple[bytes, int]:
             for i in range(5000)]
     data = written_pcap(recs)
     off = REC0
-    for i in range(3000):
+    for _ in range(3000):
         off += 16 + struct.unpack_from("<I", data, off + 8)[0]
     return _patch2(data, off + 8, "<II", 200000, 100), off
 

@@ -259,11 +259,13 @@ def _shapes() -> list:
     tcp = sg.tcp4_frame(A, B, 40000, 443, 1, 1, sg.ACK, b"\x17\x03\x03\x00\x05hello")
     out = [tcp, sg.tcp6_frame(a6, b6, 40000, 443, 1, 1, sg.ACK, b"GET / HTTP/1.1\r\n"),
            sg.tcp4_frame(A, B, 53, 40000, 1, 1, sg.ACK, b"\x00\x1e" + sg.dns_response(1, "a.b", [C])),
-           sg.udp4_frame(A, B, 40000, 50000, b"\x17\x03\x03data"), sg.udp6_frame(a6, b6, 5353, 5353, sg.dns_query(1, "x.local")),
+           sg.udp4_frame(A, B, 40000, 50000, b"\x17\x03\x03data"),
+           sg.udp6_frame(a6, b6, 5353, 5353, sg.dns_query(1, "x.local")),
            sg.udp4_frame(A, B, 40000, 50000, sg.ipv6(a6, b6, 59, b"")),
            sg.udp4_frame(A, B, 68, 67, b"\x01\x01\x06\x00" + bytes(300)),
            sg.eth("02:00:00:00:00:02", "02:00:00:00:00:01", 0x0800, sg.ipv4(A, B, 1, sg.icmp_echo(1, 2, b"ping"))),
-           sg.eth("02:00:00:00:00:02", "02:00:00:00:00:01", 0x86DD, sg.ipv6(a6, b6, 58, sg.icmp6_echo(a6, b6, 1, 2, b"p"))),
+           sg.eth("02:00:00:00:00:02", "02:00:00:00:00:01", 0x86DD,
+                  sg.ipv6(a6, b6, 58, sg.icmp6_echo(a6, b6, 1, 2, b"p"))),
            _sflow_frame()]
     out += [sg.udp4_frame(A, B, port, 53, sg.dns_query(0x6000 | port & 0xFFF, "q.example")) for port in TUNNEL_PORTS]
     out += [wg.encapsulate(tcp, how) for how in wg.ENCAPSULATIONS]
@@ -275,8 +277,7 @@ def _shapes() -> list:
 def _mutations(count: int, seed: int):
     rnd = random.Random(seed)
     shapes = _shapes()
-    for f in shapes:
-        yield f
+    yield from shapes
     for _ in range(count):
         b = bytearray(rnd.choice(shapes))
         for _ in range(rnd.randint(1, 4)):

@@ -32,10 +32,7 @@ class _Mismatch(Exception):
 
 def inside(blind, off: int) -> bool:
     """Does offset ``off`` lie in one of the walker's blind ranges?"""
-    for start, end, _reason in blind:
-        if start <= off < end:
-            return True
-    return False
+    return any(start <= off < end for start, end, _reason in blind)
 
 
 def udp_end(data, t: int, end: int) -> int:

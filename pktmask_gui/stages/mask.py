@@ -1,13 +1,13 @@
 """Mask Payloads: keep what troubleshooting needs (headers, TCP behaviour, the TLS handshake), zero the rest.
 
-Pre-scan (``stages/mask_prescan.py``): every TCP direction's bytes go through tcpstream.Reassembler into a tls.TlsWalker, which builds a
-map of the stream ranges to keep (record headers, handshake / alert / CCS records); fragments of IP
-datagrams are summed so that the first fragment's transport checksum can account for the zeroed later
-ones. Process: per frame only offsets (frames.walk), a range lookup, zeroing, and RFC 1624 checksum
+Pre-scan (``stages/mask_prescan.py``): every TCP direction's bytes go through tcpstream.Reassembler into
+a tls.TlsWalker, which builds a map of the stream ranges to keep (record headers, handshake / alert / CCS
+records); fragments of IP datagrams are summed so that the first fragment's transport checksum can account
+for the zeroed later ones. Process: per frame only offsets (frames.walk), a range lookup, zeroing, and RFC 1624 checksum
 updates of every checksum that covers a changed byte (quoted headers, tunnel UDP and GRE included), so a
 valid checksum stays valid and a bad one stays bad. The ones'-complement sums of the ranges the usual
-frames zero are taken for a whole batch in one numpy reduction (``checksum.range_sums``; numpy for speed: a big
-integer per frame cost a fifth of the stage). Both passes read the usual frame (Ethernet, at most
+frames zero are taken for a whole batch in one numpy reduction (``checksum.range_sums``; numpy for speed: a
+big integer per frame cost a fifth of the stage). Both passes read the usual frame (Ethernet, at most
 one VLAN tag, IPv4 without options or IPv6, TCP or plain UDP) at fixed offsets, exactly where
 frames.walk's fast path would find them, and walk only the others; the pre-scan skips ICMP and plain UDP.
 
@@ -16,9 +16,9 @@ segment, to a SYN with another sequence number, its FIN or RST, or LIVE_LIMIT op
 while it is open; when it closes, only its kept (and re-sent) ranges stay, packed in one bytes object with
 the numbers of its first and last frames (``mask_prescan.pack_entry``), and a direction with nothing kept
 leaves nothing. The main pass finds a frame's instance by its frame number, unpacks the ranges when the
-instance begins and drops them once it is over. A direction that goes on after it was closed (a segment sent again after the FIN) is a
-new instance that starts mid-stream: its first bytes count as a record header only when confirmed, as
-after a gap.
+instance begins and drops them once it is over. A direction that goes on after it was closed (a segment
+sent again after the FIN) is a new instance that starts mid-stream: its first bytes count as a record
+header only when confirmed, as after a gap.
 
 What is masked (the innermost payload; every header above it stays): TCP payload outside the kept TLS
 ranges, all UDP payload (and any bytes after the UDP length inside its IP packet), ICMP / ICMPv6 echo
@@ -353,7 +353,7 @@ class MaskStage(MaskPrescan, Stage):
         trim = self.trim
         trimmed = 0
         join, zero = b"".join, _ZERO
-        for (k, rec, a, b, cs, udp, t), s in zip(zeroing, sums):
+        for (k, rec, a, b, cs, udp, _t), s in zip(zeroing, sums):
             data = rec[0]
             hc = updated((data[cs] << 8) | data[cs + 1], -s % 0xFFFF, udp)     # new 0 - old sum
             if trim and b >= len(data) and not (rec[5] is not None and rec[5][0] == 3):
@@ -406,7 +406,7 @@ class MaskStage(MaskPrescan, Stage):
                 return new
         return self._rewrite(rec, data, w[5], l4, ranges, extra)
 
-    def _fragment_deltas(self, data, ips, csums, dg) -> dict | None:
+    def _fragment_deltas(self, _data, ips, csums, dg) -> dict | None:
         """For a first fragment (of settled datagram ``dg``): {checksum offset: delta} of the checksums that
         cover its datagram to the end (its transport's, and a tunnelled transport's) for the zeroed data of
         the later fragments (the delta settled in the pre-scan, _settle)."""

@@ -59,7 +59,7 @@ class ScrubStage(Stage):
         return {**settings.scrub, **settings.options_for(cls.name)}    # the settings' own scrub items first
 
     @classmethod
-    def wanted(cls, settings, operations=()) -> bool:
+    def wanted(cls, settings, operations=()) -> bool:  # noqa: ARG003 (Stage.wanted's signature)
         return not settings.keep_metadata
 
     def __init__(self, options, context):

@@ -145,7 +145,7 @@ def test_tls_session_handshake_kept_application_data_zero(v6, vlans):
     frames += [cs[0], ss[0], ss[1]] + cs[1:] + ss[2:]
     out, stage = run(recs([f for _, f in frames]))
     data = [o[0] for o in out]
-    for (off, f), o in zip(frames, data):
+    for (_off, f), o in zip(frames, data):
         assert len(o) == len(f)
         assert o[:14 + 4 * len(vlans)] == f[:14 + 4 * len(vlans)]          # link headers and VLAN tags
     check_stream([data[2]] + data[5:5 + len(cs) - 1], [cs[0][0]] + [c[0] for c in cs[1:]], client, ccls)
@@ -203,7 +203,7 @@ def test_gap_then_resync_and_midstream_start():
     kept = [s for s in segs if not s[0] <= h1 < s[0] + 700]
     out, stage = run(recs([f for _, f in kept]))
     hdr_after = [len(CH) + i * 905 for i in range(2, 5)]
-    for (off, f), o in zip(kept, out):
+    for (off, _f), o in zip(kept, out):
         p = payload(o[0])
         for j, b in enumerate(p):
             pos = off + j
@@ -216,7 +216,7 @@ def test_gap_then_resync_and_midstream_start():
     mid = segs[2:]
     out, _ = run(recs([f for _, f in mid]))
     first = min(h for h in hdr_after if h > mid[0][0])
-    for (off, f), o in zip(mid, out):
+    for (off, _f), o in zip(mid, out):
         p = payload(o[0])
         for j, b in enumerate(p):
             if off + j < first:
@@ -1003,8 +1003,8 @@ def test_packed_ranges_read_back_in_the_main_pass(big):
 # ---- the zeroed ranges' sums, one numpy reduction per batch ------------------------------------------------
 
 def test_range_sums_equal_the_per_range_sums():
-    """checksum.range_sums (numpy, the batch's ranges at once) gives checksum.osum of each range aligned on its checksum's
-    words, for every start parity and length, the first and the last range included."""
+    """checksum.range_sums (numpy, the batch's ranges at once) gives checksum.osum of each range aligned on its
+    checksum's words, for every start parity and length, the first and the last range included."""
     from pktmask_gui import checksum
     r = random.Random(7)
     zeroing = []
@@ -1018,7 +1018,7 @@ def test_range_sums_equal_the_per_range_sums():
             for _k, rec, a, b, _cs, _u, t in zeroing]
     assert checksum.range_sums(zeroing) == want
     # the big-integer sum of a range read from an odd offset is the even sum moved by a byte
-    for _k, rec, a, b, _cs, _u, t in zeroing[:50]:
+    for _k, rec, a, b, _cs, _u, _t in zeroing[:50]:
         even = checksum.osum(rec[0][a:b])
         assert checksum.osum(b"\0" + rec[0][a:b]) == (even << 8) % 0xFFFF
 

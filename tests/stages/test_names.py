@@ -73,7 +73,8 @@ def names_capture(workdir) -> Path:
 
 def mapper():
     stage = AnonymizeStage({}, StageContext(key=bytes.fromhex(KEY_HEX)))
-    return lambda addr: ipaddress.ip_address(stage.mapper.map_address(addr.packed, len(addr.packed), len(addr.packed) * 8))
+    mapper = stage.mapper
+    return lambda addr: ipaddress.ip_address(mapper.map_address(addr.packed, len(addr.packed), len(addr.packed) * 8))
 
 
 def test_runs_after_dedup_before_mask_and_anonymize():
