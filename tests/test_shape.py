@@ -11,7 +11,7 @@ import pytest
 
 import pktmask_gui.stages.mask as mask_module
 import pktmask_gui.stages.mask_prescan as mask_prescan
-from pktmask_gui import frames, samplegen as sg, shape, wildgen as wg
+from pktmask_gui import frames, sampleconv, samplegen as sg, shape, wildgen as wg
 from pktmask_gui.cryptopan import CryptoPAn
 from pktmask_gui.frames import F_QUOTED, OK, W_ADDRS, W_BLIND, W_IPS, walk
 from pktmask_gui.stages import StageContext
@@ -346,7 +346,7 @@ def test_the_wild_mix_goes_through_every_operation_without_a_failed_file_or_a_le
     net = sg._Net(rng)
     frames_ = [f for _ in range(150) for f in wildgen.wild_session(rng, net, rng.random() < 0.25, None)]
     src = workdir / "wild.pcap"
-    sg.write_pcap(src, frames_)
+    sampleconv.write_pcap(src, frames_)
     addresses = set()
     for f in frames_:
         w = walk(f, 1)

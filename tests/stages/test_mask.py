@@ -14,7 +14,7 @@ import pytest
 from helpers import VERIFY, WILD
 
 from pktmask_gui import checksum
-from pktmask_gui import samplegen as sg
+from pktmask_gui import sampleconv, samplegen as sg
 from pktmask_gui.capture import CaptureReader, CaptureWriter
 from pktmask_gui.frames import Uninspectable, walk
 from pktmask_gui.stages import StageContext, StageError
@@ -642,22 +642,22 @@ def _decode_as_verifier(tmp: Path, ports):
 
 def _write_pair(tmp: Path, frames, out):
     src, dst = tmp / "in.pcap", tmp / "out.pcap"
-    sg.write_pcap(src, frames)
-    sg.write_pcap(dst, [o[0] for o in out])
+    sampleconv.write_pcap(src, frames)
+    sampleconv.write_pcap(dst, [o[0] for o in out])
     return src, dst
 
 
 def _upgrade(proto, tls13):
-    msgs = sg.upgrade_messages(proto)
-    tls = sg.tls_flights(random.Random(5), tls13=tls13)
-    return sg.tcp_conversation(msgs + tls, sg.UPGRADE_PORTS[proto], seed=len(proto), v6=not tls13), \
+    msgs = sampleconv.upgrade_messages(proto)
+    tls = sampleconv.tls_flights(random.Random(5), tls13=tls13)
+    return sampleconv.tcp_conversation(msgs + tls, sampleconv.UPGRADE_PORTS[proto], seed=len(proto), v6=not tls13), \
         _truth(msgs, tls)
 
 
-@pytest.mark.parametrize("proto", sorted(sg.UPGRADE_PORTS))
+@pytest.mark.parametrize("proto", sorted(sampleconv.UPGRADE_PORTS))
 @pytest.mark.parametrize("tls13", [True, False])
 def test_tls_after_plaintext_upgrade_keeps_the_handshake(proto, tls13):
-    port = sg.UPGRADE_PORTS[proto]
+    port = sampleconv.UPGRADE_PORTS[proto]
     frames, truth = _upgrade(proto, tls13)
     out, stage = run(recs(frames), batch=9)
     _check_conversation(frames, out, truth, port)
@@ -670,10 +670,11 @@ def test_tls_after_plaintext_upgrade_keeps_the_handshake(proto, tls13):
 
 def test_upgrades_pass_the_independent_verifier(workdir):
     """All the upgrades above in one capture, checked by verify.py (with Decode As on their ports)."""
-    cmd = _decode_as_verifier(workdir, sg.UPGRADE_PORTS.values())
+    cmd = _decode_as_verifier(workdir, sampleconv.UPGRADE_PORTS.values())
     if cmd is None:
         pytest.skip("tshark or verify.py is missing (or Windows: the tshark wrapper is a shell script)")
-    frames = [f for proto in sorted(sg.UPGRADE_PORTS) for tls13 in (True, False) for f in _upgrade(proto, tls13)[0]]
+    frames = [f for proto in sorted(sampleconv.UPGRADE_PORTS) for tls13 in (True, False)
+              for f in _upgrade(proto, tls13)[0]]
     out, stage = run(recs(frames), batch=50)
     assert stage.report()["tls_flows"] == 16
     src, dst = _write_pair(workdir, frames, out)
@@ -682,10 +683,10 @@ def test_upgrades_pass_the_independent_verifier(workdir):
     assert re.search(r"mask\.tls_handshake\s+PASS", p.stdout.decode())      # compared, not skipped
 
 
-@pytest.mark.parametrize("proto", sorted(sg.UPGRADE_PORTS))
+@pytest.mark.parametrize("proto", sorted(sampleconv.UPGRADE_PORTS))
 def test_refused_upgrade_and_the_plaintext_after_it_masked(proto):
-    msgs = sg.upgrade_messages(proto, accept=False)
-    frames = sg.tcp_conversation(msgs, sg.UPGRADE_PORTS[proto], seed=7, mss=40)
+    msgs = sampleconv.upgrade_messages(proto, accept=False)
+    frames = sampleconv.tcp_conversation(msgs, sampleconv.UPGRADE_PORTS[proto], seed=7, mss=40)
     out, stage = run(recs(frames))
     assert all(not any(payload(o[0])) for o in out)
     assert stage.report()["tls_flows"] == 0
@@ -696,35 +697,35 @@ def test_plaintext_that_looks_like_tls_is_masked():
     resync rule accepts in a capture that began mid-connection): from the SYN on, TLS must open with a
     hello, so nothing is kept."""
     chain = b"\x16\x03\x01\x00\x05SECRE\x17\x03\x03\x00\x02TS\x16\x03\x01\x00\x03PIN"
-    msgs = sg.upgrade_messages("smtp", accept=False) + [(True, b"DATA\r\n"), (False, b"354 go ahead\r\n"),
+    msgs = sampleconv.upgrade_messages("smtp", accept=False) + [(True, b"DATA\r\n"), (False, b"354 go ahead\r\n"),
                                                          (True, b"Subject: x\r\n\r\n" + chain)]
-    frames = sg.tcp_conversation(msgs, 25, seed=3)
+    frames = sampleconv.tcp_conversation(msgs, 25, seed=3)
     out, _ = run(recs(frames))
     assert all(not any(payload(o[0])) for o in out)
     # a fake header in the CONNECT request whose record ends exactly where the real ClientHello begins
     fake = b"\x16\x03\x01\x00\x0bsecret-hash"
     msgs = [(True, b"CONNECT www.example.com:443 HTTP/1.1\r\nX-Trace: " + fake),
             (False, b"HTTP/1.1 200 Connection established\r\n\r\n")]
-    tls = sg.tls_flights(random.Random(8))
-    frames = sg.tcp_conversation(msgs + tls, 3128, seed=4)
+    tls = sampleconv.tls_flights(random.Random(8))
+    frames = sampleconv.tcp_conversation(msgs + tls, 3128, seed=4)
     out, _ = run(recs(frames))
     _check_conversation(frames, out, _truth(msgs, tls), 3128)
 
 
 def test_connect_answered_407_then_retried_then_tls():
-    refused = sg.upgrade_messages("connect", accept=False)[:2]
-    msgs = refused + sg.upgrade_messages("connect")
-    tls = sg.tls_flights(random.Random(9), tls13=False)
-    frames = sg.tcp_conversation(msgs + tls, 3128, seed=5)
+    refused = sampleconv.upgrade_messages("connect", accept=False)[:2]
+    msgs = refused + sampleconv.upgrade_messages("connect")
+    tls = sampleconv.tls_flights(random.Random(9), tls13=False)
+    frames = sampleconv.tcp_conversation(msgs + tls, 3128, seed=5)
     out, stage = run(recs(frames))
     _check_conversation(frames, out, _truth(msgs, tls), 3128)
     assert stage.report()["tls_records"]["handshake"] == 5
 
 
 def test_gap_in_the_plaintext_or_the_hello_before_tls():
-    msgs = sg.upgrade_messages("imap")
-    tls = sg.tls_flights(random.Random(10))
-    frames = sg.tcp_conversation(msgs + tls, 143, seed=6, mss=20)
+    msgs = sampleconv.upgrade_messages("imap")
+    tls = sampleconv.tls_flights(random.Random(10))
+    frames = sampleconv.tcp_conversation(msgs + tls, 143, seed=6, mss=20)
     truth = _truth(msgs, tls)
     # the second plaintext segment from the server is lost: the ServerHello after the hole opens TLS
     server_plain = [i for i, f in enumerate(frames) if payload(f) and not payload(f).startswith(b"\x16")
