@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from . import compression
-from .capture import META, SHB, CaptureError, CaptureReader, CaptureWriter, make_shb_body
+from .capture import META, SHB, CaptureError, CaptureReader, make_shb_body
+from .capturewriter import CaptureWriter
 from .settings import Settings
 from .stages import Batch, Stage, StageContext, StageError, all_stages, stage_by_name
 from .workspace import JobWorkspace, MemoryMonitor

@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 import struct
 
-from .capture import CaptureWriter, make_pcap_header
+from .capture import make_pcap_header
+from .capturewriter import CaptureWriter
 from .samplegen import (_der, _Net, _TcpConn, _vec, http_request, tls_certificate, tls_client_hello,
                         tls_handshake, tls_record, tls_server_hello)
 

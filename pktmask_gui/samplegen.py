@@ -1,7 +1,7 @@
 """Seeded generator of realistic captures (tests, benchmarks, the shipped sample).
 
 ``generate(path, packets=N, seed=S, fmt="pcap"|"pcapng", dup_ratio=0.05, ...)`` writes, through
-``capture.CaptureWriter``, a client-side capture of a small office network: Ethernet/IPv4 and IPv6 TCP
+``capturewriter.CaptureWriter``, a client-side capture of a small office network: Ethernet/IPv4 and IPv6 TCP
 flows carrying TLS 1.2 and 1.3 (ClientHello with SNI, ServerHello, Certificate, ChangeCipherSpec,
 ApplicationData; records span segments), plain HTTP over TCP, DNS over UDP, ICMP / ICMPv6 echo, ICMP
 port-unreachable errors quoting a UDP datagram, 802.1Q-tagged flows and about ``dup_ratio`` exact
@@ -80,8 +80,8 @@ import struct
 import sys
 from pathlib import Path
 
-from .capture import (CaptureWriter, IDB, ISB, META, NRB, SHB, EPB, build_options, make_idb_body,
-                      make_pcap_header, make_shb_body)
+from .capture import IDB, ISB, META, NRB, SHB, EPB, build_options, make_idb_body, make_pcap_header, make_shb_body
+from .capturewriter import CaptureWriter
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 ETH_IPV4, ETH_IPV6, ETH_VLAN = 0x0800, 0x86DD, 0x8100

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from pktmask_gui import capture
 from pktmask_gui.capture import (BLOCK, DATA, EPB, IDB, IFACE, LINKTYPE, META, ORIGLEN, SHB, TS, CaptureError,
-                                 CaptureReader, CaptureWriter, Interface, RawPcapTime, build_options,
-                                 idb_info, make_idb_body, make_pcap_header, make_shb_body, parse_options,
-                                 section_endian, ts_to_ns)
+                                 CaptureReader, Interface, RawPcapTime, build_options, idb_info, make_idb_body,
+                                 make_pcap_header, make_shb_body, parse_options, section_endian, ts_to_ns)
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import generate
 

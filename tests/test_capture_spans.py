@@ -21,7 +21,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from pktmask_gui import capture
-from pktmask_gui.capture import DATA, CaptureError, CaptureReader, CaptureWriter
+from pktmask_gui.capture import DATA, CaptureError, CaptureReader
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import Job, run_job
 
 ALL = ["dedup", "anonymize", "mask"]

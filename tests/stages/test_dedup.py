@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pktmask_gui.capture import META, CaptureReader, CaptureWriter
+from pktmask_gui.capture import META, CaptureReader
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import ExecSpec, execute
 from pktmask_gui.samplegen import generate
 from pktmask_gui.stages import StageContext, StageError

@@ -15,7 +15,8 @@ from helpers import VERIFY, WILD
 
 from pktmask_gui import checksum
 from pktmask_gui import sampleconv, samplegen as sg
-from pktmask_gui.capture import CaptureReader, CaptureWriter
+from pktmask_gui.capture import CaptureReader
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.frames import Uninspectable, walk
 from pktmask_gui.stages import StageContext, StageError
 from pktmask_gui.stages.mask import MaskStage

@@ -11,7 +11,8 @@ import pytest
 from helpers import CORPUS
 
 from pktmask_gui.capture import (CB_COPY, CB_NOCOPY, DSB, EPB, IDB, ISB, META, NRB, PB, SHB, CaptureReader,
-                                 CaptureWriter, build_options, make_idb_body, make_shb_body, parse_options)
+                                 build_options, make_idb_body, make_shb_body, parse_options)
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import tcp4_frame, udp4_frame
 from pktmask_gui.settings import SCRUB_ITEMS, Settings
