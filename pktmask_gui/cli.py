@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="do not scrub pcapng metadata (comments, name resolution, keys, custom blocks)")
     general.add_argument("-j", "--jobs", type=int, metavar="N", help="files processed in parallel "
                          "(default: the setting, itself defaulting to the number of cores)")
+    general.add_argument("--scheduler", metavar="ADDRESS",
+                         help="send one task per file to this Dask scheduler (tcp://HOST:PORT or tls://HOST:PORT; "
+                              "needs pip install 'pktmask-gui[cluster]'); inputs and -o must be on a file system "
+                              "every worker reaches at the same path")
     general.add_argument("--temp-dir", metavar="DIR", help="temp root (default: the setting or the system's)")
     general.add_argument("--large-file-threshold", type=int, metavar="MB",
                          help="hard-link inputs of at least this size into the temp folder (default 200)")
@@ -363,6 +367,9 @@ def process_main(argv: list[str]) -> int:
                          "usage: pktmask-gui process PATH... -o DIR [--dedup] [--anonymize] [--mask] "
                          "[--jobs N] [--json]  (see --help)\n")
         return EXIT_USAGE
+    if args.scheduler:
+        from .cluster import process_main as process_on_cluster
+        return process_on_cluster(args, settings, operations)
 
     console = _Console(0, args.quiet or False)
     handler = _ConsoleLogHandler(console)

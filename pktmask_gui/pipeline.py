@@ -57,6 +57,7 @@ class Job:
     stages: list[str] = field(default_factory=list)
     rel_dir: Path = Path("")                 # layout kept under output_dir for folder inputs
     key_file: Path | None = None             # anonymization key (None: the user's key in the config dir)
+    key: bytes | None = field(default=None, repr=False)  # the key itself, given by the caller (a cluster task)
 
 
 @dataclass
@@ -685,6 +686,8 @@ def _check_input(path: Path) -> None:
 def _load_key(job: Job) -> bytes:
     from . import keys
 
+    if job.key is not None:
+        return job.key
     if job.key_file is not None:
         return keys.load_key_file(Path(job.key_file))
     return keys.load_or_create_key()

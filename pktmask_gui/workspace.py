@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -42,10 +43,14 @@ def _process_identity(pid: int) -> dict[str, Any]:
         created = psutil.Process(pid).create_time()
     except psutil.Error:
         created = 0.0
-    return {"pid": pid, "created": created}
+    return {"pid": pid, "created": created, "host": socket.gethostname()}
 
 
 def _is_alive(identity: dict[str, Any]) -> bool:
+    # An owner on another host (a cluster worker writing to a shared output folder) cannot be judged from
+    # here: taken as alive, its host's own sweep removes what it left.
+    if identity.get("host", socket.gethostname()) != socket.gethostname():
+        return True
     try:
         proc = psutil.Process(int(identity["pid"]))
         # A recycled pid belongs to another process: compare start times (psutil rounds them).
