@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -226,8 +227,7 @@ class ClusterRun:
     def __init__(self, address: str, settings, key: bytes | None, on_result=None, on_progress=None,
                  on_log=None, on_started=None, log_level: int = logging.WARNING):
         self.address = address.strip()
-        self.settings = copy.deepcopy(settings)
-        self.settings.temp_root = ""        # each worker uses its own temp folder (a client path means nothing there)
+        self.settings = _for_workers(settings)
         self.secret = Secret(key)
         self.on_result, self.on_progress, self.on_log, self.on_started = on_result, on_progress, on_log, on_started
         self.log_level = log_level
@@ -249,7 +249,14 @@ class ClusterRun:
         if not self.address.startswith(("tcp://", "tls://")):
             raise ClusterError(f"the scheduler address {self.address!r} must start with tcp:// or tls://")
         from distributed import Client, Variable
+        from distributed.comm.addressing import parse_host_port
 
+        try:        # nothing listening: say so at once (Dask would retry until its timeout)
+            host, port = parse_host_port(self.address.split("://", 1)[1])
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {self.address} "
+                               f"({_reason(exc) if not isinstance(exc, ValueError) else 'no host:port'})") from None
         try:
             self.client = Client(self.address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, TLS errors: one sentence
@@ -298,9 +305,11 @@ class ClusterRun:
         self.folders.update(folders)
 
     # --- running ---------------------------------------------------------------------------------
-    def submit(self, index: int, job: Job) -> None:
+    def submit(self, index: int, job: Job, settings=None) -> None:
+        """Send one file; ``settings``: this file's, when not the run's."""
         self.folders.add(str(_output_folder(job)))
-        future = self.client.submit(run_task, job, self.settings, self.secret, index, self.run_id, self.log_level,
+        settings = self.settings if settings is None else _for_workers(settings)
+        future = self.client.submit(run_task, job, settings, self.secret, index, self.run_id, self.log_level,
                                     key=f"pktmask-{self.run_id}-{index}", pure=False)
         with self.lock:
             self.futures[index] = future
@@ -348,16 +357,16 @@ class ClusterRun:
         return True
 
     # --- cancel and close ------------------------------------------------------------------------
-    def cancel(self, index: int | None = None) -> None:
-        """Cancel one task (``index``) or all: running tasks stop within a batch and clean up, tasks not
-        started yet end at once when they start."""
+    def cancel(self, index=None) -> None:
+        """Cancel one task (``index``), several (a list of indices) or all (None): running tasks stop within
+        a batch and clean up, tasks not started yet end at once when they start."""
         if self.variable is None:
             return
         with self.lock:
             if index is None:
                 self.cancel_all_set = True
             else:
-                self.cancelled.add(index)
+                self.cancelled.update([index] if isinstance(index, int) else index)
             state = {"all": self.cancel_all_set, "ids": sorted(self.cancelled)}
         try:
             self.variable.set(state)
@@ -392,6 +401,13 @@ class ClusterRun:
                 client.close(timeout=5)
             except Exception:   # noqa: BLE001
                 pass
+
+
+def _for_workers(settings):
+    settings = copy.deepcopy(settings)
+    settings.temp_root = ""         # each worker uses its own temp folder (a path here means nothing there)
+    settings.dask_scheduler = ""
+    return settings
 
 
 def _output_folder(job: Job) -> Path:

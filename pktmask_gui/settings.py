@@ -64,6 +64,7 @@ class Settings:
     scrub: dict = field(default_factory=lambda: {k: True for k in SCRUB_ITEMS})
     stage_options: dict = field(default_factory=dict)
     wireshark_path: str = ""                # "" = find Wireshark on PATH / in its usual install folder
+    dask_scheduler: str = ""                # the window's Start sends the queue there (tcp:// or tls://); "" = here
 
     def temp_root_path(self) -> Path:
         return Path(self.temp_root) if self.temp_root else Path(tempfile.gettempdir())
@@ -96,6 +97,10 @@ class Settings:
         if self.wireshark_path and not Path(self.wireshark_path).is_file():
             problems.append(f"The Wireshark program {self.wireshark_path} does not exist (leave the field empty "
                             "to find Wireshark on the PATH).")
+        if self.dask_scheduler and (not self.dask_scheduler.startswith(("tcp://", "tls://"))
+                                    or len(self.dask_scheduler) < 7 or any(c.isspace() for c in self.dask_scheduler)):
+            problems.append("The Dask scheduler address must look like tcp://HOST:PORT or tls://HOST:PORT "
+                            "(leave it empty to run on this computer).")
         if self.compress not in COMPRESS_CHOICES:
             problems.append("Output compression must be one of: " + ", ".join(COMPRESS_CHOICES) + ".")
         problems.extend(self._validate_stage_options())

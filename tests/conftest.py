@@ -43,3 +43,18 @@ def _private_config(monkeypatch):
         monkeypatch.setenv("PKTMASK_CONFIG_DIR", str(Path(name) / "pktmask-gui"))
         monkeypatch.setenv("XDG_CONFIG_HOME", name)
         yield
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A Dask scheduler and two workers (``dask scheduler`` / ``dask worker`` as subprocesses, each worker with
+    a temp folder of its own), shared by the cluster tests; skipped where distributed is not installed."""
+    pytest.importorskip("distributed", reason="the optional extra 'cluster' (distributed) is not installed")
+    from cluster_helpers import Cluster
+
+    with tempfile.TemporaryDirectory(prefix="pktmask_test_cluster_") as name:
+        cluster = Cluster(Path(name))
+        try:
+            yield cluster
+        finally:
+            cluster.stop()

@@ -73,7 +73,9 @@ class RunController(QObject):
         super().__init__(parent)
         self.model = model
         self.settings = settings          # in force: the window sets new ones; each job starts with a copy
-        self.runner = JobRunner(self)
+        # JobRunner: jobs on this computer; a ClusterRunner (cluster_runner.py) while a run goes to the Dask
+        # scheduler named in the settings. Chosen when a run starts.
+        self.local_runner = self.runner = JobRunner(self)
         self.run: Run | None = None
         self.last_results: list[JobResult] = []   # the last run's results, in queue order (its summary)
         self.last_elapsed: float | None = None
@@ -83,10 +85,27 @@ class RunController(QObject):
         self._repaint = QTimer(self)
         self._repaint.setInterval(100)
         self._repaint.timeout.connect(self._flush_progress)
-        self.runner.progress.connect(self._on_progress)
-        self.runner.finished.connect(self._on_result)
-        self.runner.failed.connect(self._on_worker_failed)
-        self.runner.idle.connect(self._on_idle)
+        self._listen(self.runner)
+
+    def _listen(self, runner) -> None:
+        runner.progress.connect(self._on_progress)
+        runner.finished.connect(self._on_result)
+        runner.failed.connect(self._on_worker_failed)
+        runner.idle.connect(self._on_idle)
+
+    def _choose_runner(self) -> None:
+        """A run starts: on the Dask scheduler of the settings, or here. The previous runner is idle."""
+        address = getattr(self.settings, "dask_scheduler", "")
+        if address and self.runner.threads_alive() == 0:
+            from .cluster_runner import ClusterRunner
+            if self.runner is not self.local_runner:
+                self.runner.deleteLater()
+            self.runner = ClusterRunner(address, self)
+            self._listen(self.runner)
+            log.info("This run goes to the Dask scheduler at %s.", address)
+        elif not address and self.runner is not self.local_runner and self.runner.threads_alive() == 0:
+            self.runner.deleteLater()
+            self.runner = self.local_runner
 
     # --- state -----------------------------------------------------------------------------------
     def running_count(self) -> int:
@@ -119,6 +138,7 @@ class RunController(QObject):
         if self.closing:
             return
         if self.run is None:
+            self._choose_runner()
             self.run = Run(list(operations), output_dir)
             what = (f"{plural(sum(r.status == QUEUED for r in self.model.rows), 'file')} with "
                     f"{', '.join(titles(operations))}")
@@ -132,7 +152,8 @@ class RunController(QObject):
         run = self.run
         if run is None or self.closing:
             return
-        limit = max(1, int(self.settings.parallel_jobs))
+        limit = len(self.model.rows) if getattr(self.runner, "unbounded", False) else \
+            max(1, int(self.settings.parallel_jobs))
         for row in self.model.rows:
             if self.runner.running_count() >= limit:
                 break

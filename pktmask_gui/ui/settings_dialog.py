@@ -223,6 +223,16 @@ class SettingsDialog(QDialog):
         rows.field("Parallel jobs:", self.parallel_jobs,
                    f"Each file runs in its own process. This computer has {os.cpu_count() or 1} CPU cores; "
                    "more parallel jobs than cores gains nothing.")
+        self.dask_scheduler = QLineEdit()
+        self.dask_scheduler.setObjectName("dask_scheduler")
+        self.dask_scheduler.setClearButtonEnabled(True)
+        self.dask_scheduler.setPlaceholderText("Empty: on this computer (e.g. tls://scheduler.example.org:8786)")
+        self.dask_scheduler.setToolTip("Start sends the queue to this Dask scheduler, one task per file")
+        rows.field("Run on a Dask scheduler:", self.dask_scheduler,
+                   "Start sends every queued file to this scheduler's workers (needs pip install "
+                   "'pktmask-gui[cluster]'). Inputs and the output folder must be on a file system every "
+                   "worker reaches at the same path. Without tls:// the anonymization key crosses the "
+                   "network in clear.")
         layout.addWidget(jobs_box)
 
         naming = QGroupBox("Output naming")
@@ -378,6 +388,7 @@ class SettingsDialog(QDialog):
             box.setChecked(bool(s.scrub.get(key, True)))
         self.temp_root.setText(s.temp_root)
         self.wireshark_path.setText(s.wireshark_path)
+        self.dask_scheduler.setText(s.dask_scheduler)
         self.large_file_threshold_mb.setValue(int(s.large_file_threshold_mb))
         self.memory_rss_mb.setValue(int(s.memory_rss_mb))
         self.memory_available_pct.setValue(int(s.memory_available_pct))
@@ -397,6 +408,7 @@ class SettingsDialog(QDialog):
         s.scrub = {key: box.isChecked() for key, box in self.scrub_boxes.items()}
         s.temp_root = self.temp_root.text().strip()
         s.wireshark_path = self.wireshark_path.text().strip()
+        s.dask_scheduler = self.dask_scheduler.text().strip()
         s.large_file_threshold_mb = self.large_file_threshold_mb.value()
         s.memory_rss_mb = self.memory_rss_mb.value()
         s.memory_available_pct = self.memory_available_pct.value()
