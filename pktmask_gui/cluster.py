@@ -257,9 +257,22 @@ class ClusterRun:
         except (OSError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {self.address} "
                                f"({_reason(exc) if not isinstance(exc, ValueError) else 'no host:port'})") from None
+        class _Client(Client):
+            def __del__(self):  # one that failed to connect: close quietly (Dask's waits 30 s, then a traceback)
+                try:
+                    if getattr(self, "_Client__loop", None) is not None:
+                        self.close(timeout=2)
+                except Exception:   # noqa: BLE001
+                    pass
+
         try:
-            self.client = Client(self.address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+            self.client = _Client(self.address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, TLS errors: one sentence
+            if "ssl_context" in str(exc):
+                raise ClusterError(f"cannot reach the Dask scheduler at {self.address}: tls:// needs Dask's TLS "
+                                   "settings on this computer (a CA file, a certificate and its key: "
+                                   "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, …__CLIENT__CERT, …__CLIENT__KEY or "
+                                   "~/.config/dask/distributed.yaml; see the README)") from None
             raise ClusterError(f"cannot reach the Dask scheduler at {self.address} ({_reason(exc)})") from None
         try:
             self.client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 class Cluster:
     """A scheduler and two nanny-managed workers, started as subprocesses; stopped by their own pids."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, workers: int = 2, tls: dict | None = None):
         self.root = root
         self.worker_tmp = root / "worker-tmp"
         self.worker_tmp.mkdir()
@@ -27,18 +27,25 @@ class Cluster:
         env.pop("XDG_CONFIG_HOME", None)
         self.logs = []
         sched_file = root / "scheduler.json"
+        tls_args = [] if tls is None else ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]),
+                                           "--tls-key", str(tls["key"])]
+        self.security = None
+        if tls is not None:
+            self.security = distributed.security.Security(tls_ca_file=str(tls["ca"]), tls_client_cert=str(tls["cert"]),
+                                                          tls_client_key=str(tls["key"]), require_encryption=True)
         self.procs = [self._start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0",
-                                   "--no-dashboard", "--host", "127.0.0.1", "--scheduler-file", str(sched_file)],
-                                  env, "scheduler")]
+                                   "--no-dashboard", "--host", "127.0.0.1", "--scheduler-file", str(sched_file),
+                                   *(["--protocol", "tls"] if tls else []), *tls_args], env, "scheduler")]
         deadline = time.monotonic() + 60
         while not sched_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         self.address = json.loads(sched_file.read_text())["address"]
         self.nannies = [self._start([sys.executable, "-m", "distributed.cli.dask_worker", self.address,
                                      "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
-                                     "--name", f"w{n}"], env, f"worker{n}") for n in (1, 2)]
+                                     "--name", f"w{n}", *tls_args], env, f"worker{n}")
+                        for n in range(1, workers + 1)]
         self.procs += self.nannies
-        self.wait_for_workers(2)
+        self.wait_for_workers(workers)
 
     def _start(self, cmd, env, name):
         log = open(self.root / f"{name}.log", "wb")
@@ -48,7 +55,7 @@ class Cluster:
         return proc
 
     def wait_for_workers(self, n: int, timeout: float = 60) -> None:
-        with distributed.Client(self.address, timeout=30, set_as_default=False) as client:
+        with distributed.Client(self.address, timeout=30, set_as_default=False, security=self.security) as client:
             client.wait_for_workers(n, timeout=timeout)
 
     def worker_pids(self) -> set[int]:
@@ -73,3 +80,37 @@ class Cluster:
 
     def log_text(self) -> bytes:
         return b"".join(p.read_bytes() for p in self.logs if p.exists())
+
+
+def make_tls_files(folder: Path) -> dict[str, Path]:
+    """A certificate authority and one certificate (for 127.0.0.1) signed by it, as PEM files: enough for a
+    scheduler, a worker and a client to speak tls:// to each other."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pktmask test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = {"ca": folder / "ca.pem", "cert": folder / "cert.pem", "key": folder / "key.pem"}
+    files["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    return files

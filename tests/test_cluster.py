@@ -46,9 +46,9 @@ def leftovers(*dirs) -> list[str]:
     return [str(p) for d in dirs for p in Path(d).rglob("pktmask_*") if not p.name.startswith("pktmask_test_")]
 
 
-def cli(*args, wait=True, **kwargs):
+def cli(*args, wait=True, env_extra=None, **kwargs):
     cmd = [sys.executable, "-m", "pktmask_gui", "process", *map(str, args)]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
     if not wait:
         return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=180, **kwargs)
@@ -189,3 +189,33 @@ def test_an_unreachable_scheduler_is_one_sentence(workdir):
     assert "Traceback" not in proc.stderr
     bad = cli(src, "-o", workdir / "out", "--mask", "--scheduler", "127.0.0.1:8786")
     assert bad.returncode == 2 and "must start with tcp:// or tls://" in bad.stderr
+
+
+def test_tls_as_the_readme_sets_it_up(workdir):
+    """A scheduler and a worker speaking tls:// only, the client set up through Dask's environment variables
+    exactly as the README shows; the output is the local run's."""
+    from cluster_helpers import Cluster, make_tls_files
+
+    tls = make_tls_files(workdir)
+    (workdir / "tls").mkdir()
+    cluster = Cluster(workdir / "tls", workers=1, tls=tls)
+    try:
+        assert cluster.address.startswith("tls://")
+        src = workdir / "a.pcapng"
+        generate(src, packets=600, seed=5, fmt="pcapng")
+        local = cli(src, "-o", workdir / "local", *OPS)
+        assert local.returncode == 0, local.stderr
+        env = {"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+               "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(tls["ca"]),
+               "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(tls["cert"]),
+               "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(tls["key"])}
+        remote = cli(src, "-o", workdir / "remote", *OPS, "--scheduler", cluster.address, env_extra=env)
+        assert remote.returncode == 0, remote.stderr
+        assert outputs(workdir / "remote") == outputs(workdir / "local")
+        # without the client's certificate the scheduler cannot be used: one sentence, exit 2
+        refused = cli(src, "-o", workdir / "other", *OPS, "--scheduler", cluster.address)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert "pktmask-gui process: error: cannot reach the Dask scheduler" in refused.stderr, refused.stderr
+        assert "tls:// needs Dask's TLS settings" in refused.stderr
+    finally:
+        cluster.stop()
