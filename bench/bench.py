@@ -33,6 +33,7 @@ IPv6, VLAN and ~5% duplicates; the growth rows add one with Internet background 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -155,6 +156,8 @@ def main() -> int:
     ap.add_argument("--names", action="store_true", help="the cost of --pseudonymize-names")
     ap.add_argument("--wild", type=float, default=0.0, metavar="RATIO",
                     help="throughput rows: share of real-world oddity sessions in the capture (0.2 is a rough mix)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="8 files: a local Dask scheduler with two workers (process --scheduler) vs --jobs 2")
     ap.add_argument("--workdir", help="keep generated captures here between runs (default: a temp dir)")
     args = ap.parse_args()
     if args.repeat is None:
@@ -185,6 +188,8 @@ def main() -> int:
             return levels(work, env, args, available)
         if args.names:
             return throughput(work, env, args, [], names=True)
+        if args.cluster:
+            return cluster(work, env, args, available)
         return throughput(work, env, args, ops)
     finally:
         print(f"({load()} at the end)")
@@ -453,6 +458,62 @@ with open(sys.argv[1], "rb") as fh, open(sys.argv[2], "wb") as out:
         out.write(chunk)
 """
 
+
+
+
+def cluster(work: Path, env: dict, args, available: list[str]) -> int:
+    """8 files of --packets each, all operations: process --scheduler on a local scheduler with two workers
+    (each started by its own command, --nthreads 1, already running: their start is not timed) against the
+    local --jobs 2 run; the outputs must be the same bytes."""
+    files = [make_capture(work, args.packets, seed=20 + i, name=f"cl-{i}-{args.packets}.pcap") for i in range(8)]
+    inputs = work / f"cluster-in-{args.packets}"
+    inputs.mkdir(exist_ok=True)
+    for f in files:
+        if not (inputs / f.name).exists():
+            os.link(f, inputs / f.name)
+    worker_tmp = work / "cluster-worker-tmp"
+    worker_tmp.mkdir(exist_ok=True)
+    wenv = dict(env, TMPDIR=str(worker_tmp))
+    sched_file = work / "cluster-scheduler.json"
+    sched_file.unlink(missing_ok=True)
+    dask = [sys.executable, "-m"]
+    procs = [subprocess.Popen(dask + ["distributed.cli.dask_scheduler", "--port", "0", "--host", "127.0.0.1",
+                                      "--no-dashboard", "--scheduler-file", str(sched_file)], env=wenv,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        while not sched_file.exists():
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        procs += [subprocess.Popen(dask + ["distributed.cli.dask_worker", address, "--nthreads", "1",
+                                           "--host", "127.0.0.1", "--no-dashboard"], env=wenv,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        import distributed
+        with distributed.Client(address, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+        local, remote = [], []
+        for _ in range(args.repeat):
+            for into, extra, out in ((local, ["--jobs", "2"], work / "cl-out-local"),
+                                     (remote, ["--scheduler", address], work / "cl-out-remote")):
+                shutil.rmtree(out, ignore_errors=True)
+                cmd = [sys.executable, "-m", "pktmask_gui", "process", str(inputs), "-o", str(out), "-q",
+                       *extra, *[f"--{op}" for op in available]]
+                into.append(run_measured(cmd, env))
+            same = all((work / "cl-out-local" / p.name).read_bytes() == p.read_bytes()
+                       for p in (work / "cl-out-remote").iterdir())
+            if not same or len(list((work / "cl-out-remote").iterdir())) != 8:
+                raise SystemExit("the cluster's outputs differ from the local run's")
+        left = [p for p in worker_tmp.rglob("pktmask_*")] + [p for p in (work / "cl-out-remote").rglob("pktmask_*")]
+        one, two = median(r[0] for r in local), median(r[0] for r in remote)
+        print(f"8 files x {args.packets:,} packets, all operations: local --jobs 2 {one:.2f} s, Dask scheduler "
+              f"with 2 local workers {two:.2f} s: ratio {two / one:.2f} (runs: "
+              f"{', '.join(f'{r[0]:.2f}/{l[0]:.2f}' for r, l in zip(remote, local))}); outputs identical; "
+              f"{len(left)} pktmask_* left")
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
