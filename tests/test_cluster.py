@@ -20,6 +20,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="the optional extra 'cluster' (distributed) is not installed")
 
+from helpers import leftovers  # noqa: E402
 from pktmask_gui.samplegen import generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,11 +40,6 @@ def big_inputs():
         for i in range(4):
             generate(folder / f"big{i}.pcap", packets=20000, seed=100 + i)
         yield folder
-
-
-def leftovers(*dirs) -> list[str]:
-    """Every ``pktmask_*`` entry below the given folders (the tests' own ``pktmask_test_*`` aside)."""
-    return [str(p) for d in dirs for p in Path(d).rglob("pktmask_*") if not p.name.startswith("pktmask_test_")]
 
 
 def cli(*args, wait=True, env_extra=None, **kwargs):
