@@ -70,11 +70,10 @@ class Secret:
 
 
 def available() -> bool:
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Is the extra installed? (Without importing it: the settings dialog asks, and the import takes ~1 s.)"""
+    import importlib.util
+
+    return importlib.util.find_spec("distributed") is not None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -228,11 +228,12 @@ class SettingsDialog(QDialog):
         self.dask_scheduler.setClearButtonEnabled(True)
         self.dask_scheduler.setPlaceholderText("Empty: on this computer (e.g. tls://scheduler.example.org:8786)")
         self.dask_scheduler.setToolTip("Start sends the queue to this Dask scheduler, one task per file")
+        from ..cluster import available as cluster_available
         rows.field("Run on a Dask scheduler:", self.dask_scheduler,
                    "Start sends every queued file to this scheduler's workers (needs pip install "
-                   "'pktmask-gui[cluster]'). Inputs and the output folder must be on a file system every "
-                   "worker reaches at the same path. Without tls:// the anonymization key crosses the "
-                   "network in clear.")
+                   f"'pktmask-gui[cluster]'{'' if cluster_available() else ', not installed here'}). Inputs "
+                   "and the output folder must be on a file system every worker reaches at the same path. "
+                   "Without tls:// the anonymization key crosses the network in clear.")
         layout.addWidget(jobs_box)
 
         naming = QGroupBox("Output naming")
