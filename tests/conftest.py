@@ -45,10 +45,11 @@ def _private_config(monkeypatch):
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_cluster():
     """A Dask scheduler and two workers (``dask scheduler`` / ``dask worker`` as subprocesses, each worker with
-    a temp folder of its own), shared by the cluster tests; skipped where distributed is not installed."""
+    a temp folder of its own), shared by a module's cluster tests and stopped after them (other modules count
+    this process's children); skipped where distributed is not installed."""
     pytest.importorskip("distributed", reason="the optional extra 'cluster' (distributed) is not installed")
     from cluster_helpers import Cluster
 
