@@ -68,6 +68,12 @@ class Cluster:
         return pids
 
     def stop(self) -> None:
+        children = []
+        for proc in self.procs:
+            try:
+                children += psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:
+                pass
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -77,6 +83,11 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # the workers (and their resource trackers) end with their nanny; never leave one behind
+        _gone, alive = psutil.wait_procs(children, timeout=10)
+        for child in alive:
+            child.kill()
+        psutil.wait_procs(alive, timeout=5)
 
     def log_text(self) -> bytes:
         return b"".join(p.read_bytes() for p in self.logs if p.exists())
