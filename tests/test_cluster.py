@@ -75,9 +75,10 @@ def test_outputs_equal_the_local_run_byte_for_byte(cluster, workdir):
     generate(src / "c.pcap", packets=800, seed=3, dup_ratio=0.2)
     import gzip
     (src / "d.pcap.gz").write_bytes(gzip.compress((src / "c.pcap").read_bytes()))
-    local = cli(src, "-o", workdir / "local", *OPS, "--jobs", "1", "--json")
+    local = cli(src, "-o", workdir / "local", *OPS, "--pseudonymize-names", "--jobs", "1", "--json")
     assert local.returncode == 0, local.stderr
-    remote = cli(src, "-o", workdir / "remote", *OPS, "--scheduler", cluster.address, "--json")
+    remote = cli(src, "-o", workdir / "remote", *OPS, "--pseudonymize-names", "--scheduler", cluster.address,
+                 "--json")
     assert remote.returncode == 0, remote.stderr
     expected = outputs(workdir / "local")
     assert len(expected) == 4 and outputs(workdir / "remote") == expected

@@ -98,6 +98,7 @@ class ClusterRunner(QObject):
                 self.run.secret = cluster.Secret(keys.load_or_create_key())
             self.run.check([job for _rid, job, _s in batch])
             for row_id, job, settings in batch:
+                self.progress.emit(row_id, "waiting", 0, 0, 0)     # before its task can report anything
                 self.run.submit(row_id, job, settings)
             if self._cancelled_all:
                 self.run.cancel()

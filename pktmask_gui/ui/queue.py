@@ -285,6 +285,8 @@ class ProgressDelegate(QStyledItemDelegate):
             pct = f"{row.fraction() * 100:.0f}%"
             if not row.phase:
                 return "Starting…"
+            if row.phase == "waiting":          # sent to a Dask scheduler, no worker has taken it yet
+                return "Waiting for a worker"
             if row.phase == "process" or compact:
                 return f"{pct} · {row.packets_done:,} packets" if row.packets_done and not compact else pct
             return f"{PHASE_WORDS.get(row.phase, row.phase.title())} · {pct}"

@@ -43,6 +43,10 @@ def test_start_sends_the_queue_to_the_scheduler_rows_show_progress_and_results(q
         runner.progress.connect(lambda rid, phase, done, total, packets: seen.append((rid, done, total)))
         assert [r.status for r in window.model.rows] == ["Running"] * 3    # all sent at once
         qtbot.waitUntil(lambda: any(0 < done < total for _rid, done, total in seen), timeout=60000)
+        from pktmask_gui.ui.queue import ProgressDelegate
+        words = [ProgressDelegate.text(r) for r in window.model.rows]
+        assert any(w.startswith(("Pre-scan", "Processing")) for w in words), words
+        assert set(words) <= {"Waiting for a worker", "Starting…", "100%"} | {w for w in words if "·" in w}
         if os.environ.get("PKTMASK_SHOTS"):     # a folder: the window mid-run, to look at
             window.grab().save(str(Path(os.environ["PKTMASK_SHOTS"]) / "cluster_running.png"))
         wait_idle(qtbot, window)
