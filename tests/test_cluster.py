@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,6 +129,10 @@ def test_ctrl_c_cancels_every_task_exits_130_and_leaves_nothing(cluster, big_inp
     run = cli(more, "-o", workdir / "out", *OPS, "--scheduler", cluster.address, "--json", wait=False)
     try:
         assert staging_owner(workdir / "out") is not None
+        # what the dashboard shows of the run: opaque task names, no file name, no key
+        with distributed.Client(cluster.address, set_as_default=False) as client:
+            names = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks])
+        assert 0 < len(names) <= 8 and all(re.fullmatch(r"pktmask-[0-9a-f]{12}-[0-7]", n) for n in names), names
         run.send_signal(signal.SIGINT)
         started = time.monotonic()
         stdout, stderr = run.communicate(timeout=60)
