@@ -84,7 +84,7 @@ class Cluster:
                 proc.kill()
                 proc.wait()
         # the workers (and their resource trackers) end with their nanny; never leave one behind
-        _gone, alive = psutil.wait_procs(children, timeout=10)
+        _gone, alive = psutil.wait_procs(children, timeout=3)
         for child in alive:
             child.kill()
         psutil.wait_procs(alive, timeout=5)
