@@ -506,7 +506,7 @@ def cluster(work: Path, env: dict, args, available: list[str]) -> int:
         one, two = median(r[0] for r in local), median(r[0] for r in remote)
         print(f"8 files x {args.packets:,} packets, all operations: local --jobs 2 {one:.2f} s, Dask scheduler "
               f"with 2 local workers {two:.2f} s: ratio {two / one:.2f} (runs: "
-              f"{', '.join(f'{r[0]:.2f}/{l[0]:.2f}' for r, l in zip(remote, local))}); outputs identical; "
+              f"{', '.join(f'{r[0]:.2f}/{lo[0]:.2f}' for r, lo in zip(remote, local))}); outputs identical; "
               f"{len(left)} pktmask_* left")
     finally:
         for proc in reversed(procs):

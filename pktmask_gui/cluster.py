@@ -469,7 +469,7 @@ class _RunConsole:
         self.workers = 0
         self.next_draw = 0.0
 
-    def update(self, index, phase, done, total, packets) -> None:
+    def update(self, index, _phase, done, total, _packets) -> None:
         c = self.console
         if not c.tty:
             return
@@ -570,14 +570,14 @@ def process_main(args, settings, operations: list[str]) -> int:
         results[index] = result
         run_console.result(index, result)
 
-    def on_log(index, levelno, job, message):
+    def on_log(_index, levelno, job, message):
         if levelno >= level:
             console.line(f"{logging.getLevelName(levelno).lower()}: {job + ': ' if job else ''}{message}")
 
     run = ClusterRun(args.scheduler, settings, key, on_result=on_result, on_progress=run_console.update,
                      on_log=on_log, log_level=level)
     previous_term = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     interrupted = False
     try:
         try:

@@ -48,11 +48,9 @@ class Cluster:
         self.wait_for_workers(workers)
 
     def _start(self, cmd, env, name):
-        log = open(self.root / f"{name}.log", "wb")
         self.logs.append(self.root / f"{name}.log")
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        log.close()
-        return proc
+        with open(self.logs[-1], "wb") as log:      # the process keeps its own copy of the descriptor
+            return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
 
     def wait_for_workers(self, n: int, timeout: float = 60) -> None:
         with distributed.Client(self.address, timeout=30, set_as_default=False, security=self.security) as client:

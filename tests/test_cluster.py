@@ -171,7 +171,7 @@ def test_a_path_the_workers_cannot_see_is_a_clear_error(cluster, workdir):
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO)
     assert proc.returncode == 2, proc.stderr
-    (line,) = [l for l in proc.stderr.splitlines() if "pktmask-gui" in l]
+    (line,) = [ln for ln in proc.stderr.splitlines() if "pktmask-gui" in ln]
     assert "Dask worker" in line and f"cannot see the input {hidden}/x.pcap" in line
     assert "every worker reaches at the same path" in line
     assert list((workdir / "out").iterdir()) == []

@@ -148,7 +148,7 @@ class ClusterRunner(QObject):
     def _on_progress(self, row_id, phase, done, total, packets) -> None:
         self.progress.emit(int(row_id), str(phase), int(done), int(total), int(packets))
 
-    def _on_log(self, row_id, level, job, message) -> None:
+    def _on_log(self, _row_id, level, job, message) -> None:
         logging.LoggerAdapter(logging.getLogger("pktmask_gui.cluster"), {"job": job}).log(level, "%s", message)
 
     def _on_started(self, row_id, worker) -> None:
