@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections import deque
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, QUrl
@@ -35,6 +37,8 @@ from .summary import SummaryDialog
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
+ADD_SLICE_S = 0.02          # adding a large folder: at most this long at a time, then the window repaints
+ADD_FIRST_MIN = 64          # ...but a first slice of a few files takes them all (add_paths returns them)
 MAX_RECENT = 8
 CAPTURE_FILTER = ("Packet captures (*.pcap *.pcapng *.cap *.gz *.zst *.zstd *.lz4);;"
                   "Compressed captures (*.gz *.zst *.zstd *.lz4);;All files (*)")
@@ -69,7 +73,13 @@ class MainWindow(QMainWindow):
         self._attach_log()
 
         self.controller.started.connect(self._on_run_started)
-        self.controller.changed.connect(self._update_actions)
+        self._adds: deque = deque()               # model.scan iterators still being added (add_paths)
+        self._added, self._refused = 0, []
+        self._actions_due = QTimer(self)          # while a run goes on: the actions follow at most 10x a second
+        self._actions_due.setSingleShot(True)
+        self._actions_due.setInterval(100)
+        self._actions_due.timeout.connect(self._update_actions)
+        self.controller.changed.connect(self._run_changed)
         self.controller.row_finished.connect(self._on_row_finished)
         self.controller.cancelling.connect(
             lambda words: self.statusBar().showMessage(f"Cancelling: {words}…", 5000))
@@ -361,15 +371,37 @@ class MainWindow(QMainWindow):
     def add_paths(self, paths) -> tuple[int, list[tuple[str, str]]]:
         """Queue captures named or found under ``paths``; refuse the rest with a visible reason.
 
-        Returns (number queued, [(name, reason), ...] refused).
+        A large folder is queued a slice at a time (``ADD_SLICE_S``), so that the window stays responsive;
+        ``adding()`` says whether some is still to come. Returns (number queued, [(name, reason), ...]
+        refused) by the first slice (all of a small folder).
         """
-        added, refused = self.model.add_paths(paths)
-        if refused:
-            self._show_refused(refused)
+        self._adds.append(self.model.scan(paths))
+        if len(self._adds) > 1:
+            return 0, []                    # queued after the add going on
+        return self._add_slice(minimum=ADD_FIRST_MIN)
+
+    def adding(self) -> bool:
+        return bool(self._adds)
+
+    def _add_slice(self, minimum: int = 1) -> tuple[int, list[tuple[str, str]]]:
+        added, refused = [], []
+        deadline = time.monotonic() + ADD_SLICE_S
+        while self._adds and self.model.take(self._adds[0], added, refused, deadline, minimum):
+            self._adds.popleft()
+        self._added += len(added)
+        self._refused += refused
+        if self._adds:
+            self.statusBar().showMessage(f"Adding files… {plural(self._added, 'file')} queued so far.")
+            QTimer.singleShot(0, self._add_slice)
+            return len(added), refused
+        total, all_refused = self._added, self._refused
+        self._added, self._refused = 0, []
+        if all_refused:
+            self._show_refused(all_refused)
         else:
             self.notice.hide()
-        if added:
-            self.statusBar().showMessage(f"Queued {plural(len(added), 'file')}.", 5000)
+        if total:
+            self.statusBar().showMessage(f"Queued {plural(total, 'file')}.", 5000)
             self.controller.fill_slots()   # a run going on takes in what was just queued
         self._update_actions()
         return len(added), refused
@@ -555,6 +587,14 @@ class MainWindow(QMainWindow):
         parts = [f"{by[s]} {s.lower().rstrip('…')}" for s in (QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED)
                  if by.get(s)]
         self.counts_label.setText("  ·  ".join(parts) if parts else "Queue empty")
+
+    def _run_changed(self) -> None:
+        """A row's state or the run's changed: follow at once, or at most 10 times a second in a busy run."""
+        if self.controller.run is None:
+            self._update_actions()
+        elif not self._actions_due.isActive():
+            self._update_actions()
+            self._actions_due.start()
 
     def _update_actions(self, *_args) -> None:
         running = self.controller.running_count()

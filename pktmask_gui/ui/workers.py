@@ -1,9 +1,10 @@
 """Job workers: one worker object per job, moved to its own QThread, calling ``jobs.run_job_process``.
 
-The packet work runs in a child process (the engine's jobs module); the QThread only waits for it,
-owns its temp dir and relays progress and log records as signals. Cancelling sets the job's
-``threading.Event``: the engine stops within ~0.5 s and cleans up. Nothing here ever calls
-``QThread.terminate()``.
+The job runs in a worker process of the run's ``WorkerPool`` (started with the run's first job, its
+workers reused job after job, closed once the run's last thread has ended); the QThread only waits for
+it and relays progress and log records (batched by the worker) as signals. Cancelling sets the job's
+``threading.Event``: the worker stops within ~0.5 s (or is killed and replaced) and nothing of the job
+is left. Nothing here ever calls ``QThread.terminate()``.
 
 Quitting goes through ``JobRunner.cancel_all_and_wait``: set every cancel event, then wait, bounded,
 while pumping the UI event loop so that queued results still arrive. A worker quits its own thread
@@ -31,11 +32,12 @@ class JobWorker(QObject):
     finished = Signal(int, object)               # row id, pipeline.JobResult
     failed = Signal(int, str)                    # row id, error (the worker itself failed)
 
-    def __init__(self, row_id: int, job, settings):
+    def __init__(self, row_id: int, job, settings, pool=None):
         super().__init__()
         self.row_id = row_id
         self.job = job
         self.settings = settings
+        self.pool = pool
         self.cancel_event = threading.Event()
         self.done = threading.Event()
 
@@ -49,7 +51,7 @@ class JobWorker(QObject):
             # Log records (the child's, relayed by the engine, and this thread's own workspace lines)
             # reach the panel through the pktmask_gui logger, which carries the window's QtLogHandler.
             result = jobs.run_job_process(self.job, self.settings, progress=self._progress,
-                                          cancel=self.cancel_event)
+                                          cancel=self.cancel_event, pool=self.pool)
         except BaseException as exc:  # an engine bug must surface as a failed row, not a dead thread
             job_log = logging.LoggerAdapter(log, {"job": self.job.input.name})
             job_log.error("the job stopped with an internal error: %s", exc)
@@ -75,6 +77,8 @@ class JobRunner(QObject):
         super().__init__(parent)
         self._active: dict[int, tuple[QThread, JobWorker]] = {}   # jobs whose thread still runs
         self._reported: set[int] = set()                             # jobs whose result arrived
+        self.pool = None                    # the WorkerPool of the jobs running now (None: nothing runs)
+        self._closing_pools: list[threading.Thread] = []
 
     # --- state -----------------------------------------------------------------------------------
     def running_ids(self) -> list[int]:
@@ -88,10 +92,21 @@ class JobRunner(QObject):
         return len(self._active)
 
     # --- start / cancel --------------------------------------------------------------------------
-    def start(self, row_id: int, job, settings) -> None:
+    def start(self, row_id: int, job, settings, slots: int = 1) -> None:
+        """Run ``job`` on a thread of its own and a worker process of the pool (``slots``: how many jobs
+        may run at once, the pool's size)."""
+        if self.pool is None:
+            from ..workerpool import WorkerPool
+
+            self.pool = WorkerPool(slots)
+            # Starting the processes takes a few ms each: off the UI thread. A job that finds none
+            # idle yet starts its own.
+            threading.Thread(target=self.pool.warm, name="pktmask-pool-warm", daemon=True).start()
+        elif self.pool.size != slots:
+            self.pool.resize(slots)
         thread = QThread()
         thread.setObjectName(f"pktmask-job-{row_id}")
-        worker = JobWorker(row_id, job, settings)
+        worker = JobWorker(row_id, job, settings, self.pool)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.progress.connect(self.progress)
@@ -139,7 +154,24 @@ class JobRunner(QObject):
         entry[0].wait()   # returns at once: the thread has ended; makes its deletion safe
         self._reported.discard(row_id)
         if not self._active:
+            self._close_pool()
             self.idle.emit()
+
+    def _close_pool(self) -> None:
+        """Nothing runs: let the pool's workers go (they exit in moments; off the UI thread)."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            closer = threading.Thread(target=pool.close, name="pktmask-pool-close", daemon=True)
+            closer.start()
+            self._closing_pools = [t for t in self._closing_pools if t.is_alive()] + [closer]
+
+    def wait_for_pools(self, timeout_s: float = 3.0) -> bool:
+        """Wait (bounded) until every closed pool's workers have exited; True when they have."""
+        deadline = time.monotonic() + timeout_s
+        for closer in self._closing_pools:
+            closer.join(max(0.0, deadline - time.monotonic()))
+        self._closing_pools = [t for t in self._closing_pools if t.is_alive()]
+        return not self._closing_pools
 
     def cancel_all_and_wait(self, timeout_s: float = 10.0) -> bool:
         """Cancel every job and wait for their threads (bounded), delivering their results.
@@ -163,4 +195,6 @@ class JobRunner(QObject):
         for rid, (thread, _worker) in list(self._active.items()):
             if thread.wait(100):
                 self._on_thread_finished(rid)
+        if not self._active:
+            self.wait_for_pools(max(0.5, deadline - time.monotonic()))
         return not self._active
