@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QSortFilterProxyModel, Qt,
-                            Signal)
+                            QTimer, Signal)
 from PySide6.QtGui import QBrush, QColor, QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView,
                                QLabel, QMessageBox, QPushButton, QStyle, QTableView, QVBoxLayout,
@@ -45,12 +45,13 @@ def level_word(levelno: int) -> str:
 
 
 class _Bridge(QObject):
-    ready = Signal()
+    ready = Signal(bool)        # True: emitted in the UI thread (take the lines now)
 
 
 class QtLogHandler(logging.Handler):
     """A logging.Handler that hands records to the UI thread in batches (thread-safe): ``ready`` is emitted
-    when the first entry of a batch arrives; ``take()`` returns the batch."""
+    when the first entry of a batch arrives from another thread, and for every line of the UI thread's
+    own; ``take()`` returns the batch."""
 
     def __init__(self, level=logging.DEBUG):
         super().__init__(level)
@@ -78,8 +79,9 @@ class QtLogHandler(logging.Handler):
             with self._pending_lock:
                 self._pending.append((record.created, levelno, job, record.name, message))
                 first = len(self._pending) == 1
-            if first:
-                self.bridge.ready.emit()
+            ui_thread = threading.current_thread() is threading.main_thread()
+            if first or ui_thread:
+                self.bridge.ready.emit(ui_thread)
         except RuntimeError:
             pass  # the panel is gone (window closed); a late record has nowhere to go
         except Exception:  # a logging handler must never raise into the engine
@@ -203,7 +205,12 @@ class LogPanel(QWidget):
         self.proxy = LevelFilter(self)
         self.proxy.setSourceModel(self.model)
         self.handler = QtLogHandler()
-        self.handler.ready.connect(self._take_pending)
+        # Lines come in bursts from every job: the table takes them at most 10 times a second.
+        self._take_timer = QTimer(self)
+        self._take_timer.setSingleShot(True)
+        self._take_timer.setInterval(100)
+        self._take_timer.timeout.connect(self.take_pending)
+        self.handler.ready.connect(self._on_ready)
         self.errors = self.warnings = 0
         self.last_save_dir = ""
 
@@ -266,7 +273,13 @@ class LogPanel(QWidget):
         self._update_counts()
 
     # --- entries -------------------------------------------------------------------------------
-    def _take_pending(self) -> None:
+    def _on_ready(self, now: bool) -> None:
+        if now:
+            self.take_pending()
+        elif not self._take_timer.isActive():
+            self._take_timer.start()
+
+    def take_pending(self) -> None:
         entries = self.handler.take()
         if entries:
             self.add_entries(entries)
@@ -309,6 +322,7 @@ class LogPanel(QWidget):
         self.counts.setText(" · ".join(parts))
 
     def visible_lines(self, selected_only: bool = False) -> list[str]:
+        self.take_pending()
         rows = range(self.proxy.rowCount())
         if selected_only:
             rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()})

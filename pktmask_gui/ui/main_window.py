@@ -73,6 +73,7 @@ class MainWindow(QMainWindow):
         self._attach_log()
 
         self.controller.started.connect(self._on_run_started)
+        self._last_remembered = ""                # the output folder last put first in the recent list
         self._adds: deque = deque()               # model.scan iterators still being added (add_paths)
         self._added, self._refused = 0, []
         self._actions_due = QTimer(self)          # while a run goes on: the actions follow at most 10x a second
@@ -333,6 +334,9 @@ class MainWindow(QMainWindow):
         return self._list_value("recent/outputs")
 
     def _remember_output_dir(self, folder: Path) -> None:
+        if self._last_remembered == str(folder):
+            return                  # a batch's files share their folder: one write of the settings file
+        self._last_remembered = str(folder)
         items = [str(folder)] + [p for p in self.recent_outputs() if p != str(folder)]
         self.state.setValue("recent/outputs", items[:MAX_RECENT])
 
@@ -532,6 +536,7 @@ class MainWindow(QMainWindow):
             self._remember_output_dir(Path(row.result.output).parent)
 
     def _on_run_finished(self, run: Run) -> None:
+        self.log_panel.take_pending()           # every line of the run is in the panel when it ends
         self.clock.stop()
         self._update_overall(finished=run)
         if not run.results:
@@ -698,7 +703,8 @@ class MainWindow(QMainWindow):
         self.summary_dialog.setModal(False)
         dialog = self.summary_dialog
         dialog.finished.connect(lambda _code: self.state.setValue("recent/summaryDir", dialog.last_dir))
-        dialog.show()
+        # Shown at the next turn of the event loop: making it and painting it are two short stalls, not one.
+        QTimer.singleShot(0, lambda: dialog is self.summary_dialog and dialog.show())
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About PktMask GUI", about_html())

@@ -419,8 +419,10 @@ class QueueView(QTableView):
         self._fit_timer.setInterval(300)
         self._fit_timer.timeout.connect(self.fit_columns)
         model = self.model()
-        for signal in (model.rowsInserted, model.rowsRemoved, model.dataChanged, model.modelReset):
-            signal.connect(lambda *_: self._fit_timer.isActive() or self._fit_timer.start())
+        for signal in (model.rowsInserted, model.rowsRemoved, model.modelReset):
+            signal.connect(lambda *_: self._fit_timer.isActive() or self._fit_timer.start(300))
+        # A result's words change the widths less often than rows come and go: fit at most once a second.
+        model.dataChanged.connect(lambda *_: self._fit_timer.isActive() or self._fit_timer.start(1000))
         self.fit_columns()
 
     def _section_resized(self, col: int, _old: int, _new: int) -> None:
