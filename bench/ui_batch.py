@@ -77,13 +77,22 @@ def main() -> int:
         for _ in range(20):
             app.processEvents()
 
-        ticks: list[tuple[float, float]] = []       # (when, gap ms)
-        last = [time.perf_counter()]
+        many = root / "many"
+        if args.add:                                # made now: not the window's work
+            many.mkdir()
+            src = sorted(p for p in folder.iterdir() if p.suffix in (".pcap", ".pcapng"))[0]
+            for i in range(args.add):
+                os.link(src, many / f"f{i:05d}{src.suffix}")
+
+        # (when, gap ms, UI-thread CPU ms in the gap): on a loaded machine the gap grows with other
+        # processes' load, the CPU the UI thread spent in it does not.
+        ticks: list[tuple[float, float, float]] = []
+        last = [time.perf_counter(), time.thread_time()]
 
         def tick():
-            now = time.perf_counter()
-            ticks.append((now, (now - last[0]) * 1000.0))
-            last[0] = now
+            now, cpu = time.perf_counter(), time.thread_time()
+            ticks.append((now, (now - last[0]) * 1000.0, (cpu - last[1]) * 1000.0))
+            last[0], last[1] = now, cpu
 
         timer = QTimer()
         timer.setTimerType(Qt.PreciseTimer)
@@ -112,11 +121,6 @@ def main() -> int:
             if not args.add:
                 app.quit()
                 return
-            many = root / "many"
-            many.mkdir()
-            src = sorted(p for p in folder.iterdir() if p.suffix in (".pcap", ".pcapng"))[0]
-            for i in range(args.add):
-                os.link(src, many / f"f{i:05d}{src.suffix}")
             marks["many"] = time.perf_counter()
             window.add_paths([str(many)])
             wait_many()
@@ -130,7 +134,7 @@ def main() -> int:
 
         window.controller.finished.connect(on_finished)
         timer.start()
-        last[0] = time.perf_counter()
+        last[:] = [time.perf_counter(), time.thread_time()]
         QTimer.singleShot(0, add_and_start)
         app.exec()
         timer.stop()
@@ -143,7 +147,7 @@ def main() -> int:
         app.processEvents()
 
     def phase(a: str, b: str):
-        return [g for t, g in ticks if marks.get(a, 0) <= t <= marks.get(b, 0)]
+        return [(g, c) for t, g, c in ticks if marks.get(a, 0) <= t <= marks.get(b, 0)]
 
     run_s = marks["end"] - marks["start"]
     rows = {"adding the folder": phase("add", "start"), "the run": phase("start", "end"),
@@ -151,16 +155,18 @@ def main() -> int:
     done = sum(s == "Done" for s in statuses)
     print(f"{folder} ({len(statuses)} files, {', '.join(ops)}), {args.jobs} parallel jobs: run {run_s:.2f} s, "
           f"{done} done, {len(statuses) - done} failed; summary of {summary_rows} files")
-    worst_all = 0.0
-    for name, gaps in rows.items():
-        if not gaps and name.startswith("adding 0"):
-            continue
-        worst, p99 = stall_figures(gaps)
-        worst_all = max(worst_all, worst)
-        print(f"  {name:<24} longest stall {worst:6.1f} ms  (p99 {p99:5.1f} ms, {len(gaps):,} ticks)")
+    worst_all = worst_cpu = 0.0
+    for name, pairs in rows.items():
+        worst, p99 = stall_figures([g for g, _c in pairs])
+        cpu = max([c for _g, c in pairs], default=0.0)
+        worst_all, worst_cpu = max(worst_all, worst), max(worst_cpu, cpu)
+        print(f"  {name:<24} longest stall {worst:6.1f} ms  (p99 {p99:5.1f} ms, {len(pairs):,} ticks; "
+              f"most UI-thread CPU between two ticks {cpu:5.1f} ms)")
     if args.add:
         print(f"  {rows_queued:,} rows queued in {marks['many_end'] - marks['many']:.2f} s")
-    print(f"RESULT run_s={run_s:.3f} worst_ms={worst_all:.1f} goal={'met' if worst_all <= 50 else 'MISSED'}")
+    print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(f"RESULT run_s={run_s:.3f} worst_ms={worst_all:.1f} worst_cpu_ms={worst_cpu:.1f} "
+          f"goal={'met' if worst_all <= 50 else 'MISSED'}")
     return 0
 
 

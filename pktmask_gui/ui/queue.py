@@ -95,6 +95,7 @@ class QueueModel(QAbstractTableModel):
         super().__init__(parent)
         self.rows: list[QueueRow] = []
         self._pos: dict[int, int] = {}     # row id -> its index in rows (row_by_id and changed are per event)
+        self._planned: dict[int, str] = {}  # row id -> its "Will be saved as" words (set_destination clears)
         self._next_id = 1
         self.settings = None               # where queued rows would be saved now (set_destination)
         self.output_dir: Path | None = None
@@ -290,6 +291,7 @@ class QueueModel(QAbstractTableModel):
     def set_destination(self, settings, output_dir: Path | None) -> None:
         """The output choice and settings a queued row would start with now: its "Will be saved as" words."""
         self.settings, self.output_dir = settings, output_dir
+        self._planned.clear()
         self.refresh_all()
 
     # --- the Result column ---------------------------------------------------------------------
@@ -298,7 +300,11 @@ class QueueModel(QAbstractTableModel):
         if row.status == QUEUED:
             if self.settings is None:
                 return ""
-            return f"Will be saved as {row.planned_output(self.output_dir, self.settings).name}"
+            words = self._planned.get(row.id)
+            if words is None:       # asked at every repaint: worked out once per destination
+                words = f"Will be saved as {row.planned_output(self.output_dir, self.settings).name}"
+                self._planned[row.id] = words
+            return words
         if row.status == RUNNING:
             return f"Writing {row.output.name}" if row.output is not None else ""
         if row.status == CANCELLING:
@@ -375,6 +381,9 @@ class ResultDelegate(QStyledItemDelegate):
         option.textElideMode = Qt.ElideRight
 
 
+FIT_ROWS = 60
+
+
 class QueueView(QTableView):
     """The queue table, which is also the drop area: files and folders dropped here are queued."""
 
@@ -438,14 +447,16 @@ class QueueView(QTableView):
         fm = self.fontMetrics()
         pad = 18
         model = self.model()
-        rows = min(model.rowCount(), 300)
-        packed = any(getattr(r, "compression", None) for r in getattr(model, "rows", ())[:rows])
+        # The rows in view (at most FIT_ROWS): measuring thousands of names would stall the window.
+        top = max(0, self.rowAt(0))
+        rows = range(top, min(model.rowCount(), top + FIT_ROWS))
+        packed = any(getattr(r, "compression", None) for r in getattr(model, "rows", ())[top:rows.stop])
         fixed = {COL_SIZE: fm.horizontalAdvance("1023.9 MB (gzip)" if packed else "1023.9 MB") + pad,
                  COL_STATUS: fm.horizontalAdvance("Cancelling…") + pad,
                  COL_PROGRESS: fm.horizontalAdvance("100% · 1,000,000 packets") + pad,
                  COL_IN: fm.horizontalAdvance("Packets out") + pad, COL_OUT: fm.horizontalAdvance("Packets out") + pad}
-        names = [fm.horizontalAdvance(str(model.data(model.index(r, COL_FILE)) or "")) for r in range(rows)]
-        results = [fm.horizontalAdvance(str(model.data(model.index(r, COL_RESULT)) or "")) for r in range(rows)]
+        names = [fm.horizontalAdvance(str(model.data(model.index(r, COL_FILE)) or "")) for r in rows]
+        results = [fm.horizontalAdvance(str(model.data(model.index(r, COL_RESULT)) or "")) for r in rows]
         need_name = max([fm.horizontalAdvance("sample-capture.pcapng")] + names) + pad
         need_result = max([fm.horizontalAdvance("Will be saved as sample-capture-sanitized.pcapng")] + results) + pad
         free = self.viewport().width() - sum(fixed.values())

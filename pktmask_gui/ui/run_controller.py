@@ -133,11 +133,13 @@ class RunController(QObject):
         if run is None or self.closing:
             return
         limit = max(1, int(self.settings.parallel_jobs))
+        free = limit - self.runner.running_count()
         for row in self.model.rows:
-            if self.runner.running_count() >= limit:
+            if free <= 0:
                 break
             if row.status != QUEUED:
                 continue
+            free -= 1
             # A copy: a settings change while this job runs applies to the next job only.
             settings = copy.deepcopy(self.settings)
             job = Job(input=row.path, output_dir=run.output_dir, stages=list(run.operations), rel_dir=row.rel_dir)
