@@ -162,6 +162,7 @@ def main() -> int:
         worst_all, worst_cpu = max(worst_all, worst), max(worst_cpu, cpu)
         print(f"  {name:<24} longest stall {worst:6.1f} ms  (p99 {p99:5.1f} ms, {len(pairs):,} ticks; "
               f"most UI-thread CPU between two ticks {cpu:5.1f} ms)")
+    print(f"  the UI thread's CPU during the run: {sum(c for _g, c in rows['the run']) / 1000:.2f} s")
     if args.add:
         print(f"  {rows_queued:,} rows queued in {marks['many_end'] - marks['many']:.2f} s")
     print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")

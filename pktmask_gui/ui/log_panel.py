@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
                                QWidget)
 
 MAX_ENTRIES = 20000
+TAKE_INTERVAL_MS = 200
 WORKSPACE_LOGGER = "pktmask_gui.workspace"   # temp dirs, hard links, sweeps
 
 # (created, levelno, job, logger name, message)
@@ -45,13 +46,12 @@ def level_word(levelno: int) -> str:
 
 
 class _Bridge(QObject):
-    ready = Signal(bool)        # True: emitted in the UI thread (take the lines now)
+    ready = Signal()
 
 
 class QtLogHandler(logging.Handler):
     """A logging.Handler that hands records to the UI thread in batches (thread-safe): ``ready`` is emitted
-    when the first entry of a batch arrives from another thread, and for every line of the UI thread's
-    own; ``take()`` returns the batch."""
+    when the first entry of a batch arrives; ``take()`` returns the batch."""
 
     def __init__(self, level=logging.DEBUG):
         super().__init__(level)
@@ -79,9 +79,8 @@ class QtLogHandler(logging.Handler):
             with self._pending_lock:
                 self._pending.append((record.created, levelno, job, record.name, message))
                 first = len(self._pending) == 1
-            ui_thread = threading.current_thread() is threading.main_thread()
-            if first or ui_thread:
-                self.bridge.ready.emit(ui_thread)
+            if first:
+                self.bridge.ready.emit()
         except RuntimeError:
             pass  # the panel is gone (window closed); a late record has nowhere to go
         except Exception:  # a logging handler must never raise into the engine
@@ -205,10 +204,11 @@ class LogPanel(QWidget):
         self.proxy = LevelFilter(self)
         self.proxy.setSourceModel(self.model)
         self.handler = QtLogHandler()
-        # Lines come in bursts from every job: the table takes them at most 10 times a second.
+        # Lines come in bursts from every job: the table takes them (and repaints) at most 5 times a second;
+        # whoever reads the panel (visible_lines, the end of a run) takes what is pending first.
         self._take_timer = QTimer(self)
         self._take_timer.setSingleShot(True)
-        self._take_timer.setInterval(100)
+        self._take_timer.setInterval(TAKE_INTERVAL_MS)
         self._take_timer.timeout.connect(self.take_pending)
         self.handler.ready.connect(self._on_ready)
         self.errors = self.warnings = 0
@@ -273,10 +273,8 @@ class LogPanel(QWidget):
         self._update_counts()
 
     # --- entries -------------------------------------------------------------------------------
-    def _on_ready(self, now: bool) -> None:
-        if now:
-            self.take_pending()
-        elif not self._take_timer.isActive():
+    def _on_ready(self) -> None:
+        if not self._take_timer.isActive():
             self._take_timer.start()
 
     def take_pending(self) -> None:

@@ -707,8 +707,7 @@ class MainWindow(QMainWindow):
         self.summary_dialog.setModal(False)
         dialog = self.summary_dialog
         dialog.finished.connect(lambda _code: self.state.setValue("recent/summaryDir", dialog.last_dir))
-        # Shown at the next turn of the event loop: making it and painting it are two short stalls, not one.
-        QTimer.singleShot(0, lambda: dialog is self.summary_dialog and dialog.show())
+        dialog.show()               # painted at the next turn of the event loop: two short stalls, not one
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About PktMask GUI", about_html())
