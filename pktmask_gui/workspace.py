@@ -1,9 +1,9 @@
 """The job workspace: private temp dirs, their owner markers, the stale sweep, hard links, cleanup, memory.
 
 Every job runs inside ``tempfile.TemporaryDirectory(prefix="pktmask_pipeline_", dir=temp_root)``.
-Its marker file names every process that may write there (the job's owner and, when the packet work runs
-in a child process, the child), so that the sweep at the next start removes a dir only when all of them are
-gone — never a live instance's. The staging dir in the output folder (``pktmask_output_``) carries the same
+Its marker file names every process that may write there (the process running the job: the CLI, or a
+pool's worker process), so that the sweep at the next start removes a dir only when all of them are
+gone — never a live instance's; ``sweep_owned_by`` removes at once the dirs of a worker that has ended. The staging dir in the output folder (``pktmask_output_``) carries the same
 marker and is named in the pipeline dir's marker, so the sweep finds it too.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ class JobWorkspace:
         os.replace(tmp, self.path / MARKER)
 
     def add_owner(self, pid: int) -> None:
-        """Name another process (a job's child) that may write in this workspace."""
+        """Name another process that may write in this workspace."""
         self._owners.append(process_identity(pid))
         self._write_marker()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from ..compression import words as compression_words
 from .handoff import open_in_wireshark, show_in_folder
 from .format import count, duplicates_removed, human_duration, plural, short_lines, stage_lines
 
-FIRST_ROWS = 40         # rows the dialog opens with; a longer batch's rows follow in slices of at most
+FIRST_ROWS = 24         # rows the dialog opens with; a longer batch's rows follow in slices of at most
 FILL_SLICE_S = 0.015    # this long, so that opening it never stalls the window
 
 
@@ -127,7 +128,7 @@ class SummaryDialog(QDialog):
         self.title = QLabel(headline(self.results, elapsed_s))
         self.title.setObjectName("summaryTitle")
         failed = [r for r in self.results if r.status == "failed"]
-        folders = {str(Path(r.output).parent) for r in self.results if r.output}
+        folders = {os.path.dirname(r.output) for r in self.results if r.output}
         where = f"Outputs are in {folders.pop()}. " if len(folders) == 1 else ""
         self.subtitle = QLabel(where + "Inputs were not modified. " + (
             "Failed files have no output; the reason is in their row." if failed else
