@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import leftovers
+from helpers import leftovers
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import generate
 from pktmask_gui.settings import Settings
