@@ -787,7 +787,7 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         if self.controller.threads_alive() and not self.shutdown(show_progress=True):
-            # A thread still runs: keep the window (and its QThread objects) alive rather than abort.
+            # A thread still runs: keep the window (and its job objects) alive rather than abort.
             self.controller.wait_for_jobs(SHUTDOWN_TIMEOUT_S)
         self.controller.closing = True
         self.clock.stop()

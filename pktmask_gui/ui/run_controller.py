@@ -1,7 +1,7 @@
 """The run controller: one press of Start, from its first job to its summary, with no widget in it.
 
 ``RunController`` owns the current ``Run`` (what it runs with, the rows it took, their results), the
-``JobRunner`` (workers.py: one QThread per job, the job in a worker process of the run's pool) and the
+``JobRunner`` (workers.py: one thread per job, the job in a worker process of the run's pool) and the
 queue rows' states while they run. It starts queued rows while a job slot is free (at most
 ``settings.parallel_jobs`` at once; rows queued during a run join it), turns each result into the row's
 state and its log lines, ends the run once nothing runs or waits, and cancels: one row, everything, or
