@@ -37,7 +37,7 @@ from .summary import SummaryDialog
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
-ADD_SLICE_S = 0.012         # adding a large folder: at most this long at a time, then the window repaints
+ADD_SLICE_S = 0.008         # adding a large folder: at most this long at a time, then the window repaints
 ADD_FIRST_MIN = 32          # ...but a first slice of a few files takes them all (add_paths returns them)
 MAX_RECENT = 8
 CAPTURE_FILTER = ("Packet captures (*.pcap *.pcapng *.cap *.gz *.zst *.zstd *.lz4);;"
