@@ -92,7 +92,7 @@ class WorkerPool:
     """Worker processes for jobs (``pipeline.run_job``), reused from job to job.
 
     ``size``: how many to keep (``warm`` starts them ahead of need; a worker beyond ``size`` that becomes
-    idle exits). ``run`` never waits for a free worker: the caller limits how many jobs run at once, and a
+    idle exits). ``run_job`` never waits for a free worker: the caller limits how many jobs run at once, and a
     job finding none idle starts one. Thread-safe.
     """
 
