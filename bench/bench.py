@@ -26,8 +26,8 @@
 
 Everything is timed as a whole CLI process (`python -m pktmask_gui process ...`, start-up included); peak RSS
 is that of the largest process of the run (the CLI or a job's child), sampled every 20 ms with psutil (the
-kernel's ru_maxrss would count the bench's own pages in a forked child before its exec). CPU time (user + system of the whole process tree) is shown beside
-wall time: on a shared machine it is the steadier of the two.
+kernel's ru_maxrss would count the bench's own pages in a forked child before its exec). CPU time (user +
+system of the whole process tree) is shown beside wall time: on a shared machine it is the steadier of the two.
 The capture comes from the project's own seeded generator (pktmask_gui.samplegen): TLS, HTTP, DNS, ICMP,
 IPv6, VLAN and ~5% duplicates; the growth rows add one with Internet background noise (``probe_ratio``
 0.99: ~110,000 distinct addresses in 200,000 packets, ~550,000 in a million). Needs nothing but the project.
@@ -444,8 +444,9 @@ def stage_choice(work: Path, env: dict, args, available: list[str]) -> int:
                 staged.append(d_wall + wall)
                 cpu_b.append(d_cpu + cpu)
                 decomp.append(d_wall)
+            split = f"({median(decomp):.2f} + {median(staged) - median(decomp):.2f})"
             print(f"{kind:<10} {'+'.join(ops):<24} {median(per_pass):>12.2f} {median(staged):>12.2f} "
-                  f"{'(' + format(median(decomp), '.2f') + ' + ' + format(median(staged) - median(decomp), '.2f') + ')':>19} "
+                  f"{split:>19} "
                   f"{median(cpu_a):>15.2f} {median(cpu_b):>14.2f} {size / 1e6:>8.0f}", flush=True)
     print("\nevery pass = what pktmask-gui does; temp file = decompress once into a file in the same folder "
           "(written and read back through the page cache), then the plain run on it")

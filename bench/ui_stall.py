@@ -92,7 +92,7 @@ def main() -> int:
         timer.setInterval(TICK_MS)
         timer.timeout.connect(tick)
         progress_events = [0]
-        window.controller.runner.progress.connect(lambda *a: progress_events.__setitem__(0, progress_events[0] + 1))
+        window.controller.runner.progress.connect(lambda *_: progress_events.__setitem__(0, progress_events[0] + 1))
 
         # Measure while the jobs run: from Start until the last result has arrived (the summary dialog
         # that opens then is reported separately).

@@ -218,9 +218,7 @@ class _Der:
             self.email(22, cs, ce)
         elif tag == 0x86:                                    # URI
             self.uri(cs, ce)
-        elif tag == 0xA4:                                    # directoryName
-            self.walk(cs, ce)
-        elif tag == 0xA0 and self.everything:                # otherName (a UPN, ...)
+        elif tag == 0xA4 or (tag == 0xA0 and self.everything):     # directoryName; otherName (a UPN, ...)
             self.walk(cs, ce)
 
     # ---- text values ------------------------------------------------------------------------------
@@ -479,7 +477,7 @@ def client_hello(m, end: int, hn, edits: dict) -> int:
     return 0
 
 
-def _zero(edits: dict, hn, m, s: int, e: int) -> int:
+def _zero(edits: dict, hn, _m, s: int, e: int) -> int:
     if s < e:
         edits[s] = bytes(e - s)
         hn.zeroed += 1

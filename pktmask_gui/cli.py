@@ -425,12 +425,12 @@ def process_main(argv: list[str]) -> int:
             results[idx] = JobResult(input=str(jobs[idx].input), status="cancelled", error="cancelled")
             return
         result = runner(jobs[idx], settings, cancel=cancel,
-                        progress=lambda phase, done, total, pk: console.update(idx, done, total, pk))
+                        progress=lambda _phase, done, total, pk: console.update(idx, done, total, pk))
         results[idx] = result
         console.result(idx, result)
 
     previous_term = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     interrupted = False
     threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pktmask-job")
     try:

@@ -307,10 +307,7 @@ class DecompressingReader:
         if dec.eof:
             self._next_member()
             return b""
-        if self._zlib:
-            data = self._pending or self._piece()
-            self._pending = b""
-        elif dec.needs_input:
+        if self._zlib or dec.needs_input:
             data = self._pending or self._piece()
             self._pending = b""
         else:

@@ -8,14 +8,18 @@ workerpool.py for cancel, dead workers and the batched messages.
 """
 from __future__ import annotations
 
-from .pipeline import Job, JobResult
+import logging
+from collections.abc import Callable
+
+from .pipeline import CancelToken, Job, JobResult, ProgressCallback
 from .settings import Settings
 from .workerpool import CANCEL_GRACE_S, WorkerPool, die_with_parent  # noqa: F401 - re-exported
 
 __all__ = ["run_job_process", "WorkerPool", "CANCEL_GRACE_S"]
 
 
-def run_job_process(job: Job, settings: Settings, progress=None, cancel=None, on_log=None,
+def run_job_process(job: Job, settings: Settings, progress: ProgressCallback | None = None,
+                    cancel: CancelToken | None = None, on_log: Callable[[logging.LogRecord], None] | None = None,
                     pool: WorkerPool | None = None) -> JobResult:
     """Like pipeline.run_job, in a worker process of ``pool`` (None: a process of its own, ended after
     the job). Blocking.

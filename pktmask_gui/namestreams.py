@@ -104,7 +104,7 @@ class Direction:
 class _Counts(dict):
     """The walker's record counts: nobody reads them here."""
 
-    def get(self, key, default=0):
+    def get(self, key, default=0):  # noqa: ARG002 (dict.get's signature: the walker calls it so)
         return 0
 
     def __setitem__(self, key, value):
@@ -394,7 +394,7 @@ def pack(edits: list) -> tuple:
     means zeros). Where a zeroed range and a rewrite meet, the zeros win (fail closed); two rewrites of the
     same bytes agree."""
     zeros = []
-    for a, b, new in sorted(e for e in edits if e[2] is None):
+    for a, b, _new in sorted(e for e in edits if e[2] is None):
         if zeros and a <= zeros[-1][1]:
             if b > zeros[-1][1]:
                 zeros[-1] = (zeros[-1][0], b, None)

@@ -12,14 +12,16 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import IO, Any, Protocol
 
 from . import compression
-from .capture import META, SHB, CaptureError, CaptureReader, CaptureWriter, make_shb_body
+from .capture import META, SHB, CaptureError, CaptureReader, make_shb_body
+from .capturewriter import CaptureWriter
 from .settings import Settings
-from .stages import Stage, StageContext, StageError, all_stages, stage_by_name
+from .stages import Batch, Stage, StageContext, StageError, all_stages, stage_by_name
 from .workspace import JobWorkspace, MemoryMonitor
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ class JobError(Exception):
 class Job:
     input: Path
     output_dir: Path | None = None          # None: beside the input
-    stages: list = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
     rel_dir: Path = Path("")                 # layout kept under output_dir for folder inputs
     key_file: Path | None = None             # anonymization key (None: the user's key in the config dir)
 
@@ -63,17 +65,17 @@ class JobResult:
     output: str | None = None
     status: str = "failed"                  # "ok" | "failed" | "cancelled"
     error: str | None = None
-    warnings: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     packets_in: int = 0
     packets_out: int = 0
     elapsed_s: float = 0.0
-    stages: dict = field(default_factory=dict)
+    stages: dict[str, Any] = field(default_factory=dict)
     renamed: bool = False                   # True: the planned name existed, the output took the next free one
     error_kind: str | None = None           # a failure's kind (see describe_failure)
     input_compression: str | None = None    # "gzip" | "zstd" | "lz4" | None (not compressed)
     output_compression: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["elapsed_s"] = round(self.elapsed_s, 3)
         return out
@@ -95,7 +97,7 @@ def is_capture_file(path: Path | str) -> bool:
     return compression.holds_capture(path)
 
 
-def find_captures(paths) -> list[tuple[Path, Path]]:
+def find_captures(paths: Iterable[Path | str]) -> list[tuple[Path, Path]]:
     """(file, relative dir) for every capture named or found (recursively, sorted) under the given paths;
     compressed captures too (is_capture_file)."""
     found: list[tuple[Path, Path]] = []
@@ -113,7 +115,8 @@ def find_captures(paths) -> list[tuple[Path, Path]]:
     return found
 
 
-def output_name(input_path: Path, suffix: str = "-sanitized", input_kind: str | None = None,
+def output_name(input_path: Path, suffix: str = "-sanitized",
+                input_kind: str | None = None,  # noqa: ARG001 (callers name it; the name needs output_kind only)
                 output_kind: str | None = None) -> str:
     """``<stem><suffix><ext>``, from the input's base name only (no directory part can come through).
 
@@ -137,7 +140,7 @@ def compression_plan(input_path: Path, settings: Settings) -> tuple[str | None, 
     return kind, compression.output_kind(settings.compress, kind)
 
 
-def planned_output(job: Job, settings: Settings, plan: tuple | None = None) -> Path:
+def planned_output(job: Job, settings: Settings, plan: tuple[str | None, str | None] | None = None) -> Path:
     """Where the output goes; ``plan``: compression_plan() of the input (read from the file when None)."""
     base = Path(job.input).parent if job.output_dir is None else Path(job.output_dir) / job.rel_dir
     kinds = plan if plan is not None else compression_plan(job.input, settings)
@@ -191,8 +194,8 @@ class ExecSpec:
 
     read_path: str
     staged_path: str
-    stages: list
-    stage_options: dict
+    stages: list[str]
+    stage_options: dict[str, dict[str, Any]]
     key: bytes | None
     memory_rss_mb: int
     memory_available_pct: int
@@ -214,7 +217,8 @@ def _run_order(names: list[str]) -> list[str]:
     return [cls.name for cls in sorted(classes, key=lambda c: c.order if c.run_order is None else c.run_order)]
 
 
-def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> dict:
+def execute(spec: ExecSpec, progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> dict[str, Any]:
     """Run the passes; write the output to ``spec.staged_path`` (flushed and fsynced).
 
     Returns {"packets_in", "packets_out", "warnings", "stages", "input_compression"}. Raises Cancelled,
@@ -242,7 +246,7 @@ def execute(spec: ExecSpec, progress: Callable | None = None, cancel=None) -> di
         gc.set_threshold(*previous)
 
 
-def _empty_output(spec: ExecSpec, cut: CaptureError) -> dict:
+def _empty_output(spec: ExecSpec, cut: CaptureError) -> dict[str, Any]:
     """A compressed input cut short before its capture's header: as for any stream cut short, an output and
     a warning, not a failure — with no packet, in the format the input's name says (the only thing a name
     decides here; nothing of the input is in it)."""
@@ -267,7 +271,7 @@ def _empty_output(spec: ExecSpec, cut: CaptureError) -> dict:
             "input_compression": cut.compression}
 
 
-def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
+def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelToken | None) -> dict[str, Any]:
     stamp = _input_stamp(spec.read_path)
     # stages size their tables from the capture's size: a compressed file's, decompressed, is estimated
     size = compression.estimated_size(spec.read_path, stamp[0]) if spec.input_compression else stamp[0]
@@ -325,7 +329,7 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
         write_path = spec.staged_path + ".plain" if later else spec.staged_path
         direct = bool(packed) and not later
         with open(write_path, "xb", buffering=0 if direct else -1) as fh:
-            sink = compression.CompressingWriter(fh, packed, spec.compress_level) if direct else None
+            sink = compression.CompressingWriter(fh, packed, spec.compress_level) if direct and packed else None
             try:
                 main = _MainPass(reader, fh, stages, checkers, clock, monitor, context, sink)
                 if checkers:
@@ -341,7 +345,7 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
                 warnings.append(message)
     packets_in, packets_out = main.packets_in, main.packets_out
     _check_stamp(spec.read_path, stamp, final=True)
-    if later:
+    if later and packed:
         with open(spec.staged_path, "xb") as out:
             compression.compress_file(write_path, out, packed, spec.compress_level,
                                       tick=lambda: clock.tick("process", stamp[0], stamp[0], packets_in))
@@ -363,7 +367,7 @@ def _execute(spec: ExecSpec, progress: Callable | None, cancel) -> dict:
             "input_compression": input_compression}
 
 
-def _start_writeback(fh, length: int = 0) -> None:
+def _start_writeback(fh: IO[bytes], length: int = 0) -> None:
     """Have the kernel start writing the output out now, not all at the final fsync (which then waits for
     the whole file: ~0.25 s for 600 MB here), and let the written pages leave the cache (a large output
     does not push the user's other files out). ``length``: only the file's first bytes (those the
@@ -376,12 +380,12 @@ def _start_writeback(fh, length: int = 0) -> None:
             pass
 
 
-def _input_stamp(path: str) -> tuple:
+def _input_stamp(path: str) -> tuple[int, int, int, int]:
     st = os.stat(path)
     return (st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns)
 
 
-def _check_stamp(path: str, stamp: tuple, final: bool = False) -> None:
+def _check_stamp(path: str, stamp: tuple[int, int, int, int], final: bool = False) -> None:
     try:
         same = _input_stamp(path) == stamp
     except FileNotFoundError:
@@ -399,13 +403,13 @@ def _replay(stage: Stage, context: StageContext) -> Stage:
     return stage.replayer(context)
 
 
-def _finish(stages: list) -> None:
+def _finish(stages: list[Stage]) -> None:
     """End of a pass: a replaying stage checks that it met every frame it had decided on."""
     for stage in stages:
         stage.finish()
 
 
-def _count_packets(batch: list) -> int:
+def _count_packets(batch: Batch) -> int:
     n = 0
     for rec in batch:
         if rec[1] >= 0:
@@ -422,7 +426,7 @@ def _relieve(reason: str, stages: list[Stage], context: StageContext) -> None:
                          reason)
 
 
-def _check_order(stages: list) -> None:
+def _check_order(stages: list[Stage]) -> None:
     """The self-check compares each checking stage's input with the output: no stage after it may drop
     frames (the registry's order guarantees it; a new stage that breaks it fails loudly here)."""
     seen_checker = False
@@ -441,11 +445,14 @@ class _MainPass:
     read once; what waits for its comparison is about one batch or one read chunk of records.
     """
 
-    def __init__(self, reader, fh, stages, checkers, clock, monitor, context, sink=None):
+    def __init__(self, reader: CaptureReader, fh: IO[bytes], stages: list[Stage], checkers: list[Stage],
+                 clock: _Progress, monitor: MemoryMonitor, context: StageContext,
+                 sink: compression.CompressingWriter | None = None) -> None:
         """``sink``: a CompressingWriter into ``fh`` (a compressed output), else the writer writes ``fh``."""
         self.reader, self.fh, self.clock, self.monitor, self.context = reader, fh, clock, monitor, context
         self.stages = stages
         self.sink = sink
+        assert reader.format is not None        # the reader has read the capture's header
         self.writer = CaptureWriter(fh if sink is None else sink, reader.format, reader.pcap_header)
         self.only_packets = reader.format == "pcap"      # pcap: every record is a packet
         # a stage that only rewrites pcapng blocks (pcapng_only = True) has nothing to do in a pcap file
@@ -453,7 +460,7 @@ class _MainPass:
         self.checkers = [c for c in checkers if c in self.active]    # in the order the stages run
         for checker in self.checkers:
             checker.will_check()
-        self.entering = [[] for _ in checkers]          # per checker: packets it took in, not yet compared
+        self.entering: list[Batch] = [[] for _ in checkers]          # per checker: packets it took in, not yet compared
         self.batches = reader.batches(BATCH)
         self.packets_in = self.packets_out = 0
         self.done = False
@@ -531,7 +538,7 @@ class _MainPass:
         if any(self.entering):
             raise StageError("self-check failed: the output holds fewer frames than went in")
 
-    def _entered(self, n: int) -> list:
+    def _entered(self, n: int) -> list[tuple[Stage, Batch]]:
         """(checker, the next ``n`` packets it took in), taken off its backlog, for each checker."""
         runs = []
         for checker, pending in zip(self.checkers, self.entering):
@@ -553,7 +560,7 @@ class _FollowFile:
     """
 
     def __init__(self, path: str, main: _MainPass, partial: bool = False):
-        self.fh = open(path, "rb", buffering=0)
+        self.fh = open(path, "rb", buffering=0)     # noqa: SIM115 (held across calls, closed by close())
         self.main = main
         self.pos = 0
         self.partial = partial
@@ -600,11 +607,11 @@ class _PacketRuns:
 
     def __init__(self, reader: CaptureReader):
         self.batches = reader.batches(BATCH)
-        self.pending: list = []
+        self.pending: Batch = []
         self.only_packets = reader.format == "pcap"
         self.eof = False
 
-    def take(self, n: int) -> list:
+    def take(self, n: int) -> Batch:
         pending = self.pending
         while not pending and not self.eof:
             batch = next(self.batches, None)
@@ -626,7 +633,7 @@ class _PacketRuns:
 class _Progress:
     """Throttled progress reports and the cancel check, over all passes of a job."""
 
-    def __init__(self, callback, weights: list, cancel):
+    def __init__(self, callback: ProgressCallback | None, weights: list[float], cancel: CancelToken | None):
         self.callback = callback
         self.weights = weights
         self.total = sum(weights)
@@ -708,7 +715,7 @@ class CancelToken(Protocol):
 ProgressCallback = Callable[[str, int, int, int], None]     # (phase, bytes done, bytes total, packets done)
 # Runs the streaming passes of a prepared job and returns execute()'s outcome dict: execute() in this
 # process (the default), or jobs.run_job_process in a child process.
-Executor = Callable[[ExecSpec, "ProgressCallback | None", "CancelToken | None", JobWorkspace], dict]
+Executor = Callable[[ExecSpec, "ProgressCallback | None", "CancelToken | None", JobWorkspace], dict[str, Any]]
 
 
 def run_job(job: Job, settings: Settings, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
@@ -796,7 +803,7 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
     return "internal", f"internal error ({type(exc).__name__}: {exc})"
 
 
-def _log_compression(job_log: logging.LoggerAdapter, path: Path, plan: tuple) -> None:
+def _log_compression(job_log: logging.LoggerAdapter[Any], path: Path, plan: tuple[str | None, str | None]) -> None:
     """Say how a compressed input is read and an output compressed (beside the hard-link decision)."""
     kind, out = plan
     if kind:

@@ -242,7 +242,7 @@ class QuicNames:
 
     def finish(self) -> None:
         """The pre-scan is over: a hello never completed has the CRYPTO bytes it had zeroed."""
-        for conn, (buf, seen) in self.hellos.items():
+        for conn, (_buf, seen) in self.hellos.items():
             ranges = []
             start = None
             for i, flag in enumerate(seen):

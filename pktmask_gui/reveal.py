@@ -44,7 +44,8 @@ class Revealer:
         allowed = {o.key for o in AnonymizeStage.OPTIONS}
         self._stage = AnonymizeStage({k: v for k, v in (options or {}).items() if k in allowed
                                       and k != "export_mapping"}, StageContext(key=key))
-        self._cp = self._stage._cp
+        self._mapper = self._stage.mapper
+        self._cp = self._mapper.cp
 
     def reveal(self, text: str) -> Revealed:
         try:
@@ -54,10 +55,10 @@ class Revealer:
         value = int(addr)
         if addr.version == 4:
             back = self._cp.deanonymize_v4(value)
-            kept_back, kept_self = self._stage._kept4(back), self._stage._kept4(value)
+            kept_back, kept_self = self._mapper.kept4(back), self._mapper.kept4(value)
         else:
             back = self._cp.deanonymize_v6(value)
-            kept_back, kept_self = self._stage._kept6(back), self._stage._kept6(value)
+            kept_back, kept_self = self._mapper.kept6(back), self._mapper.kept6(value)
         found = []
         if not kept_back:
             found.append(ipaddress.ip_address(back) if addr.version == 6 else ipaddress.IPv4Address(back))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import struct
 
-from . import samplegen as g
+from . import sampleconv, samplegen as g
 
 A, NS, CNAME, SOA, PTR, MX, TXT, AAAA, SRV, DNAME, SVCB, HTTPS = 1, 2, 5, 6, 12, 15, 16, 28, 33, 39, 64, 65
 
@@ -258,7 +258,7 @@ def names_frames(seed: int = 0) -> list:
     query = dns(0x4444, 0x0100, [("files.corp.example.com", A)])
     msg = dns(0x4444, 0x8180, [("files.corp.example.com", A)],
               [("files.corp.example.com", CNAME, ("name", "nas-backup.corp.example.com"))])
-    frames += g.tcp_conversation([(True, struct.pack("!H", len(query)) + query),
+    frames += sampleconv.tcp_conversation([(True, struct.pack("!H", len(query)) + query),
                                   (False, struct.pack("!H", len(msg)) + msg)], 53, seed=seed, mss=30)
     # mDNS and LLMNR
     frames.append(udp(c4, "224.0.0.251", 5353, 5353, dns(0, 0x8400, [], [
@@ -286,7 +286,7 @@ def names_frames(seed: int = 0) -> list:
     # TLS 1.2: SNI, certificates spread over many small segments
     hello = g.tls_record(22, g.tls_client_hello("intranet.corp.example.com", rng.randbytes(32), b"", False),
                          0x0301)
-    frames += g.tcp_conversation([(True, hello), (False, tls12_server_flight(rng, "intranet.corp.example.com"))
+    frames += sampleconv.tcp_conversation([(True, hello), (False, tls12_server_flight(rng, "intranet.corp.example.com"))
                                   ], 443, seed=seed + 1, mss=90)
     # QUIC: a client Initial carrying a ClientHello
     qhello = g.tls_client_hello("video.streaming-example.org", rng.randbytes(32))
@@ -295,4 +295,4 @@ def names_frames(seed: int = 0) -> list:
 
 
 def write_names_capture(path, seed: int = 0) -> None:
-    g.write_pcap(path, names_frames(seed))
+    sampleconv.write_pcap(path, names_frames(seed))

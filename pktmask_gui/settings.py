@@ -76,7 +76,8 @@ class Settings:
         problems = []
         if not isinstance(self.large_file_threshold_mb, int) or not 0 <= self.large_file_threshold_mb <= 10**7:
             problems.append("The large-file threshold must be a whole number of MB between 0 and 10,000,000.")
-        if not isinstance(self.memory_rss_mb, int) or not (self.memory_rss_mb == 0 or 64 <= self.memory_rss_mb <= 10**7):
+        if not isinstance(self.memory_rss_mb, int) or \
+                not (self.memory_rss_mb == 0 or 64 <= self.memory_rss_mb <= 10**7):
             problems.append("The memory threshold must be 0 (off) or at least 64 MB.")
         if not isinstance(self.memory_available_pct, int) or not 0 <= self.memory_available_pct <= 90:
             problems.append("The available-memory threshold must be between 0 % (off) and 90 %.")
@@ -140,9 +141,9 @@ def load_settings(path: Path | None = None) -> Settings:
             setattr(settings, f.name, getattr(defaults, f.name))
     for options in settings.stage_options.values():
         # an earlier version's "pass frames it cannot parse" switch is now one of three policies
-        if isinstance(options, dict) and "allow_uninspected" in options:
-            if options.pop("allow_uninspected") is True:
-                options.setdefault("uninspected", "pass")
+        if isinstance(options, dict) and "allow_uninspected" in options and \
+                options.pop("allow_uninspected") is True:
+            options.setdefault("uninspected", "pass")
     merged_scrub = dict(defaults.scrub)
     merged_scrub.update({k: bool(v) for k, v in settings.scrub.items() if k in SCRUB_ITEMS})
     settings.scrub = merged_scrub

@@ -214,7 +214,7 @@ _PAYLOAD_CHECKS = {DNS: _dns_ok, DHCP: _dhcp_ok, DHCP6: _dhcp6_ok, SFLOW: _sflow
 
 
 # ---- tunnels: their header, then the inner header validated --------------------------------------------
-def _vxlan(data, n, p, uend, wire_end):
+def _vxlan(data, n, p, _uend, wire_end):
     q = p + 8
     if q > n or not valid_ether(data, n, q, wire_end):
         return None
@@ -225,7 +225,7 @@ def _vxlan_linux(data, n, p, uend, wire_end):
     return _vxlan(data, n, p, uend, wire_end) if p < n and data[p] & 0x08 else None
 
 
-def _geneve(data, n, p, uend, wire_end):
+def _geneve(data, n, p, _uend, wire_end):
     if p + 8 > n or data[p] >> 6:                            # version 0
         return None
     q = p + 8 + (data[p] & 0x3F) * 4
@@ -239,7 +239,7 @@ def _geneve(data, n, p, uend, wire_end):
     return (ETYPE, q, ptype) if ptype in KNOWN_ETYPES else None
 
 
-def _gpe(data, n, p, uend, wire_end):
+def _gpe(data, n, p, _uend, wire_end):
     if p + 8 > n or data[p] & 0x30:                          # version 0
         return None
     nxt, q = data[p + 3], p + 8
@@ -272,12 +272,12 @@ def _mpls_stack(data, n, q, wire_end):
 MPLS_PAYLOAD_IP = IP                            # the stack ends in an IP header (by its version nibble)
 
 
-def _mpls_udp(data, n, p, uend, wire_end):
+def _mpls_udp(data, n, p, _uend, wire_end):
     hit = _mpls_stack(data, n, p, wire_end)
     return None if hit is None else (MPLS, p, 0)
 
 
-def _gtpu(data, n, p, uend, wire_end):
+def _gtpu(data, n, p, _uend, wire_end):
     if p + 8 > n:
         return None
     f = data[p]
@@ -302,7 +302,7 @@ def _gtpu(data, n, p, uend, wire_end):
     return (IP, q, 0) if valid_ip(data, n, q, wire_end) else None
 
 
-def _l2tp(data, n, p, uend, wire_end):
+def _l2tp(data, n, p, _uend, wire_end):
     if p + 6 > n:
         return None
     lf = _H(data, p)[0]
@@ -330,7 +330,7 @@ def _l2tp(data, n, p, uend, wire_end):
     return (PPP, q, 0) if proto in (0xC021, 0xC023, 0xC223, 0x8021, 0x8057, 0x80FD) else None
 
 
-def _teredo(data, n, p, uend, wire_end, exact=False):
+def _teredo(data, n, p, _uend, wire_end, exact=False):
     q = p
     if q + 4 <= n and data[q] == 0 and data[q + 1] == 1:     # authentication header
         q += 13 + data[q + 2] + data[q + 3]
@@ -345,7 +345,7 @@ def _teredo_port(data, n, p, uend, wire_end):
     return _teredo(data, n, p, uend, wire_end)
 
 
-def _lisp(data, n, p, uend, wire_end):
+def _lisp(data, n, p, _uend, wire_end):
     q = p + 8
     return (IP, q, 0) if valid_ip(data, n, q, wire_end) else None
 

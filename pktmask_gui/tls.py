@@ -444,7 +444,7 @@ class TlsWalker:
             return True
         return False
 
-    def _bytes0(self, start, end, data, piece, hdr):
+    def _bytes0(self, start, _end, data, piece, hdr):
         if start == 0 and len(hdr) < 13:
             return bytes(data[:HEAD]) if data is not None else piece[2]
         return hdr
@@ -474,7 +474,7 @@ class TlsWalker:
         self.nxt = h + hl + ln
 
     # ---- lost: search for a confident resync ----------------------------------------------------------
-    def _lost(self, first: int, start=None, end=None, data=None, piece=None, hdr=b"") -> None:
+    def _lost(self, first: int, start=None, _end=None, data=None, piece=None, hdr=b"") -> None:
         """Boundaries lost: candidates must start at ``first`` or later; scan what is left of the input."""
         if self.records:
             self.lost += 1          # a resync; a search for the first record (STARTTLS, mid-stream) is not

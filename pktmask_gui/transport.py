@@ -190,9 +190,8 @@ def transport(data, n, proto, off, end, wire, idx, flags0, fl, ips, addrs, csums
             return DONE, p, 0, l4, "GRE protocol type 0x%04x is not supported" % ptype, end, None
         return ETYPE, p, ptype, l4, None, end, None
 
-    if proto == 97:                                          # EtherIP (RFC 3378): 2 bytes, then Ethernet
-        if off + 2 <= n and data[off] >> 4 == 3:
-            return ETH, off + 2, 0, l4, None, end, None
+    if proto == 97 and off + 2 <= n and data[off] >> 4 == 3:       # EtherIP (RFC 3378): 2 bytes, then Ethernet
+        return ETH, off + 2, 0, l4, None, end, None
 
     if proto == 136 or proto == 33:                          # UDP-Lite, DCCP: pseudo-header checksums
         if off + 8 <= n:

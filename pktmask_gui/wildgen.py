@@ -166,7 +166,7 @@ def _dns_any_port(rng: random.Random, net, v6: bool, vid):
                      rng.getrandbits(16))
 
 
-def _encapsulated(rng: random.Random, net, v6: bool, vid):
+def _encapsulated(rng: random.Random, net, v6: bool, _vid):
     """A usual session (TLS, HTTP or DNS) whose every frame is carried the same other way."""
     how = rng.choice(ENCAPSULATIONS)
     seed = rng.getrandbits(32)
@@ -175,7 +175,7 @@ def _encapsulated(rng: random.Random, net, v6: bool, vid):
         yield encapsulate(frame, how, seed)
 
 
-def _fragmented(rng: random.Random, net, v6: bool, vid):
+def _fragmented(rng: random.Random, net, _v6: bool, _vid):
     """A UDP datagram larger than the path's MTU, as IPv4 fragments in order (now and then tunnelled in
     GTP-U first, so that the first fragment carries the tunnel's inner headers)."""
     client, cmac = net.client(False)
@@ -188,7 +188,7 @@ def _fragmented(rng: random.Random, net, v6: bool, vid):
     yield from (_pad(f) for f in fragment(datagram, 1480))
 
 
-def _flow_export(rng: random.Random, net, v6: bool, vid):
+def _flow_export(rng: random.Random, net, _v6: bool, vid):
     """An exporter's datagram: sFlow sampling a frame of a usual session, or NetFlow v5 / v9 records."""
     exporter, cmac = net.client(False)
     collector = net.dns4
@@ -209,7 +209,7 @@ def _flow_export(rng: random.Random, net, v6: bool, vid):
                      rng.getrandbits(16))
 
 
-def _unreadable(rng: random.Random, net, v6: bool, vid):
+def _unreadable(rng: random.Random, net, _v6: bool, _vid):
     """A frame no walker can read past its first header: an unknown EtherType, or PPPoE carrying PPP of an
     unknown protocol; its bytes after that header must be zeroed, the capture go on."""
     _client, cmac = net.client(False)

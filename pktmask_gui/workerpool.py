@@ -33,10 +33,16 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .workspace import process_identity, sweep_owned_by
+
+if TYPE_CHECKING:       # pipeline is imported where it is used: a worker imports it once, when it starts
+    from .pipeline import CancelToken, Job, JobResult, ProgressCallback
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +182,16 @@ class WorkerPool:
             worker.proc.join(max(0.0, deadline - time.monotonic()))
             worker.kill()
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     # --- jobs ------------------------------------------------------------------------------------
-    def run_job(self, job, settings, progress=None, cancel=None, on_log=None):
+    def run_job(self, job: Job, settings: Settings, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None,
+                on_log: Callable[[logging.LogRecord], None] | None = None) -> JobResult:
         """``pipeline.run_job(job, settings)`` on a worker; blocking; never raises for a problem with the
         file: the ``JobResult`` says what happened (a dead worker: failed, with one sentence)."""
         from .pipeline import JobResult

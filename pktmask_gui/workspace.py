@@ -3,8 +3,9 @@
 Every job runs inside ``tempfile.TemporaryDirectory(prefix="pktmask_pipeline_", dir=temp_root)``.
 Its marker file names every process that may write there (the process running the job: the CLI, or a
 pool's worker process), so that the sweep at the next start removes a dir only when all of them are
-gone — never a live instance's; ``sweep_owned_by`` removes at once the dirs of a worker that has ended. The staging dir in the output folder (``pktmask_output_``) carries the same
-marker and is named in the pipeline dir's marker, so the sweep finds it too.
+gone — never a live instance's; ``sweep_owned_by`` removes at once the dirs of a worker that has ended.
+The staging dir in the output folder (``pktmask_output_``) carries the same marker and is named in the
+pipeline dir's marker, so the sweep finds it too.
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import psutil
 
@@ -29,7 +30,7 @@ OUTPUT_PREFIX = "pktmask_output_"
 MARKER = "pktmask-owner.json"
 
 
-def _fmt_size(nbytes: int) -> str:
+def _fmt_size(nbytes: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if nbytes < 1024 or unit == "TB":
             return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
@@ -37,10 +38,10 @@ def _fmt_size(nbytes: int) -> str:
     return str(nbytes)
 
 
-_OWN_IDENTITY: dict[int, dict] = {}
+_OWN_IDENTITY: dict[int, dict[str, Any]] = {}
 
 
-def process_identity(pid: int) -> dict:
+def process_identity(pid: int) -> dict[str, Any]:
     """What a marker names a process by: its pid and start time (a recycled pid has another start time)."""
     if pid == os.getpid() and pid in _OWN_IDENTITY:
         return dict(_OWN_IDENTITY[pid])     # ours cannot change while we run: asked once per process
@@ -48,13 +49,13 @@ def process_identity(pid: int) -> dict:
         created = psutil.Process(pid).create_time()
     except psutil.Error:
         created = 0.0
-    identity = {"pid": pid, "created": created}
+    identity: dict[str, Any] = {"pid": pid, "created": created}
     if pid == os.getpid() and created:
         _OWN_IDENTITY[pid] = dict(identity)
     return identity
 
 
-def _is_alive(identity: dict) -> bool:
+def _is_alive(identity: dict[str, Any]) -> bool:
     try:
         proc = psutil.Process(int(identity["pid"]))
         # A recycled pid belongs to another process: compare start times (psutil rounds them).
@@ -77,11 +78,11 @@ class JobWorkspace:
         # cleanup steps, run newest first on exit; every one runs even when another fails (_logged)
         self.cleanups = contextlib.ExitStack()
         self.path: Path | None = None
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._owners = [process_identity(os.getpid())]
         self._staging: list[str] = []
 
-    def __enter__(self) -> "JobWorkspace":
+    def __enter__(self) -> JobWorkspace:
         try:
             self._tmp = tempfile.TemporaryDirectory(prefix=PIPELINE_PREFIX, dir=self.temp_root)
         except OSError as exc:
@@ -94,7 +95,7 @@ class JobWorkspace:
             raise
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -108,6 +109,7 @@ class JobWorkspace:
 
     def _write_marker(self) -> None:
         marker = {"owners": self._owners, "started": time.time(), "staging": self._staging}
+        assert self.path is not None            # only inside the with block
         tmp = self.path / (MARKER + ".tmp")
         tmp.write_text(json.dumps(marker), encoding="utf-8")
         os.replace(tmp, self.path / MARKER)
@@ -167,7 +169,8 @@ class JobWorkspace:
         return link
 
 
-def _logged(logger, description: str, step, *args, **kwargs) -> None:
+def _logged(logger: logging.Logger | logging.LoggerAdapter[Any], description: str, step: Callable[..., object],
+            *args: Any, **kwargs: Any) -> None:
     """One cleanup step; a failure is logged (to the job's ``logger``), never raised, so that the steps
     after it still run."""
     try:
@@ -176,7 +179,7 @@ def _logged(logger, description: str, step, *args, **kwargs) -> None:
         logger.warning("Cleanup step failed (%s): %s", description, exc)
 
 
-def _read_marker(path: Path) -> dict | None:
+def _read_marker(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((path / MARKER).read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else None
@@ -197,7 +200,8 @@ def _stale(path: Path, min_age_s: float) -> bool:
     return not any(_is_alive(owner) for owner in owners)
 
 
-def sweep_stale(temp_root: Path | str | None = None, extra_dirs=(), min_age_s: float = 60.0) -> list[Path]:
+def sweep_stale(temp_root: Path | str | None = None, extra_dirs: Iterable[Path | str] = (),
+                min_age_s: float = 60.0) -> list[Path]:
     """Remove workspace dirs whose owning processes are all gone; log each; return what was removed.
 
     ``extra_dirs``: output folders to search for ``pktmask_output_`` staging dirs as well (the staging
@@ -232,7 +236,8 @@ def sweep_stale(temp_root: Path | str | None = None, extra_dirs=(), min_age_s: f
     return removed
 
 
-def sweep_owned_by(identity: dict, temp_root: Path | str | None, output_dirs=()) -> list[Path]:
+def sweep_owned_by(identity: dict[str, Any], temp_root: Path | str | None,
+                   output_dirs: Iterable[Path | str] = ()) -> list[Path]:
     """Remove at once the workspace dirs of one process that has ended (a pool's worker, killed or dead):
     the pipeline dirs in ``temp_root`` and the staging dirs in ``output_dirs`` whose marker names it and no
     live process. (A dir it made but had not marked yet is left to the sweep at the next start.)"""
@@ -274,7 +279,7 @@ class MemoryMonitor:
     """
 
     def __init__(self, rss_mb: int = 1024, available_pct: int = 10, interval: float = 0.25,
-                 pids: Callable[[], list[int]] | None = None):
+                 pids: Callable[[], list[int]] | None = None):  # noqa: ARG002 (accepted, unused: own RSS only)
         self.rss_limit = rss_mb * 1024 * 1024 if rss_mb else 0
         self.available_pct = available_pct
         self.interval = interval

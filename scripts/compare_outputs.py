@@ -87,7 +87,7 @@ def _generated(folder: Path) -> list[Path]:
     """Captures of the project's generator: the usual mix (pcap, pcapng with metadata, big-endian with
     nanoseconds) and one frame of every real-world shape it builds (encapsulations, fragments, flow export,
     DNS from tunnel ports)."""
-    from pktmask_gui import samplegen as sg, wildgen as wg
+    from pktmask_gui import sampleconv, samplegen as sg, wildgen as wg
 
     folder.mkdir()
     sg.generate(folder / "mix.pcap", packets=20000, seed=5)
@@ -104,7 +104,7 @@ def _generated(folder: Path) -> list[Path]:
                                 wg.netflow_v5([("10.7.7.1", "10.7.7.2", "10.7.7.3")])))
     frames += [sg.udp4_frame("10.11.0.1", "10.11.0.2", port, 53, sg.dns_query(0x6100 + port % 256, "a.example"))
                for port in (1701, 2152, 4789, 4790, 6081, 6635, 8472)]
-    sg.write_pcap(folder / "shapes.pcap", frames)
+    sampleconv.write_pcap(folder / "shapes.pcap", frames)
     return sorted(folder.iterdir())
 
 
@@ -121,7 +121,8 @@ def _compare(args, files: list[Path], tmp: Path) -> int:
         runs = {}
         for label, checkout in (("base", args.base.resolve()), ("this", REPO)):
             with ThreadPoolExecutor(len(shards)) as pool:
-                parts = pool.map(lambda k: _run(checkout, shards[k], flags, tmp / name / label / str(k), cfg),
+                out = tmp / name / label
+                parts = pool.map(lambda k, c=checkout, f=flags, o=out: _run(c, shards[k], f, o / str(k), cfg),
                                  range(len(shards)))
                 runs[label] = {k: v for part in parts for k, v in part.items()}
         same, differ, status = 0, [], []

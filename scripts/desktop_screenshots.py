@@ -42,7 +42,7 @@ def main() -> int:
         (captures / "truncated-upload.pcap").write_bytes(b"\xd4\xc3\xb2\xa1" + b"\0" * 10)
         app = make_app()
         window = MainWindow()
-        window.confirm_quit = lambda running: True
+        window.confirm_quit = lambda _running: True
         window.resize(1280, 760)
         window.show()
         window.add_paths([str(p) for p in sorted(captures.iterdir())])

@@ -101,7 +101,7 @@ def main() -> int:
                 break
             if window.controller.run is None:
                 break
-        window.confirm_quit = lambda running: True
+        window.confirm_quit = lambda _running: True
         window.close()
         app.processEvents()
         shutil.rmtree(captures, ignore_errors=True)

@@ -130,8 +130,8 @@ def main() -> int:
             leaked = ip_addresses(Path(item["input"])) & ip_addresses(output)
             if leaked:
                 fail(f"{output.name} still holds {len(leaked)} of the input's IP addresses")
-        say(f"process --dedup --anonymize --mask --pseudonymize-names --jobs 2: {len(report['files'])} outputs verified "
-            f"({time.monotonic() - t:.2f} s)")
+        say(f"process --dedup --anonymize --mask --pseudonymize-names --jobs 2: {len(report['files'])} outputs "
+            f"verified ({time.monotonic() - t:.2f} s)")
 
         gui_env = dict(env, QT_QPA_PLATFORM="offscreen")
         t = time.monotonic()

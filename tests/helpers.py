@@ -28,17 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pktmask_gui.capture import (
-    EPB,
-    IDB,
-    META,
-    SHB,
-    CaptureReader,
-    CaptureWriter,
-    make_idb_body,
-    make_pcap_header,
-    make_shb_body,
-)
+from pktmask_gui.capture import EPB, IDB, META, SHB, CaptureReader, make_idb_body, make_pcap_header, make_shb_body
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.samplegen import eth, ipv4, iter_frames, udp, udp4_frame
 from pktmask_gui.settings import Settings
 

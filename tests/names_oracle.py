@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 FIELDS = ("dns.qry.name", "dns.resp.name", "dns.cname", "dns.ns", "dns.ptr.domain_name", "dns.mx.mail_exchange",
           "dns.srv.target", "dns.srv.name", "dns.soa.mname", "dns.soa.rname", "dns.svcb.targetname", "dns.dname",
           "nbns.name", "dhcp.option.hostname", "dhcp.option.domain_name", "dhcp.fqdn.name", "dhcp.server",
-          "dhcpv6.client_domain", "dhcpv6.search_list_entry", "tls.handshake.extensions_server_name", "x509sat.uTF8String",
+          "dhcpv6.client_domain", "dhcpv6.search_list_entry", "tls.handshake.extensions_server_name",
+          "x509sat.uTF8String",
           "x509sat.printableString", "x509sat.teletexString", "x509sat.IA5String", "x509ce.dNSName",
           "x509ce.uniformResourceIdentifier", "x509ce.rfc822Name")
 _SEP = "\x01"
@@ -159,5 +161,5 @@ def byte_leaks(in_path, out_path, extra=(), min_length: int = 4) -> list:
     labels = {lb for lb in labels_of({k: [v for v in vs if not is_reverse(v)] for k, vs in before.items()})
               if len(lb) >= min_length and lb.isascii()
               and not psl.is_public((lb.encode(),), accept_unknown=False)}     # .google is a TLD too
-    data = open(out_path, "rb").read().lower()
+    data = Path(out_path).read_bytes().lower()
     return sorted(lb for lb in labels if lb.encode() in data)

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from pktmask_gui import capture
 from pktmask_gui.capture import (BLOCK, DATA, EPB, IDB, IFACE, LINKTYPE, META, ORIGLEN, SHB, TS, CaptureError,
-                                 CaptureReader, CaptureWriter, Interface, RawPcapTime, build_options,
-                                 idb_info, make_idb_body, make_pcap_header, make_shb_body, parse_options,
-                                 section_endian, ts_to_ns)
+                                 CaptureReader, Interface, RawPcapTime, build_options, idb_info, make_idb_body,
+                                 make_pcap_header, make_shb_body, parse_options, section_endian, ts_to_ns)
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import generate
 
@@ -88,7 +88,7 @@ def read_all(path):
 
 
 def round_trip(path, out_path=None, keep=lambda r: True):
-    out = io.BytesIO() if out_path is None else open(out_path, "w+b")
+    out = io.BytesIO() if out_path is None else open(out_path, "w+b")  # noqa: SIM115 (closed below, or a BytesIO)
     with CaptureReader(path) as reader:
         writer = CaptureWriter(out, reader.format, reader.pcap_header)
         for batch in reader.batches():
@@ -490,10 +490,9 @@ DAMAGE = {
 def test_damage_raises_capture_error_with_offset(workdir, case):
     data, offset, words = DAMAGE[case]
     path = write(workdir, "bad.pcapng", data)
-    with pytest.raises(CaptureError) as info:
-        with CaptureReader(path) as reader:
-            for _ in reader.batches():
-                pass
+    with pytest.raises(CaptureError) as info, CaptureReader(path) as reader:
+        for _ in reader.batches():
+            pass
     assert info.value.offset == offset
     assert words in info.value.reason
     assert str(info.value).endswith(f"at file offset {offset}") or not info.value.located \

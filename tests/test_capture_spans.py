@@ -21,7 +21,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from pktmask_gui import capture
-from pktmask_gui.capture import DATA, CaptureError, CaptureReader, CaptureWriter
+from pktmask_gui.capture import DATA, CaptureError, CaptureReader
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import Job, run_job
 
 ALL = ["dedup", "anonymize", "mask"]
@@ -79,13 +80,15 @@ def test_spans_of_unchanged_records_equal_the_packed_output(workdir, monkeypatch
         copied.append(ok)
         return ok
     monkeypatch.setattr(CaptureWriter, "_copy_spans", spy)
-    every_third = lambda batch: [r for i, r in enumerate(batch) if i % 3]       # drops, order kept
+    def every_third(batch):                                                     # drops, order kept
+        return [r for i, r in enumerate(batch) if i % 3]
     spans, packed = _spans_vs_packed(path, every_third)
     assert spans == packed and all(copied) and copied
     assert _spans_vs_packed(path, lambda b: b)[0] == path.read_bytes()
     # a new record (a stage rewrote it) or a reordered batch: packed as before, same bytes
     copied.clear()
-    rewritten = lambda batch: [r if i != 5 else (b"\1" * 40,) + r[1:] for i, r in enumerate(batch)]
+    def rewritten(batch):
+        return [r if i != 5 else (b"\1" * 40,) + r[1:] for i, r in enumerate(batch)]
     spans, packed = _spans_vs_packed(path, rewritten)
     assert spans == packed and not any(copied)
     spans, packed = _spans_vs_packed(path, lambda b: b[::-1])

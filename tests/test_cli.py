@@ -54,7 +54,7 @@ def test_one_bad_file_fails_the_run_but_not_the_batch(workdir):
     assert files["bad.pcap"]["status"] == "failed" and files["bad.pcap"]["error"]
     assert files["missing.pcap"]["status"] == "failed"
     assert not (workdir / "out" / "bad-sanitized.pcap").exists()
-    failed_lines = [l for l in proc.stderr.splitlines() if l.startswith("FAILED")]
+    failed_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("FAILED")]
     assert len(failed_lines) == 2 and "Traceback" not in proc.stderr
 
 
@@ -159,12 +159,12 @@ def test_no_payload_addresses_leaves_dns_answers_alone(workdir):
 
 
 def test_a_frame_it_cannot_read_is_zeroed_passed_with_allow_uninspected_or_fails_the_file_with_strict(workdir):
-    from pktmask_gui import samplegen as sg
+    from pktmask_gui import sampleconv, samplegen as sg
 
     good = sg.tcp4_frame("10.0.0.1", "10.0.0.2", 40000, 443, 1, 1, sg.ACK, b"data")
     odd = sg.eth("02:00:00:00:00:02", "02:00:00:00:00:01", 0x8100, sg.vlan(9, 0x7878, b"secret" * 8))
     src = workdir / "odd.pcap"
-    sg.write_pcap(src, [good, odd, good])
+    sampleconv.write_pcap(src, [good, odd, good])
     ok = cli("process", src, "-o", workdir / "a", "--anonymize", "--mask", "--json", "--temp-dir", workdir)
     assert ok.returncode == 0, ok.stderr
     (entry,) = json.loads(ok.stdout)["files"]

@@ -52,7 +52,7 @@ def test_the_run_that_creates_the_key_says_where_once(workdir):
 def test_result_line_names_what_each_operation_did(workdir):
     run = cli("process", SAMPLE, "-o", workdir / "out", "--dedup", "--anonymize", "--mask")
     assert run.returncode == 0, run.stderr
-    line = next(l for l in run.stderr.splitlines() if l.startswith("ok: "))
+    line = next(ln for ln in run.stderr.splitlines() if ln.startswith("ok: "))
     assert "12 duplicates removed" in line and "addresses anonymized" in line and "frames masked" in line
     assert line.index("duplicates removed") < line.index("anonymized") < line.index("masked")
 

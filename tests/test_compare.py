@@ -2,7 +2,6 @@
 run did to each frame — checked against the project's own streaming reader and independent byte diffs."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -79,7 +78,7 @@ def test_pairing_under_remove_dupes_is_exact(workdir, fmt):
     after.scan()
     # Independently: a frame is dropped exactly when an earlier frame has the same link type and bytes.
     seen, dropped = set(), []
-    for i, (data, lt, _ts, _orig) in enumerate(packets(src)):
+    for data, lt, _ts, _orig in packets(src):
         dropped.append((lt, data) in seen)
         seen.add((lt, data))
     assert pairing.dropped_count == sum(dropped) == result.packets_in - result.packets_out > 0
@@ -151,5 +150,6 @@ def test_uninspectable_frames_say_where_the_walk_stopped(workdir):
     assert summary(f).startswith("Not inspectable: ")
     zeroed = f._replace(data=bytes(len(frame)))
     fields = explain(f, zeroed)
-    assert fields[-1].name.startswith("Not inspected") and fields[-1].change == "zeroed after the last header understood"
+    assert fields[-1].name.startswith("Not inspected")
+    assert fields[-1].change == "zeroed after the last header understood"
     assert explain(f, f)[-1].change.startswith("passed unchanged")

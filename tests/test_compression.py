@@ -23,8 +23,9 @@ import pytest
 
 from helpers import REPO, leftovers
 from pktmask_gui import compression
-from pktmask_gui.capture import META, SHB, CaptureReader, CaptureWriter, make_shb_body
-from pktmask_gui.compression import DecompressingReader, detect, output_kind, sniff, split_name
+from pktmask_gui.capture import SHB, CaptureReader, make_shb_body
+from pktmask_gui.capturewriter import CaptureWriter
+from pktmask_gui.compression import detect, output_kind, sniff, split_name
 from pktmask_gui.pipeline import Job, find_captures, output_name, run_job
 from pktmask_gui.samplegen import generate
 from pktmask_gui.settings import Settings

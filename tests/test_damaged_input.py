@@ -14,7 +14,8 @@ import pytest
 from helpers import (EPB_RECORDS, FRAMES, GOOD_PCAP, GOOD_PCAPNG, PCAP_RECORDS, assert_clean_failure, cli,
                       leftovers, packets_of, settings_for, written_pcap, written_pcapng)
 
-from pktmask_gui.capture import EPB, IDB, META, SHB, SPB, CaptureReader, CaptureWriter, make_idb_body, make_shb_body
+from pktmask_gui.capture import EPB, IDB, META, SHB, SPB, CaptureReader, make_idb_body, make_shb_body
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import Job, run_job
 
 
@@ -57,7 +58,7 @@ def _deep_damage() -> tuple[bytes, int]:
             for i in range(5000)]
     data = written_pcap(recs)
     off = REC0
-    for i in range(3000):
+    for _ in range(3000):
         off += 16 + struct.unpack_from("<I", data, off + 8)[0]
     return _patch2(data, off + 8, "<II", 200000, 100), off
 

@@ -25,8 +25,9 @@ import pytest
 from helpers import CORPUS, REPO
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pktmask_gui.capture import (CaptureError, CaptureReader, CaptureWriter, EPB, IDB, META, SHB, build_options,
-                                 make_idb_body, make_shb_body)
+from pktmask_gui.capture import (CaptureError, CaptureReader, EPB, IDB, META, SHB, build_options, make_idb_body,
+                                 make_shb_body)
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import generate, tcp4_frame
 from pktmask_gui.settings import Settings

@@ -12,7 +12,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from pktmask_gui import certnames, namefields, samplegen as g, samplenames as sn
 from pktmask_gui.cryptopan import CryptoPAn
-from pktmask_gui.hostnames import (KEPT_ADDRESS, KEPT_DOMAIN, PUBLIC_SUFFIX, PSEUDONYMIZED, HostNames,
+from pktmask_gui.hostnames import (KEPT_ADDRESS, KEPT_DOMAIN, PUBLIC_SUFFIX, HostNames,
                                    derive_subkey, parse_domains)
 from pktmask_gui.namestreams import Direction, DnsTcpNames, TlsNames
 from pktmask_gui.quicnames import QuicNames, client_initials
@@ -117,7 +117,7 @@ def test_reverse_names_follow_the_mapped_address():
     # the anonymizer's keep rules: loopback stays, so does its reverse name
     from pktmask_gui.stages import StageContext
     from pktmask_gui.stages.anonymize import AnonymizeStage
-    keep = HostNames(KEY, map_address=AnonymizeStage({}, StageContext(key=KEY)).map_address)
+    keep = HostNames(KEY, map_address=AnonymizeStage({}, StageContext(key=KEY)).mapper.map_address)
     assert keep.map_text(b"1.0.0.127.in-addr.arpa") == (b"1.0.0.127.in-addr.arpa", KEPT_ADDRESS)
 
 
@@ -184,7 +184,8 @@ def test_dns_answer_of_every_type_rewritten_pointers_intact():
 def test_dns_broken_names_are_zeroed_not_left():
     good = sn.dns(9, 0x8180, [("www.example.com", 1)], [("www.example.com", 1, bytes(4))])
     # a record whose owner is "secret" then a pointer past the message: its label cannot be mapped
-    msg = bytearray(good[:7]) + b"\x02" + good[8:] + b"\x06secret\xc0\xff" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes(4)
+    msg = bytearray(good[:7]) + b"\x02" + good[8:] + b"\x06secret\xc0\xff" + struct.pack("!HHIH", 1, 1, 60, 4) \
+        + bytes(4)
     h = hn()
     edits = {}
     bad = namefields.dns_message(bytes(msg), 0, len(msg), h, "dns", edits)
@@ -330,7 +331,8 @@ def test_tls_cut_by_a_hole_fails_closed():
 
 def test_dns_over_tcp_messages_across_segments():
     q = sn.dns(1, 0x0100, [("files.corp.example.com", 1)])
-    r = sn.dns(1, 0x8180, [("files.corp.example.com", 1)], [("files.corp.example.com", 5, ("name", "nas.corp.example.com"))])
+    r = sn.dns(1, 0x8180, [("files.corp.example.com", 1)],
+               [("files.corp.example.com", 5, ("name", "nas.corp.example.com"))])
     stream = struct.pack("!H", len(q)) + q + struct.pack("!H", len(r)) + r
     h = hn()
     out = _feed(DnsTcpNames(h, "dns", syn=True), stream, [7] * 40)

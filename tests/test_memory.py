@@ -11,7 +11,7 @@ import tracemalloc
 
 import pytest
 
-from pktmask_gui import cryptopan, pipeline
+from pktmask_gui import addressmap, cryptopan, pipeline
 from pktmask_gui.capture import CaptureReader
 from pktmask_gui.samplegen import generate, iter_frames
 from pktmask_gui.stages import StageContext
@@ -71,17 +71,18 @@ def test_anonymizer_tables_stay_bounded_with_many_distinct_addresses():
     stage.will_check()
     records, v4, v6 = _frames(45_000, seed=1)
     _run(stage, records)
-    cp = stage._cp
-    assert len(v4) > anon._MEMO                         # the memo was full and cleared at least once
-    assert len(stage._map4) <= anon._MEMO and len(stage._map6) <= anon._MEMO
+    m = stage.mapper
+    cp = m.cp
+    assert len(v4) > addressmap.MEMO                         # the memo was full and cleared at least once
+    assert len(m.map4) <= addressmap.MEMO and len(m.map6) <= addressmap.MEMO
     assert len(stage._pairs) <= anon._PAIR_CACHE and len(stage._addrs) <= anon._ADDR_CACHE
     assert len(cp._bits4) <= cryptopan.PREFIX_CACHE_MAX + 32 and len(cp._bits) <= cryptopan.PREFIX_CACHE_MAX + 128
-    assert len(stage._kept_seen) <= anon._SEEN and len(stage._landed_on_kept) <= anon._SEEN
+    assert len(m.kept_seen) <= addressmap.SEEN and len(m.landed_on_kept) <= addressmap.SEEN
     assert not stage._expect                            # every frame built was checked and let go
-    held = _table_bytes(stage._map4, stage._map6, stage._pairs, stage._addrs, cp._bits4, cp._bits,
-                        stage._kept_seen, stage._landed_on_kept)
+    held = _table_bytes(m.map4, m.map6, stage._pairs, stage._addrs, cp._bits4, cp._bits,
+                        m.kept_seen, m.landed_on_kept)
     assert held < 40 << 20, held
-    assert len(stage._seen4._table) <= 3 * 4 * len(v4) and len(stage._seen6._table) <= 3 * 16 * len(v6)
+    assert len(m.seen4._table) <= 3 * 4 * len(v4) and len(m.seen6._table) <= 3 * 16 * len(v6)
     rep = stage.report()                                # still exact
     assert rep["ipv4_addresses_mapped"] == len(v4) and rep["ipv6_addresses_mapped"] == len(v6)
     assert "counts_approximate" not in rep
@@ -91,8 +92,9 @@ def test_anonymizer_memory_grows_by_the_address_sets_only(monkeypatch):
     """With every bound small, 8,000 more distinct addresses cost only their slots in the address sets:
     nothing else in the stage keeps something per address or per frame (a memo or cache without its bound
     would hold ~1 MB more here, the prefix caches of old ~12 MB)."""
-    for name, value in (("_MEMO", 1024), ("_PAIR_CACHE", 1024), ("_ADDR_CACHE", 1024), ("_SEEN", 256)):
-        monkeypatch.setattr(anon, name, value)
+    for module, name, value in ((addressmap, "MEMO", 1024), (anon, "_PAIR_CACHE", 1024), (anon, "_ADDR_CACHE", 1024),
+                                (addressmap, "SEEN", 256)):
+        monkeypatch.setattr(module, name, value)
     monkeypatch.setattr(cryptopan, "PREFIX_CACHE_MAX", 2048)
     stage = AnonymizeStage({}, StageContext(key=KEY))
     stage.will_check()
@@ -102,10 +104,10 @@ def test_anonymizer_memory_grows_by_the_address_sets_only(monkeypatch):
     try:
         _run(stage, records[1500:5500])
         first = tracemalloc.get_traced_memory()[0]
-        sets = len(stage._seen4._table) + len(stage._seen6._table)
+        sets = len(stage.mapper.seen4._table) + len(stage.mapper.seen6._table)
         _run(stage, records[5500:])
         second = tracemalloc.get_traced_memory()[0]
-        sets = len(stage._seen4._table) + len(stage._seen6._table) - sets
+        sets = len(stage.mapper.seen4._table) + len(stage.mapper.seen6._table) - sets
     finally:
         tracemalloc.stop()
     assert sets <= 3 * 4000 * 2 * (4 * 7 + 16) / 8     # 7 frames in 8 IPv4; 2 addresses, at most 3 slots each
@@ -119,7 +121,7 @@ def test_mapping_export_is_complete_past_the_memo(workdir):
     stage = AnonymizeStage({"export_mapping": str(path)}, StageContext(key=KEY))
     records, v4, v6 = _frames(40_000, seed=2)
     _run(stage, records)
-    assert len(v4) > anon._MEMO
+    assert len(v4) > addressmap.MEMO
     rep = stage.report()
     assert "counts_approximate" not in rep
     lines = path.read_text().splitlines()[1:]
@@ -208,7 +210,7 @@ def test_mask_fragment_state_stays_within_its_window(monkeypatch):
     two tables, ~600 bytes a datagram, to the end). Same bytes out as with a window holding them all;
     reassembled checksums hold."""
     from pktmask_gui import checksum
-    from pktmask_gui.stages import mask
+    from pktmask_gui.stages import mask, mask_prescan
 
     rng = random.Random(7)
     frames, datagrams = [], []
@@ -230,7 +232,7 @@ def test_mask_fragment_state_stays_within_its_window(monkeypatch):
     records = [(f, 1, i, len(f), 0, None) for i, f in enumerate(frames)]
 
     def run(window):
-        monkeypatch.setattr(mask, "FRAG_WINDOW", window)
+        monkeypatch.setattr(mask_prescan, "FRAG_WINDOW", window)
         stage = mask.MaskStage({}, StageContext())
         most = 0
         for i in range(0, len(records), 16):

@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO
 
 from pktmask_gui import capture
-from pktmask_gui import samplegen as sg
+from pktmask_gui import sampleconv, samplegen as sg
 from pktmask_gui.capture import BLOCK, DATA, LINKTYPE, META, TS, CaptureReader
 
 SAMPLES = REPO / "resources" / "samples"
@@ -248,12 +248,12 @@ def test_upgrade_conversations_are_followed_by_tshark(workdir):
     port (so the plaintext is a genuine upgrade exchange); after a refusal it sees no TLS."""
     import random
     path = workdir / "upgrades.pcap"
-    cases = [(p, ok) for p in sorted(sg.UPGRADE_PORTS) for ok in (True, False)]
+    cases = [(p, ok) for p in sorted(sampleconv.UPGRADE_PORTS) for ok in (True, False)]
     frames = []
     for i, (proto, ok) in enumerate(cases):
-        msgs = sg.upgrade_messages(proto, ok) + (sg.tls_flights(random.Random(i)) if ok else [])
-        frames += sg.tcp_conversation(msgs, sg.UPGRADE_PORTS[proto], seed=i)
-    sg.write_pcap(path, frames)
+        msgs = sampleconv.upgrade_messages(proto, ok) + (sampleconv.tls_flights(random.Random(i)) if ok else [])
+        frames += sampleconv.tcp_conversation(msgs, sampleconv.UPGRADE_PORTS[proto], seed=i)
+    sampleconv.write_pcap(path, frames)
     assert all(walk(f)["ip_ok"] and walk(f)["l4_ok"] for f in frames)
     proc = subprocess.run([TSHARK, "-n", "-r", str(path), "-T", "fields", "-e", "tcp.stream", "-e",
                            "tls.handshake.type", "-e", "_ws.malformed"], capture_output=True, text=True,

@@ -16,7 +16,7 @@ import pytest
 from helpers import big_frame, leftovers, make_kind, pcap_file, settings_for
 
 from pktmask_gui import pipeline as pipeline_mod
-from pktmask_gui.capture import CaptureWriter
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import generate
 from pktmask_gui.stages import StageError

@@ -10,7 +10,8 @@ import struct
 import pytest
 
 import pktmask_gui.stages.mask as mask_module
-from pktmask_gui import frames, samplegen as sg, shape, wildgen as wg
+import pktmask_gui.stages.mask_prescan as mask_prescan
+from pktmask_gui import frames, sampleconv, samplegen as sg, shape, wildgen as wg
 from pktmask_gui.cryptopan import CryptoPAn
 from pktmask_gui.frames import F_QUOTED, OK, W_ADDRS, W_BLIND, W_IPS, walk
 from pktmask_gui.stages import StageContext
@@ -258,11 +259,13 @@ def _shapes() -> list:
     tcp = sg.tcp4_frame(A, B, 40000, 443, 1, 1, sg.ACK, b"\x17\x03\x03\x00\x05hello")
     out = [tcp, sg.tcp6_frame(a6, b6, 40000, 443, 1, 1, sg.ACK, b"GET / HTTP/1.1\r\n"),
            sg.tcp4_frame(A, B, 53, 40000, 1, 1, sg.ACK, b"\x00\x1e" + sg.dns_response(1, "a.b", [C])),
-           sg.udp4_frame(A, B, 40000, 50000, b"\x17\x03\x03data"), sg.udp6_frame(a6, b6, 5353, 5353, sg.dns_query(1, "x.local")),
+           sg.udp4_frame(A, B, 40000, 50000, b"\x17\x03\x03data"),
+           sg.udp6_frame(a6, b6, 5353, 5353, sg.dns_query(1, "x.local")),
            sg.udp4_frame(A, B, 40000, 50000, sg.ipv6(a6, b6, 59, b"")),
            sg.udp4_frame(A, B, 68, 67, b"\x01\x01\x06\x00" + bytes(300)),
            sg.eth("02:00:00:00:00:02", "02:00:00:00:00:01", 0x0800, sg.ipv4(A, B, 1, sg.icmp_echo(1, 2, b"ping"))),
-           sg.eth("02:00:00:00:00:02", "02:00:00:00:00:01", 0x86DD, sg.ipv6(a6, b6, 58, sg.icmp6_echo(a6, b6, 1, 2, b"p"))),
+           sg.eth("02:00:00:00:00:02", "02:00:00:00:00:01", 0x86DD,
+                  sg.ipv6(a6, b6, 58, sg.icmp6_echo(a6, b6, 1, 2, b"p"))),
            _sflow_frame()]
     out += [sg.udp4_frame(A, B, port, 53, sg.dns_query(0x6000 | port & 0xFFF, "q.example")) for port in TUNNEL_PORTS]
     out += [wg.encapsulate(tcp, how) for how in wg.ENCAPSULATIONS]
@@ -274,8 +277,7 @@ def _shapes() -> list:
 def _mutations(count: int, seed: int):
     rnd = random.Random(seed)
     shapes = _shapes()
-    for f in shapes:
-        yield f
+    yield from shapes
     for _ in range(count):
         b = bytearray(rnd.choice(shapes))
         for _ in range(rnd.randint(1, 4)):
@@ -317,6 +319,7 @@ def test_the_anonymizer_and_the_masker_give_the_same_bytes_with_and_without_thei
     fast_mask.prescan(batch)
     want = fast_mask.process(batch)
     monkeypatch.setattr(mask_module, "shapes", lambda batch: [None] * len(batch))
+    monkeypatch.setattr(mask_prescan, "shapes", lambda batch: [None] * len(batch))
     slow_mask = MaskStage({}, StageContext())
     slow_mask.prescan(batch)
     assert slow_mask.process(batch) == want
@@ -343,7 +346,7 @@ def test_the_wild_mix_goes_through_every_operation_without_a_failed_file_or_a_le
     net = sg._Net(rng)
     frames_ = [f for _ in range(150) for f in wildgen.wild_session(rng, net, rng.random() < 0.25, None)]
     src = workdir / "wild.pcap"
-    sg.write_pcap(src, frames_)
+    sampleconv.write_pcap(src, frames_)
     addresses = set()
     for f in frames_:
         w = walk(f, 1)

@@ -6,7 +6,7 @@ import random
 import pytest
 from helpers import VERIFY
 
-from pktmask_gui import samplegen as sg
+from pktmask_gui import sampleconv, samplegen as sg
 from pktmask_gui.tcpstream import RangeMap, Reassembler
 from pktmask_gui.tls import PREFIX, TlsWalker, opens_tls, plausible, ssl2_hello
 
@@ -255,8 +255,8 @@ def test_plaintext_fake_header_confirmed_by_end_or_hole_is_masked():
 
 
 def test_refused_upgrade_then_more_plaintext_masked():
-    for proto in sg.UPGRADE_PORTS:
-        msgs = sg.upgrade_messages(proto, accept=False)
+    for proto in sampleconv.UPGRADE_PORTS:
+        msgs = sampleconv.upgrade_messages(proto, accept=False)
         for side in (True, False):
             stream = b"".join(d for up, d in msgs if up == side)
             if stream:

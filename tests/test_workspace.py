@@ -23,12 +23,11 @@ def test_workspace_removed_on_success_and_exception(workdir):
         assert stage.name.startswith("pktmask_stage_") and stage.parent == path
         (stage / "scratch").write_bytes(b"x" * 100)
     assert not path.exists()
-    with pytest.raises(ValueError):
-        with JobWorkspace(workdir) as ws:
-            path = ws.path
-            staging = ws.output_staging(workdir)
-            (staging / "half-written.pcap").write_bytes(b"partial")
-            raise ValueError("stage failed")
+    with pytest.raises(ValueError), JobWorkspace(workdir) as ws:
+        path = ws.path
+        staging = ws.output_staging(workdir)
+        (staging / "half-written.pcap").write_bytes(b"partial")
+        raise ValueError("stage failed")
     assert not path.exists() and not staging.exists()
 
 

@@ -9,9 +9,17 @@ import importlib
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..layout import UNINSPECTABLE
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+# One capture record, (data, link type, timestamp, original length, interface, block): see capture.py. A
+# batch is a list of them; a stage reads and returns batches.
+Record = tuple[Any, ...]
+Batch = list[Record]
 
 
 class StageError(Exception):
@@ -29,7 +37,7 @@ class Option:
     kind: str  # "bool" | "int" | "choice" | "str" | "cidr_list" | "int_list" | "domain_list"
     default: Any
     help: str = ""
-    choices: tuple = ()
+    choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
 
@@ -38,11 +46,11 @@ class Option:
 class StageContext:
     """What a stage may use from its surroundings."""
 
-    log: logging.Logger | logging.LoggerAdapter = field(default_factory=lambda: logging.getLogger(__name__))
-    warnings: list = field(default_factory=list)
+    log: logging.Logger | logging.LoggerAdapter[Any] = field(default_factory=lambda: logging.getLogger(__name__))
+    warnings: list[str] = field(default_factory=list)
     config_dir: Any = None      # pathlib.Path of the settings folder (key file lives there)
     key: bytes | None = None    # 32-byte anonymization key, when the anonymizer runs
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
         """Record a warning for the job result (shown to the user, once per distinct message)."""
@@ -62,7 +70,7 @@ class Stage:
     description = ""            # a sentence or two for tooltips and --help
     order = 50                  # position in the pipeline the user sees
     run_order: int | None = None    # execution position when it must differ from ``order`` (see pipeline)
-    OPTIONS: tuple = ()         # schema: the settings dialog, the settings file and the CLI are built from it
+    OPTIONS: tuple[Option, ...] = ()    # schema: the settings dialog, settings file and CLI are built from it
     needs_prescan = False       # the executor first runs prescan(batch) over the whole input
     self_check = False          # the executor calls check() / check_spans() on the output read back
     hidden = False              # not an operation the user picks
@@ -74,39 +82,39 @@ class Stage:
     prescan_transparent = False  # a later stage's pre-scan need not run it first (it changes no length or
                                  # structure a pre-scan reads: host names)
 
-    def __init__(self, options: dict | None, context: StageContext):
+    def __init__(self, options: dict[str, Any] | None, context: StageContext):
         merged = {opt.key: opt.default for opt in self.OPTIONS}
         merged.update(options or {})
         self.options = merged
         self.context = context
 
     @classmethod
-    def options_from(cls, settings) -> dict:
+    def options_from(cls, settings: Settings) -> dict[str, Any]:
         """This stage's options from the settings (``settings.Settings``)."""
         return settings.options_for(cls.name)
 
     @classmethod
-    def wanted(cls, settings, operations: tuple = ()) -> bool:
+    def wanted(cls, settings: Settings, operations: tuple[str, ...] = ()) -> bool:  # noqa: ARG003 (the signature stages override)
         """For an implicit stage: should it run beside the operations the user chose (``operations``)?"""
         return True
 
-    def prescan(self, batch: list) -> None:
+    def prescan(self, batch: Batch) -> None:
         pass
 
-    def process(self, batch: list) -> list:
+    def process(self, batch: Batch) -> Batch:
         return batch
 
     def finish(self) -> None:
         """The end of a pass (a replaying stage checks there that it met every frame it decided on)."""
 
-    def replayer(self, context: StageContext) -> "Stage":
+    def replayer(self, context: StageContext) -> Stage:
         """For a stage that drops frames: a stand-in that repeats this pass's decisions in a later pass."""
         raise NotImplementedError(f"{self.name} decides nothing a later pass could replay")
 
-    def check(self, before: list, after: list) -> None:
+    def check(self, before: Batch, after: Batch) -> None:
         pass
 
-    def check_spans(self, before: list, buf: bytes, starts: list, ends: list, linktype: int) -> None:
+    def check_spans(self, before: Batch, buf: bytes, starts: list[int], ends: list[int], linktype: int) -> None:
         """check() for an output read back as frame spans (a pcap file: ``buf[starts[i]:ends[i]]``, all of
         ``linktype``); by default as records (the times and lengths in them are not the output's)."""
         self.check(before, [(buf[a:b], linktype, 0, b - a, 0, None) for a, b in zip(starts, ends)])
@@ -118,7 +126,7 @@ class Stage:
     def release_memory(self) -> str | None:
         return None
 
-    def report(self) -> dict:
+    def report(self) -> dict[str, Any]:
         return {}
 
 
@@ -131,12 +139,12 @@ UNINSPECTED_OPTION = Option(
     choices=("zero", "pass", "fail"))
 
 
-def uninspected_policy(merged: dict, given: dict | None) -> str:
+def uninspected_policy(merged: dict[str, Any], given: dict[str, Any] | None) -> str:
     """The stage's policy for frames it cannot parse; a settings file of an earlier version may still say
     ``allow_uninspected: true`` (pass) instead."""
     if "uninspected" not in (given or {}) and (given or {}).get("allow_uninspected"):
         return "pass"
-    policy = merged["uninspected"]
+    policy = str(merged["uninspected"])
     if policy not in ("zero", "pass", "fail"):
         raise StageError(f"frames that cannot be parsed: the policy must be zero, pass or fail, not {policy!r}")
     return policy
@@ -145,7 +153,7 @@ def uninspected_policy(merged: dict, given: dict | None) -> str:
 ZEROED_REASONS = 256            # distinct reasons counted (and warned about) one by one; the rest together
 
 
-def count_zeroed(counts: dict, w) -> None:
+def count_zeroed(counts: dict[tuple[int, str], int], w: tuple[Any, ...]) -> None:
     """Count a walked frame (frames.walk's result) whose unreadable ranges a stage zeroed, once per reason:
     ``counts[(status, reason)]``. Reasons name numbers from the frame (an EtherType, an OUI): past
     ZEROED_REASONS of them, the others are counted as "other reasons"."""
@@ -156,18 +164,19 @@ def count_zeroed(counts: dict, w) -> None:
         counts[key] = counts.get(key, 0) + 1
 
 
-def report_zeroed(counts: dict, context: "StageContext") -> dict:
+def report_zeroed(counts: dict[tuple[int, str], int], context: StageContext) -> dict[str, int]:
     """``{reason: frames}`` for the report, and a warning per reason (the same sentence from every stage
     that zeroed them, so a job shows it once). Reasons that differ only in their numbers (garbage read as
     an EtherType gives a new one per frame) share one warning past ``GROUPED_AFTER`` of them."""
-    out = {}
-    families: dict = {}
+    out: dict[str, int] = {}
+    families: dict[tuple[int, str], list[tuple[str, int]]] = {}
     for (status, reason), n in sorted(counts.items()):
         out[reason] = out.get(reason, 0) + n
         families.setdefault((status, _NUMBER.sub("…", reason)), []).append((reason, n))
     for (status, family), members in families.items():
         if len(members) > GROUPED_AFTER:
-            shown = ", ".join(_NUMBER.search(r).group() for r, _ in members[:GROUPED_AFTER])
+            found = (_NUMBER.search(r) for r, _ in members[:GROUPED_AFTER])     # each has one: they differ in it
+            shown = ", ".join(m.group() for m in found if m)
             reason = f"{family}: {len(members)} different values, {shown}, …"
         else:
             for reason, n in members:
@@ -181,7 +190,7 @@ GROUPED_AFTER = 3
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|\b\d+\b")
 
 
-def _warn_zeroed(context: "StageContext", status: int, reason: str, n: int) -> None:
+def _warn_zeroed(context: StageContext, status: int, reason: str, n: int) -> None:
     frames = "1 frame" if n == 1 else f"{n:,} frames"
     if status == UNINSPECTABLE:
         context.warn(f"{frames} could not be inspected ({reason}): zeroed after the last header understood")
@@ -228,7 +237,7 @@ def stage_by_name(name: str) -> type[Stage]:
 
 
 
-def validate_option(opt: Option, value) -> str | None:
+def validate_option(opt: Option, value: Any) -> str | None:
     """A sentence saying what is wrong with ``value`` for ``opt``, or None when it is acceptable."""
     import ipaddress
 

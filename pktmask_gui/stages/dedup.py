@@ -11,8 +11,9 @@ that is also, when their first 64 bytes differ, a CRC-32 collision of those.
 The table is sized from the file size and the mean record size of the first batch (capped at
 ``PRESIZE_CAP`` slots), and once more when 1/32 of the file is read (the first frames may be larger than
 the rest), so that a large file does not pay for a chain of doublings; a doubling holds the new table and
-the keys (12 bytes each), and takes them back a chunk at a time. On top of that, one bit per frame records each decision, so that later
-passes over the same input (the main pass after a pre-scan) repeat them without hashing (``replayer``).
+the keys (12 bytes each), and takes them back a chunk at a time. On top of that, one bit per frame records
+each decision, so that later passes over the same input (the main pass after a pre-scan) repeat them
+without hashing (``replayer``).
 
 Hand-written table: Python has no compact fixed-width hash set, and this one is the hot path. Why numpy:
 probing in Python cost about 0.4 µs a frame (bytecode, and one cache miss after another). Here hashing and
@@ -450,7 +451,7 @@ class DedupStage(Stage):
         return (f"Remove Dupes switched to a window: duplicates are now found among at least the last "
                 f"{WINDOW:,} unique frames instead of the whole file (no other frame is dropped).")
 
-    def replayer(self, context=None) -> "DedupReplay":
+    def replayer(self, context=None) -> DedupReplay:
         """A stage that repeats this one's decisions over the same input, frame by frame, without hashing.
 
         The executor uses it for the passes after the first; this stage's tables are freed.
@@ -542,7 +543,7 @@ class DedupReplay(Stage):
             n += 1
         return out
 
-    def replayer(self, context=None) -> "DedupReplay":
+    def replayer(self, context=None) -> DedupReplay:
         replay = DedupReplay(self.options, context or self.context)
         replay.decisions, replay.decided, replay.source = self.decisions, self.decided, self.source
         return replay

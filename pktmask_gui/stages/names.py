@@ -30,6 +30,7 @@ from __future__ import annotations
 from bisect import bisect_right
 
 from . import Stage, StageContext, StageError
+from .. import capture
 from ..checksum import fix_checksums
 from ..frames import walk
 from ..layout import F_LATER_FRAGMENT, NON_IP, UNINSPECTABLE, L4F_FRAGMENT
@@ -54,7 +55,6 @@ def _load() -> None:
         QUIC_VERSIONS, QuicNames, client_initials = _qv, _qn, _ci
 
 NBNS = -1
-from .. import capture
 
 _I = __import__("struct").Struct("!I").unpack_from
 _HH = __import__("struct").Struct("!HH").unpack_from
@@ -77,7 +77,7 @@ def _maybe_quic(data, p: int, end: int) -> bool:
 
 def _udp_end(data, t: int, end: int) -> int:
     ulen = (data[t + 4] << 8) | data[t + 5]
-    return t + ulen if 8 <= ulen and t + ulen <= end else end
+    return t + ulen if ulen >= 8 and t + ulen <= end else end
 
 
 def _flow(data, o: int, t: int) -> bytes:
@@ -140,7 +140,7 @@ class NamesStage(Stage):
                                  and k != "export_mapping"}, StageContext(log=context.log, key=context.key))
         try:
             self.hn = HostNames(context.key, bool(opts.get("keep_public_suffix", True)),
-                                opts.get("keep_domains") or (), mapper.map_address,
+                                opts.get("keep_domains") or (), mapper.mapper.map_address,
                                 export=bool(opts.get("export_mapping")))
         except ValueError as exc:
             raise StageError(f"Domains to keep: {exc}") from None

@@ -25,11 +25,11 @@ must go. Blocks this module does not know (e.g. the systemd journal block 9) pas
 """
 from __future__ import annotations
 
-import struct
 
 from . import Option, Stage
 from ..capture import (CB_COPY, CB_NOCOPY, DSB, EPB, IDB, ISB, META, NRB, PB, SHB, build_options,
                        parse_options, section_endian)
+from ..pcapngoptions import has_code, options_start
 from ..settings import SCRUB_ITEMS
 
 COMMENT = 1
@@ -42,50 +42,6 @@ IDB_STRINGS = frozenset((2, 3, 4, 5, 6, 7, 11, 12, 15))         # names, address
 KNOWN_OPTIONS = {SHB: range(1, 5), IDB: range(1, 19), ISB: range(1, 9), NRB: range(1, 5), DSB: range(1, 2),
                  EPB: range(1, 8), PB: range(1, 4)}
 KNOWN_OPTIONS = {b: frozenset(codes) | CUSTOM_OPTIONS for b, codes in KNOWN_OPTIONS.items()}
-
-_OPT = {"<": struct.Struct("<HH"), ">": struct.Struct(">HH")}
-_U32 = {"<": struct.Struct("<I"), ">": struct.Struct(">I")}
-
-
-def _options_start(btype: int, body, endian: str) -> int | None:
-    """Where a metadata block's options begin inside its body, or None when it has no room for any."""
-    if btype == SHB:
-        start = 16
-    elif btype == IDB:
-        start = 8
-    elif btype == ISB:
-        start = 12
-    elif btype == NRB:                      # name records up to nrb_record_end, then options
-        unpack = _OPT[endian].unpack_from
-        start = 0
-        while start + 4 <= len(body):
-            rtype, rlen = unpack(body, start)
-            start += 4 + ((rlen + 3) & ~3)
-            if rtype == 0:
-                break
-    elif btype == DSB:                      # secrets type, secrets length, padded secrets, then options
-        if len(body) < 8:
-            return None
-        start = 8 + ((_U32[endian].unpack_from(body, 4)[0] + 3) & ~3)
-    else:
-        return None
-    return start if start < len(body) else None
-
-
-def _has_code(buf, endian: str, codes, known=None) -> bool:
-    """True when the option bytes ``buf`` hold an option whose code is in ``codes`` or, when ``known`` is
-    given, not in ``known`` (no allocation)."""
-    unpack = _OPT[endian].unpack_from
-    off, end = 0, len(buf)
-    while off + 4 <= end:
-        code, length = unpack(buf, off)
-        if code == 0:
-            return False
-        if code in codes or (known is not None and code not in known):
-            return True
-        off += 4 + ((length + 3) & ~3)
-    return False
-
 
 class ScrubStage(Stage):
     name = "scrub"
@@ -103,7 +59,7 @@ class ScrubStage(Stage):
         return {**settings.scrub, **settings.options_for(cls.name)}    # the settings' own scrub items first
 
     @classmethod
-    def wanted(cls, settings, operations=()) -> bool:
+    def wanted(cls, settings, operations=()) -> bool:  # noqa: ARG003 (Stage.wanted's signature)
         return not settings.keep_metadata
 
     def __init__(self, options, context):
@@ -153,7 +109,7 @@ class ScrubStage(Stage):
                 append(rec)           # pcap, no options, SPB or modified pcap (their extra bytes are not options)
                 continue
             known = KNOWN_OPTIONS[block[0]] if self._unknown else None
-            if _has_code(block[1], self._endian, packet_codes, known):
+            if has_code(block[1], self._endian, packet_codes, known):
                 options = self._strip(parse_options(block[1], self._endian), packet_codes, known)
                 block = (block[0], build_options(options, self._endian)) + tuple(block[2:])
                 rec = rec[:5] + (block,)
@@ -173,8 +129,8 @@ class ScrubStage(Stage):
         known = KNOWN_OPTIONS.get(btype) if self._unknown else None
         if not codes and known is None:
             return rec
-        fixed = _options_start(btype, body, self._endian)
-        if fixed is None or not _has_code(memoryview(body)[fixed:], self._endian, codes, known):
+        fixed = options_start(btype, body, self._endian)
+        if fixed is None or not has_code(memoryview(body)[fixed:], self._endian, codes, known):
             return rec
         options = self._strip(parse_options(body[fixed:], self._endian), codes, known, btype)
         return (bytes(body[:fixed]) + build_options(options, self._endian),) + rec[1:]

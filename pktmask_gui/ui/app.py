@@ -77,7 +77,7 @@ def run_gui(paths: list[str]) -> int:
 
 def _stop_on_signals(app, window) -> None:
     """Ctrl-C in the terminal or SIGTERM: cancel the jobs, wait for their cleanup, quit (no question)."""
-    def stop(signum, _frame):
+    def stop(_signum, _frame):
         window.shutdown(show_progress=False)
         window.close()
         app.quit()

@@ -192,14 +192,14 @@ class HexView(QAbstractScrollArea):
     def sizeHint(self) -> QSize:
         return QSize(self.fontMetrics().horizontalAdvance("0" * 76) + 30, 200)
 
-    def paintEvent(self, event):
+    def paintEvent(self, _event):
         painter = QPainter(self.viewport())
         fm = self.fontMetrics()
         lh, cw, asc = self._line_height(), fm.horizontalAdvance("0"), fm.ascent()
         painter.setPen(QColor("#4a5560"))
         if self.message:
-            painter.drawText(self.viewport().rect().adjusted(8, 8, -8, -8), Qt.AlignLeft | Qt.AlignTop | Qt.TextWordWrap,
-                             self.message)
+            painter.drawText(self.viewport().rect().adjusted(8, 8, -8, -8),
+                             Qt.AlignLeft | Qt.AlignTop | Qt.TextWordWrap, self.message)
         first = self.verticalScrollBar().value()
         rows = self.viewport().height() // lh + 1
         data, changed = self.data, self.changed

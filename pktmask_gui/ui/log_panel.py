@@ -190,7 +190,7 @@ class LevelFilter(QSortFilterProxyModel):
             self.min_level = level
             self.invalidateFilter()
 
-    def filterAcceptsRow(self, row, parent):
+    def filterAcceptsRow(self, row, _parent):
         return self.sourceModel().entries[row][LEVELNO] >= self.min_level
 
 

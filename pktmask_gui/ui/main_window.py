@@ -782,10 +782,9 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         running = self.controller.running_count()
-        if running and not self._shut_down:
-            if not self.confirm_quit(running):
-                event.ignore()
-                return
+        if running and not self._shut_down and not self.confirm_quit(running):
+            event.ignore()
+            return
         if self.controller.threads_alive() and not self.shutdown(show_progress=True):
             # A thread still runs: keep the window (and its job objects) alive rather than abort.
             self.controller.wait_for_jobs(SHUTDOWN_TIMEOUT_S)

@@ -52,7 +52,8 @@ class _Rows:
         caption = QLabel(label)
         caption.setBuddy(widget)
         self.grid.addWidget(caption, self.row, 0, Qt.AlignLeft | Qt.AlignVCenter)
-        stretch = isinstance(widget, (QLineEdit, QPlainTextEdit, QWidget)) and not isinstance(widget, (QSpinBox, QComboBox))
+        stretch = isinstance(widget, (QLineEdit, QPlainTextEdit, QWidget)) and \
+            not isinstance(widget, (QSpinBox, QComboBox))
         if isinstance(widget, QPlainTextEdit):
             caption.setAlignment(Qt.AlignLeft | Qt.AlignTop)
             self.grid.addWidget(caption, self.row, 0, Qt.AlignLeft | Qt.AlignTop)
@@ -428,7 +429,8 @@ class SettingsDialog(QDialog):
         try:
             settings_mod.save_settings(new)
         except OSError as exc:
-            self.errors.setText(f"<b>The settings could not be saved</b> to {_html(str(settings_mod.settings_path()))}: "
+            where = _html(str(settings_mod.settings_path()))
+            self.errors.setText(f"<b>The settings could not be saved</b> to {where}: "
                                 f"{_html(exc.strerror or str(exc))}.")
             self.errors.show()
             return

@@ -20,7 +20,8 @@ from helpers import CORPUS, packets_of
 
 from pktmask_gui import capture
 from pktmask_gui import samplegen as sg
-from pktmask_gui.capture import CaptureReader, CaptureWriter, build_options, make_idb_body, make_shb_body
+from pktmask_gui.capture import CaptureReader, build_options, make_idb_body, make_shb_body
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.cryptopan import CryptoPAn
 from pktmask_gui.frames import OK, Uninspectable, field_length, walk
 from pktmask_gui.samplegen import generate

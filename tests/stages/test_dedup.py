@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pktmask_gui.capture import META, CaptureReader, CaptureWriter
+from pktmask_gui.capture import META, CaptureReader
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import ExecSpec, execute
 from pktmask_gui.samplegen import generate
 from pktmask_gui.stages import StageContext, StageError
@@ -78,7 +79,8 @@ def test_same_bytes_other_link_type_is_not_a_duplicate():
 
 def test_frames_alike_but_for_their_tail_are_kept():
     head = os.urandom(HEAD)
-    frames = [pkt(head + bytes([i]) * 600) for i in range(50)] + [pkt(head + b"\0" * 599 + bytes([i])) for i in range(1, 50)]
+    frames = [pkt(head + bytes([i]) * 600) for i in range(50)] + \
+        [pkt(head + b"\0" * 599 + bytes([i])) for i in range(1, 50)]
     stage = DedupStage({}, StageContext())
     assert stage.process(frames + frames) == frames
     assert stage.report()["duplicates_removed"] == len(frames)
@@ -233,7 +235,7 @@ def test_executor_fails_when_the_input_changes_between_passes(workdir, monkeypat
 
     def grow_input_then_replay(self, context=None):
         with open(src, "ab") as fh:                            # someone appends to the capture meanwhile
-            fh.write(open(src, "rb").read()[24:24 + 16 + 60])
+            fh.write(src.read_bytes()[24:24 + 16 + 60])
         return original(self, context)
 
     monkeypatch.setattr(DedupStage, "replayer", grow_input_then_replay)
@@ -628,7 +630,7 @@ def test_corpus_outputs_equal_frame_by_frame_dedup(workdir):
         spec = ExecSpec(read_path=str(src), staged_path=str(out), stages=["dedup"], stage_options={}, key=None,
                         memory_rss_mb=0, memory_available_pct=0)
         if want is None:
-            with pytest.raises(Exception):
+            with pytest.raises(Exception):  # noqa: B017 (whatever the reader raised: the executor refuses too)
                 execute(spec)
             continue
         result = execute(spec)

@@ -14,8 +14,9 @@ import pytest
 from helpers import VERIFY, WILD
 
 from pktmask_gui import checksum
-from pktmask_gui import samplegen as sg
-from pktmask_gui.capture import CaptureReader, CaptureWriter
+from pktmask_gui import sampleconv, samplegen as sg
+from pktmask_gui.capture import CaptureReader
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.frames import Uninspectable, walk
 from pktmask_gui.stages import StageContext, StageError
 from pktmask_gui.stages.mask import MaskStage
@@ -145,7 +146,7 @@ def test_tls_session_handshake_kept_application_data_zero(v6, vlans):
     frames += [cs[0], ss[0], ss[1]] + cs[1:] + ss[2:]
     out, stage = run(recs([f for _, f in frames]))
     data = [o[0] for o in out]
-    for (off, f), o in zip(frames, data):
+    for (_off, f), o in zip(frames, data):
         assert len(o) == len(f)
         assert o[:14 + 4 * len(vlans)] == f[:14 + 4 * len(vlans)]          # link headers and VLAN tags
     check_stream([data[2]] + data[5:5 + len(cs) - 1], [cs[0][0]] + [c[0] for c in cs[1:]], client, ccls)
@@ -203,7 +204,7 @@ def test_gap_then_resync_and_midstream_start():
     kept = [s for s in segs if not s[0] <= h1 < s[0] + 700]
     out, stage = run(recs([f for _, f in kept]))
     hdr_after = [len(CH) + i * 905 for i in range(2, 5)]
-    for (off, f), o in zip(kept, out):
+    for (off, _f), o in zip(kept, out):
         p = payload(o[0])
         for j, b in enumerate(p):
             pos = off + j
@@ -216,7 +217,7 @@ def test_gap_then_resync_and_midstream_start():
     mid = segs[2:]
     out, _ = run(recs([f for _, f in mid]))
     first = min(h for h in hdr_after if h > mid[0][0])
-    for (off, f), o in zip(mid, out):
+    for (off, _f), o in zip(mid, out):
         p = payload(o[0])
         for j, b in enumerate(p):
             if off + j < first:
@@ -642,22 +643,22 @@ def _decode_as_verifier(tmp: Path, ports):
 
 def _write_pair(tmp: Path, frames, out):
     src, dst = tmp / "in.pcap", tmp / "out.pcap"
-    sg.write_pcap(src, frames)
-    sg.write_pcap(dst, [o[0] for o in out])
+    sampleconv.write_pcap(src, frames)
+    sampleconv.write_pcap(dst, [o[0] for o in out])
     return src, dst
 
 
 def _upgrade(proto, tls13):
-    msgs = sg.upgrade_messages(proto)
-    tls = sg.tls_flights(random.Random(5), tls13=tls13)
-    return sg.tcp_conversation(msgs + tls, sg.UPGRADE_PORTS[proto], seed=len(proto), v6=not tls13), \
+    msgs = sampleconv.upgrade_messages(proto)
+    tls = sampleconv.tls_flights(random.Random(5), tls13=tls13)
+    return sampleconv.tcp_conversation(msgs + tls, sampleconv.UPGRADE_PORTS[proto], seed=len(proto), v6=not tls13), \
         _truth(msgs, tls)
 
 
-@pytest.mark.parametrize("proto", sorted(sg.UPGRADE_PORTS))
+@pytest.mark.parametrize("proto", sorted(sampleconv.UPGRADE_PORTS))
 @pytest.mark.parametrize("tls13", [True, False])
 def test_tls_after_plaintext_upgrade_keeps_the_handshake(proto, tls13):
-    port = sg.UPGRADE_PORTS[proto]
+    port = sampleconv.UPGRADE_PORTS[proto]
     frames, truth = _upgrade(proto, tls13)
     out, stage = run(recs(frames), batch=9)
     _check_conversation(frames, out, truth, port)
@@ -670,10 +671,11 @@ def test_tls_after_plaintext_upgrade_keeps_the_handshake(proto, tls13):
 
 def test_upgrades_pass_the_independent_verifier(workdir):
     """All the upgrades above in one capture, checked by verify.py (with Decode As on their ports)."""
-    cmd = _decode_as_verifier(workdir, sg.UPGRADE_PORTS.values())
+    cmd = _decode_as_verifier(workdir, sampleconv.UPGRADE_PORTS.values())
     if cmd is None:
         pytest.skip("tshark or verify.py is missing (or Windows: the tshark wrapper is a shell script)")
-    frames = [f for proto in sorted(sg.UPGRADE_PORTS) for tls13 in (True, False) for f in _upgrade(proto, tls13)[0]]
+    frames = [f for proto in sorted(sampleconv.UPGRADE_PORTS) for tls13 in (True, False)
+              for f in _upgrade(proto, tls13)[0]]
     out, stage = run(recs(frames), batch=50)
     assert stage.report()["tls_flows"] == 16
     src, dst = _write_pair(workdir, frames, out)
@@ -682,10 +684,10 @@ def test_upgrades_pass_the_independent_verifier(workdir):
     assert re.search(r"mask\.tls_handshake\s+PASS", p.stdout.decode())      # compared, not skipped
 
 
-@pytest.mark.parametrize("proto", sorted(sg.UPGRADE_PORTS))
+@pytest.mark.parametrize("proto", sorted(sampleconv.UPGRADE_PORTS))
 def test_refused_upgrade_and_the_plaintext_after_it_masked(proto):
-    msgs = sg.upgrade_messages(proto, accept=False)
-    frames = sg.tcp_conversation(msgs, sg.UPGRADE_PORTS[proto], seed=7, mss=40)
+    msgs = sampleconv.upgrade_messages(proto, accept=False)
+    frames = sampleconv.tcp_conversation(msgs, sampleconv.UPGRADE_PORTS[proto], seed=7, mss=40)
     out, stage = run(recs(frames))
     assert all(not any(payload(o[0])) for o in out)
     assert stage.report()["tls_flows"] == 0
@@ -696,35 +698,35 @@ def test_plaintext_that_looks_like_tls_is_masked():
     resync rule accepts in a capture that began mid-connection): from the SYN on, TLS must open with a
     hello, so nothing is kept."""
     chain = b"\x16\x03\x01\x00\x05SECRE\x17\x03\x03\x00\x02TS\x16\x03\x01\x00\x03PIN"
-    msgs = sg.upgrade_messages("smtp", accept=False) + [(True, b"DATA\r\n"), (False, b"354 go ahead\r\n"),
+    msgs = sampleconv.upgrade_messages("smtp", accept=False) + [(True, b"DATA\r\n"), (False, b"354 go ahead\r\n"),
                                                          (True, b"Subject: x\r\n\r\n" + chain)]
-    frames = sg.tcp_conversation(msgs, 25, seed=3)
+    frames = sampleconv.tcp_conversation(msgs, 25, seed=3)
     out, _ = run(recs(frames))
     assert all(not any(payload(o[0])) for o in out)
     # a fake header in the CONNECT request whose record ends exactly where the real ClientHello begins
     fake = b"\x16\x03\x01\x00\x0bsecret-hash"
     msgs = [(True, b"CONNECT www.example.com:443 HTTP/1.1\r\nX-Trace: " + fake),
             (False, b"HTTP/1.1 200 Connection established\r\n\r\n")]
-    tls = sg.tls_flights(random.Random(8))
-    frames = sg.tcp_conversation(msgs + tls, 3128, seed=4)
+    tls = sampleconv.tls_flights(random.Random(8))
+    frames = sampleconv.tcp_conversation(msgs + tls, 3128, seed=4)
     out, _ = run(recs(frames))
     _check_conversation(frames, out, _truth(msgs, tls), 3128)
 
 
 def test_connect_answered_407_then_retried_then_tls():
-    refused = sg.upgrade_messages("connect", accept=False)[:2]
-    msgs = refused + sg.upgrade_messages("connect")
-    tls = sg.tls_flights(random.Random(9), tls13=False)
-    frames = sg.tcp_conversation(msgs + tls, 3128, seed=5)
+    refused = sampleconv.upgrade_messages("connect", accept=False)[:2]
+    msgs = refused + sampleconv.upgrade_messages("connect")
+    tls = sampleconv.tls_flights(random.Random(9), tls13=False)
+    frames = sampleconv.tcp_conversation(msgs + tls, 3128, seed=5)
     out, stage = run(recs(frames))
     _check_conversation(frames, out, _truth(msgs, tls), 3128)
     assert stage.report()["tls_records"]["handshake"] == 5
 
 
 def test_gap_in_the_plaintext_or_the_hello_before_tls():
-    msgs = sg.upgrade_messages("imap")
-    tls = sg.tls_flights(random.Random(10))
-    frames = sg.tcp_conversation(msgs + tls, 143, seed=6, mss=20)
+    msgs = sampleconv.upgrade_messages("imap")
+    tls = sampleconv.tls_flights(random.Random(10))
+    frames = sampleconv.tcp_conversation(msgs + tls, 143, seed=6, mss=20)
     truth = _truth(msgs, tls)
     # the second plaintext segment from the server is lost: the ServerHello after the hole opens TLS
     server_plain = [i for i, f in enumerate(frames) if payload(f) and not payload(f).startswith(b"\x16")
@@ -851,7 +853,7 @@ def test_link_layer_trailer_zeroed_only_when_not_already_zero():
 
 def test_ones_sum_folding_matches_the_plain_residue():
     # _osum folds long payloads before dividing: the residue must be the plain one for every length
-    from pktmask_gui.stages.mask import _osum
+    from pktmask_gui.checksum import osum as _osum
     rnd = random.Random(11)
     for n in list(range(0, 300)) + [255, 256, 257, 1460, 1461, 8999, 65535, 65536, 70001]:
         for b in (bytes(rnd.randrange(256) for _ in range(n)), b"\xff" * n):
@@ -942,8 +944,8 @@ def test_state_stays_bounded_over_many_sequential_flows(monkeypatch):
 
 
 def test_live_limit_closes_idle_directions_and_fails_closed(monkeypatch):
-    from pktmask_gui.stages import mask as mask_module
-    monkeypatch.setattr(mask_module, "LIVE_LIMIT", 8)
+    from pktmask_gui.stages import mask_prescan
+    monkeypatch.setattr(mask_prescan, "LIVE_LIMIT", 8)
     stream, cls = layout([CH, APP[0], APP[2], APP[1]])
     per_flow = [segments(stream, [700], 1000) for _ in range(40)]
     frames, where = [], []
@@ -1003,9 +1005,9 @@ def test_packed_ranges_read_back_in_the_main_pass(big):
 # ---- the zeroed ranges' sums, one numpy reduction per batch ------------------------------------------------
 
 def test_range_sums_equal_the_per_range_sums():
-    """_range_sums (numpy, the batch's ranges at once) gives _osum of each range aligned on its checksum's
-    words, for every start parity and length, the first and the last range included."""
-    from pktmask_gui.stages import mask as mask_mod
+    """checksum.range_sums (numpy, the batch's ranges at once) gives checksum.osum of each range aligned on its
+    checksum's words, for every start parity and length, the first and the last range included."""
+    from pktmask_gui import checksum
     r = random.Random(7)
     zeroing = []
     for k in range(400):
@@ -1014,19 +1016,19 @@ def test_range_sums_equal_the_per_range_sums():
         b = r.randrange(a + 1, len(data) + 1)
         t = r.randrange(a + 1)
         zeroing.append((k, (data, 1, 0, len(data), 0, None), a, b, 0, False, t))
-    want = [mask_mod._osum(b"\0" + rec[0][a:b] if (a - t) & 1 else rec[0][a:b])
+    want = [checksum.osum(b"\0" + rec[0][a:b] if (a - t) & 1 else rec[0][a:b])
             for _k, rec, a, b, _cs, _u, t in zeroing]
-    assert mask_mod._range_sums(zeroing) == want
+    assert checksum.range_sums(zeroing) == want
     # the big-integer sum of a range read from an odd offset is the even sum moved by a byte
-    for _k, rec, a, b, _cs, _u, t in zeroing[:50]:
-        even = mask_mod._osum(rec[0][a:b])
-        assert mask_mod._osum(b"\0" + rec[0][a:b]) == (even << 8) % 0xFFFF
+    for _k, rec, a, b, _cs, _u, _t in zeroing[:50]:
+        even = checksum.osum(rec[0][a:b])
+        assert checksum.osum(b"\0" + rec[0][a:b]) == (even << 8) % 0xFFFF
 
 
 @pytest.mark.parametrize("trim", [False, True])
 def test_batched_sums_give_the_bytes_of_frame_by_frame_sums(trim):
-    """Batches above and below _BATCH_SUMS (numpy reduction or _osum per range) write the same frames, and
-    every checksum the input had right is still right; a wrong one stays wrong."""
+    """Batches above and below checksum.BATCH_SUMS (numpy reduction or osum per range) write the same
+    frames, and every checksum the input had right is still right; a wrong one stays wrong."""
     stream, _cls = layout([CH, SH, CCS] + APP * 6)
     frames = [f for _off, f in segments(stream, [100, 1460, 7, 999, 1], 1000)
               + segments(stream, [1400, 3], 5000, v6=True)]
@@ -1111,8 +1113,8 @@ def test_masked_checksums_match_a_from_scratch_sum(mode, batch_sums, monkeypatch
     TSO frame), UDP without checksum, right and wrong checksums; through the numpy reduction (16) and the
     per-range sums: every payload byte gone, a right checksum right against a from-scratch sum, a wrong one
     wrong by the same amount, a UDP 0 still 0."""
-    from pktmask_gui.stages import mask as mask_mod
-    monkeypatch.setattr(mask_mod, "_BATCH_SUMS", batch_sums)
+    from pktmask_gui import checksum
+    monkeypatch.setattr(checksum, "BATCH_SUMS", batch_sums)
     rng = random.Random(99)
     built = []
     for i in range(120):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pktmask_gui import samplegen, samplenames
+from pktmask_gui import sampleconv, samplegen, samplenames
 from pktmask_gui.capture import CaptureReader
 from pktmask_gui.pipeline import _run_order
 from pktmask_gui.stages import StageContext
@@ -73,7 +73,8 @@ def names_capture(workdir) -> Path:
 
 def mapper():
     stage = AnonymizeStage({}, StageContext(key=bytes.fromhex(KEY_HEX)))
-    return lambda addr: ipaddress.ip_address(stage.map_address(addr.packed, len(addr.packed), len(addr.packed) * 8))
+    mapper = stage.mapper
+    return lambda addr: ipaddress.ip_address(mapper.map_address(addr.packed, len(addr.packed), len(addr.packed) * 8))
 
 
 def test_runs_after_dedup_before_mask_and_anonymize():
@@ -146,7 +147,7 @@ def test_reverse_names_match_the_anonymized_addresses(workdir):
         frames.append(samplegen.udp4_frame("192.168.0.2", "192.168.0.1", 40000 + i, 53,
                                            sn.dns(i, 0x0100, [(rev, sn.PTR)])))
     path = workdir / "ptr.pcap"
-    samplegen.write_pcap(path, frames)
+    sampleconv.write_pcap(path, frames)
     (workdir / "key.hex").write_text(KEY_HEX)
     result = run(path, workdir / "o", "--anonymize", "--pseudonymize-names")
     m = mapper()

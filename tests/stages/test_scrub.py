@@ -11,7 +11,8 @@ import pytest
 from helpers import CORPUS
 
 from pktmask_gui.capture import (CB_COPY, CB_NOCOPY, DSB, EPB, IDB, ISB, META, NRB, PB, SHB, CaptureReader,
-                                 CaptureWriter, build_options, make_idb_body, make_shb_body, parse_options)
+                                 build_options, make_idb_body, make_shb_body, parse_options)
+from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import tcp4_frame, udp4_frame
 from pktmask_gui.settings import SCRUB_ITEMS, Settings
@@ -63,7 +64,8 @@ def _section(e: str, tag: str) -> list:
     f2 = udp4_frame("192.0.2.1", "198.51.100.2", 5353, 53, payload=b"q" + tag.encode())
     epb_opts = o([(1, b"SECRET-EPB-COMMENT"), (2, struct.pack(e + "I", 1)), (19372, b"\0\0\x7f\x00x")])
     pb_opts = o([(1, b"SECRET-PB-COMMENT"), (2, struct.pack(e + "I", 2))])
-    isb = struct.pack(e + "III", 0, 0, 5) + o([(1, b"SECRET-ISB-COMMENT"), (2, ts_pack(0, 1)), (4, struct.pack(e + "Q", 3))])
+    isb = struct.pack(e + "III", 0, 0, 5) + o([(1, b"SECRET-ISB-COMMENT"), (2, ts_pack(0, 1)),
+                                               (4, struct.pack(e + "Q", 3))])
     dsb = struct.pack(e + "II", 0x544C534B, 24) + b"CLIENT_RANDOM 0011223344"
     return [
         (shb, META, 0, 0, 0, SHB),

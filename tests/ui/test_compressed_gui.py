@@ -82,7 +82,7 @@ def test_dropped_mixed_folder_is_processed_whole(window, ui_env, qtbot, mixed_fo
                     timeout=3000)
     shot(window, "compressed-1-queued")
 
-    for name, box in window.op_boxes.items():
+    for box in window.op_boxes.values():
         box.setChecked(True)
     window.out_folder.setChecked(True)
     window.out_path.setText(str(ui_env.out))

@@ -82,7 +82,9 @@ def test_row_menu_and_summary_hand_the_output_to_wireshark_and_the_folder(window
     pos = view.visualRect(window.model.index(0, 0)).center()
     seen = {}
 
-    def click_in_menu(tries=[0]):
+    tries = [0]
+
+    def click_in_menu():
         menu = QApplication.activePopupWidget()
         if menu is None:
             tries[0] += 1

@@ -139,7 +139,7 @@ def test_cancel_at_100_random_moments_leaves_no_temp_dir_and_no_partial_output(w
             started = time.monotonic()
             moments = sorted(rng.uniform(0.0, 1.5) for _ in range(min(12, 100 - sum(presses.values()))))
             for moment in moments:
-                qtbot.waitUntil(lambda: time.monotonic() - started >= moment or window.controller.run is None,
+                qtbot.waitUntil(lambda s=started, m=moment: time.monotonic() - s >= m or window.controller.run is None,
                                 timeout=10000)
                 live = [r for r in window.model.rows if r.status in ("Queued", "Running")]
                 if not live or window.controller.run is None:
