@@ -1,10 +1,11 @@
 """The job workspace: private temp dirs, their owner markers, the stale sweep, hard links, cleanup, memory.
 
 Every job runs inside ``tempfile.TemporaryDirectory(prefix="pktmask_pipeline_", dir=temp_root)``.
-Its marker file names every process that may write there (the job's owner and, when the packet work runs
-in a child process, the child), so that the sweep at the next start removes a dir only when all of them are
-gone — never a live instance's. The staging dir in the output folder (``pktmask_output_``) carries the same
-marker and is named in the pipeline dir's marker, so the sweep finds it too.
+Its marker file names every process that may write there (the process running the job: the CLI, or a
+pool's worker process), so that the sweep at the next start removes a dir only when all of them are
+gone — never a live instance's; ``sweep_owned_by`` removes at once the dirs of a worker that has ended.
+The staging dir in the output folder (``pktmask_output_``) carries the same marker and is named in the
+pipeline dir's marker, so the sweep finds it too.
 """
 from __future__ import annotations
 
@@ -38,12 +39,21 @@ def _fmt_size(nbytes: float) -> str:
     return str(nbytes)
 
 
-def _process_identity(pid: int) -> dict[str, Any]:
+_OWN_IDENTITY: dict[int, dict[str, Any]] = {}
+
+
+def process_identity(pid: int) -> dict[str, Any]:
+    """What a marker names a process by: its pid and start time (a recycled pid has another start time)."""
+    if pid == os.getpid() and pid in _OWN_IDENTITY:
+        return dict(_OWN_IDENTITY[pid])     # ours cannot change while we run: asked once per process
     try:
         created = psutil.Process(pid).create_time()
     except psutil.Error:
         created = 0.0
-    return {"pid": pid, "created": created, "host": socket.gethostname()}
+    identity: dict[str, Any] = {"pid": pid, "created": created, "host": socket.gethostname()}
+    if pid == os.getpid() and created:
+        _OWN_IDENTITY[pid] = dict(identity)
+    return identity
 
 
 def _is_alive(identity: dict[str, Any]) -> bool:
@@ -74,7 +84,7 @@ class JobWorkspace:
         self.cleanups = contextlib.ExitStack()
         self.path: Path | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._owners = [_process_identity(os.getpid())]
+        self._owners = [process_identity(os.getpid())]
         self._staging: list[str] = []
 
     def __enter__(self) -> JobWorkspace:
@@ -110,8 +120,8 @@ class JobWorkspace:
         os.replace(tmp, self.path / MARKER)
 
     def add_owner(self, pid: int) -> None:
-        """Name another process (a job's child) that may write in this workspace."""
-        self._owners.append(_process_identity(pid))
+        """Name another process that may write in this workspace."""
+        self._owners.append(process_identity(pid))
         self._write_marker()
 
     def stage_dir(self) -> Path:
@@ -228,6 +238,42 @@ def sweep_stale(temp_root: Path | str | None = None, extra_dirs: Iterable[Path |
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
         log.info("Removed a temp folder left by an earlier run that ended abnormally: %s", path)
+    return removed
+
+
+def sweep_owned_by(identity: dict[str, Any], temp_root: Path | str | None,
+                   output_dirs: Iterable[Path | str] = ()) -> list[Path]:
+    """Remove at once the workspace dirs of one process that has ended (a pool's worker, killed or dead):
+    the pipeline dirs in ``temp_root`` and the staging dirs in ``output_dirs`` whose marker names it and no
+    live process. (A dir it made but had not marked yet is left to the sweep at the next start.)"""
+    def owned(path: Path) -> bool:
+        marker = _read_marker(path)
+        if marker is None:
+            return False
+        owners = marker.get("owners") or []
+        named = any(o.get("pid") == identity["pid"] and abs(float(o.get("created", 0)) - identity["created"]) < 1.0
+                    for o in owners if isinstance(o, dict))
+        return named and not any(_is_alive(o) for o in owners)
+
+    removed: list[Path] = []
+    root = Path(temp_root) if temp_root else Path(tempfile.gettempdir())
+    candidates = [(root, PIPELINE_PREFIX)] + [(Path(d), OUTPUT_PREFIX) for d in output_dirs]
+    for folder, prefix in candidates:
+        try:
+            paths = [p for p in folder.iterdir() if p.name.startswith(prefix) and p.is_dir()]
+        except OSError:
+            continue
+        for path in paths:
+            if not owned(path):
+                continue
+            for staging in (_read_marker(path) or {}).get("staging") or []:
+                if Path(staging).name.startswith(OUTPUT_PREFIX) and Path(staging).is_dir():
+                    shutil.rmtree(staging, ignore_errors=True)
+                    removed.append(Path(staging))
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    for path in removed:
+        log.debug("Removed %s, left by a worker process that ended.", path)
     return removed
 
 

@@ -1,8 +1,8 @@
 """The desktop GUI: the only package of PktMask GUI that imports Qt.
 
 The window (``MainWindow``) queues captures and shows progress, the engine's log and a summary; its run
-controller (``run_controller.RunController``) runs each job in a QThread worker that calls the engine's
-``jobs.run_job_process`` (the packet work happens in a child process). ``app.run_gui`` is the entry point
+controller (``run_controller.RunController``) runs each job on a worker thread that calls the engine's
+``jobs.run_job_process`` (the job runs in a worker process of the run's pool). ``app.run_gui`` is the entry point
 the CLI calls.
 """
 from __future__ import annotations

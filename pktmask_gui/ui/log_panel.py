@@ -1,8 +1,9 @@
 """The live log panel: engine log records (from any thread) -> a Qt signal -> a filterable table.
 
 ``QtLogHandler`` is a plain ``logging.Handler``: attached to the ``pktmask_gui`` logger, and fed the
-records that ``jobs.run_job_process`` relays from its child process. ``emit`` may run in any thread;
-it only formats the record and emits a signal, which Qt queues to the UI thread.
+records that ``jobs.run_job_process`` relays from its worker process. ``emit`` may run in any thread;
+it only formats the record and adds it to a pending list; the UI thread takes the whole list at once
+(one signal per batch, one insertion into the table), so a burst of lines costs one repaint.
 
 A line about a job carries the job's file name as ``record.job`` (the engine logs it through a
 ``logging.LoggerAdapter`` with ``extra={"job": name}``) and never in its message, which is worded to
@@ -12,17 +13,19 @@ message with a capital.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
 from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QSortFilterProxyModel, Qt,
-                            Signal)
+                            QTimer, Signal)
 from PySide6.QtGui import QBrush, QColor, QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView,
                                QLabel, QMessageBox, QPushButton, QStyle, QTableView, QVBoxLayout,
                                QWidget)
 
 MAX_ENTRIES = 20000
+TAKE_INTERVAL_MS = 200
 WORKSPACE_LOGGER = "pktmask_gui.workspace"   # temp dirs, hard links, sweeps
 
 # (created, levelno, job, logger name, message)
@@ -43,16 +46,24 @@ def level_word(levelno: int) -> str:
 
 
 class _Bridge(QObject):
-    entry = Signal(object)
+    ready = Signal()
 
 
 class QtLogHandler(logging.Handler):
-    """A logging.Handler whose only job is to emit each record as a Qt signal (thread-safe)."""
+    """A logging.Handler that hands records to the UI thread in batches (thread-safe): ``ready`` is emitted
+    when the first entry of a batch arrives; ``take()`` returns the batch."""
 
     def __init__(self, level=logging.DEBUG):
         super().__init__(level)
         self.bridge = _Bridge()
-        self.entry = self.bridge.entry
+        self.ready = self.bridge.ready
+        self._pending: list = []
+        self._pending_lock = threading.Lock()
+
+    def take(self) -> list:
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        return batch
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -65,7 +76,11 @@ class QtLogHandler(logging.Handler):
             job = str(getattr(record, "job", "") or "")
             if job:
                 message = message[:1].upper() + message[1:]
-            self.bridge.entry.emit((record.created, levelno, job, record.name, message))
+            with self._pending_lock:
+                self._pending.append((record.created, levelno, job, record.name, message))
+                first = len(self._pending) == 1
+            if first:
+                self.bridge.ready.emit()
         except RuntimeError:
             pass  # the panel is gone (window closed); a late record has nowhere to go
         except Exception:  # a logging handler must never raise into the engine
@@ -137,15 +152,23 @@ class LogModel(QAbstractTableModel):
         return None
 
     def append(self, entry) -> None:
-        if len(self.entries) >= MAX_ENTRIES:
-            drop = len(self.entries) - MAX_ENTRIES + 1
+        self.extend([entry])
+
+    def extend(self, entries: list) -> list:
+        """Add entries in one insertion (the oldest go beyond MAX_ENTRIES); returns the entries dropped."""
+        entries = entries[-MAX_ENTRIES:]
+        dropped = []
+        if len(self.entries) + len(entries) > MAX_ENTRIES:
+            drop = len(self.entries) + len(entries) - MAX_ENTRIES
             self.beginRemoveRows(QModelIndex(), 0, drop - 1)
+            dropped = self.entries[:drop]
             del self.entries[:drop]
             self.endRemoveRows()
         row = len(self.entries)
-        self.beginInsertRows(QModelIndex(), row, row)
-        self.entries.append(entry)
+        self.beginInsertRows(QModelIndex(), row, row + len(entries) - 1)
+        self.entries.extend(entries)
         self.endInsertRows()
+        return dropped
 
     def clear(self) -> None:
         self.beginResetModel()
@@ -181,7 +204,14 @@ class LogPanel(QWidget):
         self.proxy = LevelFilter(self)
         self.proxy.setSourceModel(self.model)
         self.handler = QtLogHandler()
-        self.handler.entry.connect(self.add_entry)
+        # Lines come in bursts from every job: the table takes them (and repaints) at most 5 times a second;
+        # whoever reads the panel (visible_lines, the end of a run) takes what is pending first.
+        self._take_timer = QTimer(self)
+        self._take_timer.setSingleShot(True)
+        self._take_timer.setInterval(TAKE_INTERVAL_MS)
+        self._take_timer.timeout.connect(self.take_pending)
+        self.handler.ready.connect(self._on_ready)
+        self.errors = self.warnings = 0
         self.last_save_dir = ""
 
         title = QLabel("Log")
@@ -243,13 +273,32 @@ class LogPanel(QWidget):
         self._update_counts()
 
     # --- entries -------------------------------------------------------------------------------
+    def _on_ready(self) -> None:
+        if not self._take_timer.isActive():
+            self._take_timer.start()
+
+    def take_pending(self) -> None:
+        entries = self.handler.take()
+        if entries:
+            self.add_entries(entries)
+
     def add_entry(self, entry) -> None:
+        self.add_entries([entry])
+
+    def add_entries(self, entries: list) -> None:
         bar = self.view.verticalScrollBar()
         at_bottom = bar.value() >= bar.maximum() - 2
-        self.model.append(entry)
+        dropped = self.model.extend(entries)
         if at_bottom:
             self.view.scrollToBottom()
-        if entry[LEVELNO] >= logging.WARNING:
+        before = (self.errors, self.warnings)
+        for sign, batch in ((1, entries[-MAX_ENTRIES:]), (-1, dropped)):
+            for entry in batch:
+                if entry[LEVELNO] >= logging.ERROR:
+                    self.errors += sign
+                elif entry[LEVELNO] >= logging.WARNING:
+                    self.warnings += sign
+        if (self.errors, self.warnings) != before:
             self._update_counts()
 
     def add_message(self, levelno: int, message: str, job: str = "") -> None:
@@ -258,11 +307,11 @@ class LogPanel(QWidget):
 
     def clear(self) -> None:
         self.model.clear()
+        self.errors = self.warnings = 0
         self._update_counts()
 
     def _update_counts(self) -> None:
-        errors = sum(1 for e in self.model.entries if e[LEVELNO] >= logging.ERROR)
-        warnings = sum(1 for e in self.model.entries if logging.WARNING <= e[LEVELNO] < logging.ERROR)
+        errors, warnings = self.errors, self.warnings
         parts = []
         if errors:
             parts.append(f"{errors} error{'s' if errors != 1 else ''}")
@@ -271,6 +320,7 @@ class LogPanel(QWidget):
         self.counts.setText(" · ".join(parts))
 
     def visible_lines(self, selected_only: bool = False) -> list[str]:
+        self.take_pending()
         rows = range(self.proxy.rowCount())
         if selected_only:
             rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()})

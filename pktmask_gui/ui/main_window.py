@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections import Counter, deque
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, QUrl
@@ -35,6 +37,8 @@ from .summary import SummaryDialog
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
+ADD_SLICE_S = 0.008         # adding a large folder: at most this long at a time, then the window repaints
+ADD_FIRST_MIN = 32          # ...but a first slice of a few files takes them all (add_paths returns them)
 MAX_RECENT = 8
 CAPTURE_FILTER = ("Packet captures (*.pcap *.pcapng *.cap *.gz *.zst *.zstd *.lz4);;"
                   "Compressed captures (*.gz *.zst *.zstd *.lz4);;All files (*)")
@@ -69,13 +73,20 @@ class MainWindow(QMainWindow):
         self._attach_log()
 
         self.controller.started.connect(self._on_run_started)
-        self.controller.changed.connect(self._update_actions)
+        self._last_remembered = ""                # the output folder last put first in the recent list
+        self._adds: deque = deque()               # model.scan iterators still being added (add_paths)
+        self._added, self._refused = 0, []
+        self._actions_due = QTimer(self)          # while a run goes on: the actions follow at most 10x a second
+        self._actions_due.setSingleShot(True)
+        self._actions_due.setInterval(100)
+        self._actions_due.timeout.connect(self._update_actions)
+        self.controller.changed.connect(self._run_changed)
         self.controller.row_finished.connect(self._on_row_finished)
         self.controller.cancelling.connect(
             lambda words: self.statusBar().showMessage(f"Cancelling: {words}…", 5000))
         self.controller.finished.connect(self._on_run_finished)
-        self.model.rowsInserted.connect(self._update_actions)
-        self.model.rowsRemoved.connect(self._update_actions)
+        self.model.rowsInserted.connect(self._schedule_actions)
+        self.model.rowsRemoved.connect(self._schedule_actions)
         self.queue_view.selectionModel().selectionChanged.connect(self._update_actions)
 
         self.clock = QTimer(self)
@@ -323,6 +334,9 @@ class MainWindow(QMainWindow):
         return self._list_value("recent/outputs")
 
     def _remember_output_dir(self, folder: Path) -> None:
+        if self._last_remembered == str(folder):
+            return                  # a batch's files share their folder: one write of the settings file
+        self._last_remembered = str(folder)
         items = [str(folder)] + [p for p in self.recent_outputs() if p != str(folder)]
         self.state.setValue("recent/outputs", items[:MAX_RECENT])
 
@@ -361,15 +375,37 @@ class MainWindow(QMainWindow):
     def add_paths(self, paths) -> tuple[int, list[tuple[str, str]]]:
         """Queue captures named or found under ``paths``; refuse the rest with a visible reason.
 
-        Returns (number queued, [(name, reason), ...] refused).
+        A large folder is queued a slice at a time (``ADD_SLICE_S``), so that the window stays responsive;
+        ``adding()`` says whether some is still to come. Returns (number queued, [(name, reason), ...]
+        refused) by the first slice (all of a small folder).
         """
-        added, refused = self.model.add_paths(paths)
-        if refused:
-            self._show_refused(refused)
+        self._adds.append(self.model.scan(paths))
+        if len(self._adds) > 1:
+            return 0, []                    # queued after the add going on
+        return self._add_slice(minimum=ADD_FIRST_MIN)
+
+    def adding(self) -> bool:
+        return bool(self._adds)
+
+    def _add_slice(self, minimum: int = 1) -> tuple[int, list[tuple[str, str]]]:
+        added, refused = [], []
+        deadline = time.monotonic() + ADD_SLICE_S
+        while self._adds and self.model.take(self._adds[0], added, refused, deadline, minimum):
+            self._adds.popleft()
+        self._added += len(added)
+        self._refused += refused
+        if self._adds:
+            self.statusBar().showMessage(f"Adding files… {plural(self._added, 'file')} queued so far.")
+            QTimer.singleShot(0, self._add_slice)
+            return len(added), refused
+        total, all_refused = self._added, self._refused
+        self._added, self._refused = 0, []
+        if all_refused:
+            self._show_refused(all_refused)
         else:
             self.notice.hide()
-        if added:
-            self.statusBar().showMessage(f"Queued {plural(len(added), 'file')}.", 5000)
+        if total:
+            self.statusBar().showMessage(f"Queued {plural(total, 'file')}.", 5000)
             self.controller.fill_slots()   # a run going on takes in what was just queued
         self._update_actions()
         return len(added), refused
@@ -500,6 +536,7 @@ class MainWindow(QMainWindow):
             self._remember_output_dir(Path(row.result.output).parent)
 
     def _on_run_finished(self, run: Run) -> None:
+        self.log_panel.take_pending()           # every line of the run is in the panel when it ends
         self.clock.stop()
         self._update_overall(finished=run)
         if not run.results:
@@ -517,7 +554,7 @@ class MainWindow(QMainWindow):
         self.controller.cancel_row(row)
 
     # ============================================================================ presentation ===
-    def _update_overall(self, finished: Run | None = None) -> None:
+    def _update_overall(self, finished: Run | None = None, queued: int | None = None) -> None:
         run = self.controller.run
         if run is None:
             if finished is not None:
@@ -529,7 +566,8 @@ class MainWindow(QMainWindow):
                 self.overall.setFormat("")
                 self.time_label.setText("Drop captures to begin")
             else:
-                queued = sum(r.status == QUEUED for r in self.model.rows)
+                if queued is None:
+                    queued = sum(r.status == QUEUED for r in self.model.rows)
                 if queued:
                     self.overall.setValue(0)
                     self.overall.setFormat("")
@@ -548,18 +586,29 @@ class MainWindow(QMainWindow):
             text += " · estimating…"
         self.time_label.setText(text)
 
-    def _update_counts(self) -> None:
-        by = {}
-        for r in self.model.rows:
-            by[r.status] = by.get(r.status, 0) + 1
+    def _update_counts(self, by: Counter | None = None) -> None:
+        by = Counter(r.status for r in self.model.rows) if by is None else by
         parts = [f"{by[s]} {s.lower().rstrip('…')}" for s in (QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED)
                  if by.get(s)]
         self.counts_label.setText("  ·  ".join(parts) if parts else "Queue empty")
 
+    def _run_changed(self) -> None:
+        """A row's state or the run's changed: follow at once, or at most 10 times a second in a busy run."""
+        if self.controller.run is None:
+            self._update_actions()
+        else:
+            self._schedule_actions()
+
+    def _schedule_actions(self, *_args) -> None:
+        """Update the actions within 100 ms: changes that keep coming cost one update per 100 ms."""
+        if not self._actions_due.isActive():
+            self._actions_due.start()
+
     def _update_actions(self, *_args) -> None:
         running = self.controller.running_count()
         run, closing = self.controller.run, self.controller.closing
-        queued = any(r.status == QUEUED for r in self.model.rows)
+        by = Counter(r.status for r in self.model.rows)       # one pass: the queue may hold 10,000 rows
+        queued = by[QUEUED] > 0
         ops = bool(self.selected_operations())
         can_start = queued and ops and not closing and run is None   # a run going on takes new files itself
         self.act_start.setEnabled(can_start)
@@ -577,15 +626,15 @@ class MainWindow(QMainWindow):
         self.cancel_button.setEnabled(can_cancel)
         selected = self._selected_rows() if self.queue_view.selectionModel() is not None else []
         self.act_remove.setEnabled(any(r.status not in (RUNNING, CANCELLING) for r in selected))
-        self.act_clear.setEnabled(any(r.status in FINISHED for r in self.model.rows))
+        self.act_clear.setEnabled(any(by[s] for s in FINISHED))
         self.act_open_output.setEnabled(self._output_folder_to_open() is not None)
         self.open_button.setEnabled(self.act_open_output.isEnabled())
         self.act_summary.setEnabled(bool(self.controller.last_results))
         self.options.set_busy(run is not None)
         self.preset_bar.set_busy(run is not None)
-        self._update_counts()
+        self._update_counts(by)
         if run is None:
-            self._update_overall()
+            self._update_overall(queued=by[QUEUED])
         title = "PktMask GUI"
         if running:
             title = f"PktMask GUI — running {plural(running, 'file')}"
@@ -658,7 +707,7 @@ class MainWindow(QMainWindow):
         self.summary_dialog.setModal(False)
         dialog = self.summary_dialog
         dialog.finished.connect(lambda _code: self.state.setValue("recent/summaryDir", dialog.last_dir))
-        dialog.show()
+        dialog.show()               # painted at the next turn of the event loop: two short stalls, not one
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About PktMask GUI", about_html())
@@ -737,7 +786,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         if self.controller.threads_alive() and not self.shutdown(show_progress=True):
-            # A thread still runs: keep the window (and its QThread objects) alive rather than abort.
+            # A thread still runs: keep the window (and its job objects) alive rather than abort.
             self.controller.wait_for_jobs(SHUTDOWN_TIMEOUT_S)
         self.controller.closing = True
         self.clock.stop()

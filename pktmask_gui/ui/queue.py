@@ -7,7 +7,9 @@ queued file will be saved (the window tells it the output choice and settings of
 """
 from __future__ import annotations
 
+import itertools
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,16 @@ class QueueRow:
         return pipeline.planned_output(job, settings, plan)
 
 
+def _walk_captures(folder: Path):
+    """pipeline.find_captures for one folder, one capture at a time (a walk of a large folder yields)."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("pktmask_"))
+        for name in sorted(filenames):
+            file = Path(dirpath) / name
+            if pipeline.is_capture_file(file):
+                yield file, file.parent.relative_to(folder)
+
+
 def _path_key(path: Path) -> str:
     """The same file gives the same key, whatever the spelling of its path."""
     try:
@@ -82,6 +94,8 @@ class QueueModel(QAbstractTableModel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.rows: list[QueueRow] = []
+        self._pos: dict[int, int] = {}     # row id -> its index in rows (row_by_id and changed are per event)
+        self._planned: dict[int, str] = {}  # row id -> its "Will be saved as" words (set_destination clears)
         self._next_id = 1
         self.settings = None               # where queued rows would be saved now (set_destination)
         self.output_dir: Path | None = None
@@ -153,55 +167,91 @@ class QueueModel(QAbstractTableModel):
 
     # --- rows ------------------------------------------------------------------------------------
     def add(self, path: Path, rel_dir: Path, size: int) -> QueueRow:
+        row = self._new_row(path, rel_dir, size)
+        self.insert([row])
+        return row
+
+    def _new_row(self, path: Path, rel_dir: Path, size: int) -> QueueRow:
         row = QueueRow(self._next_id, path, rel_dir, size, compression=sniff(path))
         self._next_id += 1
-        pos = len(self.rows)
-        self.beginInsertRows(QModelIndex(), pos, pos)
-        self.rows.append(row)
-        self.endInsertRows()
         return row
+
+    def insert(self, rows: list[QueueRow]) -> None:
+        """Append rows, in one insertion (one repaint, one update of the window's actions)."""
+        if not rows:
+            return
+        pos = len(self.rows)
+        self.beginInsertRows(QModelIndex(), pos, pos + len(rows) - 1)
+        for i, row in enumerate(rows):
+            self._pos[row.id] = pos + i
+        self.rows.extend(rows)
+        self.endInsertRows()
 
     def add_paths(self, paths) -> tuple[list[QueueRow], list[tuple[str, str]]]:
         """Queue the captures named or found under ``paths`` (recognised as the engine does); refuse the rest.
 
         Returns (the rows added, [(name, reason), ...] refused).
         """
-        refused: list[tuple[str, str]] = []
-        already = {_path_key(p) for p in self.queued_paths()}
         added: list[QueueRow] = []
+        refused: list[tuple[str, str]] = []
+        self.take(self.scan(paths), added, refused)
+        return added, refused
+
+    def take(self, items, added: list, refused: list, deadline: float | None = None, minimum: int = 1) -> bool:
+        """Pull rows and refusals from ``items`` (``scan``) and queue the rows, in one insertion; stop at
+        ``deadline`` (``time.monotonic()``; after ``minimum`` items at least). True when ``items`` is done."""
+        rows: list[QueueRow] = []
+        done = True
+        for n, item in enumerate(items, 1):
+            if isinstance(item, QueueRow):
+                rows.append(item)
+            else:
+                refused.append(item)
+            if deadline is not None and n >= minimum and time.monotonic() >= deadline:
+                done = False
+                break
+        self.insert(rows)
+        added.extend(rows)
+        return done
+
+    def scan(self, paths):
+        """Yield, one by one, a new (not yet inserted) QueueRow for each capture named or found under
+        ``paths`` and a (name, reason) for each refusal: a caller can spread a large folder over time."""
+        already = {_path_key(p) for p in self.queued_paths()}
         for raw in paths:
             path = Path(raw)
             if path.is_dir():
-                found = pipeline.find_captures([path])
-                if not found:
-                    refused.append((path.name or str(path), "the folder holds no .pcap, .pcapng or .cap file, "
-                                                            "plain or compressed"))
+                found = _walk_captures(path)
+                first = next(found, None)
+                if first is None:
+                    yield (path.name or str(path), "the folder holds no .pcap, .pcapng or .cap file, "
+                                                   "plain or compressed")
                     continue
+                found = itertools.chain([first], found)
             elif not path.exists():
-                refused.append((path.name or str(path), "it does not exist"))
+                yield (path.name or str(path), "it does not exist")
                 continue
             elif not path.is_file():
-                refused.append((path.name, "it is not a regular file"))
+                yield (path.name, "it is not a regular file")
                 continue
             elif not pipeline.is_capture_file(path):
-                refused.append((path.name, "not a capture file (only .pcap, .pcapng and .cap are accepted, "
-                                           "also gzip, zstd or lz4 compressed)"))
+                yield (path.name, "not a capture file (only .pcap, .pcapng and .cap are accepted, "
+                                  "also gzip, zstd or lz4 compressed)")
                 continue
             else:
-                found = [(path, Path(""))]
+                found = iter([(path, Path(""))])
             for file, rel_dir in found:
                 key = _path_key(file)
                 if key in already:
-                    refused.append((file.name, "it is already in the queue"))
+                    yield (file.name, "it is already in the queue")
                     continue
                 try:
                     size = file.stat().st_size
                 except OSError as exc:
-                    refused.append((file.name, f"it cannot be read ({exc.strerror or exc})"))
+                    yield (file.name, f"it cannot be read ({exc.strerror or exc})")
                     continue
                 already.add(key)
-                added.append(self.add(file, rel_dir, size))
-        return added, refused
+                yield self._new_row(file, rel_dir, size)
 
     def requeue(self, rows) -> None:
         """Finished rows wait in the queue again, as if just added."""
@@ -212,13 +262,11 @@ class QueueModel(QAbstractTableModel):
                 self.changed(row)
 
     def row_by_id(self, row_id: int) -> QueueRow | None:
-        for row in self.rows:
-            if row.id == row_id:
-                return row
-        return None
+        pos = self._pos.get(row_id)
+        return self.rows[pos] if pos is not None else None
 
     def position(self, row: QueueRow) -> int:
-        return self.rows.index(row)
+        return self._pos[row.id]
 
     def changed(self, row: QueueRow, first: int = 0, last: int = len(COLUMNS) - 1) -> None:
         pos = self.position(row)
@@ -228,6 +276,9 @@ class QueueModel(QAbstractTableModel):
         pos = self.position(row)
         self.beginRemoveRows(QModelIndex(), pos, pos)
         del self.rows[pos]
+        del self._pos[row.id]
+        for i in range(pos, len(self.rows)):
+            self._pos[self.rows[i].id] = i
         self.endRemoveRows()
 
     def refresh_all(self) -> None:
@@ -240,6 +291,7 @@ class QueueModel(QAbstractTableModel):
     def set_destination(self, settings, output_dir: Path | None) -> None:
         """The output choice and settings a queued row would start with now: its "Will be saved as" words."""
         self.settings, self.output_dir = settings, output_dir
+        self._planned.clear()
         self.refresh_all()
 
     # --- the Result column ---------------------------------------------------------------------
@@ -248,7 +300,11 @@ class QueueModel(QAbstractTableModel):
         if row.status == QUEUED:
             if self.settings is None:
                 return ""
-            return f"Will be saved as {row.planned_output(self.output_dir, self.settings).name}"
+            words = self._planned.get(row.id)
+            if words is None:       # asked at every repaint: worked out once per destination
+                words = f"Will be saved as {row.planned_output(self.output_dir, self.settings).name}"
+                self._planned[row.id] = words
+            return words
         if row.status == RUNNING:
             return f"Writing {row.output.name}" if row.output is not None else ""
         if row.status == CANCELLING:
@@ -327,6 +383,9 @@ class ResultDelegate(QStyledItemDelegate):
         option.textElideMode = Qt.ElideRight
 
 
+FIT_ROWS = 60
+
+
 class QueueView(QTableView):
     """The queue table, which is also the drop area: files and folders dropped here are queued."""
 
@@ -371,8 +430,10 @@ class QueueView(QTableView):
         self._fit_timer.setInterval(300)
         self._fit_timer.timeout.connect(self.fit_columns)
         model = self.model()
-        for signal in (model.rowsInserted, model.rowsRemoved, model.dataChanged, model.modelReset):
-            signal.connect(lambda *_: self._fit_timer.isActive() or self._fit_timer.start())
+        for signal in (model.rowsInserted, model.rowsRemoved, model.modelReset):
+            signal.connect(lambda *_: self._fit_timer.isActive() or self._fit_timer.start(300))
+        # A result's words change the widths less often than rows come and go: fit at most once a second.
+        model.dataChanged.connect(lambda *_: self._fit_timer.isActive() or self._fit_timer.start(1000))
         self.fit_columns()
 
     def _section_resized(self, col: int, _old: int, _new: int) -> None:
@@ -388,14 +449,16 @@ class QueueView(QTableView):
         fm = self.fontMetrics()
         pad = 18
         model = self.model()
-        rows = min(model.rowCount(), 300)
-        packed = any(getattr(r, "compression", None) for r in getattr(model, "rows", ())[:rows])
+        # The rows in view (at most FIT_ROWS): measuring thousands of names would stall the window.
+        top = max(0, self.rowAt(0))
+        rows = range(top, min(model.rowCount(), top + FIT_ROWS))
+        packed = any(getattr(r, "compression", None) for r in getattr(model, "rows", ())[top:rows.stop])
         fixed = {COL_SIZE: fm.horizontalAdvance("1023.9 MB (gzip)" if packed else "1023.9 MB") + pad,
                  COL_STATUS: fm.horizontalAdvance("Cancelling…") + pad,
                  COL_PROGRESS: fm.horizontalAdvance("100% · 1,000,000 packets") + pad,
                  COL_IN: fm.horizontalAdvance("Packets out") + pad, COL_OUT: fm.horizontalAdvance("Packets out") + pad}
-        names = [fm.horizontalAdvance(str(model.data(model.index(r, COL_FILE)) or "")) for r in range(rows)]
-        results = [fm.horizontalAdvance(str(model.data(model.index(r, COL_RESULT)) or "")) for r in range(rows)]
+        names = [fm.horizontalAdvance(str(model.data(model.index(r, COL_FILE)) or "")) for r in rows]
+        results = [fm.horizontalAdvance(str(model.data(model.index(r, COL_RESULT)) or "")) for r in rows]
         need_name = max([fm.horizontalAdvance("sample-capture.pcapng")] + names) + pad
         need_result = max([fm.horizontalAdvance("Will be saved as sample-capture-sanitized.pcapng")] + results) + pad
         free = self.viewport().width() - sum(fixed.values())

@@ -1,7 +1,7 @@
 """The run controller: one press of Start, from its first job to its summary, with no widget in it.
 
 ``RunController`` owns the current ``Run`` (what it runs with, the rows it took, their results), the
-``JobRunner`` (workers.py: one QThread worker per job, the packet work in a child process) and the
+``JobRunner`` (workers.py: one thread per job, the job in a worker process of the run's pool) and the
 queue rows' states while they run. It starts queued rows while a job slot is free (at most
 ``settings.parallel_jobs`` at once; rows queued during a run join it), turns each result into the row's
 state and its log lines, ends the run once nothing runs or waits, and cancels: one row, everything, or
@@ -154,11 +154,13 @@ class RunController(QObject):
             return
         limit = len(self.model.rows) if getattr(self.runner, "unbounded", False) else \
             max(1, int(self.settings.parallel_jobs))
+        free = limit - self.runner.running_count()
         for row in self.model.rows:
-            if self.runner.running_count() >= limit:
+            if free <= 0:
                 break
             if row.status != QUEUED:
                 continue
+            free -= 1
             # A copy: a settings change while this job runs applies to the next job only.
             settings = copy.deepcopy(self.settings)
             job = Job(input=row.path, output_dir=run.output_dir, stages=list(run.operations), rel_dir=row.rel_dir)
@@ -167,7 +169,7 @@ class RunController(QObject):
             row.output = row.planned_output(run.output_dir, settings)
             if row.id not in run.row_ids:
                 run.row_ids.append(row.id)
-            self.runner.start(row.id, job, settings)
+            self.runner.start(row.id, job, settings, slots=limit)
             self.model.changed(row)
         self._maybe_finish()
 

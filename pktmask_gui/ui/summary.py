@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import Qt, QTimer, QUrl
 from PySide6.QtGui import QBrush, QColor, QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QMessageBox, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTextBrowser,
@@ -18,6 +19,9 @@ from .. import __version__
 from ..compression import words as compression_words
 from .handoff import open_in_wireshark, show_in_folder
 from .format import count, duplicates_removed, human_duration, plural, short_lines, stage_lines
+
+FIRST_ROWS = 24         # rows the dialog opens with; a longer batch's rows follow in slices of at most
+FILL_SLICE_S = 0.008    # this long, so that opening it never stalls the window
 
 
 def reason(result) -> str:
@@ -124,7 +128,7 @@ class SummaryDialog(QDialog):
         self.title = QLabel(headline(self.results, elapsed_s))
         self.title.setObjectName("summaryTitle")
         failed = [r for r in self.results if r.status == "failed"]
-        folders = {str(Path(r.output).parent) for r in self.results if r.output}
+        folders = {os.path.dirname(r.output) for r in self.results if r.output}
         where = f"Outputs are in {folders.pop()}. " if len(folders) == 1 else ""
         self.subtitle = QLabel(where + "Inputs were not modified. " + (
             "Failed files have no output; the reason is in their row." if failed else
@@ -132,7 +136,7 @@ class SummaryDialog(QDialog):
         self.subtitle.setObjectName("note")
         self.subtitle.setWordWrap(True)
 
-        self.table = QTableWidget(len(self.results), len(self.HEADERS))
+        self.table = QTableWidget(0, len(self.HEADERS))
         self.table.setObjectName("summaryTable")
         self.table.setHorizontalHeaderLabels(self.HEADERS)
         self.table.verticalHeader().hide()
@@ -142,43 +146,20 @@ class SummaryDialog(QDialog):
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.ElideRight)     # only "What was done" ever elides: keep its start
-        colours = {"ok": "#1b7f3b", "failed": "#b71c1c", "cancelled": "#8a5300"}
-        for i, r in enumerate(self.results):
-            dupes = duplicates_removed(r)
-            ok = r.status == "ok"
-            # Duplicates have their own column.
-            details = (short_lines(r, skip=("dedup",)) or "Duplicates removed") if ok else reason(r)
-            packing = compression_words(r.input_compression, r.output_compression, short=True)
-            if ok and packing:          # first: the column elides its end
-                details = f"{packing} · {details}"
-            if r.warnings:
-                details += f" · ⚠ {plural(len(r.warnings), 'warning')}"
-            cells = (Path(r.input).name, status_word(r), count(r.packets_in) if ok else "",
-                     count(r.packets_out) if ok else "", "" if dupes is None else count(dupes), details,
-                     Path(r.output).name if r.output else "")
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if col in (2, 3, 4):
-                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                if col == 0:
-                    item.setToolTip(r.input)
-                elif col == 6:
-                    item.setToolTip(r.output or "")
-                elif col == 5:
-                    item.setToolTip(self.details_text(r))
-                if col == 1 or (col == 5 and r.status == "failed"):
-                    item.setForeground(QBrush(QColor(colours.get(r.status, "#000000"))))
-                self.table.setItem(i, col, item)
-            if not r.output:
-                self.table.setSpan(i, self.COL_DETAILS, 1, 2)   # a failure's reason gets the empty Output cell too
+        # A long batch fills in slices (the window stays responsive while it opens); the columns take the
+        # width of the first slice's contents, once.
+        self._fill(FIRST_ROWS)
         hh = self.table.horizontalHeader()
         hh.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
         hh.setHighlightSections(False)
+        self.table.resizeColumnsToContents()
         for col in (0, 1, 2, 3, 4, 6):
-            hh.setSectionResizeMode(col, QHeaderView.ResizeToContents)
+            hh.setSectionResizeMode(col, QHeaderView.Interactive)
         hh.setSectionResizeMode(5, QHeaderView.Stretch)
         self.table.setFocusPolicy(Qt.NoFocus)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
+        if self.table.rowCount() < len(self.results):
+            QTimer.singleShot(0, self._fill_more)
 
         # The selected file in full: every stage's counts, warnings, the output path or the reason.
         self.details = QTextBrowser()
@@ -237,6 +218,51 @@ class SummaryDialog(QDialog):
         self._show_details()
         screen = self.screen().availableGeometry() if self.screen() is not None else None
         self.resize(min(1240, int(screen.width() * 0.95)) if screen else 1240, 540)
+
+    def filled(self) -> bool:
+        return self.table.rowCount() == len(self.results)
+
+    def _fill_more(self) -> None:
+        deadline = time.monotonic() + FILL_SLICE_S
+        while not self.filled() and time.monotonic() < deadline:
+            self._fill(8)
+        if not self.filled():
+            QTimer.singleShot(0, self._fill_more)
+
+    def _fill(self, count_: int) -> None:
+        """Add the next ``count_`` results' rows."""
+        first = self.table.rowCount()
+        results = self.results[first:first + count_]
+        self.table.setRowCount(first + len(results))
+        colours = {"ok": "#1b7f3b", "failed": "#b71c1c", "cancelled": "#8a5300"}
+        for i, r in enumerate(results, first):
+            dupes = duplicates_removed(r)
+            ok = r.status == "ok"
+            # Duplicates have their own column.
+            details = (short_lines(r, skip=("dedup",)) or "Duplicates removed") if ok else reason(r)
+            packing = compression_words(r.input_compression, r.output_compression, short=True)
+            if ok and packing:          # first: the column elides its end
+                details = f"{packing} · {details}"
+            if r.warnings:
+                details += f" · ⚠ {plural(len(r.warnings), 'warning')}"
+            cells = (Path(r.input).name, status_word(r), count(r.packets_in) if ok else "",
+                     count(r.packets_out) if ok else "", "" if dupes is None else count(dupes), details,
+                     Path(r.output).name if r.output else "")
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col in (2, 3, 4):
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                if col == 0:
+                    item.setToolTip(r.input)
+                elif col == 6:
+                    item.setToolTip(r.output or "")
+                elif col == 5:
+                    item.setToolTip(self.details_text(r))
+                if col == 1 or (col == 5 and r.status == "failed"):
+                    item.setForeground(QBrush(QColor(colours.get(r.status, "#000000"))))
+                self.table.setItem(i, col, item)
+            if not r.output:
+                self.table.setSpan(i, self.COL_DETAILS, 1, 2)   # a failure's reason gets the empty Output cell too
 
     @staticmethod
     def details_text(r) -> str:

@@ -1,0 +1,436 @@
+"""Worker processes that outlive a job: many jobs, one after another, in each.
+
+Why: a fresh ``spawn`` child per job costs a Python start and the engine's imports (numpy among them),
+~0.2 s of CPU — more than the whole job on a small capture (681 IDS captures: 3 s in one process, 150 s
+with a child each). A pool starts its workers once (``warm``) and hands each job to an idle one.
+
+A worker runs the whole job, ``pipeline.run_job``: its workspace (whose marker names the worker), its
+passes, its publish. The owner (the calling thread) does no file work, so jobs side by side scale with the
+cores even when each is only milliseconds of work. The guarantees of a child per job stay:
+- cancel: the owner sends ``stop`` for that job; the worker stops within one batch, its run_job removes
+  the temp dir and the partial output, and it takes the next job. A worker that has not answered within
+  ``CANCEL_GRACE_S`` is killed (a new one starts in its place), so cancel takes effect within half a second;
+- a worker that dies (killed, out of memory, a crash in a codec) fails its job with one sentence; the
+  owner removes the dirs whose markers name that worker (``workspace.sweep_owned_by``), the pool starts a
+  replacement and the batch goes on;
+- a worker ignores Ctrl-C (its owner decides), and exits by itself when the process that started it dies
+  (its dirs are then stale by their markers: the sweep at the next start removes them).
+
+Traffic is batched: a worker sends one message per ``FLUSH_INTERVAL`` at most (the latest progress and the
+log records since the last message), and a job that ends sooner sends one message in all, its result with
+whatever came before it. The connection carries our own objects between our own processes only.
+
+Standard library only (``multiprocessing`` with the ``spawn`` context, which frozen bundles and every
+platform support; ``concurrent.futures.ProcessPoolExecutor`` has no per-task cancel of a running task and
+breaks the whole pool when one worker dies).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait as wait_for
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .workspace import process_identity, sweep_owned_by
+
+if TYPE_CHECKING:       # pipeline is imported where it is used: a worker imports it once, when it starts
+    from .pipeline import CancelToken, Job, JobResult, ProgressCallback
+    from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 0.25       # then the worker is killed: cancel must take effect within 0.5 s
+FLUSH_INTERVAL = 0.1        # seconds between a worker's messages while a job runs
+_CONTEXT = multiprocessing.get_context("spawn")
+_POLL_S = 0.02              # how often a waiting owner looks at its cancel flag
+
+
+class WorkerDied(Exception):
+    """The worker process running a job ended (killed, crashed) before it reported an outcome."""
+
+    def __init__(self, exitcode):
+        super().__init__(f"the worker process ended unexpectedly (exit code {exitcode})")
+        self.exitcode = exitcode
+
+
+class _Worker:
+    """One worker process and the owner's end of its connection."""
+
+    def __init__(self):
+        self.conn, child_conn = _CONTEXT.Pipe(duplex=True)
+        self.proc = _CONTEXT.Process(target=_worker_main, args=(child_conn, os.getpid()),
+                                     name="pktmask-worker", daemon=True)
+        self.proc.start()
+        child_conn.close()
+        self.pid = self.proc.pid
+        self.identity = process_identity(self.pid)     # as the markers of its jobs' workspaces name it
+        self.jobs = 0
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def kill(self) -> None:
+        try:
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.proc.join(5)
+        finally:
+            self.conn.close()
+
+    def exit(self, timeout: float) -> None:
+        """Ask an idle worker to exit; kill it if it has not within ``timeout``."""
+        try:
+            self.conn.send(("exit",))
+        except OSError:
+            pass
+        self.proc.join(timeout)
+        self.kill()
+
+
+class WorkerPool:
+    """Worker processes for jobs (``pipeline.run_job``), reused from job to job.
+
+    ``size``: how many to keep (``warm`` starts them ahead of need; a worker beyond ``size`` that becomes
+    idle exits). ``run_job`` never waits for a free worker: the caller limits how many jobs run at once, and a
+    job finding none idle starts one. Thread-safe.
+    """
+
+    def __init__(self, size: int = 1):
+        self.size = max(1, int(size))
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.started = 0            # worker processes started, replacements included (tests, bench)
+
+    # --- workers ---------------------------------------------------------------------------------
+    def warm(self, count: int | None = None) -> None:
+        """Start workers until ``count`` (default: ``size``) exist: their start-up overlaps other work."""
+        want = self.size if count is None else count
+        with self._lock:
+            while not self._closed and len(self._idle) + len(self._busy) < want:
+                self._idle.append(self._start())
+
+    def resize(self, size: int) -> None:
+        """Keep at most ``size`` workers from now on (idle ones beyond it exit now)."""
+        with self._lock:
+            self.size = max(1, int(size))
+            extra = []
+            while self._idle and len(self._idle) + len(self._busy) > self.size:
+                extra.append(self._idle.pop())
+        for worker in extra:
+            worker.exit(1.0)
+
+    def worker_pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in list(self._idle) + list(self._busy)]
+
+    def _start(self) -> _Worker:
+        self.started += 1
+        return _Worker()
+
+    def _acquire(self) -> _Worker:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker pool is closed")
+            worker = None
+            while self._idle:
+                candidate = self._idle.pop()
+                if candidate.alive():
+                    worker = candidate
+                    break
+                candidate.kill()        # died while idle (killed from outside): replace it
+            if worker is None:
+                worker = self._start()
+            self._busy.add(worker)
+            return worker
+
+    def _release(self, worker: _Worker, healthy: bool) -> None:
+        with self._lock:
+            self._busy.discard(worker)
+            keep = healthy and not self._closed and len(self._idle) + len(self._busy) < self.size
+            if keep:
+                self._idle.append(worker)
+            replace = not healthy and not self._closed and len(self._idle) + len(self._busy) < self.size
+        if not keep:
+            if healthy:
+                worker.exit(1.0)
+            else:
+                worker.kill()
+        if replace:
+            self.warm()             # the next job need not wait for a worker's start-up
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop every idle worker (bounded); a busy one is killed when its job's owner lets it go."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            try:
+                worker.conn.send(("exit",))
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for worker in idle:
+            worker.proc.join(max(0.0, deadline - time.monotonic()))
+            worker.kill()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- jobs ------------------------------------------------------------------------------------
+    def run_job(self, job: Job, settings: Settings, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None,
+                on_log: Callable[[logging.LogRecord], None] | None = None) -> JobResult:
+        """``pipeline.run_job(job, settings)`` on a worker; blocking; never raises for a problem with the
+        file: the ``JobResult`` says what happened (a dead worker: failed, with one sentence)."""
+        from .pipeline import JobResult
+
+        worker = self._acquire()
+        healthy = False
+        started = time.monotonic()
+        try:
+            worker.jobs += 1
+            job_id = worker.jobs
+            try:
+                try:
+                    worker.conn.send(("job", job_id, job, settings))
+                except OSError:
+                    worker.proc.join(1)
+                    raise WorkerDied(worker.proc.exitcode) from None
+                final, healthy = self._relay(worker, job_id, progress, cancel, on_log)
+            except WorkerDied as died:
+                final = ("died", died)
+        finally:
+            self._release(worker, healthy)
+        if final[0] == "done":
+            return final[1]
+        # The worker was killed (cancel not answered in time) or died: remove what its job left.
+        sweep_owned_by(worker.identity, settings.temp_root_path(), [_output_folder(job)])
+        result = JobResult(input=str(job.input), elapsed_s=time.monotonic() - started)
+        if final[0] == "cancelled":
+            result.status = result.error = "cancelled"
+        else:
+            result.error_kind, result.error = "internal", str(final[1])
+            logging.LoggerAdapter(log, {"job": Path(job.input).name}).error("%s", final[1])
+        return result
+
+    def _relay(self, worker: _Worker, job_id: int, progress, cancel, on_log):
+        """Hand the worker's messages for this job to ``progress`` / the log until its final one.
+        Returns (final message, whether the worker may take another job)."""
+        conn, sentinel = worker.conn, worker.proc.sentinel
+        while True:
+            if cancel is not None and cancel.is_set():
+                return self._stop(worker, job_id, on_log)
+            ready = wait_for([conn, sentinel], _POLL_S)
+            if conn in ready or (sentinel in ready and conn.poll(0)):
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    worker.proc.join(1)
+                    raise WorkerDied(worker.proc.exitcode) from None
+                final = _deliver(message, job_id, progress, on_log)
+                if final is not None:
+                    return final, True
+            elif sentinel in ready:
+                worker.proc.join(1)
+                raise WorkerDied(worker.proc.exitcode)
+
+    def _stop(self, worker: _Worker, job_id: int, on_log):
+        """Cancel: ask the worker to stop this job (its run_job removes what the job made); kill it when it
+        has not answered within the grace. Returns (final message, whether the worker lives on)."""
+        try:
+            worker.conn.send(("stop", job_id))
+        except OSError:
+            pass
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0 or not worker.conn.poll(left):
+                    break
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                break
+            final = _deliver(message, job_id, None, on_log)
+            if final is not None:
+                return final, True
+        # Not stopped in time (or died): kill it, so that nothing of the job writes on after its cleanup.
+        worker.kill()
+        return ("cancelled",), False
+
+
+def _output_folder(job) -> Path:
+    """The folder a job's output (and so its staging dir) goes to, as pipeline.planned_output puts it."""
+    return Path(job.input).parent if job.output_dir is None else Path(job.output_dir) / job.rel_dir
+
+
+def _deliver(message, job_id: int, progress, on_log):
+    """Pass one batch on; return its final message (``("done", JobResult)``) when it holds one."""
+    kind, msg_job, events = message[0], message[1], message[2]
+    if kind != "batch" or msg_job != job_id:
+        return None                 # a late message of an earlier job: nothing to deliver
+    final = None
+    for event in events:
+        what = event[0]
+        if what == "progress":
+            if progress is not None:
+                progress(*event[1:])
+        elif what == "log":
+            record = logging.makeLogRecord(event[1])
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+            if on_log is not None:
+                on_log(record)
+        else:
+            final = event
+    return final
+
+
+# ----------------------------------------------------------------------------------------------------
+# The worker side
+# ----------------------------------------------------------------------------------------------------
+
+class _Outbox:
+    """What a worker sends about its current job: the latest progress and the log records, one message per
+    FLUSH_INTERVAL at most; the last message carries the outcome."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.job_id = 0
+        self.events: list = []
+        self.progress_event = None
+        self.next_flush = 0.0
+
+    def begin(self, job_id: int) -> None:
+        with self.lock:
+            self.job_id, self.events, self.progress_event = job_id, [], None
+            self.next_flush = time.monotonic() + FLUSH_INTERVAL
+
+    def progress(self, *args) -> None:
+        with self.lock:
+            self.progress_event = ("progress",) + args
+            self._maybe_flush()
+
+    def log(self, data: dict) -> None:
+        with self.lock:
+            self.events.append(("log", data))
+            self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() >= self.next_flush:
+            self._flush()
+
+    def _flush(self, final=None) -> None:
+        events = self.events
+        if self.progress_event is not None:
+            events.append(self.progress_event)
+        if final is not None:
+            events.append(final)
+        self.events, self.progress_event = [], None
+        self.next_flush = time.monotonic() + FLUSH_INTERVAL
+        if events:
+            self.conn.send(("batch", self.job_id, events))
+
+    def finish(self, final) -> None:
+        with self.lock:
+            self._flush(final)
+            self.job_id = 0
+
+
+class _OutboxLogHandler(logging.Handler):
+    def __init__(self, outbox: _Outbox):
+        super().__init__(logging.DEBUG)
+        self.outbox = outbox
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = {"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                    "msg": record.getMessage(), "args": None, "created": record.created,
+                    "msecs": record.msecs, "relativeCreated": record.relativeCreated,
+                    "process": record.process, "thread": record.thread, "threadName": record.threadName,
+                    "pathname": record.pathname, "lineno": record.lineno, "funcName": record.funcName,
+                    "module": record.module, "filename": record.filename, "job": getattr(record, "job", "")}
+            if record.exc_info:
+                data["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            self.outbox.log(data)
+        except Exception:
+            pass
+
+
+class _StopFlag:
+    """A worker's cancel token for one job: set once the owner sends ``stop`` for it (or goes away)."""
+
+    def __init__(self, conn, job_id: int):
+        self.conn = conn
+        self.job_id = job_id
+        self.set = False
+
+    def is_set(self) -> bool:
+        try:
+            while not self.set and self.conn.poll():
+                message = self.conn.recv()
+                if message[0] == "stop" and message[1] == self.job_id:
+                    self.set = True
+        except (EOFError, OSError):
+            self.set = True         # the owner is gone: stop
+        return self.set
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` ends (Linux: at once, by the kernel; elsewhere within 0.2 s)."""
+    if sys.platform.startswith("linux"):
+        try:  # the kernel kills us if the parent dies (PR_SET_PDEATHSIG = 1)
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+        except Exception:
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(3)
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _worker_main(conn, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # the owner decides; Ctrl-C reaches it, not us
+    die_with_parent(parent_pid)
+    from .pipeline import run_job
+
+    outbox = _Outbox(conn)
+    root = logging.getLogger("pktmask_gui")
+    root.handlers[:] = [_OutboxLogHandler(outbox)]
+    root.setLevel(logging.DEBUG)
+    root.propagate = False
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return                  # the owner is gone
+        if message[0] == "exit":
+            return
+        if message[0] != "job":
+            continue                # a stop for a job that has ended already
+        _, job_id, job, settings = message
+        outbox.begin(job_id)
+        result = run_job(job, settings, progress=outbox.progress, cancel=_StopFlag(conn, job_id))
+        try:
+            outbox.finish(("done", result))
+        except (OSError, ValueError):
+            return

@@ -1,0 +1,156 @@
+"""The worker pool: real worker processes reused job after job, a worker killed mid-job fails only its file,
+cancel within 0.5 s with nothing left behind, and the CLI's --jobs 2 on many small files."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helpers import leftovers
+from pktmask_gui.pipeline import Job, run_job
+from pktmask_gui.samplegen import generate
+from pktmask_gui.settings import Settings
+from pktmask_gui.workerpool import WorkerPool
+from pktmask_gui.workspace import MARKER
+
+REPO = Path(__file__).resolve().parents[1]
+WILD = REPO.parent / "shared" / "corpus-wild"
+OPS = ["dedup", "anonymize", "mask"]
+
+
+@pytest.fixture(scope="module")
+def big_capture():
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pktmask_test_") as d:
+        path = Path(d) / "big.pcap"
+        generate(path, packets=300000, seed=21)
+        yield path
+
+
+def small_files(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(n):
+        files.append(folder / f"small-{i:02d}.pcap")
+        generate(files[-1], packets=80, seed=i, dup_ratio=0.2)
+    return files
+
+
+def settings_for(workdir: Path) -> Settings:
+    temp = workdir / "temp"
+    temp.mkdir(exist_ok=True)
+    return Settings(temp_root=str(temp), parallel_jobs=2)
+
+
+def test_workers_are_reused_across_jobs_and_outputs_match_one_process(workdir):
+    files = small_files(workdir / "in", 12)
+    settings = settings_for(workdir)
+    expected = {f.name: Path(run_job(Job(f, workdir / "one", OPS), settings).output).read_bytes() for f in files}
+    processes = set()
+    with WorkerPool(2) as pool:
+        pool.warm()
+        pids = set(pool.worker_pids())
+        with ThreadPoolExecutor(2) as threads:
+            results = list(threads.map(lambda f: pool.run_job(
+                Job(f, workdir / "pool", OPS), settings, on_log=lambda r: processes.add(r.process)), files))
+        assert pool.started == 2                     # two processes for twelve jobs
+        assert set(pool.worker_pids()) == pids
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    assert {Path(r.input).name: Path(r.output).read_bytes() for r in results} == expected
+    assert processes and processes <= pids           # the jobs' own log lines came from the two workers
+    assert leftovers(workdir) == []
+    assert all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in pids)
+
+
+def test_a_worker_killed_mid_job_fails_only_its_file_and_the_batch_goes_on(workdir, big_capture):
+    files = small_files(workdir / "in", 6)
+    big = workdir / "in" / "big.pcap"
+    os.link(big_capture, big)
+    settings = settings_for(workdir)
+    out = workdir / "out"
+    killed = threading.Event()
+
+    def progress(phase, done, total, packets):
+        if packets > 1000 and not killed.is_set():
+            # The big job's workspace names the worker that runs it (the small ones start after the kill).
+            marker = json.loads(next((workdir / "temp").glob("pktmask_pipeline_*/" + MARKER)).read_text())
+            os.kill(marker["owners"][0]["pid"], signal.SIGKILL)
+            killed.set()
+
+    with WorkerPool(2) as pool:
+        pool.warm()
+        big_result = {}
+        runner = threading.Thread(target=lambda: big_result.setdefault(
+            "r", pool.run_job(Job(big, out, ["dedup"]), settings, progress)))
+        runner.start()
+        assert killed.wait(60), "the big job never made progress"
+        results = [pool.run_job(Job(f, out, OPS), settings) for f in files]
+        runner.join(30)
+        started = pool.started
+    result = big_result["r"]
+    assert result.status == "failed" and "worker process ended unexpectedly" in result.error
+    assert [r.status for r in results] == ["ok"] * len(files)
+    assert started == 3                              # the dead worker was replaced
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{f.stem}-sanitized.pcap" for f in files)
+    assert leftovers(workdir) == []                  # its temp dir and staging dir went with it
+
+
+def test_cancel_takes_effect_within_half_a_second_and_the_worker_takes_the_next_job(workdir, big_capture):
+    settings = settings_for(workdir)
+    out = workdir / "out"
+    cancel, running = threading.Event(), threading.Event()
+    holder = {}
+    with WorkerPool(1) as pool:
+        pool.warm()
+
+        def progress(phase, done, total, packets):
+            if packets > 1000:
+                running.set()
+
+        thread = threading.Thread(target=lambda: holder.setdefault(
+            "r", pool.run_job(Job(big_capture, out, OPS), settings, progress, cancel)))
+        thread.start()
+        assert running.wait(60), "the job never made progress"
+        t0 = time.monotonic()
+        cancel.set()
+        thread.join(10)
+        elapsed = time.monotonic() - t0
+        assert leftovers(workdir) == [] and list(out.iterdir()) == []
+        small = small_files(workdir / "in", 1)[0]
+        after = pool.run_job(Job(small, out, OPS), settings)
+    assert holder["r"].status == "cancelled"
+    assert elapsed < 0.5, f"cancel took {elapsed:.3f} s"
+    assert after.status == "ok"
+    assert leftovers(workdir) == []
+
+
+def test_cli_jobs_2_on_many_small_captures_matches_jobs_1(workdir):
+    if WILD.is_dir():
+        inputs = workdir / "in"
+        inputs.mkdir()
+        for src in sorted(WILD.glob("*.pcap"))[:60]:
+            shutil.copyfile(src, inputs / src.name)
+    else:
+        inputs = small_files(workdir / "in", 30)[0].parent
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(workdir))
+    outputs = {}
+    for jobs in (1, 2):
+        out = workdir / f"out{jobs}"
+        proc = subprocess.run([sys.executable, "-m", "pktmask_gui", "process", str(inputs), "-o", str(out), "-q",
+                               "--jobs", str(jobs), "--dedup", "--anonymize", "--mask"],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode in (0, 1), proc.stderr      # 1: some wild captures fail, each on its own
+        outputs[jobs] = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert outputs[1] and outputs[1] == outputs[2]
+    assert leftovers(workdir) == []
