@@ -10,6 +10,8 @@
                                                 # and all three, on the usual mix and on one with 100,000+
                                                 # distinct addresses (one run each unless --repeat is given)
     python3 bench/bench.py --parallel           # two files, --jobs 1 vs --jobs 2, all three operations
+    python3 bench/bench.py --split --packets 1000000   # one file, --jobs 1 vs --jobs N (--split-jobs, default
+                                                # the cores), each operation alone and all three; outputs compared
     python3 bench/bench.py --cancel             # Ctrl-C mid-file: time to exit, leftovers
     python3 bench/bench.py --compressed         # the capture as .pcap.gz and .pcap.zst, all three operations,
                                                 # as a ratio to the same run on the plain file
@@ -147,6 +149,8 @@ def main() -> int:
     ap.add_argument("--growth", action="store_true",
                     help="peak RSS at 200k, 600k and --packets (default 1M), each operation and all three")
     ap.add_argument("--parallel", action="store_true", help="two files: --jobs 1 vs --jobs 2")
+    ap.add_argument("--split", action="store_true", help="one file: --jobs 1 vs --jobs N (its segments)")
+    ap.add_argument("--split-jobs", type=int, default=psutil.cpu_count() or 2, help="N for --split")
     ap.add_argument("--cancel", action="store_true", help="time from Ctrl-C to exit of a CLI run mid-file")
     ap.add_argument("--compressed", action="store_true", help=".pcap.gz and .pcap.zst vs plain, all operations")
     ap.add_argument("--stage-choice", action="store_true",
@@ -175,6 +179,8 @@ def main() -> int:
             return growth(work, env, args, available)
         if args.parallel:
             return parallel(work, env, args, available)
+        if args.split:
+            return split(work, env, args, ops)
         if args.cancel:
             return cancel_latency(work, env, args, available)
         if args.compressed:
@@ -283,6 +289,46 @@ def parallel(work: Path, env: dict, args, available: list[str]) -> int:
     print(f"cores used: --jobs 1 {median(r[2] / r[0] for r in ones):.2f}, --jobs 2 "
           f"{median(r[2] / r[0] for r in twos):.2f} (of {psutil.cpu_count()}; {load()})")
     return 0
+
+
+def split(work: Path, env: dict, args, ops: list[str]) -> int:
+    """One file on N cores (segments.py): wall and CPU time, the largest process's peak RSS, outputs equal."""
+    src = make_capture(work, args.packets)
+    n = args.split_jobs
+    print(f"\n{'operations':<26} {'--jobs 1 s':>10} {f'--jobs {n} s':>10} {'speed-up':>9} {'CPU 1':>6} "
+          f"{f'CPU {n}':>6} {'peak MB 1':>9} {f'peak MB {n}':>9} {'same':>5}", flush=True)
+    for run_ops in [[op] for op in ops] + ([ops] if len(ops) > 1 else []):
+        ones, ns, same = [], [], True
+        for _ in range(args.repeat):
+            outs = []
+            for jobs, into in ((1, ones), (n, ns)):
+                out = work / f"out-split-j{jobs}"
+                into.append(run_measured(cli([src], out, run_ops, jobs=jobs), env))
+                outs.append(out)
+            a, b = (sorted(o.iterdir()) for o in outs)
+            same = same and [x.name for x in a] == [y.name for y in b] and \
+                all(_same_file_bytes(x, y) for x, y in zip(a, b))
+            for out in outs:
+                shutil.rmtree(out)
+        one, many = median(r[0] for r in ones), median(r[0] for r in ns)
+        gain = median(x[0] / y[0] for x, y in zip(ones, ns))
+        print(f"{'+'.join(run_ops):<26} {one:>10.2f} {many:>10.2f} {gain:>8.2f}x "
+              f"{median(r[2] for r in ones):>6.1f} {median(r[2] for r in ns):>6.1f} "
+              f"{max(r[1] for r in ones) / 2**20:>9.0f} {max(r[1] for r in ns) / 2**20:>9.0f} "
+              f"{'yes' if same else 'NO':>5}", flush=True)
+    print(f"speed-up: median of the runs' wall-time ratios; CPU: seconds of the whole process tree; peak MB: the "
+          f"largest single process; same: outputs byte-identical ({load()})")
+    return 0
+
+
+def _same_file_bytes(a: Path, b: Path) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 def cancel_latency(work: Path, env: dict, args, available: list[str]) -> int:

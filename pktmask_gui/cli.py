@@ -6,6 +6,7 @@ Exit status: 0 every file succeeded, 1 any file failed, 2 usage error, 130 inter
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: the setting, itself 'same')")
     general.add_argument("--keep-metadata", action="store_true",
                          help="do not scrub pcapng metadata (comments, name resolution, keys, custom blocks)")
-    general.add_argument("-j", "--jobs", type=int, metavar="N", help="files processed in parallel "
+    general.add_argument("-j", "--jobs", type=int, metavar="N", help="files processed in parallel; a file "
+                         "processed alone (48 MB or more) runs on up to N processes "
                          "(default: the setting, itself defaulting to the number of cores)")
     general.add_argument("--temp-dir", metavar="DIR", help="temp root (default: the setting or the system's)")
     general.add_argument("--large-file-threshold", type=int, metavar="MB",
@@ -412,6 +414,10 @@ def process_main(argv: list[str]) -> int:
     # starts ~0.2 s sooner and the cancel event reaches it directly (it stops within one batch).
     if workers > 1:
         from .jobs import run_job_process as runner
+    elif settings.parallel_jobs > 1:
+        # one file at a time and cores to spare: its main pass may run on segments (segments.py)
+        from .segments import executor as split_executor
+        runner = functools.partial(run_job, executor=split_executor(settings.parallel_jobs))
     else:
         runner = run_job
 

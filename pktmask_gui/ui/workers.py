@@ -31,11 +31,12 @@ class JobWorker(QObject):
     finished = Signal(int, object)               # row id, pipeline.JobResult
     failed = Signal(int, str)                    # row id, error (the worker itself failed)
 
-    def __init__(self, row_id: int, job, settings):
+    def __init__(self, row_id: int, job, settings, split: int = 1):
         super().__init__()
         self.row_id = row_id
         self.job = job
         self.settings = settings
+        self.split = split              # > 1: the file's main pass may run on that many processes
         self.cancel_event = threading.Event()
         self.done = threading.Event()
 
@@ -48,8 +49,14 @@ class JobWorker(QObject):
             from .. import jobs
             # Log records (the child's, relayed by the engine, and this thread's own workspace lines)
             # reach the panel through the pktmask_gui logger, which carries the window's QtLogHandler.
-            result = jobs.run_job_process(self.job, self.settings, progress=self._progress,
-                                          cancel=self.cancel_event)
+            if self.split > 1:
+                from .. import pipeline, segments
+                # the work in child processes either way: segments, or one child when the file stays whole
+                result = pipeline.run_job(self.job, self.settings, progress=self._progress, cancel=self.cancel_event,
+                                          executor=segments.executor(self.split, segments.in_child))
+            else:
+                result = jobs.run_job_process(self.job, self.settings, progress=self._progress,
+                                              cancel=self.cancel_event)
         except BaseException as exc:  # an engine bug must surface as a failed row, not a dead thread
             job_log = logging.LoggerAdapter(log, {"job": self.job.input.name})
             job_log.error("the job stopped with an internal error: %s", exc)
@@ -88,10 +95,10 @@ class JobRunner(QObject):
         return len(self._active)
 
     # --- start / cancel --------------------------------------------------------------------------
-    def start(self, row_id: int, job, settings) -> None:
+    def start(self, row_id: int, job, settings, split: int = 1) -> None:
         thread = QThread()
         thread.setObjectName(f"pktmask-job-{row_id}")
-        worker = JobWorker(row_id, job, settings)
+        worker = JobWorker(row_id, job, settings, split)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.progress.connect(self.progress)
