@@ -12,6 +12,8 @@
     python3 bench/bench.py --parallel           # two files, --jobs 1 vs --jobs 2, all three operations
     python3 bench/bench.py --many-small [FOLDER] # many small captures (default: ../shared/corpus-wild), all three
                                                 # operations: --jobs 1 vs --jobs 2, and the window (2 jobs)
+    python3 bench/bench.py --split --packets 1000000   # one file, --jobs 1 vs --jobs N (--split-jobs, default
+                                                # the cores), each operation alone and all three; outputs compared
     python3 bench/bench.py --cancel             # Ctrl-C mid-file: time to exit, leftovers
     python3 bench/bench.py --compressed         # the capture as .pcap.gz and .pcap.zst, all three operations,
                                                 # as a ratio to the same run on the plain file
@@ -152,6 +154,8 @@ def main() -> int:
     ap.add_argument("--parallel", action="store_true", help="two files: --jobs 1 vs --jobs 2")
     ap.add_argument("--many-small", nargs="?", const="", metavar="FOLDER",
                     help="many small captures: --jobs 1 vs --jobs 2, and the window")
+    ap.add_argument("--split", action="store_true", help="one file: --jobs 1 vs --jobs N (its segments)")
+    ap.add_argument("--split-jobs", type=int, default=psutil.cpu_count() or 2, help="N for --split")
     ap.add_argument("--cancel", action="store_true", help="time from Ctrl-C to exit of a CLI run mid-file")
     ap.add_argument("--compressed", action="store_true", help=".pcap.gz and .pcap.zst vs plain, all operations")
     ap.add_argument("--stage-choice", action="store_true",
@@ -184,6 +188,8 @@ def main() -> int:
             return parallel(work, env, args, available)
         if args.many_small is not None:
             return many_small(work, env, args, available)
+        if args.split:
+            return split(work, env, args, ops)
         if args.cancel:
             return cancel_latency(work, env, args, available)
         if args.compressed:
@@ -341,6 +347,46 @@ def many_small(work: Path, env: dict, args, available: list[str]) -> int:
     left = [p.name for p in work.iterdir() if p.name.startswith("pktmask_") and p.name != "pktmask_bench_"]
     print(f"left behind in the temp dir: {left or 'nothing'}")
     return 0
+
+
+def split(work: Path, env: dict, args, ops: list[str]) -> int:
+    """One file on N cores (segments.py): wall and CPU time, the largest process's peak RSS, outputs equal."""
+    src = make_capture(work, args.packets)
+    n = args.split_jobs
+    print(f"\n{'operations':<26} {'--jobs 1 s':>10} {f'--jobs {n} s':>10} {'speed-up':>9} {'CPU 1':>6} "
+          f"{f'CPU {n}':>6} {'peak MB 1':>9} {f'peak MB {n}':>9} {'same':>5}", flush=True)
+    for run_ops in [[op] for op in ops] + ([ops] if len(ops) > 1 else []):
+        ones, ns, same = [], [], True
+        for _ in range(args.repeat):
+            outs = []
+            for jobs, into in ((1, ones), (n, ns)):
+                out = work / f"out-split-j{jobs}"
+                into.append(run_measured(cli([src], out, run_ops, jobs=jobs), env))
+                outs.append(out)
+            a, b = (sorted(o.iterdir()) for o in outs)
+            same = same and [x.name for x in a] == [y.name for y in b] and \
+                all(_same_file_bytes(x, y) for x, y in zip(a, b))
+            for out in outs:
+                shutil.rmtree(out)
+        one, many = median(r[0] for r in ones), median(r[0] for r in ns)
+        gain = median(x[0] / y[0] for x, y in zip(ones, ns))
+        print(f"{'+'.join(run_ops):<26} {one:>10.2f} {many:>10.2f} {gain:>8.2f}x "
+              f"{median(r[2] for r in ones):>6.1f} {median(r[2] for r in ns):>6.1f} "
+              f"{max(r[1] for r in ones) / 2**20:>9.0f} {max(r[1] for r in ns) / 2**20:>9.0f} "
+              f"{'yes' if same else 'NO':>5}", flush=True)
+    print(f"speed-up: median of the runs' wall-time ratios; CPU: seconds of the whole process tree; peak MB: the "
+          f"largest single process; same: outputs byte-identical ({load()})")
+    return 0
+
+
+def _same_file_bytes(a: Path, b: Path) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 def cancel_latency(work: Path, env: dict, args, available: list[str]) -> int:

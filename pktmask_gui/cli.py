@@ -6,6 +6,7 @@ Exit status: 0 every file succeeded, 1 any file failed, 2 usage error, 130 inter
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: the setting, itself 'same')")
     general.add_argument("--keep-metadata", action="store_true",
                          help="do not scrub pcapng metadata (comments, name resolution, keys, custom blocks)")
-    general.add_argument("-j", "--jobs", type=int, metavar="N", help="files processed in parallel "
+    general.add_argument("-j", "--jobs", type=int, metavar="N", help="files processed in parallel; a file "
+                         "processed alone (48 MB or more) runs on up to N processes "
                          "(default: the setting, itself defaulting to the number of cores)")
     general.add_argument("--scheduler", metavar="ADDRESS",
                          help="send one task per file to this Dask scheduler (tcp://HOST:PORT or tls://HOST:PORT; "
@@ -426,6 +428,10 @@ def process_main(argv: list[str]) -> int:
         pool = WorkerPool(workers)
         pool.warm()
         runner = pool.run_job
+    elif settings.parallel_jobs > 1:
+        # one file at a time and cores to spare: its main pass may run on segments (segments.py)
+        from .segments import executor as split_executor
+        runner = functools.partial(run_job, executor=split_executor(settings.parallel_jobs))
 
     def work(idx: int):
         if cancel.is_set():

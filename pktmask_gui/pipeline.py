@@ -219,7 +219,7 @@ def _run_order(names: list[str]) -> list[str]:
 
 
 def execute(spec: ExecSpec, progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> dict[str, Any]:
+            cancel: CancelToken | None = None, planner: Any = None) -> dict[str, Any]:
     """Run the passes; write the output to ``spec.staged_path`` (flushed and fsynced).
 
     Returns {"packets_in", "packets_out", "warnings", "stages", "input_compression"}. Raises Cancelled,
@@ -236,11 +236,14 @@ def execute(spec: ExecSpec, progress: ProgressCallback | None = None,
     its decisions (``replayer()``, one bit per frame) instead of hashing every frame again, and its tables
     are freed at once. Since passes then rely on seeing the same input, the input's size, inode and
     modification time are compared at the start of every pass and at the end.
+
+    ``planner`` (segments.py): watches the first pass for split points, then may run the main pass on
+    segments of the input in other processes; when it declines, the main pass runs here as always.
     """
     previous = gc.get_threshold()
     gc.set_threshold(*_GC_THRESHOLDS)
     try:
-        return _execute(spec, progress, cancel)
+        return _execute(spec, progress, cancel, planner)
     except compression.CutBeforeCapture as cut:     # raised when a pass opens the input: nothing staged yet
         return _empty_output(spec, cut)
     finally:
@@ -272,7 +275,8 @@ def _empty_output(spec: ExecSpec, cut: CaptureError) -> dict[str, Any]:
             "input_compression": cut.compression}
 
 
-def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelToken | None) -> dict[str, Any]:
+def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelToken | None,
+             planner: Any = None) -> dict[str, Any]:
     stamp = _input_stamp(spec.read_path)
     # stages size their tables from the capture's size: a compressed file's, decompressed, is estimated
     size = compression.estimated_size(spec.read_path, stamp[0]) if spec.input_compression else stamp[0]
@@ -284,6 +288,8 @@ def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelTo
     # Share of the progress bar per pass, from measured times: the main pass costs about twice a pre-scan,
     # three and a half times with a self-check reading the output back (so the time estimate holds).
     weights = [1.0] * sum(1 for s in stages if s.needs_prescan)
+    if planner is not None and not weights and planner.WALK_WEIGHT:
+        weights.append(planner.WALK_WEIGHT)     # its own pass to find the split points
     weights.append(3.5 if any(s.self_check for s in stages) else 2.0)
     _check_order(stages)
     clock = _Progress(progress, weights, cancel)
@@ -305,6 +311,8 @@ def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelTo
                 for earlier in before:
                     batch = earlier.process(batch)
                 stage.prescan(batch)
+                if planner is not None:
+                    planner.batch(reader, before + [stage], batch)
                 clock.tick("prescan", reader.position, reader.size, len(batch))
                 reason = monitor.pressure()
                 if reason:
@@ -316,6 +324,12 @@ def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelTo
         del before
         _check_stamp(spec.read_path, stamp)
         clock.next_pass()
+
+    if planner is not None:
+        run = _Run(spec, stamp, context, names, stages, decided, clock, monitor, weights)
+        outcome: dict[str, Any] | None = planner.split(run)
+        if outcome is not None:
+            return outcome
 
     # Pass 2: the fused streaming pass; the self-check reads the output back as it is written.
     stages = [_replay(decided[s.name], context) if s.name in decided else s for s in stages]
@@ -354,18 +368,41 @@ def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelTo
         os.unlink(write_path)
     clock.next_pass()
 
-    report = {}
+    report = _report(stages, context, warnings, monitor)
+    return {"packets_in": packets_in, "packets_out": packets_out, "warnings": warnings, "stages": report,
+            "input_compression": input_compression}
+
+
+@dataclass
+class _Run:
+    """A job's state after its first pass, for a planner (segments.py) that runs the main pass on segments."""
+
+    spec: ExecSpec
+    stamp: tuple[int, ...]
+    context: StageContext
+    names: list[str]
+    stages: list[Stage]
+    decided: dict[str, Stage]
+    clock: _Progress
+    monitor: MemoryMonitor
+    weights: list[float]
+
+
+def _report(stages: list[Stage], context: StageContext, warnings: list[str],
+            monitor: MemoryMonitor) -> dict[str, Any]:
+    """The stages' counts, by name; the stages' warnings appended to ``warnings`` (after the reports: a
+    report may warn)."""
+    report: dict[str, Any] = {}
     for stage in stages:
         counts = stage.report()
         if counts or not stage.hidden:
             report[stage.name] = counts
-    for message in context.warnings:            # after the reports: a report may warn (frames zeroed, ...)
+    for message in context.warnings:
         if message not in warnings:
             warnings.append(message)
     if monitor.events:
         report.setdefault("memory", {})["pressure_events"] = monitor.events
-    return {"packets_in": packets_in, "packets_out": packets_out, "warnings": warnings, "stages": report,
-            "input_compression": input_compression}
+    return report
 
 
 def _start_writeback(fh: IO[bytes], length: int = 0) -> None:

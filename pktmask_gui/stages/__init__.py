@@ -81,6 +81,7 @@ class Stage:
     stand_in = False            # a stand-in a later pass uses (a replayer): not registered as a stage
     prescan_transparent = False  # a later stage's pre-scan need not run it first (it changes no length or
                                  # structure a pre-scan reads: host names)
+    segmentable = False         # its main pass can run on segments of the input (segments.py: the hooks below)
 
     def __init__(self, options: dict[str, Any] | None, context: StageContext):
         merged = {opt.key: opt.default for opt in self.OPTIONS}
@@ -128,6 +129,44 @@ class Stage:
 
     def report(self) -> dict[str, Any]:
         return {}
+
+    # ---- the main pass on segments of the input, in several processes (segments.py) ---------------------
+    def snapshot(self) -> Any:
+        """First pass, after a batch that may end a segment: what the main pass of a segment starting there
+        needs beyond export() (picklable; None: nothing)."""
+        return None
+
+    def export(self) -> Any:
+        """After the first pass: what every segment's instance needs from this one (picklable)."""
+        return None
+
+    def split_hazard(self, points: list[int]) -> str | None:  # noqa: ARG002
+        """Why this stage's main pass cannot be cut before these frames (packets that entered it before each
+        segment's start), or None when it can."""
+        return None
+
+    def split_needs(self, points: list[int]) -> list[Any]:
+        """Per split point (as for split_hazard): None, or ``(frame, what)`` when the segment's instance must
+        first see the frames after ``frame`` up to the point (``warm(batch, what)``, then ``warm(None,
+        what)``) to hold the state the one-core pass holds there."""
+        return [None] * len(points)
+
+    def warm(self, batch: list[Any] | None, what: Any) -> None:
+        """A batch of the frames before the segment (see split_needs); None: they are over."""
+
+    def segment_start(self, first: int, end: int, shared: Any, at: Any) -> None:
+        """This instance runs the main pass over one segment: ``first`` packets entered the stage before the
+        segment, ``end`` by its end; ``shared``: export() of the first pass's instance (None: this instance
+        made that pass itself), ``at``: its snapshot() at the segment's start."""
+
+    def segment_result(self) -> Any:
+        """At the end of a segment: what absorb() needs (picklable)."""
+        return None
+
+    def absorb(self, result: Any, baseline: Any) -> None:
+        """Fold another segment's segment_result() into this instance (the first segment's), before report().
+        ``baseline``: that segment's result after it re-read its section's header blocks (counted by the
+        segment that holds them)."""
 
 
 # ---- frames the walker cannot read (shared by the stages that walk frames) ----------------------------

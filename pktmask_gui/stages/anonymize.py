@@ -536,3 +536,59 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         if self._export:
             rep["mapping_exported"] = True
         return rep
+
+    # ---- segments (segments.py): stateless per packet; the address sets are merged ------------------------
+    segmentable = True
+
+    def segment_start(self, first: int, end: int, shared, at) -> None:  # noqa: ARG002
+        self._frames = first                # frame numbers in messages stay the file's
+
+    def segment_result(self) -> dict:
+        m = self.mapper
+        return {"seen4": m.seen4, "seen6": m.seen6, "macs": m.mapmac, "macs_lost": m.macs_lost,
+                "kept_seen": m.kept_seen, "landed": m.landed_on_kept, "seen_full": m.seen_full,
+                "types": dict(self._types), "uninspected": self._uninspected, "reasons": dict(self._reasons),
+                "zeroed": dict(self._zeroed), "meta": self._meta}
+
+    def absorb(self, result: dict, baseline: dict) -> None:
+        """The counts of one run over the whole file: counters add up (less the segment's re-read header
+        blocks); each address and MAC counts once, as when first met; collisions are the kept addresses
+        that mapped ones landed on. Where a bounded table filled, the one-core counts depend on the order
+        things were met: the caller then runs the file on one core (SplitInexact)."""
+        from ..addressmap import MEMO, NAMED_COLLISIONS, SEEN
+        from ..segments import SplitInexact, add_counts
+        from . import ZEROED_REASONS
+
+        m = self.mapper
+        if result["seen_full"] or m.seen_full or result["macs_lost"] or m.macs_lost:
+            raise SplitInexact("a bounded table of the anonymizer filled")
+        add_counts(self._types, result["types"], baseline["types"])
+        add_counts(self._reasons, result["reasons"], baseline["reasons"], _REASONS, "other reasons")
+        add_counts(self._zeroed, result["zeroed"], baseline["zeroed"], ZEROED_REASONS, "other reasons")
+        self._uninspected += result["uninspected"] - baseline["uninspected"]
+        self._meta += result["meta"] - baseline["meta"]
+        for mine, theirs in ((m.seen4, result["seen4"]), (m.seen6, result["seen6"])):
+            for entry in theirs:
+                mine.add(entry)
+            if not (mine.complete and theirs.complete):
+                raise SplitInexact("more distinct addresses than the anonymizer counts")
+        if m.macs:
+            for old, new in result["macs"].items():
+                m.mapmac.setdefault(old, new)
+            if len(m.mapmac) >= MEMO:
+                raise SplitInexact("more distinct MAC addresses than the anonymizer remembers")
+            m.nmac = sum(1 for a in m.mapmac
+                         if not (a == b"\xff" * 6 or a == b"\x00" * 6 or (self._keep_special and a[0] & 1)))
+        # an anonymized address equal to a kept one counts once, whichever segment met either first
+        kept, landed = m.kept_seen | result["kept_seen"], m.landed_on_kept | result["landed"]
+        if len(kept) >= SEEN or len(landed) >= SEEN:
+            raise SplitInexact("more kept addresses than the anonymizer remembers")
+        fresh = (kept & landed) - (m.kept_seen & m.landed_on_kept)
+        if fresh and m.collisions + len(fresh) > NAMED_COLLISIONS:
+            raise SplitInexact("which collisions are named depends on the order they are met")
+        m.kept_seen, m.landed_on_kept = kept, landed
+        m.collisions += len(fresh)
+        for addr in sorted(fresh):
+            self.context.warn(
+                f"The anonymized form of an address equals {ipaddress.ip_address(addr)}, an address kept as it "
+                "is: in the output two different addresses look alike (use another key or keep fewer addresses).")

@@ -548,6 +548,17 @@ class DedupReplay(Stage):
         replay.decisions, replay.decided, replay.source = self.decisions, self.decided, self.source
         return replay
 
+    segmentable = True
+
+    def export(self) -> dict:
+        return {"decisions": bytes(self.decisions), "source": self.source}
+
+    def segment_start(self, first: int, end: int, shared, at) -> None:  # noqa: ARG002
+        """Replay the decisions on frames first+1 .. end only (finish() then checks it met them all)."""
+        if shared is not None:
+            self.decisions, self.source = shared["decisions"], shared["source"]
+        self.frames, self.decided = first, end
+
     def finish(self) -> None:
         """The pass is over: every decided frame must have come again."""
         if self.frames != self.decided:

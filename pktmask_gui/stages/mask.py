@@ -53,7 +53,7 @@ from ..layout import (F_LATER_FRAGMENT, F_QUOTED, F_TRUNCATED, IP_END, IP_FLAGS,
 from ..shape import TCP_DNS, TCP_HEADER, UDP, UDP_DNS, shapes
 from ..tcpstream import MASK32, unwrap
 from ..tls import RECORD_NAMES
-from .mask_prescan import MaskPrescan, entry_head, entry_ranges, flow_key, frag_header, fragmented
+from .mask_prescan import P_HIGH, MaskPrescan, entry_head, entry_ranges, flow_key, frag_header, fragmented
 
 _I = struct.Struct("!I").unpack_from
 _H = struct.Struct("!H").unpack_from
@@ -163,6 +163,8 @@ class MaskStage(MaskPrescan, Stage):
         self.uninspected = 0
         self.zeroed = {}                # (status, reason) -> frames zeroed where the walker cannot read
         self.tls_flows = self.gaps = self.resyncs = 0
+        self.resumed = 0                # segments: frames before this instance's segment, and the highest
+        self.highs = {}                 # offset then of each direction instance open there
 
     # ---- main pass --------------------------------------------------------------------------------------
     def _activate(self, key, i: int):
@@ -193,6 +195,8 @@ class MaskStage(MaskPrescan, Stage):
             tls[key] = rest[0] if len(rest) == 1 else rest
         starts, ends, ovs, ove = entry_ranges(e, nk, no)
         st = [first, last, base, 0, starts, ends, ovs, ove, None, None]
+        if first <= self.resumed:           # begun before this segment: its highest offset then (segments)
+            st[S_HIGH] = self.highs.get(key, 0)
         live[key] = st
         return st
 
@@ -608,6 +612,104 @@ class MaskStage(MaskPrescan, Stage):
                 return (b"".join((data[:cs_off], hc.to_bytes(2, "big"), data[cs_off + 2:a])),) + rec[1:]
         zeros = _ZERO[:b - a] if b - a <= 65536 else bytes(b - a)
         return (b"".join((data[:cs_off], hc.to_bytes(2, "big"), data[cs_off + 2:a], zeros, data[b:])),) + rec[1:]
+
+    # ---- segments (segments.py) ---------------------------------------------------------------------------
+    # The main pass's state at a frame is the pre-scan's tables (what each direction instance keeps, and
+    # what each fragment needs of its datagram, both by frame number), each open instance's highest stream
+    # offset (the pre-scan's P_HIGH there: both passes raise it on the same frames with the same
+    # arithmetic), and the first copies of re-sent kept bytes, which no pre-scan holds: a segment that
+    # starts inside a direction instance with re-sent ranges first walks its earlier frames (split_needs).
+    segmentable = True
+
+    def snapshot(self) -> dict:
+        return {"frame": self.frame, "highs": {k: st[P_HIGH] for k, st in self.live.items() if st[P_HIGH]}}
+
+    def export(self) -> dict:
+        if not self.finished:
+            self._end_prescan()
+        return {"tls": self.tls, "settled": self.settled, "prescan_frames": self.prescan_frames}
+
+    def split_needs(self, points: list) -> list:
+        """A direction instance with re-sent ranges that a point cuts: the main pass compares each later
+        copy of its kept bytes with the first copy, which only its frames before the point hold. The
+        segment's instance walks those directions' frames from the first one's on (warm) first."""
+        cut = [{} for _ in points]
+        if not points:
+            return []
+        lo, hi = min(points), max(points)
+        for key, v in self.tls.items():
+            for e in (v if type(v) is tuple else (v,)):
+                first, last, _base, _nk, no = entry_head(e)
+                if no and first <= hi and last > lo:
+                    for j, b in enumerate(points):
+                        if first <= b < last:
+                            cut[j][key] = min(first, cut[j].get(key, first))
+        return [(min(c.values()) - 1, {"keys": frozenset(c)}) if c else None for c in cut]
+
+    def warm(self, batch, what) -> None:
+        """The frames before this segment, for the directions in ``what["keys"]``: their main-pass state
+        (first copies, highest offset) as the one-core pass builds it; nothing is written or counted."""
+        if batch is None:
+            self.copies_masked, self.resumed = what["copies"], what["resumed"]
+            return
+        if "i" not in what:
+            what.update(i=what["from"], copies=self.copies_masked, resumed=self.resumed)
+            self.resumed = 0                    # these instances start here, as in the one-core pass
+        keys, keep_ports, i = what["keys"], self.keep_ports, what["i"]
+        for rec, sh in zip(batch, shapes(batch)):
+            lt = rec[1]
+            if lt < 0:
+                continue
+            i += 1
+            data = rec[0]
+            n = len(data)
+            if sh is not None and (sh[3] == n or not any(data[sh[3]:])):     # as process() takes them
+                kind, o, t, end = sh
+                if kind > TCP_DNS:
+                    continue                    # UDP, echo: no stream
+                pay = t + TCP_HEADER[data[t + 12]]
+                if pay >= end or keep_ports and self._kept_port(data, t):
+                    continue
+                key = data[o + 12:o + 20] + data[t:t + 4] if t - o == 20 else data[o + 8:o + 40] + data[t:t + 4]
+            else:
+                w = walk(data, lt)
+                l4 = w[4]
+                if w[0] == UNINSPECTABLE or l4 is None or l4[5] & L4F_FRAGMENT or l4[0] != 6:
+                    continue
+                _p, t, pay, end = l4[:4]
+                if end <= pay or t + 14 > n or keep_ports and self._kept_port(data, t):
+                    continue
+                key = flow_key(data, w[2], l4)
+            if key in keys:
+                self._stream_ranges(self.live.get(key), key, i, data, t, pay, end)
+        what["i"] = i
+
+    def segment_start(self, first: int, end: int, shared, at) -> None:  # noqa: ARG002
+        if shared is not None:
+            self.tls, self.settled = shared["tls"], shared["settled"]
+            self.prescan_frames = shared["prescan_frames"]
+            self.finished = True
+            self.record_counts = {}
+        if at is not None:
+            if at["frame"] != first:
+                raise StageError("internal error: a segment of the file does not start where the pre-scan cut it")
+            self.frame = self.resumed = first
+            self.highs = at["highs"]
+            self.next_sweep = first + SWEEP_EVERY
+
+    def segment_result(self) -> dict:
+        return {"bytes_kept": self.bytes_kept, "bytes_masked": self.bytes_masked, "frames_masked": self.frames_masked,
+                "frames_trimmed": self.frames_trimmed, "copies_masked": self.copies_masked,
+                "uninspected": self.uninspected, "zeroed": dict(self.zeroed)}
+
+    def absorb(self, result, baseline) -> None:
+        from ..segments import add_counts
+
+        for name in ("bytes_kept", "bytes_masked", "frames_masked", "frames_trimmed", "copies_masked", "uninspected"):
+            setattr(self, name, getattr(self, name) + result[name] - baseline[name])
+        from . import ZEROED_REASONS
+
+        add_counts(self.zeroed, result["zeroed"], baseline["zeroed"], ZEROED_REASONS, "other reasons")
 
     # ---- results ----------------------------------------------------------------------------------------
     def release_memory(self) -> str | None:

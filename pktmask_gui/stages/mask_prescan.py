@@ -19,6 +19,7 @@ import struct
 from array import array
 from bisect import bisect_left
 from itertools import islice
+from zlib import crc32
 
 from ..frames import Uninspectable, walk
 from ..layout import (F_FRAGMENT, IP_DST, IP_END, IP_FLAGS, IP_FRAG_ID, IP_FRAG_OFF, IP_OFF, IP_PAY, IP_PROTO,
@@ -50,7 +51,9 @@ P_BASE, P_HIGH, P_FIRST, P_LAST, P_KEEP, P_WALKER, P_REASM, P_STRICT = range(8)
 FRAG_WINDOW = 1 << 13
 MAX_HEADER = 60                     # the longest transport header a later fragment may carry part of (TCP)
 LIVE_LIMIT = 1 << 15                # pre-scan directions open at once; beyond it the longest idle are closed
-CLOSED_BITS = 1 << 23               # a 1 MiB bitmap of closed direction keys (see _open)
+CLOSED_BITS = 1 << 23               # a 1 MiB bitmap of closed direction keys (see _open), by CRC-32: the
+                                    # same bits in every process and run (hash() is seeded per process), so
+                                    # one input gives one output; a collision only makes a start stricter
 
 
 def pack_entry(first: int, last: int, base: int, keep, resent) -> bytes:
@@ -259,7 +262,7 @@ class MaskPrescan:
                 self._close(k, st)
         strict = False if midstream else None
         if midstream and self.closed is not None:
-            h = hash(key) & (CLOSED_BITS - 1)
+            h = crc32(key) & (CLOSED_BITS - 1)
             strict = bool(self.closed[h >> 3] & (1 << (h & 7)))
         st = [base, 0, i, i, None, None, None, strict]
         live[key] = st
@@ -292,7 +295,7 @@ class MaskPrescan:
         closed = self.closed
         if closed is None:
             closed = self.closed = bytearray(CLOSED_BITS >> 3)
-        h = hash(key) & (CLOSED_BITS - 1)
+        h = crc32(key) & (CLOSED_BITS - 1)
         closed[h >> 3] |= 1 << (h & 7)
         if st[P_WALKER] is not None:
             self._finish(st)

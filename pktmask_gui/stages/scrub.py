@@ -157,3 +157,14 @@ class ScrubStage(Stage):
 
     def report(self) -> dict:
         return dict(sorted(self.removed.items()))
+
+    segmentable = True              # record by record; the section's byte order comes from the SHB
+
+    def segment_result(self) -> dict:
+        return dict(self.removed)
+
+    def absorb(self, result, baseline) -> None:
+        for kind, n in result.items():
+            n -= baseline.get(kind, 0)
+            if n:
+                self.removed[kind] = self.removed.get(kind, 0) + n

@@ -59,7 +59,7 @@ class ClusterRunner(QObject):
         return self.running_count() + int(busy)
 
     # --- start / cancel --------------------------------------------------------------------------
-    def start(self, row_id: int, job, settings, slots: int = 1) -> None:  # noqa: ARG002 (JobRunner's face: the scheduler spreads the tasks)
+    def start(self, row_id: int, job, settings, slots: int = 1, split: int = 1) -> None:  # noqa: ARG002 (JobRunner's face)
         with self._lock:
             self._active.add(row_id)
             self._outbox.append((row_id, job, settings))

@@ -169,7 +169,10 @@ class RunController(QObject):
             row.output = row.planned_output(run.output_dir, settings)
             if row.id not in run.row_ids:
                 run.row_ids.append(row.id)
-            self.runner.start(row.id, job, settings, slots=limit)
+            # the only file to run now (none running, none left queued): the other slots' cores are its
+            # (segments.py)
+            alone = self.runner.running_count() == 0 and not any(r.status == QUEUED for r in self.model.rows)
+            self.runner.start(row.id, job, settings, slots=limit, split=limit if alone else 1)
             self.model.changed(row)
         self._maybe_finish()
 

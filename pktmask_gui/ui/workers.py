@@ -35,12 +35,13 @@ class JobWorker(QObject):
     failed = Signal(int, str)                    # row id, error (the worker itself failed)
     ended = Signal(int)                          # row id: run() has returned (its thread ends now)
 
-    def __init__(self, row_id: int, job, settings, pool=None):
+    def __init__(self, row_id: int, job, settings, pool=None, split: int = 1):
         super().__init__()
         self.row_id = row_id
         self.job = job
         self.settings = settings
         self.pool = pool
+        self.split = split              # > 1: the file's main pass may run on that many processes
         self.cancel_event = threading.Event()
         self.done = threading.Event()
 
@@ -53,8 +54,14 @@ class JobWorker(QObject):
             from .. import jobs
             # Log records (the child's, relayed by the engine, and this thread's own workspace lines)
             # reach the panel through the pktmask_gui logger, which carries the window's QtLogHandler.
-            result = jobs.run_job_process(self.job, self.settings, progress=self._progress,
-                                          cancel=self.cancel_event, pool=self.pool)
+            if self.split > 1:
+                from .. import pipeline, segments
+                # the work in child processes either way: segments, or one child when the file stays whole
+                result = pipeline.run_job(self.job, self.settings, progress=self._progress, cancel=self.cancel_event,
+                                          executor=segments.executor(self.split, segments.in_child))
+            else:
+                result = jobs.run_job_process(self.job, self.settings, progress=self._progress,
+                                              cancel=self.cancel_event, pool=self.pool)
         except BaseException as exc:  # an engine bug must surface as a failed row, not a dead thread
             job_log = logging.LoggerAdapter(log, {"job": self.job.input.name})
             job_log.error("the job stopped with an internal error: %s", exc)
@@ -94,9 +101,24 @@ class JobRunner(QObject):
         return len(self._active)
 
     # --- start / cancel --------------------------------------------------------------------------
-    def start(self, row_id: int, job, settings, slots: int = 1) -> None:
+    def start(self, row_id: int, job, settings, slots: int = 1, split: int = 1) -> None:
         """Run ``job`` on a thread of its own and a worker process of the pool (``slots``: how many jobs
-        may run at once, the pool's size)."""
+        may run at once, the pool's size); with ``split`` > 1 (a file that runs alone) on up to that many
+        processes of its own instead (segments.py)."""
+        if split > 1:                   # no pool for it: the segments' processes are the file's own
+            worker = JobWorker(row_id, job, settings, split=split)
+        else:
+            worker = JobWorker(row_id, job, settings, pool=self._pool_of(slots))
+        worker.progress.connect(self.progress)
+        worker.finished.connect(self._on_finished)
+        worker.failed.connect(self._on_failed)
+        worker.ended.connect(self._on_thread_finished)
+        thread = threading.Thread(target=worker.run, name=f"pktmask-job-{row_id}", daemon=True)
+        self._active[row_id] = (thread, worker)
+        thread.start()
+
+    def _pool_of(self, slots: int):
+        """The run's pool, made (and warmed off the UI thread) at its first job, resized to ``slots``."""
         if self.pool is None:
             from ..workerpool import WorkerPool
 
@@ -106,14 +128,7 @@ class JobRunner(QObject):
             threading.Thread(target=self.pool.warm, name="pktmask-pool-warm", daemon=True).start()
         elif self.pool.size != slots:
             self.pool.resize(slots)
-        worker = JobWorker(row_id, job, settings, self.pool)
-        worker.progress.connect(self.progress)
-        worker.finished.connect(self._on_finished)
-        worker.failed.connect(self._on_failed)
-        worker.ended.connect(self._on_thread_finished)
-        thread = threading.Thread(target=worker.run, name=f"pktmask-job-{row_id}", daemon=True)
-        self._active[row_id] = (thread, worker)
-        thread.start()
+        return self.pool
 
     def cancel(self, row_id: int) -> bool:
         entry = self._active.get(row_id)

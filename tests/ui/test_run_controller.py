@@ -158,3 +158,36 @@ def test_a_running_row_names_the_file_its_job_writes_after_the_settings_change(
     qtbot.waitUntil(controller.is_idle, timeout=30000)
     assert Path(model.rows[1].result.output).name == "second-v2.pcap"
     assert ui_env.leftovers(big_capture.parent) == []
+
+
+def test_a_lone_file_gets_every_slot_and_files_side_by_side_one_each(qtbot, ui_env, make_controller, monkeypatch,
+                                                                      caplog):
+    """parallel_jobs 2: a run of one file runs its main pass on two processes (segments.py); a run of two
+    files runs them side by side, one process each."""
+    import logging
+
+    from pktmask_gui import segments
+
+    monkeypatch.setattr(segments, "MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(segments, "MIN_SEGMENT_BYTES", 1)
+    caplog.set_level(logging.DEBUG, logger="pktmask_gui")
+    model, controller = make_controller(parallel_jobs=2)
+    splits = []
+    start = controller.runner.start
+    monkeypatch.setattr(controller.runner, "start", lambda row, job, settings, split=1: (
+        splits.append(split), start(row, job, settings, split)))
+    lone = ui_env.inputs / "lone.pcap"
+    generate(lone, packets=8000, seed=3)
+    model.add_paths([lone])
+    with qtbot.waitSignal(controller.finished, timeout=120000):
+        controller.start(["dedup", "anonymize", "mask"], ui_env.out)
+    assert splits == [2]
+    assert "The main pass runs on 2 segments" in caplog.text
+    assert model.rows[0].status == "Done"
+    pair = [ui_env.inputs / "a.pcap", ui_env.inputs / "b.pcap"]
+    for i, path in enumerate(pair):
+        generate(path, packets=2000, seed=i)
+    model.add_paths(pair)
+    with qtbot.waitSignal(controller.finished, timeout=120000):
+        controller.start(["dedup"], ui_env.out)
+    assert splits == [2, 1, 1]
