@@ -442,8 +442,7 @@ def process_main(argv: list[str]) -> int:
         results[idx] = result
         console.result(idx, result)
 
-    previous_term = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)
     interrupted = False
     threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pktmask-job")
     try:
@@ -530,14 +529,23 @@ def gui_main(paths: list[str] | None = None) -> int:
     return run_gui(list(paths or []))
 
 
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "process":
+        # SIGTERM is a polite Ctrl-C for the whole command, not only while files run: a batch of small
+        # files may be over before the signal comes, and the default action would end the process mid-exit.
+        previous_term = signal.signal(signal.SIGTERM, _interrupt)
         try:
             return process_main(argv[1:])
         except KeyboardInterrupt:   # Ctrl-C outside the cancellable wait (start-up, shutdown): no traceback
             sys.stderr.write("pktmask-gui process: interrupted\n")
             return EXIT_INTERRUPTED
+        finally:
+            signal.signal(signal.SIGTERM, previous_term)
     if argv and argv[0] == "reveal":
         from .reveal import main as reveal_main
         return reveal_main(argv[1:])

@@ -327,7 +327,8 @@ def test_the_window_runs_a_lone_file_on_segments(env, qtbot, caplog):
     results = []
     runner.finished.connect(lambda row, result: results.append(result))
     with qtbot.waitSignal(runner.finished, timeout=60000):
-        runner.start(1, Job(input=src, output_dir=workdir / "two", stages=["dedup", "anonymize", "mask"]), settings, 2)
+        runner.start(1, Job(input=src, output_dir=workdir / "two", stages=["dedup", "anonymize", "mask"]), settings,
+                         split=2)
     qtbot.waitUntil(lambda: runner.threads_alive() == 0, timeout=10000)
     _same(one, results[0])
     assert "The main pass runs on 2 segments" in caplog.text

@@ -174,8 +174,8 @@ def test_a_lone_file_gets_every_slot_and_files_side_by_side_one_each(qtbot, ui_e
     model, controller = make_controller(parallel_jobs=2)
     splits = []
     start = controller.runner.start
-    monkeypatch.setattr(controller.runner, "start", lambda row, job, settings, split=1: (
-        splits.append(split), start(row, job, settings, split)))
+    monkeypatch.setattr(controller.runner, "start", lambda row, job, settings, slots=1, split=1: (
+        splits.append(split), start(row, job, settings, slots=slots, split=split)))
     lone = ui_env.inputs / "lone.pcap"
     generate(lone, packets=8000, seed=3)
     model.add_paths([lone])
