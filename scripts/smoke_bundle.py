@@ -138,6 +138,12 @@ def main() -> int:
         window = subprocess.Popen([str(EXE), str(inputs[0])], env=gui_env, cwd=root,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
+            # A launch from the file manager comes after the window is up: wait until it listens (its
+            # socket in the runtime folder), or two launches at once race for the one window.
+            deadline = time.monotonic() + 60
+            while not list((root / "run").glob("pktmask-gui-*.sock")) and window.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
             second = subprocess.run([str(EXE), str(inputs[1])], env=gui_env, cwd=root, capture_output=True,
                                     text=True, timeout=60)
             up = time.monotonic() - t
