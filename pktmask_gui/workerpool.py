@@ -412,6 +412,9 @@ def _worker_main(conn, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the owner decides; Ctrl-C reaches it, not us
     die_with_parent(parent_pid)
     from .pipeline import run_job
+    from .stages import all_stages
+
+    all_stages()        # the stages' modules now, while the owner is still busy, not in the first job
 
     outbox = _Outbox(conn)
     root = logging.getLogger("pktmask_gui")
