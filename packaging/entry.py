@@ -6,10 +6,9 @@ start into the child's work and exits, before anything else (the window, the sin
 sweep of temp folders) can run a second time.
 """
 import multiprocessing
-import sys
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()
-    from pktmask_gui.cli import main
+    from pktmask_gui.cli import entry
 
-    sys.exit(main())
+    entry()

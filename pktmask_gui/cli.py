@@ -581,4 +581,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    """The program's entry (the console script, ``python -m pktmask_gui`` and the bundle's)."""
+    code = main()
+    # The work is done and its outputs complete: a Ctrl-C or SIGTERM during the interpreter's shutdown (its
+    # threads and child processes joined) would only turn the finished run into a killed one (exit -2).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
