@@ -107,6 +107,7 @@ class JobWorkspace:
         self.cleanups.close()
         if self._tmp is not None:
             try:
+                _empty_but_marker(Path(self._tmp.name))
                 self._tmp.cleanup()
             except OSError as exc:
                 self.log.warning("Could not remove the temp folder %s: %s", self.path, exc)
@@ -136,7 +137,7 @@ class JobWorkspace:
             path = Path(tempfile.mkdtemp(prefix=OUTPUT_PREFIX, dir=output_dir))
         except OSError as exc:
             raise OSError(f"the output folder {output_dir} is not writable ({exc.strerror or exc})") from exc
-        self.cleanups.callback(_logged, self.log, f"remove {path}", shutil.rmtree, path, ignore_errors=True)
+        self.cleanups.callback(_logged, self.log, f"remove {path}", _remove_marker_last, path)
         self._staging.append(str(path))
         marker = {"owners": self._owners, "started": time.time(), "pipeline": str(self.path)}
         try:
@@ -239,6 +240,25 @@ def sweep_stale(temp_root: Path | str | None = None, extra_dirs: Iterable[Path |
         removed.append(path)
         log.info("Removed a temp folder left by an earlier run that ended abnormally: %s", path)
     return removed
+
+
+def _empty_but_marker(path: Path) -> None:
+    """Remove what a workspace dir holds, its marker excepted. The marker goes last: a process killed while
+    it removes the dir (a pool's worker that did not answer a cancel in time) leaves a dir that its marker
+    still names, which sweep_owned_by (or the next start's sweep) then removes."""
+    for child in path.iterdir():
+        if child.name != MARKER:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
+def _remove_marker_last(path: Path) -> None:
+    """shutil.rmtree(path, ignore_errors=True), the marker last."""
+    with contextlib.suppress(OSError):
+        _empty_but_marker(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def sweep_owned_by(identity: dict[str, Any], temp_root: Path | str | None,
