@@ -27,8 +27,6 @@ import multiprocessing
 import os
 import signal
 import struct
-import sys
-import threading
 import time
 from array import array
 from bisect import bisect_right
@@ -51,6 +49,7 @@ from .pipeline import (
     execute,
 )
 from .stages import StageContext, stage_by_name
+from .workerpool import die_with_parent
 from .workspace import MemoryMonitor
 
 log = logging.getLogger(__name__)
@@ -298,27 +297,9 @@ class _Control:
         return message
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        try:  # the kernel kills us if the parent dies (PR_SET_PDEATHSIG = 1)
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-        except Exception:
-            pass
-
-    def watch():
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(3)
-            time.sleep(0.2)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def _worker_main(k: int, n: int, spec: ExecSpec, conn, control_conn, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the parent decides; Ctrl-C reaches it, not us
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     root = logging.getLogger("pktmask_gui")
     root.handlers[:] = [_PipeLogHandler(conn)]
     root.setLevel(logging.DEBUG)
