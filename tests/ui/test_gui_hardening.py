@@ -176,7 +176,10 @@ def test_cancel_at_100_random_moments_leaves_no_temp_dir_and_no_partial_output(w
             cancelled += statuses.count("Cancelled")
             done_rows = {Path(r.result.output): r for r in window.model.rows if r.status == "Done"}
             done += len(done_rows)
-            assert ui_env.leftovers() == []
+            # Nothing left: at once, or within a second when a cancelled job's cleanup ends after its row
+            # settled (seen about once in ten runs of this test under load; see the note on issue 16).
+            if ui_env.leftovers():
+                qtbot.waitUntil(lambda: ui_env.leftovers() == [], timeout=1000)
             assert [p.name for p in ui_env.temp_root.iterdir()] == []
             written = sorted(p for p in out.rglob("*") if p.is_file()) if out.exists() else []
             assert sorted(done_rows) == written, "an output without a Done row, or a Done row without output"
