@@ -106,11 +106,16 @@ class JobWorkspace:
     def close(self) -> None:
         self.cleanups.close()
         if self._tmp is not None:
+            path = Path(self._tmp.name)
             try:
-                _empty_but_marker(Path(self._tmp.name))
+                _empty_but_marker(path)
                 self._tmp.cleanup()
             except OSError as exc:
-                self.log.warning("Could not remove the temp folder %s: %s", self.path, exc)
+                # A second try: an entry that vanished under the first one (FileNotFoundError) is no reason
+                # to leave the rest behind; what still cannot go is reported.
+                shutil.rmtree(path, ignore_errors=True)
+                if path.exists():
+                    self.log.warning("Could not remove the temp folder %s: %s", self.path, exc)
             self._tmp = None
 
     def _write_marker(self) -> None:
