@@ -423,9 +423,10 @@ def process_main(argv: list[str]) -> int:
     pool = None
     runner = run_job
     if workers > 1:
-        from .workerpool import WorkerPool
+        from .workerpool import WorkerPool, preload
 
-        pool = WorkerPool(workers)
+        preload()           # imported once, here: the workers start as forks of this process (on Linux)
+        pool = WorkerPool(workers, fork=True)
         pool.warm()
         runner = pool.run_job
     elif settings.parallel_jobs > 1:

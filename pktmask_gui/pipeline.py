@@ -7,6 +7,7 @@ success, error and cancel.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -155,12 +156,15 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _publish(staged: Path, target: Path, input_path: Path) -> tuple[Path, bool]:
+def _publish(staged: Path, target: Path, input_path: Path,
+             restage: Callable[[Path], Path] | None = None) -> tuple[Path, bool]:
     """Move the finished file to ``target`` or the next free ``-1``, ``-2`` … name (before the capture
     extension and any compression suffix: ``x-sanitized-1.pcapng.gz``); never overwrite.
 
     os.link fails if the name exists, so choosing the name and claiming it is one atomic step; filesystems
-    without hard links get a check-then-replace instead.
+    without hard links get a check-then-replace instead. A link across mounts (the file was staged in the
+    temp folder, which only looked like the output's file system: a bind mount) first moves the file into a
+    staging dir beside the target through ``restage``.
     """
     base, spelled = compression.split_name(target.name)
     stem, ext = os.path.splitext(base)
@@ -173,7 +177,10 @@ def _publish(staged: Path, target: Path, input_path: Path) -> tuple[Path, bool]:
             os.link(staged, candidate)
         except FileExistsError:
             continue
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.EXDEV and restage is not None:
+                staged, restage = restage(staged), None
+                return _publish(staged, target, input_path)
             if candidate.exists():
                 continue
             os.replace(staged, candidate)
@@ -803,7 +810,8 @@ def run_job(job: Job, settings: Settings, progress: ProgressCallback | None = No
                 raise Cancelled()
             if outcome.get("input_compression") != plan[0]:     # the name was chosen by what it held
                 raise StageError("the input file changed while it was being processed; nothing was written")
-            final, renamed = _publish(staged, target, input_path)
+            final, renamed = _publish(staged, target, input_path,
+                                      restage=lambda path: ws.restage(path, output_dir))
         result.output = str(final)
         result.renamed = renamed
         result.status = "ok"

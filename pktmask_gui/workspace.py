@@ -1,15 +1,18 @@
-"""The job workspace: private temp dirs, their owner markers, the stale sweep, hard links, cleanup, memory.
+"""The job workspace: private temp dirs, their owners, the stale sweep, hard links, cleanup, memory.
 
-Every job runs inside ``tempfile.TemporaryDirectory(prefix="pktmask_pipeline_", dir=temp_root)``.
-Its marker file names every process that may write there (the process running the job: the CLI, or a
-pool's worker process), so that the sweep at the next start removes a dir only when all of them are
-gone — never a live instance's; ``sweep_owned_by`` removes at once the dirs of a worker that has ended.
-The staging dir in the output folder (``pktmask_output_``) carries the same marker and is named in the
-pipeline dir's marker, so the sweep finds it too.
+Every job runs inside a private ``pktmask_pipeline_`` dir in the temp root, whose name says which process
+made it (pid, start time, host: ``pktmask_pipeline_<pid>-<start>-<host>_<random>``), so that the sweep at
+the next start removes a dir only when its owners are gone — never a live instance's; ``sweep_owned_by``
+removes at once the dirs of a worker that has ended. A marker file (``pktmask-owner.json``) is written only
+when there is more to say than the name holds: more owners (the worker processes of a split file), or a
+staging dir in the output folder (``pktmask_output_``, which carries the same marker and is named in the
+pipeline dir's, so the sweep finds it too). Why names, not a marker per job: on ext4 each new inode costs
+~0.2 ms, more as files come and go, and a small capture's whole job is ~3 ms.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -56,10 +59,29 @@ def process_identity(pid: int) -> dict[str, Any]:
     return identity
 
 
+def _host_key(host: str) -> str:
+    return hashlib.sha1(host.encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def owner_tag(identity: dict[str, Any]) -> str:
+    """An identity as a workspace dir's name carries it: ``<pid>-<start time, centiseconds>-<host key>``."""
+    return f"{identity['pid']}-{round(float(identity['created']) * 100)}-{_host_key(identity['host'])}"
+
+
+def owner_from_name(name: str, prefix: str) -> dict[str, Any] | None:
+    """The owner a dir's name gives (see owner_tag), or None (a name of another form: an older version's)."""
+    tag = name[len(prefix):].partition("_")[0]
+    parts = tag.split("-")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or len(parts[2]) != 8:
+        return None
+    return {"pid": int(parts[0]), "created": int(parts[1]) / 100, "hostkey": parts[2]}
+
+
 def _is_alive(identity: dict[str, Any]) -> bool:
     # An owner on another host (a cluster worker writing to a shared output folder) cannot be judged from
     # here: taken as alive, its host's own sweep removes what it left.
-    if identity.get("host", socket.gethostname()) != socket.gethostname():
+    here = socket.gethostname()
+    if identity.get("host", here) != here or identity.get("hostkey", _host_key(here)) != _host_key(here):
         return True
     try:
         proc = psutil.Process(int(identity["pid"]))
@@ -68,6 +90,15 @@ def _is_alive(identity: dict[str, Any]) -> bool:
             proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.Error, KeyError, TypeError, ValueError):
         return False
+
+
+def _owners(path: Path, prefix: str) -> list[dict[str, Any]] | None:
+    """Who may write in a workspace dir: its marker's owners, else the one its name gives; None: unknown."""
+    marker = _read_marker(path)
+    if marker is not None:
+        return [o for o in marker.get("owners") or [] if isinstance(o, dict)]
+    named = owner_from_name(path.name, prefix)
+    return None if named is None else [named]
 
 
 class JobWorkspace:
@@ -83,21 +114,16 @@ class JobWorkspace:
         # cleanup steps, run newest first on exit; every one runs even when another fails (_logged)
         self.cleanups = contextlib.ExitStack()
         self.path: Path | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._owners = [process_identity(os.getpid())]
         self._staging: list[str] = []
+        self._marked = False        # a marker file exists (more owners, or a staging dir elsewhere)
 
     def __enter__(self) -> JobWorkspace:
+        prefix = f"{PIPELINE_PREFIX}{owner_tag(self._owners[0])}_"     # the owner, for the sweep
         try:
-            self._tmp = tempfile.TemporaryDirectory(prefix=PIPELINE_PREFIX, dir=self.temp_root)
+            self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=self.temp_root))  # 0700: this user's
         except OSError as exc:
             raise OSError(f"cannot create a temp folder in {self.temp_root}: {exc.strerror or exc}") from exc
-        self.path = Path(self._tmp.name)  # mkdtemp makes it 0700: private to this user
-        try:
-            self._write_marker()
-        except BaseException:
-            self.close()    # __exit__ will not run: remove the dir now, not whenever the GC frees it
-            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -105,25 +131,31 @@ class JobWorkspace:
 
     def close(self) -> None:
         self.cleanups.close()
-        if self._tmp is not None:
-            path = Path(self._tmp.name)
-            try:
+        path, self.path = self.path, None
+        if path is None:
+            return
+        try:
+            if self._marked:
                 _empty_but_marker(path)
-                self._tmp.cleanup()
-            except OSError as exc:
-                # A second try: an entry that vanished under the first one (FileNotFoundError) is no reason
-                # to leave the rest behind; what still cannot go is reported.
-                shutil.rmtree(path, ignore_errors=True)
-                if path.exists():
-                    self.log.warning("Could not remove the temp folder %s: %s", self.path, exc)
-            self._tmp = None
+                os.unlink(path / MARKER)
+            else:
+                for child in os.scandir(path):     # usually nothing: the output has moved into place
+                    _remove_entry(child)
+            os.rmdir(path)
+        except OSError as exc:
+            # A second try: an entry that vanished under the first one (FileNotFoundError) is no reason
+            # to leave the rest behind; what still cannot go is reported.
+            shutil.rmtree(path, ignore_errors=True)
+            if path.exists():
+                self.log.warning("Could not remove the temp folder %s: %s", path, exc)
 
     def _write_marker(self) -> None:
         marker = {"owners": self._owners, "started": time.time(), "staging": self._staging}
         assert self.path is not None            # only inside the with block
         tmp = self.path / (MARKER + ".tmp")
         tmp.write_text(json.dumps(marker), encoding="utf-8")
-        os.replace(tmp, self.path / MARKER)
+        os.replace(tmp, self.path / MARKER)     # a reader never meets half a marker
+        self._marked = True
 
     def add_owner(self, pid: int) -> None:
         """Name another process that may write in this workspace."""
@@ -137,9 +169,37 @@ class JobWorkspace:
         return path
 
     def output_staging(self, output_dir: Path) -> Path:
-        """A private dir in the output folder, so that the finished output moves into place atomically."""
+        """Where the output is written before it moves into place atomically (a hard link, never over a file).
+
+        The workspace itself when it lies on the output folder's file system: the link then works from here
+        and the job needs no dir in the output folder nor a marker (three inodes fewer: on many small
+        captures a third of the job). Else a private ``pktmask_output_`` dir in the output folder, named in the marker.
+        ``restage`` moves a staged file when the link meets a mount boundary all the same (a bind mount).
+        """
+        assert self.path is not None
         try:
-            path = Path(tempfile.mkdtemp(prefix=OUTPUT_PREFIX, dir=output_dir))
+            if os.stat(output_dir).st_dev == os.stat(self.path).st_dev:
+                return self.path
+        except OSError:
+            pass
+        return self._staging_dir(output_dir)
+
+    def restage(self, staged: Path, output_dir: Path) -> Path:
+        """``staged`` copied into a staging dir in ``output_dir`` (the link from the workspace crossed a mount
+        boundary); the copy is synced, the first removed."""
+        target = self._staging_dir(output_dir) / staged.name
+        self.log.info("the output could not be linked into place from the temp folder (another mount): "
+                      "copying it through a staging folder in the output folder.")
+        with open(staged, "rb") as src, open(target, "xb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.unlink(staged)
+        return target
+
+    def _staging_dir(self, output_dir: Path) -> Path:
+        try:
+            path = Path(tempfile.mkdtemp(prefix=f"{OUTPUT_PREFIX}{owner_tag(self._owners[0])}_", dir=output_dir))
         except OSError as exc:
             raise OSError(f"the output folder {output_dir} is not writable ({exc.strerror or exc})") from exc
         self.cleanups.callback(_logged, self.log, f"remove {path}", _remove_marker_last, path)
@@ -198,16 +258,15 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _stale(path: Path, min_age_s: float) -> bool:
-    marker = _read_marker(path)
-    if marker is None:
-        # No marker: the owner died between mkdtemp and writing it. Only remove such a dir once it is
-        # clearly not being set up right now.
+def _stale(path: Path, prefix: str, min_age_s: float) -> bool:
+    owners = _owners(path, prefix)
+    if owners is None:
+        # No owner known (an older version's dir whose owner died before it wrote its marker): only remove
+        # such a dir once it is clearly not being set up right now.
         try:
             return time.time() - path.stat().st_mtime > min_age_s
         except OSError:
             return False
-    owners = marker.get("owners") or []
     return not any(_is_alive(owner) for owner in owners)
 
 
@@ -220,18 +279,20 @@ def sweep_stale(temp_root: Path | str | None = None, extra_dirs: Iterable[Path |
     """
     root = Path(temp_root) if temp_root else Path(tempfile.gettempdir())
     removed: list[Path] = []
-    candidates: list[Path] = []
+    candidates: list[tuple[Path, str]] = []
     try:
-        candidates += [p for p in root.iterdir() if p.name.startswith(PIPELINE_PREFIX) and p.is_dir()]
+        candidates += [(p, PIPELINE_PREFIX) for p in root.iterdir()
+                       if p.name.startswith(PIPELINE_PREFIX) and p.is_dir()]
     except OSError:
         pass
     for folder in extra_dirs:
         try:
-            candidates += [p for p in Path(folder).iterdir() if p.name.startswith(OUTPUT_PREFIX) and p.is_dir()]
+            candidates += [(p, OUTPUT_PREFIX) for p in Path(folder).iterdir()
+                           if p.name.startswith(OUTPUT_PREFIX) and p.is_dir()]
         except OSError:
             pass
-    for path in candidates:
-        if not _stale(path, min_age_s):
+    for path, prefix in candidates:
+        if not _stale(path, prefix, min_age_s):
             continue
         marker = _read_marker(path) or {}
         for staging in marker.get("staging") or []:
@@ -247,16 +308,20 @@ def sweep_stale(temp_root: Path | str | None = None, extra_dirs: Iterable[Path |
     return removed
 
 
+def _remove_entry(entry: os.DirEntry[str]) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path)
+    else:
+        os.unlink(entry.path)
+
+
 def _empty_but_marker(path: Path) -> None:
     """Remove what a workspace dir holds, its marker excepted. The marker goes last: a process killed while
     it removes the dir (a pool's worker that did not answer a cancel in time) leaves a dir that its marker
     still names, which sweep_owned_by (or the next start's sweep) then removes."""
-    for child in path.iterdir():
+    for child in os.scandir(path):
         if child.name != MARKER:
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+            _remove_entry(child)
 
 
 def _remove_marker_last(path: Path) -> None:
@@ -269,15 +334,14 @@ def _remove_marker_last(path: Path) -> None:
 def sweep_owned_by(identity: dict[str, Any], temp_root: Path | str | None,
                    output_dirs: Iterable[Path | str] = ()) -> list[Path]:
     """Remove at once the workspace dirs of one process that has ended (a pool's worker, killed or dead):
-    the pipeline dirs in ``temp_root`` and the staging dirs in ``output_dirs`` whose marker names it and no
-    live process. (A dir it made but had not marked yet is left to the sweep at the next start.)"""
-    def owned(path: Path) -> bool:
-        marker = _read_marker(path)
-        if marker is None:
+    the pipeline dirs in ``temp_root`` and the staging dirs in ``output_dirs`` whose name or marker names it
+    and no live process."""
+    def owned(path: Path, prefix: str) -> bool:
+        owners = _owners(path, prefix)
+        if not owners:
             return False
-        owners = marker.get("owners") or []
         named = any(o.get("pid") == identity["pid"] and abs(float(o.get("created", 0)) - identity["created"]) < 1.0
-                    for o in owners if isinstance(o, dict))
+                    for o in owners)
         return named and not any(_is_alive(o) for o in owners)
 
     removed: list[Path] = []
@@ -289,7 +353,7 @@ def sweep_owned_by(identity: dict[str, Any], temp_root: Path | str | None,
         except OSError:
             continue
         for path in paths:
-            if not owned(path):
+            if not owned(path, prefix):
                 continue
             for staging in (_read_marker(path) or {}).get("staging") or []:
                 if Path(staging).name.startswith(OUTPUT_PREFIX) and Path(staging).is_dir():

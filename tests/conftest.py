@@ -2,15 +2,18 @@
 
 - ``corpus_dir``, ``workdir`` (a fresh ``pktmask_test_*`` dir), ``work`` (a workdir with a ``temp`` folder, the
   temp root ``helpers.settings_for(work)`` names) and the autouse private config folder.
+- ``other_fs``: a dir on another file system than the workdir (/dev/shm), as a temp root: jobs then stage
+  their outputs in ``pktmask_output_`` dirs of the output folder (skips where there is none).
 - The helpers test modules share are in helpers.py.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import CORPUS
+from helpers import CORPUS, other_file_system
 
 # --- fixtures ----------------------------------------------------------------------------------------------
 
@@ -27,6 +30,15 @@ def workdir():
     """A fresh temp dir named pktmask_test_*, removed after the test."""
     with tempfile.TemporaryDirectory(prefix="pktmask_test_") as name:
         yield Path(name)
+
+
+@pytest.fixture
+def other_fs(workdir):
+    path = other_file_system(workdir)
+    if path is None:
+        pytest.skip("no second file system (/dev/shm) to put the temp folder on")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

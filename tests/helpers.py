@@ -49,6 +49,38 @@ def leftovers(*dirs) -> list[str]:
     return found
 
 
+def owner_pid(workspace_dir: Path) -> int | None:
+    """The process that owns a workspace dir: its marker's first owner when it has a marker, else the one
+    its name gives (``pktmask_pipeline_<pid>-<start>-<host>_<random>``)."""
+    import json
+
+    from pktmask_gui.workspace import MARKER, OUTPUT_PREFIX, PIPELINE_PREFIX, owner_from_name
+
+    try:
+        return int(json.loads((Path(workspace_dir) / MARKER).read_text())["owners"][0]["pid"])
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    name = Path(workspace_dir).name
+    prefix = PIPELINE_PREFIX if name.startswith(PIPELINE_PREFIX) else OUTPUT_PREFIX
+    owner = owner_from_name(name, prefix)
+    return None if owner is None else owner["pid"]
+
+
+def other_file_system(near: Path) -> Path | None:
+    """A fresh ``pktmask_test_`` dir on another file system than ``near`` (/dev/shm), or None: a temp root
+    there makes a job stage its output in a ``pktmask_output_`` dir of the output folder, as it does when
+    the temp folder is a tmpfs. The caller removes it."""
+    import tempfile
+
+    shm = Path("/dev/shm")
+    try:
+        if not shm.is_dir() or shm.stat().st_dev == Path(near).stat().st_dev:
+            return None
+        return Path(tempfile.mkdtemp(prefix="pktmask_test_", dir=shm))
+    except OSError:
+        return None
+
+
 def packets_of(path) -> list:
     """The packet records of a capture, in order (metadata records left out)."""
     with CaptureReader(path) as reader:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
+import pytest
 from helpers import GOOD_PCAP, REPO, cli, cli_popen, leftovers, settings_for, sha
 
 from pktmask_gui.jobs import run_job_process
@@ -139,14 +140,30 @@ def test_sigint_and_sigterm_to_the_cli_at_random_moments_leave_complete_outputs_
     assert 130 in codes
 
 
-def test_a_restart_after_a_sigkill_of_the_cli_sweeps_its_leftovers_but_spares_a_live_instance(work):
+def _running(pipeline_dir: Path) -> bool:
+    """A job's output is being written: in a staging dir its marker names (temp folder on another file
+    system), or in the pipeline dir itself."""
+    try:
+        if json.loads((pipeline_dir / MARKER).read_text()).get("staging"):
+            return True
+    except (OSError, ValueError):
+        pass                                    # no marker (staged in place), or it is being written
+    try:
+        return any("-sanitized" in p.name for p in pipeline_dir.iterdir())
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("temp_elsewhere", [False, True], ids=["same-fs", "temp-on-another-fs"])
+def test_a_restart_after_a_sigkill_of_the_cli_sweeps_its_leftovers_but_spares_a_live_instance(
+        work, request, temp_elsewhere):
     big = work / "big.pcap"
     generate(big, packets=150000, seed=3)
     big2 = work / "big2.pcap"
     shutil.copyfile(big, big2)
     small = work / "small.pcap"
     small.write_bytes(GOOD_PCAP)
-    out, temp = work / "out", work / "temp"
+    out, temp = work / "out", (request.getfixturevalue("other_fs") if temp_elsewhere else work / "temp")
     # A live instance: holds a workspace and an output staging dir in the same temp root and output folder.
     code = ("import sys, time; from pathlib import Path; from pktmask_gui.workspace import JobWorkspace\n"
             "with JobWorkspace(sys.argv[1]) as ws:\n"
@@ -164,11 +181,8 @@ def test_a_restart_after_a_sigkill_of_the_cli_sweeps_its_leftovers_but_spares_a_
         mine = []
         while time.monotonic() < deadline:
             mine = [p for p in temp.iterdir() if p not in live_dirs and p.name.startswith("pktmask_pipeline_")]
-            try:
-                if mine and json.loads((mine[0] / MARKER).read_text()).get("staging"):
-                    break                               # the job (in a pool's worker) has its staging dir: it runs
-            except (OSError, ValueError):
-                pass                                    # the marker is being written
+            if mine and _running(mine[0]):
+                break                                   # the job (in a pool's worker) writes its output: it runs
             time.sleep(0.02)
         assert mine, "the CLI never started its job"
         children = psutil.Process(victim.pid).children(recursive=True)
@@ -178,8 +192,8 @@ def test_a_restart_after_a_sigkill_of_the_cli_sweeps_its_leftovers_but_spares_a_
         assert not alive, "a job child outlived the killed CLI"
         stale = [p for p in temp.iterdir() if p not in live_dirs] + \
                 [p for p in out.iterdir() if p.name.startswith("pktmask_output_") and p not in live_dirs]
-        assert len(stale) >= 2, stale                   # its pipeline dirs and its output staging dirs
-        # The restart writes elsewhere: the killed run's staging dir is found through its pipeline marker.
+        assert len(stale) >= 2, stale                   # its pipeline dirs (and staging dirs, temp elsewhere)
+        # The restart writes elsewhere: a staging dir of the killed run is found through its pipeline marker.
         restart = cli("process", small, "-o", work / "out2", "--dedup", "--temp-dir", temp, "-v")
         assert restart.returncode == 0, restart.stderr
         assert "left by an earlier run" in restart.stderr

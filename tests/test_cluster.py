@@ -21,7 +21,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="the optional extra 'cluster' (distributed) is not installed")
 
-from helpers import leftovers  # noqa: E402
+from helpers import leftovers, owner_pid  # noqa: E402
 from pktmask_gui.samplegen import generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,14 +55,22 @@ def outputs(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def staging_owner(out: Path, timeout: float = 60) -> int | None:
-    """The pid of the process writing the first staging dir that appears in ``out`` (a task mid-run)."""
+def writing_worker(out: Path, worker_tmp: Path, timeout: float = 60) -> int | None:
+    """The pid of the process running the first task seen writing its output (a task mid-run): in a staging
+    dir of ``out`` (its marker names the worker) or in its pipeline dir in the workers' temp folder (its name
+    does)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for marker in out.glob("pktmask_output_*/pktmask-owner.json"):
             try:
                 return int(json.loads(marker.read_text())["owners"][-1]["pid"])
             except (OSError, ValueError, KeyError, IndexError):
+                pass
+        for pipeline in worker_tmp.glob("pktmask_pipeline_*"):
+            try:
+                if any("-sanitized" in p.name for p in pipeline.iterdir()):
+                    return owner_pid(pipeline)
+            except OSError:
                 pass
         time.sleep(0.02)
     return None
@@ -104,7 +112,7 @@ def test_a_worker_killed_mid_task_leaves_no_partial_output_and_the_run_completes
     assert local.returncode == 0, local.stderr
     run = cli(big_inputs, "-o", workdir / "remote", *OPS, "--scheduler", cluster.address, "--json", wait=False)
     try:
-        victim = staging_owner(workdir / "remote")
+        victim = writing_worker(workdir / "remote", cluster.worker_tmp)
         assert victim in cluster.worker_pids(), "no task of the run was seen writing"
         os.kill(victim, signal.SIGKILL)
         stdout, stderr = run.communicate(timeout=180)
@@ -128,7 +136,7 @@ def test_ctrl_c_cancels_every_task_exits_130_and_leaves_nothing(cluster, big_inp
         os.link(big_inputs / f"big{i}.pcap", more / f"copy{i}.pcap")
     run = cli(more, "-o", workdir / "out", *OPS, "--scheduler", cluster.address, "--json", wait=False)
     try:
-        assert staging_owner(workdir / "out") is not None
+        assert writing_worker(workdir / "out", cluster.worker_tmp) is not None
         # what the dashboard shows of the run: opaque task names, no file name, no key
         with distributed.Client(cluster.address, set_as_default=False) as client:
             names = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks])

@@ -1,7 +1,6 @@
 """Jobs in child processes: results, log relay, cancel within 0.5 s, killed children, orphaned children."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import REPO
+from helpers import REPO, owner_pid
 
 from pktmask_gui.jobs import run_job_process
 from pktmask_gui.pipeline import Job
 from pktmask_gui.samplegen import generate
 from pktmask_gui.settings import Settings
-from pktmask_gui.workspace import MARKER
 
 
 
@@ -93,10 +91,9 @@ def test_killed_child_fails_the_job_cleanly(workdir, big_capture):
 
     def progress(phase, done, total, packets):
         if packets > 1000 and not killed.is_set():
-            marker = json.loads(next(workdir.glob("pktmask_pipeline_*/" + MARKER)).read_text())
-            pids = [o["pid"] for o in marker["owners"]]
-            assert len(pids) == 1 and pids[0] != os.getpid()   # the worker runs the whole job
-            os.kill(pids[0], signal.SIGKILL)
+            pid = owner_pid(next(workdir.glob("pktmask_pipeline_*")))
+            assert pid != os.getpid()                           # the worker runs the whole job
+            os.kill(pid, signal.SIGKILL)
             killed.set()
 
     result = run_job_process(Job(big_capture, out, ["dedup"]), settings_for(workdir), progress)

@@ -175,11 +175,14 @@ def test_cancel_mid_file_leaves_nothing(env):
     assert leftovers(temp_root, out) == []
 
 
-def test_temp_dirs_use_the_seed_prefixes(env, monkeypatch):
+@pytest.mark.parametrize("temp_elsewhere", [False, True], ids=["same-fs", "temp-on-another-fs"])
+def test_temp_dirs_use_the_seed_prefixes(env, monkeypatch, request, temp_elsewhere):
     workdir, temp_root, out, settings = env
     src = workdir / "in.pcap"
     generate(src, packets=200, seed=4)
     settings.large_file_threshold_mb = 0          # forces a pktmask_stage_ dir for the link
+    if temp_elsewhere:          # a tmpfs temp folder: the output is staged in the output folder
+        settings.temp_root = str(request.getfixturevalue("other_fs"))
     created = []
     import tempfile
 
@@ -195,7 +198,7 @@ def test_temp_dirs_use_the_seed_prefixes(env, monkeypatch):
     names = [Path(p).name for p in created]
     assert any(n.startswith("pktmask_pipeline_") for n in names)
     assert any(n.startswith("pktmask_stage_") for n in names)
-    assert any(n.startswith("pktmask_output_") for n in names)
+    assert any(n.startswith("pktmask_output_") for n in names) == temp_elsewhere
     assert all(not Path(p).exists() for p in created)
 
 

@@ -2,7 +2,6 @@
 cancel within 0.5 s with nothing left behind, and the CLI's --jobs 2 on many small files."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -16,12 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helpers import leftovers
+from helpers import leftovers, owner_pid
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import generate
 from pktmask_gui.settings import Settings
 from pktmask_gui.workerpool import WorkerPool
-from pktmask_gui.workspace import MARKER
 
 REPO = Path(__file__).resolve().parents[1]
 WILD = REPO.parent / "shared" / "corpus-wild"
@@ -84,8 +82,7 @@ def test_a_worker_killed_mid_job_fails_only_its_file_and_the_batch_goes_on(workd
     def progress(phase, done, total, packets):
         if packets > 1000 and not killed.is_set():
             # The big job's workspace names the worker that runs it (the small ones start after the kill).
-            marker = json.loads(next((workdir / "temp").glob("pktmask_pipeline_*/" + MARKER)).read_text())
-            os.kill(marker["owners"][0]["pid"], signal.SIGKILL)
+            os.kill(owner_pid(next((workdir / "temp").glob("pktmask_pipeline_*"))), signal.SIGKILL)
             killed.set()
 
     with WorkerPool(2) as pool:
@@ -153,4 +150,51 @@ def test_cli_jobs_2_on_many_small_captures_matches_jobs_1(workdir):
         assert proc.returncode in (0, 1), proc.stderr      # 1: some wild captures fail, each on its own
         outputs[jobs] = {p.name: p.read_bytes() for p in out.iterdir()}
     assert outputs[1] and outputs[1] == outputs[2]
+    assert leftovers(workdir) == []
+
+
+FORKED = r'''
+import json, os, sys
+from pathlib import Path
+from pktmask_gui.pipeline import Job
+from pktmask_gui.settings import Settings
+from pktmask_gui.workerpool import WorkerPool, preload
+
+if __name__ == "__main__":
+    inputs, out, temp = (Path(a) for a in sys.argv[1:4])
+    sys.stdout.write("said once")           # still in this process's buffer when the workers start
+    preload()
+    settings = Settings(temp_root=str(temp))
+    with WorkerPool(2, fork=True) as pool:
+        pool.warm()
+        cmdlines = [" ".join(open(f"/proc/{pid}/cmdline").read().split("\0")) for pid in pool.worker_pids()]
+        results = [pool.run_job(Job(p, out, ["dedup", "anonymize", "mask"], key_file=temp.parent / "k"),
+                                settings) for p in sorted(inputs.iterdir())]
+    print("\n" + json.dumps({"cmdlines": cmdlines, "statuses": [r.status for r in results],
+                             "own": " ".join(open("/proc/self/cmdline").read().split("\0"))}))
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers start by fork on Linux only")
+def test_the_clis_workers_are_forks_that_repeat_no_output_and_write_what_a_spawned_worker_writes(workdir):
+    import json
+
+    inputs = workdir / "in"
+    small_files(inputs, 4)
+    (workdir / "k").write_bytes(bytes(range(32)))
+    (workdir / "temp").mkdir()
+    script = workdir / "forked.py"
+    script.write_text(FORKED)
+    proc = subprocess.run([sys.executable, str(script), str(inputs), str(workdir / "out"), str(workdir / "temp")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("said once") == 1, proc.stdout     # a fork must not write the buffer again
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["statuses"] == ["ok"] * 4
+    assert all(c == report["own"] for c in report["cmdlines"])   # forks: the parent's command line, no spawn
+    settings = Settings(temp_root=str(workdir / "temp"))
+    for path in sorted(inputs.iterdir()):                        # the same bytes as a job in this process
+        expected = run_job(Job(path, workdir / "here", OPS, key_file=workdir / "k"), settings)
+        assert Path(expected.output).read_bytes() == (workdir / "out" / Path(expected.output).name).read_bytes()
     assert leftovers(workdir) == []

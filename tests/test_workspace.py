@@ -1,6 +1,7 @@
 """The seed's promises for temp dirs: context-managed, exception-safe, swept when stale, never another's."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -10,14 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from pktmask_gui.workspace import MARKER, JobWorkspace, MemoryMonitor, _logged, sweep_stale
+from pktmask_gui.pipeline import _publish
+from pktmask_gui.workspace import (
+    MARKER,
+    JobWorkspace,
+    MemoryMonitor,
+    _logged,
+    owner_from_name,
+    owner_tag,
+    process_identity,
+    sweep_stale,
+)
 
 
 def test_workspace_removed_on_success_and_exception(workdir):
     with JobWorkspace(workdir) as ws:
         path = ws.path
-        assert path.name.startswith("pktmask_pipeline_")
-        assert (path / MARKER).is_file()
+        # the name says whose it is (no marker file: one inode fewer per job)
+        assert path.name.startswith(f"pktmask_pipeline_{owner_tag(process_identity(os.getpid()))}_")
+        assert owner_from_name(path.name, "pktmask_pipeline_")["pid"] == os.getpid()
+        assert not (path / MARKER).exists()
         assert oct(path.stat().st_mode & 0o777) == oct(0o700)
         stage = ws.stage_dir()
         assert stage.name.startswith("pktmask_stage_") and stage.parent == path
@@ -26,9 +39,49 @@ def test_workspace_removed_on_success_and_exception(workdir):
     with pytest.raises(ValueError), JobWorkspace(workdir) as ws:
         path = ws.path
         staging = ws.output_staging(workdir)
+        assert staging == path          # the output folder is on the temp folder's file system: staged here
         (staging / "half-written.pcap").write_bytes(b"partial")
         raise ValueError("stage failed")
     assert not path.exists() and not staging.exists()
+
+
+def test_output_on_another_file_system_is_staged_beside_it_under_a_marker(workdir, other_fs):
+    with pytest.raises(ValueError), JobWorkspace(other_fs) as ws:
+        path = ws.path
+        staging = ws.output_staging(workdir)
+        assert staging.parent == workdir and staging.name.startswith("pktmask_output_")
+        marker = json.loads((path / MARKER).read_text())
+        assert marker["staging"] == [str(staging)] and marker["owners"][0]["pid"] == os.getpid()
+        assert json.loads((staging / MARKER).read_text())["pipeline"] == str(path)
+        (staging / "half-written.pcap").write_bytes(b"partial")
+        raise ValueError("stage failed")
+    assert not path.exists() and not staging.exists()
+
+
+def test_a_link_across_mounts_is_restaged_beside_the_target(workdir, monkeypatch):
+    """st_dev can be equal across a bind mount, where link() still fails with EXDEV: the output is then
+    copied into a staging dir in the output folder and linked from there."""
+    real_link = os.link
+    calls = []
+
+    def link(src, dst, *a, **kw):
+        calls.append(Path(src))
+        if len(calls) == 1:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_link(src, dst, *a, **kw)
+
+    out = workdir / "out"
+    out.mkdir()
+    (workdir / "temp").mkdir()
+    with JobWorkspace(workdir / "temp") as ws:
+        staged = ws.output_staging(out) / "x.pcap"
+        staged.write_bytes(b"data")
+        monkeypatch.setattr(os, "link", link)
+        final, renamed = _publish(staged, out / "x.pcap", workdir / "in.pcap",
+                                  restage=lambda path: ws.restage(path, out))
+    assert final == out / "x.pcap" and final.read_bytes() == b"data" and not renamed
+    assert calls[1].parent.name.startswith("pktmask_output_") and calls[1].parent.parent == out
+    assert sorted(p.name for p in out.iterdir()) == ["x.pcap"] and list((workdir / "temp").iterdir()) == []
 
 
 def test_cleanup_steps_run_newest_first_once_and_all_of_them_even_when_one_fails(workdir, caplog):

@@ -319,8 +319,11 @@ def _marker(path: Path) -> dict:
 
 
 def test_sigkill_mid_run_then_restart_sweeps_the_stale_dirs_but_not_a_live_instances(
-        qtbot, ui_env, big_capture):
-    ui_env.settings(parallel_jobs=1)
+        qtbot, ui_env, big_capture, other_fs):
+    # The temp folder on another file system (a tmpfs, as on many desktops): the output is staged in a
+    # pktmask_output_ dir beside the input, which only the pipeline dir's marker leads the restart to.
+    temp_root = other_fs
+    ui_env.settings(parallel_jobs=1, temp_root=str(temp_root))
     big = ui_env.inputs / "big.pcap"
     os.link(big_capture, big)
     (ui_env.root / "driver.py").write_text(DRIVER)
@@ -334,7 +337,7 @@ def test_sigkill_mid_run_then_restart_sweeps_the_stale_dirs_but_not_a_live_insta
         deadline = time.monotonic() + 60
         stale = None
         while time.monotonic() < deadline and stale is None:
-            for d in ui_env.temp_root.glob("pktmask_pipeline_*"):
+            for d in temp_root.glob("pktmask_pipeline_*"):
                 m = _marker(d)
                 if m.get("owners") and m.get("staging"):
                     stale = d
@@ -356,7 +359,7 @@ def test_sigkill_mid_run_then_restart_sweeps_the_stale_dirs_but_not_a_live_insta
         assert stale.is_dir() and staging.is_dir()           # a SIGKILL leaves them: the restart's job
 
         # Another live instance's workspace and staging dir, in the same places.
-        holder = subprocess.Popen([sys.executable, str(ui_env.root / "holder.py"), str(ui_env.temp_root),
+        holder = subprocess.Popen([sys.executable, str(ui_env.root / "holder.py"), str(temp_root),
                                    str(ui_env.inputs)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True)
         live_dir, live_staging = (Path(p) for p in holder.stdout.readline().split())
@@ -382,7 +385,7 @@ def test_sigkill_mid_run_then_restart_sweeps_the_stale_dirs_but_not_a_live_insta
         if holder is not None:
             holder.stdin.close()
             holder.wait(10)
-    assert ui_env.leftovers() == []                            # the live holder cleaned up after itself
+    assert ui_env.leftovers(temp_root) == []                   # the live holder cleaned up after itself
     assert big.read_bytes()[:24] == big_capture.read_bytes()[:24]
 
 

@@ -10,6 +10,7 @@ import signal
 import time
 
 import psutil
+from helpers import owner_pid
 
 from pktmask_gui.samplegen import generate
 from pktmask_gui.workspace import MARKER
@@ -87,7 +88,7 @@ def test_a_worker_killed_mid_run_fails_only_its_row(qtbot, window, ui_env, big_c
     found = []
     qtbot.waitUntil(lambda: found.extend(p for p in ui_env.temp_root.glob("pktmask_pipeline_*")
                                          if _job_of(p) == "big.pcap") or bool(found), timeout=10000)
-    os.kill(json.loads((found[0] / MARKER).read_text())["owners"][0]["pid"], signal.SIGKILL)
+    os.kill(owner_pid(found[0]), signal.SIGKILL)
     wait_idle(qtbot, window, timeout=120000)
     statuses = {r.path.name: r.status for r in window.model.rows}
     assert statuses.pop("big.pcap") == "Failed"
@@ -98,14 +99,15 @@ def test_a_worker_killed_mid_run_fails_only_its_row(qtbot, window, ui_env, big_c
 
 
 def _job_of(pipeline_dir):
-    """The job a pipeline dir belongs to, by its staging dir's output name (none yet: unknown)."""
+    """The job a pipeline dir belongs to, by the output name staged in it or in the staging dir its marker
+    names (none yet: unknown)."""
     try:
-        marker = json.loads((pipeline_dir / MARKER).read_text())
+        places = [pipeline_dir] + (json.loads((pipeline_dir / MARKER).read_text()).get("staging") or [])
     except (OSError, ValueError):
-        return None
-    for staging in marker.get("staging") or []:
+        places = [pipeline_dir]
+    for place in places:
         try:
-            if any(p.startswith("big-") for p in os.listdir(staging)):
+            if any(p.startswith("big-") for p in os.listdir(place)):
                 return "big.pcap"
         except OSError:
             pass
