@@ -207,9 +207,12 @@ class JobWorkspace:
         marker = {"owners": self._owners, "started": time.time(), "pipeline": str(self.path)}
         try:
             (path / MARKER).write_text(json.dumps(marker), encoding="utf-8")
-            self._write_marker()
         except OSError as exc:
             raise OSError(f"the output folder {output_dir} is not writable ({exc.strerror or exc})") from exc
+        try:
+            self._write_marker()
+        except OSError as exc:
+            raise OSError(f"cannot write in the temp folder {self.temp_root} ({exc.strerror or exc})") from exc
         return path
 
     def link_input(self, source: Path, threshold_bytes: int) -> Path:

@@ -186,8 +186,12 @@ def test_a_full_temp_root_fails_cleanly(work):
     assert not (work / "out").exists() or list((work / "out").iterdir()) == []
 
 
-def test_a_workspace_that_cannot_write_its_marker_removes_its_dir_at_once(work):
-    """The failing __enter__ must not leave its dir to the garbage collector (a kept traceback holds it)."""
+def test_a_workspace_that_cannot_write_its_marker_fails_naming_the_temp_folder_and_leaves_nothing(work):
+    """The temp folder (a tmpfs) has room for the job's dir but none for the marker that names the staging dir
+    in the output folder (another file system): the job fails with one sentence about the temp folder, and
+    both dirs go at once."""
+    src = work / "in.pcap"
+    src.write_bytes(GOOD_PCAP)
     with tmpfs(work / "tfull", "64k") as root:
         with open(root / "filler", "wb", buffering=0) as fh:
             try:
@@ -202,14 +206,11 @@ def test_a_workspace_that_cannot_write_its_marker_removes_its_dir_at_once(work):
                     fh.write(b"\0" * 1024)
             except OSError:
                 pass
-        kept = None
-        try:
-            JobWorkspace(root).__enter__()
-        except OSError as exc:
-            kept = exc                                  # its traceback references the workspace
-        assert kept is not None
+        result = run_job(Job(src, work / "out", ["dedup"]), Settings(temp_root=str(root), parallel_jobs=1))
+        assert result.status == "failed" and "\n" not in result.error
+        assert "temp folder" in result.error and "space" in result.error, result.error
         assert sorted(p.name for p in root.iterdir()) == ["filler"]
-        del kept
+    assert list((work / "out").iterdir()) == []
 
 
 # --- an input deleted, renamed or replaced while it is read ---------------------------------------------------
