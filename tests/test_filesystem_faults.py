@@ -27,7 +27,6 @@ from pktmask_gui.jobs import run_job_process
 from pktmask_gui.pipeline import Job, run_job
 from pktmask_gui.samplegen import generate
 from pktmask_gui.settings import Settings
-from pktmask_gui.workspace import JobWorkspace
 
 
 @contextmanager

@@ -115,23 +115,30 @@ def test_an_output_name_that_is_a_hard_link_or_symlink_to_the_input_is_refused(w
     assert leftovers(work / "temp", work) == []
 
 
-def test_temp_and_staging_folders_are_private(work):
+@pytest.mark.parametrize("temp_elsewhere", [False, True], ids=["same-fs", "temp-on-another-fs"])
+def test_temp_and_staging_folders_are_private(work, request, temp_elsewhere):
+    """The output is staged in the job's 0700 temp dir, or (temp folder on another file system) in a 0700
+    staging dir in the output folder: until it is linked into place nobody else can open it."""
     src = work / "in.pcap"
     generate(src, packets=3000, seed=1)
+    temp = request.getfixturevalue("other_fs") if temp_elsewhere else work / "temp"
     modes = {}
 
     def progress(*_):
-        for p in list((work / "temp").iterdir()) + list((work / "out").iterdir()):
+        for p in list(temp.iterdir()) + list((work / "out").iterdir()):
             if p.name.startswith("pktmask_"):
                 modes[p.name.split("_")[1]] = p.stat().st_mode & 0o777
                 for q in p.iterdir():
                     if q.is_dir():
                         modes[q.name.split("_")[1]] = q.stat().st_mode & 0o777
 
-    result = run_job(Job(src, work / "out", ["dedup"]), settings_for(work, large_file_threshold_mb=0),
-                     progress=progress)
+    settings = settings_for(work, large_file_threshold_mb=0)
+    settings.temp_root = str(temp)
+    result = run_job(Job(src, work / "out", ["dedup"]), settings, progress=progress)
     assert result.status == "ok"
-    assert modes == {"pipeline": 0o700, "output": 0o700, "stage": 0o700}
+    expected = {"pipeline": 0o700, "output": 0o700, "stage": 0o700} if temp_elsewhere else \
+        {"pipeline": 0o700, "stage": 0o700}
+    assert modes == expected
 
 
 def test_paths_with_spaces_and_non_ascii_names_are_kept_in_the_output_tree(work):
