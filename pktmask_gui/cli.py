@@ -447,7 +447,7 @@ def process_main(argv: list[str]) -> int:
     interrupted = False
     threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pktmask-job")
     try:
-        futures = [threads.submit(work, i) for i in range(len(jobs))]
+        futures = [threads.submit(work, i) for i in _dispatch_order(jobs, workers)]
         try:
             while futures_wait(futures, timeout=0.1).not_done:   # returns at once when the last one ends
                 pass
@@ -528,6 +528,22 @@ def gui_main(paths: list[str] | None = None) -> int:
                          "Use 'pktmask-gui process --help' for the command line.\n")
         return EXIT_FAILED
     return run_gui(list(paths or []))
+
+
+def _dispatch_order(jobs: list, workers: int) -> list[int]:
+    """The order jobs start in: as given with one at a time; side by side, the largest first, so that no
+    big file starts last while the other workers have nothing left (on 681 IDS captures the ten largest
+    are two thirds of the bytes). Results are still reported in the given order (``--json``)."""
+    if workers <= 1:
+        return list(range(len(jobs)))
+
+    def size(i: int) -> int:
+        try:
+            return os.stat(jobs[i].input).st_size
+        except OSError:
+            return 0
+
+    return sorted(range(len(jobs)), key=lambda i: -size(i))
 
 
 def _interrupt(_signum, _frame) -> None:

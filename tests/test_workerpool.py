@@ -2,6 +2,7 @@
 cancel within 0.5 s with nothing left behind, and the CLI's --jobs 2 on many small files."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -141,16 +142,32 @@ def test_cli_jobs_2_on_many_small_captures_matches_jobs_1(workdir):
     else:
         inputs = small_files(workdir / "in", 30)[0].parent
     env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(workdir))
-    outputs = {}
+    outputs, reported = {}, {}
     for jobs in (1, 2):
         out = workdir / f"out{jobs}"
         proc = subprocess.run([sys.executable, "-m", "pktmask_gui", "process", str(inputs), "-o", str(out), "-q",
-                               "--jobs", str(jobs), "--dedup", "--anonymize", "--mask"],
+                               "--jobs", str(jobs), "--dedup", "--anonymize", "--mask", "--json"],
                               env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode in (0, 1), proc.stderr      # 1: some wild captures fail, each on its own
         outputs[jobs] = {p.name: p.read_bytes() for p in out.iterdir()}
+        reported[jobs] = [(f["input"], f["status"]) for f in json.loads(proc.stdout)["files"]]
     assert outputs[1] and outputs[1] == outputs[2]
+    # side by side the largest start first, yet --json lists the files in the order given, as with one job
+    assert reported[1] == reported[2] and [i for i, _ in reported[1]] == sorted(i for i, _ in reported[1])
     assert leftovers(workdir) == []
+
+
+def test_jobs_side_by_side_start_largest_first_one_at_a_time_in_order(workdir):
+    from pktmask_gui.cli import _dispatch_order
+
+    sizes = [5, 700, 20, 0, 9000]
+    jobs = []
+    for i, size in enumerate(sizes):
+        (workdir / f"f{i}.pcap").write_bytes(b"x" * size)
+        jobs.append(Job(workdir / f"f{i}.pcap"))
+    jobs.append(Job(workdir / "gone.pcap"))             # vanished since it was found: last, not an error
+    assert _dispatch_order(jobs, 1) == [0, 1, 2, 3, 4, 5]
+    assert _dispatch_order(jobs, 2) == [4, 1, 2, 0, 3, 5]
 
 
 FORKED = r'''
