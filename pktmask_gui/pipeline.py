@@ -14,7 +14,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -290,7 +290,7 @@ def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelTo
     context = StageContext(log=logging.LoggerAdapter(log, {"job": spec.display_name}), key=spec.key,
                            config_dir=spec.config_dir, extra={"input_size": size})
     names = _run_order(spec.stages)
-    stages = _make_stages(ExecSpec(**{**asdict(spec), "stages": names}), context)
+    stages = _make_stages(replace(spec, stages=names), context)     # (asdict would deep-copy options and key)
     monitor = MemoryMonitor(spec.memory_rss_mb, spec.memory_available_pct)
     # Share of the progress bar per pass, from measured times: the main pass costs about twice a pre-scan,
     # three and a half times with a self-check reading the output back (so the time estimate holds).

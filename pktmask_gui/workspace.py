@@ -381,7 +381,6 @@ class MemoryMonitor:
         self.available_pct = available_pct
         self.interval = interval
         self._next = 0.0
-        self._proc = psutil.Process()
         self.events = 0
 
     def pressure(self) -> str | None:
@@ -389,15 +388,27 @@ class MemoryMonitor:
         if now < self._next:
             return None
         self._next = now + self.interval
-        if self.rss_limit:
-            rss = self._proc.memory_info().rss
-            if rss > self.rss_limit:
-                self.events += 1
-                return f"the job uses {_fmt_size(rss)} of memory, above the {_fmt_size(self.rss_limit)} limit"
-        if self.available_pct:
-            vm = psutil.virtual_memory()
-            pct = 100.0 * vm.available / vm.total
-            if pct < self.available_pct:
-                self.events += 1
-                return f"only {pct:.0f}% of system memory is available (limit {self.available_pct}%)"
+        rss, pct = _memory_readings(now, self.interval)
+        if self.rss_limit and rss > self.rss_limit:
+            self.events += 1
+            return f"the job uses {_fmt_size(rss)} of memory, above the {_fmt_size(self.rss_limit)} limit"
+        if self.available_pct and pct < self.available_pct:
+            self.events += 1
+            return f"only {pct:.0f}% of system memory is available (limit {self.available_pct}%)"
         return None
+
+
+_READINGS: dict[str, Any] = {"pid": None, "at": -1e9, "rss": 0, "pct": 100.0, "proc": None}
+
+
+def _memory_readings(now: float, interval: float) -> tuple[int, float]:
+    """(this process's RSS, % of system memory available), read at most ``interval`` apart and shared by the
+    jobs of a process: a job of a small capture is over in milliseconds, and three /proc reads each were a
+    twentieth of it."""
+    readings = _READINGS
+    if readings["pid"] != os.getpid():                  # first use, or a forked worker: its own process
+        readings.update(pid=os.getpid(), proc=psutil.Process(), at=-1e9)
+    if now - readings["at"] >= interval:
+        vm = psutil.virtual_memory()
+        readings.update(at=now, rss=readings["proc"].memory_info().rss, pct=100.0 * vm.available / vm.total)
+    return readings["rss"], readings["pct"]
