@@ -157,6 +157,7 @@ def run_task(job: Job, settings, secret: Secret, index: int, run_id: str, level:
 
         job = copy.copy(job)
         job.key = secret.value
+        job.reuse_identical = True      # run again after its worker died having published: no "-1" copy
         worker.log_event(topic, {"kind": "started", "index": index, "worker": str(worker.address)})
         return run_job(job, settings, progress=progress, cancel=watch)
     except BaseException as exc:  # noqa: BLE001 - one sentence, never the arguments

@@ -59,6 +59,9 @@ class Job:
     rel_dir: Path = Path("")                 # layout kept under output_dir for folder inputs
     key_file: Path | None = None             # anonymization key (None: the user's key in the config dir)
     key: bytes | None = field(default=None, repr=False)  # the key itself, given by the caller (a cluster task)
+    # A file with the output's bytes already at the planned name is taken as this job's output instead of
+    # a "-1" copy: a Dask task run again after its worker died between publishing and reporting.
+    reuse_identical: bool = False
 
 
 @dataclass
@@ -156,8 +159,24 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _identical(a: Path, b: Path) -> bool:
+    """Do two files hold the same bytes? (Sizes first; then 1 MiB at a time.)"""
+    try:
+        if os.stat(a).st_size != os.stat(b).st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(1 << 20), fb.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
+
+
 def _publish(staged: Path, target: Path, input_path: Path,
-             restage: Callable[[Path], Path] | None = None) -> tuple[Path, bool]:
+             restage: Callable[[Path], Path] | None = None, reuse_identical: bool = False) -> tuple[Path, bool]:
     """Move the finished file to ``target`` or the next free ``-1``, ``-2`` … name (before the capture
     extension and any compression suffix: ``x-sanitized-1.pcapng.gz``); never overwrite.
 
@@ -172,6 +191,9 @@ def _publish(staged: Path, target: Path, input_path: Path,
     for n in range(0, 10000):
         candidate = target if n == 0 else target.with_name(f"{stem}-{n}{ext}")
         if candidate.exists() or candidate.is_symlink():
+            if reuse_identical and not candidate.is_symlink() and _identical(staged, candidate):
+                os.unlink(staged)
+                return candidate, n > 0
             continue
         try:
             os.link(staged, candidate)
@@ -180,7 +202,7 @@ def _publish(staged: Path, target: Path, input_path: Path,
         except OSError as exc:
             if exc.errno == errno.EXDEV and restage is not None:
                 staged, restage = restage(staged), None
-                return _publish(staged, target, input_path)
+                return _publish(staged, target, input_path, reuse_identical=reuse_identical)
             if candidate.exists():
                 continue
             os.replace(staged, candidate)
@@ -811,7 +833,8 @@ def run_job(job: Job, settings: Settings, progress: ProgressCallback | None = No
             if outcome.get("input_compression") != plan[0]:     # the name was chosen by what it held
                 raise StageError("the input file changed while it was being processed; nothing was written")
             final, renamed = _publish(staged, target, input_path,
-                                      restage=lambda path: ws.restage(path, output_dir))
+                                      restage=lambda path: ws.restage(path, output_dir),
+                                      reuse_identical=job.reuse_identical)
         result.output = str(final)
         result.renamed = renamed
         result.status = "ok"

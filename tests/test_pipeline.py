@@ -351,3 +351,25 @@ def test_corpus_outputs_of_all_three_operations_pass_the_independent_checker(env
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert leftovers(temp_root) == [] and [p.name for p in out.iterdir()] == [Path(result.output).name]
+
+
+def test_a_cluster_task_run_again_takes_its_identical_output_instead_of_writing_a_copy(workdir):
+    """A Dask worker killed after its task linked the output into place, before the result reached the
+    scheduler: the task runs again, and its output (the same bytes) must not appear twice (``-1``). A file
+    with other bytes at the name is never taken: the new output gets the next free name."""
+    from pktmask_gui.pipeline import _publish
+
+    out = workdir / "out"
+    out.mkdir()
+    target = out / "x-sanitized.pcap"
+    (out / "x-sanitized.pcap").write_bytes(b"other bytes")            # someone's file: not ours
+    (out / "x-sanitized-1.pcap").write_bytes(b"the output")           # the first attempt's output
+    staged = workdir / "staged.pcap"
+    staged.write_bytes(b"the output")
+    assert _publish(staged, target, workdir / "in.pcap", reuse_identical=True) == (out / "x-sanitized-1.pcap", True)
+    assert not staged.exists() and sorted(p.name for p in out.iterdir()) == ["x-sanitized-1.pcap",
+                                                                             "x-sanitized.pcap"]
+    staged.write_bytes(b"the output")                                 # a local run: a copy, as always
+    assert _publish(staged, target, workdir / "in.pcap") == (out / "x-sanitized-2.pcap", True)
+    staged.write_bytes(b"the outpuT")                                 # same size, other bytes: never taken
+    assert _publish(staged, target, workdir / "in.pcap", reuse_identical=True)[0] == out / "x-sanitized-3.pcap"
