@@ -90,12 +90,39 @@ STATUS_COLOURS = {DONE: "#1b7f3b", FAILED: "#b71c1c", CANCELLED: "#8a5300", CANC
                   RUNNING: "#1a4f9c"}
 
 
+# Roles as plain ints: data() runs for every role of every cell at each repaint, and comparing with a Qt
+# enum member costs microseconds, a plain int nanoseconds.
+DISPLAY, TOOLTIP, ALIGNMENT, FOREGROUND, FONT, USER = (
+    int(Qt.DisplayRole), int(Qt.ToolTipRole), int(Qt.TextAlignmentRole), int(Qt.ForegroundRole), int(Qt.FontRole),
+    int(Qt.UserRole))
+RIGHT = int(Qt.AlignRight | Qt.AlignVCenter)
+NUMERIC = (COL_SIZE, COL_IN, COL_OUT)
+
+
+def _brushes() -> dict[str, tuple]:
+    """Per status, each column's text colour (None: the palette's)."""
+    brush = {status: QBrush(QColor(colour)) for status, colour in STATUS_COLOURS.items()}
+    grey = QBrush(QColor("#6b6b6b"))
+    table = {}
+    for status in (QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED):
+        cells = [None] * len(COLUMNS)
+        cells[COL_STATUS] = brush.get(status)
+        cells[COL_RESULT] = brush[FAILED] if status == FAILED else grey if status == QUEUED else None
+        table[status] = tuple(cells)
+    return table
+
+
 class QueueModel(QAbstractTableModel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.rows: list[QueueRow] = []
         self._pos: dict[int, int] = {}     # row id -> its index in rows (row_by_id and changed are per event)
         self._planned: dict[int, str] = {}  # row id -> its "Will be saved as" words (set_destination clears)
+        # row id -> (status, packets, its cells' words): a repaint asks each cell several times; the words are
+        # worked out once per change of the row (``changed``), and again if its status or count moved on.
+        self._cells: dict[int, tuple] = {}
+        self._brushes = _brushes()
+        self._bold: QFont | None = None
         self._next_id = 1
         self.settings = None               # where queued rows would be saved now (set_destination)
         self.output_dir: Path | None = None
@@ -107,62 +134,65 @@ class QueueModel(QAbstractTableModel):
     def columnCount(self, parent=QModelIndex()):
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def headerData(self, section, orientation, role=Qt.DisplayRole):
-        if orientation == Qt.Horizontal:
-            if role == Qt.DisplayRole:
-                return COLUMNS[section]
-            if role == Qt.TextAlignmentRole and section in (COL_SIZE, COL_IN, COL_OUT):
-                return int(Qt.AlignRight | Qt.AlignVCenter)
+    def headerData(self, section, orientation, role=DISPLAY):
+        if role == DISPLAY:
+            return COLUMNS[section] if orientation == Qt.Horizontal else None
+        if role == ALIGNMENT and section in NUMERIC:
+            return RIGHT if orientation == Qt.Horizontal else None
         return None
 
-    def data(self, index, role=Qt.DisplayRole):
+    def data(self, index, role=DISPLAY):
         if not index.isValid():
             return None
-        row = self.rows[index.row()]
-        col = index.column()
+        if role == DISPLAY:
+            return self.cells(self.rows[index.row()])[index.column()]
+        if role == USER:
+            return self.rows[index.row()]
+        if role == ALIGNMENT:
+            return RIGHT if index.column() in NUMERIC else None
+        if role == FOREGROUND:
+            return self._brushes[self.rows[index.row()].status][index.column()]
+        if role == FONT:
+            if index.column() == COL_STATUS and self.rows[index.row()].status in (RUNNING, FAILED):
+                if self._bold is None:
+                    self._bold = QFont()
+                    self._bold.setBold(True)
+                return self._bold
+            return None
+        if role == TOOLTIP:
+            return self.tooltip(self.rows[index.row()], index.column())
+        return None
+
+    def cells(self, row: QueueRow) -> tuple:
+        """The words of the row's cells, by column (None for the Progress column: its delegate paints it)."""
+        cached = self._cells.get(row.id)
+        if cached is not None and cached[0] == row.status and cached[1] == row.packets_done:
+            return cached[2]
         result = row.result
-        if role == Qt.DisplayRole:
-            if col == COL_FILE:
-                return row.display_name
-            if col == COL_SIZE:     # on disk: compressed; the capture inside is known by its packets
-                return f"{human_size(row.size)} ({row.compression})" if row.compression else human_size(row.size)
-            if col == COL_STATUS:
-                return row.status
-            if col == COL_IN:
-                if result is not None and row.status == DONE:
-                    return count(result.packets_in)
-                return count(row.packets_done) if row.packets_done and row.status in (RUNNING, CANCELLING) else ""
-            if col == COL_OUT:
-                return count(result.packets_out) if result is not None and row.status == DONE else ""
-            if col == COL_RESULT:
-                return self.result_text(row)
-            return None
-        if role == Qt.ToolTipRole:
-            if col == COL_FILE:
-                return str(row.path)
-            if col == COL_RESULT:
-                return self.result_text(row) or None
-            if col == COL_STATUS and row.error:
-                return row.error
-            if col == COL_SIZE and row.compression:
-                return (f"{human_size(row.size)} on disk, {row.compression}-compressed: the capture inside is "
-                        f"larger; progress follows the compressed bytes read")
-            return None
-        if role == Qt.TextAlignmentRole and col in (COL_SIZE, COL_IN, COL_OUT):
-            return int(Qt.AlignRight | Qt.AlignVCenter)
-        if role == Qt.ForegroundRole:
-            if col == COL_STATUS and row.status in STATUS_COLOURS:
-                return QBrush(QColor(STATUS_COLOURS[row.status]))
-            if col == COL_RESULT and row.status == FAILED:
-                return QBrush(QColor(STATUS_COLOURS[FAILED]))
-            if col == COL_RESULT and row.status == QUEUED:
-                return QBrush(QColor("#6b6b6b"))
-        if role == Qt.FontRole and col == COL_STATUS and row.status in (RUNNING, FAILED):
-            font = QFont()
-            font.setBold(True)
-            return font
-        if role == Qt.UserRole:
-            return row
+        done = result is not None and row.status == DONE
+        if done:
+            packets_in = count(result.packets_in)
+        elif row.packets_done and row.status in (RUNNING, CANCELLING):
+            packets_in = count(row.packets_done)
+        else:
+            packets_in = ""
+        # Size on disk: compressed; the capture inside is known by its packets.
+        words = (row.display_name,
+                 f"{human_size(row.size)} ({row.compression})" if row.compression else human_size(row.size),
+                 row.status, None, packets_in, count(result.packets_out) if done else "", self.result_text(row))
+        self._cells[row.id] = (row.status, row.packets_done, words)
+        return words
+
+    def tooltip(self, row: QueueRow, col: int) -> str | None:
+        if col == COL_FILE:
+            return str(row.path)
+        if col == COL_RESULT:
+            return self.result_text(row) or None
+        if col == COL_STATUS and row.error:
+            return row.error
+        if col == COL_SIZE and row.compression:
+            return (f"{human_size(row.size)} on disk, {row.compression}-compressed: the capture inside is "
+                    f"larger; progress follows the compressed bytes read")
         return None
 
     # --- rows ------------------------------------------------------------------------------------
@@ -269,6 +299,7 @@ class QueueModel(QAbstractTableModel):
         return self._pos[row.id]
 
     def changed(self, row: QueueRow, first: int = 0, last: int = len(COLUMNS) - 1) -> None:
+        self._cells.pop(row.id, None)
         pos = self.position(row)
         self.dataChanged.emit(self.index(pos, first), self.index(pos, last))
 
@@ -277,6 +308,8 @@ class QueueModel(QAbstractTableModel):
         self.beginRemoveRows(QModelIndex(), pos, pos)
         del self.rows[pos]
         del self._pos[row.id]
+        self._cells.pop(row.id, None)
+        self._planned.pop(row.id, None)
         for i in range(pos, len(self.rows)):
             self._pos[self.rows[i].id] = i
         self.endRemoveRows()
@@ -292,6 +325,7 @@ class QueueModel(QAbstractTableModel):
         """The output choice and settings a queued row would start with now: its "Will be saved as" words."""
         self.settings, self.output_dir = settings, output_dir
         self._planned.clear()
+        self._cells.clear()
         self.refresh_all()
 
     # --- the Result column ---------------------------------------------------------------------
