@@ -31,6 +31,9 @@ WORKSPACE_LOGGER = "pktmask_gui.workspace"   # temp dirs, hard links, sweeps
 # (created, levelno, job, logger name, message)
 CREATED, LEVELNO, JOB, NAME, MESSAGE = range(5)
 
+DISPLAY, TOOLTIP, DECORATION, FOREGROUND, BACKGROUND = (
+    int(Qt.DisplayRole), int(Qt.ToolTipRole), int(Qt.DecorationRole), int(Qt.ForegroundRole), int(Qt.BackgroundRole))
+
 FILTERS = (("Errors only", logging.ERROR), ("Warnings and errors", logging.WARNING),
            ("Info, warnings and errors", logging.INFO), ("Everything (debug too)", logging.DEBUG))
 
@@ -107,6 +110,9 @@ class LogModel(QAbstractTableModel):
             self._icons = {"Error": style.standardIcon(QStyle.SP_MessageBoxCritical),
                            "Warning": style.standardIcon(QStyle.SP_MessageBoxWarning),
                            "Info": style.standardIcon(QStyle.SP_MessageBoxInformation)}
+        self._foreground = {"Error": QBrush(QColor("#b71c1c")), "Warning": QBrush(QColor("#8a5300")),
+                            "Debug": QBrush(QColor("#757575"))}
+        self._background = {"Error": QBrush(QColor("#fdecea")), "Warning": QBrush(QColor("#fff6e0"))}
 
     def rowCount(self, parent=QModelIndex()):
         return 0 if parent.isValid() else len(self.entries)
@@ -114,41 +120,33 @@ class LogModel(QAbstractTableModel):
     def columnCount(self, parent=QModelIndex()):
         return 0 if parent.isValid() else len(self.HEADERS)
 
-    def headerData(self, section, orientation, role=Qt.DisplayRole):
-        if role == Qt.DisplayRole and orientation == Qt.Horizontal:
+    def headerData(self, section, orientation, role=DISPLAY):
+        if role == DISPLAY and orientation == Qt.Horizontal:
             return self.HEADERS[section]
         return None
 
-    def data(self, index, role=Qt.DisplayRole):
+    def data(self, index, role=DISPLAY):
+        # Roles as plain ints (a Qt enum comparison costs microseconds, and this runs per role per cell).
         if not index.isValid():
             return None
         entry = self.entries[index.row()]
         col = index.column()
-        level = level_word(entry[LEVELNO])
-        if role == Qt.DisplayRole:
+        if role == DISPLAY:
             if col == 0:
                 return time.strftime("%H:%M:%S", time.localtime(entry[CREATED]))
             if col == 1:
-                return level
+                return level_word(entry[LEVELNO])
             if col == 2:
                 return entry[JOB]
             return " ".join(entry[MESSAGE].split())   # one line per entry; the tooltip keeps the layout
-        if role == Qt.ToolTipRole:
+        if role == FOREGROUND:
+            return self._foreground.get(level_word(entry[LEVELNO]))
+        if role == BACKGROUND:
+            return self._background.get(level_word(entry[LEVELNO]))
+        if role == DECORATION and col == 1:
+            return self._icons.get(level_word(entry[LEVELNO]))
+        if role == TOOLTIP:
             return format_entry(entry)
-        if role == Qt.DecorationRole and col == 1:
-            return self._icons.get(level)
-        if role == Qt.ForegroundRole:
-            if level == "Error":
-                return QBrush(QColor("#b71c1c"))
-            if level == "Warning":
-                return QBrush(QColor("#8a5300"))
-            if level == "Debug":
-                return QBrush(QColor("#757575"))
-        if role == Qt.BackgroundRole:
-            if level == "Error":
-                return QBrush(QColor("#fdecea"))
-            if level == "Warning":
-                return QBrush(QColor("#fff6e0"))
         return None
 
     def append(self, entry) -> None:
@@ -258,10 +256,12 @@ class LogPanel(QWidget):
         self.view.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         hh = self.view.horizontalHeader()
         hh.setHighlightSections(False)
-        hh.setSectionResizeMode(0, QHeaderView.ResizeToContents)
+        # Fixed widths: ResizeToContents would measure up to a thousand rows at every insertion.
+        hh.setSectionResizeMode(0, QHeaderView.Fixed)
         hh.setSectionResizeMode(1, QHeaderView.Fixed)
         hh.setSectionResizeMode(2, QHeaderView.Interactive)
         hh.setStretchLastSection(True)
+        self.view.setColumnWidth(0, self.fontMetrics().horizontalAdvance("00:00:00") + 12)
         self.view.setColumnWidth(1, self.fontMetrics().horizontalAdvance("Warning") + 40)
         self.view.setColumnWidth(2, 200)
 
