@@ -76,6 +76,12 @@ class MainWindow(QMainWindow):
         self._last_remembered = ""                # the output folder last put first in the recent list
         self._adds: deque = deque()               # model.scan iterators still being added (add_paths)
         self._added, self._refused = 0, []
+        # The next slice of an add comes from a timer, not a posted call: a chain of posted calls goes before
+        # every timer (Qt runs timers after the posted events), so other timers would wait for two slices.
+        self._add_timer = QTimer(self)
+        self._add_timer.setSingleShot(True)
+        self._add_timer.setInterval(0)
+        self._add_timer.timeout.connect(self._add_slice)
         self._actions_due = QTimer(self)          # while a run goes on: the actions follow at most 10x a second
         self._actions_due.setSingleShot(True)
         self._actions_due.setInterval(100)
@@ -396,7 +402,7 @@ class MainWindow(QMainWindow):
         self._refused += refused
         if self._adds:
             self.statusBar().showMessage(f"Adding files… {plural(self._added, 'file')} queued so far.")
-            QTimer.singleShot(0, self._add_slice)
+            self._add_timer.start()
             return len(added), refused
         total, all_refused = self._added, self._refused
         self._added, self._refused = 0, []
