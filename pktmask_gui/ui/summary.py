@@ -9,19 +9,17 @@ import platform
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, QUrl
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QUrl
 from PySide6.QtGui import QBrush, QColor, QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QMessageBox, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTextBrowser,
-                               QVBoxLayout)
+                               QMessageBox, QPushButton, QSplitter, QTableView, QTextBrowser, QVBoxLayout)
 
 from .. import __version__
 from ..compression import words as compression_words
 from .handoff import open_in_wireshark, show_in_folder
 from .format import count, duplicates_removed, human_duration, plural, short_lines, stage_lines
 
-FIRST_ROWS = 24         # rows the dialog opens with; a longer batch's rows follow in slices of at most
-FILL_SLICE_S = 0.008    # this long, so that opening it never stalls the window
+FIT_ROWS = 24           # the columns take the width of the first rows' words (not of thousands of rows)
 
 
 def reason(result) -> str:
@@ -110,10 +108,83 @@ pktmask-gui {esc(__version__)} on {esc(platform.system())}</div>
 </tbody></table></body></html>
 """
 
+DISPLAY, TOOLTIP, ALIGNMENT, FOREGROUND = (int(Qt.DisplayRole), int(Qt.ToolTipRole), int(Qt.TextAlignmentRole),
+                                           int(Qt.ForegroundRole))
+RIGHT = int(Qt.AlignRight | Qt.AlignVCenter)
+STATUS_COLOURS = {"ok": "#1b7f3b", "failed": "#b71c1c", "cancelled": "#8a5300"}
+
+
+class SummaryModel(QAbstractTableModel):
+    """The results as a table. A row's words are worked out when it is first shown: a batch of thousands of
+    files opens as fast as one of ten (only the rows in view are asked for)."""
+
+    HEADERS = ("File", "Status", "Packets in", "Packets out", "Duplicates removed", "What was done", "Output")
+    COL_STATUS, COL_DETAILS, COL_OUTPUT = 1, 5, 6
+    NUMERIC = (2, 3, 4)
+
+    def __init__(self, results, parent=None):
+        super().__init__(parent)
+        self.results = results
+        self._cells: dict[int, tuple] = {}
+        self._brushes = {status: QBrush(QColor(colour)) for status, colour in STATUS_COLOURS.items()}
+
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.results)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section, orientation, role=DISPLAY):
+        if role == DISPLAY and orientation == Qt.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+    def cells(self, row: int) -> tuple:
+        words = self._cells.get(row)
+        if words is None:
+            r = self.results[row]
+            dupes = duplicates_removed(r)
+            ok = r.status == "ok"
+            # Duplicates have their own column.
+            details = (short_lines(r, skip=("dedup",)) or "Duplicates removed") if ok else reason(r)
+            packing = compression_words(r.input_compression, r.output_compression, short=True)
+            if ok and packing:          # first: the column elides its end
+                details = f"{packing} · {details}"
+            if r.warnings:
+                details += f" · ⚠ {plural(len(r.warnings), 'warning')}"
+            words = (Path(r.input).name, status_word(r), count(r.packets_in) if ok else "",
+                     count(r.packets_out) if ok else "", "" if dupes is None else count(dupes), details,
+                     Path(r.output).name if r.output else "")
+            self._cells[row] = words
+        return words
+
+    def data(self, index, role=DISPLAY):
+        if not index.isValid():
+            return None
+        col = index.column()
+        if role == DISPLAY:
+            return self.cells(index.row())[col]
+        if role == ALIGNMENT:
+            return RIGHT if col in self.NUMERIC else None
+        if role == FOREGROUND:
+            r = self.results[index.row()]
+            if col == self.COL_STATUS or (col == self.COL_DETAILS and r.status == "failed"):
+                return self._brushes.get(r.status)
+            return None
+        if role == TOOLTIP:
+            r = self.results[index.row()]
+            if col == 0:
+                return r.input
+            if col == self.COL_OUTPUT:
+                return r.output or ""
+            if col == self.COL_DETAILS:
+                return SummaryDialog.details_text(r)
+        return None
+
 
 class SummaryDialog(QDialog):
-    HEADERS = ("File", "Status", "Packets in", "Packets out", "Duplicates removed", "What was done", "Output")
-    COL_DETAILS, COL_OUTPUT = 5, 6
+    HEADERS = SummaryModel.HEADERS
+    COL_DETAILS, COL_OUTPUT = SummaryModel.COL_DETAILS, SummaryModel.COL_OUTPUT
 
     def __init__(self, results, elapsed_s: float | None = None, parent=None, last_dir: str = "", handoff=None):
         """``handoff``: the window (``settings``, ``open_settings()``, ``inspect_result(result)``); with it the
@@ -136,9 +207,10 @@ class SummaryDialog(QDialog):
         self.subtitle.setObjectName("note")
         self.subtitle.setWordWrap(True)
 
-        self.table = QTableWidget(0, len(self.HEADERS))
+        self.model = SummaryModel(self.results, self)
+        self.table = QTableView()
         self.table.setObjectName("summaryTable")
-        self.table.setHorizontalHeaderLabels(self.HEADERS)
+        self.table.setModel(self.model)
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -146,27 +218,25 @@ class SummaryDialog(QDialog):
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.ElideRight)     # only "What was done" ever elides: keep its start
-        # A long batch fills in slices (the window stays responsive while it opens); the columns take the
-        # width of the first slice's contents, once.
-        self._fill(FIRST_ROWS)
+        for i, r in enumerate(self.results):
+            if not r.output:                            # a failure's reason gets the empty Output cell too
+                self.table.setSpan(i, self.COL_DETAILS, 1, 2)
         hh = self.table.horizontalHeader()
         hh.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
         hh.setHighlightSections(False)
-        self.table.resizeColumnsToContents()
         for col in (0, 1, 2, 3, 4, 6):
             hh.setSectionResizeMode(col, QHeaderView.Interactive)
         hh.setSectionResizeMode(5, QHeaderView.Stretch)
+        self._fit_columns()
         self.table.setFocusPolicy(Qt.NoFocus)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
-        if self.table.rowCount() < len(self.results):
-            QTimer.singleShot(0, self._fill_more)
 
         # The selected file in full: every stage's counts, warnings, the output path or the reason.
         self.details = QTextBrowser()
         self.details.setObjectName("summaryDetails")
         self.details.setOpenLinks(False)
         self.details.setMinimumHeight(self.fontMetrics().height() * 6)
-        self.table.itemSelectionChanged.connect(self._show_details)
+        self.table.selectionModel().selectionChanged.connect(self._show_details)
         if self.results:
             self.table.selectRow(0)
 
@@ -219,50 +289,14 @@ class SummaryDialog(QDialog):
         screen = self.screen().availableGeometry() if self.screen() is not None else None
         self.resize(min(1240, int(screen.width() * 0.95)) if screen else 1240, 540)
 
-    def filled(self) -> bool:
-        return self.table.rowCount() == len(self.results)
-
-    def _fill_more(self) -> None:
-        deadline = time.monotonic() + FILL_SLICE_S
-        while not self.filled() and time.monotonic() < deadline:
-            self._fill(8)
-        if not self.filled():
-            QTimer.singleShot(0, self._fill_more)
-
-    def _fill(self, count_: int) -> None:
-        """Add the next ``count_`` results' rows."""
-        first = self.table.rowCount()
-        results = self.results[first:first + count_]
-        self.table.setRowCount(first + len(results))
-        colours = {"ok": "#1b7f3b", "failed": "#b71c1c", "cancelled": "#8a5300"}
-        for i, r in enumerate(results, first):
-            dupes = duplicates_removed(r)
-            ok = r.status == "ok"
-            # Duplicates have their own column.
-            details = (short_lines(r, skip=("dedup",)) or "Duplicates removed") if ok else reason(r)
-            packing = compression_words(r.input_compression, r.output_compression, short=True)
-            if ok and packing:          # first: the column elides its end
-                details = f"{packing} · {details}"
-            if r.warnings:
-                details += f" · ⚠ {plural(len(r.warnings), 'warning')}"
-            cells = (Path(r.input).name, status_word(r), count(r.packets_in) if ok else "",
-                     count(r.packets_out) if ok else "", "" if dupes is None else count(dupes), details,
-                     Path(r.output).name if r.output else "")
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if col in (2, 3, 4):
-                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                if col == 0:
-                    item.setToolTip(r.input)
-                elif col == 6:
-                    item.setToolTip(r.output or "")
-                elif col == 5:
-                    item.setToolTip(self.details_text(r))
-                if col == 1 or (col == 5 and r.status == "failed"):
-                    item.setForeground(QBrush(QColor(colours.get(r.status, "#000000"))))
-                self.table.setItem(i, col, item)
-            if not r.output:
-                self.table.setSpan(i, self.COL_DETAILS, 1, 2)   # a failure's reason gets the empty Output cell too
+    def _fit_columns(self) -> None:
+        """Each column (but "What was done", which stretches) as wide as its header and the first rows' words:
+        what resizeColumnsToContents gives, without measuring every row of a long batch."""
+        fm, header = self.table.fontMetrics(), self.table.horizontalHeader().fontMetrics()
+        rows = [self.model.cells(i) for i in range(min(FIT_ROWS, len(self.results)))]
+        for col in (0, 1, 2, 3, 4, 6):
+            width = max([header.horizontalAdvance(self.HEADERS[col])] + [fm.horizontalAdvance(c[col]) for c in rows])
+            self.table.setColumnWidth(col, width + 24)
 
     @staticmethod
     def details_text(r) -> str:
@@ -278,14 +312,14 @@ class SummaryDialog(QDialog):
         return "\n".join(lines)
 
     def _show_details(self) -> None:
-        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedIndexes()})
         self.details.setPlainText("\n\n".join(self.details_text(self.results[i]) for i in rows))
         has_output = self._selected_output() is not None
         for button in getattr(self, "output_buttons", ()):
             button.setEnabled(has_output)
 
     def _selected_output(self):
-        rows = sorted({i.row() for i in self.table.selectedIndexes()})
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedIndexes()})
         result = self.results[rows[0]] if rows else None
         return result if result is not None and result.status == "ok" and result.output else None
 

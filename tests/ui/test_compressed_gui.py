@@ -112,13 +112,14 @@ def test_dropped_mixed_folder_is_processed_whole(window, ui_env, qtbot, mixed_fo
 
     dialog = window.summary_dialog
     assert dialog is not None and dialog.isVisible()
-    texts = {dialog.table.item(i, 0).text(): dialog.table.item(i, 5).text() for i in range(dialog.table.rowCount())}
+    summary = dialog.table.model()
+    texts = {summary.index(i, 0).data(): summary.index(i, 5).data() for i in range(summary.rowCount())}
     assert texts["b.pcapng.gz"].startswith("gzip in and out · ")
     assert texts["c.pcap.zst"].startswith("zstd in and out · ")
     assert " in and out" not in texts["a.pcap"]
     zst = next(r for r in dialog.results if r.input.endswith("c.pcap.zst"))
     assert "\nCompression: zstd in and out\n" in dialog.details_text(zst)
-    dialog.table.selectRow([dialog.table.item(i, 0).text() for i in range(dialog.table.rowCount())].index("c.pcap.zst"))
+    dialog.table.selectRow([summary.index(i, 0).data() for i in range(summary.rowCount())].index("c.pcap.zst"))
     shot(dialog, "compressed-4-summary")
     dialog.export_to(ui_env.root / "summary.json", "json")
     files = {Path(f["input"]).name: f for f in json.loads((ui_env.root / "summary.json").read_text())["files"]}

@@ -259,9 +259,9 @@ def test_damaged_inputs_fail_with_one_sentence_each_while_the_good_ones_finish(w
     dialog = window.summary_dialog
     assert dialog is not None and dialog.isVisible()
     assert dialog.title.text().startswith(f"2 files sanitized, {len(bad)} failed")
-    table = dialog.table
-    listed = {table.item(i, 0).text(): (table.item(i, 1).text(), table.item(i, 5).text())
-              for i in range(table.rowCount())}
+    summary = dialog.table.model()
+    listed = {summary.index(i, 0).data(): (summary.index(i, 1).data(), summary.index(i, 5).data())
+              for i in range(summary.rowCount())}
     for name, words in bad.items():
         status, reason = listed[name]
         assert status == "Failed" and words in reason.lower()

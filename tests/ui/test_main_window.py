@@ -113,17 +113,17 @@ def test_start_processes_real_captures_to_done_with_a_correct_summary(window, ui
     dialog = window.summary_dialog
     assert dialog is not None and dialog.isVisible()
     assert dialog.title.text().startswith("3 files sanitized")
-    table = dialog.table
-    assert table.rowCount() == 3
+    summary = dialog.table.model()
+    assert summary.rowCount() == 3
     for i, res in enumerate(dialog.results):
         st = stats[Path(res.input).name]
-        assert table.item(i, 0).text() == Path(res.input).name
-        assert table.item(i, 1).text() == "Done"
-        assert table.item(i, 2).text() == f"{st['packets']:,}"
-        assert table.item(i, 3).text() == f"{st['packets'] - st['duplicates']:,}"
-        assert table.item(i, 4).text() == f"{st['duplicates']:,}"
-        assert table.item(i, 5).text()
-        assert table.item(i, 6).text() == Path(res.output).name
+        assert summary.index(i, 0).data() == Path(res.input).name
+        assert summary.index(i, 1).data() == "Done"
+        assert summary.index(i, 2).data() == f"{st['packets']:,}"
+        assert summary.index(i, 3).data() == f"{st['packets'] - st['duplicates']:,}"
+        assert summary.index(i, 4).data() == f"{st['duplicates']:,}"
+        assert summary.index(i, 5).data()
+        assert summary.index(i, 6).data() == Path(res.output).name
         assert f"Remove Dupes: {st['duplicates']:,} duplicate frames removed" in dialog.details_text(res)
 
     # Exports: JSON is the CLI's object; HTML names every file.
@@ -160,9 +160,9 @@ def test_default_output_goes_beside_each_input_and_failures_say_why(window, ui_e
     assert reason.startswith("Not a pcap or pcapng capture")
     assert not (ui_env.inputs / "bad-sanitized.pcap").exists()
     assert ui_env.leftovers() == []
-    table = window.summary_dialog.table
-    failed_row = [i for i in range(table.rowCount()) if table.item(i, 1).text() == "Failed"]
-    assert failed_row and table.item(failed_row[0], 5).text().startswith("Not a pcap or pcapng capture")
+    summary = window.summary_dialog.table.model()
+    failed_row = [i for i in range(summary.rowCount()) if summary.index(i, 1).data() == "Failed"]
+    assert failed_row and summary.index(failed_row[0], 5).data().startswith("Not a pcap or pcapng capture")
     assert "Failed" in window.log_panel.text() or "failed" in window.log_panel.text()
 
 
