@@ -431,16 +431,11 @@ class MainWindow(QMainWindow):
                                      8000)
 
     def remove_selected(self) -> None:
-        rows = self._selected_rows()
-        for row in rows:
-            if row.status in (RUNNING, CANCELLING):
-                continue
-            self.model.remove(row)
+        self.model.remove_rows([r for r in self._selected_rows() if r.status not in (RUNNING, CANCELLING)])
         self._update_actions()
 
     def clear_finished(self) -> None:
-        for row in [r for r in self.model.rows if r.status in FINISHED]:
-            self.model.remove(row)
+        self.model.remove_rows([r for r in self.model.rows if r.status in FINISHED])
         self._update_actions()
 
     def _selected_rows(self):

@@ -38,7 +38,7 @@ class Run:
         self.operations = operations
         self.output_dir = output_dir          # None: beside each input
         self.started = time.monotonic()
-        self.row_ids: list[int] = []          # the rows it took, in the order they started
+        self.row_ids: dict[int, None] = {}    # the rows it took, in the order they started (asked per row)
         self.results: list[JobResult] = []    # in the order they arrived
         self.finished: float | None = None
 
@@ -155,11 +155,9 @@ class RunController(QObject):
         limit = len(self.model.rows) if getattr(self.runner, "unbounded", False) else \
             max(1, int(self.settings.parallel_jobs))
         free = limit - self.runner.running_count()
-        for row in self.model.rows:
+        for row in self.model.queued_rows():
             if free <= 0:
                 break
-            if row.status != QUEUED:
-                continue
             free -= 1
             # A copy: a settings change while this job runs applies to the next job only.
             settings = copy.deepcopy(self.settings)
@@ -167,11 +165,10 @@ class RunController(QObject):
             row.status, row.phase = RUNNING, ""
             row.bytes_done = row.bytes_total = row.packets_done = 0
             row.output = row.planned_output(run.output_dir, settings)
-            if row.id not in run.row_ids:
-                run.row_ids.append(row.id)
+            run.row_ids[row.id] = None
             # the only file to run now (none running, none left queued): the other slots' cores are its
             # (segments.py)
-            alone = self.runner.running_count() == 0 and not any(r.status == QUEUED for r in self.model.rows)
+            alone = self.runner.running_count() == 0 and not self.model.has_queued()
             self.runner.start(row.id, job, settings, slots=limit, split=limit if alone else 1)
             self.model.changed(row)
         self._maybe_finish()
@@ -234,7 +231,7 @@ class RunController(QObject):
 
     def _maybe_finish(self) -> None:
         run = self.run
-        if run is None or self.runner.running_count() or any(r.status == QUEUED for r in self.model.rows):
+        if run is None or self.runner.running_count() or self.model.has_queued():
             return
         run.finished = time.monotonic()
         self.run = None

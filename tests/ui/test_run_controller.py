@@ -61,7 +61,7 @@ def test_a_run_of_several_files_keeps_two_jobs_running_and_ends_once_with_every_
     assert [r.status for r in model.rows] == ["Done"] * 5
     assert outputs(ui_env.out) == [f"f{i}-sanitized.pcap" for i in range(5)]
     (run,) = ended
-    assert run.row_ids == [r.id for r in model.rows] and run.counts() == (5, 0, 0)
+    assert list(run.row_ids) == [r.id for r in model.rows] and run.counts() == (5, 0, 0)
     assert [r.input for r in controller.last_results] == [str(f) for f in files]     # queue order
     assert controller.run is None and controller.progress() == (0.0, 0, 0)
     qtbot.waitUntil(controller.is_idle, timeout=10000)      # the last thread ends just after its result
@@ -191,3 +191,31 @@ def test_a_lone_file_gets_every_slot_and_files_side_by_side_one_each(qtbot, ui_e
     with qtbot.waitSignal(controller.finished, timeout=120000):
         controller.start(["dedup"], ui_env.out)
     assert splits == [2, 1, 1]
+
+
+def test_rows_queued_again_or_left_between_removed_ones_still_run(qtbot, ui_env, make_controller):
+    """The controller looks for queued rows from the first one that may be queued: a row queued again above
+    it, or rows that moved up when finished ones above them were removed, are still found and run."""
+    model, controller = make_controller(parallel_jobs=2)
+    files = []
+    for i in range(6):
+        files.append(ui_env.inputs / f"q{i}.pcap")
+        generate(files[-1], packets=200, seed=i)
+    model.add_paths(files[:4])
+    with qtbot.waitSignal(controller.finished, timeout=60000):
+        controller.start(["dedup"], ui_env.out)
+    assert [r.status for r in model.rows] == ["Done"] * 4
+    model.add_paths(files[4:])
+    model.requeue([model.rows[1]])                          # above the new ones: the scan goes back for it
+    model.remove_rows([model.rows[0], model.rows[2]])       # scattered: the rows below move up
+    assert [r.path.name for r in model.rows] == ["q1.pcap", "q3.pcap", "q4.pcap", "q5.pcap"]
+    assert [model.position(r) for r in model.rows] == [0, 1, 2, 3]
+    assert all(model.row_by_id(r.id) is r for r in model.rows)
+    assert [r.path.name for r in model.queued_rows()] == ["q1.pcap", "q4.pcap", "q5.pcap"]
+    with qtbot.waitSignal(controller.finished, timeout=60000) as ended:
+        controller.start(["dedup"], ui_env.out / "again")
+    assert [r.status for r in model.rows] == ["Done"] * 4
+    assert sorted(Path(r.input).name for r in ended.args[0].results) == ["q1.pcap", "q4.pcap", "q5.pcap"]
+    assert outputs(ui_env.out / "again") == ["q1-sanitized.pcap", "q4-sanitized.pcap", "q5-sanitized.pcap"]
+    qtbot.waitUntil(controller.is_idle, timeout=10000)
+    assert ui_env.leftovers() == []
