@@ -98,6 +98,12 @@ class MainWindow(QMainWindow):
         self.clock = QTimer(self)
         self.clock.setInterval(500)
         self.clock.timeout.connect(self._update_overall)
+        # The summary opens at the next turn of the event loop after the run's end: the last result and the
+        # new dialog are two short pieces of work, not one long one.
+        self._summary_due = QTimer(self)
+        self._summary_due.setSingleShot(True)
+        self._summary_due.setInterval(0)
+        self._summary_due.timeout.connect(self.show_summary)
 
         self._restore_state()
         self._update_actions()
@@ -393,6 +399,10 @@ class MainWindow(QMainWindow):
     def adding(self) -> bool:
         return bool(self._adds)
 
+    def is_idle(self) -> bool:
+        """Nothing runs, nothing is being added, no summary is about to open."""
+        return self.controller.is_idle() and not self._adds and not self._summary_due.isActive()
+
     def _add_slice(self, minimum: int = 1) -> tuple[int, list[tuple[str, str]]]:
         added, refused = [], []
         deadline = time.monotonic() + ADD_SLICE_S
@@ -526,6 +536,7 @@ class MainWindow(QMainWindow):
         return True
 
     def _on_run_started(self, run: Run, what: str) -> None:
+        self._summary_due.stop()
         if self.summary_dialog is not None:
             self.summary_dialog.close()
         self.clock.start()
@@ -545,7 +556,7 @@ class MainWindow(QMainWindow):
         ok, failed, _cancelled = run.counts()
         self.statusBar().showMessage(f"Finished: {run.outcome()}.", 15000)
         if not self.controller.closing and (ok or failed):
-            self.show_summary()
+            self._summary_due.start()
         self._update_actions()
 
     def cancel_all(self) -> None:
@@ -708,7 +719,7 @@ class MainWindow(QMainWindow):
         self.summary_dialog.setModal(False)
         dialog = self.summary_dialog
         dialog.finished.connect(lambda _code: self.state.setValue("recent/summaryDir", dialog.last_dir))
-        dialog.show()               # painted at the next turn of the event loop: two short stalls, not one
+        dialog.show()               # painted at the next turn of the event loop
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About PktMask GUI", about_html())

@@ -43,7 +43,8 @@ def drop(widget, paths):
 
 
 def wait_idle(qtbot, window, timeout=60000):
-    qtbot.waitUntil(window.controller.is_idle, timeout=timeout)
+    """Until nothing runs and the summary of the run (if any) is open."""
+    qtbot.waitUntil(window.is_idle, timeout=timeout)
 
 
 def wait_running(qtbot, window, name, min_fraction=0.02, timeout=30000):
