@@ -410,6 +410,8 @@ class MainWindow(QMainWindow):
             self._adds.popleft()
         self._added += len(added)
         self._refused += refused
+        if added and self.controller.run is None:
+            self.controller.warm()          # files are queued: the worker processes start while the user looks
         if self._adds:
             self.statusBar().showMessage(f"Adding files… {plural(self._added, 'file')} queued so far.")
             self._add_timer.start()
@@ -705,6 +707,7 @@ class MainWindow(QMainWindow):
         note = " Running files keep the settings they started with." if self.controller.running_count() else ""
         self.statusBar().showMessage("Settings saved; they apply to the next file that starts." + note, 8000)
         log.info("Settings saved; they apply from the next file that starts.")
+        self.controller.settings_changed()
         self.controller.fill_slots()   # more parallel jobs may start now
 
     def show_summary(self) -> None:
@@ -801,7 +804,9 @@ class MainWindow(QMainWindow):
             # A thread still runs: keep the window (and its job objects) alive rather than abort.
             self.controller.wait_for_jobs(SHUTDOWN_TIMEOUT_S)
         self.controller.closing = True
+        self.controller.close_pool()    # the warm worker processes go with the window
         self.clock.stop()
+        self._summary_due.stop()
         try:
             self._save_state()
         except Exception:  # UI state is a nicety; never block closing on it
@@ -814,6 +819,7 @@ class MainWindow(QMainWindow):
     def _on_about_to_quit(self) -> None:
         if self.controller.threads_alive():
             self.shutdown(show_progress=False)
+        self.controller.close_pool()
         self._detach_log()
 
     # ============================================================================ drops on the window

@@ -131,6 +131,27 @@ class RunController(QObject):
         done = sum(max(r.size, 1) * (1.0 if r.status in FINISHED else r.fraction()) for r in rows)
         return min(1.0, done / total), sum(r.status in FINISHED for r in rows), len(rows)
 
+    # --- the worker processes --------------------------------------------------------------------
+    def warm(self) -> None:
+        """Start the local worker processes now (files are queued: a run is likely), so that the run does not
+        wait for their start-up; they stay warm between runs (``close_pool``). Not for a Dask run."""
+        if not self.closing and not getattr(self.settings, "dask_scheduler", ""):
+            self.local_runner.warm(max(1, int(self.settings.parallel_jobs)))
+
+    def settings_changed(self) -> None:
+        """New settings: a warm pool follows the number of parallel jobs (or goes, for a Dask scheduler)."""
+        if self.local_runner.pool is None:
+            return
+        if getattr(self.settings, "dask_scheduler", ""):
+            if not self.local_runner.threads_alive():
+                self.local_runner.close_pool(0)
+        else:
+            self.warm()
+
+    def close_pool(self, timeout_s: float = 3.0) -> bool:
+        """Let the warm worker processes go (nothing runs any more) and wait, bounded, until they have exited."""
+        return self.local_runner.close_pool(timeout_s)
+
     # --- starting --------------------------------------------------------------------------------
     def start(self, operations: list[str], output_dir: Path | None) -> None:
         """Start the queued rows with ``operations``, their outputs in ``output_dir`` (None: beside each

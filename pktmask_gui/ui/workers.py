@@ -1,25 +1,28 @@
-"""Job workers: one worker object per job, run on a thread of its own, calling ``jobs.run_job_process``.
+"""Job workers: one worker object per job, run on a job thread, calling ``jobs.run_job_process``.
 
-The job runs in a worker process of the run's ``WorkerPool`` (started with the run's first job, its
-workers reused job after job, closed once the run's last thread has ended); the thread only waits for
-it and relays progress and log records (batched by the worker) as signals. A plain ``threading.Thread``:
-it runs no Qt event loop (its signals reach the UI thread queued) and starts in a tenth of a QThread's
-time, which counts with hundreds of small files. Cancelling sets the job's
+The job runs in a worker process of the ``WorkerPool`` (started with the first job, or earlier by
+``JobRunner.warm``; its workers reused job after job; the window's pool stays warm between runs until the
+window closes); the job thread only waits for it and relays progress and log records (batched by the
+worker) as signals. Job threads are plain ``threading.Thread``s, kept from job to job: they run no Qt
+event loop (their signals reach the UI thread queued), and a batch of hundreds of small files pays for
+two thread starts, not hundreds. Cancelling sets the job's
 ``threading.Event``: the worker stops within ~0.5 s (or is killed and replaced) and nothing of the job
 is left. Nothing here ever kills a thread.
 
 Quitting goes through ``JobRunner.cancel_all_and_wait``: set every cancel event, then wait, bounded,
-while pumping the UI event loop so that queued results still arrive. A thread ends when its job's
-run() returns, so the wait never depends on a queued hop through a blocked UI thread.
+while pumping the UI event loop so that queued results still arrive. A job has ended when its run()
+returns (its ``done`` event), so the wait never depends on a queued hop through a blocked UI thread; then
+``close_pool`` lets the worker processes go and waits for them.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import traceback
 
-from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QTimer, Signal, Slot
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +78,38 @@ class JobWorker(QObject):
 
 
 class JobRunner(QObject):
-    """Runs jobs on worker threads, never more at once than the caller allows."""
+    """Runs jobs on job threads, never more at once than the caller allows.
+
+    The job threads are kept from job to job (a thread started per job made the UI thread wait for each
+    start while the other jobs' threads held the GIL): a thread takes the next job from a queue and ends
+    after ``THREAD_LINGER_S`` without one. The pool of worker processes is made at the first job (or by
+    ``warm``); with ``keep_warm`` (the window's runner) it outlives the run, so that the next run starts on
+    warm workers, until ``close_pool`` (the window closes) or ``POOL_IDLE_S`` without a job.
+    """
 
     progress = Signal(int, str, *COUNTS)
     finished = Signal(int, object)
     failed = Signal(int, str)
-    idle = Signal()          # the last running job has reported and its thread has ended
+    idle = Signal()          # the last running job has reported and its run() has returned
+
+    THREAD_LINGER_S = 5.0
+    POOL_IDLE_S = 600.0
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._active: dict[int, tuple[threading.Thread, JobWorker]] = {}   # jobs whose thread still runs
-        self._reported: set[int] = set()                             # jobs whose result arrived
-        self.pool = None                    # the WorkerPool of the jobs running now (None: nothing runs)
+        self._active: dict[int, JobWorker] = {}     # jobs whose run() has not returned
+        self._reported: set[int] = set()            # jobs whose result arrived
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()   # JobWorkers waiting for a job thread
+        self._idle_threads = threading.Semaphore(0)  # job threads waiting for a job that no job counts on yet
+        self._threads: set[threading.Thread] = set()
+        self._threads_lock = threading.Lock()
+        self.pool = None                    # the WorkerPool (None: not made yet, or closed)
+        self.keep_warm = False              # True: the pool outlives the run (``warm``)
         self._closing_pools: list[threading.Thread] = []
+        self._pool_idle = QTimer(self)      # a warm pool unused this long is closed (workers hold memory)
+        self._pool_idle.setSingleShot(True)
+        self._pool_idle.setInterval(int(self.POOL_IDLE_S * 1000))
+        self._pool_idle.timeout.connect(lambda: self._active or self._close_pool())
 
     # --- state -----------------------------------------------------------------------------------
     def running_ids(self) -> list[int]:
@@ -95,16 +117,20 @@ class JobRunner(QObject):
         return [rid for rid in self._active if rid not in self._reported]
 
     def running_count(self) -> int:
-        return len(self.running_ids())
+        return len(self._active) - len(self._reported)
 
     def threads_alive(self) -> int:
+        """Jobs whose run() has not returned (their cleanup may still be going on)."""
         return len(self._active)
+
+    def worker(self, row_id: int) -> JobWorker | None:
+        return self._active.get(row_id)
 
     # --- start / cancel --------------------------------------------------------------------------
     def start(self, row_id: int, job, settings, slots: int = 1, split: int = 1) -> None:
-        """Run ``job`` on a thread of its own and a worker process of the pool (``slots``: how many jobs
-        may run at once, the pool's size); with ``split`` > 1 (a file that runs alone) on up to that many
-        processes of its own instead (segments.py)."""
+        """Run ``job`` on a job thread and a worker process of the pool (``slots``: how many jobs may run
+        at once, the pool's size); with ``split`` > 1 (a file that runs alone) on up to that many processes
+        of its own instead (segments.py)."""
         if split > 1:                   # no pool for it: the segments' processes are the file's own
             worker = JobWorker(row_id, job, settings, split=split)
         else:
@@ -113,12 +139,39 @@ class JobRunner(QObject):
         worker.finished.connect(self._on_finished)
         worker.failed.connect(self._on_failed)
         worker.ended.connect(self._on_thread_finished)
-        thread = threading.Thread(target=worker.run, name=f"pktmask-job-{row_id}", daemon=True)
-        self._active[row_id] = (thread, worker)
-        thread.start()
+        self._active[row_id] = worker
+        self._pool_idle.stop()
+        self._jobs.put(worker)
+        if not self._idle_threads.acquire(blocking=False):      # no thread waits for work: one more
+            thread = threading.Thread(target=self._thread_main, name="pktmask-job", daemon=True)
+            with self._threads_lock:
+                self._threads.add(thread)
+            thread.start()
+
+    def _thread_main(self) -> None:
+        """A job thread: run the queued jobs one after another; end after THREAD_LINGER_S without one."""
+        while True:
+            try:
+                worker = self._jobs.get(timeout=self.THREAD_LINGER_S)
+            except queue.Empty:
+                if self._idle_threads.acquire(blocking=False):  # no job counts on this thread: it ends
+                    with self._threads_lock:
+                        self._threads.discard(threading.current_thread())
+                    return
+                continue                # a job was just queued for an idle thread: take it
+            worker.run()
+            self._idle_threads.release()
+
+    def warm(self, slots: int) -> None:
+        """Make the pool now (its ``slots`` workers start off the UI thread) and keep it between runs."""
+        self.keep_warm = True
+        self._pool_of(slots)
+        if not self._active:
+            self._pool_idle.start()
 
     def _pool_of(self, slots: int):
-        """The run's pool, made (and warmed off the UI thread) at its first job, resized to ``slots``."""
+        """The pool, made (and warmed off the UI thread) at its first use, resized to ``slots``."""
+        slots = max(1, int(slots))
         if self.pool is None:
             from ..workerpool import WorkerPool
 
@@ -127,14 +180,19 @@ class JobRunner(QObject):
             # idle yet starts its own.
             threading.Thread(target=self.pool.warm, name="pktmask-pool-warm", daemon=True).start()
         elif self.pool.size != slots:
-            self.pool.resize(slots)
+            pool = self.pool            # fewer: idle workers exit (bounded wait); more: started ahead of need
+
+            def resize():
+                pool.resize(slots)
+                pool.warm()
+            threading.Thread(target=resize, name="pktmask-pool-resize", daemon=True).start()
         return self.pool
 
     def cancel(self, row_id: int) -> bool:
-        entry = self._active.get(row_id)
-        if entry is None or row_id in self._reported:
+        worker = self._active.get(row_id)
+        if worker is None or row_id in self._reported:
             return False
-        entry[1].cancel_event.set()
+        worker.cancel_event.set()
         return True
 
     def cancel_all(self) -> int:
@@ -155,22 +213,33 @@ class JobRunner(QObject):
         self.failed.emit(row_id, error)
 
     def _on_thread_finished(self, row_id: int) -> None:
-        entry = self._active.pop(row_id, None)
-        if entry is None:
+        worker = self._active.pop(row_id, None)
+        if worker is None:
             return
-        entry[0].join(1.0)   # returns at once: run() has returned, the thread ends with it
+        worker.deleteLater()        # here, in the UI thread it belongs to (not wherever its last reference goes)
         self._reported.discard(row_id)
         if not self._active:
-            self._close_pool()
+            if self.keep_warm:
+                self._pool_idle.start()
+            else:
+                self._close_pool()
             self.idle.emit()
 
     def _close_pool(self) -> None:
-        """Nothing runs: let the pool's workers go (they exit in moments; off the UI thread)."""
+        """Let the pool's workers go (they exit in moments; off the UI thread)."""
         pool, self.pool = self.pool, None
         if pool is not None:
             closer = threading.Thread(target=pool.close, name="pktmask-pool-close", daemon=True)
             closer.start()
             self._closing_pools = [t for t in self._closing_pools if t.is_alive()] + [closer]
+
+    def close_pool(self, timeout_s: float = 3.0) -> bool:
+        """Close the pool (no job may run) and wait, bounded, until its workers have exited; True when they
+        have. The window calls it when it closes: no worker process outlives it."""
+        self.keep_warm = False
+        self._pool_idle.stop()
+        self._close_pool()
+        return self.wait_for_pools(timeout_s)
 
     def wait_for_pools(self, timeout_s: float = 3.0) -> bool:
         """Wait (bounded) until every closed pool's workers have exited; True when they have."""
@@ -181,28 +250,24 @@ class JobRunner(QObject):
         return not self._closing_pools
 
     def cancel_all_and_wait(self, timeout_s: float = 10.0) -> bool:
-        """Cancel every job and wait for their threads (bounded), delivering their results.
+        """Cancel every job and wait for their run() to return (bounded), delivering their results.
 
-        Returns True when every thread has ended. Pumps the event loop so that results, log records
+        Returns True when every job has ended. Pumps the event loop so that results, log records
         and the workers' ``ended`` signals are handled while waiting.
         """
-        for _thread, worker in list(self._active.values()):
+        for worker in list(self._active.values()):
             worker.cancel_event.set()
         deadline = time.monotonic() + timeout_s
         while self._active and time.monotonic() < deadline:
             QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
-            entries = list(self._active.values())
-            finishing = [thread for thread, worker in entries if worker.done.is_set()]
-            if finishing:
-                finishing[0].join(0.05)        # its run() returned: the thread ends within moments
-            elif entries:
-                entries[0][1].done.wait(0.02)  # sleep briefly instead of spinning
-        # Results and thread-finished notifications posted in the last moments.
+            waiting = [w for w in self._active.values() if not w.done.is_set()]
+            if waiting:
+                waiting[0].done.wait(0.02)     # sleep briefly instead of spinning
+        # Results and ended notifications posted in the last moments.
         QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
-        for rid, (thread, _worker) in list(self._active.items()):
-            thread.join(0.1)
-            if not thread.is_alive():
+        for rid, worker in list(self._active.items()):
+            if worker.done.wait(0.1):
                 self._on_thread_finished(rid)
-        if not self._active:
+        if not self._active and not self.keep_warm:
             self.wait_for_pools(max(0.5, deadline - time.monotonic()))
         return not self._active

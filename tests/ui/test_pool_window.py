@@ -1,6 +1,7 @@
-"""The window on a batch of many small captures: one worker pool for the run (two processes for every file),
-a worker killed mid-run fails only its row, cancel within 0.5 s, a large folder queued in slices, and a
-long summary filled in slices — real widgets, real engine, real worker processes."""
+"""The window on a batch of many small captures: one worker pool (two processes for every file), warm from the
+moment files are queued and kept between runs until the window closes, a worker killed mid-run fails only
+its row, cancel within 0.5 s, a large folder queued in slices — real widgets, real engine, real worker
+processes."""
 from __future__ import annotations
 
 import json
@@ -65,9 +66,7 @@ def test_a_batch_runs_on_one_pool_of_two_workers_and_leaves_nothing(qtbot, windo
     assert pool.started == 2                         # two processes for thirty files
     workers = processes.pids - {os.getpid()}
     assert 1 <= len(workers) <= 2                    # the jobs' lines came from those workers
-    assert window.controller.runner.pool is None     # closed once the run's last thread ended
-    assert window.controller.runner.wait_for_pools(5)
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in workers)
+    assert workers <= set(pool.worker_pids())
     assert sorted(p.name for p in ui_env.out.iterdir()) == sorted(f"{f.stem}-sanitized.pcap" for f in files)
     assert ui_env.leftovers() == []
     # The summary lists every file.
@@ -75,6 +74,11 @@ def test_a_batch_runs_on_one_pool_of_two_workers_and_leaves_nothing(qtbot, windo
     summary = window.summary_dialog.table.model()
     assert summary.rowCount() == 30
     assert sorted(summary.index(i, 0).data() for i in range(30)) == sorted(f.name for f in files)
+    # The pool stays warm for the next run, and goes with the window.
+    assert window.controller.runner.pool is pool
+    window.close()
+    assert window.controller.runner.pool is None
+    assert not alive(workers) and ui_env.leftovers() == []
 
 
 def test_a_worker_killed_mid_run_fails_only_its_row(qtbot, window, ui_env, big_capture):
@@ -151,3 +155,58 @@ def test_a_large_folder_is_queued_in_slices_while_the_window_stays_live(qtbot, w
     qtbot.waitUntil(lambda: not window.adding(), timeout=30000)
     assert len(window.model.rows) == 1500
     assert window.notice.isVisible()
+
+
+def alive(pids) -> list[int]:
+    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_queued_files_warm_the_pool_the_next_run_reuses_it_and_closing_leaves_nothing(qtbot, window, ui_env):
+    """Files queued: the workers start while the user looks; two runs share them; a settings change of the
+    parallel jobs resizes the pool; closing the window ends every worker and leaves no pktmask_* behind."""
+    small_files(ui_env.inputs, 6)
+    tick(window, OPS)
+    window.out_folder.setChecked(True)
+    window.out_path.setText(str(ui_env.out))
+    runner = window.controller.runner
+    assert runner.pool is None
+    window.add_paths([ui_env.inputs])
+    pool = runner.pool
+    assert pool is not None and pool.size == 2        # made when the files were queued, before Start
+    qtbot.waitUntil(lambda: len(pool.worker_pids()) == 2, timeout=10000)
+    warm = set(pool.worker_pids())
+    assert window.start()
+    wait_idle(qtbot, window, timeout=60000)
+    assert [r.status for r in window.model.rows] == ["Done"] * 6
+    assert runner.pool is pool and set(pool.worker_pids()) == warm and pool.started == 2
+
+    window.model.requeue(window.model.rows)           # a second run: the same workers, none started
+    window.out_path.setText(str(ui_env.out / "again"))
+    assert window.start()
+    wait_idle(qtbot, window, timeout=60000)
+    assert [r.status for r in window.model.rows] == ["Done"] * 6
+    assert runner.pool is pool and pool.started == 2
+
+    window.apply_settings(ui_env.settings(parallel_jobs=3))      # more parallel jobs: one more worker
+    qtbot.waitUntil(lambda: len(pool.worker_pids()) == 3, timeout=10000)
+    three = set(pool.worker_pids())
+    assert warm < three
+    window.apply_settings(ui_env.settings(parallel_jobs=1))      # fewer: the idle ones beyond it exit
+    qtbot.waitUntil(lambda: len(pool.worker_pids()) == 1 and alive(three - set(pool.worker_pids())) == [],
+                    timeout=10000)
+
+    window.close()
+    assert runner.pool is None
+    assert alive(three) == []
+    assert ui_env.leftovers() == []
+
+
+def test_closing_the_window_right_after_queueing_ends_the_starting_workers(qtbot, window, ui_env):
+    small_files(ui_env.inputs, 2)
+    window.add_paths([ui_env.inputs])
+    pool = window.controller.runner.pool
+    assert pool is not None
+    qtbot.waitUntil(lambda: pool.started == 2, timeout=10000)
+    pids = pool.worker_pids()                       # started; still importing the engine, most likely
+    window.close()
+    assert alive(pids) == [] and ui_env.leftovers() == []

@@ -100,7 +100,7 @@ def test_a_running_job_keeps_its_settings(window, ui_env, qtbot, big_capture):
     window.out_path.setText(str(ui_env.out))
     assert window.start()
     qtbot.waitUntil(lambda: window.model.rows[0].status == "Running")
-    running = window.controller.runner._active[window.model.rows[0].id][1]
+    running = window.controller.runner.worker(window.model.rows[0].id)
     changed = settings_mod.load_settings()
     changed.output_suffix = "-v2"
     window.apply_settings(changed)

@@ -1,4 +1,4 @@
-"""Cancel and close while real jobs run: QThread workers, the engine's cancel token, nothing left behind;
+"""Cancel and close while real jobs run: job threads, the engine's cancel token, nothing left behind;
 the order of the runner's signals."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_cancel_stops_a_large_job_within_half_a_second_and_leaves_nothing(window
     assert window.start()
     row = wait_running(qtbot, window, "big.pcap")
     assert 0 < row.fraction() < 1 and row.packets_done > 0
-    _thread, worker = window.controller.runner._active[row.id]
+    worker = window.controller.runner.worker(row.id)
 
     started = time.monotonic()
     window.cancel_all()
