@@ -8,6 +8,7 @@ queued file will be saved (the window tells it the output choice and settings of
 from __future__ import annotations
 
 import itertools
+import operator
 import os
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class QueueRow:
     error: str = ""
     compression: str | None = None  # "gzip" | "zstd" | "lz4", by the file's first bytes; None: plain
     output: Path | None = None      # where its job writes, set when the job starts
+    key: str = ""                   # the file's real path (_path_key): the same file is not queued twice
 
     @property
     def display_name(self) -> str:
@@ -66,13 +68,35 @@ class QueueRow:
 
 
 def _walk_captures(folder: Path):
-    """pipeline.find_captures for one folder, one capture at a time (a walk of a large folder yields)."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("pktmask_"))
-        for name in sorted(filenames):
-            file = Path(dirpath) / name
-            if pipeline.is_capture_file(file):
-                yield file, file.parent.relative_to(folder)
+    """pipeline.find_captures for one folder, one capture at a time: (file, its folder relative to ``folder``,
+    its key), in os.walk's order (a folder's files by name, then its subfolders, linked ones not followed).
+    A folder is listed and sorted at once, its entries looked at as the caller asks (a folder of 10,000
+    files is queued slice by slice, not looked at whole first); its real path is worked out once."""
+    pending = [(Path(folder), Path(""))]
+    while pending:
+        here, rel_dir = pending.pop()
+        try:
+            with os.scandir(here) as listing:
+                entries = sorted(listing, key=_entry_name)
+        except OSError:
+            continue
+        real = os.path.realpath(here)
+        subdirs = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not entry.name.startswith("pktmask_") and not entry.is_symlink():
+                    subdirs.append(entry.name)
+            elif pipeline.is_capture_file(entry.path):
+                key = _path_key(entry.path) if entry.is_symlink() else os.path.normcase(os.path.join(real, entry.name))
+                yield here / entry.name, rel_dir, key
+        pending.extend((here / name, rel_dir / name) for name in reversed(subdirs))
+
+
+_entry_name = operator.attrgetter("name")
 
 
 def _path_key(path: Path) -> str:
@@ -198,12 +222,12 @@ class QueueModel(QAbstractTableModel):
 
     # --- rows ------------------------------------------------------------------------------------
     def add(self, path: Path, rel_dir: Path, size: int) -> QueueRow:
-        row = self._new_row(path, rel_dir, size)
+        row = self._new_row(path, rel_dir, size, _path_key(path))
         self.insert([row])
         return row
 
-    def _new_row(self, path: Path, rel_dir: Path, size: int) -> QueueRow:
-        row = QueueRow(self._next_id, path, rel_dir, size, compression=sniff(path))
+    def _new_row(self, path: Path, rel_dir: Path, size: int, key: str) -> QueueRow:
+        row = QueueRow(self._next_id, path, rel_dir, size, compression=sniff(path), key=key)
         self._next_id += 1
         return row
 
@@ -248,7 +272,7 @@ class QueueModel(QAbstractTableModel):
     def scan(self, paths):
         """Yield, one by one, a new (not yet inserted) QueueRow for each capture named or found under
         ``paths`` and a (name, reason) for each refusal: a caller can spread a large folder over time."""
-        already = {_path_key(p) for p in self.queued_paths()}
+        already = {row.key for row in self.rows if row.status not in FINISHED}
         for raw in paths:
             path = Path(raw)
             if path.is_dir():
@@ -270,19 +294,18 @@ class QueueModel(QAbstractTableModel):
                                   "also gzip, zstd or lz4 compressed)")
                 continue
             else:
-                found = iter([(path, Path(""))])
-            for file, rel_dir in found:
-                key = _path_key(file)
+                found = iter([(path, Path(""), _path_key(path))])
+            for file, rel_dir, key in found:
                 if key in already:
                     yield (file.name, "it is already in the queue")
                     continue
                 try:
-                    size = file.stat().st_size
+                    size = os.stat(file).st_size
                 except OSError as exc:
                     yield (file.name, f"it cannot be read ({exc.strerror or exc})")
                     continue
                 already.add(key)
-                yield self._new_row(file, rel_dir, size)
+                yield self._new_row(file, rel_dir, size, key)
 
     def requeue(self, rows) -> None:
         """Finished rows wait in the queue again, as if just added."""
@@ -351,9 +374,6 @@ class QueueModel(QAbstractTableModel):
     def refresh_all(self) -> None:
         if self.rows:
             self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, len(COLUMNS) - 1))
-
-    def queued_paths(self) -> set:
-        return {row.path for row in self.rows if row.status not in FINISHED}
 
     def set_destination(self, settings, output_dir: Path | None) -> None:
         """The output choice and settings a queued row would start with now: its "Will be saved as" words."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from pktmask_gui.capture import CaptureReader
@@ -67,6 +68,24 @@ def test_drop_queues_files_and_folders_and_refuses_the_rest_with_a_reason(window
     assert len(window.model.rows) == 2
     assert "already in the queue" in window.notice_text.text()
     del keep, keep2
+
+
+def test_the_same_file_by_another_path_is_not_queued_twice(window, ui_env):
+    """A file already queued, reached again through a linked folder, a linked file or its folder, is refused
+    as already queued; a hard link is another file and is queued."""
+    folder = ui_env.inputs / "caps"
+    folder.mkdir()
+    a = folder / "a.pcap"
+    generate(a, packets=20, seed=1)
+    os.link(a, folder / "hard.pcap")
+    window.add_paths([a])
+    (ui_env.inputs / "via").symlink_to(folder, target_is_directory=True)
+    (ui_env.inputs / "soft.pcap").symlink_to(a)
+    added, refused = window.add_paths([ui_env.inputs / "via" / "a.pcap", ui_env.inputs / "soft.pcap", folder])
+    assert added == 1 and [r.path.name for r in window.model.rows] == ["a.pcap", "hard.pcap"]
+    assert [(name, reason) for name, reason in refused] == [("a.pcap", "it is already in the queue"),
+                                                            ("soft.pcap", "it is already in the queue"),
+                                                            ("a.pcap", "it is already in the queue")]
 
 
 def test_drop_on_the_window_outside_the_queue_queues_too(window, ui_env):
