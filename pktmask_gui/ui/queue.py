@@ -566,7 +566,10 @@ class QueueView(QTableView):
 
     def resizeEvent(self, event):
         super().resizeEvent(event)
-        self.fit_columns()
+        # At the next turn of the event loop: the first rows of an add resize the viewport (its scroll bar
+        # appears), and measuring their words belongs in a turn of its own, not in the add's.
+        if getattr(self, "_fit_timer", None) is not None:
+            self._fit_timer.start(0)
 
     # --- drag and drop ---------------------------------------------------------------------------
     @staticmethod
