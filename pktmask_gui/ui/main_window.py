@@ -99,12 +99,17 @@ class MainWindow(QMainWindow):
         self.clock = QTimer(self)
         self.clock.setInterval(500)
         self.clock.timeout.connect(self._update_overall)
-        # The summary opens at the next turn of the event loop after the run's end: the last result and the
-        # new dialog are two short pieces of work, not one long one.
+        # At the run's end the summary opens in two more turns of the event loop, the dialog made in one, shown
+        # (laid out, painted) in the next: the last result, the new dialog and its first paint are three
+        # short pieces of work, not one long one.
         self._summary_due = QTimer(self)
         self._summary_due.setSingleShot(True)
         self._summary_due.setInterval(0)
-        self._summary_due.timeout.connect(self.show_summary)
+        self._summary_due.timeout.connect(lambda: self._make_summary() and self._summary_show.start())
+        self._summary_show = QTimer(self)
+        self._summary_show.setSingleShot(True)
+        self._summary_show.setInterval(0)
+        self._summary_show.timeout.connect(lambda: self.summary_dialog is not None and self.summary_dialog.show())
 
         self._restore_state()
         self._update_actions()
@@ -403,7 +408,8 @@ class MainWindow(QMainWindow):
 
     def is_idle(self) -> bool:
         """Nothing runs, nothing is being added, no summary is about to open."""
-        return self.controller.is_idle() and not self._adds and not self._summary_due.isActive()
+        return self.controller.is_idle() and not self._adds and not self._summary_due.isActive() \
+            and not self._summary_show.isActive()
 
     def _add_slice(self, minimum: int = 1) -> tuple[int, list[tuple[str, str]]]:
         added, refused = [], []
@@ -541,6 +547,7 @@ class MainWindow(QMainWindow):
 
     def _on_run_started(self, run: Run, what: str) -> None:
         self._summary_due.stop()
+        self._summary_show.stop()
         if self.summary_dialog is not None:
             self.summary_dialog.close()
         self.clock.start()
@@ -713,8 +720,14 @@ class MainWindow(QMainWindow):
         self.controller.fill_slots()   # more parallel jobs may start now
 
     def show_summary(self) -> None:
-        if not self.controller.last_results:
-            return
+        if self._make_summary():
+            self.summary_dialog.show()
+
+    def _make_summary(self) -> bool:
+        """The last run's summary dialog, made and not yet shown (at the run's end ``_summary_show`` shows it
+        at the next turn of the event loop). False when there is nothing to summarise."""
+        if not self.controller.last_results or self.controller.closing:
+            return False
         if self.summary_dialog is not None:
             self.summary_dialog.close()
             self.summary_dialog.deleteLater()
@@ -724,7 +737,7 @@ class MainWindow(QMainWindow):
         self.summary_dialog.setModal(False)
         dialog = self.summary_dialog
         dialog.finished.connect(lambda _code: self.state.setValue("recent/summaryDir", dialog.last_dir))
-        dialog.show()               # painted at the next turn of the event loop
+        return True
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About PktMask GUI", about_html())
@@ -809,6 +822,7 @@ class MainWindow(QMainWindow):
         self.controller.close_pool()    # the warm worker processes go with the window
         self.clock.stop()
         self._summary_due.stop()
+        self._summary_show.stop()
         try:
             self._save_state()
         except Exception:  # UI state is a nicety; never block closing on it

@@ -210,8 +210,8 @@ class SummaryDialog(QDialog):
         self.model = SummaryModel(self.results, self)
         self.table = QTableView()
         self.table.setObjectName("summaryTable")
+        self.table.verticalHeader().hide()      # before the model: a shown one would measure 200 rows' headers
         self.table.setModel(self.model)
-        self.table.verticalHeader().hide()
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setAlternatingRowColors(True)
