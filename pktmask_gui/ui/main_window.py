@@ -418,8 +418,6 @@ class MainWindow(QMainWindow):
             self._adds.popleft()
         self._added += len(added)
         self._refused += refused
-        if added and self.controller.run is None:
-            self.controller.warm()          # files are queued: the worker processes start while the user looks
         if self._adds:
             self.statusBar().showMessage(f"Adding files… {plural(self._added, 'file')} queued so far.")
             self._add_timer.start()
@@ -433,6 +431,9 @@ class MainWindow(QMainWindow):
         if total:
             self.statusBar().showMessage(f"Queued {plural(total, 'file')}.", 5000)
             self.controller.fill_slots()   # a run going on takes in what was just queued
+            # Files are queued: the worker processes start while the user looks (once the add is done: their
+            # start-up competes for the CPU and the GIL, and slows the slices of a large add).
+            self.controller.warm()
         self._update_actions()
         return len(added), refused
 
