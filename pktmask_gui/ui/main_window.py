@@ -452,7 +452,8 @@ class MainWindow(QMainWindow):
                                      8000)
 
     def remove_selected(self) -> None:
-        self.model.remove_rows([r for r in self._selected_rows() if r.status not in (RUNNING, CANCELLING)])
+        rows = self.controller.release([r for r in self._selected_rows() if r.status not in (RUNNING, CANCELLING)])
+        self.model.remove_rows([r for r in rows if r.status not in (RUNNING, CANCELLING)])
         self._update_actions()
 
     def clear_finished(self) -> None:

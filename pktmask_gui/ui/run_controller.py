@@ -72,10 +72,13 @@ class RunController(QObject):
     def __init__(self, model: QueueModel, settings, parent=None):
         super().__init__(parent)
         self.model = model
-        self.settings = settings          # in force: the window sets new ones; each job starts with a copy
+        # Rows handed to the local runner ahead of need, one per job slot, still queued: a job thread takes
+        # one the moment its job ends, without waiting for this thread (row id -> (job, settings copy)).
+        self._standby: dict[int, tuple] = {}
         # JobRunner: jobs on this computer; a ClusterRunner (cluster_runner.py) while a run goes to the Dask
         # scheduler named in the settings. Chosen when a run starts.
         self.local_runner = self.runner = JobRunner(self)
+        self.settings = settings          # in force: the window sets new ones; each job starts with a copy
         self.run: Run | None = None
         self.last_results: list[JobResult] = []   # the last run's results, in queue order (its summary)
         self.last_elapsed: float | None = None
@@ -92,6 +95,20 @@ class RunController(QObject):
         runner.finished.connect(self._on_result)
         runner.failed.connect(self._on_worker_failed)
         runner.idle.connect(self._on_idle)
+        if hasattr(runner, "began"):
+            runner.began.connect(self._on_began)
+
+    @property
+    def settings(self):
+        return self._settings
+
+    @settings.setter
+    def settings(self, value) -> None:
+        """New settings apply from the next job that starts: rows handed ahead of need go back to waiting
+        (they had a copy of the old ones); ``fill_slots`` hands them again."""
+        self._settings = value
+        self._job_settings = None
+        self._take_back_standby()
 
     def _choose_runner(self) -> None:
         """A run starts: on the Dask scheduler of the settings, or here. The previous runner is idle."""
@@ -109,8 +126,13 @@ class RunController(QObject):
 
     # --- state -----------------------------------------------------------------------------------
     def running_count(self) -> int:
-        """Jobs that have not reported a result yet."""
-        return self.runner.running_count()
+        """Rows running (their job has begun, or begins at once) that have not reported a result yet."""
+        return self._held() - len(self._standby)
+
+    def _held(self) -> int:
+        """Jobs handed to the runner that have not reported (running, or standing by)."""
+        held = getattr(self.runner, "held_count", None)
+        return held() if held is not None else self.runner.running_count()
 
     def threads_alive(self) -> int:
         return self.runner.threads_alive()
@@ -160,6 +182,7 @@ class RunController(QObject):
             return
         if self.run is None:
             self._choose_runner()
+            self._job_settings = None         # the settings as they are now (a preset may have changed them)
             self.run = Run(list(operations), output_dir)
             what = (f"{plural(sum(r.status == QUEUED for r in self.model.rows), 'file')} with "
                     f"{', '.join(titles(operations))}")
@@ -169,30 +192,80 @@ class RunController(QObject):
         self.changed.emit()
 
     def fill_slots(self) -> None:
-        """Start queued rows while a job slot is free (nothing without a run, or while closing)."""
+        """Start queued rows while a job slot is free (nothing without a run, or while closing), then hand
+        the local runner one more row per slot to stand by."""
         run = self.run
         if run is None or self.closing:
             return
-        limit = len(self.model.rows) if getattr(self.runner, "unbounded", False) else \
-            max(1, int(self.settings.parallel_jobs))
-        free = limit - self.runner.running_count()
+        unbounded = getattr(self.runner, "unbounded", False)
+        limit = len(self.model.rows) if unbounded else max(1, int(self.settings.parallel_jobs))
+        running = self._held() - len(self._standby)
+        standby = 0 if unbounded or self.runner is not self.local_runner else limit
         for row in self.model.queued_rows():
-            if free <= 0:
+            if row.id in self._standby:
+                continue
+            now = running < limit and not self._standby     # a thread takes it at once
+            if not now and len(self._standby) >= standby:
                 break
-            free -= 1
-            # A copy: a settings change while this job runs applies to the next job only.
-            settings = copy.deepcopy(self.settings)
+            # A copy: a settings change while this job runs applies to the next job only. One copy serves every
+            # job until the settings change (the window replaces them; presets are locked while a run goes on).
+            if self._job_settings is None:
+                self._job_settings = copy.deepcopy(self.settings)
+            settings = self._job_settings
             job = Job(input=row.path, output_dir=run.output_dir, stages=list(run.operations), rel_dir=row.rel_dir)
-            row.status, row.phase = RUNNING, ""
-            row.bytes_done = row.bytes_total = row.packets_done = 0
-            row.output = row.planned_output(run.output_dir, settings)
             run.row_ids[row.id] = None
-            # the only file to run now (none running, none left queued): the other slots' cores are its
-            # (segments.py)
-            alone = self.runner.running_count() == 0 and not self.model.has_queued()
-            self.runner.start(row.id, job, settings, slots=limit, split=limit if alone else 1)
-            self.model.changed(row)
+            if now:
+                self._begin(row, settings)
+                running += 1
+                # the only file to run now (none running, none left queued): the other slots' cores are its
+                # (segments.py)
+                alone = running == 1 and not self.model.has_queued()
+                self.runner.start(row.id, job, settings, slots=limit, split=limit if alone else 1)
+            else:
+                self._standby[row.id] = (job, settings)
+                self.runner.start(row.id, job, settings, slots=limit)
         self._maybe_finish()
+
+    def _begin(self, row: QueueRow, settings) -> None:
+        """The row's job runs now: its row says so."""
+        row.status, row.phase = RUNNING, ""
+        row.bytes_done = row.bytes_total = row.packets_done = 0
+        row.output = row.planned_output(self.run.output_dir if self.run else None, settings)
+        self.model.changed(row)
+
+    def _on_began(self, row_id: int) -> None:
+        """A job thread took a row that stood by."""
+        entry = self._standby.pop(row_id, None)
+        row = self.model.row_by_id(row_id)
+        if entry is not None and row is not None and row.status == QUEUED:
+            self._begin(row, entry[1])
+            self.changed.emit()
+
+    def _take_back(self, row: QueueRow) -> bool:
+        """A row that stands by goes back to plain waiting: True when the runner gave it back (it never
+        ran); False when a job thread had taken it already — it runs now, and the row says so."""
+        entry = self._standby.pop(row.id, None)
+        if entry is None:
+            return True
+        if self.runner.withdraw(row.id):
+            return True
+        if row.status == QUEUED:
+            self._begin(row, entry[1])
+        return False
+
+    def _take_back_standby(self) -> None:
+        for row_id in list(self._standby):
+            row = self.model.row_by_id(row_id)
+            if row is not None:
+                self._take_back(row)
+            else:
+                self._standby.pop(row_id, None)
+                self.runner.withdraw(row_id)
+
+    def release(self, rows) -> list[QueueRow]:
+        """Rows the window is about to remove from the queue: those that stood by are taken back; the ones a
+        job thread had taken already run now and stay. Returns the rows that may go."""
+        return [row for row in rows if self._take_back(row)]
 
     # --- progress and results --------------------------------------------------------------------
     def _on_progress(self, row_id: int, phase: str, done: int, total: int, packets: int) -> None:
@@ -252,7 +325,7 @@ class RunController(QObject):
 
     def _maybe_finish(self) -> None:
         run = self.run
-        if run is None or self.runner.running_count() or self.model.has_queued():
+        if run is None or self._held() or self.model.has_queued():
             return
         run.finished = time.monotonic()
         self.run = None
@@ -269,7 +342,7 @@ class RunController(QObject):
         temp files and partial output) and drop the queued ones of the run."""
         dropped = 0
         for row in self.model.rows:
-            if row.status == QUEUED and self.run is not None:
+            if row.status == QUEUED and self.run is not None and self._take_back(row):
                 row.status, row.error = CANCELLED, NOT_STARTED
                 dropped += 1
                 self.model.changed(row)
@@ -288,10 +361,10 @@ class RunController(QObject):
         self.changed.emit()
 
     def cancel_row(self, row: QueueRow) -> None:
-        if row.status == QUEUED:
+        if row.status == QUEUED and self._take_back(row):
             row.status, row.error = CANCELLED, NOT_STARTED
             self.model.changed(row)
-        elif row.status == RUNNING and self.runner.cancel(row.id):
+        if row.status == RUNNING and self.runner.cancel(row.id):
             row.status = CANCELLING
             self.model.changed(row)
             logging.LoggerAdapter(log, {"job": row.path.name}).warning("cancel requested.")
@@ -304,10 +377,10 @@ class RunController(QObject):
         stopping. Returns how many job threads are still alive (``wait_for_jobs`` ends them)."""
         self.closing = True
         for row in self.model.rows:
-            if row.status == QUEUED:
+            if row.status == QUEUED and self._take_back(row):
                 row.status, row.error = CANCELLED, NOT_STARTED
                 self.model.changed(row)
-            elif row.status == RUNNING:
+            if row.status == RUNNING:
                 row.status = CANCELLING
                 self.model.changed(row)
         alive = self.runner.threads_alive()

@@ -17,10 +17,10 @@ returns (its ``done`` event), so the wait never depends on a queued hop through 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import traceback
+from collections import deque
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QTimer, Signal, Slot
 
@@ -32,29 +32,33 @@ log = logging.getLogger(__name__)
 COUNTS = ("qlonglong", "qlonglong", "qlonglong")
 
 
-class JobWorker(QObject):
-    progress = Signal(int, str, *COUNTS)         # row id, phase, bytes done, bytes total, packets done
-    finished = Signal(int, object)               # row id, pipeline.JobResult
-    failed = Signal(int, str)                    # row id, error (the worker itself failed)
-    ended = Signal(int)                          # row id: run() has returned (its thread ends now)
+class JobWorker:
+    """One job: what it runs and its cancel event. Its thread reports through the runner's signals (``to``):
+    they reach the UI thread queued, in the order they were sent. A plain object, not a QObject with
+    signals of its own: a batch of small files makes one per file."""
 
-    def __init__(self, row_id: int, job, settings, pool=None, split: int = 1):
-        super().__init__()
+    def __init__(self, row_id: int, job, settings, pool=None, split: int = 1, to: JobRunner | None = None):
         self.row_id = row_id
         self.job = job
         self.settings = settings
         self.pool = pool
         self.split = split              # > 1: the file's main pass may run on that many processes
+        self.to = to
         self.cancel_event = threading.Event()
         self.done = threading.Event()
 
     def _progress(self, phase, bytes_done, bytes_total, packets_done):
-        self.progress.emit(self.row_id, str(phase), int(bytes_done), int(bytes_total), int(packets_done))
+        self.to.progress.emit(self.row_id, str(phase), int(bytes_done), int(bytes_total), int(packets_done))
 
-    @Slot()
     def run(self):
+        to = self.to
         try:
             from .. import jobs
+            if self.cancel_event.is_set():      # cancelled while it waited for a thread: nothing to stop
+                from ..pipeline import JobResult
+                to._job_finished.emit(self.row_id, JobResult(input=str(self.job.input), status="cancelled",
+                                                             error="cancelled"))
+                return
             # Log records (the child's, relayed by the engine, and this thread's own workspace lines)
             # reach the panel through the pktmask_gui logger, which carries the window's QtLogHandler.
             if self.split > 1:
@@ -69,40 +73,50 @@ class JobWorker(QObject):
             job_log = logging.LoggerAdapter(log, {"job": self.job.input.name})
             job_log.error("the job stopped with an internal error: %s", exc)
             job_log.debug("%s", traceback.format_exc())
-            self.failed.emit(self.row_id, f"Internal error: {exc}")
+            to._job_failed.emit(self.row_id, f"Internal error: {exc}")
         else:
-            self.finished.emit(self.row_id, result)
+            to._job_finished.emit(self.row_id, result)
         finally:
             self.done.set()
-            self.ended.emit(self.row_id)
+            to._job_ended.emit(self.row_id)
 
 
 class JobRunner(QObject):
     """Runs jobs on job threads, never more at once than the caller allows.
 
-    The job threads are kept from job to job (a thread started per job made the UI thread wait for each
-    start while the other jobs' threads held the GIL): a thread takes the next job from a queue and ends
-    after ``THREAD_LINGER_S`` without one. The pool of worker processes is made at the first job (or by
-    ``warm``); with ``keep_warm`` (the window's runner) it outlives the run, so that the next run starts on
-    warm workers, until ``close_pool`` (the window closes) or ``POOL_IDLE_S`` without a job.
+    ``start`` hands a job over; at most ``slots`` job threads take the jobs in the order they were handed
+    (a thread per job made the UI thread wait for each start while the other jobs' threads held the GIL).
+    A job handed while every thread is busy waits, and the first thread to finish takes it at once,
+    without a round trip through the UI thread (``began`` says when; ``withdraw`` takes back a job that has
+    not begun). A thread ends after ``THREAD_LINGER_S`` without a job. The pool of worker processes is made
+    at the first job (or by ``warm``); with ``keep_warm`` (the window's runner) it outlives the run, so that
+    the next run starts on warm workers, until ``close_pool`` (the window closes) or ``POOL_IDLE_S``
+    without a job.
     """
 
     progress = Signal(int, str, *COUNTS)
     finished = Signal(int, object)
     failed = Signal(int, str)
+    began = Signal(int)      # a job thread took a job (a job handed while every thread was busy: now)
     idle = Signal()          # the last running job has reported and its run() has returned
+    # From the job threads (JobWorker.run), queued to this object's slots in the UI thread.
+    _job_finished = Signal(int, object)
+    _job_failed = Signal(int, str)
+    _job_ended = Signal(int)
 
     THREAD_LINGER_S = 5.0
     POOL_IDLE_S = 600.0
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._active: dict[int, JobWorker] = {}     # jobs whose run() has not returned
+        self._active: dict[int, JobWorker] = {}     # jobs handed over whose run() has not returned
         self._reported: set[int] = set()            # jobs whose result arrived
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()   # JobWorkers waiting for a job thread
-        self._idle_threads = threading.Semaphore(0)  # job threads waiting for a job that no job counts on yet
+        self._waiting: deque[JobWorker] = deque()   # jobs no thread has taken yet
+        self._cond = threading.Condition()          # guards _waiting, _threads, _idle_threads, _busy, _slots
         self._threads: set[threading.Thread] = set()
-        self._threads_lock = threading.Lock()
+        self._idle_threads = 0                      # threads waiting for a job
+        self._busy = 0                              # threads running a job
+        self._slots = 1                             # at most this many job threads (the caller's limit)
         self.pool = None                    # the WorkerPool (None: not made yet, or closed)
         self.keep_warm = False              # True: the pool outlives the run (``warm``)
         self._closing_pools: list[threading.Thread] = []
@@ -110,17 +124,25 @@ class JobRunner(QObject):
         self._pool_idle.setSingleShot(True)
         self._pool_idle.setInterval(int(self.POOL_IDLE_S * 1000))
         self._pool_idle.timeout.connect(lambda: self._active or self._close_pool())
+        self._job_finished.connect(self._on_finished)
+        self._job_failed.connect(self._on_failed)
+        self._job_ended.connect(self._on_thread_finished)
 
     # --- state -----------------------------------------------------------------------------------
     def running_ids(self) -> list[int]:
-        """Jobs that have not reported a result yet."""
+        """Jobs handed over that have not reported a result yet."""
         return [rid for rid in self._active if rid not in self._reported]
 
     def running_count(self) -> int:
+        """Jobs on a job thread right now (never more than the caller's limit)."""
+        return self._busy
+
+    def held_count(self) -> int:
+        """Jobs handed over that have not reported (running, or waiting for a thread)."""
         return len(self._active) - len(self._reported)
 
     def threads_alive(self) -> int:
-        """Jobs whose run() has not returned (their cleanup may still be going on)."""
+        """Jobs handed over whose run() has not returned (their cleanup may still be going on)."""
         return len(self._active)
 
     def worker(self, row_id: int) -> JobWorker | None:
@@ -128,39 +150,70 @@ class JobRunner(QObject):
 
     # --- start / cancel --------------------------------------------------------------------------
     def start(self, row_id: int, job, settings, slots: int = 1, split: int = 1) -> None:
-        """Run ``job`` on a job thread and a worker process of the pool (``slots``: how many jobs may run
-        at once, the pool's size); with ``split`` > 1 (a file that runs alone) on up to that many processes
-        of its own instead (segments.py)."""
+        """Hand ``job`` over: it runs on a job thread and a worker process of the pool (``slots``: how many
+        jobs may run at once, the pool's size and the number of job threads) as soon as a thread is free;
+        with ``split`` > 1 (a file that runs alone) on up to that many processes of its own instead
+        (segments.py)."""
         if split > 1:                   # no pool for it: the segments' processes are the file's own
-            worker = JobWorker(row_id, job, settings, split=split)
+            worker = JobWorker(row_id, job, settings, split=split, to=self)
         else:
-            worker = JobWorker(row_id, job, settings, pool=self._pool_of(slots))
-        worker.progress.connect(self.progress)
-        worker.finished.connect(self._on_finished)
-        worker.failed.connect(self._on_failed)
-        worker.ended.connect(self._on_thread_finished)
+            worker = JobWorker(row_id, job, settings, pool=self._pool_of(slots), to=self)
         self._active[row_id] = worker
         self._pool_idle.stop()
-        self._jobs.put(worker)
-        if not self._idle_threads.acquire(blocking=False):      # no thread waits for work: one more
-            thread = threading.Thread(target=self._thread_main, name="pktmask-job", daemon=True)
-            with self._threads_lock:
+        thread = None
+        with self._cond:
+            self._slots = max(1, int(slots))
+            self._waiting.append(worker)
+            if self._idle_threads:
+                self._cond.notify()
+            # More jobs waiting than threads waiting to take them (a notified thread takes its job only when
+            # it runs again): one more thread, within the limit.
+            if len(self._waiting) > self._idle_threads and len(self._threads) < self._slots:
+                thread = threading.Thread(target=self._thread_main, name="pktmask-job", daemon=True)
                 self._threads.add(thread)
+        if thread is not None:
             thread.start()
 
-    def _thread_main(self) -> None:
-        """A job thread: run the queued jobs one after another; end after THREAD_LINGER_S without one."""
-        while True:
+    def withdraw(self, row_id: int) -> bool:
+        """Take back a job that no thread has taken yet: True when it was waiting (it never runs, nothing
+        of it is reported); False when it has begun (or is not known)."""
+        worker = self._active.get(row_id)
+        if worker is None:
+            return False
+        with self._cond:
             try:
-                worker = self._jobs.get(timeout=self.THREAD_LINGER_S)
-            except queue.Empty:
-                if self._idle_threads.acquire(blocking=False):  # no job counts on this thread: it ends
-                    with self._threads_lock:
-                        self._threads.discard(threading.current_thread())
-                    return
-                continue                # a job was just queued for an idle thread: take it
-            worker.run()
-            self._idle_threads.release()
+                self._waiting.remove(worker)
+            except ValueError:
+                return False
+        del self._active[row_id]
+        if not self._active:
+            self._went_idle()
+        return True
+
+    def _thread_main(self) -> None:
+        """A job thread: run the handed jobs one after another; end after THREAD_LINGER_S without one, or
+        when the caller now allows fewer threads."""
+        me = threading.current_thread()
+        while True:
+            with self._cond:
+                while not self._waiting:
+                    if len(self._threads) > self._slots:
+                        self._threads.discard(me)
+                        return
+                    self._idle_threads += 1
+                    waited = self._cond.wait(self.THREAD_LINGER_S)
+                    self._idle_threads -= 1
+                    if not waited and not self._waiting:
+                        self._threads.discard(me)
+                        return
+                worker = self._waiting.popleft()
+                self._busy += 1
+            self.began.emit(worker.row_id)
+            try:
+                worker.run()
+            finally:
+                with self._cond:
+                    self._busy -= 1
 
     def warm(self, slots: int) -> None:
         """Make the pool now (its ``slots`` workers start off the UI thread) and keep it between runs."""
@@ -213,17 +266,18 @@ class JobRunner(QObject):
         self.failed.emit(row_id, error)
 
     def _on_thread_finished(self, row_id: int) -> None:
-        worker = self._active.pop(row_id, None)
-        if worker is None:
+        if self._active.pop(row_id, None) is None:
             return
-        worker.deleteLater()        # here, in the UI thread it belongs to (not wherever its last reference goes)
         self._reported.discard(row_id)
         if not self._active:
-            if self.keep_warm:
-                self._pool_idle.start()
-            else:
-                self._close_pool()
+            self._went_idle()
             self.idle.emit()
+
+    def _went_idle(self) -> None:
+        if self.keep_warm:
+            self._pool_idle.start()
+        else:
+            self._close_pool()
 
     def _close_pool(self) -> None:
         """Let the pool's workers go (they exit in moments; off the UI thread)."""

@@ -210,3 +210,27 @@ def test_closing_the_window_right_after_queueing_ends_the_starting_workers(qtbot
     pids = pool.worker_pids()                       # started; still importing the engine, most likely
     window.close()
     assert alive(pids) == [] and ui_env.leftovers() == []
+
+
+def test_a_row_removed_while_it_stands_by_never_runs(qtbot, window, ui_env, big_capture):
+    window.apply_settings(ui_env.settings(parallel_jobs=1))
+    big = ui_env.inputs / "big.pcap"
+    os.link(big_capture, big)
+    (ui_env.inputs / "more").mkdir()
+    small_files(ui_env.inputs / "more", 2)
+    window.add_paths([big, ui_env.inputs / "more"])
+    window.out_folder.setChecked(True)
+    window.out_path.setText(str(ui_env.out))
+    assert window.start()
+    wait_running(qtbot, window, "big.pcap")
+    assert window.controller.runner.held_count() == 2           # the next row stands by
+    window.queue_view.selectRow(1)
+    window.act_remove.trigger()
+    assert [r.path.name for r in window.model.rows] == ["big.pcap", "small-01.pcap"]
+    assert window.controller.runner.held_count() == 1
+    window.cancel_row(window.model.rows[0])
+    wait_idle(qtbot, window)
+    assert [r.status for r in window.model.rows] == ["Cancelled", "Done"]
+    assert sorted(p.name for p in ui_env.out.rglob("*") if p.is_file()) == ["small-01-sanitized.pcap"]
+    assert ui_env.leftovers() == []
+

@@ -219,3 +219,37 @@ def test_rows_queued_again_or_left_between_removed_ones_still_run(qtbot, ui_env,
     assert outputs(ui_env.out / "again") == ["q1-sanitized.pcap", "q4-sanitized.pcap", "q5-sanitized.pcap"]
     qtbot.waitUntil(controller.is_idle, timeout=10000)
     assert ui_env.leftovers() == []
+
+
+def test_a_row_standing_by_is_taken_back_when_cancelled_or_when_the_settings_change(
+        qtbot, ui_env, make_controller, big_capture):
+    """One slot: the next row is handed to the runner ahead of need (still Queued), so that it begins the
+    moment the running job ends. Cancelled, it never runs; after a settings change it runs with the new
+    settings, like any row that had not started."""
+    import dataclasses
+
+    model, controller = make_controller(parallel_jobs=1)
+    s1, s2 = ui_env.inputs / "s1.pcap", ui_env.inputs / "s2.pcap"
+    generate(s1, packets=200, seed=1)
+    generate(s2, packets=200, seed=2)
+    model.add_paths([big_capture, s1, s2])
+    controller.start(["dedup", "anonymize", "mask"], ui_env.out)
+    wait_running(qtbot, model, "big.pcap")
+    assert [r.status for r in model.rows] == ["Running", "Queued", "Queued"]
+    assert controller.running_count() == 1 and controller.runner.held_count() == 2      # s1 stands by
+    controller.cancel_row(model.rows[1])
+    assert model.rows[1].status == "Cancelled" and controller.runner.held_count() == 1
+    controller.fill_slots()                                   # s2 stands by now
+    assert controller.runner.held_count() == 2 and model.rows[2].status == "Queued"
+    controller.settings = dataclasses.replace(controller.settings, output_suffix="-v2")
+    assert controller.runner.held_count() == 1                # taken back: it had the old settings
+    controller.fill_slots()
+    assert controller.runner.held_count() == 2
+    controller.cancel_row(model.rows[0])
+    with qtbot.waitSignal(controller.finished, timeout=60000):
+        pass
+    assert [r.status for r in model.rows] == ["Cancelled", "Cancelled", "Done"]
+    assert model.result_text(model.rows[1]) == "Cancelled before it started"
+    assert outputs(ui_env.out) == ["s2-v2.pcap"]
+    qtbot.waitUntil(controller.is_idle, timeout=10000)
+    assert ui_env.leftovers(big_capture.parent) == []

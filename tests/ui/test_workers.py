@@ -3,6 +3,7 @@ the order of the runner's signals."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from pktmask_gui.pipeline import Job
@@ -126,7 +127,7 @@ def test_parallel_jobs_limit_is_respected(window, ui_env, qtbot):
     peak = []
     window.controller.runner.progress.connect(lambda *a: peak.append(window.controller.runner.running_count()))
     assert window.start()
-    assert window.controller.runner.running_count() == 2
+    assert window.controller.running_count() == 2
     assert [r.status for r in window.model.rows] == ["Running", "Running", "Queued", "Queued"]
     wait_idle(qtbot, window)
     assert max(peak or [0]) <= 2
@@ -173,12 +174,15 @@ def test_the_quit_question_names_the_running_jobs(window, qtbot):
 def test_progress_of_captures_above_2_gib_is_not_truncated(qtbot):
     from pktmask_gui.ui.workers import JobRunner, JobWorker
 
-    worker = JobWorker(7, None, None)
     runner = JobRunner()
-    worker.progress.connect(runner.progress)
-    with qtbot.waitSignal(runner.progress, timeout=2000) as blocker:
-        worker._progress("process", 5_000_000_000, 6_000_000_000, 40_000_000)
-    assert blocker.args == [7, "process", 5_000_000_000, 6_000_000_000, 40_000_000]
+    worker = JobWorker(7, None, None, to=runner)
+    seen = []
+    runner.progress.connect(lambda *args: seen.append(args))
+    done = threading.Thread(target=worker._progress, args=("process", 5_000_000_000, 6_000_000_000, 40_000_000))
+    done.start()                                  # from a job thread, as in a run
+    done.join()
+    qtbot.waitUntil(lambda: bool(seen), timeout=2000)
+    assert seen == [(7, "process", 5_000_000_000, 6_000_000_000, 40_000_000)]
 
 
 def _ok(row_id):
@@ -210,12 +214,39 @@ def test_jobs_report_in_the_order_they_end_and_the_runner_is_idle_once_after_the
     runner.finished.connect(lambda rid, _result: rid == 1 and runner.cancel(2))
     cancelled = lambda rid, result: rid == 2 and result.status == "cancelled"   # noqa: E731
     with qtbot.waitSignal(runner.progress, timeout=30000):    # every operation: the large job takes seconds
-        runner.start(2, Job(big_capture, ui_env.out, ["dedup", "anonymize", "mask"]), settings)
+        runner.start(2, Job(big_capture, ui_env.out, ["dedup", "anonymize", "mask"]), settings, slots=2)
     with qtbot.waitSignals([runner.finished, runner.finished, runner.idle], order="strict", timeout=60000,
                            check_params_cbs=[_ok(1), cancelled, None]):
-        runner.start(1, Job(small, ui_env.out, ["dedup"]), settings)
+        runner.start(1, Job(small, ui_env.out, ["dedup"]), settings, slots=2)
     assert outputs(ui_env.out) == ["small-sanitized.pcap"]
     assert ui_env.leftovers(big_capture.parent) == []
+
+
+def test_a_job_handed_while_the_threads_are_busy_waits_begins_when_one_is_free_or_is_taken_back(
+        qtbot, ui_env, big_capture):
+    """One slot: a second job waits (it does not run beside the first), can be taken back untouched, and
+    when handed again begins the moment the first job ends, without anyone starting it."""
+    small = ui_env.inputs / "small.pcap"
+    generate(small, packets=300, seed=2)
+    runner = JobRunner()
+    settings = ui_env.settings()
+    began = []
+    runner.began.connect(began.append)
+    with qtbot.waitSignal(runner.progress, timeout=30000):
+        runner.start(2, Job(big_capture, ui_env.out, ["dedup", "anonymize", "mask"]), settings, slots=1)
+    runner.start(1, Job(small, ui_env.out, ["dedup"]), settings, slots=1)
+    qtbot.wait(200)
+    assert runner.running_count() == 1 and runner.held_count() == 2 and began == [2]
+    assert runner.withdraw(1) is True                          # never ran: nothing of it is reported
+    assert runner.held_count() == 1 and runner.withdraw(1) is False and runner.withdraw(2) is False
+    runner.start(1, Job(small, ui_env.out, ["dedup"]), settings, slots=1)
+    cancelled = lambda rid, result: rid == 2 and result.status == "cancelled"   # noqa: E731
+    with qtbot.waitSignals([runner.finished, runner.began, runner.finished, runner.idle], order="strict",
+                           timeout=60000, check_params_cbs=[cancelled, lambda rid: rid == 1, _ok(1), None]):
+        runner.cancel(2)
+    assert began == [2, 1]
+    assert outputs(ui_env.out) == ["small-sanitized.pcap"]
+    assert runner.threads_alive() == 0 and ui_env.leftovers(big_capture.parent) == []
 
 
 def test_a_job_that_cannot_start_reports_a_failed_result_then_idle(qtbot, ui_env):
