@@ -196,10 +196,14 @@ class JobRunner(QObject):
         me = threading.current_thread()
         while True:
             with self._cond:
-                while not self._waiting:
-                    if len(self._threads) > self._slots:
+                while True:
+                    if len(self._threads) > self._slots:    # fewer parallel jobs now: one thread fewer
                         self._threads.discard(me)
+                        if self._waiting and self._idle_threads:
+                            self._cond.notify()             # the job it would have taken
                         return
+                    if self._waiting:
+                        break
                     self._idle_threads += 1
                     waited = self._cond.wait(self.THREAD_LINGER_S)
                     self._idle_threads -= 1
