@@ -12,7 +12,8 @@ from pathlib import Path
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QUrl
 from PySide6.QtGui import QBrush, QColor, QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QMessageBox, QPushButton, QSplitter, QTableView, QTextBrowser, QVBoxLayout)
+                               QMessageBox, QPushButton, QSplitter, QStyledItemDelegate, QTableView, QTextBrowser,
+                               QVBoxLayout)
 
 from .. import __version__
 from ..compression import words as compression_words
@@ -182,6 +183,12 @@ class SummaryModel(QAbstractTableModel):
         return None
 
 
+class _ElideMiddle(QStyledItemDelegate):
+    def initStyleOption(self, option, index):
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.ElideMiddle
+
+
 class SummaryDialog(QDialog):
     HEADERS = SummaryModel.HEADERS
     COL_DETAILS, COL_OUTPUT = SummaryModel.COL_DETAILS, SummaryModel.COL_OUTPUT
@@ -227,7 +234,9 @@ class SummaryDialog(QDialog):
         for col in (0, 1, 2, 3, 4, 6):
             hh.setSectionResizeMode(col, QHeaderView.Interactive)
         hh.setSectionResizeMode(5, QHeaderView.Stretch)
-        self._fit_columns()
+        middle = _ElideMiddle(self.table)         # a long file name keeps its start and its extension
+        for col in (0, self.COL_OUTPUT):
+            self.table.setItemDelegateForColumn(col, middle)
         self.table.setFocusPolicy(Qt.NoFocus)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 10)
 
@@ -287,16 +296,20 @@ class SummaryDialog(QDialog):
             self.table.doubleClicked.connect(lambda _index: self._with_output(lambda r: handoff.inspect_result(r)))
         self._show_details()
         screen = self.screen().availableGeometry() if self.screen() is not None else None
-        self.resize(min(1240, int(screen.width() * 0.95)) if screen else 1240, 540)
+        width = min(1240, int(screen.width() * 0.95)) if screen else 1240
+        self.resize(width, 540)
+        self._fit_columns(width - 40)
 
-    def _fit_columns(self) -> None:
-        """Each column (but "What was done", which stretches) as wide as its header and the first rows' words:
-        what resizeColumnsToContents gives, without measuring every row of a long batch."""
+    def _fit_columns(self, width: int) -> None:
+        """Each column (but "What was done", which stretches) as wide as its header and the first rows' words,
+        as resizeColumnsToContents would make it without measuring every row of a long batch; the file and
+        output names at most a third and a quarter of ``width``, so that "What was done" keeps room."""
         fm, header = self.table.fontMetrics(), self.table.horizontalHeader().fontMetrics()
         rows = [self.model.cells(i) for i in range(min(FIT_ROWS, len(self.results)))]
-        for col in (0, 1, 2, 3, 4, 6):
-            width = max([header.horizontalAdvance(self.HEADERS[col])] + [fm.horizontalAdvance(c[col]) for c in rows])
-            self.table.setColumnWidth(col, width + 24)
+        caps = {0: width // 3, self.COL_OUTPUT: width // 4}
+        for col in (0, 1, 2, 3, 4, self.COL_OUTPUT):
+            need = max([header.horizontalAdvance(self.HEADERS[col])] + [fm.horizontalAdvance(c[col]) for c in rows])
+            self.table.setColumnWidth(col, min(need + 24, caps.get(col, need + 24)))
 
     @staticmethod
     def details_text(r) -> str:
