@@ -553,6 +553,7 @@ class MainWindow(QMainWindow):
         if self.summary_dialog is not None:
             self.summary_dialog.close()
         self.clock.start()
+        self._update_overall()          # "Elapsed 0:00", not the queue's words until the clock's first tick
         self.statusBar().showMessage(f"Running: {what}. Outputs go "
                                      + (f"to {run.output_dir}." if run.output_dir else "beside each input."))
 
