@@ -117,13 +117,14 @@ class JobRunner(QObject):
         self._idle_threads = 0                      # threads waiting for a job
         self._busy = 0                              # threads running a job
         self._slots = 1                             # at most this many job threads (the caller's limit)
+        self._stop_threads = False                  # close_pool: idle threads end
         self.pool = None                    # the WorkerPool (None: not made yet, or closed)
         self.keep_warm = False              # True: the pool outlives the run (``warm``)
         self._closing_pools: list[threading.Thread] = []
         self._pool_idle = QTimer(self)      # a warm pool unused this long is closed (workers hold memory)
         self._pool_idle.setSingleShot(True)
         self._pool_idle.setInterval(int(self.POOL_IDLE_S * 1000))
-        self._pool_idle.timeout.connect(lambda: self._active or self._close_pool())
+        self._pool_idle.timeout.connect(lambda: self._active or self.close_pool(0))
         self._job_finished.connect(self._on_finished)
         self._job_failed.connect(self._on_failed)
         self._job_ended.connect(self._on_thread_finished)
@@ -148,6 +149,11 @@ class JobRunner(QObject):
     def worker(self, row_id: int) -> JobWorker | None:
         return self._active.get(row_id)
 
+    def job_threads(self) -> int:
+        """Job threads alive (running a job or waiting for one)."""
+        with self._cond:
+            return len(self._threads)
+
     # --- start / cancel --------------------------------------------------------------------------
     def start(self, row_id: int, job, settings, slots: int = 1, split: int = 1) -> None:
         """Hand ``job`` over: it runs on a job thread and a worker process of the pool (``slots``: how many
@@ -163,16 +169,21 @@ class JobRunner(QObject):
         thread = None
         with self._cond:
             self._slots = max(1, int(slots))
+            self._stop_threads = False
             self._waiting.append(worker)
             if self._idle_threads:
                 self._cond.notify()
             # More jobs waiting than threads waiting to take them (a notified thread takes its job only when
             # it runs again): one more thread, within the limit.
             if len(self._waiting) > self._idle_threads and len(self._threads) < self._slots:
-                thread = threading.Thread(target=self._thread_main, name="pktmask-job", daemon=True)
-                self._threads.add(thread)
+                thread = self._new_thread()
         if thread is not None:
             thread.start()
+
+    def _new_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._thread_main, name="pktmask-job", daemon=True)
+        self._threads.add(thread)
+        return thread
 
     def withdraw(self, row_id: int) -> bool:
         """Take back a job that no thread has taken yet: True when it was waiting (it never runs, nothing
@@ -204,8 +215,12 @@ class JobRunner(QObject):
                         return
                     if self._waiting:
                         break
+                    if self._stop_threads:
+                        self._threads.discard(me)
+                        return
+                    # Kept while the pool is kept warm (the next run's jobs find their threads), else a while.
                     self._idle_threads += 1
-                    waited = self._cond.wait(self.THREAD_LINGER_S)
+                    waited = self._cond.wait(None if self.keep_warm else self.THREAD_LINGER_S)
                     self._idle_threads -= 1
                     if not waited and not self._waiting:
                         self._threads.discard(me)
@@ -220,8 +235,18 @@ class JobRunner(QObject):
                     self._busy -= 1
 
     def warm(self, slots: int) -> None:
-        """Make the pool now (its ``slots`` workers start off the UI thread) and keep it between runs."""
+        """Make the job threads and the pool now (its ``slots`` workers start off the UI thread) and keep them
+        between runs: Start then only hands jobs over (a thread's start waits for the GIL, which the workers'
+        start-up holds now and then)."""
         self.keep_warm = True
+        slots = max(1, int(slots))
+        threads = []
+        with self._cond:
+            self._slots, self._stop_threads = slots, False
+            while len(self._threads) < slots:
+                threads.append(self._new_thread())
+        for thread in threads:
+            thread.start()
         self._pool_of(slots)
         if not self._active:
             self._pool_idle.start()
@@ -293,9 +318,12 @@ class JobRunner(QObject):
 
     def close_pool(self, timeout_s: float = 3.0) -> bool:
         """Close the pool (no job may run) and wait, bounded, until its workers have exited; True when they
-        have. The window calls it when it closes: no worker process outlives it."""
+        have. The idle job threads end too. The window calls it when it closes: no worker process outlives it."""
         self.keep_warm = False
         self._pool_idle.stop()
+        with self._cond:
+            self._stop_threads = True
+            self._cond.notify_all()
         self._close_pool()
         return self.wait_for_pools(timeout_s)
 

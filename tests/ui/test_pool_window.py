@@ -173,6 +173,7 @@ def test_queued_files_warm_the_pool_the_next_run_reuses_it_and_closing_leaves_no
     window.add_paths([ui_env.inputs])
     pool = runner.pool
     assert pool is not None and pool.size == 2        # made when the files were queued, before Start
+    assert runner.job_threads() == 2                  # and the job threads that will take the jobs
     qtbot.waitUntil(lambda: len(pool.worker_pids()) == 2, timeout=10000)
     warm = set(pool.worker_pids())
     assert window.start()
@@ -198,6 +199,7 @@ def test_queued_files_warm_the_pool_the_next_run_reuses_it_and_closing_leaves_no
     window.close()
     assert runner.pool is None
     assert alive(three) == []
+    qtbot.waitUntil(lambda: runner.job_threads() == 0, timeout=5000)
     assert ui_env.leftovers() == []
 
 
