@@ -7,7 +7,8 @@ FOLDER (default /work/shared/corpus-wild, else 300 small captures from the proje
 added to the queue and run with ``--jobs`` parallel jobs, outputs to a temp folder; the summary opens at
 the end, as in the app. Then ``--add`` files (hard links to one small capture; 0: skip) are added to the
 queue in one go. A 5 ms precise QTimer ticks in the UI thread throughout; a stall is how much later than
-due a tick arrives (goal: never more than 50 ms). Prints one line per phase and a last line
+due a tick arrives (goal: never more than 50 ms). Prints one line per phase, what was left behind once the
+window closed (the jobs' temp dirs, staging dirs, worker processes), and a last line
 ``RESULT run_s=… worst_ms=…`` that bench.py reads.
 """
 from __future__ import annotations
@@ -32,6 +33,19 @@ def stall_figures(gaps: list[float]) -> tuple[float, float]:
     return stalls[-1], p99
 
 
+def _alive(pid: int) -> bool:
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:   # gone (psutil.NoSuchProcess), or psutil missing: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", default=None)
@@ -48,7 +62,8 @@ def main() -> int:
         os.environ["PKTMASK_CONFIG_DIR"] = str(root / "config")
         from pktmask_gui import settings as settings_mod
 
-        settings_mod.save_settings(settings_mod.Settings(parallel_jobs=args.jobs))
+        (root / "temp").mkdir()             # the jobs' temp dirs: looked at for leftovers at the end
+        settings_mod.save_settings(settings_mod.Settings(parallel_jobs=args.jobs, temp_root=str(root / "temp")))
         folder = Path(args.folder) if args.folder else WILD
         if not folder.is_dir():
             from pktmask_gui.samplegen import generate
@@ -142,8 +157,11 @@ def main() -> int:
         summary_rows = len(window.controller.last_results)
         if window.summary_dialog is not None:
             window.summary_dialog.close()
-        window.close()
+        workers = window.controller.local_runner.pool.worker_pids() if window.controller.local_runner.pool else []
+        window.close()                      # the warm worker processes go with the window
         app.processEvents()
+        left = [str(p.relative_to(root)) for p in root.rglob("pktmask_*")]
+        left += [f"worker process {pid}" for pid in workers if _alive(pid)]
 
     def phase(a: str, b: str):
         return [(g, c) for t, g, c in ticks if marks.get(a, 0) <= t <= marks.get(b, 0)]
@@ -164,6 +182,7 @@ def main() -> int:
     print(f"  the UI thread's CPU during the run: {sum(c for _g, c in rows['the run']) / 1000:.2f} s")
     if args.add:
         print(f"  {rows_queued:,} rows queued in {marks['many_end'] - marks['many']:.2f} s")
+    print(f"left behind after the window closed: {', '.join(left) if left else 'nothing'}")
     print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"RESULT run_s={run_s:.3f} worst_ms={worst_all:.1f} worst_cpu_ms={worst_cpu:.1f} "
           f"goal={'met' if worst_all <= 50 else 'MISSED'}")
