@@ -83,6 +83,10 @@ class MainWindow(QMainWindow):
         self._add_timer.setSingleShot(True)
         self._add_timer.setInterval(0)
         self._add_timer.timeout.connect(self._add_slice)
+        self._warm_due = QTimer(self)
+        self._warm_due.setSingleShot(True)
+        self._warm_due.setInterval(0)
+        self._warm_due.timeout.connect(lambda: self.controller.warm())
         self._actions_due = QTimer(self)          # while a run goes on: the actions follow at most 10x a second
         self._actions_due.setSingleShot(True)
         self._actions_due.setInterval(100)
@@ -431,9 +435,9 @@ class MainWindow(QMainWindow):
         if total:
             self.statusBar().showMessage(f"Queued {plural(total, 'file')}.", 5000)
             self.controller.fill_slots()   # a run going on takes in what was just queued
-            # Files are queued: the worker processes start while the user looks (once the add is done: their
-            # start-up competes for the CPU and the GIL, and slows the slices of a large add).
-            self.controller.warm()
+            # Files are queued: the worker processes start while the user looks (once the add is done, at a
+            # turn of the event loop of its own: their start-up competes for the CPU and the GIL).
+            self._warm_due.start()
         self._update_actions()
         return len(added), refused
 
@@ -826,6 +830,7 @@ class MainWindow(QMainWindow):
         self.clock.stop()
         self._summary_due.stop()
         self._summary_show.stop()
+        self._warm_due.stop()
         try:
             self._save_state()
         except Exception:  # UI state is a nicety; never block closing on it

@@ -24,6 +24,11 @@ from collections import deque
 
 from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QTimer, Signal, Slot
 
+# At import, not at the first job or warm(): the import (~10-50 ms) would hold the GIL in the middle of a
+# turn of the event loop.
+from .. import jobs
+from ..workerpool import WorkerPool
+
 log = logging.getLogger(__name__)
 
 
@@ -53,7 +58,6 @@ class JobWorker:
     def run(self):
         to = self.to
         try:
-            from .. import jobs
             if self.cancel_event.is_set():      # cancelled while it waited for a thread: nothing to stop
                 from ..pipeline import JobResult
                 to._job_finished.emit(self.row_id, JobResult(input=str(self.job.input), status="cancelled",
@@ -240,27 +244,39 @@ class JobRunner(QObject):
         start-up holds now and then)."""
         self.keep_warm = True
         slots = max(1, int(slots))
-        threads = []
         with self._cond:
             self._slots, self._stop_threads = slots, False
-            while len(self._threads) < slots:
-                threads.append(self._new_thread())
-        for thread in threads:
-            thread.start()
-        self._pool_of(slots)
+        if self.pool is None:
+            self._pool_of(slots, first=self._start_threads)     # both on the pool's warming thread
+        else:
+            self._pool_of(slots)
+            threading.Thread(target=self._start_threads, name="pktmask-job-threads", daemon=True).start()
         if not self._active:
             self._pool_idle.start()
 
-    def _pool_of(self, slots: int):
-        """The pool, made (and warmed off the UI thread) at its first use, resized to ``slots``."""
+    def _start_threads(self) -> None:
+        """Job threads up to the limit (off the UI thread: a thread's start waits until it runs)."""
+        threads = []
+        with self._cond:
+            while len(self._threads) < self._slots:
+                threads.append(self._new_thread())
+        for thread in threads:
+            thread.start()
+
+    def _pool_of(self, slots: int, first=None):
+        """The pool, made (and warmed off the UI thread, after ``first()``) at its first use, resized to
+        ``slots``."""
         slots = max(1, int(slots))
         if self.pool is None:
-            from ..workerpool import WorkerPool
+            pool = self.pool = WorkerPool(slots)
 
-            self.pool = WorkerPool(slots)
+            def warm():
+                if first is not None:
+                    first()
+                pool.warm()
             # Starting the processes takes a few ms each: off the UI thread. A job that finds none
             # idle yet starts its own.
-            threading.Thread(target=self.pool.warm, name="pktmask-pool-warm", daemon=True).start()
+            threading.Thread(target=warm, name="pktmask-pool-warm", daemon=True).start()
         elif self.pool.size != slots:
             pool = self.pool            # fewer: idle workers exit (bounded wait); more: started ahead of need
 

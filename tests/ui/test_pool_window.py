@@ -171,10 +171,11 @@ def test_queued_files_warm_the_pool_the_next_run_reuses_it_and_closing_leaves_no
     runner = window.controller.runner
     assert runner.pool is None
     window.add_paths([ui_env.inputs])
+    qtbot.waitUntil(lambda: runner.pool is not None, timeout=2000)     # the files queued, before Start
     pool = runner.pool
-    assert pool is not None and pool.size == 2        # made when the files were queued, before Start
-    assert runner.job_threads() == 2                  # and the job threads that will take the jobs
+    assert pool.size == 2
     qtbot.waitUntil(lambda: len(pool.worker_pids()) == 2, timeout=10000)
+    assert runner.job_threads() == 2                  # and the job threads that will take the jobs
     warm = set(pool.worker_pids())
     assert window.start()
     wait_idle(qtbot, window, timeout=60000)
@@ -206,8 +207,8 @@ def test_queued_files_warm_the_pool_the_next_run_reuses_it_and_closing_leaves_no
 def test_closing_the_window_right_after_queueing_ends_the_starting_workers(qtbot, window, ui_env):
     small_files(ui_env.inputs, 2)
     window.add_paths([ui_env.inputs])
+    qtbot.waitUntil(lambda: window.controller.runner.pool is not None, timeout=2000)
     pool = window.controller.runner.pool
-    assert pool is not None
     qtbot.waitUntil(lambda: pool.started == 2, timeout=10000)
     pids = pool.worker_pids()                       # started; still importing the engine, most likely
     window.close()
