@@ -88,8 +88,6 @@ def main() -> int:
             box.setChecked(name in ops)
         window.out_folder.setChecked(True)
         window.out_path.setText(str(root / "out"))
-        for _ in range(20):
-            app.processEvents()
 
         many = root / "many"
         if args.add:                                # made now: not the window's work
@@ -97,6 +95,10 @@ def main() -> int:
             src = sorted(p for p in folder.iterdir() if p.suffix in (".pcap", ".pcapng"))[0]
             for i in range(args.add):
                 os.link(src, many / f"f{i:05d}{src.suffix}")
+        settle = time.monotonic() + 0.3             # the window shown and settled, as before a user's drop
+        while time.monotonic() < settle:
+            app.processEvents()
+            time.sleep(0.005)
 
         # (when, gap ms, UI-thread CPU ms in the gap): on a loaded machine the gap grows with other
         # processes' load, the CPU the UI thread spent in it does not.
