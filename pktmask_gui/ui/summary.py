@@ -299,6 +299,10 @@ class SummaryDialog(QDialog):
         width = min(1240, int(screen.width() * 0.95)) if screen else 1240
         self.resize(width, 540)
         self._fit_columns(width - 40)
+        # Styled and laid out now, while it is made (the window's summary: one turn of the event loop), so that
+        # showing it (the next turn) has only to paint.
+        self.ensurePolished()
+        layout.activate()
 
     def _fit_columns(self, width: int) -> None:
         """Each column (but "What was done", which stretches) as wide as its header and the first rows' words,
