@@ -16,6 +16,7 @@ returns (its ``done`` event), so the wait never depends on a queued hop through 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -49,6 +50,7 @@ class JobWorker:
         self.pool = pool
         self.split = split              # > 1: the file's main pass may run on that many processes
         self.to = to
+        self.serial = 0                 # set by the runner: tells this job from another of the same row
         self.cancel_event = threading.Event()
         self.done = threading.Event()
 
@@ -60,8 +62,8 @@ class JobWorker:
         try:
             if self.cancel_event.is_set():      # cancelled while it waited for a thread: nothing to stop
                 from ..pipeline import JobResult
-                to._job_finished.emit(self.row_id, JobResult(input=str(self.job.input), status="cancelled",
-                                                             error="cancelled"))
+                to._job_finished.emit(self.row_id, self.serial, JobResult(input=str(self.job.input),
+                                                                          status="cancelled", error="cancelled"))
                 return
             # Log records (the child's, relayed by the engine, and this thread's own workspace lines)
             # reach the panel through the pktmask_gui logger, which carries the window's QtLogHandler.
@@ -77,12 +79,12 @@ class JobWorker:
             job_log = logging.LoggerAdapter(log, {"job": self.job.input.name})
             job_log.error("the job stopped with an internal error: %s", exc)
             job_log.debug("%s", traceback.format_exc())
-            to._job_failed.emit(self.row_id, f"Internal error: {exc}")
+            to._job_failed.emit(self.row_id, self.serial, f"Internal error: {exc}")
         else:
-            to._job_finished.emit(self.row_id, result)
+            to._job_finished.emit(self.row_id, self.serial, result)
         finally:
             self.done.set()
-            to._job_ended.emit(self.row_id)
+            to._job_ended.emit(self.row_id, self.serial)
 
 
 class JobRunner(QObject):
@@ -103,10 +105,12 @@ class JobRunner(QObject):
     failed = Signal(int, str)
     began = Signal(int)      # a job thread took a job (a job handed while every thread was busy: now)
     idle = Signal()          # the last running job has reported and its run() has returned
-    # From the job threads (JobWorker.run), queued to this object's slots in the UI thread.
-    _job_finished = Signal(int, object)
-    _job_failed = Signal(int, str)
-    _job_ended = Signal(int)
+    # From the job threads (JobWorker.run), queued to this object's slots in the UI thread: (row id, the job's
+    # serial, …). A row queued again runs as a new job before the old one's ``ended`` may have arrived: the
+    # serial tells them apart.
+    _job_finished = Signal(int, int, object)
+    _job_failed = Signal(int, int, str)
+    _job_ended = Signal(int, int)
 
     THREAD_LINGER_S = 5.0
     POOL_IDLE_S = 600.0
@@ -114,7 +118,8 @@ class JobRunner(QObject):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._active: dict[int, JobWorker] = {}     # jobs handed over whose run() has not returned
-        self._reported: set[int] = set()            # jobs whose result arrived
+        self._reported: set[int] = set()            # the serials of the jobs whose result arrived
+        self._serials = itertools.count(1)
         self._waiting: deque[JobWorker] = deque()   # jobs no thread has taken yet
         self._cond = threading.Condition()          # guards _waiting, _threads, _idle_threads, _busy, _slots
         self._threads: set[threading.Thread] = set()
@@ -136,7 +141,7 @@ class JobRunner(QObject):
     # --- state -----------------------------------------------------------------------------------
     def running_ids(self) -> list[int]:
         """Jobs handed over that have not reported a result yet."""
-        return [rid for rid in self._active if rid not in self._reported]
+        return [rid for rid, worker in self._active.items() if worker.serial not in self._reported]
 
     def running_count(self) -> int:
         """Jobs on a job thread right now (never more than the caller's limit)."""
@@ -144,7 +149,7 @@ class JobRunner(QObject):
 
     def held_count(self) -> int:
         """Jobs handed over that have not reported (running, or waiting for a thread)."""
-        return len(self._active) - len(self._reported)
+        return sum(worker.serial not in self._reported for worker in self._active.values())
 
     def threads_alive(self) -> int:
         """Jobs handed over whose run() has not returned (their cleanup may still be going on)."""
@@ -168,6 +173,7 @@ class JobRunner(QObject):
             worker = JobWorker(row_id, job, settings, split=split, to=self)
         else:
             worker = JobWorker(row_id, job, settings, pool=self._pool_of(slots), to=self)
+        worker.serial = next(self._serials)
         self._active[row_id] = worker
         self._pool_idle.stop()
         thread = None
@@ -288,7 +294,7 @@ class JobRunner(QObject):
 
     def cancel(self, row_id: int) -> bool:
         worker = self._active.get(row_id)
-        if worker is None or row_id in self._reported:
+        if worker is None or worker.serial in self._reported:
             return False
         worker.cancel_event.set()
         return True
@@ -300,20 +306,22 @@ class JobRunner(QObject):
         return n
 
     # --- results ---------------------------------------------------------------------------------
-    @Slot(int, object)
-    def _on_finished(self, row_id: int, result) -> None:
-        self._reported.add(row_id)
+    @Slot(int, int, object)
+    def _on_finished(self, row_id: int, serial: int, result) -> None:
+        self._reported.add(serial)
         self.finished.emit(row_id, result)
 
-    @Slot(int, str)
-    def _on_failed(self, row_id: int, error: str) -> None:
-        self._reported.add(row_id)
+    @Slot(int, int, str)
+    def _on_failed(self, row_id: int, serial: int, error: str) -> None:
+        self._reported.add(serial)
         self.failed.emit(row_id, error)
 
-    def _on_thread_finished(self, row_id: int) -> None:
-        if self._active.pop(row_id, None) is None:
-            return
-        self._reported.discard(row_id)
+    def _on_thread_finished(self, row_id: int, serial: int) -> None:
+        self._reported.discard(serial)
+        worker = self._active.get(row_id)
+        if worker is None or worker.serial != serial:
+            return                  # an earlier job of a row queued again, whose new job runs now
+        del self._active[row_id]
         if not self._active:
             self._went_idle()
             self.idle.emit()
@@ -369,7 +377,7 @@ class JobRunner(QObject):
         QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
         for rid, worker in list(self._active.items()):
             if worker.done.wait(0.1):
-                self._on_thread_finished(rid)
+                self._on_thread_finished(rid, worker.serial)
         if not self._active and not self.keep_warm:
             self.wait_for_pools(max(0.5, deadline - time.monotonic()))
         return not self._active

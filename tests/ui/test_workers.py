@@ -267,3 +267,26 @@ def test_cancel_and_wait_delivers_the_cancelled_result_before_it_returns(qtbot, 
         assert runner.cancel_all_and_wait(10.0)     # pumps events: both signals arrive inside it
     assert runner.threads_alive() == 0 and outputs(ui_env.out) == []
     assert ui_env.leftovers(big_capture.parent) == []
+
+
+def test_a_row_started_again_before_its_last_jobs_end_arrived_is_still_counted(qtbot, ui_env):
+    """The result of a row's job comes before the signal that its run() returned: a row queued again and
+    started at once runs beside that late signal, which must not count the new job as ended."""
+    first, second = ui_env.inputs / "first.pcap", ui_env.inputs / "second.pcap"
+    generate(first, packets=200, seed=1)
+    generate(second, packets=20000, seed=2)
+    runner = JobRunner()
+    settings = ui_env.settings()
+    again = []
+
+    def start_again(rid, result):          # as the run controller does: in the result's handler
+        if result.input == str(first):
+            runner.start(1, Job(second, ui_env.out, ["dedup"]), settings, slots=2)
+            again.append(runner.held_count())
+
+    runner.finished.connect(start_again)
+    with qtbot.waitSignals([runner.finished, runner.finished, runner.idle], order="strict", timeout=60000,
+                           check_params_cbs=[None, lambda rid, result: result.input == str(second), None]):
+        runner.start(1, Job(first, ui_env.out, ["dedup"]), settings, slots=2)
+    assert again == [1]
+    assert runner.threads_alive() == 0 and outputs(ui_env.out) == ["first-sanitized.pcap", "second-sanitized.pcap"]
