@@ -112,8 +112,8 @@ def test_sigint_and_sigterm_to_the_cli_at_random_moments_leave_complete_outputs_
     rng = random.Random(7)
     inputs = work / "in"
     inputs.mkdir()
-    for i in range(6):
-        generate(inputs / f"c{i}.pcap", packets=4000, seed=i, dup_ratio=0.05)
+    for i in range(6):     # big enough that a batch outlasts the random moment (workers start in ms now)
+        generate(inputs / f"c{i}.pcap", packets=16000, seed=i, dup_ratio=0.05)
     expected = {}
     for i in range(6):
         ref = run_job(Job(inputs / f"c{i}.pcap", work / "ref", ["dedup"]), settings_for(work))
@@ -127,7 +127,7 @@ def test_sigint_and_sigterm_to_the_cli_at_random_moments_leave_complete_outputs_
         deadline = time.monotonic() + 30
         while not any((work / "temp").iterdir()) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.6))
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
         codes.append(proc.returncode)
