@@ -37,6 +37,7 @@ IPv6, VLAN and ~5% duplicates; the growth rows add one with Internet background 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import platform
@@ -365,7 +366,7 @@ def split(work: Path, env: dict, args, ops: list[str]) -> int:
                 outs.append(out)
             a, b = (sorted(o.iterdir()) for o in outs)
             same = same and [x.name for x in a] == [y.name for y in b] and \
-                all(_same_file_bytes(x, y) for x, y in zip(a, b))
+                all(filecmp.cmp(x, y, shallow=False) for x, y in zip(a, b))
             for out in outs:
                 shutil.rmtree(out)
         one, many = median(r[0] for r in ones), median(r[0] for r in ns)
@@ -377,16 +378,6 @@ def split(work: Path, env: dict, args, ops: list[str]) -> int:
     print(f"speed-up: median of the runs' wall-time ratios; CPU: seconds of the whole process tree; peak MB: the "
           f"largest single process; same: outputs byte-identical ({load()})")
     return 0
-
-
-def _same_file_bytes(a: Path, b: Path) -> bool:
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x, y = fa.read(1 << 20), fb.read(1 << 20)
-            if x != y:
-                return False
-            if not x:
-                return True
 
 
 def cancel_latency(work: Path, env: dict, args, available: list[str]) -> int:

@@ -8,6 +8,7 @@ success, error and cancel.
 from __future__ import annotations
 
 import errno
+import filecmp
 import gc
 import logging
 import os
@@ -160,17 +161,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _identical(a: Path, b: Path) -> bool:
-    """Do two files hold the same bytes? (Sizes first; then 1 MiB at a time.)"""
+    """Do two files hold the same bytes? (filecmp: sizes first, then the bytes.)"""
     try:
-        if os.stat(a).st_size != os.stat(b).st_size:
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            while True:
-                x, y = fa.read(1 << 20), fb.read(1 << 20)
-                if x != y:
-                    return False
-                if not x:
-                    return True
+        return filecmp.cmp(a, b, shallow=False)
     except OSError:
         return False
 
