@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait as futures_wait
 from pathlib import Path
 
@@ -358,7 +359,8 @@ class _ConsoleLogHandler(logging.Handler):
 def process_main(argv: list[str]) -> int:
     from .settings import load_settings
     from .pipeline import Job, JobResult, find_captures, run_job
-    from .workspace import sweep_stale
+    from .workerpool import LaneJob
+    from .workspace import keep_spare_dir, sweep_stale
 
     try:
         args = build_parser().parse_args(argv)
@@ -428,26 +430,47 @@ def process_main(argv: list[str]) -> int:
         preload()           # imported once, here: the workers start as forks of this process (on Linux)
         pool = WorkerPool(workers, fork=True)
         pool.warm()
-        runner = pool.run_job
     elif settings.parallel_jobs > 1:
         # one file at a time and cores to spare: its main pass may run on segments (segments.py)
         from .segments import executor as split_executor
         runner = functools.partial(run_job, executor=split_executor(settings.parallel_jobs))
 
+    def progress_of(idx: int):
+        return lambda _phase, done, total, pk: console.update(idx, done, total, pk)
+
     def work(idx: int):
         if cancel.is_set():
             results[idx] = JobResult(input=str(jobs[idx].input), status="cancelled", error="cancelled")
             return
-        result = runner(jobs[idx], settings, cancel=cancel,
-                        progress=lambda _phase, done, total, pk: console.update(idx, done, total, pk))
+        result = runner(jobs[idx], settings, cancel=cancel, progress=progress_of(idx))
         results[idx] = result
         console.result(idx, result)
 
+    order = deque(_dispatch_order(jobs, workers))
+    order_lock = threading.Lock()
+
+    def take():
+        """The next job for a worker's lane (workerpool.run_lane); None once all have begun or on cancel."""
+        with order_lock:
+            if cancel.is_set() or not order:
+                return None
+            idx = order.popleft()
+        return LaneJob(jobs[idx], settings, progress=progress_of(idx), cancel=cancel, size=_size(jobs[idx]),
+                       tag=idx)
+
+    def finish(item, result) -> None:
+        results[item.tag] = result
+        console.result(item.tag, result)
+
     previous_term = signal.signal(signal.SIGTERM, _interrupt)
     interrupted = False
+    keep_spare_dir(pool is None and len(jobs) > 1)  # job after job here: one temp dir for them all
     threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pktmask-job")
     try:
-        futures = [threads.submit(work, i) for i in _dispatch_order(jobs, workers)]
+        if pool is None:
+            futures = [threads.submit(work, i) for i in order]
+        else:           # a lane per worker: each takes job after job, the next one sent ahead
+            futures = [threads.submit(pool.run_lane, take, finish) for _ in range(workers)]
         try:
             while futures_wait(futures, timeout=0.1).not_done:   # returns at once when the last one ends
                 pass
@@ -466,6 +489,7 @@ def process_main(argv: list[str]) -> int:
                 raise f.exception()
     finally:
         threads.shutdown(wait=True, cancel_futures=True)
+        keep_spare_dir(False)
         if pool is not None:
             pool.close()
         signal.signal(signal.SIGTERM, previous_term)
@@ -530,20 +554,20 @@ def gui_main(paths: list[str] | None = None) -> int:
     return run_gui(list(paths or []))
 
 
+def _size(job) -> int:
+    try:
+        return os.stat(job.input).st_size
+    except OSError:
+        return 0
+
+
 def _dispatch_order(jobs: list, workers: int) -> list[int]:
     """The order jobs start in: as given with one at a time; side by side, the largest first, so that no
     big file starts last while the other workers have nothing left (on 681 IDS captures the ten largest
     are two thirds of the bytes). Results are still reported in the given order (``--json``)."""
     if workers <= 1:
         return list(range(len(jobs)))
-
-    def size(i: int) -> int:
-        try:
-            return os.stat(jobs[i].input).st_size
-        except OSError:
-            return 0
-
-    return sorted(range(len(jobs)), key=lambda i: -size(i))
+    return sorted(range(len(jobs)), key=lambda i: -_size(jobs[i]))
 
 
 def _interrupt(_signum, _frame) -> None:

@@ -26,6 +26,7 @@ breaks the whole pool when one worker dies).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -33,10 +34,12 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .workspace import process_identity, sweep_owned_by
 
@@ -47,6 +50,9 @@ if TYPE_CHECKING:       # pipeline is imported where it is used: a worker import
 log = logging.getLogger(__name__)
 
 CANCEL_GRACE_S = 0.25       # then the worker is killed: cancel must take effect within 0.5 s
+PREFETCH_MAX_BYTES = 8 << 20    # a job is sent behind a running one this small (one that waits behind a big
+                                # job would wait long, and a cancel of it would wait for that job too)
+SPARE_LINGER_S = 0.5        # a worker keeps a spare temp dir this long for a next job that was announced
 FLUSH_INTERVAL = 0.1        # seconds between a worker's messages while a job runs
 _CONTEXT = multiprocessing.get_context("spawn")
 _POLL_S = 0.02              # how often a waiting owner looks at its cancel flag
@@ -206,44 +212,122 @@ class WorkerPool:
                 on_log: Callable[[logging.LogRecord], None] | None = None) -> JobResult:
         """``pipeline.run_job(job, settings)`` on a worker; blocking; never raises for a problem with the
         file: the ``JobResult`` says what happened (a dead worker: failed, with one sentence)."""
+        items = [LaneJob(job, settings, progress, cancel, on_log)]
+        results: list = []
+        self.run_lane(lambda: items.pop() if items else None, lambda _item, result: results.append(result),
+                      more=False)
+        return results[0]
+
+    def run_lane(self, take: Callable[[], LaneJob | None], finish: Callable[[LaneJob, JobResult], None],
+                 more: bool = True) -> None:
+        """Run the jobs ``take()`` gives (None: none now) one after another on one worker; ``finish(item,
+        result)`` gets each result, in order. Blocking; never raises for a problem with a file.
+
+        While a small job runs (``PREFETCH_MAX_BYTES``), the next one is already sent: the worker goes from
+        job to job without waiting for this process, whose threads may be slow to wake (the window's share the
+        GIL with its UI thread: ~1.6 ms a job, a third of a small capture's). A job sent behind one whose worker
+        dies or is killed has not begun: it goes to a new worker. ``more``: the worker keeps its emptied temp
+        dir from job to job (``workspace.keep_spare_dir``) and removes it when the lane ends.
+        """
+        pending: deque[LaneJob] = deque()       # sent to the worker, in order; the first one runs
+        while True:
+            for item in [i for i in pending if i.cancel is not None and i.cancel.is_set()]:
+                pending.remove(item)            # never begun: nothing to stop
+                finish(item, _cancelled(item))
+            worker = self._acquire()
+            healthy = False
+            try:
+                healthy = self._lane(worker, pending, take, finish, more)
+            finally:
+                self._release(worker, healthy)
+            if healthy:
+                return
+
+    def _lane(self, worker: _Worker, pending: deque, take, finish, more: bool) -> bool:
+        """The lane on one worker; True when it ended with the worker fit for more (nothing sent and nothing
+        to take), False when the worker died or was killed (the job it ran has its result; ``pending`` holds
+        the jobs sent behind it)."""
+        try:
+            for item in pending:
+                self._send(worker, item, more)
+            while True:
+                while not pending or (len(pending) == 1 and pending[0].size <= PREFETCH_MAX_BYTES):
+                    item = take()
+                    if item is None:
+                        break
+                    if item.cancel is not None and item.cancel.is_set():
+                        finish(item, _cancelled(item))
+                        continue
+                    pending.append(item)
+                    self._send(worker, item, more)
+                if not pending:
+                    if more:
+                        self._release_spare(worker)
+                    return True
+                head = pending[0]
+                if not head.started:
+                    head.started = time.monotonic()
+                    if head.begin is not None and not (head.cancel is not None and head.cancel.is_set()):
+                        head.begin()            # (one cancelled while it waited is answered, never begun)
+                final, alive = self._relay(worker, pending)
+                pending.popleft()
+                finish(head, self._outcome(worker, head, final))
+                if not alive:
+                    return False
+        except WorkerDied as died:
+            head = pending.popleft()
+            head.started = head.started or time.monotonic()
+            finish(head, self._outcome(worker, head, ("died", died)))
+            return False
+
+    @staticmethod
+    def _send(worker: _Worker, item: LaneJob, more: bool) -> None:
+        worker.jobs += 1
+        item.job_id = worker.jobs
+        item.stop_sent = False
+        try:
+            worker.conn.send(("job", item.job_id, item.job, item.settings, more))
+        except OSError:
+            worker.proc.join(1)
+            raise WorkerDied(worker.proc.exitcode) from None
+
+    @staticmethod
+    def _release_spare(worker: _Worker) -> None:
+        """Have the worker remove the temp dir it kept for a next job, and wait (bounded) until it has."""
+        try:
+            worker.conn.send(("release",))
+            deadline = time.monotonic() + 1.0
+            while worker.conn.poll(max(0.0, deadline - time.monotonic())):
+                if worker.conn.recv()[0] == "released":
+                    return
+        except (EOFError, OSError):
+            pass
+
+    @staticmethod
+    def _outcome(worker: _Worker, item: LaneJob, final) -> JobResult:
         from .pipeline import JobResult
 
-        worker = self._acquire()
-        healthy = False
-        started = time.monotonic()
-        try:
-            worker.jobs += 1
-            job_id = worker.jobs
-            try:
-                try:
-                    worker.conn.send(("job", job_id, job, settings))
-                except OSError:
-                    worker.proc.join(1)
-                    raise WorkerDied(worker.proc.exitcode) from None
-                final, healthy = self._relay(worker, job_id, progress, cancel, on_log)
-            except WorkerDied as died:
-                final = ("died", died)
-        finally:
-            self._release(worker, healthy)
         if final[0] == "done":
             return final[1]
         # The worker was killed (cancel not answered in time) or died: remove what its job left.
-        sweep_owned_by(worker.identity, settings.temp_root_path(), [_output_folder(job)])
-        result = JobResult(input=str(job.input), elapsed_s=time.monotonic() - started)
+        sweep_owned_by(worker.identity, item.settings.temp_root_path(), [_output_folder(item.job)])
+        result = JobResult(input=str(item.job.input), elapsed_s=time.monotonic() - item.started)
         if final[0] == "cancelled":
             result.status = result.error = "cancelled"
         else:
             result.error_kind, result.error = "internal", str(final[1])
-            logging.LoggerAdapter(log, {"job": Path(job.input).name}).error("%s", final[1])
+            logging.LoggerAdapter(log, {"job": Path(item.job.input).name}).error("%s", final[1])
         return result
 
-    def _relay(self, worker: _Worker, job_id: int, progress, cancel, on_log):
-        """Hand the worker's messages for this job to ``progress`` / the log until its final one.
-        Returns (final message, whether the worker may take another job)."""
+    def _relay(self, worker: _Worker, pending: deque):
+        """Hand the worker's messages for the running job (``pending[0]``) to its callbacks until its final
+        one; pass a cancel of a job sent behind it on. Returns (final message, whether the worker lives on)."""
+        head = pending[0]
         conn, sentinel = worker.conn, worker.proc.sentinel
         while True:
-            if cancel is not None and cancel.is_set():
-                return self._stop(worker, job_id, on_log)
+            if head.cancel is not None and head.cancel.is_set():
+                return self._stop(worker, pending)
+            _send_stops(worker, pending, 1)
             ready = wait_for([conn, sentinel], _POLL_S)
             if conn in ready or (sentinel in ready and conn.poll(0)):
                 try:
@@ -251,20 +335,18 @@ class WorkerPool:
                 except (EOFError, OSError):
                     worker.proc.join(1)
                     raise WorkerDied(worker.proc.exitcode) from None
-                final = _deliver(message, job_id, progress, on_log)
+                final = _deliver(message, head.job_id, head.progress, head.on_log)
                 if final is not None:
                     return final, True
             elif sentinel in ready:
                 worker.proc.join(1)
                 raise WorkerDied(worker.proc.exitcode)
 
-    def _stop(self, worker: _Worker, job_id: int, on_log):
-        """Cancel: ask the worker to stop this job (its run_job removes what the job made); kill it when it
-        has not answered within the grace. Returns (final message, whether the worker lives on)."""
-        try:
-            worker.conn.send(("stop", job_id))
-        except OSError:
-            pass
+    def _stop(self, worker: _Worker, pending: deque):
+        """Cancel: ask the worker to stop the running job (its run_job removes what the job made); kill it when
+        it has not answered within the grace. Returns (final message, whether the worker lives on)."""
+        head = pending[0]
+        _send_stops(worker, pending, 0)
         deadline = time.monotonic() + CANCEL_GRACE_S
         while True:
             left = deadline - time.monotonic()
@@ -274,12 +356,46 @@ class WorkerPool:
                 message = worker.conn.recv()
             except (EOFError, OSError):
                 break
-            final = _deliver(message, job_id, None, on_log)
+            final = _deliver(message, head.job_id, None, head.on_log)
             if final is not None:
                 return final, True
         # Not stopped in time (or died): kill it, so that nothing of the job writes on after its cleanup.
         worker.kill()
         return ("cancelled",), False
+
+
+@dataclass(eq=False)
+class LaneJob:
+    """One job for ``WorkerPool.run_lane``: what to run and where its events go."""
+
+    job: Job
+    settings: Settings
+    progress: ProgressCallback | None = None
+    cancel: CancelToken | None = None
+    on_log: Callable[[logging.LogRecord], None] | None = None
+    size: int = 0                   # the input's bytes: the next job is sent behind it only when it is small
+    begin: Callable[[], None] | None = None     # called when the job begins on the worker
+    tag: Any = None                 # the caller's
+    job_id: int = 0
+    started: float = 0.0
+    stop_sent: bool = False
+
+
+def _cancelled(item: LaneJob) -> JobResult:
+    from .pipeline import JobResult
+
+    return JobResult(input=str(item.job.input), status="cancelled", error="cancelled")
+
+
+def _send_stops(worker: _Worker, pending: deque, first: int) -> None:
+    """A ``stop`` for each job from ``pending[first]`` on whose cancel is set (once each)."""
+    for item in itertools.islice(pending, first, None):
+        if not item.stop_sent and item.cancel is not None and item.cancel.is_set():
+            item.stop_sent = True
+            try:
+                worker.conn.send(("stop", item.job_id))
+            except OSError:
+                pass
 
 
 def _output_folder(job) -> Path:
@@ -382,22 +498,51 @@ class _OutboxLogHandler(logging.Handler):
             pass
 
 
+class _Inbox:
+    """The worker's end of the connection. What comes while a job runs (the next job, a release) waits here
+    for the main loop; a stop for a job not begun yet is remembered, and that job is then answered as
+    cancelled without running."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.waiting: deque = deque()
+        self.stopped: set[int] = set()
+
+    def next(self):
+        return self.waiting.popleft() if self.waiting else self.conn.recv()
+
+    def ready(self, timeout: float) -> bool:
+        return bool(self.waiting) or self.conn.poll(timeout)
+
+    def drain(self, job_id: int) -> bool:
+        """Read what has come; True when it holds a stop for ``job_id``."""
+        stop = False
+        while self.conn.poll():
+            message = self.conn.recv()
+            if message[0] == "stop":
+                if message[1] == job_id:
+                    stop = True
+                else:
+                    self.stopped.add(message[1])
+            else:
+                self.waiting.append(message)
+        return stop
+
+
 class _StopFlag:
     """A worker's cancel token for one job: set once the owner sends ``stop`` for it (or goes away)."""
 
-    def __init__(self, conn, job_id: int):
-        self.conn = conn
+    def __init__(self, inbox: _Inbox, job_id: int):
+        self.inbox = inbox
         self.job_id = job_id
         self.set = False
 
     def is_set(self) -> bool:
-        try:
-            while not self.set and self.conn.poll():
-                message = self.conn.recv()
-                if message[0] == "stop" and message[1] == self.job_id:
-                    self.set = True
-        except (EOFError, OSError):
-            self.set = True         # the owner is gone: stop
+        if not self.set:
+            try:
+                self.set = self.inbox.drain(self.job_id)
+            except (EOFError, OSError):
+                self.set = True         # the owner is gone: stop
         return self.set
 
 
@@ -432,7 +577,8 @@ def preload() -> None:
 def _worker_main(conn, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the owner decides; Ctrl-C reaches it, not us
     die_with_parent(parent_pid)
-    from .pipeline import run_job
+    from .pipeline import JobResult, run_job
+    from .workspace import keep_spare_dir
 
     preload()           # (spawned) the stages' modules now, while the owner is still busy, not in the first job
 
@@ -441,19 +587,47 @@ def _worker_main(conn, parent_pid: int) -> None:
     root.handlers[:] = [_OutboxLogHandler(outbox)]
     root.setLevel(logging.DEBUG)
     root.propagate = False
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return                  # the owner is gone
-        if message[0] == "exit":
-            return
-        if message[0] != "job":
-            continue                # a stop for a job that has ended already
-        _, job_id, job, settings = message
-        outbox.begin(job_id)
-        result = run_job(job, settings, progress=outbox.progress, cancel=_StopFlag(conn, job_id))
-        try:
-            outbox.finish(("done", result))
-        except (OSError, ValueError):
-            return
+    inbox = _Inbox(conn)
+    spare = False               # this process keeps an emptied temp dir for the next job
+    try:
+        while True:
+            try:
+                if spare and not inbox.ready(SPARE_LINGER_S):
+                    keep_spare_dir(False)       # no job came: nothing stays behind
+                    spare = False
+                message = inbox.next()
+            except (EOFError, OSError):
+                return                  # the owner is gone
+            kind = message[0]
+            if kind == "exit":
+                return
+            if kind == "release":
+                keep_spare_dir(False)
+                spare = False
+                try:
+                    conn.send(("released",))
+                except (OSError, ValueError):
+                    return
+                continue
+            if kind == "stop":
+                inbox.stopped.add(message[1])   # a job sent behind the last one, cancelled before it began
+                continue
+            if kind != "job":
+                continue
+            _, job_id, job, settings, more = message
+            outbox.begin(job_id)
+            if job_id in inbox.stopped:
+                inbox.stopped.discard(job_id)
+                logging.LoggerAdapter(log, {"job": Path(job.input).name}).debug(
+                    "Cancelled while it waited behind the job before it: it never began.")
+                result = JobResult(input=str(job.input), status="cancelled", error="cancelled")
+            else:
+                keep_spare_dir(more)
+                spare = more
+                result = run_job(job, settings, progress=outbox.progress, cancel=_StopFlag(inbox, job_id))
+            try:
+                outbox.finish(("done", result))
+            except (OSError, ValueError):
+                return
+    finally:
+        keep_spare_dir(False)

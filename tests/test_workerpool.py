@@ -215,3 +215,75 @@ def test_the_clis_workers_are_forks_that_repeat_no_output_and_write_what_a_spawn
         expected = run_job(Job(path, workdir / "here", OPS, key_file=workdir / "k"), settings)
         assert Path(expected.output).read_bytes() == (workdir / "out" / Path(expected.output).name).read_bytes()
     assert leftovers(workdir) == []
+
+
+def test_a_lane_sends_the_next_job_ahead_and_a_job_cancelled_while_it_waits_never_begins(
+        workdir, big_capture, monkeypatch):
+    """run_lane: the second job is on the worker while the first runs; cancelled there, the worker answers it
+    without running it; the third runs as usual; every result comes in order, each begin after the result
+    before it, all on one worker, and nothing is left."""
+    import pktmask_gui.workerpool as workerpool
+    from pktmask_gui.workerpool import LaneJob
+
+    monkeypatch.setattr(workerpool, "PREFETCH_MAX_BYTES", 1 << 40)     # send ahead even behind the big file
+    small = small_files(workdir / "in", 2)
+    settings = settings_for(workdir)
+    out = workdir / "out"
+    waiting_cancel = threading.Event()
+    events, records = [], []
+
+    def progress(phase, done, total, packets):
+        if packets > 1000:
+            waiting_cancel.set()        # the big job runs: cancel the one sent behind it
+
+    items = [LaneJob(Job(big_capture, out, ["dedup"]), settings, progress=progress, on_log=records.append),
+             LaneJob(Job(small[0], out, OPS), settings, cancel=waiting_cancel, on_log=records.append),
+             LaneJob(Job(small[1], out, OPS), settings, on_log=records.append)]
+    for i, item in enumerate(items):
+        item.tag = i
+        item.begin = lambda i=i: events.append(("begin", i))
+    queue = list(items)
+    with WorkerPool(1) as pool:
+        pool.warm()
+        pid = pool.worker_pids()[0]
+        pool.run_lane(lambda: queue.pop(0) if queue else None,
+                      lambda item, result: events.append(("result", item.tag, result.status)))
+        assert pool.started == 1
+    assert events == [("begin", 0), ("result", 0, "ok"), ("result", 1, "cancelled"),
+                      ("begin", 2), ("result", 2, "ok")]
+    # the worker itself answered the cancelled job: it had been sent while the big job ran
+    assert any("never began" in r.getMessage() and r.process == pid for r in records)
+    assert sorted(p.name for p in out.iterdir()) == ["big-sanitized.pcap", "small-01-sanitized.pcap"]
+    assert leftovers(workdir) == []
+
+
+def test_a_job_waiting_behind_one_whose_worker_dies_runs_on_a_new_worker(workdir, big_capture, monkeypatch):
+    import pktmask_gui.workerpool as workerpool
+    from pktmask_gui.workerpool import LaneJob
+
+    monkeypatch.setattr(workerpool, "PREFETCH_MAX_BYTES", 1 << 40)
+    small = small_files(workdir / "in", 2)
+    settings = settings_for(workdir)
+    out = workdir / "out"
+    killed = threading.Event()
+
+    def progress(phase, done, total, packets):
+        if packets > 1000 and not killed.is_set():
+            killed.set()
+            os.kill(owner_pid(next((workdir / "temp").glob("pktmask_pipeline_*"))), signal.SIGKILL)
+
+    queue = [LaneJob(Job(big_capture, out, ["dedup"]), settings, progress=progress, tag="big"),
+             LaneJob(Job(small[0], out, OPS), settings, tag="s0"),
+             LaneJob(Job(small[1], out, OPS), settings, tag="s1")]
+    results = {}
+    with WorkerPool(1) as pool:
+        pool.warm()
+        pool.run_lane(lambda: queue.pop(0) if queue else None,
+                      lambda item, result: results.setdefault(item.tag, result))
+        started = pool.started
+    assert killed.is_set()
+    assert results["big"].status == "failed" and "worker process ended unexpectedly" in results["big"].error
+    assert results["s0"].status == "ok" and results["s1"].status == "ok"      # s0 had not begun: run again
+    assert started == 2
+    assert sorted(p.name for p in out.iterdir()) == ["small-00-sanitized.pcap", "small-01-sanitized.pcap"]
+    assert leftovers(workdir) == []

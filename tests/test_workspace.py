@@ -17,6 +17,7 @@ from pktmask_gui.workspace import (
     JobWorkspace,
     MemoryMonitor,
     _logged,
+    keep_spare_dir,
     owner_from_name,
     owner_tag,
     process_identity,
@@ -43,6 +44,53 @@ def test_workspace_removed_on_success_and_exception(workdir):
         (staging / "half-written.pcap").write_bytes(b"partial")
         raise ValueError("stage failed")
     assert not path.exists() and not staging.exists()
+
+
+def test_a_process_running_job_after_job_keeps_one_emptied_dir_until_told_none_follows(workdir):
+    """keep_spare_dir: no inode made and freed per job (on ext4 without a journal, freed inodes slow every
+    later allocation for a minute); the spare is emptied, named like any workspace, never another temp
+    root's or another process's, and removed when no job follows."""
+    import multiprocessing
+
+    other_root = workdir / "other"
+    other_root.mkdir()
+    keep_spare_dir(True)
+    try:
+        with pytest.raises(ValueError), JobWorkspace(workdir) as ws:
+            first = ws.path
+            ws.stage_dir()
+            (first / "half-written.pcap").write_bytes(b"partial")
+            raise ValueError("stage failed")
+        assert first.is_dir() and list(first.iterdir()) == []       # emptied, kept for the next job
+        with JobWorkspace(workdir) as ws:
+            assert ws.path == first
+        with JobWorkspace(workdir) as ws:
+            ws.add_owner(os.getpid())   # a marker (more owners): removed as always, never reused
+            assert ws.path == first
+        assert not first.exists()
+        with JobWorkspace(workdir) as ws:
+            second = ws.path
+        assert second.is_dir()
+        # a forked child (a worker forked while the parent keeps a spare) makes its own
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_workspace, args=(workdir, queue))
+        child.start()
+        child_path = queue.get(timeout=30)
+        child.join(30)
+        assert child_path != str(second) and second.is_dir() and not Path(child_path).exists()
+        with JobWorkspace(other_root) as ws:        # another temp root: the old spare goes
+            assert ws.path.parent == other_root
+        assert not second.exists()
+    finally:
+        keep_spare_dir(False)
+    assert list(other_root.iterdir()) == []
+    assert [p for p in workdir.iterdir() if p.name.startswith("pktmask_")] == []
+
+
+def _child_workspace(root, queue):
+    with JobWorkspace(root) as ws:
+        queue.put(str(ws.path))
 
 
 def test_output_on_another_file_system_is_staged_beside_it_under_a_marker(workdir, other_fs):

@@ -193,14 +193,15 @@ class RunController(QObject):
 
     def fill_slots(self) -> None:
         """Start queued rows while a job slot is free (nothing without a run, or while closing), then hand
-        the local runner one more row per slot to stand by."""
+        the local runner two more rows per slot to stand by."""
         run = self.run
         if run is None or self.closing:
             return
         unbounded = getattr(self.runner, "unbounded", False)
         limit = len(self.model.rows) if unbounded else max(1, int(self.settings.parallel_jobs))
         running = self._held() - len(self._standby)
-        standby = 0 if unbounded or self.runner is not self.local_runner else limit
+        # two per slot: a job thread sends the next job to its worker while one runs (WorkerPool.run_lane)
+        standby = 0 if unbounded or self.runner is not self.local_runner else 2 * limit
         for row in self.model.queued_rows():
             if row.id in self._standby:
                 continue

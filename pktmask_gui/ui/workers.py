@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 import traceback
@@ -28,7 +29,7 @@ from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QTimer, Signal
 # At import, not at the first job or warm(): the import (~10-50 ms) would hold the GIL in the middle of a
 # turn of the event loop.
 from .. import jobs
-from ..workerpool import WorkerPool
+from ..workerpool import LaneJob, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +239,68 @@ class JobRunner(QObject):
                 worker = self._waiting.popleft()
                 self._busy += 1
             self.began.emit(worker.row_id)
+            last: list[JobWorker] = []
             try:
-                worker.run()
+                if worker.pool is not None and not worker.cancel_event.is_set():
+                    self._run_lane(worker, last)
+                else:
+                    worker.run()
             finally:
                 with self._cond:
                     self._busy -= 1
+                for done in last:       # the lane's last job ends once the lane has (its temp dir removed)
+                    done.done.set()
+                    self._job_ended.emit(done.row_id, done.serial)
+
+    def _run_lane(self, first: JobWorker, last: list[JobWorker]) -> None:
+        """``first`` and the pool jobs handed after it, one after another on one worker process, each next one
+        sent while the one before runs (``WorkerPool.run_lane``): the worker need not wait for this thread,
+        which shares the GIL with the UI thread, between small files. A job taken this way still begins (the
+        ``began`` signal) only when the one before it has ended, and a cancel reaches it on the worker. Each
+        job's end (``done``, ``_job_ended``) is told when the next one's result comes, the last one's by the
+        caller once the lane is over: the runner is idle only when the worker has removed its spare dir."""
+        pool = first.pool
+        unfinished: dict[int, JobWorker] = {}
+
+        def lane_job(worker: JobWorker, begin) -> LaneJob:
+            unfinished[worker.serial] = worker
+            try:
+                size = os.stat(worker.job.input).st_size
+            except OSError:
+                size = 0
+            return LaneJob(worker.job, worker.settings, progress=worker._progress, cancel=worker.cancel_event,
+                           size=size, begin=begin, tag=worker)
+
+        def take() -> LaneJob | None:
+            nonlocal first
+            if first is not None:
+                worker, first = first, None
+                return lane_job(worker, None)
+            with self._cond:
+                if not self._waiting or self._waiting[0].pool is not pool or self._stop_threads or \
+                        len(self._threads) > self._slots:
+                    return None
+                worker = self._waiting.popleft()
+            return lane_job(worker, lambda: self.began.emit(worker.row_id))
+
+        def finish(item: LaneJob, result) -> None:
+            worker = item.tag
+            unfinished.pop(worker.serial, None)
+            self._job_finished.emit(worker.row_id, worker.serial, result)
+            for done in last:
+                done.done.set()
+                self._job_ended.emit(done.row_id, done.serial)
+            last[:] = [worker]
+
+        try:
+            pool.run_lane(take, finish)
+        except BaseException as exc:  # an engine bug must surface as failed rows, not a dead thread
+            for worker in unfinished.values():
+                job_log = logging.LoggerAdapter(log, {"job": worker.job.input.name})
+                job_log.error("the job stopped with an internal error: %s", exc)
+                job_log.debug("%s", traceback.format_exc())
+                self._job_failed.emit(worker.row_id, worker.serial, f"Internal error: {exc}")
+                last.append(worker)
 
     def warm(self, slots: int) -> None:
         """Make the job threads and the pool now (its ``slots`` workers start off the UI thread) and keep them

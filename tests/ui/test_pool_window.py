@@ -226,11 +226,11 @@ def test_a_row_removed_while_it_stands_by_never_runs(qtbot, window, ui_env, big_
     window.out_path.setText(str(ui_env.out))
     assert window.start()
     wait_running(qtbot, window, "big.pcap")
-    assert window.controller.runner.held_count() == 2           # the next row stands by
+    assert window.controller.runner.held_count() == 3           # the next two rows stand by
     window.queue_view.selectRow(1)
     window.act_remove.trigger()
     assert [r.path.name for r in window.model.rows] == ["big.pcap", "small-01.pcap"]
-    assert window.controller.runner.held_count() == 1
+    assert window.controller.runner.held_count() == 2
     window.cancel_row(window.model.rows[0])
     wait_idle(qtbot, window)
     assert [r.status for r in window.model.rows] == ["Cancelled", "Done"]

@@ -223,8 +223,8 @@ def test_rows_queued_again_or_left_between_removed_ones_still_run(qtbot, ui_env,
 
 def test_a_row_standing_by_is_taken_back_when_cancelled_or_when_the_settings_change(
         qtbot, ui_env, make_controller, big_capture):
-    """One slot: the next row is handed to the runner ahead of need (still Queued), so that it begins the
-    moment the running job ends. Cancelled, it never runs; after a settings change it runs with the new
+    """One slot: the next two rows are handed to the runner ahead of need (still Queued), so that each begins the
+    moment the job before it ends. Cancelled, it never runs; after a settings change it runs with the new
     settings, like any row that had not started."""
     import dataclasses
 
@@ -236,10 +236,11 @@ def test_a_row_standing_by_is_taken_back_when_cancelled_or_when_the_settings_cha
     controller.start(["dedup", "anonymize", "mask"], ui_env.out)
     wait_running(qtbot, model, "big.pcap")
     assert [r.status for r in model.rows] == ["Running", "Queued", "Queued"]
-    assert controller.running_count() == 1 and controller.runner.held_count() == 2      # s1 stands by
+    # s1 and s2 stand by (two rows per slot); behind a big file neither is sent to the worker yet
+    assert controller.running_count() == 1 and controller.runner.held_count() == 3
     controller.cancel_row(model.rows[1])
-    assert model.rows[1].status == "Cancelled" and controller.runner.held_count() == 1
-    controller.fill_slots()                                   # s2 stands by now
+    assert model.rows[1].status == "Cancelled" and controller.runner.held_count() == 2
+    controller.fill_slots()                                   # nothing more to hand over
     assert controller.runner.held_count() == 2 and model.rows[2].status == "Queued"
     controller.settings = dataclasses.replace(controller.settings, output_suffix="-v2")
     assert controller.runner.held_count() == 1                # taken back: it had the old settings
