@@ -1,6 +1,8 @@
 """Small, Qt-free text helpers for the GUI: sizes, durations, counts, and a job's result in plain words."""
 from __future__ import annotations
 
+import functools
+
 
 def human_size(n: int | None) -> str:
     if n is None:
@@ -128,12 +130,22 @@ def short_stage_text(name: str, title: str, counts: dict) -> str:
 
 
 # --- a job result in words (the queue's Result column, the log, the summary) ---------------------------
+@functools.lru_cache(maxsize=64)        # a lookup per stage and result: the import machinery costs ~20 µs
 def _stage_title(name: str) -> str:
     try:
         from ..stages import stage_by_name
         return stage_by_name(name).title
     except (KeyError, ImportError):
         return {"memory": "Memory"}.get(name, name.replace("_", " ").title())
+
+
+@functools.lru_cache(maxsize=64)
+def _stage_position(name: str) -> int:
+    try:
+        from ..stages import stage_by_name
+        return stage_by_name(name).order
+    except (KeyError, ImportError):
+        return 10**6
 
 
 def duplicates_removed(result) -> int | None:
@@ -149,13 +161,7 @@ def duplicates_removed(result) -> int | None:
 def _user_order(stages: dict) -> list:
     """Stage reports in the order the user sees the operations (Remove Dupes, Anonymize IPs, Mask
     Payloads, then the metadata scrub), not the order the engine ran them in; "memory" last."""
-    def position(name):
-        try:
-            from ..stages import stage_by_name
-            return stage_by_name(name).order
-        except (KeyError, ImportError):
-            return 10**6
-    return sorted((stages or {}).items(), key=lambda item: position(item[0]))
+    return sorted((stages or {}).items(), key=lambda item: _stage_position(item[0]))
 
 
 def stage_lines(result) -> list[str]:
