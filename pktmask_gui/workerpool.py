@@ -234,6 +234,12 @@ class WorkerPool:
             for item in [i for i in pending if i.cancel is not None and i.cancel.is_set()]:
                 pending.remove(item)            # never begun: nothing to stop
                 finish(item, _cancelled(item))
+            if not pending:                     # (no worker is taken for a lane with nothing to run)
+                item = take()
+                if item is None:
+                    return
+                pending.append(item)
+                continue
             worker = self._acquire()
             healthy = False
             try:
