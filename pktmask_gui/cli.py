@@ -431,9 +431,13 @@ def process_main(argv: list[str]) -> int:
         pool = WorkerPool(workers, fork=True)
         pool.warm()
     elif settings.parallel_jobs > 1:
-        # one file at a time and cores to spare: its main pass may run on segments (segments.py)
-        from .segments import executor as split_executor
-        runner = functools.partial(run_job, executor=split_executor(settings.parallel_jobs))
+        # one file at a time and cores to spare: its main pass may run on segments (segments.py), in forks
+        from .segments import MIN_SPLIT_BYTES, executor as split_executor
+        from .workerpool import preload
+
+        if any(_size(job) >= MIN_SPLIT_BYTES for job in jobs):
+            preload()       # once, here: the segments' workers start as forks that have it (on Linux)
+        runner = functools.partial(run_job, executor=split_executor(settings.parallel_jobs, fork=True))
 
     def progress_of(idx: int):
         return lambda _phase, done, total, pk: console.update(idx, done, total, pk)

@@ -16,7 +16,8 @@ The leader declines (the main pass then runs in it, on one core, and the log say
 be cut exactly (``split_hazard``) or is not ``segmentable``; the parent declines up front for small or
 compressed files. A result that cannot be folded exactly (``SplitInexact``) makes the leader run the whole
 file again on one core. Processes: standard-library multiprocessing (spawn), a pipe each way per worker;
-cancel is a message, then a kill after CANCEL_GRACE_S; a worker that dies fails the file; every file lives
+cancel is a message, then a kill after CANCEL_GRACE_S (forks in the CLI on Linux: ``executor(fork=True)``);
+a worker that dies fails the file; every file lives
 in the job's staging dir, which the workspace removes whatever happens.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import multiprocessing
 import os
 import signal
 import struct
+import sys
 import time
 from array import array
 from bisect import bisect_right
@@ -96,14 +98,17 @@ def refusal(spec: ExecSpec, jobs: int) -> str | None:
     return None
 
 
-def executor(jobs: int, fallback=None):
+def executor(jobs: int, fallback=None, fork: bool = False):
     """An executor for ``pipeline.run_job``: the main pass on up to ``jobs`` processes when the file allows,
-    else ``fallback`` (None: execute() in this process)."""
+    else ``fallback`` (None: execute() in this process). ``fork``: the workers are forks of this process (the
+    CLI on Linux, whose only other thread waits for the job: nothing a child could inherit is locked); a
+    fork starts in ~10 ms where a spawned worker spends ~0.35 s on a Python start and the engine's imports,
+    the leader's on the critical path."""
     def run(spec: ExecSpec, progress, cancel, workspace) -> dict:
         why = refusal(spec, jobs)
         if why is None:
             return _run_parallel(spec, min(jobs, max(2, os.path.getsize(spec.read_path) // MIN_SEGMENT_BYTES)),
-                                 progress, cancel, workspace)
+                                 progress, cancel, workspace, fork)
         if jobs > 1:
             logging.LoggerAdapter(log, {"job": spec.display_name}).debug("One core: %s.", why)
         if fallback is not None:
@@ -128,12 +133,12 @@ def _paths(spec: ExecSpec) -> dict:
 
 
 class _Worker:
-    def __init__(self, k: int, spec: ExecSpec, n: int):
+    def __init__(self, k: int, spec: ExecSpec, n: int, context=_CONTEXT):
         self.k = k
-        self.receiver, sender = _CONTEXT.Pipe(duplex=False)
-        control_receiver, self.control = _CONTEXT.Pipe(duplex=False)
-        self.proc = _CONTEXT.Process(target=_worker_main, args=(k, n, spec, sender, control_receiver, os.getpid()),
-                                     name=f"pktmask-segment {k} {spec.display_name}", daemon=True)
+        self.receiver, sender = context.Pipe(duplex=False)
+        control_receiver, self.control = context.Pipe(duplex=False)
+        self.proc = context.Process(target=_worker_main, args=(k, n, spec, sender, control_receiver, os.getpid()),
+                                    name=f"pktmask-segment {k} {spec.display_name}", daemon=True)
         self.proc.start()
         sender.close()
         control_receiver.close()
@@ -156,12 +161,13 @@ class _Worker:
         self.control.close()
 
 
-def _run_parallel(spec: ExecSpec, n: int, progress, cancel, workspace) -> dict:
+def _run_parallel(spec: ExecSpec, n: int, progress, cancel, workspace, fork: bool = False) -> dict:
     job_log = logging.LoggerAdapter(log, {"job": spec.display_name})
+    context = multiprocessing.get_context("fork") if fork and sys.platform.startswith("linux") else _CONTEXT
     workers = []
     try:
         for k in range(n):
-            workers.append(_Worker(k, spec, n))
+            workers.append(_Worker(k, spec, n, context))
             workspace.add_owner(workers[-1].proc.pid)
         return _supervise(workers, spec, progress, cancel, job_log)
     finally:
@@ -299,6 +305,7 @@ class _Control:
 
 def _worker_main(k: int, n: int, spec: ExecSpec, conn, control_conn, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the parent decides; Ctrl-C reaches it, not us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)      # (a fork would inherit the CLI's, which raises)
     die_with_parent(parent_pid)
     root = logging.getLogger("pktmask_gui")
     root.handlers[:] = [_PipeLogHandler(conn)]

@@ -101,9 +101,9 @@ def write_pcapng(path: Path, packets: int, seed: int = 5) -> Path:
     return path
 
 
-def _run(path: Path, out: Path, settings: Settings, stages: list, jobs: int, caplog=None, **kw):
+def _run(path: Path, out: Path, settings: Settings, stages: list, jobs: int, caplog=None, fork=False, **kw):
     job = Job(input=path, output_dir=out, stages=stages)
-    ex = segments.executor(jobs) if jobs > 1 else None
+    ex = segments.executor(jobs, fork=fork) if jobs > 1 else None
     return run_job(job, settings, executor=ex, **kw)
 
 
@@ -118,13 +118,14 @@ def _same(a, b) -> None:
 OPTION_SETS = [["anonymize"], ["mask"], ["dedup", "anonymize"], ["dedup", "anonymize", "mask"], ["dedup", "mask"]]
 
 
+@pytest.mark.parametrize("fork", [False, True], ids=["spawn", "fork"])   # fork: the CLI's workers (Linux)
 @pytest.mark.parametrize("stages", OPTION_SETS, ids=["+".join(s) for s in OPTION_SETS])
-def test_pcap_split_is_byte_identical(env, stages, caplog):
+def test_pcap_split_is_byte_identical(env, stages, fork, caplog):
     workdir, settings = env
     src = write_pcap(workdir / "mix.pcap", 9000)
     one = _run(src, workdir / "one", settings, stages, 1)
     caplog.set_level(logging.DEBUG, logger="pktmask_gui")
-    three = _run(src, workdir / "three", settings, stages, 3)
+    three = _run(src, workdir / "three", settings, stages, 3, fork=fork)
     _same(one, three)
     assert "The main pass runs on 3 segments" in caplog.text
     assert not leftovers(workdir / "temp", workdir / "three")
@@ -186,7 +187,8 @@ def _children():
     return found
 
 
-def test_cancel_ends_every_worker_within_half_a_second(env):
+@pytest.mark.parametrize("fork", [False, True], ids=["spawn", "fork"])
+def test_cancel_ends_every_worker_within_half_a_second(env, fork):
     workdir, settings = env
     src = write_pcap(workdir / "mix.pcap", 30000)
     cancel = threading.Event()
@@ -198,7 +200,8 @@ def test_cancel_ends_every_worker_within_half_a_second(env):
             cancel.set()
             seen.append(time.monotonic())
 
-    result = _run(src, workdir / "out", settings, ["dedup", "anonymize", "mask"], 2, progress=progress, cancel=cancel)
+    result = _run(src, workdir / "out", settings, ["dedup", "anonymize", "mask"], 2, progress=progress, cancel=cancel,
+                  fork=fork)
     ended = time.monotonic()
     assert result.status == "cancelled"
     stamp = [x for x in seen if isinstance(x, float)][0]
@@ -207,7 +210,8 @@ def test_cancel_ends_every_worker_within_half_a_second(env):
     assert not leftovers(workdir / "temp", workdir / "out")
 
 
-def test_a_worker_that_dies_fails_the_file_cleanly(env):
+@pytest.mark.parametrize("fork", [False, True], ids=["spawn", "fork"])
+def test_a_worker_that_dies_fails_the_file_cleanly(env, fork):
     workdir, settings = env
     src = write_pcap(workdir / "mix.pcap", 30000)
     killed = []
@@ -219,7 +223,7 @@ def test_a_worker_that_dies_fails_the_file_cleanly(env):
             victim.kill()
             killed.append(victim.pid)
 
-    result = _run(src, workdir / "out", settings, ["dedup", "anonymize", "mask"], 2, progress=progress)
+    result = _run(src, workdir / "out", settings, ["dedup", "anonymize", "mask"], 2, progress=progress, fork=fork)
     assert killed
     assert result.status == "failed"
     assert "worker process ended unexpectedly" in result.error
