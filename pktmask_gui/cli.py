@@ -261,7 +261,8 @@ class _Console:
         with self.lock:
             self.progress.pop(idx, None)
             self.finished += 1
-        self.line(describe_result(result))
+        if not self.quiet:          # (-q: not even worded; a batch of small files has hundreds)
+            self.line(describe_result(result))
 
 
 def _user_order(stages: dict) -> list:
