@@ -508,8 +508,6 @@ class _Planner:
                 stage.absorb(result, baseline)
             _append(self.spec.staged_path, paths["seg"].format(k), res["skip"], self.control)
             os.unlink(paths["seg"].format(k))
-        with open(self.spec.staged_path, "rb+") as fh:
-            os.fsync(fh.fileno())
         _check_stamp(self.spec.read_path, run.stamp, final=True)
         run.context.log.debug("Segments: first pass and plan %.2f s (CPU %.2f s), first segment %.2f s (CPU %.2f s), "
                               "waited %.2f s, merged %.2f s (CPU %.2f s).", t_plan - self.t0, c_plan, t_seg - t_plan,

@@ -36,7 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -291,6 +291,7 @@ class WorkerPool:
         worker.jobs += 1
         item.job_id = worker.jobs
         item.stop_sent = False
+        item.backlog = []
         try:
             worker.conn.send(("job", item.job_id, item.job, item.settings, more))
         except OSError:
@@ -329,6 +330,11 @@ class WorkerPool:
         """Hand the worker's messages for the running job (``pending[0]``) to its callbacks until its final
         one; pass a cancel of a job sent behind it on. Returns (final message, whether the worker lives on)."""
         head = pending[0]
+        for message in head.backlog:        # what came while the job before it was being finished
+            final = _deliver(message, head.job_id, head.progress, head.on_log)
+            if final is not None:
+                return final, True
+        head.backlog = []
         conn, sentinel = worker.conn, worker.proc.sentinel
         while True:
             if head.cancel is not None and head.cancel.is_set():
@@ -341,6 +347,8 @@ class WorkerPool:
                 except (EOFError, OSError):
                     worker.proc.join(1)
                     raise WorkerDied(worker.proc.exitcode) from None
+                if _keep_for_later(message, pending):
+                    continue
                 final = _deliver(message, head.job_id, head.progress, head.on_log)
                 if final is not None:
                     return final, True
@@ -362,6 +370,8 @@ class WorkerPool:
                 message = worker.conn.recv()
             except (EOFError, OSError):
                 break
+            if _keep_for_later(message, pending):
+                continue
             final = _deliver(message, head.job_id, None, head.on_log)
             if final is not None:
                 return final, True
@@ -385,6 +395,19 @@ class LaneJob:
     job_id: int = 0
     started: float = 0.0
     stop_sent: bool = False
+    backlog: list = field(default_factory=list)    # its messages that came before the one ahead ended
+
+
+def _keep_for_later(message, pending: deque) -> bool:
+    """A message of a job sent behind the running one (its passes run while the one ahead is published):
+    kept for when it is the running one. True when kept."""
+    if message[0] != "batch" or message[1] == pending[0].job_id:
+        return False
+    for item in itertools.islice(pending, 1, None):
+        if item.job_id == message[1]:
+            item.backlog.append(message)
+            return True
+    return False
 
 
 def _cancelled(item: LaneJob) -> JobResult:
@@ -438,7 +461,8 @@ def _deliver(message, job_id: int, progress, on_log):
 
 class _Outbox:
     """What a worker sends about its current job: the latest progress and the log records, one message per
-    FLUSH_INTERVAL at most; the last message carries the outcome."""
+    FLUSH_INTERVAL at most. The job's last message (its result) is sent by the publisher once the job is in
+    place; what the publish step logs goes with it."""
 
     def __init__(self, conn):
         self.conn = conn
@@ -447,6 +471,8 @@ class _Outbox:
         self.events: list = []
         self.progress_event = None
         self.next_flush = 0.0
+        self.publisher_ident = 0    # the publisher thread: its records belong to the job it publishes
+        self.published: list = []
 
     def begin(self, job_id: int) -> None:
         with self.lock:
@@ -460,6 +486,9 @@ class _Outbox:
 
     def log(self, data: dict) -> None:
         with self.lock:
+            if self.publisher_ident and threading.get_ident() == self.publisher_ident:
+                self.published.append(("log", data))
+                return
             self.events.append(("log", data))
             self._maybe_flush()
 
@@ -467,21 +496,81 @@ class _Outbox:
         if time.monotonic() >= self.next_flush:
             self._flush()
 
-    def _flush(self, final=None) -> None:
+    def _flush(self) -> None:
         events = self.events
         if self.progress_event is not None:
             events.append(self.progress_event)
-        if final is not None:
-            events.append(final)
         self.events, self.progress_event = [], None
         self.next_flush = time.monotonic() + FLUSH_INTERVAL
         if events:
             self.conn.send(("batch", self.job_id, events))
 
-    def finish(self, final) -> None:
+    def hand_over(self) -> list:
+        """The current job's passes are over: what it has not sent yet, for its last message."""
         with self.lock:
-            self._flush(final)
-            self.job_id = 0
+            events = self.events
+            if self.progress_event is not None:
+                events.append(self.progress_event)
+            self.job_id, self.events, self.progress_event = 0, [], None
+            return events
+
+    def send_final(self, job_id: int, events: list) -> None:
+        with self.lock:
+            published, self.published = self.published, []
+            self.conn.send(("batch", job_id, events + published))
+
+
+class _Publisher:
+    """Finishes jobs on a thread of its own, in the order they came: each job's publish step (its output synced
+    and moved into place, its temp dir removed; ``pipeline.start_job``), then its last message. The worker's
+    main thread meanwhile runs the next job's passes: the sync waits for the disk, not the processor."""
+
+    def __init__(self, outbox: _Outbox):
+        self.outbox = outbox
+        self.queue: deque = deque()
+        self.cond = threading.Condition()
+        self.busy = 0
+        self.thread = threading.Thread(target=self._run, name="pktmask-publish", daemon=True)
+        self.thread.start()
+
+    def put(self, job_id: int, events: list, finish: Callable[[], JobResult]) -> None:
+        with self.cond:
+            self.busy += 1
+            self.queue.append((job_id, events, finish))
+            self.cond.notify_all()
+
+    def wait(self) -> None:
+        """Until every job handed over has sent its result."""
+        with self.cond:
+            while self.busy:
+                self.cond.wait()
+
+    def close(self) -> None:
+        self.wait()
+        with self.cond:
+            self.queue.append(None)
+            self.cond.notify_all()
+        self.thread.join(5)
+
+    def _run(self) -> None:
+        self.outbox.publisher_ident = threading.get_ident()
+        while True:
+            with self.cond:
+                while not self.queue:
+                    self.cond.wait()
+                item = self.queue.popleft()
+            if item is None:
+                return
+            job_id, events, finish = item
+            try:
+                result = finish()
+                self.outbox.send_final(job_id, events + [("done", result)])
+            except Exception:   # noqa: BLE001 - the owner is gone (or the pipe broke): nothing to tell
+                pass
+            finally:
+                with self.cond:
+                    self.busy -= 1
+                    self.cond.notify_all()
 
 
 class _OutboxLogHandler(logging.Handler):
@@ -583,7 +672,7 @@ def preload() -> None:
 def _worker_main(conn, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the owner decides; Ctrl-C reaches it, not us
     die_with_parent(parent_pid)
-    from .pipeline import JobResult, run_job
+    from .pipeline import JobResult, start_job
     from .workspace import keep_spare_dir
 
     preload()           # (spawned) the stages' modules now, while the owner is still busy, not in the first job
@@ -594,11 +683,13 @@ def _worker_main(conn, parent_pid: int) -> None:
     root.setLevel(logging.DEBUG)
     root.propagate = False
     inbox = _Inbox(conn)
+    publisher = _Publisher(outbox)
     spare = False               # this process keeps an emptied temp dir for the next job
     try:
         while True:
             try:
                 if spare and not inbox.ready(SPARE_LINGER_S):
+                    publisher.wait()
                     keep_spare_dir(False)       # no job came: nothing stays behind
                     spare = False
                 message = inbox.next()
@@ -608,10 +699,12 @@ def _worker_main(conn, parent_pid: int) -> None:
             if kind == "exit":
                 return
             if kind == "release":
+                publisher.wait()        # the last job's temp dir is back (or gone) before the answer
                 keep_spare_dir(False)
                 spare = False
                 try:
-                    conn.send(("released",))
+                    with outbox.lock:
+                        conn.send(("released",))
                 except (OSError, ValueError):
                     return
                 continue
@@ -626,14 +719,13 @@ def _worker_main(conn, parent_pid: int) -> None:
                 inbox.stopped.discard(job_id)
                 logging.LoggerAdapter(log, {"job": Path(job.input).name}).debug(
                     "Cancelled while it waited behind the job before it: it never began.")
-                result = JobResult(input=str(job.input), status="cancelled", error="cancelled")
-            else:
-                keep_spare_dir(more)
-                spare = more
-                result = run_job(job, settings, progress=outbox.progress, cancel=_StopFlag(inbox, job_id))
-            try:
-                outbox.finish(("done", result))
-            except (OSError, ValueError):
-                return
+                cancelled = JobResult(input=str(job.input), status="cancelled", error="cancelled")
+                publisher.put(job_id, outbox.hand_over(), lambda result=cancelled: result)
+                continue
+            keep_spare_dir(more)
+            spare = more
+            finish = start_job(job, settings, progress=outbox.progress, cancel=_StopFlag(inbox, job_id))
+            publisher.put(job_id, outbox.hand_over(), finish)
     finally:
+        publisher.close()
         keep_spare_dir(False)
