@@ -287,3 +287,41 @@ def test_a_job_waiting_behind_one_whose_worker_dies_runs_on_a_new_worker(workdir
     assert started == 2
     assert sorted(p.name for p in out.iterdir()) == ["small-00-sanitized.pcap", "small-01-sanitized.pcap"]
     assert leftovers(workdir) == []
+
+
+def test_a_job_is_published_while_the_next_one_runs_and_nothing_of_either_is_lost(workdir, monkeypatch):
+    """The worker's publisher finishes job A (its fsync made slow here) while job B's passes run: B's progress
+    sent meanwhile waits in the lane and reaches B's callback; A's result comes first; both outputs whole."""
+    import pktmask_gui.pipeline as pipeline
+    from pktmask_gui.workerpool import LaneJob
+
+    if threading.active_count() != 1 or not sys.platform.startswith("linux"):
+        pytest.skip("the slow sync reaches the worker only in a fork of this process")
+    real_sync = pipeline._sync
+
+    def slow_sync(path):
+        time.sleep(1.5)         # longer than B's passes: all of B's progress comes before A's result
+        real_sync(path)
+    monkeypatch.setattr(pipeline, "_sync", slow_sync)
+    small = small_files(workdir / "in", 1)[0]
+    big = workdir / "in" / "b.pcap"
+    generate(big, packets=60000, seed=4)
+    settings = settings_for(workdir)
+    out = workdir / "out"
+    events, seen = [], []
+    queue = [LaneJob(Job(small, out, OPS), settings, tag="a", begin=lambda: events.append("begin a")),
+             LaneJob(Job(big, out, OPS), settings, tag="b", begin=lambda: events.append("begin b"),
+                     progress=lambda phase, done, total, packets: events.append("progress b") or
+                     seen.append(done / total))]
+    with WorkerPool(1, fork=True) as pool:
+        pool.warm()
+        pool.run_lane(lambda: queue.pop(0) if queue else None,
+                      lambda item, result: events.append(f"result {item.tag} {result.status}"))
+    assert [e for e in events if not e.startswith("progress")] == ["begin a", "result a ok", "begin b",
+                                                                     "result b ok"]
+    # B's passes ran while A was being synced: its progress messages then waited for it, none was dropped
+    assert events.count("progress b") >= 3 and seen[0] < 0.9
+    assert sorted(p.name for p in out.iterdir()) == ["b-sanitized.pcap", "small-00-sanitized.pcap"]
+    assert Path(run_job(Job(big, workdir / "ref", OPS), settings).output).read_bytes() == \
+        (out / "b-sanitized.pcap").read_bytes()
+    assert leftovers(workdir) == []
