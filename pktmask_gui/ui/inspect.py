@@ -374,6 +374,8 @@ class InspectDialog(QDialog):
                 notes.append("This run's Remove Dupes worked in a window (memory pressure); the view replays it "
                              "over the whole file, so a few pairs may disagree (shown in red).")
             self.model.grow()
+            if self.detail_waiting:     # the reading ended after this tick looked: the last look is now
+                self.show_frame(self.table.currentIndex().row())
         self.status.setText(" ".join(notes))
 
     def _size_columns(self) -> None:
