@@ -451,7 +451,8 @@ def process_main(argv: list[str]) -> int:
         results[idx] = result
         console.result(idx, result)
 
-    order = deque(_dispatch_order(jobs, workers))
+    sizes = [_size(job) for job in jobs] if workers > 1 else [0] * len(jobs)     # each file stat'ed once
+    order = deque(_dispatch_order(jobs, workers, sizes))
     order_lock = threading.Lock()
 
     def take():
@@ -460,8 +461,7 @@ def process_main(argv: list[str]) -> int:
             if cancel.is_set() or not order:
                 return None
             idx = order.popleft()
-        return LaneJob(jobs[idx], settings, progress=progress_of(idx), cancel=cancel, size=_size(jobs[idx]),
-                       tag=idx)
+        return LaneJob(jobs[idx], settings, progress=progress_of(idx), cancel=cancel, size=sizes[idx], tag=idx)
 
     def finish(item, result) -> None:
         results[item.tag] = result
@@ -566,13 +566,15 @@ def _size(job) -> int:
         return 0
 
 
-def _dispatch_order(jobs: list, workers: int) -> list[int]:
+def _dispatch_order(jobs: list, workers: int, sizes: list[int] | None = None) -> list[int]:
     """The order jobs start in: as given with one at a time; side by side, the largest first, so that no
     big file starts last while the other workers have nothing left (on 681 IDS captures the ten largest
     are two thirds of the bytes). Results are still reported in the given order (``--json``)."""
     if workers <= 1:
         return list(range(len(jobs)))
-    return sorted(range(len(jobs)), key=lambda i: -_size(jobs[i]))
+    if sizes is None:
+        sizes = [_size(job) for job in jobs]
+    return sorted(range(len(jobs)), key=lambda i: -sizes[i])
 
 
 def _interrupt(_signum, _frame) -> None:

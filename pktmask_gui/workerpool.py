@@ -4,12 +4,15 @@ Why: a fresh ``spawn`` child per job costs a Python start and the engine's impor
 ~0.2 s of CPU — more than the whole job on a small capture (681 IDS captures: 3 s in one process, 150 s
 with a child each). A pool starts its workers once (``warm``) and hands each job to an idle one.
 
-A worker runs the whole job, ``pipeline.run_job``: its workspace (whose marker names the worker), its
-passes, its publish. The owner (the calling thread) does no file work, so jobs side by side scale with the
-cores even when each is only milliseconds of work. The guarantees of a child per job stay:
-- cancel: the owner sends ``stop`` for that job; the worker stops within one batch, its run_job removes
-  the temp dir and the partial output, and it takes the next job. A worker that has not answered within
-  ``CANCEL_GRACE_S`` is killed (a new one starts in its place), so cancel takes effect within half a second;
+A worker runs whole jobs: each one's workspace (whose name names the worker), its passes, and its publish
+(``pipeline.start_job``: the fsync and the link into place, on the worker's publisher thread while the next
+job's passes run). The owner (the calling thread) does no file work, so jobs side by side scale with the
+cores even when each is only milliseconds of work; a lane (``run_lane``) sends a worker its next small job
+while it runs one, so the worker never waits for its owner. The guarantees of a child per job stay:
+- cancel: the owner sends ``stop`` for that job; the worker stops within one batch, removes the temp dir
+  and the partial output, and takes the next job (one not begun yet is answered without running). A worker
+  that has not answered within ``CANCEL_GRACE_S`` is killed (a new one starts in its place), so cancel takes
+  effect within half a second; the jobs sent behind its job had not begun and go to another worker;
 - a worker that dies (killed, out of memory, a crash in a codec) fails its job with one sentence; the
   owner removes the dirs whose markers name that worker (``workspace.sweep_owned_by``), the pool starts a
   replacement and the batch goes on;

@@ -1,9 +1,8 @@
 """The desktop GUI: the only package of PktMask GUI that imports Qt.
 
 The window (``MainWindow``) queues captures and shows progress, the engine's log and a summary; its run
-controller (``run_controller.RunController``) runs each job on a worker thread that calls the engine's
-``jobs.run_job_process`` (the job runs in a worker process of the run's pool). ``app.run_gui`` is the entry point
-the CLI calls.
+controller (``run_controller.RunController``) runs each job on a job thread that hands it to a worker process
+of the window's pool (``WorkerPool.run_lane``). ``app.run_gui`` is the entry point the CLI calls.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The live log panel: engine log records (from any thread) -> a Qt signal -> a filterable table.
 
 ``QtLogHandler`` is a plain ``logging.Handler``: attached to the ``pktmask_gui`` logger, and fed the
-records that ``jobs.run_job_process`` relays from its worker process. ``emit`` may run in any thread;
+records that the worker pool relays from its worker processes. ``emit`` may run in any thread;
 it only formats the record and adds it to a pending list; the UI thread takes the whole list at once
 (one signal per batch, one insertion into the table), so a burst of lines costs one repaint.
 

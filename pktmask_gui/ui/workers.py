@@ -1,4 +1,4 @@
-"""Job workers: one worker object per job, run on a job thread, calling ``jobs.run_job_process``.
+"""Job workers: one worker object per job, run on a job thread, in a lane of the ``WorkerPool``.
 
 The job runs in a worker process of the ``WorkerPool`` (started with the first job, or earlier by
 ``JobRunner.warm``; its workers reused job after job; the window's pool stays warm between runs until the
@@ -10,9 +10,9 @@ two thread starts, not hundreds. Cancelling sets the job's
 is left. Nothing here ever kills a thread.
 
 Quitting goes through ``JobRunner.cancel_all_and_wait``: set every cancel event, then wait, bounded,
-while pumping the UI event loop so that queued results still arrive. A job has ended when its run()
-returns (its ``done`` event), so the wait never depends on a queued hop through a blocked UI thread; then
-``close_pool`` lets the worker processes go and waits for them.
+while pumping the UI event loop so that queued results still arrive. A job has ended when its ``done`` event
+is set (its lane or its run() is through with it), so the wait never depends on a queued hop through a
+blocked UI thread; then ``close_pool`` lets the worker processes go and waits for them.
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QTimer, Signal
 
 # At import, not at the first job or warm(): the import (~10-50 ms) would hold the GIL in the middle of a
 # turn of the event loop.
-from .. import jobs
 from ..workerpool import LaneJob, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -66,16 +65,12 @@ class JobWorker:
                 to._job_finished.emit(self.row_id, self.serial, JobResult(input=str(self.job.input),
                                                                           status="cancelled", error="cancelled"))
                 return
-            # Log records (the child's, relayed by the engine, and this thread's own workspace lines)
-            # reach the panel through the pktmask_gui logger, which carries the window's QtLogHandler.
-            if self.split > 1:
-                from .. import pipeline, segments
-                # the work in child processes either way: segments, or one child when the file stays whole
-                result = pipeline.run_job(self.job, self.settings, progress=self._progress, cancel=self.cancel_event,
-                                          executor=segments.executor(self.split, segments.in_child))
-            else:
-                result = jobs.run_job_process(self.job, self.settings, progress=self._progress,
-                                              cancel=self.cancel_event, pool=self.pool)
+            # A file that runs alone (split > 1): the work in child processes either way, segments or one child
+            # when the file stays whole. (A pool's job runs in its runner's lane: JobRunner._run_lane.) Log
+            # records reach the panel through the pktmask_gui logger, which carries the window's QtLogHandler.
+            from .. import pipeline, segments
+            result = pipeline.run_job(self.job, self.settings, progress=self._progress, cancel=self.cancel_event,
+                                      executor=segments.executor(self.split, segments.in_child))
         except BaseException as exc:  # an engine bug must surface as a failed row, not a dead thread
             job_log = logging.LoggerAdapter(log, {"job": self.job.input.name})
             job_log.error("the job stopped with an internal error: %s", exc)
@@ -241,16 +236,19 @@ class JobRunner(QObject):
             self.began.emit(worker.row_id)
             last: list[JobWorker] = []
             try:
-                if worker.pool is not None and not worker.cancel_event.is_set():
+                if worker.pool is not None:
                     self._run_lane(worker, last)
                 else:
                     worker.run()
             finally:
                 with self._cond:
                     self._busy -= 1
-                for done in last:       # the lane's last job ends once the lane has (its temp dir removed)
-                    done.done.set()
-                    self._job_ended.emit(done.row_id, done.serial)
+                self._end(last)         # the lane's last job ends once the lane has (its temp dir removed)
+
+    def _end(self, workers: list[JobWorker]) -> None:
+        for worker in workers:
+            worker.done.set()
+            self._job_ended.emit(worker.row_id, worker.serial)
 
     def _run_lane(self, first: JobWorker, last: list[JobWorker]) -> None:
         """``first`` and the pool jobs handed after it, one after another on one worker process, each next one
@@ -287,9 +285,7 @@ class JobRunner(QObject):
             worker = item.tag
             unfinished.pop(worker.serial, None)
             self._job_finished.emit(worker.row_id, worker.serial, result)
-            for done in last:
-                done.done.set()
-                self._job_ended.emit(done.row_id, done.serial)
+            self._end(last)
             last[:] = [worker]
 
         try:
