@@ -264,7 +264,8 @@ class CaptureReader:
         self._fh, self.size = _open_regular(path) if fileobj is None else (fileobj, 0)
         self._sections = []         # pcapng: one list of Interface per section
         self._counts = {"snaplen": 0, "origlen": 0, "fraction": 0}
-        self._notes = []
+        self._cuts = []             # (what, offset, packets kept) of a last record cut short: see warnings
+        self.stop_at = None         # a batch never reads a record that starts at or past this offset
         self._started = False
         try:
             from .compression import DecompressingReader, ReadAhead, detect
@@ -319,7 +320,11 @@ class CaptureReader:
                        f"of one second or more); kept as they are")
         if self.compression and self._fh is not None:
             out += self._fh.notes
-        return out + self._notes
+        return out + [self.cut_note(*cut) for cut in self._cuts]
+
+    def cut_note(self, what: str, offset: int, kept: int) -> str:
+        where = f"byte {offset} of the decompressed data" if self.compression else f"offset {offset}"
+        return f"file is cut short inside its last {what} at {where}: {kept} complete packets kept"
 
     def interfaces(self, section: int = 0) -> list:
         """Interfaces of a section known so far (pcap: the one interface of the file header)."""
@@ -469,8 +474,7 @@ class CaptureReader:
         self.offset = base + pos
 
     def _cut_short(self, what: str, offset: int, kept: int) -> None:
-        where = f"byte {offset} of the decompressed data" if self.compression else f"offset {offset}"
-        self._notes.append(f"file is cut short inside its last {what} at {where}: {kept} complete packets kept")
+        self._cuts.append((what, offset, kept))
 
     def _refill(self, buf: bytes, base: int, pos: int, hl: int) -> tuple:
         """A pcap reader's next buffer, from ``pos`` of ``buf``: ``(buf, base, 0, len(buf))``; fewer than
@@ -506,6 +510,10 @@ class CaptureReader:
                     break
             start = pos
             last = end - hl                 # the last position a record header fits at
+            if self.stop_at is not None and self.stop_at - base - 1 < last:
+                last = self.stop_at - base - 1      # records from there on wait for the next batch
+                if last < pos:
+                    raise RuntimeError("a batch was asked for at the reader's stop")
             for _ in repeat(None, max_records):
                 if pos > last:
                     break                   # the next batch refills the buffer
@@ -524,6 +532,8 @@ class CaptureReader:
                         base += pos
                         pos, end = 0, len(buf)
                         start, last = 0, end - hl
+                        if self.stop_at is not None and self.stop_at - base - 1 < last:
+                            last = self.stop_at - base - 1
                         at, nxt = hl, hl + caplen
                         if nxt > end:
                             if caplen > origlen or (snap and caplen > snap):
@@ -575,7 +585,12 @@ class CaptureReader:
         while not done:
             batch = []
             append = batch.append
+            stop = (1 << 62) if self.stop_at is None else self.stop_at
+            if base + pos >= stop:
+                raise RuntimeError("a batch was asked for at the reader's stop")
             for _ in repeat(None, max_records):
+                if base + pos >= stop:
+                    break                   # records from there on wait for the next batch
                 if pos + 12 > end:
                     buf = self._more(buf, pos, 12)
                     base += pos

@@ -328,7 +328,10 @@ def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelTo
                       log=context.log, key=spec.key, config_dir=spec.config_dir, extra=context.extra))
                   for n in names[:idx] if not stage_by_name(n).prescan_transparent]
         with CaptureReader(spec.read_path) as reader:
-            for batch in reader.batches(BATCH):
+            batches = reader.batches(BATCH)
+            if planner is not None:         # it may have a follower pre-scan the second half (firstpass.py)
+                batches = planner.first_pass(reader, batches, before + [stage])
+            for batch in batches:
                 for earlier in before:
                     batch = earlier.process(batch)
                 stage.prescan(batch)

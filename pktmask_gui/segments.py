@@ -1,16 +1,17 @@
 """One capture on several cores: the main pass runs on contiguous segments of the input in worker processes.
 
 The leader (worker 0) makes the first pass over the whole file as ``pipeline.execute`` does — the pre-scan
-(Remove Dupes decides, Mask Payloads builds its table), or, without a pre-scan, a pass that decides the
-frames to drop or only walks the records — and notes split points at record boundaries near equal shares
-of the file: the byte offset, the packets before it (per stage: before or after the dropped frames), the
-section's header blocks (pcapng) and each stage's ``snapshot()`` there. Each other worker then runs the
-main pass (stages, writer, self-check) over its segment, read as the capture's header (or the section's
-SHB and IDBs) followed by the segment's bytes, with stage instances started from the leader's ``export()``
-and the snapshot (``Stage.segment_start``); the leader runs the first segment straight into the staged
-output, folds the other segments' ``segment_result()`` into its own stages (``absorb``) and appends their
-outputs (less the header each re-wrote). The output and the report are the one-core run's, byte for byte:
-see docs/ARCHITECTURE.md, "One file on several cores".
+(Remove Dupes decides, Mask Payloads builds its table), or, without a pre-scan, a pass that decides the frames
+to drop or only walks the records (with two segments and forked workers, the follower pre-scans the second
+half meanwhile and the leader makes that result its own: firstpass.py) — and notes split points at record
+boundaries near equal shares of the file: the byte offset, the packets before it (per stage: before or after
+the dropped frames), the section's header blocks (pcapng) and each stage's ``snapshot()`` there. Each other
+worker then runs the main pass (stages, writer, self-check) over its segment, read as the capture's header (or
+the section's SHB and IDBs) followed by the segment's bytes, with stage instances started from the leader's
+``export()`` and the snapshot (``Stage.segment_start``); the leader runs the first segment straight into the
+staged output, folds the other segments' ``segment_result()`` into its own stages (``absorb``) and appends
+their outputs (less the header each re-wrote). The output and the report are the one-core run's, byte for
+byte: see docs/ARCHITECTURE.md, "One file on several cores".
 
 The leader declines (the main pass then runs in it, on one core, and the log says why) when a stage cannot
 be cut exactly (``split_hazard``) or is not ``segmentable``; the parent declines up front for small or
@@ -34,6 +35,7 @@ from array import array
 from bisect import bisect_right
 from multiprocessing.connection import wait as wait_any
 
+from . import firstpass
 from .capture import IDB, META, SHB, CaptureReader, section_endian
 from .pipeline import (
     _GC_THRESHOLDS,
@@ -133,11 +135,12 @@ def _paths(spec: ExecSpec) -> dict:
 
 
 class _Worker:
-    def __init__(self, k: int, spec: ExecSpec, n: int, context=_CONTEXT):
+    def __init__(self, k: int, spec: ExecSpec, n: int, context=_CONTEXT, halves=None):
         self.k = k
         self.receiver, sender = context.Pipe(duplex=False)
         control_receiver, self.control = context.Pipe(duplex=False)
-        self.proc = context.Process(target=_worker_main, args=(k, n, spec, sender, control_receiver, os.getpid()),
+        self.proc = context.Process(target=_worker_main,
+                                    args=(k, n, spec, sender, control_receiver, os.getpid(), halves),
                                     name=f"pktmask-segment {k} {spec.display_name}", daemon=True)
         self.proc.start()
         sender.close()
@@ -165,10 +168,17 @@ def _run_parallel(spec: ExecSpec, n: int, progress, cancel, workspace, fork: boo
     job_log = logging.LoggerAdapter(log, {"job": spec.display_name})
     context = multiprocessing.get_context("fork") if fork and sys.platform.startswith("linux") else _CONTEXT
     workers = []
+    # the first pass on two cores (firstpass.py): the follower sends the leader its pre-scan of the second
+    # half through a pipe of their own; forks only (the fingerprints need the interpreter's hash key)
+    halves = context.Pipe(duplex=False) if n == 2 and context is not _CONTEXT and firstpass.eligible(spec) \
+        else None
     try:
         for k in range(n):
-            workers.append(_Worker(k, spec, n, context))
+            workers.append(_Worker(k, spec, n, context, halves))
             workspace.add_owner(workers[-1].proc.pid)
+        if halves is not None:
+            for end in halves:
+                end.close()
         return _supervise(workers, spec, progress, cancel, job_log)
     finally:
         if any(w.proc.is_alive() for w in workers):
@@ -239,6 +249,8 @@ def _supervise(workers: list, spec: ExecSpec, progress, cancel, job_log) -> dict
             elif kind == "done":
                 return message[1]
             elif kind == "error":
+                if w.done and w is not leader:
+                    continue                    # not needed any more (told to stop while it pre-scanned)
                 if message[1] == "cancelled":
                     raise Cancelled()
                 w.error = (message[1], message[2])
@@ -285,6 +297,7 @@ class _Control:
     def __init__(self, conn):
         self.conn = conn
         self.stopped = False
+        self.pending = None             # "go", come while the follower still pre-scanned (firstpass.py)
 
     def is_set(self) -> bool:
         if not self.stopped and self.conn.poll():
@@ -293,8 +306,9 @@ class _Control:
 
     def expect(self, kind: str):
         """The next message when it is ``kind``, else None (stop, or the parent gone)."""
+        message, self.pending = self.pending, None
         try:
-            message = self.conn.recv()
+            message = message or self.conn.recv()
         except (EOFError, OSError):
             message = ("stop",)
         if message[0] != kind:
@@ -303,7 +317,7 @@ class _Control:
         return message
 
 
-def _worker_main(k: int, n: int, spec: ExecSpec, conn, control_conn, parent_pid: int) -> None:
+def _worker_main(k: int, n: int, spec: ExecSpec, conn, control_conn, parent_pid: int, halves=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the parent decides; Ctrl-C reaches it, not us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)      # (a fork would inherit the CLI's, which raises)
     die_with_parent(parent_pid)
@@ -312,11 +326,18 @@ def _worker_main(k: int, n: int, spec: ExecSpec, conn, control_conn, parent_pid:
     root.setLevel(logging.DEBUG)
     root.propagate = False
     control = _Control(control_conn)
+    half = None
+    if halves is not None:          # the leader reads the first pipe end, the follower writes the second
+        half = halves[0] if k == 0 else halves[1]
+        halves[1 if k == 0 else 0].close()
     try:
         if k == 0:
-            outcome = _lead(spec, n, conn, control)
+            outcome = _lead(spec, n, conn, control, half)
             conn.send(("done", outcome))
         else:
+            if half is not None:
+                gc.set_threshold(*_GC_THRESHOLDS)
+                firstpass.speculate(spec, half, control)
             go = control.expect("go")
             if go is not None:                  # else: not needed (or cancelled before it began)
                 gc.set_threshold(*_GC_THRESHOLDS)       # as execute() does for its passes
@@ -332,11 +353,11 @@ def _worker_main(k: int, n: int, spec: ExecSpec, conn, control_conn, parent_pid:
         conn.close()
 
 
-def _lead(spec: ExecSpec, n: int, conn, control) -> dict:
+def _lead(spec: ExecSpec, n: int, conn, control, half=None) -> dict:
     def progress(*args):
         conn.send(("progress",) + args)
 
-    planner = _Planner(spec, n, conn, control)
+    planner = _Planner(spec, n, conn, control, half)
     try:
         return execute(spec, progress, control, planner=planner)
     except SplitInexact as exc:
@@ -365,8 +386,10 @@ class _Planner:
 
     WALK_WEIGHT = 0.4               # share of a walk (no pre-scan) in the progress bar, beside the main pass
 
-    def __init__(self, spec: ExecSpec, n: int, conn, control):
+    def __init__(self, spec: ExecSpec, n: int, conn, control, half=None):
         self.spec, self.n, self.conn, self.control = spec, n, conn, control
+        self.half = half                # the follower's pre-scan of the second half arrives here
+        self.more_raw = 0               # packets of that half, when the leader made it its own
         self.t0 = time.monotonic()
         self.size = os.path.getsize(spec.read_path)
         self.targets = [self.size * j // n for j in range(1, n)]
@@ -386,6 +409,39 @@ class _Planner:
         self.at = (0, 0, 0, 0)
 
     # ---- the first pass ----------------------------------------------------------------------------------
+    def first_pass(self, reader, batches, chain: list):
+        """The first pass's batches. With a follower pre-scanning the second half (firstpass.py): the
+        batches up to its boundary, then none when its result became the leader's, else the rest."""
+        half, self.half = self.half, None
+        found = firstpass.boundary(self.spec.read_path) if half is not None else None
+        if found is None:
+            if half is not None:
+                half.close()
+            yield from batches
+            return
+        start = found[0]
+        self.targets = [start]          # the main pass splits there too
+        reader.stop_at = start
+        for batch in batches:
+            yield batch
+            if reader.offset >= start:
+                break
+        reader.stop_at = None
+        job_log = logging.LoggerAdapter(log, {"job": self.spec.display_name})
+        why = "no record ends at the boundary"
+        if reader.offset == start:
+            res = firstpass.receive(half, self.control)
+            prefix = self.header if reader.format == "pcap" else b"".join(self.prefix)
+            removed = [s.removed for s in chain[:-1]]
+            why = firstpass.land(res, chain, reader, prefix, job_log)
+        half.close()
+        if why is None:
+            self.more_raw = res["raw"]
+            self.kept += res["raw"] - sum(s.removed for s in chain[:-1]) + sum(removed)
+            return
+        job_log.debug("The first pass reads the second half too: %s.", why)
+        yield from batches
+
     def batch(self, reader, chain: list, batch: list) -> None:
         """After each batch of the first pass: ``chain`` the stages it went through (the last one pre-scanned),
         ``batch`` the records that reached the last one."""
@@ -467,7 +523,7 @@ class _Planner:
         # packets entering each stage before each point: every packet up to the frame-dropping stage, the
         # packets it kept after it
         drop_at = max((j for j, s in enumerate(stages) if s.drops_frames), default=-1)
-        total_raw, total_kept = self.reader.packets, self.kept
+        total_raw, total_kept = self.reader.packets + self.more_raw, self.kept
         firsts = [[0] * len(stages)] + [[p.raw if j <= drop_at else p.kept for j in range(len(stages))]
                                         for p in points]
         ends = firsts[1:] + [[total_raw if j <= drop_at else total_kept for j in range(len(stages))]]
@@ -510,9 +566,9 @@ class _Planner:
             os.unlink(paths["seg"].format(k))
         _check_stamp(self.spec.read_path, run.stamp, final=True)
         run.context.log.debug("Segments: first pass and plan %.2f s (CPU %.2f s), first segment %.2f s (CPU %.2f s), "
-                              "waited %.2f s, merged %.2f s (CPU %.2f s).", t_plan - self.t0, c_plan, t_seg - t_plan,
-                              c_seg - c_plan, t_merge - t_seg, time.monotonic() - t_merge,
-                              time.process_time() - c_seg)
+                              "waited %.2f s, merged %.2f s (CPU %.2f s); peak %d MB.", t_plan - self.t0, c_plan,
+                              t_seg - t_plan, c_seg - c_plan, t_merge - t_seg, time.monotonic() - t_merge,
+                              time.process_time() - c_seg, _peak_mb())
         report = _report(stages, run.context, warnings, run.monitor)
         return {"packets_in": packets_in, "packets_out": packets_out, "warnings": warnings, "stages": report,
                 "input_compression": None}
@@ -564,6 +620,11 @@ class _Planner:
         def report(done: int, packets: int) -> None:
             conn.send(("seg-progress", done, packets))
         return report
+
+
+def _peak_mb() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
 
 
 def _append(target: str, source: str, skip: int, control) -> None:
@@ -620,8 +681,8 @@ def _follow(k: int, spec: ExecSpec, plan: dict, conn, control) -> dict:
     t0, c0 = time.monotonic(), time.process_time()
     packets_in, packets_out, skip, baselines = _run_segment(spec, stages, context, monitor, paths["seg"].format(k),
                                                             offset, end, prefix, report, control)
-    context.log.debug("Segment %d: %.2f s (CPU %.2f s; %.2f s since the process began).", k,
-                      time.monotonic() - t0, time.process_time() - c0, time.process_time())
+    context.log.debug("Segment %d: %.2f s (CPU %.2f s; %.2f s since the process began; peak %d MB).", k,
+                      time.monotonic() - t0, time.process_time() - c0, time.process_time(), _peak_mb())
     result = {"packets_in": packets_in, "packets_out": packets_out, "skip": skip, "warnings": context.warnings,
               "results": [s.segment_result() for s in stages], "baselines": baselines}
     return result

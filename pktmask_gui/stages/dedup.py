@@ -266,6 +266,15 @@ class _DigestTable:
             if i == slots:
                 i = 0
 
+    def holds(self, f, c):
+        """A bool array: which keys ``(f[k], c[k])`` the table holds (``find``, _REFILL keys at a time)."""
+        out = np.zeros(len(f), bool)
+        for i in range(0, len(f), _REFILL):
+            found = self.find(f[i:i + _REFILL], c[i:i + _REFILL])
+            if found:
+                out[np.asarray(found) + i] = True
+        return out
+
     def contains(self, f: int, c: int) -> bool:
         return self._holds_from(f % self.slots, f, c)
 
@@ -391,6 +400,23 @@ class DedupStage(Stage):
                 else:
                     table.grow()
         return self._keep(batch, where, n, drops)
+
+    def decide_fingerprints(self, f, c) -> list:
+        """Decide the next ``len(f)`` frames from their fingerprints and CRCs, computed by ``_fingerprints``
+        in a process with this one's hash key (firstpass.py: a fork), in order, as process() would, and
+        record them; returns the indices of the duplicates. Not in window mode."""
+        n = len(f)
+        drops: list = []
+        start = 0
+        while start < n:
+            table = self._table
+            end = min(n, start + table.limit - table.count + 1, start + _REFILL)    # (see insert_all)
+            drops += [start + j for j in self._decide(f[start:end], c[start:end])]
+            start = end
+            if table.count > table.limit:
+                table.grow()
+        self._keep([], None, n, drops)
+        return drops
 
     def _fingerprints(self, datas: list, mix) -> tuple:
         """Keyed 64-bit hash of each frame mixed with its link type (never 0: 0 marks an empty slot) and the

@@ -145,6 +145,10 @@ def frag_header(dg, proto) -> int:
 class MaskPrescan:
     """The pre-scan methods of MaskStage (see the module's docstring)."""
 
+    # firstpass.py: called with (frame, direction key, record, TCP offset, TCP flags) before each frame
+    # that reads or changes a direction's state, and (frame, None, record, 0, 0) before each fragment
+    touch = None
+
     # A direction instance lives from its first located frame to its last: a SYN with another sequence
     # number, a FIN or RST after which nothing is pending, or LIVE_LIMIT closes it. The main pass finds a
     # frame's instance by frame number in [first, last], so the two passes agree without replaying the
@@ -154,6 +158,7 @@ class MaskPrescan:
             raise StageError("Mask Payloads: pre-scan after processing started.")
         keep_ports = self.keep_ports
         live = self.live
+        touch = self.touch
         i = self.frame
         for rec, sh in zip(batch, shapes(batch)):
             lt = rec[1]
@@ -183,10 +188,14 @@ class MaskPrescan:
                 if l4 is None:
                     ip = fragmented(w[2])
                     if ip is not None:                  # a first fragment that ends inside a header
+                        if touch is not None:
+                            touch(i, None, rec, 0, 0)
                         self._datagram(frag_key(data, ip), True)
                     continue
                 proto, t, pay, end, _ipi, fl = l4
                 if fl & L4F_FRAGMENT:
+                    if touch is not None:
+                        touch(i, None, rec, 0, 0)
                     self._prescan_fragment(data, w[2], l4, i)
                     continue
                 if proto != 6 or t + 14 > n:
@@ -201,6 +210,8 @@ class MaskPrescan:
                 continue
             if key is None:
                 key = data[o + 12:o + 20] + data[t:t + 4] if t - o == 20 else data[o + 8:o + 40] + data[t:t + 4]
+            if touch is not None:
+                touch(i, key, rec, t, flags)
             st = live.get(key)
             seq = _I(data, t + 4)[0]
             if flags & 2:

@@ -1,0 +1,457 @@
+"""The first pass on two cores: a follower pre-scans the second half of the file while the leader pre-scans
+the first; the leader then makes the follower's results its own, exactly, or reads the second half itself.
+
+The first pass (Remove Dupes' decisions, Mask Payloads' pre-scan) carries state from frame to frame, so
+the follower's half starts from a guess, an empty state, and the leader corrects what that guess got
+wrong (docs/ARCHITECTURE.md, "One file on several cores", says why each step is exact):
+
+- **Remove Dupes.** The follower hashes every frame of its half (the costly part) and decides against its
+  half alone; the leader looks the follower's fingerprints up in its own table (forks share the
+  interpreter's hash key): a frame is a duplicate when the follower said so or the first half holds it.
+  The frames only the leader drops ("extra") were pre-scanned by the follower: their directions are
+  walked again, and the frame numbers after them move down.
+- **Mask Payloads.** A direction the follower first meets at a SYN starts fresh in both runs, so its
+  walk is the one-core walk. Any other direction ("suspect": data, FIN or RST with no SYN, which is how a
+  direction open across the boundary looks) is walked again by the leader from its own state at the
+  boundary, from records the follower keeps for it; its counts in the follower are set apart and
+  dropped. Fragmented datagrams are walked again when the leader has some open at the boundary.
+- **What couples directions** is checked, and the leader reads the second half itself when it fails:
+  LIVE_LIMIT (the open directions of both halves and the suspects stay below it, so nothing is closed
+  for room), the closed-keys bitmap (no suspect shares a bit with another direction of the follower),
+  a direction open at the boundary met again at a SYN with its own sequence number, an extra duplicate
+  in a direction that is not walked again, more kept records than ``RECORDS_MAX``.
+
+The boundary is found by a guess too (``boundary``: record lengths that chain); the leader's reader must
+end a record exactly there before anything depends on it. Anything the follower could not do (damage,
+``--strict`` meeting an unreadable frame, a table in window mode) makes the leader read on: its errors
+and warnings are then the one-core pass's own.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import struct
+import time
+from array import array
+from bisect import bisect_left
+from multiprocessing.connection import wait as wait_any
+from zlib import crc32
+
+from .capture import EPB, IDB, MAX_BLOCK, MAX_CAPLEN, SPB, CaptureReader, _BOM, _PCAP_MAGICS, _SHB_MAGIC
+from .pipeline import BATCH, Cancelled, ExecSpec, _run_order, describe_failure
+from .stages import StageContext, stage_by_name
+from .stages.mask_prescan import CLOSED_BITS, LIVE_LIMIT, P_BASE
+from .tcpstream import MASK32
+
+log = logging.getLogger(__name__)
+
+RECORDS_MAX = 48 << 20          # bytes of records a follower keeps for the leader to walk again
+SEARCH = 4 << 20                # bytes after the middle searched for a record boundary
+# a boundary guess holds when the lengths chain for at least CHAIN records and SPAN bytes (or to the end):
+# longer than any record, so a chain inside one record's data (a capture carried in a payload) would have
+# to run on through the real records' headers
+CHAIN = 64
+SPAN = MAX_CAPLEN + 4096
+# the leader's share of the file: besides its half it makes the follower's pre-scan its own (~0.3 s on 1M
+# packets) and appends the follower's output (~0.5 s): bench.py --split balances at about this
+LEADER_SHARE = 0.48
+_KNOWN_BLOCKS = frozenset((IDB, 2, SPB, 4, 5, EPB, 10, 0xBAD, 0x40000BAD))
+_SEQ = struct.Struct("!I").unpack_from
+
+
+def eligible(spec: ExecSpec) -> bool:
+    """Whether this job's first pass can run on two cores: Mask Payloads is its only pre-scan, and the stages
+    before it only drop frames (Remove Dupes, with the interpreter's hash: the same key in a fork)."""
+    names = _run_order(spec.stages)
+    classes = [stage_by_name(n) for n in names]
+    pre = [j for j, cls in enumerate(classes) if cls.needs_prescan]
+    if len(pre) != 1 or classes[pre[0]].name != "mask":
+        return False
+    before = [cls for cls in classes[:pre[0]] if not cls.prescan_transparent]
+    if not all(cls.drops_frames for cls in before):
+        return False
+    return not before or os.environ.get("PYTHONHASHSEED", "random") in ("", "random")
+
+
+def boundary(path: str) -> tuple[int, bytes] | None:
+    """A record (pcapng: block) boundary at or after LEADER_SHARE of the file, and what the second half is read
+    after (pcap: the file header; pcapng: the first section's SHB and the IDBs right after it); None when
+    none is found. A guess: ``CHAIN`` records whose lengths lead from one to the next."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 64:
+            return None
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            magic = mm[:4]
+            if magic in _PCAP_MAGICS:
+                return _pcap_boundary(mm, size)
+            if magic == _SHB_MAGIC:
+                return _pcapng_boundary(mm, size)
+    return None
+
+
+def _pcap_boundary(mm, size: int):
+    e, unit, hl = _PCAP_MAGICS[mm[:4]]
+    rec = struct.Struct(e + "IIII").unpack_from
+    if size < 24 + hl:
+        return None
+    first = rec(mm, 24)[0]              # timestamps stay within a year before and ten after the first one
+    lo, hi = first - 366 * 86400, first + 3660 * 86400
+    start = int(size * LEADER_SHARE)
+    for q in range(start, min(size - hl, start + SEARCH)):
+        p, n = q, 0
+        while p < size and (n < CHAIN or p - q < SPAN):
+            if p + hl > size:
+                break
+            sec, frac, caplen, origlen = rec(mm, p)
+            if not 0 < caplen <= MAX_CAPLEN or caplen > origlen or origlen > 1 << 20 or frac >= unit \
+                    or not lo <= sec <= hi:
+                break
+            p += hl + caplen
+            n += 1
+        if p == size or p <= size and n >= CHAIN and p - q >= SPAN:
+            return q, bytes(mm[:24])
+    return None
+
+
+def _pcapng_boundary(mm, size: int):
+    e = _BOM.get(bytes(mm[8:12]))
+    if e is None:
+        return None
+    head2 = struct.Struct(e + "II").unpack_from
+    u32 = struct.Struct(e + "I").unpack_from
+    shb_len = head2(mm, 0)[1]
+    if shb_len < 28 or shb_len & 3 or shb_len > size or struct.unpack_from(e + "q", mm, 16)[0] != -1:
+        return None                     # (a section that gives its length is never split anyway)
+    pos = shb_len
+    while pos + 12 <= size:             # the IDBs right after the section header
+        btype, blen = head2(mm, pos)
+        if btype != IDB or blen < 20 or blen & 3 or pos + blen > size:
+            break
+        pos += blen
+    head = bytes(mm[:pos])
+    start = max(pos, (int(size * LEADER_SHARE) + 3) & ~3)
+    for q in range(start, min(size - 12, start + SEARCH), 4):
+        btype, blen = head2(mm, q)
+        if btype not in (EPB, SPB):
+            continue
+        p, n = q, 0
+        while p < size and (n < CHAIN or p - q < SPAN):
+            if p + 12 > size:
+                break
+            btype, blen = head2(mm, p)
+            if btype not in _KNOWN_BLOCKS or blen < 12 or blen & 3 or blen > MAX_BLOCK or p + blen > size \
+                    or u32(mm, p + blen - 4)[0] != blen:
+                break
+            p += blen
+            n += 1
+        if p == size or n >= CHAIN and p - q >= SPAN:
+            return q, head
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The follower
+# --------------------------------------------------------------------------------------------------
+
+def _speculative(cls):
+    """Mask Payloads' stage class, noting what the leader needs to check and walk again (see the module's
+    docstring): each direction's first touch, the suspects' records and counts, the fragments."""
+
+    class Speculative(cls):
+        def __init__(self, options, context):
+            super().__init__(options, context)
+            self.touch = self._touched
+            self.first: dict = {}           # direction key -> suspect (True) or met first at a SYN (False)
+            self.syn_base: dict = {}        # a direction met first at a SYN: its sequence base
+            self.suspect_h, self.plain_h = set(), set()
+            self.touched = bytearray()      # frame -> 1: a plain direction's, 2: a suspect's
+            self.records: list = []         # (frame, record) of the suspects' frames
+            self.frag_records: list = []    # (frame, record) of the fragments
+            self.kept_bytes = 0
+            self.overflow = False
+            self.per_key: dict = {}         # suspect -> [gaps, resyncs, record counts]
+            self.max_live = 0
+
+        def _keep_record(self, into: list, i: int, rec) -> None:
+            if self.overflow:
+                return
+            into.append((i, rec))
+            self.kept_bytes += len(rec[0]) + 100
+            if self.kept_bytes > RECORDS_MAX:
+                self.overflow = True
+                self.records = self.frag_records = []
+
+        def _touched(self, i: int, key, rec, t: int, flags: int) -> None:
+            if key is None:
+                self._keep_record(self.frag_records, i, rec)
+                return
+            suspect = self.first.get(key)
+            if suspect is None:
+                suspect = self.first[key] = not flags & 2
+                (self.suspect_h if suspect else self.plain_h).add(crc32(key) & (CLOSED_BITS - 1))
+                if not suspect:
+                    self.syn_base[key] = (_SEQ(rec[0], t + 4)[0] + 1) & MASK32
+            touched = self.touched
+            if i >= len(touched):
+                touched.extend(bytes(i - len(touched) + (1 << 16)))
+            if suspect:
+                touched[i] = 2
+                self._keep_record(self.records, i, rec)
+            else:
+                touched[i] = 1
+
+        def _open(self, key, base: int, i: int, midstream: bool) -> list:
+            st = super()._open(key, base, i, midstream)
+            if self.first.get(key):
+                st.append(key)              # a suspect's: its counts are set apart
+            if len(self.live) > self.max_live:
+                self.max_live = len(self.live)
+            return st
+
+        def _start(self, st):
+            if len(st) <= 8:
+                return super()._start(st)
+            saved = self.record_counts
+            self.record_counts = self.per_key.setdefault(st[8], [0, 0, {}])[2]
+            try:
+                return super()._start(st)
+            finally:
+                self.record_counts = saved
+
+        def _finish(self, st) -> None:
+            if len(st) <= 8:
+                return super()._finish(st)
+            gaps, resyncs = self.gaps, self.resyncs
+            super()._finish(st)
+            mine = self.per_key.setdefault(st[8], [0, 0, {}])
+            mine[0] += self.gaps - gaps
+            mine[1] += self.resyncs - resyncs
+            self.gaps, self.resyncs = gaps, resyncs
+
+    return Speculative
+
+
+def speculate(spec: ExecSpec, conn, control) -> None:
+    """The follower's first pass over the second half; its result goes to the leader through ``conn``. A
+    failure is a result too ("failed"): the leader then reads that half itself. Cancelled propagates."""
+    t0, c0 = time.monotonic(), time.process_time()
+    try:
+        result = _speculate(spec, control)
+    except Cancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the leader reads the half itself and meets it as one core would
+        result = {"failed": describe_failure(exc)[1]}
+    result["seconds"] = (time.monotonic() - t0, time.process_time() - c0)
+    try:
+        conn.send(result)
+    except OSError:
+        pass                            # the leader read the half itself and stopped listening
+    conn.close()
+
+
+def _not_needed(control) -> bool:
+    """Whether the leader has planned without this pre-scan: its plan ("go") came, kept for control.expect().
+    A stop (or the parent gone) raises Cancelled."""
+    if control.pending is None and control.conn.poll():
+        try:
+            message = control.conn.recv()
+        except (EOFError, OSError):
+            message = ("stop",)
+        if message[0] != "go":
+            control.stopped = True
+            raise Cancelled()
+        control.pending = message
+    return control.pending is not None
+
+
+def _speculate(spec: ExecSpec, control) -> dict:
+    found = boundary(spec.read_path)
+    if found is None:
+        return {"failed": "no record boundary found"}
+    start, head = found
+    size = os.path.getsize(spec.read_path)
+    context = StageContext(log=logging.LoggerAdapter(log, {"job": spec.display_name}), key=spec.key,
+                           config_dir=spec.config_dir, extra={"input_size": size})
+    names = _run_order(spec.stages)
+    at = next(j for j, n in enumerate(names) if stage_by_name(n).needs_prescan)
+    deciders = [stage_by_name(n)(spec.stage_options.get(n, {}), context) for n in names[:at]
+                if not stage_by_name(n).prescan_transparent]
+    fps: list = []
+    for d in deciders:                  # keep every fingerprint for the leader, in frame order
+        compute = d._fingerprints
+
+        def kept(datas, mix, compute=compute):
+            f, c = compute(datas, mix)
+            fps.append((f, c))
+            return f, c
+        d._fingerprints = kept
+    mask = _speculative(stage_by_name(names[at]))(spec.stage_options.get(names[at], {}), context)
+    from .segments import _SliceFile
+    with CaptureReader(spec.read_path, fileobj=_SliceFile(spec.read_path, head, start, None)) as reader:
+        for batch in reader.batches(BATCH):
+            if _not_needed(control):
+                return {"failed": "the leader read the second half itself"}
+            for d in deciders:
+                batch = d.process(batch)
+            mask.prescan(batch)
+        raw = reader.packets
+        counts, cuts = dict(reader._counts), list(reader._cuts)
+    for key, st in list(mask.live.items()):     # the end of the file: what is open closes, as _end_prescan does
+        mask._close(key, st)
+    for dg in mask.datagrams.values():
+        mask._settle(dg)
+    import numpy as np
+    d = deciders[0] if deciders else None
+    f = np.concatenate([x[0] for x in fps]) if fps else np.zeros(0, np.int64)
+    c = np.concatenate([x[1] for x in fps]) if fps else np.zeros(0, np.uint32)
+    return {
+        "start": start, "head": head, "raw": raw, "frames": mask.frame,
+        "dedup": None if d is None else {"drops": bytes(d.dropped[:(d.frames + 7) >> 3]), "frames": d.frames,
+                                         "window": d._window, "f": f.tobytes(), "c": c.tobytes()},
+        "tls": mask.tls, "settled": mask.settled.tobytes(), "gaps": mask.gaps, "resyncs": mask.resyncs,
+        "record_counts": mask.record_counts, "per_key": mask.per_key,
+        "suspects": {k for k, s in mask.first.items() if s}, "syn_base": mask.syn_base,
+        "suspect_h": mask.suspect_h, "plain_h": mask.plain_h, "touched": bytes(mask.touched),
+        "records": mask.records, "frag_records": mask.frag_records, "overflow": mask.overflow,
+        "max_live": mask.max_live, "reader": (counts, cuts),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The leader
+# --------------------------------------------------------------------------------------------------
+
+def receive(conn, control):
+    """The follower's result; None if it is gone. A message on the control pipe while waiting: cancelled."""
+    while True:
+        ready = wait_any([conn, control.conn], None)
+        if control.conn in ready:
+            control.stopped = True
+            raise Cancelled()
+        try:
+            return conn.recv()
+        except (EOFError, OSError):
+            return None
+
+
+def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
+    """Make the follower's first pass over [start, end) the leader's own (``chain``: the frame-dropping stages,
+    then Mask Payloads, as the reader stopped at ``start``). Returns None once it is done, else why not (and
+    nothing has changed: the leader reads on)."""
+    t0 = time.monotonic()
+    if res is None:
+        return "the follower is gone"
+    if "failed" in res:
+        return res["failed"]
+    if res["overflow"]:
+        return "too many records to walk again"
+    if reader._cuts:
+        return "no record ends at the boundary"
+    if res["head"] != prefix:
+        return "the header blocks differ at the boundary"
+    import numpy as np
+    deciders, mask = chain[:-1], chain[-1]
+    # Remove Dupes: the one-core decisions, without changing anything yet
+    extra_raw = np.zeros(0, np.int64)
+    local = None
+    if deciders:
+        d, mine = deciders[0], res["dedup"]
+        if d._window or d._resize_at is not None or d._table is None:
+            return "Remove Dupes' table is in window mode"
+        f = np.frombuffer(mine["f"], np.int64)
+        c = np.frombuffer(mine["c"], np.uint32)
+        if len(f) != mine["frames"] or mine["frames"] != res["raw"]:
+            return "the follower's fingerprints do not cover its frames"
+        local = np.unpackbits(np.frombuffer(mine["drops"], np.uint8), bitorder="little")[:len(f)].astype(bool)
+        known = d._table.holds(f, c)
+        extra_raw = np.flatnonzero(known & ~local)
+    # a frame's number in the follower's pre-scan: frames it kept up to it
+    if local is not None and len(extra_raw):
+        kept_upto = np.cumsum(~local)
+        extra = (kept_upto[extra_raw]).tolist()         # 1-based, as the pre-scan counts
+    else:
+        extra = []
+    touched = res["touched"]
+    frag_frames = {i for i, _ in res["frag_records"]}
+    frag_again = bool(res["frag_records"]) and bool(mask.datagrams)
+    for i in extra:
+        if i in frag_frames:
+            frag_again = True
+        elif i < len(touched) and touched[i] == 1:
+            return "a duplicate of the first half in a direction that is not walked again"
+    # Mask Payloads: what couples directions
+    live, suspects = mask.live, res["suspects"]
+    if len(live) + res["max_live"] + len(suspects) >= LIVE_LIMIT:
+        return "too many open directions"
+    if res["suspect_h"] & res["plain_h"]:
+        return "two directions share a bit of the closed-keys bitmap"
+    closes = []
+    for key, st in live.items():
+        base = res["syn_base"].get(key)
+        if base is None:
+            continue
+        if base == st[P_BASE] or crc32(key) & (CLOSED_BITS - 1) in res["suspect_h"]:
+            return "a direction open at the boundary goes on at a SYN"
+        closes.append(key)
+
+    # from here on nothing declines: the follower's work becomes the leader's
+    if deciders:
+        drops = deciders[0].decide_fingerprints(f, c)
+        if len(drops) != int(local.sum()) + len(extra_raw):
+            raise RuntimeError("internal error: Remove Dupes' decisions on the second half differ")
+    base = mask.frame
+    extra_set = set(extra)
+
+    def number(i: int) -> int:
+        return base + i - bisect_left(extra, i)
+
+    for key in closes:                  # met again at a SYN of a new connection: the old one ends
+        mask._close(key, live[key])
+    again = [r for r in res["records"] if r[0] not in extra_set]
+    if frag_again:
+        again += [r for r in res["frag_records"] if r[0] not in extra_set]
+        again.sort(key=lambda r: r[0])
+    for i, rec in again:
+        mask.frame = number(i) - 1
+        mask.prescan([rec])
+    tls = mask.tls
+    for key, v in res["tls"].items():
+        if key in suspects:
+            continue
+        mine = tuple(_renumbered(e, number) for e in (v if type(v) is tuple else (v,)))
+        old = tls.get(key)
+        if old is not None:
+            mine = (old if type(old) is tuple else (old,)) + mine
+        tls[key] = mine if len(mine) > 1 else mine[0]
+    if not frag_again:
+        settled = array("Q")
+        settled.frombytes(res["settled"])
+        mask.settled.extend(number(v >> 24) << 24 | v & 0xFFFFFF for v in settled)
+    mask.gaps += res["gaps"]
+    mask.resyncs += res["resyncs"]
+    for t, n in res["record_counts"].items():
+        mask.record_counts[t] = mask.record_counts.get(t, 0) + n
+    mask.frame = base + res["frames"] - len(extra)
+    # the reader's warnings: the follower's, at the file's offsets and packet numbers
+    counts, cuts = res["reader"]
+    for k, n in counts.items():
+        reader._counts[k] += n
+    shift = res["start"] - len(res["head"])
+    reader._cuts += [(what, offset + shift, kept + reader.packets) for what, offset, kept in cuts]
+    job_log.debug("First pass: the second half pre-scanned by the follower in %.2f s (CPU %.2f s), made the "
+                  "leader's in %.2f s: %d frames walked again, %d duplicates of the first half.", *res["seconds"],
+                  time.monotonic() - t0, len(again), len(extra_raw))
+    return None
+
+
+def _renumbered(e: bytes, number) -> bytes:
+    """A packed entry (mask_prescan.pack_entry) with its first and last frame numbers moved by ``number``."""
+    a = array(chr(e[-1]))
+    a.frombytes(e[:-1])
+    first, last = number(a[0]), number(a[1])
+    if last > MASK32 and a.typecode == "I":
+        a = array("q", a)
+    a[0], a[1] = first, last
+    return a.tobytes() + a.typecode.encode()

@@ -1,0 +1,219 @@
+"""The first pass on two cores (firstpass.py): a follower pre-scans the second half while the leader pre-scans
+the first; whether the leader makes that result its own or reads the half itself, the output, the counts,
+the report and the warnings are the one-core run's. Captures are made hostile at the boundary: directions
+open across it, duplicates of first-half frames after it (in directions walked again and not), fragments
+open across it, a connection restarted at a SYN, a capture carried in a payload where the boundary is
+guessed, a damaged second half, a follower killed while it pre-scans.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import re
+import struct
+from pathlib import Path
+
+import pytest
+from helpers import leftovers
+from test_segments import _children, _run, _same, write_pcap, write_pcapng
+
+from pktmask_gui import firstpass, segments
+from pktmask_gui.capture import CaptureReader, make_pcap_header
+from pktmask_gui.capturewriter import CaptureWriter
+from pktmask_gui.samplegen import iter_frames
+from pktmask_gui.settings import Settings
+
+LANDED = "made the leader's"
+READ_ON = "The first pass reads the second half too"
+
+
+@pytest.fixture
+def env(workdir, monkeypatch):
+    monkeypatch.setattr(segments, "MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(segments, "MIN_SEGMENT_BYTES", 1)
+    temp_root = workdir / "temp"
+    temp_root.mkdir()
+    return workdir, Settings(temp_root=str(temp_root), parallel_jobs=1)
+
+
+def _write(path: Path, frames: list) -> Path:
+    with open(path, "wb") as fh:
+        writer = CaptureWriter(fh, "pcap", make_pcap_header(1, 262144))
+        writer.write_batch([(g, 1, 1_700_000_000_000_000 + i * 1000, len(g), 0, None) for i, g in enumerate(frames)])
+        writer.close()
+    return path
+
+
+def _both(src: Path, workdir: Path, settings, stages, caplog, name: str = "x"):
+    one = _run(src, workdir / f"{name}-one", settings, stages, 1)
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="pktmask_gui")
+    two = _run(src, workdir / f"{name}-two", settings, stages, 2, fork=True)
+    _same(one, two)
+    assert not leftovers(workdir / "temp", workdir / f"{name}-two")
+    return one, caplog.text
+
+
+SETS = [["mask"], ["dedup", "mask"], ["dedup", "anonymize", "mask"]]
+
+
+@pytest.mark.parametrize("stages", SETS, ids=["+".join(s) for s in SETS])
+def test_the_follower_pre_scans_the_second_half_and_the_bytes_are_one_cores(env, stages, caplog):
+    workdir, settings = env
+    src = write_pcap(workdir / "mix.pcap", 12000)
+    _, log = _both(src, workdir, settings, stages, caplog)
+    assert LANDED in log and "frames walked again" in log
+    assert "The main pass runs on 2 segments" in log
+
+
+def test_pcapng_sections_read_on_when_the_header_blocks_differ(env, caplog):
+    workdir, settings = env
+    src = write_pcapng(workdir / "three.pcapng", 9000)
+    _, log = _both(src, workdir, settings, ["dedup", "anonymize", "mask"], caplog)
+    assert READ_ON in log or LANDED in log
+
+
+def test_a_one_section_pcapng_lands(env, caplog):
+    workdir, settings = env
+    frames = [f for _, f, _ in iter_frames(8000, seed=11)]
+    src = workdir / "one.pcapng"
+    from pktmask_gui.capture import EPB, IDB, META, SHB, make_idb_body, make_shb_body
+    with open(src, "wb") as fh:
+        writer = CaptureWriter(fh, "pcapng")
+        writer.write_batch([(make_shb_body(), META, 0, 0, 0, SHB), (make_idb_body(1, 262144), META, 0, 0, 0, IDB)]
+                           + [(f, 1, 1000 * i, len(f), 0, (EPB, b"")) for i, f in enumerate(frames)])
+        writer.close()
+    _, log = _both(src, workdir, settings, ["dedup", "mask"], caplog)
+    assert LANDED in log
+
+
+def _tcp(f):
+    if f[12:14] != b"\x08\x00" or f[23] != 6:
+        return None
+    return 14 + (f[14] & 15) * 4
+
+
+def test_duplicates_of_the_first_half_after_the_boundary(env, caplog):
+    """Copies of first-half frames spread over the second half: ACKs and UDP (only the frame numbers move),
+    data of directions open across the boundary (walked again without them)."""
+    workdir, settings = env
+    frames = [f for _, f, _ in iter_frames(10000, seed=21)]
+    rng = random.Random(4)
+    cut = len(frames) * 45 // 100
+    second = frames[cut:]
+    no_syn = [f for f in frames[:cut] if not (_tcp(f) and f[_tcp(f) + 13] & 2)]
+    copies = rng.sample(no_syn[-300:], 60) + rng.sample(no_syn, 60)
+    for f in copies:
+        second.insert(rng.randrange(len(second) // 2, len(second)), f)
+    src = _write(workdir / "dups.pcap", frames[:cut] + second)
+    one, log = _both(src, workdir, settings, ["dedup", "anonymize", "mask"], caplog)
+    assert one.packets_in - one.packets_out >= 120
+    assert LANDED in log
+    assert int(re.search(r"walked again, (\d+) duplicates of the first half", log)[1]) >= 100
+
+
+def test_a_first_half_syn_copied_after_the_boundary_reads_on(env, caplog):
+    """A duplicate SYN: the follower starts a fresh direction there, the one-core run drops the frame; the
+    follower's walk of that direction cannot stand, so the leader reads the half itself."""
+    workdir, settings = env
+    frames = [f for _, f, _ in iter_frames(10000, seed=22)]
+    cut = len(frames) * 45 // 100
+    syn = next(f for f in frames[:cut] if _tcp(f) and f[_tcp(f) + 13] & 2)
+    at = len(frames) * 7 // 10
+    late = frames[:at] + [syn] + frames[at:]
+    src = _write(workdir / "syn.pcap", late)
+    _, log = _both(src, workdir, settings, ["dedup", "mask"], caplog)
+    assert READ_ON in log
+
+
+def test_a_connection_restarted_at_a_syn_across_the_boundary(env, caplog):
+    """A direction open at the boundary whose next frame after it is a SYN with a new sequence number (port
+    reuse), and one whose SYN comes again with the same one (a retransmission: the leader reads on)."""
+    workdir, settings = env
+    frames = [f for _, f, _ in iter_frames(10000, seed=23)]
+    cut = len(frames) * 47 // 100
+    open_ = [f for f in frames[cut - 200:cut] if _tcp(f) and len(f) > _tcp(f) + (f[_tcp(f) + 12] >> 4) * 4]
+    assert open_
+    f = bytearray(open_[-1])
+    t = _tcp(f)
+    f[t + 13] = 0x02                                        # SYN
+    f[t + 4:t + 8] = struct.pack("!I", 0x12345678)          # another sequence number
+    at = len(frames) * 6 // 10
+    src = _write(workdir / "reuse.pcap", frames[:at] + [bytes(f)] + frames[at:])
+    _, log = _both(src, workdir, settings, ["mask"], caplog, "reuse")
+    assert LANDED in log or READ_ON in log
+
+
+def test_fragments_open_across_the_boundary(env, caplog):
+    """wildgen's mix carries fragmented datagrams throughout: some are open at the boundary."""
+    workdir, settings = env
+    src = write_pcap(workdir / "mix.pcap", 16000, seed=9)
+    _, log = _both(src, workdir, settings, ["dedup", "anonymize", "mask"], caplog)
+    assert LANDED in log or READ_ON in log
+
+
+def test_a_capture_carried_in_a_payload_where_the_boundary_is_guessed(env, caplog):
+    """Frames whose payload is a pcap stream of small records, around the middle: the boundary guess may stop
+    inside one; the leader's reader then ends no record there, and the leader reads on."""
+    workdir, settings = env
+    frames = [f for _, f, _ in iter_frames(6000, seed=24)]
+    inner = b"".join(struct.pack("<IIII", 1_700_000_000, 0, 20, 20) + bytes(range(20)) for _ in range(1500))
+    carrier = bytes(12) + b"\x88\xb5" + inner[:60000]
+    mid = len(frames) // 2
+    big = frames[:mid - 40] + [carrier] * 60 + frames[mid - 40:]
+    src = _write(workdir / "carried.pcap", big)
+    found = firstpass.boundary(str(src))
+    with CaptureReader(str(src)) as reader:
+        starts = {24}
+        for _batch in reader.batches(1):
+            starts.add(reader.offset)
+    _, log = _both(src, workdir, settings, ["dedup", "mask"], caplog)
+    if found is not None and found[0] not in starts:        # fooled: the leader's reader says so
+        assert READ_ON + ": no record ends at the boundary" in log
+
+
+def test_a_damaged_second_half_fails_as_on_one_core(env):
+    workdir, settings = env
+    src = write_pcap(workdir / "mix.pcap", 8000)
+    data = bytearray(src.read_bytes())
+    pos = 24
+    while pos < len(data) * 3 // 4:
+        pos += 16 + int.from_bytes(data[pos + 8:pos + 12], "little")
+    data[pos + 8:pos + 12] = (1 << 30).to_bytes(4, "little")
+    bad = workdir / "damaged.pcap"
+    bad.write_bytes(bytes(data))
+    for stages in (["mask"], ["dedup", "anonymize", "mask"]):
+        one = _run(bad, workdir / "one", settings, stages, 1)
+        two = _run(bad, workdir / "two", settings, stages, 2, fork=True)
+        assert one.status == two.status == "failed"
+        assert (one.error, one.error_kind) == (two.error, two.error_kind)
+    assert not leftovers(workdir / "temp", workdir / "two")
+
+
+def test_a_cut_short_last_packet_is_reported_at_the_files_offset(env, caplog):
+    workdir, settings = env
+    src = write_pcap(workdir / "mix.pcap", 8000)
+    cut = workdir / "cut.pcap"
+    cut.write_bytes(src.read_bytes()[:-7])
+    one, log = _both(cut, workdir, settings, ["dedup", "mask"], caplog)
+    assert any("cut short" in w for w in one.warnings)
+    assert LANDED in log
+
+
+def test_the_follower_killed_while_it_pre_scans_fails_the_file_cleanly(env):
+    workdir, settings = env
+    src = write_pcap(workdir / "mix.pcap", 30000)
+    killed = []
+
+    def progress(phase, done, total, packets):
+        if phase == "prescan" and not killed:
+            victim = max(_children(), key=lambda c: (c.create_time(), c.pid))
+            victim.kill()
+            killed.append(victim.pid)
+
+    result = _run(src, workdir / "out", settings, ["dedup", "mask"], 2, progress=progress, fork=True)
+    assert killed
+    assert result.status == "failed"
+    assert "worker process ended unexpectedly" in result.error
+    assert not _children()
+    assert not leftovers(workdir / "temp", workdir / "out")
