@@ -53,9 +53,10 @@ SEARCH = 4 << 20                # bytes after the middle searched for a record b
 # to run on through the real records' headers
 CHAIN = 64
 SPAN = MAX_CAPLEN + 4096
-# the leader's share of the file: besides its half it makes the follower's pre-scan its own (~0.3 s on 1M
-# packets) and appends the follower's output (~0.5 s): bench.py --split balances at about this
-LEADER_SHARE = 0.48
+# the leader's share of the file (and the main pass's split point): measured, bench.py --split on the 1M-packet
+# mix: 0.48 left the follower's segment ~2 s behind, 0.54 the leader's ~1.5 s (it also makes the follower's
+# pre-scan its own, ~0.2 s, and appends its output, ~0.2-0.4 s)
+LEADER_SHARE = 0.52
 _KNOWN_BLOCKS = frozenset((IDB, 2, SPB, 4, 5, EPB, 10, 0xBAD, 0x40000BAD))
 _SEQ = struct.Struct("!I").unpack_from
 
