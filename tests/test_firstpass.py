@@ -3,7 +3,7 @@ the first; whether the leader makes that result its own or reads the half itself
 the report and the warnings are the one-core run's. Captures are made hostile at the boundary: directions
 open across it, duplicates of first-half frames after it (in directions walked again and not), fragments
 open across it, a connection restarted at a SYN, a capture carried in a payload where the boundary is
-guessed, a damaged second half, a follower killed while it pre-scans.
+guessed, a damaged second half. (A follower killed while it pre-scans: tests/test_segments.py.)
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import leftovers
-from test_segments import _children, _run, _same, write_pcap, write_pcapng
+from test_segments import _run, _same, write_pcap, write_pcapng
 
 from pktmask_gui import firstpass, segments
 from pktmask_gui.capture import CaptureReader, make_pcap_header
@@ -198,22 +198,3 @@ def test_a_cut_short_last_packet_is_reported_at_the_files_offset(env, caplog):
     one, log = _both(cut, workdir, settings, ["dedup", "mask"], caplog)
     assert any("cut short" in w for w in one.warnings)
     assert LANDED in log
-
-
-def test_the_follower_killed_while_it_pre_scans_fails_the_file_cleanly(env):
-    workdir, settings = env
-    src = write_pcap(workdir / "mix.pcap", 30000)
-    killed = []
-
-    def progress(phase, done, total, packets):
-        if phase == "prescan" and not killed:
-            victim = max(_children(), key=lambda c: (c.create_time(), c.pid))
-            victim.kill()
-            killed.append(victim.pid)
-
-    result = _run(src, workdir / "out", settings, ["dedup", "mask"], 2, progress=progress, fork=True)
-    assert killed
-    assert result.status == "failed"
-    assert "worker process ended unexpectedly" in result.error
-    assert not _children()
-    assert not leftovers(workdir / "temp", workdir / "out")

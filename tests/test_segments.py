@@ -211,14 +211,17 @@ def test_cancel_ends_every_worker_within_half_a_second(env, fork):
 
 
 @pytest.mark.parametrize("fork", [False, True], ids=["spawn", "fork"])
-def test_a_worker_that_dies_fails_the_file_cleanly(env, fork):
+@pytest.mark.parametrize("when", ["prescan", "process"])
+def test_a_worker_that_dies_fails_the_file_cleanly(env, fork, when):
+    """The follower killed in the first pass (with forks: while it pre-scans the second half, firstpass.py)
+    or while the segments run."""
     workdir, settings = env
     src = write_pcap(workdir / "mix.pcap", 30000)
     killed = []
 
     def progress(phase, done, total, packets):
-        if phase == "process" and not killed:
-            # the segments run: kill the worker started last (a follower, not the leader)
+        if phase == when and not killed:
+            # kill the worker started last (a follower, not the leader)
             victim = max(_children(), key=lambda c: (c.create_time(), c.pid))
             victim.kill()
             killed.append(victim.pid)
