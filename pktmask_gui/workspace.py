@@ -111,46 +111,51 @@ def _owners(path: Path, prefix: str) -> list[dict[str, Any]] | None:
 
 
 _spare_lock = threading.Lock()
-_spare: tuple[int, Path, Path] | None = None       # (pid, temp root, dir): an emptied workspace kept for reuse
-_keep_spare = 0            # the pid of the process that keeps a spare (a forked child does not inherit it)
+# emptied workspaces kept for reuse: (pid, temp root, dir). Two: a pool worker publishes a job (and empties
+# its dir) while the next job already runs in a dir of its own (workerpool._Publisher)
+_spares: list[tuple[int, Path, Path]] = []
+SPARES = 2
+_keep_spare = 0            # the pid of the process that keeps spares (a forked child does not inherit it)
 
 
 def keep_spare_dir(keep: bool) -> None:
-    """Whether this process keeps its last workspace dir (emptied) for its next job: True while more jobs
-    follow; False removes the spare now (and any later workspace is removed when it closes, as usual)."""
-    global _keep_spare, _spare
+    """Whether this process keeps its workspace dirs (emptied) for its next jobs: True while more jobs
+    follow; False removes the spares now (and any later workspace is removed when it closes, as usual)."""
+    global _keep_spare
     with _spare_lock:
         _keep_spare = os.getpid() if keep else 0
         if keep:
             return
-        spare, _spare = _spare, None
-    if spare is not None:
+        mine = [sp for sp in _spares if sp[0] == os.getpid()]
+        _spares[:] = [sp for sp in _spares if sp[0] != os.getpid()]
+    for _pid, _root, path in mine:
         with contextlib.suppress(OSError):
-            os.rmdir(spare[2])
+            os.rmdir(path)
 
 
 def _take_spare(temp_root: Path) -> Path | None:
-    global _spare
+    pid = os.getpid()
+    taken, stale = None, []
     with _spare_lock:
-        spare = _spare
-        if spare is None:
-            return None
-        _spare = None
-    pid, root, path = spare
-    if pid == os.getpid() and root == temp_root and path.is_dir():
-        return path
-    if pid == os.getpid():                  # another temp root now: this one is not needed
+        for sp in [sp for sp in _spares if sp[0] == pid]:
+            if sp[1] != temp_root or not sp[2].is_dir():
+                stale.append(sp)                # another temp root now: not needed
+            elif taken is None:
+                taken = sp
+        for sp in stale + ([taken] if taken is not None else []):
+            _spares.remove(sp)
+    for _pid, _root, path in stale:
         with contextlib.suppress(OSError):
             os.rmdir(path)
-    return None                             # (a forked child never takes its parent's dir)
+    return None if taken is None else taken[2]
 
 
 def _offer_spare(temp_root: Path, path: Path) -> bool:
-    global _spare
+    pid = os.getpid()
     with _spare_lock:
-        if _keep_spare != os.getpid() or _spare is not None:
+        if _keep_spare != pid or sum(1 for sp in _spares if sp[0] == pid) >= SPARES:
             return False
-        _spare = (os.getpid(), temp_root, path)
+        _spares.append((pid, temp_root, path))
         return True
 
 

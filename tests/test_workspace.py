@@ -46,10 +46,10 @@ def test_workspace_removed_on_success_and_exception(workdir):
     assert not path.exists() and not staging.exists()
 
 
-def test_a_process_running_job_after_job_keeps_one_emptied_dir_until_told_none_follows(workdir):
-    """keep_spare_dir: no inode made and freed per job (on ext4 without a journal, freed inodes slow every
-    later allocation for a minute); the spare is emptied, named like any workspace, never another temp
-    root's or another process's, and removed when no job follows."""
+def test_a_process_running_job_after_job_keeps_its_emptied_dirs_until_told_none_follows(workdir):
+    """keep_spare_dir: no inode made and freed per job, also when two jobs overlap (on ext4 without a
+    journal, freed inodes slow every later allocation for a minute); a spare is emptied, named like any
+    workspace, never another temp root's or another process's, and removed when no job follows."""
     import multiprocessing
 
     other_root = workdir / "other"
@@ -71,6 +71,15 @@ def test_a_process_running_job_after_job_keeps_one_emptied_dir_until_told_none_f
         with JobWorkspace(workdir) as ws:
             second = ws.path
         assert second.is_dir()
+        # two at once (a worker publishes one job while the next runs): both kept, both reused
+        with JobWorkspace(workdir) as a, JobWorkspace(workdir) as b:
+            pair = {a.path, b.path}
+        assert second in pair and all(p.is_dir() for p in pair)
+        with JobWorkspace(workdir) as a, JobWorkspace(workdir) as b:
+            assert {a.path, b.path} == pair
+        third = (pair - {second}).pop()
+        with JobWorkspace(workdir) as ws:
+            assert ws.path in pair
         # a forked child (a worker forked while the parent keeps a spare) makes its own
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()
@@ -79,9 +88,9 @@ def test_a_process_running_job_after_job_keeps_one_emptied_dir_until_told_none_f
         child_path = queue.get(timeout=30)
         child.join(30)
         assert child_path != str(second) and second.is_dir() and not Path(child_path).exists()
-        with JobWorkspace(other_root) as ws:        # another temp root: the old spare goes
+        with JobWorkspace(other_root) as ws:        # another temp root: the old spares go
             assert ws.path.parent == other_root
-        assert not second.exists()
+        assert not second.exists() and not third.exists()
     finally:
         keep_spare_dir(False)
     assert list(other_root.iterdir()) == []
