@@ -328,8 +328,6 @@ def many_small(work: Path, env: dict, args, available: list[str]) -> int:
         for jobs in (1, 2):
             outs.append(work / f"out-small-{r}-j{jobs}")
             runs[jobs].append(run_measured(cli([folder], outs[-1], available, jobs=jobs), env, ok_codes=(0, 1)))
-    for out in outs:
-        shutil.rmtree(out)
     one, two = median(r[0] for r in runs[1]), median(r[0] for r in runs[2])
     speedups = [x[0] / y[0] for x, y in zip(runs[1], runs[2])]
     print(f"{files} small captures ({folder}), all operations: --jobs 1 {one:.2f} s, --jobs 2 {two:.2f} s, "
@@ -338,6 +336,8 @@ def many_small(work: Path, env: dict, args, available: list[str]) -> int:
           f"--jobs 2 {median(r[2] for r in runs[2]):.2f}")
     window = subprocess.run([sys.executable, str(REPO / "bench" / "ui_batch.py"), str(folder), "--jobs", "2"],
                             env=env, capture_output=True, text=True)
+    for out in outs:                # (after the window's run too: it would pay for their removal)
+        shutil.rmtree(out)
     lines = window.stdout.strip().splitlines()
     result = dict(kv.split("=", 1) for kv in lines[-1].split()[1:]) if lines and lines[-1].startswith("RESULT") else {}
     if not result:

@@ -363,3 +363,41 @@ def test_counts_that_depend_on_the_order_run_the_file_again_on_one_core(env, cap
     assert "other reasons" in one.stages["mask"]["frames_zeroed_unreadable"]
     assert "the file runs again on one core" in caplog.text
     assert not leftovers(workdir / "temp", workdir / "two")
+
+
+def test_ip_fragments_across_the_split_points_as_on_one_core(env, caplog):
+    """Anonymize IPs zeroes a later fragment of a DNS answer (and one whose first fragment it has not met):
+    a fragment whose first lies in the segment before is decided as on one core; where a segment cannot
+    know (a lone later fragment near its start), the file runs again on one core."""
+    from pktmask_gui import samplegen as sg
+
+    workdir, settings = env
+    frames = [f for _, f, _ in iter_frames(6000, seed=13)]
+    dns = sg.dns_response(9, "www.example.test", [f"10.9.{i}.{i + 1}" for i in range(40)])
+
+    def pair(n: int, reverse: bool) -> list:
+        ip = sg.ipv4("10.1.0.1", "10.2.0.2", 17, sg.udp("10.1.0.1", "10.2.0.2", 53, 40000, dns), ident=n, df=False)
+        first = sg.ip_frame(sg.ipv4("10.1.0.1", "10.2.0.2", 17, ip[20:84], ident=n, frag=0x2000))
+        later = sg.ip_frame(sg.ipv4("10.1.0.1", "10.2.0.2", 17, ip[84:], ident=n, frag=8))
+        return [later, first] if reverse else [first, later]
+
+    for reverse, name in ((False, "in-order"), (True, "reversed")):
+        mixed = []
+        for i, f in enumerate(frames):
+            mixed.append(f)
+            if i % 25 == 0:
+                mixed += pair(i, reverse and i % 100 == 0)
+        src = workdir / f"{name}.pcap"
+        with open(src, "wb") as fh:
+            writer = CaptureWriter(fh, "pcap", make_pcap_header(1, 262144))
+            writer.write_batch([(g, 1, 1_000_000 + i, len(g), 0, None) for i, g in enumerate(mixed)])
+            writer.close()
+        one = _run(src, workdir / f"{name}-one", settings, ["anonymize"], 1)
+        caplog.clear()
+        caplog.set_level(logging.DEBUG, logger="pktmask_gui")
+        three = _run(src, workdir / f"{name}-three", settings, ["anonymize"], 3)
+        _same(one, three)
+        zeroed = one.stages["anonymize"]["frames_zeroed_unreadable"]
+        assert sum(zeroed.values()) >= len(frames) // 25
+        if reverse:
+            assert "runs again on one core" in caplog.text

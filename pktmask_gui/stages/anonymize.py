@@ -36,12 +36,14 @@ from ..capture import IDB, NRB, SHB
 from ..checksum import fix_checksums, ones_sum
 from ..frames import Uninspectable, walk
 from ..hostnames import PRIVATE_NETWORKS
-from ..layout import NON_IP, UNINSPECTABLE, W_BLIND, field_length
+from ..layout import (F_FRAGMENT, F_LATER_FRAGMENT, F_MORE_FRAGMENTS, F_QUOTED, F_TRUNCATED, IP_FLAGS, IP_PAY,
+                      IP_OFF, IP_PROTO, IP_VER, L4F_ICMP_ERROR, NON_IP, UNINSPECTABLE, W_BLIND, field_length)
 from ..pcapngoptions import OPTION_HEADER, rewrite_in_place
-from ..shape import ECHO, TCP, UDP, UDP_DNS, shapes
+from ..shape import ANY_ROLE, DST_ROLE, ECHO, SERVICE, TCP, TUNNELS, UDP, UDP_DNS, shapes
 from . import (UNINSPECTED_OPTION, Option, Stage, StageError, count_zeroed, report_zeroed,
                uninspected_policy)
 from .anonymize_check import FIELD_BY_FIELD, AnonymizeCheck, inside, udp_end
+from .mask_prescan import frag_key
 
 _SPECIAL_HELP = ("unspecified (0.0.0.0, ::), broadcast (255.255.255.255), loopback (127.0.0.0/8, ::1) and "
                  "multicast (224.0.0.0/4, ff00::/8)")
@@ -49,6 +51,15 @@ _SPECIAL_HELP = ("unspecified (0.0.0.0, ::), broadcast (255.255.255.255), loopba
 # mapper's: addressmap.py). The pair cache holds at most _PAIR_CACHE pairs (~210 / ~260 bytes), the DNS
 # answers' cache _ADDR_CACHE addresses; reasons for frames not inspected, at most _REASONS.
 _PAIR_CACHE = 1 << 15
+# IP fragments: a later fragment carries no header of its own, so what it holds of a DNS answer, a DHCP
+# message or a tunnelled header cannot be read, let alone rewritten: it is zeroed when its first fragment
+# says the datagram carries such addresses, or when no first fragment came in the FRAGMENT_FRAMES frames
+# before it (out of order, or never: fail closed). A verdict per datagram, kept FRAGMENT_FRAMES frames.
+FRAGMENT_FRAMES = 8192
+_TUNNEL_PROTOS = frozenset((4, 41, 47, 97, 137))        # IP in IP, IPv6 in IP, GRE, EtherIP, MPLS in IP
+_OPAQUE_PROTOS = frozenset((50, 59))                     # ESP (encrypted), IPv6 no next header
+FRAGMENT_CARRIES = "a later IP fragment of a datagram that carries addresses (DNS, DHCP, a tunnel) it cannot rewrite"
+FRAGMENT_ALONE = "a later IP fragment whose first fragment did not come before it"
 _ADDR_CACHE = 1 << 14
 _REASONS = 256
 # RFC 1624 eqn. 3, HC' = ~(~HC + d), equals the ones'-complement HC + ~d except for its zero: eqn. 3 gives
@@ -178,6 +189,12 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         self._expect: list = []
         self._expecting = False             # set by will_check(): only the checked main pass keeps them
         self._meta = 0
+        self._fragments: dict = {}         # datagram -> (frame of its first fragment, carries addresses)
+        self._prune_at = FRAGMENT_FRAMES
+        self._scan: tuple = ([], 0, 0)      # process(): where _frame_of() looks next
+        self._no_checksum = None            # _fragment: the UDP checksum of this first fragment goes to 0
+        self._segment_first = None          # segments: frames before this segment
+        self._alone_early = False           # segments: a later fragment alone in its first FRAGMENT_FRAMES
         self._endian = "<"
         self._exported = False
 
@@ -236,7 +253,10 @@ class AnonymizeStage(AnonymizeCheck, Stage):
                 buf[start:end] = bytes(end - start)
         if buf is None:
             return None
-        fix_checksums(buf, w[5], w[2], changed)
+        csums = w[5]
+        if blind:                               # a checksum field inside a zeroed range stays zero
+            csums = [c for c in csums if not inside(blind, c[0])]
+        fix_checksums(buf, csums, w[2], changed)
         return bytes(buf)
 
     def _pair(self, key: bytes, v4: bool):
@@ -274,6 +294,7 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         expect = self._expect.append if self._expecting else [].append
         base = self._frames
         self._frames = base + len(batch)    # _one takes metadata records off again
+        self._scan = (batch, 0, base)
         try:
             for rec, s in zip(batch, shapes(batch) if self._fast else repeat(None)):
                 data = rec[0]
@@ -360,8 +381,121 @@ class AnonymizeStage(AnonymizeCheck, Stage):
                 return rec
         else:
             types[w[1]] = types.get(w[1], 0) + 1
+            for ip in w[2]:
+                if ip[IP_FLAGS] & (F_FRAGMENT | F_QUOTED | F_TRUNCATED) == F_FRAGMENT:
+                    w = self._fragment(rec, w, ip)
+                    break
         new = self._rewrite(data, w)
+        if self._no_checksum is not None:      # see _fragment
+            at, self._no_checksum = self._no_checksum, None
+            new = bytearray(data if new is None else new)
+            new[at:at + 2] = b"\0\0"
+            new = bytes(new)
         return rec if new is None else (new,) + rec[1:]
+
+    def _frame_of(self, rec) -> int:
+        """The 1-based number of packet record ``rec`` of the batch process() runs (found by identity, from
+        where the last search ended: records come in order)."""
+        batch, pos, n = self._scan
+        while True:
+            r = batch[pos]
+            pos += 1
+            if r[1] >= 0:
+                n += 1
+            if r is rec:
+                break
+        self._scan = (batch, pos, n)
+        return n
+
+    def _fragment(self, rec, w, ip):
+        """A frame whose outermost fragmented IP header is ``ip``: a first fragment notes whether its datagram
+        carries addresses past it; a later one is zeroed (after its IP header) when it does or when no first
+        fragment came before it (see FRAGMENT_FRAMES). Returns the walk, with that range blind unless the
+        policy lets it pass."""
+        data = rec[0]
+        frame = self._frame_of(rec)
+        if frame >= self._prune_at:
+            self._prune_at = frame + FRAGMENT_FRAMES
+            self._fragments = {k: v for k, v in self._fragments.items() if frame - v[0] <= FRAGMENT_FRAMES}
+        key = frag_key(data, ip)
+        if not ip[IP_FLAGS] & F_LATER_FRAGMENT:
+            if ip[IP_FLAGS] & F_MORE_FRAGMENTS:
+                carries = self._carries_addresses(data, w, ip)
+                self._fragments[key] = (frame, carries)
+                if carries and self._policy == "zero":
+                    # a tunnelled header cut by this fragment's end, before any of its addresses: it goes too
+                    # (its checksum could not match the zeroed addresses; zeros read as no header at all)
+                    for inner in w[2]:
+                        if inner[IP_FLAGS] & F_TRUNCATED and inner[IP_OFF] > ip[IP_OFF] and \
+                                not any(off + size > inner[IP_OFF] for off, size, _plen in w[3]):
+                            w = w[:W_BLIND] + (w[W_BLIND] + ((inner[IP_OFF], len(data), FRAGMENT_CARRIES),),) \
+                                + w[W_BLIND + 1:]
+                            break
+                l4 = w[4]
+                if carries and self._policy == "zero" and ip[IP_VER] == 4 and l4 is not None and l4[0] == 17 \
+                        and w[2][l4[4]] is ip and l4[1] + 8 <= len(data):
+                    # its later fragments will be zeroed, which its UDP checksum cannot account for (they
+                    # come after it): over IPv4, 0 says "no checksum", and the datagram stays valid
+                    self._no_checksum = l4[1] + 6
+            return w
+        if ip[IP_PROTO] in _OPAQUE_PROTOS:
+            return w
+        seen = self._fragments.get(key)
+        if seen is not None and frame - seen[0] <= FRAGMENT_FRAMES:
+            if not seen[1]:
+                return w
+            reason = FRAGMENT_CARRIES
+        else:
+            reason = FRAGMENT_ALONE
+            first = self._segment_first
+            if first is not None and frame - first <= FRAGMENT_FRAMES:
+                self._alone_early = True        # its first fragment may lie in the segment before
+        if self._policy == "fail":
+            raise _FrameError(rec, reason)
+        if self._policy == "pass":             # its headers are still anonymized, its data left
+            self._uninspected += 1
+            self._reasons[reason] = self._reasons.get(reason, 0) + 1
+            return w
+        start, end = ip[IP_PAY], len(data)
+        if start >= end or any(off + size > start for off, size, _plen in w[3]):
+            return w                            # (the walker reads nothing past a later fragment's header)
+        return w[:W_BLIND] + (w[W_BLIND] + ((start, end, reason),),) + w[W_BLIND + 1:]
+
+    def _carries_addresses(self, data, w, ip) -> bool:
+        """Whether a first fragment's datagram may hold, past this fragment, addresses this stage rewrites: a
+        tunnelled header cut by the fragment's end (or a tunnel whose inner transport it cannot find), an
+        ICMP error's quoted header, DNS or DHCP (and the other payloads the walker reads) by the ports of
+        the innermost transport, as frames.walk names them."""
+        ips = w[2]
+        at = next(j for j, x in enumerate(ips) if x is ip)
+        l4 = w[4]
+        tunnel = ip[IP_PROTO] in _TUNNEL_PROTOS or at + 1 < len(ips)
+        if tunnel and (l4 is None or l4[4] <= at or any(x[IP_FLAGS] & F_TRUNCATED for x in ips[at + 1:])):
+            return True
+        if l4 is None or l4[4] < at:
+            return False
+        if l4[5] & L4F_ICMP_ERROR:
+            return True
+        t = l4[1]
+        if l4[0] not in (6, 17) or t < 0 or t + 4 > len(data):
+            return False
+        sport, dport = (data[t] << 8) | data[t + 1], (data[t + 2] << 8) | data[t + 3]
+        for port in (sport, dport):
+            role = ANY_ROLE[port] or (DST_ROLE[port] if port == dport else 0)
+            if role and role != SERVICE and (role in TUNNELS or self._payload):
+                return True
+        return False
+        if l4[5] & L4F_ICMP_ERROR:
+            return True
+        t = l4[1]
+        if l4[0] not in (6, 17) or t < 0 or t + 4 > len(data):
+            return False
+        sport, dport = (data[t] << 8) | data[t + 1], (data[t + 2] << 8) | data[t + 3]
+        for port in (sport, dport):
+            role = ANY_ROLE[port] or (DST_ROLE[port] if port == dport else 0)
+            if role and role != SERVICE and (role in TUNNELS or self._payload):
+                return True
+        return False
 
     def _dns_frame(self, rec, o, t, end):
         """A DNS message over UDP on the usual shape: the IP addresses and the A / AAAA answers mapped, the
@@ -542,13 +676,14 @@ class AnonymizeStage(AnonymizeCheck, Stage):
 
     def segment_start(self, first: int, end: int, shared, at) -> None:  # noqa: ARG002
         self._frames = first                # frame numbers in messages stay the file's
+        self._segment_first = first
 
     def segment_result(self) -> dict:
         m = self.mapper
         return {"seen4": m.seen4, "seen6": m.seen6, "macs": m.mapmac, "macs_lost": m.macs_lost,
                 "kept_seen": m.kept_seen, "landed": m.landed_on_kept, "seen_full": m.seen_full,
                 "types": dict(self._types), "uninspected": self._uninspected, "reasons": dict(self._reasons),
-                "zeroed": dict(self._zeroed), "meta": self._meta}
+                "zeroed": dict(self._zeroed), "meta": self._meta, "alone_early": self._alone_early}
 
     def absorb(self, result: dict, baseline: dict) -> None:
         """The counts of one run over the whole file: counters add up (less the segment's re-read header
@@ -562,6 +697,8 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         m = self.mapper
         if result["seen_full"] or m.seen_full or result["macs_lost"] or m.macs_lost:
             raise SplitInexact("a bounded table of the anonymizer filled")
+        if result["alone_early"]:
+            raise SplitInexact("a later IP fragment near a segment's start, whose first may lie before it")
         add_counts(self._types, result["types"], baseline["types"])
         add_counts(self._reasons, result["reasons"], baseline["reasons"], _REASONS, "other reasons")
         add_counts(self._zeroed, result["zeroed"], baseline["zeroed"], ZEROED_REASONS, "other reasons")

@@ -106,7 +106,6 @@ def _crafted():
                                      options=bytes([131, 11, 4]) + tf.ip(C) + tf.ip(D))), 1),
         ("ipv6-frag", sg.ip_frame(sg.ipv6(A6, B6, 44, sg.ipv6_fragment(17, 0, 9, more=True)
                                           + sg.udp(A6, B6, 5353, 53, b"f" * 30)[:16])), 1),
-        ("ipv4-frag2", sg.ip_frame(sg.ipv4(A, B, 17, b"z" * 24, frag=0x0002)), 1),
         ("tcp6", sg.ip_frame(sg.ipv6(A6, B6, 6, sg.tcp(A6, B6, 1234, 80, payload=b"six"))), 1),
         ("ns", sg.ip_frame(sg.ipv6(A6, "ff02::1:ff00:99", 58, sg.icmp6(A6, "ff02::1:ff00:99", 135, 0, b"\0" * 4 + tf.ip(
             "2001:db8::99") + bytes([1, 1]) + tf.MAC1))), 1),
@@ -138,6 +137,100 @@ def test_crafted_frames_every_address_mapped(name, frame, linktype):
     assert after != frame
     assert_anonymized(frame, after, linktype)
     st.check(recs([frame], linktype), out)
+
+
+def _fragments(packet: bytes, at: int) -> list:
+    """An IPv4 packet (20-byte header) cut into two fragments, the second from payload byte ``at``
+    (a multiple of 8)."""
+    payload = packet[20:]
+    src, dst, proto, ident = packet[12:16], packet[16:20], packet[9], struct.unpack_from("!H", packet, 4)[0]
+    first = sg.ipv4(src, dst, proto, payload[:at], ident=ident, frag=0x2000)
+    second = sg.ipv4(src, dst, proto, payload[at:], ident=ident, frag=at // 8)
+    return [sg.ip_frame(first), sg.ip_frame(second)]
+
+
+ANSWERS = [f"10.9.{i}.{i + 1}" for i in range(40)]
+
+
+def _dns_fragments(at: int = 64, sport: int = 53, ident: int = 77):
+    dns = sg.dns_response(7, "www.example.test", ANSWERS)
+    return _fragments(sg.ipv4(tf.A, tf.B, 17, sg.udp(tf.A, tf.B, sport, 40000, dns), ident=ident, df=False), at)
+
+
+def test_later_fragments_of_a_dns_answer_are_zeroed_and_no_answer_address_survives():
+    """A DNS response cut into two IP fragments: the A records past the first fragment cannot be rewritten
+    (no header of their own); the second fragment is zeroed after its IP header, so none of the original
+    answer addresses is left anywhere in the output."""
+    from pktmask_gui.stages.anonymize import FRAGMENT_CARRIES
+
+    frames_ = _dns_fragments()
+    st = make()
+    out = st.process(recs(frames_))
+    first, second = out[0][0], out[1][0]
+    assert_anonymized(frames_[0], first)
+    assert second[:34] != frames_[1][:34] and not any(second[34:])
+    assert first[40:42] == b"\0\0"         # its UDP checksum could not cover the zeroed data: 0, none (IPv4)
+    for a in ANSWERS:
+        assert tf.ip(a) not in first + second
+    st.check(recs(frames_), out)
+    assert st.report()["frames_zeroed_unreadable"] == {FRAGMENT_CARRIES: 1}
+
+
+def test_later_fragments_of_a_tunnelled_header_are_zeroed():
+    """GRE carrying IPv4, fragmented inside the inner header (as in the IDS suite's security-8550): the
+    inner addresses sit in the second fragment."""
+    inner = sg.ipv4(tf.C, tf.D, 17, sg.udp(tf.C, tf.D, 1000, 2000, b"i" * 40))
+    frames_ = _fragments(sg.ipv4(tf.A, tf.B, 47, sg.gre(0x0800, inner), ident=5, df=False), 16)
+    out = make().process(recs(frames_))
+    assert not any(out[1][0][34:])
+    assert tf.ip(tf.C) not in out[1][0] and tf.ip(tf.D) not in out[1][0]
+
+
+def test_later_fragments_of_plain_data_stay():
+    """A datagram whose ports name no address-bearing payload: its later fragment is left as it is, and so
+    is any datagram with --no-payload-addresses but for tunnels."""
+    frames_ = _fragments(sg.ipv4(tf.A, tf.B, 17, sg.udp(tf.A, tf.B, 40001, 9999, bytes(range(200))), ident=9,
+                                 df=False), 64)
+    out = make().process(recs(frames_))
+    assert out[1][0][34:] == frames_[1][34:]
+    dns = _dns_fragments()
+    out = make(payload_addresses=False).process(recs(dns))
+    assert out[1][0][34:] == dns[1][34:]
+    # a tunnel whose inner headers lie whole in the first fragment: its later ones hold plain inner data
+    from pktmask_gui import wildgen as wg
+    big = sg.udp4_frame("10.3.3.3", "10.4.4.4", 40000, 9999, b"z" * 400)
+    gtp = wg.fragment(wg.encapsulate(big, "gtpu"), 128)
+    out = make().process(recs(gtp))
+    assert [o[0][34:] for o in out[1:]] == [f[34:] for f in gtp[1:]]
+
+
+def test_a_later_fragment_without_its_first_fails_closed_by_policy():
+    """Out of order (or its first fragment never captured, or more than FRAGMENT_FRAMES frames before):
+    zeroed by default, counted; --allow-uninspected lets it pass (counted); --strict fails the file."""
+    from pktmask_gui.stages import anonymize
+    from pktmask_gui.stages.anonymize import FRAGMENT_ALONE
+
+    first, second = _dns_fragments()
+    st = make()
+    out = st.process(recs([second, first]))
+    assert not any(out[0][0][34:])
+    assert st.report()["frames_zeroed_unreadable"] == {FRAGMENT_ALONE: 1}
+    st = make(uninspected="pass")
+    out = st.process(recs([second, first]))
+    assert out[0][0][34:] == second[34:]
+    assert st.report()["not_inspected_reasons"] == {FRAGMENT_ALONE: 1}
+    filler = [sg.ip_frame(sg.ipv4(tf.C, tf.D, 17, sg.udp(tf.C, tf.D, 1, 2, b"x")))] * 5
+    with pytest.raises(Uninspectable, match=f"frame 2 cannot be inspected: {FRAGMENT_ALONE}"):
+        make(uninspected="fail").process(recs([filler[0], second]))
+    # too far after its first fragment: as if it had none
+    old = anonymize.FRAGMENT_FRAMES
+    anonymize.FRAGMENT_FRAMES = 4
+    try:
+        st = make()
+        out = st.process(recs([first] + filler + [second]))
+    finally:
+        anonymize.FRAGMENT_FRAMES = old
+    assert not any(out[-1][0][34:]) and st.report()["frames_zeroed_unreadable"] == {FRAGMENT_ALONE: 1}
 
 
 def test_special_addresses_kept_unless_told_otherwise():
@@ -925,3 +1018,23 @@ def test_expectations_stay_aligned_through_metadata_uninspectable_and_dns_fallba
     stage.process(frames_)                   # the same frames again: numbered on, 7 to 12
     with pytest.raises(StageError, match="self-check failed: frame 8:"):
         stage.check(frames_, [packets[0], frames_[1]] + packets[2:])    # the original of the ECS frame fails
+
+
+def test_a_segment_that_meets_a_lone_later_fragment_near_its_start_asks_for_one_core():
+    """segments.py: a segment cannot know a first fragment that lay in the segment before; a later fragment
+    it meets alone within FRAGMENT_FRAMES of its start makes its result inexact (the file runs again on one
+    core); met later, or with its first fragment in the segment, it is decided as on one core."""
+    from pktmask_gui.segments import SplitInexact
+
+    first, second = _dns_fragments()
+    leader, follower = make(), make()
+    leader.segment_start(0, 10, None, None)
+    follower.segment_start(100, 200, None, None)
+    baseline = follower.segment_result()
+    follower.process(recs([first, second]))
+    assert not follower.segment_result()["alone_early"]
+    follower.process(recs([_dns_fragments(ident=78)[1]]))        # another datagram's, alone
+    result = follower.segment_result()
+    assert result["alone_early"]
+    with pytest.raises(SplitInexact, match="later IP fragment"):
+        leader.absorb(result, baseline)
