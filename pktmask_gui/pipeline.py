@@ -337,7 +337,8 @@ def _execute(spec: ExecSpec, progress: ProgressCallback | None, cancel: CancelTo
                 stage.prescan(batch)
                 if planner is not None:
                     planner.batch(reader, before + [stage], batch)
-                clock.tick("prescan", reader.position, reader.size, len(batch))
+                clock.tick("prescan", reader.position if planner is None else planner.shown(reader), reader.size,
+                           len(batch))
                 reason = monitor.pressure()
                 if reason:
                     _relieve(reason, before, context)

@@ -390,6 +390,7 @@ class _Planner:
         self.spec, self.n, self.conn, self.control = spec, n, conn, control
         self.half = half                # the follower's pre-scan of the second half arrives here
         self.more_raw = 0               # packets of that half, when the leader made it its own
+        self.shown_at = 0               # the first pass's progress shown so far
         self.t0 = time.monotonic()
         self.size = os.path.getsize(spec.read_path)
         self.targets = [self.size * j // n for j in range(1, n)]
@@ -441,6 +442,14 @@ class _Planner:
             return
         job_log.debug("The first pass reads the second half too: %s.", why)
         yield from batches
+
+    def shown(self, reader) -> int:
+        """The first pass's progress: while the follower pre-scans the second half, the leader's share of
+        its own part stands for the whole (the two run side by side)."""
+        stop = reader.stop_at
+        shown = reader.position if not stop else min(reader.size, reader.position * reader.size // stop)
+        self.shown_at = max(self.shown_at, shown)       # (when the leader reads on, the bar waits)
+        return self.shown_at
 
     def batch(self, reader, chain: list, batch: list) -> None:
         """After each batch of the first pass: ``chain`` the stages it went through (the last one pre-scanned),

@@ -66,6 +66,25 @@ def test_the_follower_pre_scans_the_second_half_and_the_bytes_are_one_cores(env,
     assert "The main pass runs on 2 segments" in log
 
 
+def test_one_progress_bar_that_moves_through_the_first_pass(env, monkeypatch):
+    """While the follower pre-scans the second half, the leader's progress over its own part stands for the
+    first pass: the bar reaches the first pass's end before the main pass, and never goes back."""
+    from pktmask_gui import pipeline
+
+    monkeypatch.setattr(pipeline, "PROGRESS_INTERVAL", 0.0)      # every batch reported (the fork has it too)
+    workdir, settings = env
+    src = write_pcap(workdir / "mix.pcap", 12000)
+    seen = []
+    result = _run(src, workdir / "out", settings, ["dedup", "mask"], 2, fork=True,
+                  progress=lambda phase, done, total, packets: seen.append((phase, done, total)))
+    assert result.status == "ok"
+    first = [done / total for phase, done, total in seen if phase == "prescan"]
+    # the first pass's share of the bar: 1 of 3 (pipeline._execute's weights: a pre-scan 1, the main pass
+    # 2 without a self-check); without the leader's part standing for the whole it would end near 0.17
+    assert first and max(first) == pytest.approx(1 / 3, abs=0.01)
+    assert all(b >= a for a, b in zip(first, first[1:]))
+
+
 def test_pcapng_sections_read_on_when_the_header_blocks_differ(env, caplog):
     workdir, settings = env
     src = write_pcapng(workdir / "three.pcapng", 9000)
