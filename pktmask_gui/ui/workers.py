@@ -334,6 +334,10 @@ class JobRunner(QObject):
                 if first is not None:
                     first()
                 pool.warm()
+                # the stage registry (titles and order of the results' stages, ui/format.py): imported
+                # here, not in the UI thread at the first result (~45 ms of imports)
+                from ..stages import all_stages
+                all_stages()
             # Starting the processes takes a few ms each: off the UI thread. A job that finds none
             # idle yet starts its own.
             threading.Thread(target=warm, name="pktmask-pool-warm", daemon=True).start()
