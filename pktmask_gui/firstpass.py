@@ -19,7 +19,8 @@ wrong (docs/ARCHITECTURE.md, "One file on several cores", says why each step is 
   LIVE_LIMIT (the open directions of both halves and the suspects stay below it, so nothing is closed
   for room), the closed-keys bitmap (no suspect shares a bit with another direction of the follower),
   a direction open at the boundary met again at a SYN with its own sequence number, an extra duplicate
-  in a direction that is not walked again, more kept records than ``RECORDS_MAX``.
+  in a direction that is not walked again, more kept records than ``RECORDS_MAX`` or directions than
+  ``DIRECTIONS_MAX`` (both bound the follower's memory).
 
 The boundary is found by a guess too (``boundary``: record lengths that chain); the leader's reader must
 end a record exactly there before anything depends on it. Anything the follower could not do (damage,
@@ -46,7 +47,9 @@ from .tcpstream import MASK32
 
 log = logging.getLogger(__name__)
 
-RECORDS_MAX = 48 << 20          # bytes of records a follower keeps for the leader to walk again
+# what a follower keeps, bounded (its peak stays near one core's; past either bound the leader reads on):
+RECORDS_MAX = 16 << 20          # bytes of records for the leader to walk again (sent once: twice that)
+DIRECTIONS_MAX = 1 << 16        # directions noted by their first touch (~300 bytes each, sets included)
 SEARCH = 4 << 20                # bytes after the middle searched for a record boundary
 # a boundary guess holds when the lengths chain for at least CHAIN records and SPAN bytes (or to the end):
 # longer than any record, so a chain inside one record's data (a capture carried in a payload) would have
@@ -156,6 +159,10 @@ def _pcapng_boundary(mm, size: int):
 # The follower
 # --------------------------------------------------------------------------------------------------
 
+class _TooMany(Exception):
+    """More directions than the follower notes (DIRECTIONS_MAX): the leader reads on."""
+
+
 def _speculative(cls):
     """Mask Payloads' stage class, noting what the leader needs to check and walk again (see the module's
     docstring): each direction's first touch, the suspects' records and counts, the fragments."""
@@ -190,6 +197,8 @@ def _speculative(cls):
                 return
             suspect = self.first.get(key)
             if suspect is None:
+                if len(self.first) >= DIRECTIONS_MAX:
+                    raise _TooMany()
                 suspect = self.first[key] = not flags & 2
                 (self.suspect_h if suspect else self.plain_h).add(crc32(key) & (CLOSED_BITS - 1))
                 if not suspect:
@@ -242,6 +251,8 @@ def speculate(spec: ExecSpec, conn, control) -> None:
         result = _speculate(spec, control)
     except Cancelled:
         raise
+    except _TooMany:
+        result = {"failed": f"more than {DIRECTIONS_MAX:,} directions in the second half"}
     except Exception as exc:  # noqa: BLE001 - the leader reads the half itself and meets it as one core would
         result = {"failed": describe_failure(exc)[1]}
     result["seconds"] = (time.monotonic() - t0, time.process_time() - c0)

@@ -191,6 +191,20 @@ def test_a_capture_carried_in_a_payload_where_the_boundary_is_guessed(env, caplo
         assert READ_ON + ": no record ends at the boundary" in log
 
 
+def test_bounds_on_what_the_follower_notes_make_the_leader_read_on(env, caplog, monkeypatch):
+    """Too many directions or records to keep: the follower stops, the leader reads the half itself (the
+    fork has the patched bounds)."""
+    workdir, settings = env
+    src = write_pcap(workdir / "mix.pcap", 12000)
+    monkeypatch.setattr(firstpass, "DIRECTIONS_MAX", 50)
+    _, log = _both(src, workdir, settings, ["dedup", "mask"], caplog, "directions")
+    assert READ_ON + ": more than 50 directions in the second half" in log
+    monkeypatch.setattr(firstpass, "DIRECTIONS_MAX", 1 << 16)
+    monkeypatch.setattr(firstpass, "RECORDS_MAX", 1000)
+    _, log = _both(src, workdir, settings, ["mask"], caplog, "records")
+    assert READ_ON + ": too many records to walk again" in log
+
+
 def test_a_damaged_second_half_fails_as_on_one_core(env):
     workdir, settings = env
     src = write_pcap(workdir / "mix.pcap", 8000)
@@ -206,6 +220,17 @@ def test_a_damaged_second_half_fails_as_on_one_core(env):
         two = _run(bad, workdir / "two", settings, stages, 2, fork=True)
         assert one.status == two.status == "failed"
         assert (one.error, one.error_kind) == (two.error, two.error_kind)
+    # --strict and a frame Mask Payloads cannot read in the second half: the same sentence, frame number and all
+    frames = [f for _, f, _ in iter_frames(8000, seed=2)]
+    at = len(frames) * 5 // 6
+    frames.insert(at, bytes(12) + b"\x88\xb5" + bytes(50))
+    late = _write(workdir / "late.pcap", frames)
+    settings.stage_options["mask"] = {"uninspected": "fail"}
+    one = _run(late, workdir / "one", settings, ["dedup", "mask"], 1)
+    two = _run(late, workdir / "two", settings, ["dedup", "mask"], 2, fork=True)
+    assert one.status == two.status == "failed"
+    assert (one.error, one.error_kind) == (two.error, two.error_kind)     # numbered after the drops, as on one core
+    assert "Mask Payloads cannot inspect frame" in one.error
     assert not leftovers(workdir / "temp", workdir / "two")
 
 
