@@ -370,7 +370,7 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
     local = None
     if deciders:
         d, mine = deciders[0], res["dedup"]
-        if d._window or d._resize_at is not None or d._table is None:
+        if d._window or mine["window"] or d._resize_at is not None or d._table is None:
             return "Remove Dupes' table is in window mode"
         f = np.frombuffer(mine["f"], np.int64)
         c = np.frombuffer(mine["c"], np.uint32)
