@@ -42,6 +42,19 @@ def other_fs(workdir):
 
 
 @pytest.fixture
+def split_env(workdir, monkeypatch):
+    """(workdir, settings) for one file on several processes (segments.py): the split forced on small files
+    by lowering its size thresholds in this (the parent) process; the jobs' temp root is ``workdir/temp``."""
+    from pktmask_gui import segments
+    from pktmask_gui.settings import Settings
+
+    monkeypatch.setattr(segments, "MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(segments, "MIN_SEGMENT_BYTES", 1)
+    (workdir / "temp").mkdir()
+    return workdir, Settings(temp_root=str(workdir / "temp"), parallel_jobs=1)
+
+
+@pytest.fixture
 def work(workdir) -> Path:
     """A workdir holding an empty ``temp`` folder: the temp root of ``settings_for(work)``."""
     (workdir / "temp").mkdir()

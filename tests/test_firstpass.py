@@ -17,23 +17,18 @@ import pytest
 from helpers import leftovers
 from test_segments import _run, _same, write_pcap, write_pcapng
 
-from pktmask_gui import firstpass, segments
+from pktmask_gui import firstpass
 from pktmask_gui.capture import CaptureReader, make_pcap_header
 from pktmask_gui.capturewriter import CaptureWriter
 from pktmask_gui.samplegen import iter_frames
-from pktmask_gui.settings import Settings
 
 LANDED = "made the leader's"
 READ_ON = "The first pass reads the second half too"
 
 
 @pytest.fixture
-def env(workdir, monkeypatch):
-    monkeypatch.setattr(segments, "MIN_SPLIT_BYTES", 0)
-    monkeypatch.setattr(segments, "MIN_SEGMENT_BYTES", 1)
-    temp_root = workdir / "temp"
-    temp_root.mkdir()
-    return workdir, Settings(temp_root=str(temp_root), parallel_jobs=1)
+def env(split_env):
+    return split_env
 
 
 def _write(path: Path, frames: list) -> Path:

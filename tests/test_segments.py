@@ -34,13 +34,8 @@ from pktmask_gui.settings import Settings
 
 
 @pytest.fixture
-def env(workdir, monkeypatch):
-    monkeypatch.setattr(segments, "MIN_SPLIT_BYTES", 0)
-    monkeypatch.setattr(segments, "MIN_SEGMENT_BYTES", 1)
-    temp_root = workdir / "temp"
-    temp_root.mkdir()
-    settings = Settings(temp_root=str(temp_root), parallel_jobs=1)
-    return workdir, settings
+def env(split_env):
+    return split_env
 
 
 def _frames(packets: int, seed: int):

@@ -485,17 +485,6 @@ class AnonymizeStage(AnonymizeCheck, Stage):
             if role and role != SERVICE and (role in TUNNELS or self._payload):
                 return True
         return False
-        if l4[5] & L4F_ICMP_ERROR:
-            return True
-        t = l4[1]
-        if l4[0] not in (6, 17) or t < 0 or t + 4 > len(data):
-            return False
-        sport, dport = (data[t] << 8) | data[t + 1], (data[t + 2] << 8) | data[t + 3]
-        for port in (sport, dport):
-            role = ANY_ROLE[port] or (DST_ROLE[port] if port == dport else 0)
-            if role and role != SERVICE and (role in TUNNELS or self._payload):
-                return True
-        return False
 
     def _dns_frame(self, rec, o, t, end):
         """A DNS message over UDP on the usual shape: the IP addresses and the A / AAAA answers mapped, the
