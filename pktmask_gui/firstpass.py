@@ -82,16 +82,19 @@ def boundary(path: str) -> tuple[int, bytes] | None:
     """A record (pcapng: block) boundary at or after LEADER_SHARE of the file, and what the second half is read
     after (pcap: the file header; pcapng: the first section's SHB and the IDBs right after it); None when
     none is found. A guess: ``CHAIN`` records whose lengths lead from one to the next."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size < 64:
-            return None
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            magic = mm[:4]
-            if magic in _PCAP_MAGICS:
-                return _pcap_boundary(mm, size)
-            if magic == _SHB_MAGIC:
-                return _pcapng_boundary(mm, size)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 64:
+                return None
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                magic = mm[:4]
+                if magic in _PCAP_MAGICS:
+                    return _pcap_boundary(mm, size)
+                if magic == _SHB_MAGIC:
+                    return _pcapng_boundary(mm, size)
+    except (OSError, ValueError):
+        return None                     # (a file system without mmap, a file that shrank: one core reads it)
     return None
 
 

@@ -200,6 +200,19 @@ def test_bounds_on_what_the_follower_notes_make_the_leader_read_on(env, caplog, 
     assert READ_ON + ": too many records to walk again" in log
 
 
+def test_no_boundary_guess_where_the_file_cannot_be_mapped(env, caplog, monkeypatch):
+    """A file system without mmap: no guess, the first pass on one core, the same output."""
+    workdir, settings = env
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(firstpass.mmap, "mmap", refuse)
+    assert firstpass.boundary(str(write_pcap(workdir / "mix.pcap", 6000))) is None
+    _, log = _both(workdir / "mix.pcap", workdir, settings, ["dedup", "mask"], caplog)
+    assert LANDED not in log and "The main pass runs on 2 segments" in log
+
+
 def test_a_damaged_second_half_fails_as_on_one_core(env):
     workdir, settings = env
     src = write_pcap(workdir / "mix.pcap", 8000)
