@@ -3,7 +3,7 @@ the first; the leader then makes the follower's results its own, exactly, or rea
 
 The first pass (Remove Dupes' decisions, Mask Payloads' pre-scan) carries state from frame to frame, so
 the follower's half starts from a guess, an empty state, and the leader corrects what that guess got
-wrong (docs/ARCHITECTURE.md, "One file on several cores", says why each step is exact):
+wrong (docs/ARCHITECTURE.md, "The first pass on two cores", says why each step is exact):
 
 - **Remove Dupes.** The follower hashes every frame of its half (the costly part) and decides against its
   half alone; the leader looks the follower's fingerprints up in its own table (forks share the
@@ -182,7 +182,7 @@ def _speculative(cls):
             self.frag_records: list = []    # (frame, record) of the fragments
             self.kept_bytes = 0
             self.overflow = False
-            self.per_key: dict = {}         # suspect -> [gaps, resyncs, record counts]
+            self.set_apart: dict = {}       # the suspects' record counts (the leader walks them again)
             self.max_live = 0
 
         def _keep_record(self, into: list, i: int, rec) -> None:
@@ -218,7 +218,7 @@ def _speculative(cls):
         def _open(self, key, base: int, i: int, midstream: bool) -> list:
             st = super()._open(key, base, i, midstream)
             if self.first.get(key):
-                st.append(key)              # a suspect's: its counts are set apart
+                st.append(True)             # a suspect's: its counts are set apart
             if len(self.live) > self.max_live:
                 self.max_live = len(self.live)
             return st
@@ -226,22 +226,17 @@ def _speculative(cls):
         def _start(self, st):
             if len(st) <= 8:
                 return super()._start(st)
-            saved = self.record_counts
-            self.record_counts = self.per_key.setdefault(st[8], [0, 0, {}])[2]
+            saved, self.record_counts = self.record_counts, self.set_apart
             try:
                 return super()._start(st)
             finally:
                 self.record_counts = saved
 
         def _finish(self, st) -> None:
-            if len(st) <= 8:
-                return super()._finish(st)
             gaps, resyncs = self.gaps, self.resyncs
             super()._finish(st)
-            mine = self.per_key.setdefault(st[8], [0, 0, {}])
-            mine[0] += self.gaps - gaps
-            mine[1] += self.resyncs - resyncs
-            self.gaps, self.resyncs = gaps, resyncs
+            if len(st) > 8:                 # a suspect's gaps and resyncs: not counted
+                self.gaps, self.resyncs = gaps, resyncs
 
     return Speculative
 
@@ -326,7 +321,7 @@ def _speculate(spec: ExecSpec, control) -> dict:
         "dedup": None if d is None else {"drops": bytes(d.dropped[:(d.frames + 7) >> 3]), "frames": d.frames,
                                          "window": d._window, "f": f.tobytes(), "c": c.tobytes()},
         "tls": mask.tls, "settled": mask.settled.tobytes(), "gaps": mask.gaps, "resyncs": mask.resyncs,
-        "record_counts": mask.record_counts, "per_key": mask.per_key,
+        "record_counts": mask.record_counts,
         "suspects": {k for k, s in mask.first.items() if s}, "syn_base": mask.syn_base,
         "suspect_h": mask.suspect_h, "plain_h": mask.plain_h, "touched": bytes(mask.touched),
         "records": mask.records, "frag_records": mask.frag_records, "overflow": mask.overflow,

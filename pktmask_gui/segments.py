@@ -430,15 +430,15 @@ class _Planner:
         reader.stop_at = None
         job_log = logging.LoggerAdapter(log, {"job": self.spec.display_name})
         why = "no record ends at the boundary"
+        removed = sum(s.removed for s in chain[:-1])       # frames dropped so far (the first half's)
         if reader.offset == start:
             res = firstpass.receive(half, self.control)
             prefix = self.header if reader.format == "pcap" else b"".join(self.prefix)
-            removed = [s.removed for s in chain[:-1]]
             why = firstpass.land(res, chain, reader, prefix, job_log)
         half.close()
         if why is None:
             self.more_raw = res["raw"]
-            self.kept += res["raw"] - sum(s.removed for s in chain[:-1]) + sum(removed)
+            self.kept += res["raw"] - (sum(s.removed for s in chain[:-1]) - removed)
             return
         job_log.debug("The first pass reads the second half too: %s.", why)
         yield from batches

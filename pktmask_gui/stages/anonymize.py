@@ -90,6 +90,11 @@ class _FrameError(Exception):
         self.rec, self.reason = rec, reason
 
 
+def _with_blind(w: tuple, start: int, end: int, reason: str) -> tuple:
+    """A walk (frames.walk's result) with one more range that cannot be rewritten: zeroed and counted."""
+    return w[:W_BLIND] + (w[W_BLIND] + ((start, end, reason),),) + w[W_BLIND + 1:]
+
+
 def _frame_number(batch, rec, base):
     """1-based number of packet record ``rec`` (found by identity) when ``base`` packets came before ``batch``."""
     n = base
@@ -192,7 +197,6 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         self._fragments: dict = {}         # datagram -> (frame of its first fragment, carries addresses)
         self._prune_at = FRAGMENT_FRAMES
         self._scan: tuple = ([], 0, 0)      # process(): where _frame_of() looks next
-        self._no_checksum = None            # _fragment: the UDP checksum of this first fragment goes to 0
         self._segment_first = None          # segments: frames before this segment
         self._alone_early = False           # segments: a later fragment alone in its first FRAGMENT_FRAMES
         self._endian = "<"
@@ -383,14 +387,13 @@ class AnonymizeStage(AnonymizeCheck, Stage):
             types[w[1]] = types.get(w[1], 0) + 1
             for ip in w[2]:
                 if ip[IP_FLAGS] & (F_FRAGMENT | F_QUOTED | F_TRUNCATED) == F_FRAGMENT:
-                    w = self._fragment(rec, w, ip)
+                    w, no_checksum = self._fragment(rec, w, ip)
+                    if no_checksum is not None:     # see _fragment
+                        new = bytearray(self._rewrite(data, w) or data)
+                        new[no_checksum:no_checksum + 2] = b"\0\0"
+                        return (bytes(new),) + rec[1:]
                     break
         new = self._rewrite(data, w)
-        if self._no_checksum is not None:      # see _fragment
-            at, self._no_checksum = self._no_checksum, None
-            new = bytearray(data if new is None else new)
-            new[at:at + 2] = b"\0\0"
-            new = bytes(new)
         return rec if new is None else (new,) + rec[1:]
 
     def _frame_of(self, rec) -> int:
@@ -411,7 +414,7 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         """A frame whose outermost fragmented IP header is ``ip``: a first fragment notes whether its datagram
         carries addresses past it; a later one is zeroed (after its IP header) when it does or when no first
         fragment came before it (see FRAGMENT_FRAMES). Returns the walk, with that range blind unless the
-        policy lets it pass."""
+        policy lets it pass, and where a first fragment's UDP checksum is to be set to 0 (or None)."""
         data = rec[0]
         frame = self._frame_of(rec)
         if frame >= self._prune_at:
@@ -419,31 +422,31 @@ class AnonymizeStage(AnonymizeCheck, Stage):
             self._fragments = {k: v for k, v in self._fragments.items() if frame - v[0] <= FRAGMENT_FRAMES}
         key = frag_key(data, ip)
         if not ip[IP_FLAGS] & F_LATER_FRAGMENT:
-            if ip[IP_FLAGS] & F_MORE_FRAGMENTS:
-                carries = self._carries_addresses(data, w, ip)
-                self._fragments[key] = (frame, carries)
-                if carries and self._policy == "zero":
-                    # a tunnelled header cut by this fragment's end, before any of its addresses: it goes too
-                    # (its checksum could not match the zeroed addresses; zeros read as no header at all)
-                    for inner in w[2]:
-                        if inner[IP_FLAGS] & F_TRUNCATED and inner[IP_OFF] > ip[IP_OFF] and \
-                                not any(off + size > inner[IP_OFF] for off, size, _plen in w[3]):
-                            w = w[:W_BLIND] + (w[W_BLIND] + ((inner[IP_OFF], len(data), FRAGMENT_CARRIES),),) \
-                                + w[W_BLIND + 1:]
-                            break
-                l4 = w[4]
-                if carries and self._policy == "zero" and ip[IP_VER] == 4 and l4 is not None and l4[0] == 17 \
-                        and w[2][l4[4]] is ip and l4[1] + 8 <= len(data):
-                    # its later fragments will be zeroed, which its UDP checksum cannot account for (they
-                    # come after it): over IPv4, 0 says "no checksum", and the datagram stays valid
-                    self._no_checksum = l4[1] + 6
-            return w
+            if not ip[IP_FLAGS] & F_MORE_FRAGMENTS:
+                return w, None
+            carries = self._carries_addresses(data, w, ip)
+            self._fragments[key] = (frame, carries)
+            if not carries or self._policy != "zero":
+                return w, None
+            # a tunnelled header cut by this fragment's end, before any of its addresses: it goes too (its
+            # checksum could not match the zeroed addresses; zeros read as no header at all)
+            for inner in w[2]:
+                if inner[IP_FLAGS] & F_TRUNCATED and inner[IP_OFF] > ip[IP_OFF] and \
+                        not any(off + size > inner[IP_OFF] for off, size, _plen in w[3]):
+                    w = _with_blind(w, inner[IP_OFF], len(data), FRAGMENT_CARRIES)
+                    break
+            l4 = w[4]
+            if ip[IP_VER] == 4 and l4 is not None and l4[0] == 17 and w[2][l4[4]] is ip and l4[1] + 8 <= len(data):
+                # its later fragments will be zeroed, which its UDP checksum cannot account for (they come
+                # after it): over IPv4, 0 says "no checksum", and the datagram stays valid
+                return w, l4[1] + 6
+            return w, None
         if ip[IP_PROTO] in _OPAQUE_PROTOS:
-            return w
+            return w, None
         seen = self._fragments.get(key)
         if seen is not None and frame - seen[0] <= FRAGMENT_FRAMES:
             if not seen[1]:
-                return w
+                return w, None
             reason = FRAGMENT_CARRIES
         else:
             reason = FRAGMENT_ALONE
@@ -455,11 +458,11 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         if self._policy == "pass":             # its headers are still anonymized, its data left
             self._uninspected += 1
             self._reasons[reason] = self._reasons.get(reason, 0) + 1
-            return w
-        start, end = ip[IP_PAY], len(data)
-        if start >= end or any(off + size > start for off, size, _plen in w[3]):
-            return w                            # (the walker reads nothing past a later fragment's header)
-        return w[:W_BLIND] + (w[W_BLIND] + ((start, end, reason),),) + w[W_BLIND + 1:]
+            return w, None
+        start = ip[IP_PAY]
+        if start >= len(data) or any(off + size > start for off, size, _plen in w[3]):
+            return w, None                      # (the walker reads nothing past a later fragment's header)
+        return _with_blind(w, start, len(data), reason), None
 
     def _carries_addresses(self, data, w, ip) -> bool:
         """Whether a first fragment's datagram may hold, past this fragment, addresses this stage rewrites: a
