@@ -21,8 +21,10 @@ from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QSortFilt
                             QTimer, Signal)
 from PySide6.QtGui import QBrush, QColor, QGuiApplication
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView,
-                               QLabel, QMessageBox, QPushButton, QStyle, QTableView, QVBoxLayout,
+                               QLabel, QMessageBox, QPushButton, QStyle, QVBoxLayout,
                                QWidget)
+
+from .queue import CalmTableView
 
 MAX_ENTRIES = 20000
 TAKE_INTERVAL_MS = 200
@@ -245,7 +247,7 @@ class LogPanel(QWidget):
         header.addWidget(self.save_button)
         header.addWidget(self.clear_button)
 
-        self.view = QTableView()
+        self.view = CalmTableView()
         self.view.setObjectName("logView")
         self.view.setModel(self.proxy)
         self.view.setSelectionBehavior(QAbstractItemView.SelectRows)

@@ -12,12 +12,13 @@ from pathlib import Path
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QUrl
 from PySide6.QtGui import QBrush, QColor, QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QMessageBox, QPushButton, QSplitter, QStyledItemDelegate, QTableView, QTextBrowser,
+                               QMessageBox, QPushButton, QSplitter, QStyledItemDelegate, QTextBrowser,
                                QVBoxLayout)
 
 from .. import __version__
 from ..compression import words as compression_words
 from .handoff import open_in_wireshark, show_in_folder
+from .queue import CalmTableView
 from .format import count, duplicates_removed, human_duration, plural, short_lines, stage_lines
 
 FIT_ROWS = 24           # the columns take the width of the first rows' words (not of thousands of rows)
@@ -215,7 +216,7 @@ class SummaryDialog(QDialog):
         self.subtitle.setWordWrap(True)
 
         self.model = SummaryModel(self.results, self)
-        self.table = QTableView()
+        self.table = CalmTableView()
         self.table.setObjectName("summaryTable")
         self.table.verticalHeader().hide()      # before the model: a shown one would measure 200 rows' headers
         self.table.setModel(self.model)
