@@ -17,10 +17,12 @@ wrong (docs/ARCHITECTURE.md, "The first pass on two cores", says why each step i
   dropped. Fragmented datagrams are walked again when the leader has some open at the boundary.
 - **What couples directions** is checked, and the leader reads the second half itself when it fails:
   LIVE_LIMIT (the open directions of both halves and the suspects stay below it, so nothing is closed
-  for room), the closed-keys bitmap (no suspect shares a bit with another direction of the follower),
-  a direction open at the boundary met again at a SYN with its own sequence number, an extra duplicate
-  in a direction that is not walked again, more kept records than ``RECORDS_MAX`` or directions than
-  ``DIRECTIONS_MAX`` (both bound the follower's memory).
+  for room), a direction open at the boundary met again at a SYN with its own sequence number, an extra
+  duplicate in a direction that is not walked again, more kept records than ``RECORDS_MAX`` or directions
+  than ``DIRECTIONS_MAX`` (both bound the follower's memory). The closed-keys bitmap couples directions only through a
+  suspect's mid-stream start: the follower notes the frame and bit of each plain direction's close, and
+  the leader replays those closes in frame order among the suspects' records (and ends a direction open
+  at the boundary at the frame of its new SYN), so each start reads the bitmap one core reads.
 
 The boundary is found by a guess too (``boundary``: record lengths that chain); the leader's reader must
 end a record exactly there before anything depends on it. Anything the follower could not do (damage,
@@ -176,7 +178,9 @@ def _speculative(cls):
             self.touch = self._touched
             self.first: dict = {}           # direction key -> suspect (True) or met first at a SYN (False)
             self.syn_base: dict = {}        # a direction met first at a SYN: its sequence base
-            self.suspect_h, self.plain_h = set(), set()
+            self.syn_frame: dict = {}       # ...and that SYN's frame
+            self.plain_closes = array("Q")  # frame << 24 | closed-keys bit of each plain direction's close
+            self.at = 0                     # the frame being pre-scanned
             self.touched = bytearray()      # frame -> 1: a plain direction's, 2: a suspect's
             self.records: list = []         # (frame, record) of the suspects' frames
             self.frag_records: list = []    # (frame, record) of the fragments
@@ -198,14 +202,15 @@ def _speculative(cls):
             if key is None:
                 self._keep_record(self.frag_records, i, rec)
                 return
+            self.at = i
             suspect = self.first.get(key)
             if suspect is None:
                 if len(self.first) >= DIRECTIONS_MAX:
                     raise _TooMany()
                 suspect = self.first[key] = not flags & 2
-                (self.suspect_h if suspect else self.plain_h).add(crc32(key) & (CLOSED_BITS - 1))
                 if not suspect:
                     self.syn_base[key] = (_SEQ(rec[0], t + 4)[0] + 1) & MASK32
+                    self.syn_frame[key] = i
             touched = self.touched
             if i >= len(touched):
                 touched.extend(bytes(i - len(touched) + (1 << 16)))
@@ -216,12 +221,18 @@ def _speculative(cls):
                 touched[i] = 1
 
         def _open(self, key, base: int, i: int, midstream: bool) -> list:
+            suspect = self.first.get(key)
             st = super()._open(key, base, i, midstream)
-            if self.first.get(key):
+            if suspect:
                 st.append(True)             # a suspect's: its counts are set apart
             if len(self.live) > self.max_live:
                 self.max_live = len(self.live)
             return st
+
+        def _close(self, key, st) -> None:
+            if self.first.get(key) is False:   # (the leader replays them in frame order: see land)
+                self.plain_closes.append(self.at << 24 | crc32(key) & (CLOSED_BITS - 1))
+            super()._close(key, st)
 
         def _start(self, st):
             if len(st) <= 8:
@@ -323,7 +334,7 @@ def _speculate(spec: ExecSpec, control) -> dict:
         "tls": mask.tls, "settled": mask.settled.tobytes(), "gaps": mask.gaps, "resyncs": mask.resyncs,
         "record_counts": mask.record_counts,
         "suspects": {k for k, s in mask.first.items() if s}, "syn_base": mask.syn_base,
-        "suspect_h": mask.suspect_h, "plain_h": mask.plain_h, "touched": bytes(mask.touched),
+        "syn_frame": mask.syn_frame, "plain_closes": mask.plain_closes.tobytes(), "touched": bytes(mask.touched),
         "records": mask.records, "frag_records": mask.frag_records, "overflow": mask.overflow,
         "max_live": mask.max_live, "reader": (counts, cuts),
     }
@@ -383,6 +394,7 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
         extra = (kept_upto[extra_raw]).tolist()         # 1-based, as the pre-scan counts
     else:
         extra = []
+    extra_set = set(extra)
     touched = res["touched"]
     frag_frames = {i for i, _ in res["frag_records"]}
     frag_again = bool(res["frag_records"]) and bool(mask.datagrams)
@@ -395,16 +407,17 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
     live, suspects = mask.live, res["suspects"]
     if len(live) + res["max_live"] + len(suspects) >= LIVE_LIMIT:
         return "too many open directions"
-    if res["suspect_h"] & res["plain_h"]:
-        return "two directions share a bit of the closed-keys bitmap"
-    closes = []
+    closes = array("Q")
+    closes.frombytes(res["plain_closes"])
+    ends: dict = {}
     for key, st in live.items():
         base = res["syn_base"].get(key)
         if base is None:
             continue
-        if base == st[P_BASE] or crc32(key) & (CLOSED_BITS - 1) in res["suspect_h"]:
+        if base == st[P_BASE]:
             return "a direction open at the boundary goes on at a SYN"
-        closes.append(key)
+        closes.append(res["syn_frame"][key] << 24 | -1 & 0xFFFFFF)      # (a SYN ends it: see below)
+        ends[res["syn_frame"][key]] = key
 
     # from here on nothing declines: the follower's work becomes the leader's
     if deciders:
@@ -412,20 +425,34 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
         if len(drops) != int(local.sum()) + len(extra_raw):
             raise RuntimeError("internal error: Remove Dupes' decisions on the second half differ")
     base = mask.frame
-    extra_set = set(extra)
 
     def number(i: int) -> int:
         return base + i - bisect_left(extra, i)
 
-    for key in closes:                  # met again at a SYN of a new connection: the old one ends
-        mask._close(key, live[key])
     again = [r for r in res["records"] if r[0] not in extra_set]
     if frag_again:
         again += [r for r in res["frag_records"] if r[0] not in extra_set]
         again.sort(key=lambda r: r[0])
-    for i, rec in again:
-        mask.frame = number(i) - 1
-        mask.prescan([rec])
+    # The suspects are walked again from the leader's state, and the closes of the second half's other
+    # directions are replayed in frame order among them: a suspect's mid-stream start then reads the
+    # closed-keys bitmap as one core does (the closes fall on the same frames in both runs).
+    closes = sorted(closes)
+    if mask.closed is None and closes:
+        mask.closed = bytearray(CLOSED_BITS >> 3)
+    bitmap, j = mask.closed, 0
+    for i, rec in again + [(1 << 40, None)]:
+        while j < len(closes) and closes[j] >> 24 < i:
+            at, h = closes[j] >> 24, closes[j] & 0xFFFFFF
+            j += 1
+            if h == 0xFFFFFF:           # a direction open at the boundary, met again at a SYN: it ends there
+                key = ends[at]
+                if key in live:
+                    mask._close(key, live[key])
+            else:
+                bitmap[h >> 3] |= 1 << (h & 7)
+        if rec is not None:
+            mask.frame = number(i) - 1
+            mask.prescan([rec])
     tls = mask.tls
     for key, v in res["tls"].items():
         if key in suspects:

@@ -69,17 +69,13 @@ class SplitInexact(Exception):
     """A segment's result cannot be folded into the others exactly: the file runs again on one core."""
 
 
-def add_counts(mine: dict, result: dict, baseline: dict, limit: int | None = None, other: str = "") -> None:
-    """``mine[k] += result[k] - baseline[k]`` for every key (counts by name or reason). ``limit``: the table
-    counts at most that many keys one by one, the rest under a key naming ``other`` (alone or as a tuple's
-    last item): which keys those were depends on the order they were met, so then SplitInexact."""
+def add_counts(mine: dict, result: dict, baseline: dict) -> None:
+    """``mine[k] += result[k] - baseline[k]`` for every key (counts by name). Tables bounded by reason merge
+    with ``stages.ReasonCounts.merge``."""
     for key, n in result.items():
         n -= baseline.get(key, 0)
         if n:
             mine[key] = mine.get(key, 0) + n
-    if limit is not None and (len(mine) >= limit or any(
-            k == other or (type(k) is tuple and k[-1] == other) for k in mine)):
-        raise SplitInexact("a bounded table of counts by reason filled")
 
 
 def refusal(spec: ExecSpec, jobs: int) -> str | None:

@@ -126,6 +126,48 @@ def test_duplicates_of_the_first_half_after_the_boundary(env, caplog):
     assert int(re.search(r"walked again, (\d+) duplicates of the first half", log)[1]) >= 100
 
 
+def test_a_direction_closed_in_the_second_half_makes_a_later_mid_stream_start_strict(env, caplog):
+    """Mask Payloads' closed-keys bitmap: a connection (SYN ... FIN) in the second half, then a direction met
+    mid-stream whose key shares its bit. One core starts the latter strict (its first bytes are a record
+    header only when confirmed); the leader replays the follower's closes among the records it walks again,
+    so its walk starts strict too, and the file lands."""
+    from zlib import crc32
+
+    from pktmask_gui import samplegen as sg
+    from pktmask_gui.stages.mask_prescan import CLOSED_BITS
+
+    def bit(a: str, b: str, sport: int) -> int:
+        key = bytes(map(int, a.split("."))) + bytes(map(int, b.split("."))) + struct.pack("!HH", sport, 443)
+        return crc32(key) & (CLOSED_BITS - 1)
+
+    # CRC-32 is linear: keys that differ in one field only never meet; two fields varied, they do
+    plain = {bit("10.77.0.1", "10.77.0.2", p): p for p in range(1024, 17408)}
+    dst = next(f"10.88.{a}.{b}" for a in range(64) for b in range(1, 255) if bit("10.88.0.1", f"10.88.{a}.{b}", 40000)
+               in plain)
+    pport, sport = plain[bit("10.88.0.1", dst, 40000)], 40000
+    syn, psh, fin = sg.SYN, sg.PSH | sg.ACK, sg.FIN | sg.ACK
+    connection = [sg.tcp4_frame("10.77.0.1", "10.77.0.2", pport, 443, 100, 0, syn),
+                  sg.tcp4_frame("10.77.0.2", "10.77.0.1", 443, pport, 500, 101, syn | sg.ACK),
+                  sg.tcp4_frame("10.77.0.1", "10.77.0.2", pport, 443, 101, 501, psh, b"GET / HTTP/1.1\r\n\r\n"),
+                  sg.tcp4_frame("10.77.0.1", "10.77.0.2", pport, 443, 121, 501, fin),
+                  sg.tcp4_frame("10.77.0.2", "10.77.0.1", 443, pport, 501, 122, fin),
+                  sg.tcp4_frame("10.77.0.1", "10.77.0.2", pport, 443, 122, 502, sg.ACK)]
+    # a record header at the start, and no second header after it: kept when the start is trusted, zeroed
+    # when it needs confirming (strict)
+    first = sg.tls_record(0x17, bytes(5)) + b"\x99" * 60
+    midstream = [sg.tcp4_frame("10.88.0.1", dst, sport, 443, 7000, 9000, psh, first),
+                 sg.tcp4_frame("10.88.0.1", dst, sport, 443, 7000 + len(first), 9000, psh, b"\x98" * 80)]
+    workdir, settings = env
+    frames = [f for _, f, _ in iter_frames(10000, seed=23)]
+    at = len(frames) * 7 // 10
+    src = _write(workdir / "bit.pcap", frames[:at] + connection + frames[at:at + 500] + midstream + frames[at + 500:])
+    one, log = _both(src, workdir, settings, ["mask"], caplog)
+    assert LANDED in log
+    with CaptureReader(one.output) as reader:
+        out = [rec[0] for batch in reader.batches() for rec in batch]
+    assert out[at + 6 + 500][54:59] == bytes(5)         # one core started it strict: the header went too
+
+
 def test_a_first_half_syn_copied_after_the_boundary_reads_on(env, caplog):
     """A duplicate SYN: the follower starts a fresh direction there, the one-core run drops the frame; the
     follower's walk of that direction cannot stand, so the leader reads the half itself."""

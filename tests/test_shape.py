@@ -385,3 +385,35 @@ def test_frames_zeroed_for_reasons_that_differ_only_in_a_number_share_one_warnin
         "0x7002, …): zeroed after the last header understood",
         "31 frames could not be inspected (PPP protocol 0x0a41 is not supported): zeroed after the last header "
         "understood"]
+
+
+def test_frames_counted_by_reason_keep_the_smallest_reasons_apart_whatever_their_order():
+    # past the table's limit, which reasons are counted one by one must not depend on the order frames come
+    # in: a file split into segments then merges into exactly the one-core table (segments.py)
+    from pktmask_gui.layout import UNINSPECTABLE
+    from pktmask_gui.stages import ReasonCounts
+
+    rng = random.Random(5)
+    frames = [(UNINSPECTABLE, f"EtherType 0x{rng.randrange(0x600, 0x10000):04x} is not supported")
+              for _ in range(5000)] + [(2, "a later IP fragment")] * 7
+    limit = 40
+    whole = ReasonCounts(limit)
+    for key in frames:
+        whole.add(key)
+    distinct = sorted(set(frames))
+    kept = distinct[:limit]
+    assert sorted(k for k in whole if k[1] != "other reasons") == kept
+    assert all(whole[k] == frames.count(k) for k in kept)
+    assert sum(whole.values()) == len(frames)
+    assert whole[(UNINSPECTABLE, "other reasons")] == sum(frames.count(k) for k in distinct[limit:])
+    for _ in range(3):
+        shuffled = frames[:]
+        rng.shuffle(shuffled)
+        cut = rng.randrange(len(frames))
+        first, second = ReasonCounts(limit), ReasonCounts(limit)
+        for key in shuffled[:cut]:
+            first.add(key)
+        for key in shuffled[cut:]:
+            second.add(key)
+        first.merge(dict(second), {})
+        assert dict(first) == dict(whole)

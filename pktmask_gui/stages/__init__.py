@@ -190,17 +190,68 @@ def uninspected_policy(merged: dict[str, Any], given: dict[str, Any] | None) -> 
 
 
 ZEROED_REASONS = 256            # distinct reasons counted (and warned about) one by one; the rest together
+OTHER_REASONS = "other reasons"
 
 
-def count_zeroed(counts: dict[tuple[int, str], int], w: tuple[Any, ...]) -> None:
+def _other(key):
+    return (key[0], OTHER_REASONS) if type(key) is tuple else OTHER_REASONS
+
+
+class ReasonCounts(dict):
+    """Frames counted by reason, at most ``limit`` reasons apart: the smallest ones (in sort order), the other
+    reasons' frames together under "other reasons" (per status, for ``(status, reason)`` keys).
+
+    Why the smallest, not the first met: which reasons are counted apart must not depend on the order frames
+    come in, so that segments of a file, counted apart, merge (``merge``) into exactly the one-core table
+    (segments.py). A reason once moved out never comes back: ``limit`` smaller ones were met. Garbage read as
+    an EtherType gives a new reason per frame; the largest reason kept is remembered, and worked out again
+    only when one is moved out (at most ~limit·ln(reasons/limit) times)."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.apart = 0              # reasons counted apart
+        self.top = None             # the largest of them
+
+    def add(self, key, n: int = 1) -> None:
+        if key in self:
+            self[key] += n
+            return
+        other = _other(key)
+        if key == other:
+            self[key] = n
+        elif self.apart < self.limit:
+            self[key] = n
+            self.apart += 1
+            if self.top is None or key > self.top:
+                self.top = key
+        elif key > self.top:
+            self[other] = self.get(other, 0) + n
+        else:                       # it takes the place of the largest
+            top = self.top
+            moved = _other(top)
+            self[moved] = self.get(moved, 0) + self.pop(top)
+            self[key] = n
+            self.top = max(k for k in self if k != _other(k))
+
+    def merge(self, counts: dict, baseline: dict) -> None:
+        """Add another segment's table ``counts`` less ``baseline`` (what its re-read header blocks counted)."""
+        for key, n in counts.items():
+            n -= baseline.get(key, 0)
+            if n < 0:
+                from ..segments import SplitInexact
+
+                raise SplitInexact("a reason counted in a segment's header blocks moved out of its table")
+            if n:
+                self.add(key, n)
+
+
+def count_zeroed(counts: ReasonCounts, w: tuple[Any, ...]) -> None:
     """Count a walked frame (frames.walk's result) whose unreadable ranges a stage zeroed, once per reason:
     ``counts[(status, reason)]``. Reasons name numbers from the frame (an EtherType, an OUI): past
-    ZEROED_REASONS of them, the others are counted as "other reasons"."""
+    ZEROED_REASONS of them, the others are counted as "other reasons" (see ReasonCounts)."""
     for reason in {b[2] for b in w[7]}:
-        key = (w[0], reason)
-        if key not in counts and len(counts) >= ZEROED_REASONS:
-            key = (w[0], "other reasons")
-        counts[key] = counts.get(key, 0) + 1
+        counts.add((w[0], reason))
 
 
 def report_zeroed(counts: dict[tuple[int, str], int], context: StageContext) -> dict[str, int]:

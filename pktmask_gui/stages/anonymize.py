@@ -40,8 +40,8 @@ from ..layout import (F_FRAGMENT, F_LATER_FRAGMENT, F_MORE_FRAGMENTS, F_QUOTED, 
                       IP_OFF, IP_PROTO, IP_VER, L4F_ICMP_ERROR, NON_IP, UNINSPECTABLE, W_BLIND, field_length)
 from ..pcapngoptions import OPTION_HEADER, rewrite_in_place
 from ..shape import ANY_ROLE, DST_ROLE, ECHO, SERVICE, TCP, TUNNELS, UDP, UDP_DNS, shapes
-from . import (UNINSPECTED_OPTION, Option, Stage, StageError, count_zeroed, report_zeroed,
-               uninspected_policy)
+from . import (UNINSPECTED_OPTION, ZEROED_REASONS, Option, ReasonCounts, Stage, StageError, count_zeroed,
+               report_zeroed, uninspected_policy)
 from .anonymize_check import FIELD_BY_FIELD, AnonymizeCheck, inside, udp_end
 from .mask_prescan import frag_key
 
@@ -184,8 +184,8 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         self._addrs = {}            # DNS fast path: address bytes -> (mapped bytes, checksum delta)
         self._types = {}
         self._uninspected = 0
-        self._reasons = {}                  # reason -> frames passed unchanged (policy "pass")
-        self._zeroed = {}                   # reason -> frames with bytes zeroed (policy "zero")
+        self._reasons = ReasonCounts(_REASONS)         # reason -> frames passed unchanged (policy "pass")
+        self._zeroed = ReasonCounts(ZEROED_REASONS)    # (status, reason) -> frames with bytes zeroed ("zero")
         self._frames = 0
         self._checked = 0
         # What the self-check expects of each packet frame, in order, from process() to check(): for a
@@ -380,8 +380,7 @@ class AnonymizeStage(AnonymizeCheck, Stage):
                 raise _FrameError(rec, w[1])
             if self._policy == "pass":
                 self._uninspected += 1
-                reason = w[1] if w[1] in self._reasons or len(self._reasons) < _REASONS else "other reasons"
-                self._reasons[reason] = self._reasons.get(reason, 0) + 1
+                self._reasons.add(w[1])
                 return rec
         else:
             types[w[1]] = types.get(w[1], 0) + 1
@@ -457,7 +456,7 @@ class AnonymizeStage(AnonymizeCheck, Stage):
             raise _FrameError(rec, reason)
         if self._policy == "pass":             # its headers are still anonymized, its data left
             self._uninspected += 1
-            self._reasons[reason] = self._reasons.get(reason, 0) + 1
+            self._reasons.add(reason)
             return w, None
         start = ip[IP_PAY]
         if start >= len(data) or any(off + size > start for off, size, _plen in w[3]):
@@ -684,7 +683,6 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         things were met: the caller then runs the file on one core (SplitInexact)."""
         from ..addressmap import MEMO, NAMED_COLLISIONS, SEEN
         from ..segments import SplitInexact, add_counts
-        from . import ZEROED_REASONS
 
         m = self.mapper
         if result["seen_full"] or m.seen_full or result["macs_lost"] or m.macs_lost:
@@ -692,8 +690,8 @@ class AnonymizeStage(AnonymizeCheck, Stage):
         if result["alone_early"]:
             raise SplitInexact("a later IP fragment near a segment's start, whose first may lie before it")
         add_counts(self._types, result["types"], baseline["types"])
-        add_counts(self._reasons, result["reasons"], baseline["reasons"], _REASONS, "other reasons")
-        add_counts(self._zeroed, result["zeroed"], baseline["zeroed"], ZEROED_REASONS, "other reasons")
+        self._reasons.merge(result["reasons"], baseline["reasons"])
+        self._zeroed.merge(result["zeroed"], baseline["zeroed"])
         self._uninspected += result["uninspected"] - baseline["uninspected"]
         self._meta += result["meta"] - baseline["meta"]
         for mine, theirs in ((m.seen4, result["seen4"]), (m.seen6, result["seen6"])):

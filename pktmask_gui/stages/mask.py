@@ -43,7 +43,8 @@ import struct
 from array import array
 from bisect import bisect_right
 
-from . import UNINSPECTED_OPTION, Option, Stage, StageError, count_zeroed, report_zeroed, uninspected_policy
+from . import (UNINSPECTED_OPTION, ZEROED_REASONS, Option, ReasonCounts, Stage, StageError, count_zeroed,
+               report_zeroed, uninspected_policy)
 from .. import checksum
 from ..checksum import osum, range_sums, updated
 from ..frames import Uninspectable, walk
@@ -161,7 +162,7 @@ class MaskStage(MaskPrescan, Stage):
         self.frames_trimmed = 0
         self.copies_masked = 0
         self.uninspected = 0
-        self.zeroed = {}                # (status, reason) -> frames zeroed where the walker cannot read
+        self.zeroed = ReasonCounts(ZEROED_REASONS)  # (status, reason) -> frames zeroed where the walker cannot read
         self.tls_flows = self.gaps = self.resyncs = 0
         self.resumed = 0                # segments: frames before this instance's segment, and the highest
         self.highs = {}                 # offset then of each direction instance open there
@@ -703,13 +704,9 @@ class MaskStage(MaskPrescan, Stage):
                 "uninspected": self.uninspected, "zeroed": dict(self.zeroed)}
 
     def absorb(self, result, baseline) -> None:
-        from ..segments import add_counts
-
         for name in ("bytes_kept", "bytes_masked", "frames_masked", "frames_trimmed", "copies_masked", "uninspected"):
             setattr(self, name, getattr(self, name) + result[name] - baseline[name])
-        from . import ZEROED_REASONS
-
-        add_counts(self.zeroed, result["zeroed"], baseline["zeroed"], ZEROED_REASONS, "other reasons")
+        self.zeroed.merge(result["zeroed"], baseline["zeroed"])
 
     # ---- results ----------------------------------------------------------------------------------------
     def release_memory(self) -> str | None:
