@@ -13,16 +13,18 @@ wrong (docs/ARCHITECTURE.md, "The first pass on two cores", says why each step i
 - **Mask Payloads.** A direction the follower first meets at a SYN starts fresh in both runs, so its
   walk is the one-core walk. Any other direction ("suspect": data, FIN or RST with no SYN, which is how a
   direction open across the boundary looks) is walked again by the leader from its own state at the
-  boundary, from records the follower keeps for it; its counts in the follower are set apart and
+  boundary, from records the follower writes for it to a file in the job's temp dir (the download
+  open across the boundary may be most of the half); its counts in the follower are set apart and
   dropped. Fragmented datagrams are walked again when the leader has some open at the boundary.
 - **What couples directions** is checked, and the leader reads the second half itself when it fails:
   LIVE_LIMIT (the open directions of both halves and the suspects stay below it, so nothing is closed
   for room), a direction open at the boundary met again at a SYN with its own sequence number, an extra
-  duplicate in a direction that is not walked again, more kept records than ``RECORDS_MAX`` or directions
-  than ``DIRECTIONS_MAX`` (both bound the follower's memory). The closed-keys bitmap couples directions only through a
-  suspect's mid-stream start: the follower notes the frame and bit of each plain direction's close, and
-  the leader replays those closes in frame order among the suspects' records (and ends a direction open
-  at the boundary at the frame of its new SYN), so each start reads the bitmap one core reads.
+  duplicate in a direction that is not walked again, more fragment records than ``RECORDS_MAX`` or
+  directions than ``DIRECTIONS_MAX`` (both bound the follower's memory). The closed-keys bitmap couples
+  directions only through a suspect's mid-stream start: the follower notes the frame and bit of each
+  plain direction's close, and the leader replays those closes in frame order among the suspects'
+  records (and ends a direction open at the boundary at the frame of its new SYN), so each start reads
+  the bitmap one core reads.
 
 The boundary is found by a guess too (``boundary``: record lengths that chain); the leader's reader must
 end a record exactly there before anything depends on it. Anything the follower could not do (damage,
@@ -31,6 +33,8 @@ and warnings are then the one-core pass's own.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import mmap
 import os
@@ -50,7 +54,8 @@ from .tcpstream import MASK32
 log = logging.getLogger(__name__)
 
 # what a follower keeps, bounded (its peak stays near one core's; past either bound the leader reads on):
-RECORDS_MAX = 16 << 20          # bytes of records for the leader to walk again (sent once: twice that)
+RECORDS_MAX = 16 << 20          # bytes of fragment records for the leader to walk again (sent: twice that)
+SPILL_NAME = "firstpass-records"    # the suspects' records, in the job's temp dir (bounded by the half's size)
 DIRECTIONS_MAX = 1 << 16        # directions noted by their first touch (~300 bytes each, sets included)
 SEARCH = 4 << 20                # bytes after the middle searched for a record boundary
 # a boundary guess holds when the lengths chain for at least CHAIN records and SPAN bytes (or to the end):
@@ -182,7 +187,11 @@ def _speculative(cls):
             self.plain_closes = array("Q")  # frame << 24 | closed-keys bit of each plain direction's close
             self.at = 0                     # the frame being pre-scanned
             self.touched = bytearray()      # frame -> 1: a plain direction's, 2: a suspect's
-            self.records: list = []         # (frame, record) of the suspects' frames
+            # the suspects' records go to a file (a long download open across the boundary can be most
+            # of the half); their frames, link types and lengths stay here
+            self.spill_path = ""
+            self.spill = None
+            self.rec_frames, self.rec_lts, self.rec_lens = array("Q"), array("i"), array("I")
             self.frag_records: list = []    # (frame, record) of the fragments
             self.kept_bytes = 0
             self.overflow = False
@@ -196,7 +205,15 @@ def _speculative(cls):
             self.kept_bytes += len(rec[0]) + 100
             if self.kept_bytes > RECORDS_MAX:
                 self.overflow = True
-                self.records = self.frag_records = []
+                self.frag_records = []
+
+        def _spill(self, i: int, rec) -> None:
+            if self.spill is None:
+                self.spill = open(self.spill_path, "wb", buffering=1 << 20)  # noqa: SIM115 - _speculate closes it
+            self.spill.write(rec[0])
+            self.rec_frames.append(i)
+            self.rec_lts.append(rec[1])
+            self.rec_lens.append(len(rec[0]))
 
         def _touched(self, i: int, key, rec, t: int, flags: int) -> None:
             if key is None:
@@ -216,7 +233,7 @@ def _speculative(cls):
                 touched.extend(bytes(i - len(touched) + (1 << 16)))
             if suspect:
                 touched[i] = 2
-                self._keep_record(self.records, i, rec)
+                self._spill(i, rec)
             else:
                 touched[i] = 1
 
@@ -309,16 +326,21 @@ def _speculate(spec: ExecSpec, control) -> dict:
             return f, c
         d._fingerprints = kept
     mask = _speculative(stage_by_name(names[at]))(spec.stage_options.get(names[at], {}), context)
+    mask.spill_path = spill_path(spec)
     from .segments import _SliceFile
-    with CaptureReader(spec.read_path, fileobj=_SliceFile(spec.read_path, head, start, None)) as reader:
-        for batch in reader.batches(BATCH):
-            if _not_needed(control):
-                return {"failed": "the leader read the second half itself"}
-            for d in deciders:
-                batch = d.process(batch)
-            mask.prescan(batch)
-        raw = reader.packets
-        counts, cuts = dict(reader._counts), list(reader._cuts)
+    try:
+        with CaptureReader(spec.read_path, fileobj=_SliceFile(spec.read_path, head, start, None)) as reader:
+            for batch in reader.batches(BATCH):
+                if _not_needed(control):
+                    return {"failed": "the leader read the second half itself"}
+                for d in deciders:
+                    batch = d.process(batch)
+                mask.prescan(batch)
+            raw = reader.packets
+            counts, cuts = dict(reader._counts), list(reader._cuts)
+    finally:
+        if mask.spill is not None:
+            mask.spill.close()
     for key, st in list(mask.live.items()):     # the end of the file: what is open closes, as _end_prescan does
         mask._close(key, st)
     for dg in mask.datagrams.values():
@@ -335,7 +357,8 @@ def _speculate(spec: ExecSpec, control) -> dict:
         "record_counts": mask.record_counts,
         "suspects": {k for k, s in mask.first.items() if s}, "syn_base": mask.syn_base,
         "syn_frame": mask.syn_frame, "plain_closes": mask.plain_closes.tobytes(), "touched": bytes(mask.touched),
-        "records": mask.records, "frag_records": mask.frag_records, "overflow": mask.overflow,
+        "spilled": (mask.rec_frames.tobytes(), mask.rec_lts.tobytes(), mask.rec_lens.tobytes()),
+        "frag_records": mask.frag_records, "overflow": mask.overflow,
         "max_live": mask.max_live, "reader": (counts, cuts),
     }
 
@@ -357,7 +380,35 @@ def receive(conn, control):
             return None
 
 
-def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
+def spill_path(spec: ExecSpec) -> str:
+    """Where the follower writes the suspects' records: the job's temp dir (removed with it, whatever happens)."""
+    return os.path.join(os.path.dirname(spec.staged_path), SPILL_NAME)
+
+
+def discard_spill(spec: ExecSpec) -> None:
+    """The suspects' records are walked again (or not needed): their file goes now, not with the temp dir."""
+    try:
+        os.unlink(spill_path(spec))
+    except OSError:
+        pass
+
+
+def _spilled(res: dict, path: str):
+    """The suspects' records, (frame, record) in frame order, read back from the follower's file."""
+    frames, lts, lens = array("Q"), array("i"), array("I")
+    for a, data in zip((frames, lts, lens), res["spilled"]):
+        a.frombytes(data)
+    if not frames:
+        return
+    with open(path, "rb", buffering=1 << 20) as fh:
+        for i, lt, n in zip(frames, lts, lens):
+            data = fh.read(n)
+            if len(data) != n:
+                raise RuntimeError("internal error: the first pass's records file is short")
+            yield i, (data, lt, 0, n, 0, None)
+
+
+def land(res: dict, chain: list, reader, prefix: bytes, job_log, spill: str) -> str | None:
     """Make the follower's first pass over [start, end) the leader's own (``chain``: the frame-dropping stages,
     then Mask Payloads, as the reader stopped at ``start``). Returns None once it is done, else why not (and
     nothing has changed: the leader reads on)."""
@@ -367,7 +418,7 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
     if "failed" in res:
         return res["failed"]
     if res["overflow"]:
-        return "too many records to walk again"
+        return "too many fragment records to walk again"
     if reader._cuts:
         return "no record ends at the boundary"
     if res["head"] != prefix:
@@ -429,10 +480,9 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
     def number(i: int) -> int:
         return base + i - bisect_left(extra, i)
 
-    again = [r for r in res["records"] if r[0] not in extra_set]
+    again = (r for r in _spilled(res, spill) if r[0] not in extra_set)
     if frag_again:
-        again += [r for r in res["frag_records"] if r[0] not in extra_set]
-        again.sort(key=lambda r: r[0])
+        again = heapq.merge(again, (r for r in res["frag_records"] if r[0] not in extra_set), key=lambda r: r[0])
     # The suspects are walked again from the leader's state, and the closes of the second half's other
     # directions are replayed in frame order among them: a suspect's mid-stream start then reads the
     # closed-keys bitmap as one core does (the closes fall on the same frames in both runs).
@@ -440,7 +490,8 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
     if mask.closed is None and closes:
         mask.closed = bytearray(CLOSED_BITS >> 3)
     bitmap, j = mask.closed, 0
-    for i, rec in again + [(1 << 40, None)]:
+    walked = 0
+    for i, rec in itertools.chain(again, [(1 << 40, None)]):
         while j < len(closes) and closes[j] >> 24 < i:
             at, h = closes[j] >> 24, closes[j] & 0xFFFFFF
             j += 1
@@ -453,6 +504,7 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
         if rec is not None:
             mask.frame = number(i) - 1
             mask.prescan([rec])
+            walked += 1
     tls = mask.tls
     for key, v in res["tls"].items():
         if key in suspects:
@@ -479,7 +531,7 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log) -> str | None:
     reader._cuts += [(what, offset + shift, kept + reader.packets) for what, offset, kept in cuts]
     job_log.debug("First pass: the second half pre-scanned by the follower in %.2f s (CPU %.2f s), made the "
                   "leader's in %.2f s: %d frames walked again, %d duplicates of the first half.", *res["seconds"],
-                  time.monotonic() - t0, len(again), len(extra_raw))
+                  time.monotonic() - t0, walked, len(extra_raw))
     return None
 
 

@@ -430,8 +430,9 @@ class _Planner:
         if reader.offset == start:
             res = firstpass.receive(half, self.control)
             prefix = self.header if reader.format == "pcap" else b"".join(self.prefix)
-            why = firstpass.land(res, chain, reader, prefix, job_log)
+            why = firstpass.land(res, chain, reader, prefix, job_log, firstpass.spill_path(self.spec))
         half.close()
+        firstpass.discard_spill(self.spec)
         if why is None:
             self.more_raw = res["raw"]
             self.kept += res["raw"] - (sum(s.removed for s in chain[:-1]) - removed)

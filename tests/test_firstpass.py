@@ -168,6 +168,37 @@ def test_a_direction_closed_in_the_second_half_makes_a_later_mid_stream_start_st
     assert out[at + 6 + 500][54:59] == bytes(5)         # one core started it strict: the header went too
 
 
+def test_a_download_open_across_the_boundary_is_walked_again_from_the_followers_file(env, caplog, monkeypatch):
+    """A long TLS download from the first half on: its second-half records are most of that half. The follower
+    writes them to a file in the job's temp dir, not memory (the bound on what it keeps in memory, here a few
+    records' worth, does not apply), the leader walks them again from it and removes it; the bytes are one
+    core's."""
+    monkeypatch.setattr(firstpass, "RECORDS_MAX", 1000)     # (the fork inherits it)
+    from pktmask_gui import samplegen as sg
+
+    c, srv, port = "10.50.0.2", "198.51.100.7", 50001
+    hello = sg.tls_client_hello("bulk.example.test", bytes(32))
+    server = sg.tls_record(0x16, sg.tls_handshake(2, b"\x03\x03" + bytes(32) + b"\x00\x13\x01\x00\x00\x00"))
+    start = [sg.tcp4_frame(c, srv, port, 443, 1000, 0, sg.SYN),
+             sg.tcp4_frame(srv, c, 443, port, 5000, 1001, sg.SYN | sg.ACK),
+             sg.tcp4_frame(c, srv, port, 443, 1001, 5001, sg.PSH | sg.ACK, hello),
+             sg.tcp4_frame(srv, c, 443, port, 5001, 1001 + len(hello), sg.PSH | sg.ACK, server)]
+    seq, body = 5001 + len(server), bytes(range(256)) * 4
+    download = []
+    for k in range(6000):
+        record = sg.tls_record(0x17, body[:900 + k % 100])
+        download.append(sg.tcp4_frame(srv, c, 443, port, seq, 1001 + len(hello), sg.PSH | sg.ACK, record))
+        seq += len(record)
+    workdir, settings = env
+    mix = [f for _, f, _ in iter_frames(6000, seed=24)]
+    frames = start + [f for pair in zip(mix, download) for f in pair]
+    src = _write(workdir / "download.pcap", frames)
+    _, log = _both(src, workdir, settings, ["dedup", "mask"], caplog)
+    assert LANDED in log
+    assert int(re.search(r"(\d+) frames walked again", log)[1]) >= 2500
+    assert not list(workdir.rglob(firstpass.SPILL_NAME))
+
+
 def test_a_first_half_syn_copied_after_the_boundary_reads_on(env, caplog):
     """A duplicate SYN: the follower starts a fresh direction there, the one-core run drops the frame; the
     follower's walk of that direction cannot stand, so the leader reads the half itself."""
@@ -239,7 +270,7 @@ def test_bounds_on_what_the_follower_notes_make_the_leader_read_on(env, caplog, 
     monkeypatch.setattr(firstpass, "DIRECTIONS_MAX", 1 << 16)
     monkeypatch.setattr(firstpass, "RECORDS_MAX", 1000)
     _, log = _both(src, workdir, settings, ["mask"], caplog, "records")
-    assert READ_ON + ": too many records to walk again" in log
+    assert READ_ON + ": too many fragment records to walk again" in log
 
 
 def test_no_boundary_guess_where_the_file_cannot_be_mapped(env, caplog, monkeypatch):
