@@ -13,7 +13,7 @@ wrong (docs/ARCHITECTURE.md, "The first pass on two cores", says why each step i
 - **Mask Payloads.** A direction the follower first meets at a SYN starts fresh in both runs, so its
   walk is the one-core walk. Any other direction ("suspect": data, FIN or RST with no SYN, which is how a
   direction open across the boundary looks) is walked again by the leader from its own state at the
-  boundary, from records the follower writes for it to a file in the job's temp dir (the download
+  boundary, from records the follower writes for it to a file beside the staged output (the download
   open across the boundary may be most of the half); its counts in the follower are set apart and
   dropped. Fragmented datagrams are walked again when the leader has some open at the boundary.
 - **What couples directions** is checked, and the leader reads the second half itself when it fails:
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 # what a follower keeps, bounded (its peak stays near one core's; past either bound the leader reads on):
 RECORDS_MAX = 16 << 20          # bytes of fragment records for the leader to walk again (sent: twice that)
-SPILL_NAME = "firstpass-records"    # the suspects' records, in the job's temp dir (bounded by the half's size)
+SPILL_SUFFIX = ".firstpass"      # the suspects' records, beside the staged output (at most the half's size)
 DIRECTIONS_MAX = 1 << 16        # directions noted by their first touch (~300 bytes each, sets included)
 SEARCH = 4 << 20                # bytes after the middle searched for a record boundary
 # a boundary guess holds when the lengths chain for at least CHAIN records and SPAN bytes (or to the end):
@@ -191,7 +191,8 @@ def _speculative(cls):
             # of the half); their frames, link types and lengths stay here
             self.spill_path = ""
             self.spill = None
-            self.rec_frames, self.rec_lts, self.rec_lens = array("Q"), array("i"), array("I")
+            self.rec_frames, self.rec_lts = array("Q"), array("i")
+            self.rec_lens, self.rec_wire = array("I"), array("Q")     # captured and on-the-wire lengths
             self.frag_records: list = []    # (frame, record) of the fragments
             self.kept_bytes = 0
             self.overflow = False
@@ -214,6 +215,7 @@ def _speculative(cls):
             self.rec_frames.append(i)
             self.rec_lts.append(rec[1])
             self.rec_lens.append(len(rec[0]))
+            self.rec_wire.append(rec[3])   # (the pre-scan tells a frame cut by the snap length by it)
 
         def _touched(self, i: int, key, rec, t: int, flags: int) -> None:
             if key is None:
@@ -282,11 +284,14 @@ def speculate(spec: ExecSpec, conn, control) -> None:
     except Exception as exc:  # noqa: BLE001 - the leader reads the half itself and meets it as one core would
         result = {"failed": describe_failure(exc)[1]}
     result["seconds"] = (time.monotonic() - t0, time.process_time() - c0)
+    sent = "failed" not in result
     try:
         conn.send(result)
     except OSError:
-        pass                            # the leader read the half itself and stopped listening
+        sent = False                    # the leader read the half itself and stopped listening
     conn.close()
+    if not sent:                        # (the leader may have removed it before it was made)
+        discard_spill(spec)
 
 
 def _not_needed(control) -> bool:
@@ -357,7 +362,7 @@ def _speculate(spec: ExecSpec, control) -> dict:
         "record_counts": mask.record_counts,
         "suspects": {k for k, s in mask.first.items() if s}, "syn_base": mask.syn_base,
         "syn_frame": mask.syn_frame, "plain_closes": mask.plain_closes.tobytes(), "touched": bytes(mask.touched),
-        "spilled": (mask.rec_frames.tobytes(), mask.rec_lts.tobytes(), mask.rec_lens.tobytes()),
+        "spilled": tuple(a.tobytes() for a in (mask.rec_frames, mask.rec_lts, mask.rec_lens, mask.rec_wire)),
         "frag_records": mask.frag_records, "overflow": mask.overflow,
         "max_live": mask.max_live, "reader": (counts, cuts),
     }
@@ -381,31 +386,37 @@ def receive(conn, control):
 
 
 def spill_path(spec: ExecSpec) -> str:
-    """Where the follower writes the suspects' records: the job's temp dir (removed with it, whatever happens)."""
-    return os.path.join(os.path.dirname(spec.staged_path), SPILL_NAME)
+    """Where the follower writes the suspects' records: beside the staged output, as the segments' parts
+    (the job's own dir: removed with it, whatever happens)."""
+    return spec.staged_path + SPILL_SUFFIX
 
 
 def discard_spill(spec: ExecSpec) -> None:
-    """The suspects' records are walked again (or not needed): their file goes now, not with the temp dir."""
+    """The suspects' records are walked again (or not needed): their file goes now, not with the job's dir."""
     try:
         os.unlink(spill_path(spec))
     except OSError:
         pass
 
 
-def _spilled(res: dict, path: str):
-    """The suspects' records, (frame, record) in frame order, read back from the follower's file."""
-    frames, lts, lens = array("Q"), array("i"), array("I")
-    for a, data in zip((frames, lts, lens), res["spilled"]):
+def _spill_index(res: dict) -> tuple:
+    frames, lts, lens, wire = array("Q"), array("i"), array("I"), array("Q")
+    for a, data in zip((frames, lts, lens, wire), res["spilled"]):
         a.frombytes(data)
+    return frames, lts, lens, wire
+
+
+def _spilled(index: tuple, path: str):
+    """The suspects' records, (frame, record) in frame order, read back from the follower's file."""
+    frames, lts, lens, wire = index
     if not frames:
         return
     with open(path, "rb", buffering=1 << 20) as fh:
-        for i, lt, n in zip(frames, lts, lens):
+        for i, lt, n, w in zip(frames, lts, lens, wire):
             data = fh.read(n)
             if len(data) != n:
                 raise RuntimeError("internal error: the first pass's records file is short")
-            yield i, (data, lt, 0, n, 0, None)
+            yield i, (data, lt, 0, w, 0, None)
 
 
 def land(res: dict, chain: list, reader, prefix: bytes, job_log, spill: str) -> str | None:
@@ -470,6 +481,14 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log, spill: str) -> 
         closes.append(res["syn_frame"][key] << 24 | -1 & 0xFFFFFF)      # (a SYN ends it: see below)
         ends[res["syn_frame"][key]] = key
 
+    index = _spill_index(res)
+    try:
+        whole = os.path.getsize(spill) if index[0] else 0
+    except OSError:
+        whole = -1
+    if whole != sum(index[2]):
+        return "the suspects' records file is not whole"
+
     # from here on nothing declines: the follower's work becomes the leader's
     if deciders:
         drops = deciders[0].decide_fingerprints(f, c)
@@ -480,7 +499,7 @@ def land(res: dict, chain: list, reader, prefix: bytes, job_log, spill: str) -> 
     def number(i: int) -> int:
         return base + i - bisect_left(extra, i)
 
-    again = (r for r in _spilled(res, spill) if r[0] not in extra_set)
+    again = (r for r in _spilled(index, spill) if r[0] not in extra_set)
     if frag_again:
         again = heapq.merge(again, (r for r in res["frag_records"] if r[0] not in extra_set), key=lambda r: r[0])
     # The suspects are walked again from the leader's state, and the closes of the second half's other

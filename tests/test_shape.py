@@ -417,3 +417,16 @@ def test_frames_counted_by_reason_keep_the_smallest_reasons_apart_whatever_their
             second.add(key)
         first.merge(dict(second), {})
         assert dict(first) == dict(whole)
+    # any order of arrival, descending included, costs a bisection per new reason; a limit of 0 counts all
+    # together; a baseline reason the segment moved out cannot be taken off exactly
+    down = ReasonCounts(limit)
+    for key in sorted(frames, reverse=True):
+        down.add(key)
+    assert dict(down) == dict(whole)
+    none = ReasonCounts(0)
+    none.add((UNINSPECTABLE, "EtherType 0x9000 is not supported"))
+    assert dict(none) == {(UNINSPECTABLE, "other reasons"): 1}
+    from pktmask_gui.segments import SplitInexact
+
+    with pytest.raises(SplitInexact):
+        ReasonCounts(limit).merge({(UNINSPECTABLE, "other reasons"): 3}, {kept[0]: 1})

@@ -5,6 +5,8 @@ A stage never opens files, threads or Qt; the executor (pipeline.py) feeds it ba
 """
 from __future__ import annotations
 
+import bisect
+
 import importlib
 import logging
 import re
@@ -203,45 +205,43 @@ class ReasonCounts(dict):
 
     Why the smallest, not the first met: which reasons are counted apart must not depend on the order frames
     come in, so that segments of a file, counted apart, merge (``merge``) into exactly the one-core table
-    (segments.py). A reason once moved out never comes back: ``limit`` smaller ones were met. Garbage read as
-    an EtherType gives a new reason per frame; the largest reason kept is remembered, and worked out again
-    only when one is moved out (at most ~limit·ln(reasons/limit) times)."""
+    (segments.py). A reason once moved out never comes back: ``limit`` smaller ones were met. The reasons
+    kept are also held in order (``kept``), so that garbage read as an EtherType, a new reason per frame in
+    any order, costs a bisection each, not a walk of the table."""
 
     def __init__(self, limit: int):
         super().__init__()
         self.limit = limit
-        self.apart = 0              # reasons counted apart
-        self.top = None             # the largest of them
+        self.kept: list = []            # the reasons counted apart, in order
 
     def add(self, key, n: int = 1) -> None:
         if key in self:
             self[key] += n
             return
         other = _other(key)
+        kept = self.kept
         if key == other:
             self[key] = n
-        elif self.apart < self.limit:
+        elif len(kept) < self.limit:
             self[key] = n
-            self.apart += 1
-            if self.top is None or key > self.top:
-                self.top = key
-        elif key > self.top:
+            bisect.insort(kept, key)
+        elif not kept or key > kept[-1]:
             self[other] = self.get(other, 0) + n
-        else:                       # it takes the place of the largest
-            top = self.top
+        else:                           # it takes the place of the largest
+            top = kept.pop()
             moved = _other(top)
             self[moved] = self.get(moved, 0) + self.pop(top)
             self[key] = n
-            self.top = max(k for k in self if k != _other(k))
+            bisect.insort(kept, key)
 
     def merge(self, counts: dict, baseline: dict) -> None:
         """Add another segment's table ``counts`` less ``baseline`` (what its re-read header blocks counted)."""
+        if any(counts.get(key, 0) < n for key, n in baseline.items()):
+            from ..segments import SplitInexact
+
+            raise SplitInexact("a reason counted in a segment's header blocks moved out of its table")
         for key, n in counts.items():
             n -= baseline.get(key, 0)
-            if n < 0:
-                from ..segments import SplitInexact
-
-                raise SplitInexact("a reason counted in a segment's header blocks moved out of its table")
             if n:
                 self.add(key, n)
 

@@ -651,7 +651,7 @@ class AnonymizeStage(AnonymizeCheck, Stage):
                            "routing protocol bodies (OSPF, BGP, VRRPv2, PIM join/hello)",
         }
         if self._uninspected:
-            rep["not_inspected_reasons"] = dict(self._reasons)
+            rep["not_inspected_reasons"] = dict(sorted(self._reasons.items()))  # (one order for any split)
         if self._zeroed:
             rep["frames_zeroed_unreadable"] = report_zeroed(self._zeroed, self.context)
         if self._macs:

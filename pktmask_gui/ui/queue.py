@@ -477,23 +477,29 @@ _SELECTION_ROLES = (QPalette.Highlight, QPalette.HighlightedText, QPalette.Base,
                     QPalette.Text)
 
 
+def _same_when_inactive(palette: QPalette) -> bool:
+    """Whether rows look the same in an inactive window (or an unfocused view) as in an active one."""
+    return all(palette.brush(QPalette.Active, role) == palette.brush(QPalette.Inactive, role)
+               for role in _SELECTION_ROLES)
+
+
 class CalmTableView(QTableView):
     """A table that repaints only what changes when its window is (de)activated or it loses the focus.
 
     Qt repaints every visible row of an item view then: when the summary opens at a run's end, the queue's
-    and the log's (~20 ms here) came in the same turn of the event loop as the summary's first paint. With
-    the same colours for an active and an inactive window (the palette's two groups), nothing changes on
-    (de)activation; on focus out, only the current cell's focus frame does."""
+    and the log's (~20 ms here) came in the same turn of the event loop as the summary's first paint. Rows
+    are painted inactive then (the palette's Inactive group); with the same colours in both groups (the style
+    sheet's), only the current cell's focus frame changes. With other colours, Qt's repaint stays."""
 
     def viewportEvent(self, event):
-        if event.type() in _ACTIVATION:
-            palette = self.palette()        # (the rows are painted with the view's, not the viewport's)
-            if all(palette.brush(QPalette.Active, role) == palette.brush(QPalette.Inactive, role)
-                   for role in _SELECTION_ROLES):
-                return False
+        if event.type() in _ACTIVATION and _same_when_inactive(self.palette()):
+            return False        # (the rows are painted with the view's palette, not the viewport's)
         return super().viewportEvent(event)
 
     def focusOutEvent(self, event):
+        if not _same_when_inactive(self.palette()):
+            super().focusOutEvent(event)
+            return
         current = self.currentIndex()
         if current.isValid():
             self.viewport().update(self.visualRect(current))

@@ -70,3 +70,18 @@ def test_the_queue_repaints_when_it_looks_different_in_an_inactive_window(window
     qtbot.wait(50)
     assert log.tallest() >= view.viewport().height() - 1      # the rows now show their inactive colour
     dialog.close()
+
+
+def test_the_queue_repaints_its_rows_when_it_loses_the_focus_and_they_look_different(window, ui_env, qtbot):
+    """Rows of an unfocused view are painted inactive: with other colours for that, every row is repainted
+    when the focus moves to another widget of the window (with the same colours, one cell: the first test)."""
+    view = _queue_of(window, ui_env, qtbot)
+    palette = view.palette()
+    palette.setColor(QPalette.Inactive, QPalette.Base, QColor("#eeeeee"))
+    view.setPalette(palette)
+    qtbot.wait(50)
+    log = PaintLog(view.viewport())
+    window.out_path.setFocus()
+    qtbot.waitUntil(window.out_path.hasFocus)
+    qtbot.wait(50)
+    assert log.tallest() >= view.viewport().height() - 1
