@@ -195,11 +195,11 @@ ZEROED_REASONS = 256            # distinct reasons counted (and warned about) on
 OTHER_REASONS = "other reasons"
 
 
-def _other(key):
+def _other(key: Any) -> Any:
     return (key[0], OTHER_REASONS) if type(key) is tuple else OTHER_REASONS
 
 
-class ReasonCounts(dict):
+class ReasonCounts(dict[Any, int]):
     """Frames counted by reason, at most ``limit`` reasons apart: the smallest ones (in sort order), the other
     reasons' frames together under "other reasons" (per status, for ``(status, reason)`` keys).
 
@@ -212,9 +212,9 @@ class ReasonCounts(dict):
     def __init__(self, limit: int):
         super().__init__()
         self.limit = limit
-        self.kept: list = []            # the reasons counted apart, in order
+        self.kept: list[Any] = []       # the reasons counted apart, in order
 
-    def add(self, key, n: int = 1) -> None:
+    def add(self, key: Any, n: int = 1) -> None:
         if key in self:
             self[key] += n
             return
@@ -234,7 +234,7 @@ class ReasonCounts(dict):
             self[key] = n
             bisect.insort(kept, key)
 
-    def merge(self, counts: dict, baseline: dict) -> None:
+    def merge(self, counts: dict[Any, int], baseline: dict[Any, int]) -> None:
         """Add another segment's table ``counts`` less ``baseline`` (what its re-read header blocks counted)."""
         if any(counts.get(key, 0) < n for key, n in baseline.items()):
             from ..segments import SplitInexact
