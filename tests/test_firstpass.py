@@ -126,25 +126,33 @@ def test_duplicates_of_the_first_half_after_the_boundary(env, caplog):
     assert int(re.search(r"walked again, (\d+) duplicates of the first half", log)[1]) >= 100
 
 
-def test_a_direction_closed_in_the_second_half_makes_a_later_mid_stream_start_strict(env, caplog):
-    """Mask Payloads' closed-keys bitmap: a connection (SYN ... FIN) in the second half, then a direction met
-    mid-stream whose key shares its bit. One core starts the latter strict (its first bytes are a record
-    header only when confirmed); the leader replays the follower's closes among the records it walks again,
-    so its walk starts strict too, and the file lands."""
+def _sharing_a_closed_keys_bit() -> tuple[int, str]:
+    """A port P and an address D: the directions 10.77.0.1:P -> 10.77.0.2:443 and 10.88.0.1:40000 -> D:443
+    share a bit of Mask Payloads' closed-keys bitmap. CRC-32 is linear: keys that differ in one field only
+    never meet; two fields varied, they do."""
     from zlib import crc32
 
-    from pktmask_gui import samplegen as sg
     from pktmask_gui.stages.mask_prescan import CLOSED_BITS
 
     def bit(a: str, b: str, sport: int) -> int:
         key = bytes(map(int, a.split("."))) + bytes(map(int, b.split("."))) + struct.pack("!HH", sport, 443)
         return crc32(key) & (CLOSED_BITS - 1)
 
-    # CRC-32 is linear: keys that differ in one field only never meet; two fields varied, they do
     plain = {bit("10.77.0.1", "10.77.0.2", p): p for p in range(1024, 17408)}
     dst = next(f"10.88.{a}.{b}" for a in range(64) for b in range(1, 255) if bit("10.88.0.1", f"10.88.{a}.{b}", 40000)
                in plain)
-    pport, sport = plain[bit("10.88.0.1", dst, 40000)], 40000
+    return plain[bit("10.88.0.1", dst, 40000)], dst
+
+
+def test_a_direction_closed_in_the_second_half_makes_a_later_mid_stream_start_strict(env, caplog):
+    """Mask Payloads' closed-keys bitmap: a connection (SYN ... FIN) in the second half, then a direction met
+    mid-stream whose key shares its bit. One core starts the latter strict (its first bytes are a record
+    header only when confirmed); the leader replays the follower's closes among the records it walks again,
+    so its walk starts strict too, and the file lands."""
+    from pktmask_gui import samplegen as sg
+
+    pport, dst = _sharing_a_closed_keys_bit()
+    sport = 40000
     syn, psh, fin = sg.SYN, sg.PSH | sg.ACK, sg.FIN | sg.ACK
     connection = [sg.tcp4_frame("10.77.0.1", "10.77.0.2", pport, 443, 100, 0, syn),
                   sg.tcp4_frame("10.77.0.2", "10.77.0.1", 443, pport, 500, 101, syn | sg.ACK),
@@ -215,19 +223,9 @@ def test_a_connection_open_at_the_boundary_ends_at_its_new_syn_not_before(env, c
     before that SYN a direction met mid-stream whose closed-keys bit is the connection's. One core closes the
     connection at the SYN, after the mid-stream start: that start is not strict (its record header stays).
     The leader ends the connection at that frame among the records it walks again, not before them."""
-    from zlib import crc32
-
     from pktmask_gui import samplegen as sg
-    from pktmask_gui.stages.mask_prescan import CLOSED_BITS
 
-    def bit(a: str, b: str, sport: int) -> int:
-        key = bytes(map(int, a.split("."))) + bytes(map(int, b.split("."))) + struct.pack("!HH", sport, 443)
-        return crc32(key) & (CLOSED_BITS - 1)
-
-    plain = {bit("10.77.0.1", "10.77.0.2", p): p for p in range(1024, 17408)}
-    dst = next(f"10.88.{a}.{b}" for a in range(64) for b in range(1, 255) if bit("10.88.0.1", f"10.88.{a}.{b}", 40000)
-               in plain)
-    pport = plain[bit("10.88.0.1", dst, 40000)]
+    pport, dst = _sharing_a_closed_keys_bit()
     psh = sg.PSH | sg.ACK
     opened = [sg.tcp4_frame("10.77.0.1", "10.77.0.2", pport, 443, 100, 0, sg.SYN),
               sg.tcp4_frame("10.77.0.2", "10.77.0.1", 443, pport, 500, 101, sg.SYN | sg.ACK),

@@ -41,19 +41,23 @@ def _queue_of(window, ui_env, qtbot, files=20):
     return view
 
 
-def test_the_queue_repaints_one_cell_when_another_window_takes_the_focus(window, ui_env, qtbot):
-    view = _queue_of(window, ui_env, qtbot)
-    row_height = view.rowHeight(0)
-    log = PaintLog(view.viewport())
+def _another_window_takes_the_focus(window, qtbot) -> None:
+    """A dialog of the window is shown and becomes the active window (closed with the test)."""
     dialog = QDialog(window)
     qtbot.addWidget(dialog)
     dialog.show()
     qtbot.waitUntil(dialog.isActiveWindow)
     qtbot.wait(50)
+
+
+def test_the_queue_repaints_one_cell_when_another_window_takes_the_focus(window, ui_env, qtbot):
+    view = _queue_of(window, ui_env, qtbot)
+    row_height = view.rowHeight(0)
+    log = PaintLog(view.viewport())
+    _another_window_takes_the_focus(window, qtbot)
     # Qt's own item view repaints the whole viewport twice (focus out, deactivation): ~15 ms per screenful.
     assert view.viewport().height() > 5 * row_height
     assert log.tallest() <= row_height, [r.getRect() for r in log.rects]
-    dialog.close()
 
 
 def test_the_queue_repaints_when_it_looks_different_in_an_inactive_window(window, ui_env, qtbot):
@@ -63,13 +67,8 @@ def test_the_queue_repaints_when_it_looks_different_in_an_inactive_window(window
     view.setPalette(palette)
     qtbot.wait(50)
     log = PaintLog(view.viewport())
-    dialog = QDialog(window)
-    qtbot.addWidget(dialog)
-    dialog.show()
-    qtbot.waitUntil(dialog.isActiveWindow)
-    qtbot.wait(50)
+    _another_window_takes_the_focus(window, qtbot)
     assert log.tallest() >= view.viewport().height() - 1      # the rows now show their inactive colour
-    dialog.close()
 
 
 def test_the_queue_repaints_its_rows_when_it_loses_the_focus_and_they_look_different(window, ui_env, qtbot):
