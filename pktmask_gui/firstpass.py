@@ -199,10 +199,10 @@ def _speculative(cls):
             self.set_apart: dict = {}       # the suspects' record counts (the leader walks them again)
             self.max_live = 0
 
-        def _keep_record(self, into: list, i: int, rec) -> None:
+        def _keep_fragment(self, i: int, rec) -> None:
             if self.overflow:
                 return
-            into.append((i, rec))
+            self.frag_records.append((i, rec))
             self.kept_bytes += len(rec[0]) + 100
             if self.kept_bytes > RECORDS_MAX:
                 self.overflow = True
@@ -219,7 +219,7 @@ def _speculative(cls):
 
         def _touched(self, i: int, key, rec, t: int, flags: int) -> None:
             if key is None:
-                self._keep_record(self.frag_records, i, rec)
+                self._keep_fragment(i, rec)
                 return
             self.at = i
             suspect = self.first.get(key)
