@@ -72,6 +72,32 @@ def test_workers_are_reused_across_jobs_and_outputs_match_one_process(workdir):
     assert all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE for p in pids)
 
 
+def test_a_windows_workers_run_below_the_window_and_the_clis_do_not(workdir):
+    """The window's pool (``background``) yields the cores to the window's event loop; the CLI's keeps its
+    priority. The jobs' outputs are the same either way."""
+    f = small_files(workdir / "in", 1)[0]
+    settings = settings_for(workdir)
+    owner = psutil.Process().nice()
+    outputs = []
+    for background in (True, False):
+        with WorkerPool(1, background=background) as pool:
+            pool.warm()
+            pid = pool.worker_pids()[0]
+            deadline = time.monotonic() + 20        # (a spawned worker lowers its own priority as it starts)
+            while background and psutil.Process(pid).nice() == owner < 19 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            niceness = psutil.Process(pid).nice()
+            result = pool.run_job(Job(f, workdir / f"out-{background}", OPS), settings)
+        assert result.status == "ok", result.error
+        outputs.append(Path(result.output).read_bytes())
+        if sys.platform == "win32":
+            assert (niceness == psutil.BELOW_NORMAL_PRIORITY_CLASS) == background
+        else:
+            assert niceness == (min(19, owner + 4) if background else owner)
+    assert outputs[0] == outputs[1]
+    assert leftovers(workdir) == []
+
+
 def test_a_worker_killed_mid_job_fails_only_its_file_and_the_batch_goes_on(workdir, big_capture):
     files = small_files(workdir / "in", 6)
     big = workdir / "in" / "big.pcap"

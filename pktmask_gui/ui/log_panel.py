@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
                                QLabel, QMessageBox, QPushButton, QStyle, QVBoxLayout,
                                QWidget)
 
-from .queue import CalmTableView
+from .tables import CalmTableView, TextDelegate
 
 MAX_ENTRIES = 20000
 TAKE_INTERVAL_MS = 200
@@ -151,6 +151,13 @@ class LogModel(QAbstractTableModel):
             return format_entry(entry)
         return None
 
+    def look(self, index) -> tuple:
+        """A cell as ``tables.TextDelegate`` paints it: what ``data`` gives for its roles, in one call."""
+        level = level_word(self.entries[index.row()][LEVELNO])
+        brush = self._foreground.get(level)
+        return (self.data(index), brush.color() if brush is not None else None, False, False,
+                self._background.get(level))
+
     def append(self, entry) -> None:
         self.extend([entry])
 
@@ -266,6 +273,10 @@ class LogPanel(QWidget):
         self.view.setColumnWidth(0, self.fontMetrics().horizontalAdvance("00:00:00") + 12)
         self.view.setColumnWidth(1, self.fontMetrics().horizontalAdvance("Warning") + 40)
         self.view.setColumnWidth(2, 200)
+        # The Level column has an icon: Qt's delegate paints it.
+        words = TextDelegate(self.view, lambda index: self.model.look(self.proxy.mapToSource(index)))
+        for col in (0, 2, 3):
+            self.view.setItemDelegateForColumn(col, words)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)

@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QRect, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPalette, QPen
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate, QTableView
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRect, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QPainter, QPen, QStaticText
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate
 
 from .. import pipeline
 from ..compression import output_kind, sniff
+from .tables import CalmTableView, TextDelegate
 from .format import count, duplicates_removed, human_size, plural
 
 QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
@@ -146,6 +147,8 @@ class QueueModel(QAbstractTableModel):
         # worked out once per change of the row (``changed``), and again if its status or count moved on.
         self._cells: dict[int, tuple] = {}
         self._brushes = _brushes()
+        self._colours = {status: tuple(b.color() if b is not None else None for b in cells)
+                         for status, cells in self._brushes.items()}
         self._bold: QFont | None = None
         self._queued_from = 0              # no row before this position is queued (queued_rows starts here)
         self._next_id = 1
@@ -187,6 +190,13 @@ class QueueModel(QAbstractTableModel):
         if role == TOOLTIP:
             return self.tooltip(self.rows[index.row()], index.column())
         return None
+
+    def look(self, index) -> tuple:
+        """A cell as ``tables.TextDelegate`` paints it: what ``data`` gives for its roles, in one call."""
+        row = self.rows[index.row()]
+        col = index.column()
+        return (self.cells(row)[col], self._colours[row.status][col],
+                col == COL_STATUS and row.status in (RUNNING, FAILED), col in NUMERIC, None)
 
     def cells(self, row: QueueRow) -> tuple:
         """The words of the row's cells, by column (None for the Progress column: its delegate paints it)."""
@@ -421,6 +431,7 @@ class ProgressDelegate(QStyledItemDelegate):
     reads the same on both sides of the fill edge (a native bar draws it in two colours, cut at the edge)."""
 
     TRACK, FILL, DONE_FILL, TEXT = QColor("#e3e8ee"), QColor("#a8cdf7"), QColor("#b4e2c0"), QColor("#1d2329")
+    FAILED_TEXT = QColor(STATUS_COLOURS[FAILED])
 
     @staticmethod
     def text(row, compact: bool = False) -> str:
@@ -435,6 +446,13 @@ class ProgressDelegate(QStyledItemDelegate):
                 return f"{pct} · {row.packets_done:,} packets" if row.packets_done and not compact else pct
             return f"{PHASE_WORDS.get(row.phase, row.phase.title())} · {pct}"
         return {CANCELLING: "Stopping…", DONE: "100%", FAILED: "Failed", CANCELLED: "Cancelled"}.get(row.status, "")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._font: QFont | None = None
+        # (words, bar width, bar height) -> (the words shown, laid out; their place in the bar), as
+        # tables.TextDelegate keeps them: laying text out at each paint was most of a paint's cost.
+        self._laid_out: dict[tuple, tuple[QStaticText, float, float]] = {}
 
     def paint(self, painter: QPainter, option, index):
         row = index.data(Qt.UserRole)
@@ -455,55 +473,38 @@ class ProgressDelegate(QStyledItemDelegate):
             filled = QRect(rect.left(), rect.top(), max(6, int(rect.width() * fraction)), rect.height())
             painter.setBrush(self.DONE_FILL if row.status == DONE else self.FILL)
             painter.drawRoundedRect(filled, 3, 3)
-        painter.setPen(QColor(STATUS_COLOURS[FAILED]) if row.status == FAILED else self.TEXT)
+        painter.setPen(self.FAILED_TEXT if row.status == FAILED else self.TEXT)
+        if option.font != self._font:
+            self._font = QFont(option.font)
+            self._laid_out.clear()
         text = self.text(row)
-        if option.fontMetrics.horizontalAdvance(text) > rect.width() - 6:
-            text = self.text(row, compact=True)
-        painter.drawText(rect, Qt.AlignCenter, option.fontMetrics.elidedText(text, Qt.ElideRight, rect.width() - 4))
+        key = (text, rect.width(), rect.height())
+        laid = self._laid_out.get(key)
+        if laid is None:
+            laid = self._lay_out(painter, row, key)
+        static, x, y = laid
+        painter.setFont(self._font)
+        painter.drawStaticText(QPointF(rect.left() + x, rect.top() + y), static)
         painter.restore()
 
-
-class ResultDelegate(QStyledItemDelegate):
-    """The Result column elides at its end: its start ("Saved …", "Will be saved as …") always reads."""
-
-    def initStyleOption(self, option, index):
-        super().initStyleOption(option, index)
-        option.textElideMode = Qt.ElideRight
+    def _lay_out(self, painter, row, key):
+        text, width, height = key
+        metrics = QFontMetricsF(self._font)
+        if metrics.horizontalAdvance(text) > width - 6:
+            text = self.text(row, compact=True)     # the same for every row with these words
+        shown = QFontMetrics(self._font).elidedText(text, Qt.ElideRight, width - 4)
+        static = QStaticText(shown)
+        static.setTextFormat(Qt.PlainText)
+        static.prepare(painter.transform(), self._font)
+        # centred in the bar, as drawText(rect, AlignCenter) puts it
+        laid = ((static, (width - metrics.horizontalAdvance(shown)) / 2, (height - metrics.height()) / 2))
+        if len(self._laid_out) >= 4096:
+            self._laid_out.clear()
+        self._laid_out[key] = laid
+        return laid
 
 
 FIT_ROWS = 60
-_ACTIVATION = (QEvent.WindowActivate, QEvent.WindowDeactivate)
-_SELECTION_ROLES = (QPalette.Highlight, QPalette.HighlightedText, QPalette.Base, QPalette.AlternateBase,
-                    QPalette.Text)
-
-
-def _same_when_inactive(palette: QPalette) -> bool:
-    """Whether rows look the same in an inactive window (or an unfocused view) as in an active one."""
-    return all(palette.brush(QPalette.Active, role) == palette.brush(QPalette.Inactive, role)
-               for role in _SELECTION_ROLES)
-
-
-class CalmTableView(QTableView):
-    """A table that repaints only what changes when its window is (de)activated or it loses the focus.
-
-    Qt repaints every visible row of an item view then: when the summary opens at a run's end, the queue's
-    and the log's (~20 ms here) came in the same turn of the event loop as the summary's first paint. Rows
-    are painted inactive then (the palette's Inactive group); with the same colours in both groups (the style
-    sheet's), only the current cell's focus frame changes. With other colours, Qt's repaint stays."""
-
-    def viewportEvent(self, event):
-        if event.type() in _ACTIVATION and _same_when_inactive(self.palette()):
-            return False        # (the rows are painted with the view's palette, not the viewport's)
-        return super().viewportEvent(event)
-
-    def focusOutEvent(self, event):
-        if not _same_when_inactive(self.palette()):
-            super().focusOutEvent(event)
-            return
-        current = self.currentIndex()
-        if current.isValid():
-            self.viewport().update(self.visualRect(current))
-        event.accept()
 
 
 class QueueView(CalmTableView):
@@ -539,7 +540,12 @@ class QueueView(CalmTableView):
             hh.setSectionResizeMode(col, QHeaderView.Interactive)
         hh.setStretchLastSection(True)
         self.setItemDelegateForColumn(COL_PROGRESS, ProgressDelegate(self))
-        self.setItemDelegateForColumn(COL_RESULT, ResultDelegate(self))
+        words = TextDelegate(self, self.model().look, Qt.ElideMiddle)     # a name keeps its start and its end
+        for col in range(len(COLUMNS)):
+            if col != COL_PROGRESS:
+                self.setItemDelegateForColumn(col, words)
+        # the Result column's start ("Saved …", "Will be saved as …") always reads
+        self.setItemDelegateForColumn(COL_RESULT, TextDelegate(self, self.model().look, Qt.ElideRight))
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self._fitting = False
         self.user_sized = False         # once the user drags a column border, the widths are theirs

@@ -12,13 +12,13 @@ from pathlib import Path
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, QUrl
 from PySide6.QtGui import QBrush, QColor, QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QMessageBox, QPushButton, QSplitter, QStyledItemDelegate, QTextBrowser,
+                               QMessageBox, QPushButton, QSplitter, QTextBrowser,
                                QVBoxLayout)
 
 from .. import __version__
 from ..compression import words as compression_words
 from .handoff import open_in_wireshark, show_in_folder
-from .queue import CalmTableView
+from .tables import CalmTableView, TextDelegate
 from .format import count, duplicates_removed, human_duration, plural, short_lines, stage_lines
 
 FIT_ROWS = 24           # the columns take the width of the first rows' words (not of thousands of rows)
@@ -129,6 +129,7 @@ class SummaryModel(QAbstractTableModel):
         self.results = results
         self._cells: dict[int, tuple] = {}
         self._brushes = {status: QBrush(QColor(colour)) for status, colour in STATUS_COLOURS.items()}
+        self._colours = {status: QColor(colour) for status, colour in STATUS_COLOURS.items()}
 
     def rowCount(self, parent=QModelIndex()):
         return 0 if parent.isValid() else len(self.results)
@@ -160,6 +161,14 @@ class SummaryModel(QAbstractTableModel):
             self._cells[row] = words
         return words
 
+    def look(self, index) -> tuple:
+        """A cell as ``tables.TextDelegate`` paints it: what ``data`` gives for its roles, in one call."""
+        row, col = index.row(), index.column()
+        status = self.results[row].status
+        coloured = col == self.COL_STATUS or (col == self.COL_DETAILS and status == "failed")
+        return (self.cells(row)[col], self._colours.get(status) if coloured else None, False, col in self.NUMERIC,
+                None)
+
     def data(self, index, role=DISPLAY):
         if not index.isValid():
             return None
@@ -182,12 +191,6 @@ class SummaryModel(QAbstractTableModel):
             if col == self.COL_DETAILS:
                 return SummaryDialog.details_text(r)
         return None
-
-
-class _ElideMiddle(QStyledItemDelegate):
-    def initStyleOption(self, option, index):
-        super().initStyleOption(option, index)
-        option.textElideMode = Qt.ElideMiddle
 
 
 class SummaryDialog(QDialog):
@@ -235,7 +238,8 @@ class SummaryDialog(QDialog):
         for col in (0, 1, 2, 3, 4, 6):
             hh.setSectionResizeMode(col, QHeaderView.Interactive)
         hh.setSectionResizeMode(5, QHeaderView.Stretch)
-        middle = _ElideMiddle(self.table)         # a long file name keeps its start and its extension
+        self.table.setItemDelegate(TextDelegate(self.table, self.model.look, Qt.ElideRight))
+        middle = TextDelegate(self.table, self.model.look, Qt.ElideMiddle)    # a name keeps its extension
         for col in (0, self.COL_OUTPUT):
             self.table.setItemDelegateForColumn(col, middle)
         self.table.setFocusPolicy(Qt.NoFocus)

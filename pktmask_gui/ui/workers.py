@@ -328,7 +328,7 @@ class JobRunner(QObject):
         ``slots``."""
         slots = max(1, int(slots))
         if self.pool is None:
-            pool = self.pool = WorkerPool(slots)
+            pool = self.pool = WorkerPool(slots, background=True)     # the window stays smooth
 
             def warm():
                 if first is not None:
