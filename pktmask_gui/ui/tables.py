@@ -9,16 +9,18 @@ processes keep both cores busy:
   and the style: ~60-70 us a cell here), and a run repaints the visible rows several times a second: a
   screenful of the queue took 7-9 ms, 11-16 ms of CPU with the workers running. ``TextDelegate`` keeps each
   cell's elided text laid out (``QStaticText``, by text, width and weight) and paints it at the style's
-  margins: ~20 us a cell. The cells it does not handle (the focused one, right-to-left layouts, icons,
-  several lines, a disabled view) are painted by Qt's delegate, as before.
+  margins: ~20 us a cell. It first checks, on sample cells, that it paints them as the style does (pixel for
+  pixel); where not (a native style's own selection), and for the cells it does not handle (the focused
+  one, right-to-left layouts, icons, several lines, a disabled view), Qt's delegate paints, as before.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QPointF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QPalette, QStaticText
-from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QTableView
+from PySide6.QtCore import QEvent, QPointF, QRect, Qt
+from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QImage, QPainter, QPalette,
+                           QStaticText)
+from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QTableView
 
 _ACTIVATION = (QEvent.WindowActivate, QEvent.WindowDeactivate)
 _SELECTION_ROLES = (QPalette.Highlight, QPalette.HighlightedText, QPalette.Base, QPalette.AlternateBase,
@@ -69,9 +71,11 @@ class TextDelegate(QStyledItemDelegate):
     text colours, elided in ``elide`` mode), with the elided text's layout kept from one paint to the next.
 
     ``look(index)`` says what the cell shows (``Look``), in one call: the default delegate asks the model
-    for each role of each cell."""
+    for each role of each cell. Whether the style paints cells this way is not assumed: at the first paint,
+    and again when the font or the palette changes, a few sample cells are painted both ways and compared
+    pixel for pixel; where they differ (a native style's selection, say), Qt's delegate paints every cell."""
 
-    MARGIN = 3      # QCommonStyle's text margin: PM_FocusFrameHMargin (2 in Fusion) + 1
+    PROBES = (("Probe 1,234 · a text too long for its cell", False, False), ("12,345", True, True))
 
     def __init__(self, parent, look: Callable[[object], Look | None], elide=Qt.ElideRight):
         super().__init__(parent)
@@ -79,20 +83,26 @@ class TextDelegate(QStyledItemDelegate):
         self.elide = elide
         self._font: QFont | None = None
         self._bold: QFont | None = None
+        self._palette_key = None
+        self.exact = False               # this style paints cells as _draw does (probed)
+        self.margin = 3                  # QCommonStyle's text margin: PM_FocusFrameHMargin + 1
         # (text, width, height, bold, right) -> (laid-out text, its position in the cell)
         self._laid_out: dict[tuple, tuple[QStaticText, float, int]] = {}
 
     def paint(self, painter, option, index):
         state = option.state.value
+        palette = option.palette
+        if option.font != self._font or palette.cacheKey() != self._palette_key:
+            self._refresh(option)
         # Qt's delegate paints the focus frame, a disabled view's colours and mirrored layouts itself.
-        look = None if state & _FOCUS or not state & _ENABLED or option.direction is not Qt.LeftToRight \
-            else self.look(index)
+        look = None if not self.exact or state & _FOCUS or not state & _ENABLED \
+            or option.direction is not Qt.LeftToRight else self.look(index)
         if look is None or "\n" in look[0]:
             super().paint(painter, option, index)
             return
-        text, colour, bold, right, background = look
-        rect = option.rect
-        palette = option.palette
+        self._draw(painter, option.rect, palette, state, *look)
+
+    def _draw(self, painter, rect, palette, state, text, colour, bold, right, background) -> None:
         group = QPalette.Active if state & _ACTIVE else QPalette.Inactive
         if state & _SELECTED:
             painter.fillRect(rect, palette.brush(group, QPalette.Highlight))
@@ -100,11 +110,6 @@ class TextDelegate(QStyledItemDelegate):
             painter.fillRect(rect, background)
         if not text:
             return
-        if option.font != self._font:
-            self._font = QFont(option.font)
-            self._bold = QFont(option.font)
-            self._bold.setBold(True)
-            self._laid_out.clear()
         key = (text, rect.width(), rect.height(), bold, right)
         laid = self._laid_out.get(key)
         if laid is None:
@@ -123,7 +128,7 @@ class TextDelegate(QStyledItemDelegate):
         text, width, height, bold, right = key
         font = self._bold if bold else self._font
         metrics = QFontMetrics(font)
-        room = width - 2 * self.MARGIN
+        room = width - 2 * self.margin
         shown = metrics.elidedText(text, self.elide, room)
         static = QStaticText(shown)
         static.setTextFormat(Qt.PlainText)
@@ -131,9 +136,48 @@ class TextDelegate(QStyledItemDelegate):
         # Where Qt's delegate puts the line (QCommonStyle, QStyle.alignedRect): centred by its whole height, on
         # the right at its fractional width.
         exact = QFontMetricsF(font)
-        x = self.MARGIN + (room - exact.horizontalAdvance(shown) if right else 0)
+        x = self.margin + (room - exact.horizontalAdvance(shown) if right else 0)
         laid = (static, x, (height - int(exact.height())) // 2)
         if len(self._laid_out) >= _CACHE_MAX:
             self._laid_out.clear()
         self._laid_out[key] = laid
         return laid
+
+    def _refresh(self, option) -> None:
+        """A new font or palette: forget what was laid out, and probe the style again."""
+        self._font = QFont(option.font)
+        self._bold = QFont(option.font)
+        self._bold.setBold(True)
+        self._palette_key = option.palette.cacheKey()
+        widget = option.widget
+        style = widget.style() if widget is not None else QApplication.style()
+        self.margin = style.pixelMetric(QStyle.PM_FocusFrameHMargin, None, widget) + 1
+        self.exact = all(self._same_as_qts(option, style, *probe) for probe in self.PROBES)
+        self._laid_out.clear()          # (the probes' texts)
+
+    def _same_as_qts(self, option, style, text, right, selected) -> bool:
+        """One sample cell painted by the style (as QStyledItemDelegate.paint does) and by _draw: the same?"""
+        opt = QStyleOptionViewItem(option)
+        height = max(option.rect.height(), QFontMetrics(option.font).height() + 4)
+        opt.rect = QRect(0, 0, 120, height)
+        value = (option.state.value & ~(_FOCUS | _SELECTED)) | _ENABLED | (_SELECTED if selected else 0)
+        opt.state = QStyle.StateFlag(value)
+        opt.text = text
+        opt.features = opt.features | QStyleOptionViewItem.HasDisplay
+        opt.displayAlignment = (Qt.AlignRight if right else Qt.AlignLeft) | Qt.AlignVCenter
+        opt.textElideMode = self.elide
+        opt.direction = Qt.LeftToRight
+        ratio = option.widget.devicePixelRatioF() if option.widget is not None else 1.0
+        images = []
+        for ours in (False, True):
+            image = QImage(int(120 * ratio), int(height * ratio), QImage.Format_ARGB32_Premultiplied)
+            image.setDevicePixelRatio(ratio)
+            image.fill(QColor("white"))
+            painter = QPainter(image)
+            if ours:
+                self._draw(painter, opt.rect, opt.palette, value, text, None, False, right, None)
+            else:
+                style.drawControl(QStyle.CE_ItemViewItem, opt, painter, option.widget)
+            painter.end()
+            images.append(image)
+        return images[0] == images[1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import QAbstractTableModel, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
-from PySide6.QtWidgets import QStyledItemDelegate
+from PySide6.QtWidgets import QProxyStyle, QStyle, QStyledItemDelegate, QStyleFactory
 
 from pktmask_gui.ui.resources import style_sheet
 from pktmask_gui.ui.tables import CalmTableView, TextDelegate
@@ -108,6 +108,42 @@ def test_text_cells_look_as_qts_delegate_paints_them(qtbot, elide):
     view.setFont(font)
     qts = _painted_by(view, QStyledItemDelegate(view))
     assert _painted_by(view, ours) == qts
+
+
+class WiderMargins(QProxyStyle):
+    """A style with wider text margins than Fusion's: the delegate takes the style's."""
+
+    def pixelMetric(self, metric, option=None, widget=None):
+        if metric == QStyle.PM_FocusFrameHMargin:
+            return 6
+        return super().pixelMetric(metric, option, widget)
+
+
+class FramedSelection(QProxyStyle):
+    """A style that frames a selected cell (as native styles draw their own selection): not what the delegate
+    paints, so Qt's delegate paints every cell."""
+
+    def drawPrimitive(self, element, option, painter, widget=None):
+        super().drawPrimitive(element, option, painter, widget)
+        if element == QStyle.PE_PanelItemViewItem and option.state & QStyle.State_Selected:
+            painter.save()
+            painter.setPen(QColor("#2f7de1"))
+            painter.drawRect(option.rect.adjusted(0, 0, -1, -1))
+            painter.restore()
+
+
+@pytest.mark.parametrize("style, exact", [(WiderMargins, True), (FramedSelection, False)],
+                         ids=["wider margins", "framed selection"])
+def test_other_styles_are_probed_and_followed(qtbot, style, exact):
+    model = Cells(ROWS)
+    view = _table(qtbot, model, Qt.ElideMiddle)
+    view.setStyleSheet("")
+    view.setStyle(style(QStyleFactory.create("Fusion")))
+    qts = _painted_by(view, QStyledItemDelegate(view))
+    ours = TextDelegate(view, model.look, Qt.ElideMiddle)
+    assert _painted_by(view, ours) == qts
+    assert ours.exact is exact
+    assert bool(ours._laid_out) is exact       # it painted the cells itself only where it paints them as Qt
 
 
 def test_the_queue_looks_as_qts_delegate_paints_it(window, ui_env, qtbot):
