@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QPointF, QRect, Qt
-from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QImage, QPainter, QPalette,
-                           QStaticText)
+from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QImage, QPainter, QPalette,
+                           QStaticText, QTextLayout)
 from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QTableView
 
 _ACTIVATION = (QEvent.WindowActivate, QEvent.WindowDeactivate)
@@ -63,6 +63,7 @@ Look = tuple[str, QColor | None, bool, bool, QBrush | None]
 # As plain ints: a Python enum's & costs microseconds, and it runs for each cell at each paint.
 _FOCUS, _ENABLED, _SELECTED, _ACTIVE = (QStyle.State_HasFocus.value, QStyle.State_Enabled.value,
                                         QStyle.State_Selected.value, QStyle.State_Active.value)
+_WRAP = QStyleOptionViewItem.WrapText.value
 _CACHE_MAX = 4096
 
 
@@ -94,8 +95,8 @@ class TextDelegate(QStyledItemDelegate):
         palette = option.palette
         if option.font != self._font or palette.cacheKey() != self._palette_key:
             self._refresh(option)
-        # Qt's delegate paints the focus frame, a disabled view's colours and mirrored layouts itself.
-        look = None if not self.exact or state & _FOCUS or not state & _ENABLED \
+        # Qt's delegate paints the focus frame, a disabled view's colours, mirrored layouts and wrapped text.
+        look = None if not self.exact or state & _FOCUS or not state & _ENABLED or option.features.value & _WRAP \
             or option.direction is not Qt.LeftToRight else self.look(index)
         if look is None or "\n" in look[0]:
             super().paint(painter, option, index)
@@ -134,10 +135,15 @@ class TextDelegate(QStyledItemDelegate):
         static.setTextFormat(Qt.PlainText)
         static.prepare(painter.transform(), font)
         # Where Qt's delegate puts the line (QCommonStyle, QStyle.alignedRect): centred by its whole height, on
-        # the right at its fractional width.
-        exact = QFontMetricsF(font)
-        x = self.margin + (room - exact.horizontalAdvance(shown) if right else 0)
-        laid = (static, x, (height - int(exact.height())) // 2)
+        # the right at its natural width, both as its text layout gives them (a fallback font's glyph, an
+        # ellipsis say, can make the line taller than the font's own height).
+        line = QTextLayout(shown, font)
+        line.beginLayout()
+        first = line.createLine()
+        first.setLineWidth(room)
+        line.endLayout()
+        x = self.margin + (room - first.naturalTextWidth() if right else 0)
+        laid = (static, x, (height - int(first.height())) // 2)
         if len(self._laid_out) >= _CACHE_MAX:
             self._laid_out.clear()
         self._laid_out[key] = laid
@@ -163,7 +169,8 @@ class TextDelegate(QStyledItemDelegate):
         value = (option.state.value & ~(_FOCUS | _SELECTED)) | _ENABLED | (_SELECTED if selected else 0)
         opt.state = QStyle.StateFlag(value)
         opt.text = text
-        opt.features = opt.features | QStyleOptionViewItem.HasDisplay
+        opt.features = QStyleOptionViewItem.ViewItemFeature((opt.features.value & ~_WRAP)
+                                                            | QStyleOptionViewItem.HasDisplay.value)
         opt.displayAlignment = (Qt.AlignRight if right else Qt.AlignLeft) | Qt.AlignVCenter
         opt.textElideMode = self.elide
         opt.direction = Qt.LeftToRight

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import QAbstractTableModel, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
-from PySide6.QtWidgets import QProxyStyle, QStyle, QStyledItemDelegate, QStyleFactory
+from PySide6.QtWidgets import QProxyStyle, QStyle, QStyledItemDelegate
 
 from pktmask_gui.ui.resources import style_sheet
 from pktmask_gui.ui.tables import CalmTableView, TextDelegate
@@ -138,12 +138,25 @@ def test_other_styles_are_probed_and_followed(qtbot, style, exact):
     model = Cells(ROWS)
     view = _table(qtbot, model, Qt.ElideMiddle)
     view.setStyleSheet("")
-    view.setStyle(style(QStyleFactory.create("Fusion")))
+    own = style("Fusion")
+    own.setParent(view)             # a widget does not own its style: deleted with the view, not before
+    view.setStyle(own)
     qts = _painted_by(view, QStyledItemDelegate(view))
     ours = TextDelegate(view, model.look, Qt.ElideMiddle)
     assert _painted_by(view, ours) == qts
     assert ours.exact is exact
     assert bool(ours._laid_out) is exact       # it painted the cells itself only where it paints them as Qt
+
+
+def test_wrapped_text_is_left_to_qts_delegate(qtbot):
+    model = Cells(ROWS)
+    view = _table(qtbot, model, Qt.ElideRight)
+    view.setWordWrap(True)
+    view.verticalHeader().setDefaultSectionSize(40)
+    qts = _painted_by(view, QStyledItemDelegate(view))
+    ours = TextDelegate(view, model.look, Qt.ElideRight)
+    assert _painted_by(view, ours) == qts
+    assert ours.exact and not ours._laid_out
 
 
 def test_the_queue_looks_as_qts_delegate_paints_it(window, ui_env, qtbot):
