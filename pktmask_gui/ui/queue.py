@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRect, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QPainter, QPen, QStaticText
+from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QPainter, QPen, QStaticText,
+                           QTextLayout)
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate
 
 from .. import pipeline
@@ -496,8 +497,13 @@ class ProgressDelegate(QStyledItemDelegate):
         static = QStaticText(shown)
         static.setTextFormat(Qt.PlainText)
         static.prepare(painter.transform(), self._font)
-        # centred in the bar, as drawText(rect, AlignCenter) puts it
-        laid = ((static, (width - metrics.horizontalAdvance(shown)) / 2, (height - metrics.height()) / 2))
+        # centred in the bar, as drawText(rect, AlignCenter) puts it: by its text layout's line
+        layout = QTextLayout(shown, self._font)
+        layout.beginLayout()
+        line = layout.createLine()
+        line.setLineWidth(width)
+        layout.endLayout()
+        laid = (static, (width - line.naturalTextWidth()) / 2, (height - line.height()) / 2)
         if len(self._laid_out) >= 4096:
             self._laid_out.clear()
         self._laid_out[key] = laid

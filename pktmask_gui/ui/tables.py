@@ -135,8 +135,8 @@ class TextDelegate(QStyledItemDelegate):
         static.setTextFormat(Qt.PlainText)
         static.prepare(painter.transform(), font)
         # Where Qt's delegate puts the line (QCommonStyle, QStyle.alignedRect): centred by its whole height, on
-        # the right at its natural width, both as its text layout gives them (a fallback font's glyph, an
-        # ellipsis say, can make the line taller than the font's own height).
+        # the right at its natural width, both as its text layout gives them (glyphs from a fallback font
+        # can make a line taller or wider than the font's own metrics say).
         line = QTextLayout(shown, font)
         line.beginLayout()
         first = line.createLine()

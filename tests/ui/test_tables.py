@@ -3,9 +3,11 @@ each cell's laid-out text from one paint to the next (the default delegate lays 
 which made a screenful of the queue cost 7-9 ms during a run)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PySide6.QtCore import QAbstractTableModel, Qt
-from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QStaticText
 from PySide6.QtWidgets import QProxyStyle, QStyle, QStyledItemDelegate
 
 from pktmask_gui.ui.resources import style_sheet
@@ -190,3 +192,52 @@ class ResultEnd(QStyledItemDelegate):
     def initStyleOption(self, option, index):
         super().initStyleOption(option, index)
         option.textElideMode = Qt.ElideRight
+
+
+@pytest.mark.parametrize("height", [26, 27, 31])
+def test_the_progress_bars_words_sit_where_qts_draw_text_puts_them(qtbot, height):
+    """The Progress column keeps its words laid out too: placed as QPainter.drawText(rect, AlignCenter) places
+    them, at even and odd heights, with an ellipsis ("Starting…") and compacted words ("37%")."""
+    from PySide6.QtCore import QRect
+    from PySide6.QtGui import QImage, QPainter
+    from PySide6.QtWidgets import QStyleOptionViewItem
+
+    from pktmask_gui.ui.queue import FAILED, RUNNING, ProgressDelegate, QueueModel, QueueRow
+
+    view = CalmTableView()
+    qtbot.addWidget(view)
+    model = QueueModel()
+    view.setModel(model)
+    delegate = ProgressDelegate(view)
+    rows = [QueueRow(1, Path("a.pcap"), status=RUNNING),
+            QueueRow(2, Path("b.pcap"), status=RUNNING, phase="process", bytes_done=37, bytes_total=100,
+                     packets_done=123456),
+            QueueRow(3, Path("c.pcap"), status=FAILED)]
+    model.insert(rows)
+    for i, row in enumerate(rows):
+        option = QStyleOptionViewItem()
+        option.initFrom(view.viewport())
+        option.rect = QRect(0, 0, 170, height)
+        option.font = view.font()
+        images = []
+        for ours in (True, False):
+            image = QImage(170, height, QImage.Format_ARGB32_Premultiplied)
+            image.fill(QColor("white"))
+            painter = QPainter(image)
+            if ours:
+                delegate.paint(painter, option, model.index(i, 3))
+            else:                                   # the bar as the delegate paints it, the words by drawText
+                blank = ProgressDelegate(view)
+                blank._lay_out = lambda p, r, key: (QStaticText(""), 0.0, 0.0)
+                blank.paint(painter, option, model.index(i, 3))
+                rect = option.rect.adjusted(3, 4, -3, -4)
+                painter.setPen(ProgressDelegate.FAILED_TEXT if row.status == FAILED else ProgressDelegate.TEXT)
+                text = ProgressDelegate.text(row)
+                metrics = QFontMetrics(option.font)
+                if metrics.horizontalAdvance(text) > rect.width() - 6:
+                    text = ProgressDelegate.text(row, compact=True)
+                painter.setFont(option.font)
+                painter.drawText(rect, Qt.AlignCenter, metrics.elidedText(text, Qt.ElideRight, rect.width() - 4))
+            painter.end()
+            images.append(image)
+        assert images[0] == images[1], ProgressDelegate.text(row)
