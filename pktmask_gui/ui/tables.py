@@ -6,10 +6,9 @@ processes keep both cores busy:
 - A repaint of every visible row when the window is (de)activated or a table loses the focus
   (``CalmTableView``).
 - The default delegate lays out each cell's text anew at every paint (QTextLayout, through the style sheet
-  and the style: ~60-70 us a cell here), and a run repaints the visible rows several times a second: a
-  screenful of the queue took 7-9 ms, 11-16 ms of CPU with the workers running. ``TextDelegate`` keeps each
-  cell's elided text laid out (``QStaticText``, by text, width and weight) and paints it at the style's
-  margins: ~20 us a cell. It first checks, on sample cells, that it paints them as the style does (pixel for
+  and the style), and a run repaints the visible rows several times a second: a screenful of the queue took
+  6.3-9 ms here, 11-16 ms of CPU with the workers running. ``TextDelegate`` keeps each cell's elided text laid
+  out (``QStaticText``, by text, width and weight) and paints it at the style's margins: 4.5 ms. It first checks, on sample cells, that it paints them as the style does (pixel for
   pixel); where not (a native style's own selection), and for the cells it does not handle (the focused
   one, right-to-left layouts, icons, several lines, a disabled view), Qt's delegate paints, as before.
 """
