@@ -53,7 +53,7 @@ from .pipeline import (
     execute,
 )
 from .stages import StageContext, stage_by_name
-from .workerpool import die_with_parent
+from .workerpool import below_the_owner, die_with_parent
 from .workspace import MemoryMonitor
 
 log = logging.getLogger(__name__)
@@ -96,17 +96,18 @@ def refusal(spec: ExecSpec, jobs: int) -> str | None:
     return None
 
 
-def executor(jobs: int, fallback=None, fork: bool = False):
+def executor(jobs: int, fallback=None, fork: bool = False, background: bool = False):
     """An executor for ``pipeline.run_job``: the main pass on up to ``jobs`` processes when the file allows,
     else ``fallback`` (None: execute() in this process). ``fork``: the workers are forks of this process (the
     CLI on Linux, whose only other thread waits for the job: nothing a child could inherit is locked); a
     fork starts in ~10 ms where a spawned worker spends ~0.35 s on a Python start and the engine's imports,
-    the leader's on the critical path."""
+    the leader's on the critical path. ``background``: the workers run below this process (a window's,
+    workerpool.BACKGROUND_NICE)."""
     def run(spec: ExecSpec, progress, cancel, workspace) -> dict:
         why = refusal(spec, jobs)
         if why is None:
             return _run_parallel(spec, min(jobs, max(2, os.path.getsize(spec.read_path) // MIN_SEGMENT_BYTES)),
-                                 progress, cancel, workspace, fork)
+                                 progress, cancel, workspace, fork, background)
         if jobs > 1:
             logging.LoggerAdapter(log, {"job": spec.display_name}).debug("One core: %s.", why)
         if fallback is not None:
@@ -115,10 +116,10 @@ def executor(jobs: int, fallback=None, fork: bool = False):
     return run
 
 
-def in_child(spec: ExecSpec, progress, cancel, workspace) -> dict:
+def in_child(spec: ExecSpec, progress, cancel, workspace, background: bool = False) -> dict:
     """An executor that runs the whole job in one worker process (for a caller that must not do packet
-    work itself: the window)."""
-    return _run_parallel(spec, 1, progress, cancel, workspace)
+    work itself: the window, whose workers run below it: ``background``)."""
+    return _run_parallel(spec, 1, progress, cancel, workspace, background=background)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -131,12 +132,12 @@ def _paths(spec: ExecSpec) -> dict:
 
 
 class _Worker:
-    def __init__(self, k: int, spec: ExecSpec, n: int, context=_CONTEXT, halves=None):
+    def __init__(self, k: int, spec: ExecSpec, n: int, context=_CONTEXT, halves=None, background: bool = False):
         self.k = k
         self.receiver, sender = context.Pipe(duplex=False)
         control_receiver, self.control = context.Pipe(duplex=False)
         self.proc = context.Process(target=_worker_main,
-                                    args=(k, n, spec, sender, control_receiver, os.getpid(), halves),
+                                    args=(k, n, spec, sender, control_receiver, os.getpid(), halves, background),
                                     name=f"pktmask-segment {k} {spec.display_name}", daemon=True)
         self.proc.start()
         sender.close()
@@ -160,7 +161,8 @@ class _Worker:
         self.control.close()
 
 
-def _run_parallel(spec: ExecSpec, n: int, progress, cancel, workspace, fork: bool = False) -> dict:
+def _run_parallel(spec: ExecSpec, n: int, progress, cancel, workspace, fork: bool = False,
+                  background: bool = False) -> dict:
     job_log = logging.LoggerAdapter(log, {"job": spec.display_name})
     context = multiprocessing.get_context("fork") if fork and sys.platform.startswith("linux") else _CONTEXT
     workers = []
@@ -170,7 +172,7 @@ def _run_parallel(spec: ExecSpec, n: int, progress, cancel, workspace, fork: boo
         else None
     try:
         for k in range(n):
-            workers.append(_Worker(k, spec, n, context, halves))
+            workers.append(_Worker(k, spec, n, context, halves, background))
             workspace.add_owner(workers[-1].proc.pid)
         if halves is not None:
             for end in halves:
@@ -313,10 +315,13 @@ class _Control:
         return message
 
 
-def _worker_main(k: int, n: int, spec: ExecSpec, conn, control_conn, parent_pid: int, halves=None) -> None:
+def _worker_main(k: int, n: int, spec: ExecSpec, conn, control_conn, parent_pid: int, halves=None,
+                 background: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the parent decides; Ctrl-C reaches it, not us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)      # (a fork would inherit the CLI's, which raises)
     die_with_parent(parent_pid)
+    if background:
+        below_the_owner()
     root = logging.getLogger("pktmask_gui")
     root.handlers[:] = [_PipeLogHandler(conn)]
     root.setLevel(logging.DEBUG)

@@ -678,13 +678,16 @@ def preload() -> None:
     all_stages()
 
 
-def _below_the_owner() -> None:
+def below_the_owner() -> None:
     """This process runs at a lower priority than its owner (best effort; its children inherit it)."""
     try:
         if sys.platform == "win32":
             import psutil
 
-            psutil.Process().nice(psutil.BELOW_NORMAL_PRIORITY_CLASS)
+            me = psutil.Process()
+            if me.nice() in (psutil.NORMAL_PRIORITY_CLASS, psutil.ABOVE_NORMAL_PRIORITY_CLASS,
+                             psutil.HIGH_PRIORITY_CLASS, psutil.REALTIME_PRIORITY_CLASS):
+                me.nice(psutil.BELOW_NORMAL_PRIORITY_CLASS)     # (never above an owner that runs lower)
         else:
             os.nice(BACKGROUND_NICE)
     except Exception as exc:   # (OSError, psutil.Error): the jobs run as fast, the window less smoothly
@@ -695,7 +698,7 @@ def _worker_main(conn, parent_pid: int, background: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # the owner decides; Ctrl-C reaches it, not us
     die_with_parent(parent_pid)
     if background:
-        _below_the_owner()
+        below_the_owner()
     from .pipeline import JobResult, start_job
     from .workspace import keep_spare_dir
 

@@ -153,6 +153,8 @@ class LogModel(QAbstractTableModel):
 
     def look(self, index) -> tuple:
         """A cell as ``tables.TextDelegate`` paints it: what ``data`` gives for its roles, in one call."""
+        if not index.isValid():
+            return None
         level = level_word(self.entries[index.row()][LEVELNO])
         brush = self._foreground.get(level)
         return (self.data(index), brush.color() if brush is not None else None, False, False,

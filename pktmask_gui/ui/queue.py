@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRect, Qt, QTimer, Signal
-from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QPainter, QPen, QStaticText,
-                           QTextLayout)
+from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QPainter, QPen, QStaticText,
+                           QTextLayout, QTextOption)
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate
 
 from .. import pipeline
@@ -454,6 +454,8 @@ class ProgressDelegate(QStyledItemDelegate):
         # (words, bar width, bar height) -> (the words shown, laid out; their place in the bar), as
         # tables.TextDelegate keeps them: laying text out at each paint was most of a paint's cost.
         self._laid_out: dict[tuple, tuple[QStaticText, float, float]] = {}
+        self._direction = QTextOption()
+        self._direction.setTextDirection(Qt.LeftToRight)
 
     def paint(self, painter: QPainter, option, index):
         row = index.data(Qt.UserRole)
@@ -490,15 +492,17 @@ class ProgressDelegate(QStyledItemDelegate):
 
     def _lay_out(self, painter, row, key):
         text, width, height = key
-        metrics = QFontMetricsF(self._font)
+        metrics = QFontMetrics(self._font)
         if metrics.horizontalAdvance(text) > width - 6:
             text = self.text(row, compact=True)     # the same for every row with these words
-        shown = QFontMetrics(self._font).elidedText(text, Qt.ElideRight, width - 4)
+        shown = metrics.elidedText(text, Qt.ElideRight, width - 4)
         static = QStaticText(shown)
         static.setTextFormat(Qt.PlainText)
+        static.setTextOption(self._direction)
         static.prepare(painter.transform(), self._font)
         # centred in the bar, as drawText(rect, AlignCenter) puts it: by its text layout's line
         layout = QTextLayout(shown, self._font)
+        layout.setTextOption(self._direction)
         layout.beginLayout()
         line = layout.createLine()
         line.setLineWidth(width)

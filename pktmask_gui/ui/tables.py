@@ -7,18 +7,19 @@ processes keep both cores busy:
   (``CalmTableView``).
 - The default delegate lays out each cell's text anew at every paint (QTextLayout, through the style sheet
   and the style), and a run repaints the visible rows several times a second: a screenful of the queue took
-  6.3-9 ms here, 11-16 ms of CPU with the workers running. ``TextDelegate`` keeps each cell's elided text laid
-  out (``QStaticText``, by text, width and weight) and paints it at the style's margins: 4.5 ms. It first checks, on sample cells, that it paints them as the style does (pixel for
-  pixel); where not (a native style's own selection), and for the cells it does not handle (the focused
-  one, right-to-left layouts, icons, several lines, a disabled view), Qt's delegate paints, as before.
+  6.3-9 ms here, 11-16 ms of CPU with the workers running. ``TextDelegate`` keeps each cell's elided text
+  laid out (``QStaticText``, by text, width and weight) and paints it at the style's margins: 4.5 ms. It
+  first checks, on sample cells, that it paints them as the style does (pixel for pixel); where not (a
+  native style's own selection), and for the cells it does not handle (the focused or hovered one,
+  right-to-left layouts, icons, wrapped text, several lines, a disabled view), Qt's delegate paints.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QPointF, QRect, Qt
-from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QImage, QPainter, QPalette,
-                           QStaticText, QTextLayout)
+from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QImage, QPainter, QPalette,
+                           QStaticText, QTextLayout, QTextOption)
 from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QTableView
 
 _ACTIVATION = (QEvent.WindowActivate, QEvent.WindowDeactivate)
@@ -63,7 +64,18 @@ Look = tuple[str, QColor | None, bool, bool, QBrush | None]
 _FOCUS, _ENABLED, _SELECTED, _ACTIVE = (QStyle.State_HasFocus.value, QStyle.State_Enabled.value,
                                         QStyle.State_Selected.value, QStyle.State_Active.value)
 _WRAP = QStyleOptionViewItem.WrapText.value
+_HOVER = QStyle.State_MouseOver.value
+# Qt's delegate lays these out as more than one line (U+2028), or picks another of a text's variants (U+009C)
+_NOT_ONE_LINE = ("\n", "\u2028", "\x9c")
 _CACHE_MAX = 4096
+
+
+def _left_to_right() -> QTextOption:
+    """As Qt's delegate lays a cell's text out in a left-to-right view: in that direction, whatever the first
+    strong character (a Hebrew or Arabic file name keeps its order)."""
+    option = QTextOption()
+    option.setTextDirection(Qt.LeftToRight)
+    return option
 
 
 class TextDelegate(QStyledItemDelegate):
@@ -86,18 +98,31 @@ class TextDelegate(QStyledItemDelegate):
         self._palette_key = None
         self.exact = False               # this style paints cells as _draw does (probed)
         self.margin = 3                  # QCommonStyle's text margin: PM_FocusFrameHMargin + 1
-        # (text, width, height, bold, right) -> (laid-out text, its position in the cell)
-        self._laid_out: dict[tuple, tuple[QStaticText, float, int]] = {}
+        # (text, width, height, bold, right) -> (laid-out text, its position in the cell, whether it overflows)
+        self._laid_out: dict[tuple, tuple[QStaticText, float, int, bool]] = {}
+        self._direction = _left_to_right()
+        parent.installEventFilter(self)      # a new style: probe again
+
+    def eventFilter(self, _watched, event):
+        if event.type() == QEvent.StyleChange:
+            self._font = None
+        return False
 
     def paint(self, painter, option, index):
         state = option.state.value
         palette = option.palette
         if option.font != self._font or palette.cacheKey() != self._palette_key:
             self._refresh(option)
-        # Qt's delegate paints the focus frame, a disabled view's colours, mirrored layouts and wrapped text.
-        look = None if not self.exact or state & _FOCUS or not state & _ENABLED or option.features.value & _WRAP \
-            or option.direction is not Qt.LeftToRight else self.look(index)
-        if look is None or "\n" in look[0]:
+        # Qt's delegate paints the focus frame, a hovered cell, a disabled view's colours, mirrored layouts and
+        # wrapped text.
+        look = None
+        if self.exact and not state & (_FOCUS | _HOVER) and state & _ENABLED \
+                and not option.features.value & _WRAP and option.direction is Qt.LeftToRight:
+            try:
+                look = self.look(index)
+            except Exception:   # noqa: BLE001 - (a row gone mid-change): Qt's delegate asks the model itself
+                look = None
+        if look is None or not isinstance(look[0], str) or any(c in look[0] for c in _NOT_ONE_LINE):
             super().paint(painter, option, index)
             return
         self._draw(painter, option.rect, palette, state, *look)
@@ -114,8 +139,10 @@ class TextDelegate(QStyledItemDelegate):
         laid = self._laid_out.get(key)
         if laid is None:
             laid = self._lay_out(painter, key)
-        static, x, y = laid
+        static, x, y, overflows = laid
         painter.save()
+        if overflows:
+            painter.setClipRect(rect, Qt.IntersectClip)    # as the style clips a cell taller than its row
         if state & _SELECTED:
             painter.setPen(palette.color(group, QPalette.HighlightedText))
         else:
@@ -132,17 +159,23 @@ class TextDelegate(QStyledItemDelegate):
         shown = metrics.elidedText(text, self.elide, room)
         static = QStaticText(shown)
         static.setTextFormat(Qt.PlainText)
+        static.setTextOption(self._direction)
         static.prepare(painter.transform(), font)
         # Where Qt's delegate puts the line (QCommonStyle, QStyle.alignedRect): centred by its whole height, on
         # the right at its natural width, both as its text layout gives them (glyphs from a fallback font
         # can make a line taller or wider than the font's own metrics say).
         line = QTextLayout(shown, font)
+        line.setTextOption(self._direction)
         line.beginLayout()
         first = line.createLine()
         first.setLineWidth(room)
         line.endLayout()
         x = self.margin + (room - first.naturalTextWidth() if right else 0)
-        laid = (static, x, (height - int(first.height())) // 2)
+        y = int((height - int(first.height())) / 2)             # (C++'s division: towards zero)
+        # The style clips the text to its cell: so do we, where its ink may reach past the cell's edge.
+        ink = QFontMetricsF(font).tightBoundingRect(shown).translated(x, y + first.ascent())
+        inside = ink.top() >= 1 and ink.bottom() <= height - 1 and ink.left() >= 1 and ink.right() <= width - 1
+        laid = (static, x, y, not inside)
         if len(self._laid_out) >= _CACHE_MAX:
             self._laid_out.clear()
         self._laid_out[key] = laid

@@ -16,6 +16,7 @@ blocked UI thread; then ``close_pool`` lets the worker processes go and waits fo
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -70,7 +71,9 @@ class JobWorker:
             # records reach the panel through the pktmask_gui logger, which carries the window's QtLogHandler.
             from .. import pipeline, segments
             result = pipeline.run_job(self.job, self.settings, progress=self._progress, cancel=self.cancel_event,
-                                      executor=segments.executor(self.split, segments.in_child))
+                                      executor=segments.executor(
+                                          self.split, functools.partial(segments.in_child, background=True),
+                                          background=True))      # its processes run below the window
         except BaseException as exc:  # an engine bug must surface as a failed row, not a dead thread
             job_log = logging.LoggerAdapter(log, {"job": self.job.input.name})
             job_log.error("the job stopped with an internal error: %s", exc)

@@ -26,6 +26,9 @@ ROWS = [
     ("", RED, False, False, WARNING),
     ("12", GREEN, True, True, None),
     ("Stopping; removing its temp files…", None, False, False, None),
+    ("תיק 2024-05.pcap", None, False, False, None),          # right-to-left words keep the view's direction
+    ("ملف_01.pcapng", None, False, True, None),
+    ("first\u2028second", None, False, False, None),        # Qt's delegate makes two lines of it
 ]
 COLUMNS = 3
 
@@ -148,6 +151,18 @@ def test_other_styles_are_probed_and_followed(qtbot, style, exact):
     assert _painted_by(view, ours) == qts
     assert ours.exact is exact
     assert bool(ours._laid_out) is exact       # it painted the cells itself only where it paints them as Qt
+
+
+@pytest.mark.parametrize("height", [12, 15])
+def test_rows_lower_than_a_line_of_text(qtbot, height):
+    """The text's line is taller than the row: placed and clipped to its cell as the style does."""
+    model = Cells(ROWS)
+    view = _table(qtbot, model, Qt.ElideRight)
+    view.verticalHeader().setDefaultSectionSize(height)
+    qts = _painted_by(view, QStyledItemDelegate(view))
+    ours = TextDelegate(view, model.look, Qt.ElideRight)
+    assert _painted_by(view, ours) == qts
+    assert ours._laid_out
 
 
 def test_wrapped_text_is_left_to_qts_delegate(qtbot):

@@ -47,6 +47,39 @@ def test_cancel_stops_a_large_job_within_half_a_second_and_leaves_nothing(window
     assert "cancelled" in window.log_panel.text()
 
 
+def test_a_file_run_alone_on_two_cores_runs_below_the_window(qtbot, ui_env, big_capture):
+    """One big file and two parallel jobs: the processes the window's job thread starts for it (segments, or
+    one child when the file stays whole) run below the window, as the pool's workers do: the window's event
+    loop gets a core when it needs one."""
+    import psutil
+
+    window = make_window(qtbot, operations=("dedup", "anonymize", "mask"))
+    window.add_paths([big_capture])
+    window.out_folder.setChecked(True)
+    window.out_path.setText(str(ui_env.out))
+    assert window.start()
+    wait_running(qtbot, window, "big.pcap")
+    owner = psutil.Process().nice()
+    runner = window.controller.runner
+
+    def its_own_processes_run_below():
+        pool = set(runner.pool.worker_pids()) if runner.pool is not None else set()
+        own = []
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if child.pid not in pool and "resource_tracker" not in " ".join(child.cmdline()):
+                    own.append(child.nice())
+            except psutil.Error:
+                pass
+        assert own and set(own) == {min(19, owner + 4)}, own
+    qtbot.waitUntil(its_own_processes_run_below, timeout=15000)
+    assert next(r for r in window.model.rows).status == "Running"      # (seen while it ran)
+    window.cancel_all()
+    wait_idle(qtbot, window)
+    window.close()
+    assert ui_env.leftovers(big_capture.parent) == []
+
+
 def test_cancel_one_row_from_its_context_action_keeps_the_others(window, ui_env, qtbot, big_capture):
     other = ui_env.inputs / "other.pcap"
     generate(other, packets=2000, seed=4)
