@@ -84,8 +84,9 @@ class TextDelegate(QStyledItemDelegate):
 
     ``look(index)`` says what the cell shows (``Look``), in one call: the default delegate asks the model
     for each role of each cell. Whether the style paints cells this way is not assumed: at the first paint,
-    and again when the font or the palette changes, a few sample cells are painted both ways and compared
-    pixel for pixel; where they differ (a native style's selection, say), Qt's delegate paints every cell."""
+    and again when the font, the palette or the view's style changes, a few sample cells are painted both
+    ways and compared pixel for pixel; where they differ (a native style's selection, say), Qt's delegate
+    paints every cell."""
 
     PROBES = (("Probe 1,234 · a text too long for its cell", False, False), ("12,345", True, True))
 
@@ -182,7 +183,7 @@ class TextDelegate(QStyledItemDelegate):
         return laid
 
     def _refresh(self, option) -> None:
-        """A new font or palette: forget what was laid out, and probe the style again."""
+        """A new font, palette or style: forget what was laid out, and probe the style again."""
         self._font = QFont(option.font)
         self._bold = QFont(option.font)
         self._bold.setBold(True)
