@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QPointF, QRect, Qt
+from PySide6.QtCore import QEvent, QItemSelectionModel, QPointF, QRect, Qt
 from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QImage, QPainter, QPalette,
-                           QStaticText, QTextLayout, QTextOption)
-from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QTableView
+                           QRegion, QStaticText, QTextLayout, QTextOption)
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QStyle, QStyledItemDelegate,
+                               QStyleOptionViewItem, QTableView)
 
 _ACTIVATION = (QEvent.WindowActivate, QEvent.WindowDeactivate)
 _SELECTION_ROLES = (QPalette.Highlight, QPalette.HighlightedText, QPalette.Base, QPalette.AlternateBase,
@@ -34,12 +35,14 @@ def _same_when_inactive(palette: QPalette) -> bool:
 
 
 class CalmTableView(QTableView):
-    """A table that repaints only what changes when its window is (de)activated or it loses the focus.
+    """A table that repaints only what changes when its window is (de)activated or it takes or loses the focus.
 
     Qt repaints every visible row of an item view then: when the summary opens at a run's end, the queue's
-    and the log's (~20 ms here) came in the same turn of the event loop as the summary's first paint. Rows
-    are painted inactive then (the palette's Inactive group); with the same colours in both groups (the style
-    sheet's), only the current cell's focus frame changes. With other colours, Qt's repaint stays."""
+    and the log's (~20 ms here) came in the same turn of the event loop as the summary's first paint; when a
+    run starts, the focus leaves the controls it locks for the queue, in the turn that repaints them. Rows
+    are painted inactive without the focus (the palette's Inactive group); with the same colours in both
+    groups (the style sheet's), only the current cell's focus frame changes. With other colours, Qt's
+    repaint stays."""
 
     def viewportEvent(self, event):
         if event.type() in _ACTIVATION and _same_when_inactive(self.palette()):
@@ -53,7 +56,36 @@ class CalmTableView(QTableView):
         current = self.currentIndex()
         if current.isValid():
             self.viewport().update(self.visualRect(current))
+        self._update_frame()
         event.accept()
+
+    def _update_frame(self) -> None:
+        """What QWidget repaints on a change of focus (the frame, which a style may draw in a focus colour),
+        less the viewport's rows."""
+        self.update(QRegion(self.rect()) - QRegion(self.viewport().geometry()))
+
+    def focusInEvent(self, event):
+        if not _same_when_inactive(self.palette()):
+            super().focusInEvent(event)
+            return
+        # QAbstractItemView.focusInEvent less its repaints of the viewport (its own, and QWidget's of the whole
+        # view): the first row becomes current when none is (not on a click, which sets its own), and the focus
+        # frame is drawn on the current cell.
+        self._update_frame()
+        current = self.currentIndex()
+        model, selection = self.model(), self.selectionModel()
+        if not current.isValid() and model is not None and selection is not None \
+                and event.reason() != Qt.MouseFocusReason:
+            first = self.moveCursor(QAbstractItemView.MoveNext, Qt.NoModifier)
+            if first.isValid() and first.flags() & Qt.ItemIsEnabled:
+                scroll = self.hasAutoScroll()
+                self.setAutoScroll(False)
+                selection.setCurrentIndex(first, QItemSelectionModel.NoUpdate)
+                self.setAutoScroll(scroll)
+                current = first
+        self.setAttribute(Qt.WA_InputMethodEnabled, bool(current.isValid() and current.flags() & Qt.ItemIsEditable))
+        if current.isValid():
+            self.viewport().update(self.visualRect(current))
 
 
 # What a cell shows: its text, its colour (None: the palette's text), bold, aligned right, its background

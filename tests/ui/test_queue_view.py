@@ -3,7 +3,7 @@
 came in one turn of the event loop with the summary's own first paint."""
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QDialog
 from ui_helpers import copy_in
@@ -82,5 +82,39 @@ def test_the_queue_repaints_its_rows_when_it_loses_the_focus_and_they_look_diffe
     log = PaintLog(view.viewport())
     window.out_path.setFocus()
     qtbot.waitUntil(window.out_path.hasFocus)
+    qtbot.wait(50)
+    assert log.tallest() >= view.viewport().height() - 1
+
+
+def test_the_queue_taking_the_focus_repaints_one_cell_and_makes_the_first_row_current(window, ui_env, qtbot):
+    """When a run starts, the focus leaves the controls it locks, often for the queue: Qt's item view repaints
+    every visible row then, in the turn that repaints the locked controls. With rows that look the same with
+    and without the focus, one cell; the first row still becomes current, as Qt makes it."""
+    view = _queue_of(window, ui_env, qtbot)
+    view.selectionModel().clearCurrentIndex()
+    window.out_path.setFocus()
+    qtbot.waitUntil(window.out_path.hasFocus)
+    qtbot.wait(50)
+    assert not view.currentIndex().isValid()
+    log = PaintLog(view.viewport())
+    view.setFocus(Qt.TabFocusReason)
+    qtbot.waitUntil(view.hasFocus)
+    qtbot.wait(50)
+    assert view.currentIndex().row() == 0
+    assert view.viewport().height() > 5 * view.rowHeight(0)
+    assert log.rects and log.tallest() <= view.rowHeight(0), [r.getRect() for r in log.rects]
+
+
+def test_the_queue_repaints_its_rows_when_it_takes_the_focus_and_they_look_different(window, ui_env, qtbot):
+    view = _queue_of(window, ui_env, qtbot)
+    palette = view.palette()
+    palette.setColor(QPalette.Inactive, QPalette.Base, QColor("#eeeeee"))
+    view.setPalette(palette)
+    window.out_path.setFocus()
+    qtbot.waitUntil(window.out_path.hasFocus)
+    qtbot.wait(50)
+    log = PaintLog(view.viewport())
+    view.setFocus(Qt.TabFocusReason)
+    qtbot.waitUntil(view.hasFocus)
     qtbot.wait(50)
     assert log.tallest() >= view.viewport().height() - 1
