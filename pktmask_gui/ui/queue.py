@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRect, Qt, QTimer, Signal
-from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QPainter, QPen, QStaticText,
-                           QTextLayout, QTextOption)
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPen, QStaticText
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QStyledItemDelegate
 
 from .. import pipeline
 from ..compression import output_kind, sniff
-from .tables import CalmTableView, TextDelegate
 from .format import count, duplicates_removed, human_size, plural
+from .tables import CalmTableView, TextDelegate, laid_out
 
 QUEUED, RUNNING, CANCELLING, DONE, FAILED, CANCELLED = (
     "Queued", "Running", "Cancelling…", "Done", "Failed", "Cancelled")
@@ -454,8 +453,6 @@ class ProgressDelegate(QStyledItemDelegate):
         # (words, bar width, bar height) -> (the words shown, laid out; their place in the bar), as
         # tables.TextDelegate keeps them: laying text out at each paint was most of a paint's cost.
         self._laid_out: dict[tuple, tuple[QStaticText, float, float]] = {}
-        self._direction = QTextOption()
-        self._direction.setTextDirection(Qt.LeftToRight)
 
     def paint(self, painter: QPainter, option, index):
         row = index.data(Qt.UserRole)
@@ -496,18 +493,8 @@ class ProgressDelegate(QStyledItemDelegate):
         if metrics.horizontalAdvance(text) > width - 6:
             text = self.text(row, compact=True)     # the same for every row with these words
         shown = metrics.elidedText(text, Qt.ElideRight, width - 4)
-        static = QStaticText(shown)
-        static.setTextFormat(Qt.PlainText)
-        static.setTextOption(self._direction)
-        static.prepare(painter.transform(), self._font)
-        # centred in the bar, as drawText(rect, AlignCenter) puts it: by its text layout's line
-        layout = QTextLayout(shown, self._font)
-        layout.setTextOption(self._direction)
-        layout.beginLayout()
-        line = layout.createLine()
-        line.setLineWidth(width)
-        layout.endLayout()
-        laid = (static, (width - line.naturalTextWidth()) / 2, (height - line.height()) / 2)
+        static, natural, tall, _ascent = laid_out(shown, self._font, painter, width)
+        laid = (static, (width - natural) / 2, (height - tall) / 2)     # centred, as drawText(AlignCenter) puts it
         if len(self._laid_out) >= 4096:
             self._laid_out.clear()
         self._laid_out[key] = laid

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QItemSelectionModel, QPointF, QRect, Qt
 from PySide6.QtGui import (QBrush, QColor, QFont, QFontMetrics, QFontMetricsF, QImage, QPainter, QPalette,
-                           QRegion, QStaticText, QTextLayout, QTextOption)
+                           QStaticText, QTextLayout, QTextOption)
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QStyle, QStyledItemDelegate,
                                QStyleOptionViewItem, QTableView)
 
@@ -56,22 +56,15 @@ class CalmTableView(QTableView):
         current = self.currentIndex()
         if current.isValid():
             self.viewport().update(self.visualRect(current))
-        self._update_frame()
         event.accept()
-
-    def _update_frame(self) -> None:
-        """What QWidget repaints on a change of focus (the frame, which a style may draw in a focus colour),
-        less the viewport's rows."""
-        self.update(QRegion(self.rect()) - QRegion(self.viewport().geometry()))
 
     def focusInEvent(self, event):
         if not _same_when_inactive(self.palette()):
             super().focusInEvent(event)
             return
-        # QAbstractItemView.focusInEvent less its repaints of the viewport (its own, and QWidget's of the whole
-        # view): the first row becomes current when none is (not on a click, which sets its own), and the focus
-        # frame is drawn on the current cell.
-        self._update_frame()
+        # QAbstractItemView.focusInEvent less its repaints (its own of the viewport, and QWidget's of the whole
+        # view, as focusOutEvent skips them: no style of ours marks a focused table's frame): the first row
+        # becomes current when none is (not on a click, which sets its own), and the current cell shows the focus.
         current = self.currentIndex()
         model, selection = self.model(), self.selectionModel()
         if not current.isValid() and model is not None and selection is not None \
@@ -103,11 +96,31 @@ _CACHE_MAX = 4096
 
 
 def _left_to_right() -> QTextOption:
-    """As Qt's delegate lays a cell's text out in a left-to-right view: in that direction, whatever the first
-    strong character (a Hebrew or Arabic file name keeps its order)."""
     option = QTextOption()
     option.setTextDirection(Qt.LeftToRight)
     return option
+
+
+# As Qt's delegate lays a cell's text out in a left-to-right view: in that direction, whatever the first strong
+# character (a Hebrew or Arabic file name keeps its order).
+_LEFT_TO_RIGHT = _left_to_right()
+
+
+def laid_out(shown: str, font: QFont, painter, width: float) -> tuple[QStaticText, float, float, float]:
+    """``shown`` laid out once for ``drawStaticText`` (left to right, as a view's text is), and its line as Qt's
+    text layout measures it (glyphs from a fallback font can make a line taller or wider than the font's own
+    metrics say): (the laid-out text, the line's natural width, its height, its ascent)."""
+    static = QStaticText(shown)
+    static.setTextFormat(Qt.PlainText)
+    static.setTextOption(_LEFT_TO_RIGHT)
+    static.prepare(painter.transform(), font)
+    layout = QTextLayout(shown, font)
+    layout.setTextOption(_LEFT_TO_RIGHT)
+    layout.beginLayout()
+    line = layout.createLine()
+    line.setLineWidth(width)
+    layout.endLayout()
+    return static, line.naturalTextWidth(), line.height(), line.ascent()
 
 
 class TextDelegate(QStyledItemDelegate):
@@ -133,7 +146,6 @@ class TextDelegate(QStyledItemDelegate):
         self.margin = 3                  # QCommonStyle's text margin: PM_FocusFrameHMargin + 1
         # (text, width, height, bold, right) -> (laid-out text, its position in the cell, whether it overflows)
         self._laid_out: dict[tuple, tuple[QStaticText, float, int, bool]] = {}
-        self._direction = _left_to_right()
         parent.installEventFilter(self)      # a new style: probe again
 
     def eventFilter(self, _watched, event):
@@ -190,23 +202,13 @@ class TextDelegate(QStyledItemDelegate):
         metrics = QFontMetrics(font)
         room = width - 2 * self.margin
         shown = metrics.elidedText(text, self.elide, room)
-        static = QStaticText(shown)
-        static.setTextFormat(Qt.PlainText)
-        static.setTextOption(self._direction)
-        static.prepare(painter.transform(), font)
+        static, natural, tall, ascent = laid_out(shown, font, painter, room)
         # Where Qt's delegate puts the line (QCommonStyle, QStyle.alignedRect): centred by its whole height, on
-        # the right at its natural width, both as its text layout gives them (glyphs from a fallback font
-        # can make a line taller or wider than the font's own metrics say).
-        line = QTextLayout(shown, font)
-        line.setTextOption(self._direction)
-        line.beginLayout()
-        first = line.createLine()
-        first.setLineWidth(room)
-        line.endLayout()
-        x = self.margin + (room - first.naturalTextWidth() if right else 0)
-        y = int((height - int(first.height())) / 2)             # (C++'s division: towards zero)
+        # the right at its natural width.
+        x = self.margin + (room - natural if right else 0)
+        y = int((height - int(tall)) / 2)                       # (C++'s division: towards zero)
         # The style clips the text to its cell: so do we, where its ink may reach past the cell's edge.
-        ink = QFontMetricsF(font).tightBoundingRect(shown).translated(x, y + first.ascent())
+        ink = QFontMetricsF(font).tightBoundingRect(shown).translated(x, y + ascent)
         inside = ink.top() >= 1 and ink.bottom() <= height - 1 and ink.left() >= 1 and ink.right() <= width - 1
         laid = (static, x, y, not inside)
         if len(self._laid_out) >= _CACHE_MAX:

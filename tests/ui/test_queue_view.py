@@ -37,6 +37,7 @@ def _queue_of(window, ui_env, qtbot, files=20):
     view.setFocus()
     qtbot.waitUntil(lambda: view.hasFocus() and view.currentIndex().isValid())
     qtbot.waitUntil(lambda: not view._fit_timer.isActive())      # its columns fitted (a repaint of its own)
+    view.user_sized = True      # and they stay (on a loaded machine a late fit's repaint came inside a measure)
     qtbot.wait(50)
     return view
 
