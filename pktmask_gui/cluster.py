@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
@@ -159,7 +160,8 @@ def run_task(job: Job, settings, secret: Secret, index: int, run_id: str, level:
         job.key = secret.value
         job.reuse_identical = True      # run again after its worker died having published: no "-1" copy
         worker.log_event(topic, {"kind": "started", "index": index, "worker": str(worker.address)})
-        return run_job(job, settings, progress=progress, cancel=watch)
+        with streaming_allocator():
+            return run_job(job, settings, progress=progress, cancel=watch)
     except BaseException as exc:  # noqa: BLE001 - one sentence, never the arguments
         return JobResult(input=str(job.input), status="failed", error_kind="internal",
                          error=f"internal error on the Dask worker ({type(exc).__name__})")
@@ -168,6 +170,68 @@ def run_task(job: Job, settings, secret: Secret, index: int, run_id: str, level:
             watch.stop()
         if handler is not None:
             engine_log.removeHandler(handler)
+
+
+# glibc's malloc as its own dynamic thresholds would settle for a job's buffers (a batch of records, its
+# output): below 32 MiB from the heap, and up to twice that kept when freed (glibc's DEFAULT_MMAP_THRESHOLD_MAX)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_STREAMING_MMAP, _STREAMING_TRIM = 32 << 20, 64 << 20
+_GLIBC_MMAP_DEFAULT = 128 << 10
+_allocator_lock = threading.Lock()
+_allocator_users = 0
+
+
+@contextmanager
+def streaming_allocator():
+    """While a job runs here, glibc's malloc keeps the memory a job frees for its next batch.
+
+    Why: Dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (its
+    ``distributed.nanny.pre-spawn-environ``). A threshold set that way also turns off glibc's dynamic
+    thresholds, so every buffer above 128 KiB is mmap'ed and unmapped again and every batch faults its pages
+    back in: measured on a 32 MB capture, all three operations, in a Dask worker: 85,000 minor page faults,
+    0.35 s of system time, 1.8-2.0 s a job; with this, ~100 faults, 0.05 s, 1.5 s (the same job in a plain
+    process: 1.1-1.3 s). The worker's own setting is put back when its last job here ends, and the memory
+    freed is returned to the system then (``malloc_trim``), as Dask wants. Elsewhere (no such setting, not
+    glibc): nothing is done."""
+    global _allocator_users
+    libc = _glibc() if "MALLOC_TRIM_THRESHOLD_" in os.environ and "MALLOC_MMAP_THRESHOLD_" not in os.environ \
+        else None
+    if libc is None:
+        yield
+        return
+    with _allocator_lock:
+        _allocator_users += 1
+        if _allocator_users == 1:
+            libc.mallopt(_M_MMAP_THRESHOLD, _STREAMING_MMAP)
+            libc.mallopt(_M_TRIM_THRESHOLD, _STREAMING_TRIM)
+    try:
+        yield
+    finally:
+        with _allocator_lock:
+            _allocator_users -= 1
+            if _allocator_users == 0:
+                try:
+                    trim = int(os.environ["MALLOC_TRIM_THRESHOLD_"])
+                except ValueError:
+                    trim = _STREAMING_TRIM      # (glibc ignored a value it could not read)
+                libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_DEFAULT)
+                libc.mallopt(_M_TRIM_THRESHOLD, trim)
+                libc.malloc_trim(0)
+
+
+def _glibc():
+    """The C library when it is glibc (which has ``mallopt`` with these meanings), else None."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return None
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _cancelled_now(watch: _CancelWatch) -> bool:

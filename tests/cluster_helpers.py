@@ -22,7 +22,9 @@ class Cluster:
         self.worker_tmp = root / "worker-tmp"
         self.worker_tmp.mkdir()
         self.worker_config = root / "worker-config"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        # (the tests' folder too: a test may send a function of this module as a task)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests"),
+                                                           os.environ.get("PYTHONPATH", "")]),
                    TMPDIR=str(self.worker_tmp), PKTMASK_CONFIG_DIR=str(self.worker_config))
         env.pop("XDG_CONFIG_HOME", None)
         self.logs = []
@@ -123,3 +125,25 @@ def make_tls_files(folder: Path) -> dict[str, Path]:
     files["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
     return files
+
+
+def page_faults_of_jobs(capture: str, out: str) -> dict:
+    """Runs on a Dask worker: the minor page faults of one job, plain and inside ``streaming_allocator``."""
+    import contextlib
+    import resource
+
+    from pktmask_gui.cluster import streaming_allocator
+    from pktmask_gui.pipeline import Job, run_job
+    from pktmask_gui.settings import Settings
+
+    def faults(name, around):
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        with around():
+            result = run_job(Job(input=Path(capture), output_dir=Path(out) / name, key=bytes(range(32)),
+                                 stages=["dedup", "anonymize", "mask"]), Settings())
+        assert result.status == "ok", result.error
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+    faults("warm-up", contextlib.nullcontext)       # (the first job's imports fault pages in too)
+    return {"setting": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "plain": faults("plain", contextlib.nullcontext),
+            "streaming": faults("streaming", streaming_allocator)}
