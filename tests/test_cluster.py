@@ -197,7 +197,7 @@ def test_a_job_on_a_worker_keeps_its_freed_buffers_despite_the_nannys_trim_setti
         pytest.skip("this Dask's nanny no longer sets MALLOC_TRIM_THRESHOLD_ for its workers")
     # without it every buffer above 128 KiB is mapped and unmapped again: ~30,000 faults for this capture
     assert faults["plain"] > 10_000 and faults["streaming"] * 5 < faults["plain"], faults
-    assert leftovers(workdir, cluster.worker_tmp) == []
+    assert leftovers(workdir, cluster.worker_tmp) == [] and not cluster.worker_config.exists()
 
 
 def test_an_unreachable_scheduler_is_one_sentence(workdir):
