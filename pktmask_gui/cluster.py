@@ -194,8 +194,8 @@ def streaming_allocator():
     freed is returned to the system then (``malloc_trim``), as Dask wants. Elsewhere (no such setting, not
     glibc): nothing is done."""
     global _allocator_users
-    libc = _glibc() if "MALLOC_TRIM_THRESHOLD_" in os.environ and "MALLOC_MMAP_THRESHOLD_" not in os.environ \
-        else None
+    frozen = _frozen_trim_threshold()
+    libc = _glibc() if frozen is not None else None
     if libc is None:
         yield
         return
@@ -210,13 +210,20 @@ def streaming_allocator():
         with _allocator_lock:
             _allocator_users -= 1
             if _allocator_users == 0:
-                try:
-                    trim = int(os.environ["MALLOC_TRIM_THRESHOLD_"])
-                except ValueError:
-                    trim = _STREAMING_TRIM      # (glibc ignored a value it could not read)
                 libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_DEFAULT)
-                libc.mallopt(_M_TRIM_THRESHOLD, trim)
+                libc.mallopt(_M_TRIM_THRESHOLD, frozen)
                 libc.malloc_trim(0)
+
+
+def _frozen_trim_threshold() -> int | None:
+    """The trim threshold this process was started with (``MALLOC_TRIM_THRESHOLD_``, a number), when it set
+    no mmap threshold of its own; else None: the thresholds are glibc's own, or not ours to guess."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return None
+    try:
+        return int(os.environ["MALLOC_TRIM_THRESHOLD_"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _glibc():
